@@ -1,0 +1,235 @@
+"""Typed settings for iot_fed: every knob, its default and where it comes from.
+
+Sources, highest priority first:
+
+1. environment variables ``IOT_FED_<NAME>`` (e.g. ``IOT_FED_KAFKA_BOOTSTRAP``),
+2. a ``.env`` file in the working directory (same names),
+3. a YAML file: ``IOT_FED_CONFIG_FILE`` or ``./project_config.yaml`` (keys are the
+   field names below, lower case, e.g. ``kafka_bootstrap: broker:9092``),
+4. the defaults below (local services on 127.0.0.1).
+
+Pointing ``kafka_bootstrap`` / ``mongodb_uri`` at an existing cluster needs no code
+change; ``iot-fed services up`` then starts no local process for that service.
+A bad value raises :class:`ConfigError` naming the setting (``IOT_FED_<NAME>``).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "IOT_FED_"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the setting."""
+
+
+def _project_root() -> Path:
+    """The repository root when running from a checkout, else the working directory."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def _yaml_file() -> Path:
+    return Path(os.environ.get(f"{ENV_PREFIX}CONFIG_FILE", "project_config.yaml"))
+
+
+class Settings(BaseSettings):
+    """All iot_fed settings. Field ``foo_bar`` is read from ``IOT_FED_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- Kafka -----------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    kafka_topic: str = Field("iot_stream", description="topic carrying sensor readings")
+    kafka_dlq_topic: str = Field("iot_stream_dlq", description="dead-letter topic")
+    kafka_partitions: int = Field(3, ge=1, description="partitions when iot-fed creates topics")
+    kafka_replication: int = Field(1, ge=1, description="replication factor for new topics")
+    kafka_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, description="topic retention")
+    kafka_consumer_group: str = Field("iot_fed_ingest", description="ingestion consumer group")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = Field(None, description="CA bundle for SSL")
+    kafka_max_message_bytes: int = Field(
+        64 * 1024, ge=256, description="messages larger than this are dead-lettered"
+    )
+
+    # --- MongoDB ---------------------------------------------------------------
+    mongodb_uri: str = Field("mongodb://127.0.0.1:27017/", description="MongoDB connection URI")
+    mongodb_database: str = Field("iot_analytics", description="database name")
+
+    # --- Spark -----------------------------------------------------------------
+    spark_master: str = Field("local[*]", description="spark.master for batch and streaming")
+    spark_shuffle_partitions: int = Field(4, ge=1)
+
+    # --- data ------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=lambda: _project_root() / "assets_data")
+    data_url: str = Field(
+        "http://db.csail.mit.edu/labdata/data.txt.gz", description="Intel Lab readings"
+    )
+    data_sha256: str | None = Field(None, description="expected sha256 of the download")
+    data_size: int | None = Field(None, description="expected size in bytes of the download")
+    mote_locs_url: str = "http://db.csail.mit.edu/labdata/mote_locs.txt"
+    data_file: Path | None = Field(None, description="local data.txt(.gz) used instead")
+    mote_locs_file: Path | None = Field(None, description="local mote_locs.txt used instead")
+    download_timeout_s: float = Field(10.0, gt=0)
+    generator_seed: int = 7
+    generator_motes: int = Field(54, ge=1)
+    generator_days: float = Field(3.0, gt=0)
+    generator_fault_rate: float = Field(0.002, ge=0, le=1)
+
+    # --- producer --------------------------------------------------------------
+    producer_rate: float = Field(10.0, gt=0, description="records per second (original: 10)")
+
+    # --- model and training ----------------------------------------------------
+    model_hidden: Annotated[tuple[int, ...], NoDecode] = Field((32, 16), description="hidden layer sizes")
+    model_activation: Literal["relu", "tanh", "gelu", "silu"] = "relu"
+    optimizer: Literal["adam", "sgd", "adamw"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0)
+    local_epochs: int = Field(1, ge=1)
+    batch_size: int = Field(50, ge=1)
+    fedprox_mu: float = Field(0.0, ge=0)
+    threshold_quantile: float = Field(0.99, gt=0, lt=1)
+    seed: int = 0
+
+    # --- federation ------------------------------------------------------------
+    aggregation_strategy: Literal["fedavg", "median", "trimmed_mean"] = "fedavg"
+    trim_ratio: float = Field(0.1, ge=0, lt=0.5)
+    dp_clip_norm: float | None = Field(None, gt=0, description="client update clip bound")
+    dp_noise_multiplier: float = Field(0.0, ge=0)
+    promotion_tolerance: float = Field(
+        0.05, ge=0, description="max relative validation-loss increase to promote"
+    )
+
+    # --- orchestration ---------------------------------------------------------
+    sensor_interval_s: int = Field(30, ge=1, description="Kafka sensor cadence")
+    aggregation_interval_s: int = Field(60, ge=0, description="min seconds between globals")
+    min_new_samples: int = Field(20, ge=1, description="new readings before a device trains")
+    training_window: int = Field(2000, ge=1, description="max readings per local training")
+    ingest_max_messages: int = Field(50_000, ge=1, description="bounded consume: messages")
+    ingest_max_seconds: float = Field(5.0, gt=0, description="bounded consume: seconds")
+    device_freshness_s: int = Field(3600, ge=1, description="stale device model after this")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, v: str) -> str:
+        for hp in v.split(","):
+            host, sep, port = hp.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {v!r}")
+        return v
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _check_mongo_uri(cls, v: str) -> str:
+        if not v.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError(f"expected a mongodb:// or mongodb+srv:// URI, got {v!r}")
+        return v
+
+    @field_validator("model_hidden", mode="before")
+    @classmethod
+    def _parse_hidden(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(int(x) for x in v.replace(" ", "").split(",") if x)
+        return v
+
+    @model_validator(mode="after")
+    def _check_sasl(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_mechanism:
+            raise ValueError("kafka_sasl_mechanism is required with a SASL security protocol")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=_yaml_file())
+        return (init_settings, env_settings, dotenv_settings, yaml_source, file_secret_settings)
+
+    # --- derived ---------------------------------------------------------------
+    @property
+    def kafka_is_local(self) -> bool:
+        """True when the bootstrap is a single broker on this machine (we may start it)."""
+        hosts = [hp.rpartition(":")[0].strip("[]") for hp in self.kafka_bootstrap.split(",")]
+        return len(hosts) == 1 and hosts[0] in LOCAL_HOSTS
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+
+    @property
+    def mongodb_is_local(self) -> bool:
+        u = urlparse(self.mongodb_uri)
+        return u.scheme == "mongodb" and (u.hostname or "") in LOCAL_HOSTS and "," not in u.netloc
+
+    @property
+    def mongodb_port(self) -> int:
+        return urlparse(self.mongodb_uri).port or 27017
+
+    @property
+    def state_dir(self) -> Path:
+        """Service binaries, data and PID files (git-ignored)."""
+        return self.data_dir / "services"
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by producers, consumers and the admin client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_ca_location:
+            conf["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return conf
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from all sources; raise :class:`ConfigError` naming a bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = err["loc"][0] if err["loc"] else "settings"
+            name = f"{ENV_PREFIX}{str(loc).upper()}"
+            problems.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid iot_fed configuration: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (cached). Tests call ``get_settings.cache_clear()``."""
+    return load_settings()
