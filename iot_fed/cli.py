@@ -12,6 +12,8 @@ from iot_fed.config import ConfigError
 # Modules exposing ``register(subparsers) -> None``; each subcommand sets ``func(args) -> int``.
 COMMAND_MODULES = (
     "iot_fed.services.commands",
+    "iot_fed.store.commands",
+    "iot_fed.stream.commands",
 )
 
 

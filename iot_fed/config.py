@@ -99,7 +99,18 @@ class Settings(BaseSettings):
     generator_seed: int = 7
     generator_motes: int = Field(54, ge=1)
     generator_days: float = Field(3.0, gt=0)
-    generator_fault_rate: float = Field(0.002, ge=0, le=1)
+    generator_fault_rate: float = Field(
+        0.002, ge=0, le=1, description="generator: share of readings with an injected spike"
+    )
+    generator_drop_rate: float = Field(
+        0.2, ge=0, lt=1, description="generator: share of epochs missing (plus short outages)"
+    )
+    generator_low_voltage_fraction: float = Field(
+        0.1, ge=0, le=1, description="generator: share of motes whose battery fails (wild values)"
+    )
+    mongodb_timeout_s: float = Field(
+        5.0, gt=0, description="MongoDB server-selection / connect timeout in seconds"
+    )
 
     # --- producer --------------------------------------------------------------
     producer_rate: float = Field(10.0, gt=0, description="records per second (original: 10)")

@@ -1,0 +1,171 @@
+"""Benchmark: Kafka produce rate and sustained Kafka -> MongoDB ingest rate.
+
+Run with the local services up (``.venv/bin/iot-fed services up``)::
+
+    .venv/bin/python bench/bench_ingest.py [--n 100000]
+
+Produces N synthetic readings at full speed into a fresh topic, then ingests them
+with several write strategies / chunk sizes (fresh collection each run) through the
+real ingestion core (:class:`iot_fed.stream.ingest.Ingestor`). Also times the pieces
+alone (decode+validate in Python, MongoDB writes of pre-decoded docs) to show where
+the time goes. Prints a table and writes ``bench/results/ingest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+from pymongo import MongoClient
+
+from iot_fed.config import get_settings
+from iot_fed.stream import writes
+from iot_fed.stream.admin import delete_topics
+from iot_fed.stream.ingest import Ingestor
+from iot_fed.stream.messages import decode_value, encode_reading
+from iot_fed.stream.producer import ReplayData, replay, synthetic_readings
+
+RESULTS = Path(__file__).parent / "results" / "ingest.json"
+GOAL = 20_000
+
+
+def _data(n: int) -> ReplayData:
+    df = synthetic_readings(get_settings())
+    return ReplayData.from_frame(df.head(n) if len(df) >= n else df)
+
+
+def bench_decode(values: list[bytes], max_bytes: int) -> float:
+    t = time.perf_counter()
+    for v in values:
+        decode_value(v, max_bytes)
+    return len(values) / (time.perf_counter() - t)
+
+
+def bench_mongo_only(db, docs: list[dict], strategy: str, chunk: int) -> float:
+    db.drop_collection(writes.READINGS)
+    writes.ensure_indexes(db)
+    t = time.perf_counter()
+    for i in range(0, len(docs), chunk):
+        writes.write_readings(db, docs[i : i + chunk], strategy)
+    return len(docs) / (time.perf_counter() - t)
+
+
+def bench_ingest(settings, db, topic: str, n: int, strategy: str, chunk: int, batch: int) -> dict:
+    db.drop_collection(writes.READINGS)
+    with Ingestor(settings, db, topic=topic, strategy=strategy, chunk_size=chunk) as ing:
+        cursor: dict[int, int] = {}
+        total, inserted, batches = 0, 0, 0
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        while total < n:
+            res = ing.run_batch(batch, 120.0, cursor, commit=False)
+            cursor = res.next_offsets
+            total += res.n_messages
+            inserted += res.n_inserted
+            batches += 1
+            for k, v in res.timings.items():
+                timings[k] = timings.get(k, 0.0) + v
+            if res.reached_end and res.n_messages == 0:
+                break
+        wall = time.perf_counter() - t0
+    assert db[writes.READINGS].estimated_document_count() == inserted
+    return {
+        "strategy": strategy,
+        "chunk": chunk,
+        "batch": batch,
+        "messages": total,
+        "inserted": inserted,
+        "batches": batches,
+        "seconds": round(wall, 3),
+        "rate": round(total / wall, 1),
+        "share": {k: round(v / wall, 3) for k, v in sorted(timings.items())},
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="fewer configurations")
+    args = ap.parse_args()
+    settings = get_settings()
+    client: MongoClient = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000)
+    db = client["iot_fed_bench"]
+    client.drop_database(db.name)
+    topic = f"bench_ingest_{uuid.uuid4().hex[:8]}"
+
+    data = _data(args.n)
+    n = len(data)
+    print(f"{n} readings, topic {topic}, {settings.kafka_partitions} partitions")
+    out: dict = {"n": n, "machine": platform.platform(), "goal_rate": GOAL}
+    try:
+        # 1. produce at full speed (idempotent, acks=all)
+        stats = replay(settings, data, topic=topic, rate=0, progress_interval_s=1e9)
+        assert stats.delivered == n, stats
+        out["produce"] = {"seconds": round(stats.elapsed_s, 3), "rate": round(stats.rate, 1)}
+
+        # 2. pieces alone
+        readings = [r for _, _, r in data.records(loop=False)]
+        values = [encode_reading(r) for r in readings]
+        docs = []
+        for i, v in enumerate(values):
+            d, _ = decode_value(v, settings.kafka_max_message_bytes)
+            docs.append(d | {"kafka_partition": 0, "kafka_offset": i})
+        out["decode_rate"] = round(bench_decode(values, settings.kafka_max_message_bytes), 1)
+        t = time.perf_counter()
+        for r in readings:
+            encode_reading(r)
+        out["encode_rate"] = round(n / (time.perf_counter() - t), 1)
+        out["mongo_only"] = [
+            {"strategy": s, "chunk": c, "rate": round(bench_mongo_only(db, docs, s, c), 1)}
+            for s, c in (
+                [("insert", 5000)]
+                if args.quick
+                else [("insert", 1000), ("insert", 5000), ("insert", 20000), ("upsert", 5000)]
+            )
+        ]
+
+        # 3. the real ingestion path
+        configs = [("insert", 5000, 50_000)]
+        if not args.quick:
+            configs += [
+                ("insert", 1000, 50_000),
+                ("insert", 20000, 50_000),
+                ("upsert", 5000, 50_000),
+                ("insert", 5000, 5_000),
+            ]
+        out["ingest"] = [bench_ingest(settings, db, topic, n, *c) for c in configs]
+    finally:
+        delete_topics(settings, [topic])
+        client.drop_database(db.name)
+
+    best = max(r["rate"] for r in out["ingest"])
+    base = out["ingest"][0]["rate"]
+    print(f"\nproduce (max speed): {out['produce']['rate']:>10,.0f} rec/s")
+    print(f"encode only:         {out['encode_rate']:>10,.0f} rec/s")
+    print(f"decode+validate:     {out['decode_rate']:>10,.0f} rec/s")
+    for m in out["mongo_only"]:
+        print(f"mongo {m['strategy']:<7} chunk {m['chunk']:>6}: {m['rate']:>10,.0f} docs/s")
+    print(f"\n{'strategy':<9}{'chunk':>7}{'batch':>8}{'rate/s':>10}{'x base':>8}  time shares")
+    for r in out["ingest"]:
+        shares = " ".join(f"{k}={v:.0%}" for k, v in r["share"].items())
+        print(
+            f"{r['strategy']:<9}{r['chunk']:>7}{r['batch']:>8}{r['rate']:>10,.0f}"
+            f"{r['rate'] / base:>8.2f}  {shares}"
+        )
+    verdict = "meets" if best >= GOAL else "below"
+    print(f"\nbest ingest {best:,.0f} readings/s: {verdict} the {GOAL:,}/s goal")
+    out["best_ingest_rate"] = best
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    pd.options.mode.copy_on_write = True
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The thin Dagster layer: assets, sensors, checks and resources over the core packages."""

@@ -1,0 +1,134 @@
+"""Federated model assets: ``local_model[device]`` -> ``global_model`` -> ``promoted_model``.
+
+``local_model`` runs with a single-run backfill policy: a run over many device partitions
+is ONE run that trains all of them in one vmapped JAX call.
+"""
+
+
+import math
+from collections.abc import Iterator, Sequence
+
+import dagster as dg
+
+from iot_fed.defs.partitions import devices
+from iot_fed.defs.resources import MongoDBResource, SettingsResource
+from iot_fed.federation.global_round import aggregate_global_model, promote_if_better
+from iot_fed.federation.health import local_model_health, promotion_verdict
+from iot_fed.federation.local_round import DeviceOutcome, train_local_models
+from iot_fed.store import repository as repo
+
+LOCAL_HEALTH_CHECK = "params_finite_loss_not_diverging"
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+
+def outcomes_table(outcomes: Sequence[DeviceOutcome]) -> str:
+    rows = ["| device | version | samples | loss before | loss after | threshold | note |",
+            "|---|---|---|---|---|---|---|"]
+    rows += [f"| {o.device} | {o.version or ''} | {o.n_samples} | {_fmt(o.loss_before)} | "
+             f"{_fmt(o.loss_after)} | {_fmt(o.threshold)} | {o.skipped or ''} |"
+             for o in outcomes]
+    return "\n".join(rows)
+
+
+@dg.asset(
+    partitions_def=devices,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="federation",
+    deps=["iot_stream"],
+    check_specs=[dg.AssetCheckSpec(LOCAL_HEALTH_CHECK, asset="local_model", blocking=True,
+                                   description="parameters finite, loss not diverging")],
+    description="One device's anomaly model, trained on its readings since its last version, "
+                "warm-started from the promoted global model. Stored in local_models.",
+)
+def local_model(context: dg.AssetExecutionContext, mongodb: MongoDBResource,
+                settings: SettingsResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    keys = list(context.partition_keys)
+    s = settings.get()
+    outcomes = train_local_models(mongodb.db, keys, s, seed=s.seed)
+    trained = [o for o in outcomes if o.version is not None]
+    context.log.info("trained %d of %d devices in one vmapped call", len(trained), len(keys))
+    unhealthy = {}
+    for o in trained:
+        ok, why = local_model_health(repo.get_local_model(mongodb.db, o.device, o.version))
+        if not ok:
+            unhealthy[o.device] = why
+    yield dg.MaterializeResult(metadata={
+        "devices_in_run": len(keys),
+        "devices_trained": len(trained),
+        "samples": sum(o.n_samples for o in trained),
+        "base_global_version": (repo.get_local_model(mongodb.db, trained[0].device) or {}).get(
+            "base_version") if trained else None,
+        "models": dg.MetadataValue.md(outcomes_table(outcomes)),
+    })
+    yield dg.AssetCheckResult(
+        check_name=LOCAL_HEALTH_CHECK, passed=not unhealthy,
+        metadata={"unhealthy": unhealthy or "none", "checked": len(trained)},
+    )
+
+
+@dg.asset(
+    deps=[dg.AssetDep("local_model", partition_mapping=dg.AllPartitionMapping())],
+    group_name="federation",
+    output_required=False,
+    description="A new global version aggregated (FedAvg / median / trimmed mean, optional DP) "
+                "from the newest healthy local models; stored unpromoted with lineage.",
+)
+def global_model(context: dg.AssetExecutionContext, mongodb: MongoDBResource,
+                 settings: SettingsResource) -> Iterator[dg.MaterializeResult]:
+    s = settings.get()
+    out = aggregate_global_model(mongodb.db, s, seed=s.seed)
+    if out.rejected:
+        context.log.warning("local models left out: %s", out.rejected)
+    if out.version is None:
+        context.log.info("no new global version: %s", out.reason)
+        return
+    m = out.metrics
+    yield dg.MaterializeResult(
+        metadata={
+            "version": out.version,
+            "parent_version": out.parent_version,
+            "devices": out.n_devices,
+            "strategy": s.aggregation_strategy,
+            "val_loss": m["val_loss"],
+            "parent_val_loss": m["parent_val_loss"],
+            "train_loss_after": m["train_loss_after"],
+            "rejected_local_models": out.rejected or "none",
+            "dp": {"clip_norm": s.dp_clip_norm, "noise_multiplier": s.dp_noise_multiplier},
+        },
+        data_version=dg.DataVersion(str(out.version)),
+    )
+
+
+@dg.asset_check(asset=global_model, blocking=True, name="not_worse_than_promoted",
+                description="held-out validation loss within promotion_tolerance of the "
+                            "promoted version; otherwise the version stays unpromoted")
+def not_worse_than_promoted(mongodb: MongoDBResource,
+                            settings: SettingsResource) -> dg.AssetCheckResult:
+    doc = repo.latest_global_model(mongodb.db)
+    if doc is None:
+        return dg.AssetCheckResult(passed=False, metadata={"reason": "no global model stored"})
+    ok, why = promotion_verdict(doc, settings.get().promotion_tolerance)
+    return dg.AssetCheckResult(passed=ok, metadata={"version": doc["version"], "verdict": why})
+
+
+@dg.asset(
+    deps=[global_model],
+    group_name="federation",
+    description="The global version that serves predictions (promoted if it passed the check).",
+)
+def promoted_model(context: dg.AssetExecutionContext, mongodb: MongoDBResource,
+                   settings: SettingsResource) -> dg.MaterializeResult:
+    db = mongodb.db
+    latest = repo.latest_global_model(db)
+    if latest is None:
+        raise dg.Failure("no global model to promote yet")
+    ok, why = promote_if_better(db, int(latest["version"]), settings.get().promotion_tolerance)
+    current = repo.promoted_global_model(db)
+    context.log.info("version %s: %s", latest["version"], why)
+    return dg.MaterializeResult(metadata={
+        "candidate_version": latest["version"], "promoted": ok, "verdict": why,
+        "promoted_version": current["version"] if current else None,
+    })

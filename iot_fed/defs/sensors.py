@@ -1,0 +1,94 @@
+"""Sensors: the Kafka ingestion sensor (training trigger) and the aggregation sensor.
+
+``iot_stream_sensor`` keeps the Kafka offsets and the per-device count of readings not yet
+trained on as its cursor. A tick consumes one bounded batch through the ingestion core,
+lands it in MongoDB, and only then returns the advanced cursor (so a crash before the
+write re-reads the batch, and idempotent upserts make that harmless). Unseen motes become
+``devices`` partitions in the same tick; all ready devices go into ONE run (a partition-range
+run of ``local_model``, trained in one vmapped call). The run key is derived from the
+offsets, so a re-evaluated tick never trains twice.
+"""
+
+
+import dagster as dg
+
+from iot_fed.defs.assets.models import global_model, local_model, promoted_model
+from iot_fed.defs.partitions import devices, range_tags
+from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource
+from iot_fed.stream.cursor import StreamCursor
+from iot_fed.stream.ingest import ingest_batch
+
+
+def sensor_interval() -> int:
+    from iot_fed.config import load_settings
+
+    return load_settings().sensor_interval_s
+
+
+def aggregation_interval() -> int:
+    from iot_fed.config import load_settings
+
+    return max(load_settings().aggregation_interval_s, 1)
+
+
+@dg.sensor(
+    name="iot_stream_sensor",
+    minimum_interval_seconds=sensor_interval(),
+    asset_selection=[local_model],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Consumes iot_stream in bounded batches, lands readings in MongoDB, adds new "
+                "devices as partitions and trains all ready devices in one run.",
+)
+def iot_stream_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource,
+                      mongodb: MongoDBResource, settings: SettingsResource) -> dg.SensorResult:
+    s = settings.get()
+    cursor = StreamCursor.parse(context.cursor)
+    res = ingest_batch(kafka.settings(), mongodb.db, s.ingest_max_messages, s.ingest_max_seconds,
+                       start_offsets=cursor.offsets or None, commit=True)
+    # The writes are durable here; from now on the cursor may advance.
+    known = list(context.instance.get_dynamic_partitions(devices.name))
+    known_set = set(known)
+    new_devices = sorted({str(d) for d in res.per_device_new_counts} - known_set, key=int)
+    pending = dict(cursor.pending)
+    for d, n in res.per_device_new_counts.items():
+        pending[str(d)] = pending.get(str(d), 0) + int(n)
+    ready = [d for d, n in pending.items() if n >= s.min_new_samples]
+    nxt = StreamCursor({**cursor.offsets, **res.next_offsets}, pending)
+    run_requests = []
+    if ready:
+        ordered = known + new_devices
+        tags = range_tags(ordered, ready)
+        lo, hi = ordered.index(tags["dagster/asset_partition_range_start"]), ordered.index(
+            tags["dagster/asset_partition_range_end"])
+        for d in ordered[lo: hi + 1]:  # the run trains every device in its range
+            nxt.pending.pop(d, None)
+        run_requests.append(dg.RunRequest(run_key=nxt.run_key(), asset_selection=[
+            local_model.key], tags={**tags, "iot_fed/ready_devices": str(len(ready))}))
+    context.log.info(
+        "batch: %d messages, %d new readings, %d dead letters, %d new devices, %d ready, lag %d",
+        res.n_messages, res.n_inserted, res.n_dead, len(new_devices), len(ready), res.lag)
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[devices.build_add_request(new_devices)] if new_devices
+        else [],
+        cursor=nxt.dump(),
+    )
+
+
+aggregate_job = dg.define_asset_job(
+    "aggregate_global_model", selection=[global_model, promoted_model],
+    description="Aggregate the newest local models into a global version and promote it.")
+
+
+@dg.asset_sensor(
+    asset_key=local_model.key,
+    name="aggregation_sensor",
+    minimum_interval_seconds=aggregation_interval(),
+    job=aggregate_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After new local models, aggregate a global version (at most once per "
+                "aggregation_interval_s) and promote it if it passes its blocking check.",
+)
+def aggregation_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
+                       ) -> dg.RunRequest:
+    return dg.RunRequest(run_key=f"aggregate-{context.cursor}")

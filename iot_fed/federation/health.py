@@ -1,0 +1,47 @@
+"""Gates of a federated round: is a local model healthy, may a global version be promoted."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from iot_fed.fl.serialization import ModelBlobError, ModelBundle
+
+MAX_LOSS_RATIO = 2.0
+"""A local model whose training loss ends above this multiple of its start is diverging."""
+
+
+def local_model_health(doc: Mapping[str, Any]) -> tuple[bool, str]:
+    """``(ok, reason)``: parameters decode and are finite, loss finite and not diverging."""
+    try:
+        bundle = ModelBundle.from_bytes(doc["params"])
+    except ModelBlobError as exc:
+        return False, f"unreadable parameters: {exc}"
+    for layer in bundle.params.values():
+        for leaf in layer.values():
+            if not np.all(np.isfinite(leaf)):
+                return False, "non-finite parameters"
+    m = doc.get("metrics") or {}
+    before, after = m.get("loss_before"), m.get("loss_after")
+    if after is None or not math.isfinite(after):
+        return False, f"loss after training is {after}"
+    if before is not None and math.isfinite(before) and after > MAX_LOSS_RATIO * before:
+        return False, f"loss diverged: {before:.4g} -> {after:.4g}"
+    return True, "ok"
+
+
+def promotion_verdict(doc: Mapping[str, Any], tolerance: float) -> tuple[bool, str]:
+    """May this global version replace the promoted one? Compares held-out validation loss."""
+    m = doc.get("metrics") or {}
+    new, old = m.get("val_loss"), m.get("parent_val_loss")
+    if new is None or not math.isfinite(new):
+        return False, f"validation loss is {new}"
+    if old is None or not math.isfinite(old):
+        return True, f"no promoted model to compare with (val_loss {new:.4g})"
+    limit = old * (1.0 + tolerance)
+    if new <= limit:
+        return True, f"val_loss {new:.4g} <= {limit:.4g} (promoted {old:.4g} + {tolerance:.0%})"
+    return False, f"val_loss {new:.4g} > {limit:.4g} (promoted {old:.4g} + {tolerance:.0%})"

@@ -1,0 +1,119 @@
+"""Train a set of devices in one vmapped call, warm-started from the promoted global model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pymongo.database import Database
+
+from iot_fed.config import Settings
+from iot_fed.federation.windows import DeviceWindow, training_window
+from iot_fed.fl.model import init_params
+from iot_fed.fl.normalization import Normalizer, SufficientStats, make_xy
+from iot_fed.fl.serialization import ModelBlobError, ModelBundle
+from iot_fed.fl.spec import ModelSpec
+from iot_fed.fl.training import TrainConfig, train_devices
+from iot_fed.store import repository as repo
+
+
+class ModelLoadError(RuntimeError):
+    """A stored model could not be read; the message names the version."""
+
+
+@dataclass
+class StartingPoint:
+    """What a round warm-starts from: the promoted global model, or a fresh init."""
+
+    bundle: ModelBundle
+    version: int | None
+
+
+@dataclass
+class DeviceOutcome:
+    device: str
+    n_samples: int
+    version: int | None = None
+    loss_before: float | None = None
+    loss_after: float | None = None
+    threshold: float | None = None
+    n_faulty: int = 0
+    skipped: str | None = None
+    offsets: dict[str, Any] = field(default_factory=dict)
+
+
+def load_bundle(doc: dict[str, Any], what: str) -> ModelBundle:
+    try:
+        return ModelBundle.from_bytes(doc["params"])
+    except (ModelBlobError, KeyError) as exc:
+        raise ModelLoadError(f"{what} version {doc.get('version')}: {exc}") from exc
+
+
+def starting_point(db: Database, spec: ModelSpec, seed: int) -> StartingPoint:
+    doc = repo.promoted_global_model(db)
+    if doc is None:
+        params = {k: {n: np.asarray(v) for n, v in layer.items()}
+                  for k, layer in init_params(spec, seed).items()}
+        return StartingPoint(ModelBundle(spec, params), None)
+    bundle = load_bundle(doc, "promoted global model")
+    if bundle.spec != spec:
+        raise ModelLoadError(f"promoted global model version {doc['version']} has spec "
+                             f"{bundle.spec.to_dict()}, settings ask for {spec.to_dict()}")
+    return StartingPoint(bundle, int(doc["version"]))
+
+
+def _normalizer(start: StartingPoint, windows: Sequence[DeviceWindow]) -> Normalizer:
+    """The global model's normaliser; before any global model, one merged from the
+    devices' sufficient statistics (never from pooled raw readings)."""
+    if start.bundle.norm is not None:
+        return start.bundle.norm
+    stats = SufficientStats.total(SufficientStats.from_array(w.features) for w in windows)
+    return stats.normalizer()
+
+
+def train_local_models(db: Database, devices: Sequence[str], settings: Settings,
+                       seed: int = 0) -> list[DeviceOutcome]:
+    """Train ``devices`` (partition keys = mote ids) on readings since their last model.
+
+    Devices with no new readings keep their current version (``skipped`` says why).
+    Each trained device is stored as its next version in ``local_models``.
+    """
+    spec = ModelSpec.from_settings(settings)
+    cfg = TrainConfig.from_settings(settings)
+    start = starting_point(db, spec, settings.seed)
+    windows: list[DeviceWindow] = []
+    outcomes: list[DeviceOutcome] = []
+    for device in devices:
+        last = repo.get_local_model(db, device)
+        since = last.get("last_epoch") if last else None
+        w = training_window(db, int(device), since, settings.training_window)
+        if w.n == 0:
+            outcomes.append(DeviceOutcome(device, 0, n_faulty=w.n_faulty,
+                                          skipped="no new usable readings"))
+        else:
+            windows.append(w)
+    if not windows:
+        return outcomes
+    norm = _normalizer(start, windows)
+    data = [make_xy(w.features, norm, spec.n_outputs) for w in windows]
+    result = train_devices(start.bundle.params, data, spec, cfg, seed=seed,
+                           device_ids=[w.moteid for w in windows])
+    for i, w in enumerate(windows):
+        stats = SufficientStats.from_array(w.features)
+        metrics = {"loss_before": float(result.loss_before[i]),
+                   "loss_after": float(result.loss_after[i]),
+                   "n_faulty_excluded": w.n_faulty, "stats": stats.to_dict(),
+                   "kafka_offsets": w.offsets}
+        bundle = ModelBundle(spec, result.device_params(i), norm, float(result.thresholds[i]))
+        doc = repo.save_local_model(
+            db, str(w.moteid), bundle.to_bytes(), n_samples=w.n, base_version=start.version,
+            last_epoch=w.last_epoch, threshold=float(result.thresholds[i]), metrics=metrics,
+            config={"spec": spec.to_dict(), "optimizer": cfg.optimizer,
+                    "learning_rate": cfg.learning_rate, "local_epochs": cfg.local_epochs,
+                    "batch_size": cfg.batch_size, "fedprox_mu": cfg.fedprox_mu, "seed": seed})
+        outcomes.append(DeviceOutcome(str(w.moteid), w.n, doc["version"],
+                                      metrics["loss_before"], metrics["loss_after"],
+                                      float(result.thresholds[i]), w.n_faulty, None, w.offsets))
+    return outcomes

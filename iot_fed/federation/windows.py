@@ -1,0 +1,92 @@
+"""Device data windows read from MongoDB: training windows and the held-out validation set.
+
+A reading belongs to the validation set when ``epoch % HOLDOUT_MODULUS == 0`` (10 %),
+decided by the reading itself, so the split is stable across rounds and devices and
+training never sees a validation reading. Physically impossible readings (the parser's
+``mark_faults`` rule) are excluded from both: they are what the model must flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pymongo import DESCENDING
+from pymongo.database import Database
+
+from iot_fed.data.parse import CHANNELS, mark_faults
+from iot_fed.fl.features import features_from_columns
+from iot_fed.store.collections import SENSOR_READINGS
+
+HOLDOUT_MODULUS = 10
+_PROJECTION = {"_id": 0, "ts": 1, "epoch": 1, "moteid": 1, "kafka": 1,
+               **{c: 1 for c in CHANNELS}}
+
+
+@dataclass
+class DeviceWindow:
+    """One device's usable readings as raw (un-normalised) features."""
+
+    moteid: int
+    features: np.ndarray  # (n, 6) float32, see iot_fed.fl.features
+    epochs: np.ndarray  # (n,) int64
+    n_faulty: int = 0
+    offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def last_epoch(self) -> int | None:
+        return int(self.epochs.max()) if self.n else None
+
+
+def _offset_ranges(docs: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """``{partition: {"min": o, "max": o}}`` of the Kafka offsets the readings came from."""
+    out: dict[str, dict[str, int]] = {}
+    for d in docs:
+        k = d.get("kafka")
+        if not k or k.get("offset") is None:
+            continue
+        r = out.setdefault(str(k.get("partition", 0)), {"min": k["offset"], "max": k["offset"]})
+        r["min"], r["max"] = min(r["min"], k["offset"]), max(r["max"], k["offset"])
+    return out
+
+
+def to_window(moteid: int, docs: Sequence[dict[str, Any]]) -> DeviceWindow:
+    """Readings -> window of non-faulty readings (faulty ones only counted)."""
+    if not docs:
+        return DeviceWindow(moteid, np.zeros((0, 6), np.float32), np.zeros(0, np.int64))
+    df = mark_faults(pd.DataFrame.from_records(docs))
+    ok = ~df["fault"].to_numpy()
+    vals = df.loc[ok, list(CHANNELS)].to_numpy(np.float64)
+    finite = np.isfinite(vals).all(axis=1)
+    good = df.loc[ok].loc[finite]
+    feats = features_from_columns(*(good[c].to_numpy() for c in CHANNELS),
+                                  pd.to_datetime(good["ts"], utc=True))
+    return DeviceWindow(moteid, feats, good["epoch"].to_numpy(np.int64),
+                        n_faulty=int(len(df) - len(good)), offsets=_offset_ranges(docs))
+
+
+def training_window(db: Database, moteid: int, since_epoch: int | None, limit: int
+                    ) -> DeviceWindow:
+    """The newest ``limit`` training readings of a device with ``epoch > since_epoch``."""
+    query: dict[str, Any] = {"moteid": int(moteid)}
+    if since_epoch is not None:
+        query["epoch"] = {"$gt": int(since_epoch)}
+    cur = (db[SENSOR_READINGS].find(query, _PROJECTION).sort("epoch", DESCENDING)
+           .limit(int(limit) + int(limit) // (HOLDOUT_MODULUS - 1) + 1))
+    docs = [d for d in cur if d["epoch"] % HOLDOUT_MODULUS != 0][: int(limit)]
+    docs.reverse()
+    return to_window(moteid, docs)
+
+
+def validation_window(db: Database, moteid: int, limit: int) -> DeviceWindow:
+    """The newest ``limit`` held-out readings of a device."""
+    query = {"moteid": int(moteid), "epoch": {"$mod": [HOLDOUT_MODULUS, 0]}}
+    cur = db[SENSOR_READINGS].find(query, _PROJECTION).sort("epoch", DESCENDING).limit(limit)
+    return to_window(moteid, list(cur)[::-1])

@@ -1,0 +1,164 @@
+"""Model blobs for MongoDB: params + spec + normalisation + threshold in one ``bytes``.
+
+Numpy-only. Format: an uncompressed ``.npz`` (zip) holding every leaf as
+``params/<layer>/<w|b>``, optional ``norm/mean`` and ``norm/std``, and ``__meta__``: UTF-8
+JSON with the format tag, model spec, each array's shape and dtype, threshold, version,
+free-form metadata and a SHA-256 over all arrays (name, dtype, shape, bytes). Loading
+re-checks all of it and raises :class:`ModelBlobError` with a clear message on a
+corrupted blob or one that does not match the expected spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from iot_fed.fl.normalization import Normalizer
+from iot_fed.fl.spec import ModelSpec, Params
+
+FORMAT = "iot_fed.model"
+FORMAT_VERSION = 1
+_META = "__meta__"
+
+
+class ModelBlobError(ValueError):
+    """A model blob is corrupted, truncated, or does not match the expected spec."""
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class ModelBundle:
+    """Everything needed to score readings: spec, params, normalisation, threshold."""
+
+    spec: ModelSpec
+    params: Params
+    norm: Normalizer | None = None
+    threshold: float | None = None
+    version: int | str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        arrays: dict[str, np.ndarray] = {}
+        shapes = self.spec.param_shapes()
+        for layer, leaves in shapes.items():
+            for leaf, shape in leaves.items():
+                try:
+                    a = np.asarray(self.params[layer][leaf], np.float32)
+                except KeyError:
+                    raise ModelBlobError(f"params lack {layer}/{leaf}") from None
+                if a.shape != shape:
+                    raise ModelBlobError(f"{layer}/{leaf} has shape {a.shape}, spec says {shape}")
+                arrays[f"params/{layer}/{leaf}"] = a
+        if self.norm is not None:
+            arrays["norm/mean"] = self.norm.mean.astype(np.float64)
+            arrays["norm/std"] = self.norm.std.astype(np.float64)
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "spec": self.spec.to_dict(),
+            "arrays": {k: {"shape": list(a.shape), "dtype": a.dtype.str}
+                       for k, a in arrays.items()},
+            "threshold": None if self.threshold is None else float(self.threshold),
+            "version": self.version,
+            "meta": self.meta,
+            "sha256": _checksum(arrays),
+        }
+        buf = io.BytesIO()
+        meta = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
+        np.savez(buf, **arrays, **{_META: meta})
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, expected_spec: ModelSpec | None = None) -> ModelBundle:
+        """Load and verify a blob; raise :class:`ModelBlobError` on any problem."""
+        header, arrays = _read(blob)
+        try:
+            spec = ModelSpec.from_dict(header["spec"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelBlobError(f"model blob has an invalid spec: {exc}") from None
+        if expected_spec is not None and spec != expected_spec:
+            raise ModelBlobError(f"model spec mismatch: blob has {spec}, expected {expected_spec}")
+        params: Params = {}
+        for layer, leaves in spec.param_shapes().items():
+            for leaf, shape in leaves.items():
+                name = f"params/{layer}/{leaf}"
+                a = arrays.get(name)
+                if a is None:
+                    raise ModelBlobError(f"model blob lacks {name}")
+                if a.shape != shape or a.dtype != np.float32:
+                    raise ModelBlobError(f"{name}: blob has {a.dtype}{a.shape}, spec needs "
+                                         f"float32{shape}")
+                if not np.all(np.isfinite(a)):
+                    raise ModelBlobError(f"{name} contains non-finite values")
+                params.setdefault(layer, {})[leaf] = a
+        extra = set(arrays) - {f"params/{k}/{m}" for k, v in params.items() for m in v}
+        extra -= {"norm/mean", "norm/std"}
+        if extra:
+            raise ModelBlobError(f"model blob has unexpected arrays {sorted(extra)}")
+        norm = None
+        if "norm/mean" in arrays or "norm/std" in arrays:
+            mean, std = arrays.get("norm/mean"), arrays.get("norm/std")
+            if mean is None or std is None or mean.shape != (spec.n_inputs,) or std.shape != (
+                    spec.n_inputs,):
+                raise ModelBlobError(f"normalisation stats must both have shape ({spec.n_inputs},)")
+            try:
+                norm = Normalizer(mean, std)
+            except ValueError as exc:
+                raise ModelBlobError(f"invalid normalisation stats: {exc}") from None
+        thr = header.get("threshold")
+        return cls(spec, params, norm, None if thr is None else float(thr), header.get("version"),
+                   dict(header.get("meta") or {}))
+
+
+def _read(blob: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    try:
+        with np.load(io.BytesIO(bytes(blob)), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+        raise ModelBlobError(f"corrupted model blob: {type(exc).__name__}: {exc}") from None
+    meta = arrays.pop(_META, None)
+    if meta is None:
+        raise ModelBlobError("model blob has no metadata (not an iot_fed model blob)")
+    try:
+        header = json.loads(meta.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelBlobError(f"model blob metadata is not valid JSON: {exc}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ModelBlobError("not an iot_fed model blob (format tag missing)")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ModelBlobError(f"unsupported model blob version {header.get('format_version')}")
+    declared = header.get("arrays", {})
+    for name, a in arrays.items():
+        d = declared.get(name)
+        if d is None or list(a.shape) != d.get("shape") or a.dtype.str != d.get("dtype"):
+            raise ModelBlobError(f"array {name} ({a.dtype}{a.shape}) does not match the header")
+    if set(declared) != set(arrays):
+        raise ModelBlobError(f"model blob is missing arrays {sorted(set(declared) - set(arrays))}")
+    if _checksum(arrays) != header.get("sha256"):
+        raise ModelBlobError("model blob checksum mismatch (corrupted)")
+    return header, arrays
+
+
+def params_to_bytes(params: Params, spec: ModelSpec) -> bytes:
+    """Params alone (no normalisation/threshold) as a verified blob."""
+    return ModelBundle(spec, params).to_bytes()
+
+
+def params_from_bytes(blob: bytes, expected_spec: ModelSpec | None = None
+                      ) -> tuple[ModelSpec, Params]:
+    b = ModelBundle.from_bytes(blob, expected_spec)
+    return b.spec, b.params

@@ -1,0 +1,87 @@
+"""The model's shape: :class:`ModelSpec` and the layer layout of a params pytree.
+
+Numpy-only (no JAX import) so Spark executors and MongoDB code can use it.
+
+A params pytree is a plain ``dict``: ``{"layer_0": {"w": (in, out), "b": (out,)}, ...}``.
+A *stacked* pytree has the same keys with a leading device axis on every leaf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Params = dict[str, dict[str, Any]]
+"""A params pytree: ``{"layer_<i>": {"w": array, "b": array}}``."""
+
+ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Feedforward reconstruction network ``n_inputs -> hidden... -> n_outputs``."""
+
+    hidden: tuple[int, ...] = (32, 16)
+    activation: str = "relu"
+    n_inputs: int = 6
+    n_outputs: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if any(h < 1 for h in self.hidden) or self.n_inputs < 1 or self.n_outputs < 1:
+            raise ValueError(f"layer sizes must be >= 1: {self}")
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """All layer widths, inputs first: ``(n_inputs, *hidden, n_outputs)``."""
+        return (self.n_inputs, *self.hidden, self.n_outputs)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.hidden) + 1
+
+    def layer_names(self) -> list[str]:
+        return [f"layer_{i}" for i in range(self.n_layers)]
+
+    def param_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        """Expected shape of every leaf of a (single-device) params pytree."""
+        s = self.sizes
+        return {
+            name: {"w": (s[i], s[i + 1]), "b": (s[i + 1],)}
+            for i, name in enumerate(self.layer_names())
+        }
+
+    def n_params(self) -> int:
+        return sum(int(np.prod(shp)) for layer in self.param_shapes().values()
+                   for shp in layer.values())
+
+    def flops_per_sample(self) -> int:
+        """Multiply-adds x 2 of one forward pass (``2 * in * out`` per layer)."""
+        s = self.sizes
+        return sum(2 * s[i] * s[i + 1] for i in range(len(s) - 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hidden": list(self.hidden),
+            "activation": self.activation,
+            "n_inputs": self.n_inputs,
+            "n_outputs": self.n_outputs,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        return cls(
+            hidden=tuple(d["hidden"]),
+            activation=str(d["activation"]),
+            n_inputs=int(d["n_inputs"]),
+            n_outputs=int(d["n_outputs"]),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ModelSpec:
+        """Build from :class:`iot_fed.config.Settings` (``model_hidden``, ``model_activation``)."""
+        return cls(hidden=tuple(settings.model_hidden), activation=settings.model_activation)

@@ -1,0 +1,362 @@
+"""Local training of many devices as ONE jitted, vmapped JAX computation.
+
+``train_devices`` pads every device's ``(X, Y)`` to a common, *bucketed* shape
+``(devices, rows, features)`` and runs ``jax.jit(jax.vmap(train_one))`` over the device
+axis, where ``train_one`` is a ``lax.scan`` over mini-batch steps (all local epochs):
+
+* ragged data: valid rows come first; each epoch shuffles the valid rows (per-device key
+  ``fold_in(fold_in(PRNGKey(seed), device_id), epoch)``) and cuts ``rows / batch`` batches
+  with a mask. A partially valid batch is a smaller batch (masked mean loss); a batch
+  with no valid row skips the update entirely (params *and* optimiser state unchanged),
+  so a device with ``n`` samples does exactly ``ceil(n / batch)`` steps per epoch and a
+  zero-sample device returns the global params unchanged (aggregation weight 0).
+* recompiles: device count and steps per epoch are rounded up to buckets
+  ``1, 2, 3, 4, 6, 8, 12, 16, 24, ...`` (powers of two and 1.5x powers, <= 1.5x waste)
+  so successive rounds with slightly different sizes reuse the compiled code. Every trace
+  bumps :func:`trace_counts` (a Python side effect inside the traced function), which tests
+  use to prove that no recompilation happened.
+* warm start from the given global params, optax optimiser by name (adam, sgd, adamw),
+  optional FedProx term ``mu / 2 * ||w - w_global||^2``.
+
+``train_devices_loop`` is the per-device Python-loop reference that calls the same
+jitted step per mini-batch (used by tests for vmap == loop, and by the benchmark).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from iot_fed.fl.model import masked_mean_loss, reconstruction_error
+from iot_fed.fl.spec import ModelSpec, Params
+
+OPTIMIZERS = ("adam", "sgd", "adamw")
+DeviceData = Sequence[tuple[np.ndarray, np.ndarray]]
+
+_TRACES: Counter[str] = Counter()
+
+
+def trace_counts() -> dict[str, int]:
+    """How many times each jitted function was traced (== compiled) in this process."""
+    return dict(_TRACES)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local-training hyper-parameters (see ``iot_fed.config.Settings``)."""
+
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    local_epochs: int = 1
+    batch_size: int = 50
+    fedprox_mu: float = 0.0
+    weight_decay: float = 1e-4
+    momentum: float = 0.0
+    threshold_quantile: float = 0.99
+    min_device_bucket: int = 8
+    min_step_bucket: int = 1
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.local_epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError(f"invalid training config: {self}")
+        if not 0.0 < self.threshold_quantile < 1.0:
+            raise ValueError("threshold_quantile must be in (0, 1)")
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> TrainConfig:
+        base = cls(
+            optimizer=settings.optimizer,
+            learning_rate=settings.learning_rate,
+            local_epochs=settings.local_epochs,
+            batch_size=settings.batch_size,
+            fedprox_mu=settings.fedprox_mu,
+            threshold_quantile=settings.threshold_quantile,
+        )
+        return replace(base, **overrides)
+
+
+@dataclass
+class TrainResult:
+    """Per-device outcome of one local-training round (numpy, padding removed)."""
+
+    params: Params
+    """Stacked pytree: every leaf has a leading axis of length ``n_devices``."""
+    n_samples: np.ndarray
+    loss_before: np.ndarray
+    """Mean score of the warm-start (global) params on the device's data; NaN if no data."""
+    loss_after: np.ndarray
+    thresholds: np.ndarray
+    """``threshold_quantile`` of the trained model's scores on its training data; NaN if none."""
+
+    @property
+    def n_devices(self) -> int:
+        return int(self.n_samples.shape[0])
+
+    def device_params(self, i: int) -> Params:
+        return {k: {n: v[i] for n, v in layer.items()} for k, layer in self.params.items()}
+
+
+@dataclass
+class EvalResult:
+    """Per-device evaluation of one (global) model: mean score and score quantile."""
+
+    n_samples: np.ndarray
+    loss: np.ndarray
+    thresholds: np.ndarray
+
+
+def bucket_size(n: int, minimum: int = 1) -> int:
+    """Smallest of ``1, 2, 3, 4, 6, 8, 12, 16, 24, ...`` that is ``>= max(n, minimum)``."""
+    n = max(int(n), int(minimum), 1)
+    p = 1 << (n - 1).bit_length()  # next power of two
+    return 3 * p // 4 if p >= 4 and 3 * p // 4 >= n else p
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    if cfg.optimizer == "adam":
+        return optax.adam(cfg.learning_rate)
+    if cfg.optimizer == "adamw":
+        return optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return optax.sgd(cfg.learning_rate, momentum=cfg.momentum or None)
+
+
+def masked_quantile(x: jax.Array, mask: jax.Array, q: jax.Array) -> jax.Array:
+    """``np.quantile(x[mask], q)`` (linear interpolation) for a traced mask; NaN if empty."""
+    n = jnp.sum(mask.astype(jnp.int32))
+    s = jnp.sort(jnp.where(mask, x, jnp.inf))
+    pos = q * jnp.maximum(n - 1, 0).astype(x.dtype)
+    lo = jnp.floor(pos).astype(jnp.int32)
+    hi = jnp.clip(lo + 1, 0, jnp.maximum(n - 1, 0))
+    v = s[lo] + (pos - lo) * (s[hi] - s[lo])
+    return jnp.where(n > 0, v, jnp.nan)
+
+
+class _Trainer:
+    """The jitted functions for one (spec, hyper-parameters) pair; built once, cached."""
+
+    def __init__(self, spec: ModelSpec, cfg: TrainConfig) -> None:
+        self.spec, self.cfg = spec, cfg
+        tx = make_optimizer(cfg)
+        act, mu, bsz, epochs = spec.activation, cfg.fedprox_mu, cfg.batch_size, cfg.local_epochs
+
+        def loss_fn(p: Params, g: Params, xb: jax.Array, yb: jax.Array, mb: jax.Array):
+            loss = masked_mean_loss(p, xb, yb, mb, act)
+            if mu > 0:
+                sq = sum(jnp.sum(jnp.square(a - b)) for a, b in
+                         zip(jax.tree.leaves(p), jax.tree.leaves(g), strict=True))
+                loss = loss + 0.5 * mu * sq
+            return loss
+
+        def step(p: Params, s: Any, g: Params, xb: jax.Array, yb: jax.Array, mb: jax.Array):
+            loss, grads = jax.value_and_grad(loss_fn)(p, g, xb, yb, mb)
+            updates, s_new = tx.update(grads, s, p)
+            p_new = optax.apply_updates(p, updates)
+            has = jnp.any(mb)
+            keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(has, new, old))
+            return keep(p_new, p), keep(s_new, s), loss
+
+        def batch_indices(seed: jax.Array, device_id: jax.Array, n: jax.Array, rows: int):
+            key = jax.random.fold_in(jax.random.PRNGKey(seed), device_id)
+            valid = jnp.arange(rows) < n
+
+            def order(e: jax.Array) -> jax.Array:
+                u = jax.random.uniform(jax.random.fold_in(key, e), (rows,))
+                return jnp.argsort(jnp.where(valid, u, 2.0)).astype(jnp.int32)
+
+            return jax.vmap(order)(jnp.arange(epochs)).reshape(epochs * (rows // bsz), bsz)
+
+        def evaluate_one(p: Params, x: jax.Array, y: jax.Array, n: jax.Array, q: jax.Array):
+            _TRACES["evaluate"] += 1
+            valid = jnp.arange(x.shape[0]) < n
+            err = reconstruction_error(p, x, y, act)
+            loss = jnp.sum(err * valid) / jnp.maximum(n, 1)
+            return loss, masked_quantile(err, valid, q)
+
+        def train_one(g: Params, x: jax.Array, y: jax.Array, n: jax.Array,
+                      device_id: jax.Array, seed: jax.Array, q: jax.Array):
+            _TRACES["train_devices"] += 1
+            idx = batch_indices(seed, device_id, n, x.shape[0])
+
+            def body(carry, bidx):
+                p, s = carry
+                p, s, loss = step(p, s, g, x[bidx], y[bidx], bidx < n)
+                return (p, s), loss
+
+            (p, _), _ = jax.lax.scan(body, (g, tx.init(g)), idx)
+            loss_before, _ = evaluate_one(g, x, y, n, q)
+            loss_after, thr = evaluate_one(p, x, y, n, q)
+            return p, loss_before, loss_after, thr
+
+        self.train_many = jax.jit(jax.vmap(train_one, in_axes=(None, 0, 0, 0, 0, None, None)))
+        self.evaluate_many = jax.jit(jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, None)))
+        self.step = jax.jit(step)
+        self.opt_init = jax.jit(tx.init)
+        self.batch_indices = jax.jit(batch_indices, static_argnums=3)
+        self.evaluate_one = jax.jit(evaluate_one)
+
+
+@functools.lru_cache(maxsize=16)
+def _get_trainer(spec: ModelSpec, cfg: TrainConfig) -> _Trainer:
+    return _Trainer(spec, cfg)
+
+
+def _trainer_for(spec: ModelSpec, cfg: TrainConfig) -> _Trainer:
+    # the quantile and bucket minima are not part of the compiled computation's identity
+    return _get_trainer(spec, replace(cfg, threshold_quantile=0.5, min_device_bucket=1,
+                                      min_step_bucket=1))
+
+
+def _as_f32(params: Params) -> Params:
+    return {k: {n: np.asarray(v, np.float32) for n, v in layer.items()}
+            for k, layer in params.items()}
+
+
+def _check(device_data: DeviceData, spec: ModelSpec) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for i, (x, y) in enumerate(device_data):
+        x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+        if x.ndim != 2 or x.shape[1] != spec.n_inputs or y.shape != (x.shape[0], spec.n_outputs):
+            raise ValueError(f"device {i}: expected X (n, {spec.n_inputs}) and Y "
+                             f"(n, {spec.n_outputs}), got {x.shape} and {y.shape}")
+        out.append((x, y))
+    return out
+
+
+def padded_shape(device_data: DeviceData, cfg: TrainConfig) -> tuple[int, int]:
+    """``(device slots, rows per device)`` after bucketing: the compiled shape of a round."""
+    max_n = max((len(x) for x, _ in device_data), default=0)
+    steps = bucket_size(math.ceil(max_n / cfg.batch_size), cfg.min_step_bucket)
+    return bucket_size(len(device_data), cfg.min_device_bucket), steps * cfg.batch_size
+
+
+def _pad(data: list[tuple[np.ndarray, np.ndarray]], spec: ModelSpec, slots: int, rows: int,
+         device_ids: Sequence[int] | None):
+    x = np.zeros((slots, rows, spec.n_inputs), np.float32)
+    y = np.zeros((slots, rows, spec.n_outputs), np.float32)
+    n = np.zeros(slots, np.int32)
+    for i, (xi, yi) in enumerate(data):
+        x[i, : len(xi)], y[i, : len(yi)], n[i] = xi, yi, len(xi)
+    ids = np.zeros(slots, np.int32)
+    ids[: len(data)] = np.arange(len(data)) if device_ids is None else np.asarray(device_ids)
+    return x, y, n, ids
+
+
+def _ids(device_ids: Sequence[int] | None, d: int) -> Sequence[int] | None:
+    if device_ids is not None and len(device_ids) != d:
+        raise ValueError(f"{len(device_ids)} device_ids for {d} devices")
+    return device_ids
+
+
+def train_devices(
+    global_params: Params,
+    device_data: DeviceData,
+    spec: ModelSpec,
+    cfg: TrainConfig = TrainConfig(),
+    seed: int = 0,
+    device_ids: Sequence[int] | None = None,
+) -> TrainResult:
+    """Train every device from ``global_params`` in one jitted, vmapped call.
+
+    ``device_data[i] = (X_i, Y_i)``: standardised inputs ``(n_i, n_inputs)`` and targets
+    ``(n_i, n_outputs)`` (see :func:`iot_fed.fl.normalization.make_xy`); ``n_i`` may be 0.
+    ``device_ids`` (stable ints, e.g. mote ids) seed each device's shuffling; default: index.
+    Deterministic for a given seed.
+    """
+    data = _check(device_data, spec)
+    d = len(data)
+    if d == 0:
+        raise ValueError("no devices to train")
+    slots, rows = padded_shape(data, cfg)
+    x, y, n, ids = _pad(data, spec, slots, rows, _ids(device_ids, d))
+    tr = _trainer_for(spec, cfg)
+    p, lb, la, thr = tr.train_many(_as_f32(global_params), x, y, n, ids, np.int32(seed),
+                                   np.float32(cfg.threshold_quantile))
+    p, lb, la, thr = jax.device_get((p, lb, la, thr))
+    return _result(p, n[:d], lb, la, thr)
+
+
+def _result(p: Any, n: np.ndarray, lb: Any, la: Any, thr: Any) -> TrainResult:
+    d = len(n)
+    empty = n == 0
+    fix = lambda a: np.where(empty, np.nan, np.asarray(a)[:d])  # noqa: E731
+    params = {k: {m: np.asarray(v)[:d] for m, v in layer.items()} for k, layer in p.items()}
+    return TrainResult(params, n.astype(np.int64), fix(lb), fix(la), fix(thr))
+
+
+def train_devices_loop(
+    global_params: Params,
+    device_data: DeviceData,
+    spec: ModelSpec,
+    cfg: TrainConfig = TrainConfig(),
+    seed: int = 0,
+    device_ids: Sequence[int] | None = None,
+) -> TrainResult:
+    """Reference: a Python loop over devices and mini-batches calling the same jitted step.
+
+    Uses the same bucketed row count and batch order as :func:`train_devices`, so results
+    agree to float tolerance. Slow on many devices; meant for tests and the benchmark.
+    """
+    data = _check(device_data, spec)
+    d = len(data)
+    _, rows = padded_shape(data, cfg)
+    ids = _ids(device_ids, d) or list(range(d))
+    tr = _trainer_for(spec, cfg)
+    g = jax.tree.map(jnp.asarray, _as_f32(global_params))
+    q = np.float32(cfg.threshold_quantile)
+    outs = []
+    for i, (xi, yi) in enumerate(data):
+        x = np.zeros((rows, spec.n_inputs), np.float32)
+        y = np.zeros((rows, spec.n_outputs), np.float32)
+        ni = len(xi)
+        x[:ni], y[:ni] = xi, yi
+        idx = np.asarray(tr.batch_indices(np.int32(seed), np.int32(ids[i]), np.int32(ni), rows))
+        p, s = g, tr.opt_init(g)
+        for bidx in idx:
+            mb = bidx < ni
+            if mb.any():
+                p, s, _ = tr.step(p, s, g, x[bidx], y[bidx], mb)
+        lb, _ = tr.evaluate_one(g, x, y, np.int32(ni), q)
+        la, thr = tr.evaluate_one(p, x, y, np.int32(ni), q)
+        outs.append((jax.device_get(p), float(lb), float(la), float(thr)))
+    n = np.array([len(xi) for xi, _ in data], np.int32)
+    stacked = {k: {m: np.stack([o[0][k][m] for o in outs]) for m in ("w", "b")}
+               for k in spec.layer_names()}
+    return _result(stacked, n, [o[1] for o in outs], [o[2] for o in outs],
+                   [o[3] for o in outs])
+
+
+def evaluate_devices(
+    params: Params,
+    device_data: DeviceData,
+    spec: ModelSpec,
+    quantile: float = 0.99,
+    min_device_bucket: int = 8,
+) -> EvalResult:
+    """Score one model (e.g. the global one) on every device's data in one vmapped call.
+
+    Returns per-device mean score (validation loss) and score quantile; combine the
+    latter with :func:`iot_fed.fl.scoring.combine_thresholds` for a global threshold.
+    """
+    data = _check(device_data, spec)
+    d = len(data)
+    if d == 0:
+        raise ValueError("no devices to evaluate")
+    cfg = TrainConfig(min_device_bucket=min_device_bucket)
+    slots, rows = padded_shape(data, cfg)
+    x, y, n, _ = _pad(data, spec, slots, rows, None)
+    tr = _trainer_for(spec, cfg)
+    loss, thr = jax.device_get(tr.evaluate_many(_as_f32(params), x, y, n, np.float32(quantile)))
+    empty = n[:d] == 0
+    return EvalResult(n[:d].astype(np.int64), np.where(empty, np.nan, loss[:d]),
+                      np.where(empty, np.nan, thr[:d]))

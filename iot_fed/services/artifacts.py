@@ -1,0 +1,137 @@
+"""Fetch service artifacts into ``<state_dir>/artifacts``: Kafka jars (Maven), FerretDB (Go)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from importlib import resources
+from pathlib import Path
+
+from iot_fed.services.process import ServiceError
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.1"
+FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
+FERRETDB_VERSION = "v1.24.2"
+INSTALL_TIMEOUT_S = 1800
+
+
+def require_tool(tool: str, purpose: str) -> str:
+    """Absolute path of ``tool`` on PATH, or a clear error naming what needs it."""
+    found = shutil.which(tool)
+    if not found:
+        raise ServiceError(f"{tool!r} not found on PATH; it is needed {purpose}")
+    return found
+
+
+def run_checked(cmd: list[str], what: str, cwd: Path | None = None, env: dict | None = None) -> str:
+    try:
+        res = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise ServiceError(f"{what}: timed out after {INSTALL_TIMEOUT_S}s") from None
+    if res.returncode != 0:
+        tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-15:])
+        raise ServiceError(f"{what} failed (exit {res.returncode}):\n{tail}")
+    return res.stdout
+
+
+def artifacts_dir(state_dir: Path) -> Path:
+    return state_dir / "artifacts"
+
+
+def kafka_libs(state_dir: Path) -> Path:
+    return artifacts_dir(state_dir) / f"kafka-{KAFKA_VERSION}" / "libs"
+
+
+def ferretdb_binary(state_dir: Path) -> Path:
+    return artifacts_dir(state_dir) / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
+
+
+def kafka_installed(state_dir: Path) -> bool:
+    return (kafka_libs(state_dir) / ".complete").exists()
+
+
+def ferretdb_installed(state_dir: Path) -> bool:
+    return ferretdb_binary(state_dir).exists()
+
+
+def install_kafka(state_dir: Path) -> Path:
+    """Copy the broker's runtime jars from Maven Central (via ``mvn``); cached."""
+    libs = kafka_libs(state_dir)
+    if kafka_installed(state_dir):
+        return libs
+    mvn = require_tool("mvn", "to fetch the Kafka broker from Maven Central")
+    require_tool("java", "to run the Kafka broker")
+    t0 = time.monotonic()
+    work = libs.parent / "build"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    pom = resources.files("iot_fed.services").joinpath("kafka-pom.xml").read_text()
+    (work / "pom.xml").write_text(pom)
+    staging = work / "libs"
+    log.info("fetching Kafka %s jars with Maven into %s", KAFKA_VERSION, libs)
+    run_checked(
+        [mvn, "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
+        "fetching Kafka jars (mvn dependency:copy-dependencies)",
+        cwd=work,
+    )
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    shutil.rmtree(work, ignore_errors=True)
+    (libs / ".complete").write_text(f"kafka {KAFKA_VERSION}\n")
+    log.info("Kafka jars ready in %.0fs", time.monotonic() - t0)
+    return libs
+
+
+def install_ferretdb(state_dir: Path) -> Path:
+    """Build FerretDB from the Go module proxy (with its version file filled in); cached.
+
+    A plain ``go install ...@v1.24.2`` builds a binary that panics at start because the
+    module ships without ``build/version/version.txt``, so we build from a copy.
+    """
+    binary = ferretdb_binary(state_dir)
+    if ferretdb_installed(state_dir):
+        return binary
+    go = require_tool("go", "to build FerretDB (MongoDB-compatible server)")
+    t0 = time.monotonic()
+    env = {"GOFLAGS": "-buildvcs=false -mod=readonly", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
+    log.info("downloading %s@%s from the Go module proxy", FERRETDB_MODULE, FERRETDB_VERSION)
+    info = json.loads(
+        run_checked(
+            [go, "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"],
+            "downloading FerretDB (go mod download)",
+            env=env,
+        )
+    )
+    src = binary.parent / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.copytree(info["Dir"], src)
+    for root, dirs, files in os.walk(src):
+        for name in dirs + files:
+            p = Path(root, name)
+            p.chmod(p.stat().st_mode | 0o200)
+    (src / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
+    log.info("building FerretDB %s (takes a minute or two)", FERRETDB_VERSION)
+    staging = binary.with_suffix(".tmp")
+    run_checked(
+        [go, "build", "-trimpath", "-o", str(staging), "./cmd/ferretdb"],
+        "building FerretDB (go build)",
+        cwd=src,
+        env=env,
+    )
+    staging.replace(binary)
+    shutil.rmtree(src, ignore_errors=True)
+    log.info("FerretDB ready in %.0fs", time.monotonic() - t0)
+    return binary

@@ -1,0 +1,76 @@
+"""``iot-fed services install|up|down|status [--only kafka|mongodb]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from iot_fed.config import get_settings
+from iot_fed.services import manager
+from iot_fed.services.process import ServiceError
+
+
+def _only(args: argparse.Namespace) -> list[str] | None:
+    return [args.only] if args.only else None
+
+
+def _print(statuses: list[manager.ServiceStatus]) -> None:
+    for st in statuses:
+        print(st.line())
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    for name, secs in manager.install(settings, _only(args)).items():
+        print(f"{name:<8} installed under {settings.state_dir / 'artifacts'} ({secs:.0f}s)")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    _print(manager.up(get_settings(), _only(args), timeout=args.timeout))
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    _print(manager.down(get_settings(), _only(args)))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    statuses = manager.status(get_settings(), _only(args))
+    _print(statuses)
+    return 0 if all(st.healthy for st in statuses) else 1
+
+
+def _guard(func):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except ServiceError as exc:
+            print(f"iot-fed services: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``services`` command group to the ``iot-fed`` parser."""
+    p = subparsers.add_parser("services", help="local Kafka broker and MongoDB-compatible server")
+    sub = p.add_subparsers(dest="services_command", required=True)
+    specs = [
+        ("install", _cmd_install, "fetch/build the artifacts only (cached)"),
+        ("up", _cmd_up, "start local services not yet running and wait until they answer"),
+        ("down", _cmd_down, "stop the services iot-fed started (data is kept)"),
+        ("status", _cmd_status, "endpoints and health; exit 1 if any is unhealthy"),
+    ]
+    for name, func, help_ in specs:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--only", choices=manager.SERVICE_NAMES, help="just this service")
+        if name == "up":
+            sp.add_argument(
+                "--timeout",
+                type=float,
+                default=manager.DEFAULT_START_TIMEOUT_S,
+                help="seconds to wait for each service to answer",
+            )
+        sp.set_defaults(func=_guard(func))

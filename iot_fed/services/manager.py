@@ -1,0 +1,293 @@
+"""``up`` / ``down`` / ``status`` / ``install`` over the local services."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from iot_fed.config import Settings
+from iot_fed.services.base import LOCAL_HOST, Service, redact
+from iot_fed.services.kafka import KafkaService
+from iot_fed.services.mongodb import MongoService
+from iot_fed.services.process import (
+    ProcessRecord,
+    ServiceError,
+    current_process,
+    file_lock,
+    is_alive,
+    log_tail,
+    port_open,
+    start_detached,
+    stop,
+)
+
+log = logging.getLogger(__name__)
+
+# Start order: the quick one first; `down` stops in reverse.
+SERVICE_TYPES: dict[str, type[Service]] = {"mongodb": MongoService, "kafka": KafkaService}
+SERVICE_NAMES = tuple(SERVICE_TYPES)
+DEFAULT_START_TIMEOUT_S = 90.0
+DEFAULT_STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service after an operation: where it is and whether it answers."""
+
+    name: str
+    endpoint: str
+    managed: bool  # False: the setting points elsewhere, iot-fed does not start it
+    state: str  # started | already running | running | stopped | not running | external | ...
+    healthy: bool | None  # None: not probed
+    pid: int | None = None
+    log: Path | None = None
+    detail: str = ""
+
+    def line(self) -> str:
+        health = {True: "healthy", False: "unhealthy", None: "-"}[self.healthy]
+        parts = [f"{self.name:<8}", f"{self.endpoint:<28}", f"{self.state:<24}", f"{health:<9}"]
+        if self.pid:
+            parts.append(f"pid={self.pid}")
+        if self.log:
+            parts.append(f"log={self.log}")
+        if self.detail:
+            parts.append(f"({self.detail})")
+        return " ".join(parts).rstrip()
+
+
+def services_for(settings: Settings, only: Iterable[str] | None = None) -> list[Service]:
+    """The requested services (all by default), in start order."""
+    names = list(only) if only else list(SERVICE_NAMES)
+    unknown = [n for n in names if n not in SERVICE_TYPES]
+    if unknown:
+        raise ServiceError(f"unknown service(s) {unknown}; choose from {list(SERVICE_NAMES)}")
+    return [SERVICE_TYPES[n](settings) for n in SERVICE_NAMES if n in names]
+
+
+def _lock(settings: Settings):
+    return file_lock(settings.state_dir / "services.lock")
+
+
+def _own_record(svc: Service) -> ProcessRecord | None:
+    """The record of a live process iot-fed started for ``svc``; stale records are removed."""
+    rec = ProcessRecord.load(svc.record_path)
+    if rec is None:
+        return None
+    if is_alive(rec):
+        return rec
+    svc.record_path.unlink(missing_ok=True)
+    return None
+
+
+def _status(
+    svc: Service,
+    state: str,
+    healthy: bool | None,
+    rec: ProcessRecord | None = None,
+    detail: str = "",
+) -> ServiceStatus:
+    return ServiceStatus(
+        name=svc.name,
+        endpoint=redact(svc.endpoint),
+        managed=svc.is_local,
+        state=state,
+        healthy=healthy,
+        pid=rec.pid if rec else None,
+        log=svc.log_path if svc.is_local and svc.log_path.exists() else None,
+        detail=detail,
+    )
+
+
+def _wait_healthy(svc: Service, rec: ProcessRecord, timeout: float) -> None:
+    """Poll until ``svc`` answers; raise a clear error if it dies or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    reason = "not probed"
+    while True:
+        if not is_alive(rec):
+            raise ServiceError(
+                f"{svc.name}: process {rec.pid} exited during start; log {svc.log_path}:\n"
+                + log_tail(svc.log_path)
+            )
+        remaining = deadline - time.monotonic()
+        reason = svc.probe(min(2.0, max(remaining, 0.5))) or ""
+        if not reason:
+            return
+        if time.monotonic() >= deadline:
+            raise ServiceError(
+                f"{svc.name}: not answering at {redact(svc.endpoint)} after {timeout:.0f}s "
+                f"({reason}); see log {svc.log_path}"
+            )
+        time.sleep(0.3)
+
+
+def _up_one(
+    svc: Service, timeout: float, started: list[tuple[Service, ProcessRecord]]
+) -> ServiceStatus:
+    if not svc.is_local:
+        reason = svc.probe(min(timeout, 10.0))
+        if reason:
+            raise ServiceError(
+                f"{svc.name}: external, not managed ({svc.setting}={redact(svc.endpoint)}) "
+                f"and not reachable: {reason}"
+            )
+        return _status(svc, "external, not managed", True)
+    rec = _own_record(svc)
+    if rec is not None:
+        _wait_healthy(svc, rec, timeout)
+        return _status(svc, "already running", True, rec)
+    busy = [p for p in svc.ports() if port_open(LOCAL_HOST, p)]
+    if busy:
+        raise ServiceError(
+            f"{svc.name}: port {LOCAL_HOST}:{busy[0]} is already in use by a process iot-fed "
+            f"did not start; stop it or point {svc.setting} at another port"
+        )
+    if not svc.installed():
+        log.info("%s: installing artifacts under %s", svc.name, svc.settings.state_dir)
+    svc.install()
+    svc.prepare()
+    t0 = time.monotonic()
+    rec = start_detached(svc.name, svc.command(), svc.log_path, cwd=svc.home)
+    rec.save(svc.record_path)
+    started.append((svc, rec))
+    _wait_healthy(svc, rec, timeout)
+    log.info("%s: up at %s in %.1fs", svc.name, redact(svc.endpoint), time.monotonic() - t0)
+    return _status(svc, "started", True, rec, detail=f"{time.monotonic() - t0:.1f}s")
+
+
+def up(
+    settings: Settings,
+    only: Iterable[str] | None = None,
+    timeout: float = DEFAULT_START_TIMEOUT_S,
+) -> list[ServiceStatus]:
+    """Make the services answer: start local ones not yet running (idempotent).
+
+    On any failure, the processes this call started are stopped again and the error
+    (a :class:`ServiceError` naming the service and its log) is raised.
+    """
+    with _lock(settings):
+        return _up_locked(settings, only, timeout)
+
+
+def _up_locked(
+    settings: Settings, only: Iterable[str] | None, timeout: float
+) -> list[ServiceStatus]:
+    started: list[tuple[Service, ProcessRecord]] = []
+    try:
+        return [_up_one(svc, timeout, started) for svc in services_for(settings, only)]
+    except BaseException:
+        for svc, rec in reversed(started):
+            log.warning("%s: stopping pid %d (this up failed)", svc.name, rec.pid)
+            stop(rec, DEFAULT_STOP_TIMEOUT_S)
+            svc.record_path.unlink(missing_ok=True)
+        raise
+
+
+def down(
+    settings: Settings,
+    only: Iterable[str] | None = None,
+    timeout: float = DEFAULT_STOP_TIMEOUT_S,
+) -> list[ServiceStatus]:
+    """Stop the processes iot-fed started (SIGTERM, wait, SIGKILL); data is kept."""
+    with _lock(settings):
+        return _down_locked(settings, only, timeout)
+
+
+def _down_locked(
+    settings: Settings, only: Iterable[str] | None, timeout: float
+) -> list[ServiceStatus]:
+    out = []
+    for svc in reversed(services_for(settings, only)):
+        if not svc.is_local:
+            out.append(_status(svc, "external, not managed", None))
+            continue
+        rec = _own_record(svc)
+        if rec is not None:
+            stop(rec, timeout)
+            svc.record_path.unlink(missing_ok=True)
+        foreign = [p for p in svc.ports() if port_open(LOCAL_HOST, p)]
+        detail = f"port {foreign[0]} is held by a process iot-fed did not start" if foreign else ""
+        out.append(_status(svc, "stopped" if rec else "not running", None, rec, detail))
+    return list(reversed(out))
+
+
+@contextlib.contextmanager
+def session(
+    settings: Settings, timeout: float = DEFAULT_START_TIMEOUT_S
+) -> Iterator[list[ServiceStatus]]:
+    """Services up for the duration of the block (e.g. a test session).
+
+    Services this block started are stopped at its end, unless another live session
+    (another process inside this block, tracked by lease files) still uses them.
+    """
+    leases = settings.state_dir / "leases"
+    lease = leases / f"{os.getpid()}.json"
+    with _lock(settings):
+        current_process("lease").save(lease)
+        try:
+            statuses = _up_locked(settings, None, timeout)
+        except BaseException:
+            lease.unlink(missing_ok=True)
+            raise
+    started = [st.name for st in statuses if st.state == "started"]
+    try:
+        yield statuses
+    finally:
+        with _lock(settings):
+            lease.unlink(missing_ok=True)
+            others = False
+            for path in leases.glob("*.json"):
+                rec = ProcessRecord.load(path)
+                if rec is not None and is_alive(rec):
+                    others = True
+                else:
+                    path.unlink(missing_ok=True)
+            if started and not others:
+                _down_locked(settings, started, DEFAULT_STOP_TIMEOUT_S)
+            elif started:
+                log.info("leaving %s running: another session still uses them", started)
+
+
+def status(
+    settings: Settings, only: Iterable[str] | None = None, timeout: float = 3.0
+) -> list[ServiceStatus]:
+    """Endpoint, process and health of each service (starts nothing)."""
+    out = []
+    for svc in services_for(settings, only):
+        reason = svc.probe(timeout)
+        healthy = reason is None
+        if not svc.is_local:
+            out.append(_status(svc, "external, not managed", healthy, detail=reason or ""))
+            continue
+        rec = _own_record(svc)
+        if rec is not None:
+            out.append(_status(svc, "running", healthy, rec, reason or ""))
+        elif any(port_open(LOCAL_HOST, p) for p in svc.ports()):
+            out.append(
+                _status(
+                    svc, "not started by iot-fed", healthy, detail="port held by another process"
+                )
+            )
+        else:
+            out.append(_status(svc, "not running", False))
+    return out
+
+
+def running(settings: Settings) -> set[str]:
+    """Names of the local services that iot-fed started and that are alive now."""
+    return {svc.name for svc in services_for(settings) if svc.is_local and _own_record(svc)}
+
+
+def install(settings: Settings, only: Iterable[str] | None = None) -> dict[str, float]:
+    """Fetch or build the artifacts; seconds spent per service (0 when cached)."""
+    spent = {}
+    with _lock(settings):
+        for svc in services_for(settings, only):
+            t0 = time.monotonic()
+            svc.install()
+            spent[svc.name] = time.monotonic() - t0
+    return spent

@@ -1,0 +1,67 @@
+"""Collection names, JSON schemas (``schemas/<name>.json``) and index definitions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from iot_fed.store.validation import DocumentValidator
+
+SENSOR_READINGS = "sensor_readings"
+LOCAL_MODELS = "local_models"
+GLOBAL_MODELS = "global_models"
+PREDICTIONS = "predictions"
+DEAD_LETTERS = "dead_letters"
+COLLECTIONS = (SENSOR_READINGS, LOCAL_MODELS, GLOBAL_MODELS, PREDICTIONS, DEAD_LETTERS)
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """One index: ordered ``keys`` as (field, direction) pairs."""
+
+    name: str
+    keys: tuple[tuple[str, int], ...]
+    unique: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# predictions are keyed on (moteid, ts) as in the design: one current verdict per reading;
+# a newer model version replaces an older one's (see repository.upsert_predictions).
+INDEXES: dict[str, tuple[IndexSpec, ...]] = {
+    SENSOR_READINGS: (
+        IndexSpec("moteid_epoch_unique", (("moteid", 1), ("epoch", 1)), unique=True),
+        IndexSpec("moteid_ts", (("moteid", 1), ("ts", 1))),
+    ),
+    LOCAL_MODELS: (
+        IndexSpec("device_version_unique", (("device", 1), ("version", 1)), unique=True),
+        IndexSpec("created_at", (("created_at", 1),)),
+    ),
+    GLOBAL_MODELS: (
+        IndexSpec("version_unique", (("version", 1),), unique=True),
+        IndexSpec("promoted_version", (("promoted", 1), ("version", -1))),
+    ),
+    PREDICTIONS: (
+        IndexSpec("moteid_ts_unique", (("moteid", 1), ("ts", 1)), unique=True),
+        IndexSpec("model_version", (("model_version", 1),)),
+    ),
+    DEAD_LETTERS: (IndexSpec("ts", (("ts", 1),)),),
+}
+
+
+@cache
+def load_schema(collection: str) -> dict[str, Any]:
+    """The ``$jsonSchema`` document for a collection (from the package data)."""
+    if collection not in COLLECTIONS:
+        raise KeyError(f"unknown collection {collection!r}; expected one of {COLLECTIONS}")
+    text = resources.files("iot_fed.store").joinpath("schemas", f"{collection}.json").read_text()
+    return json.loads(text)
+
+
+@cache
+def validator(collection: str) -> DocumentValidator:
+    """The compiled Python validator for a collection."""
+    return DocumentValidator(collection, load_schema(collection))
+

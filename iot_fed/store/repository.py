@@ -1,0 +1,350 @@
+"""Small repository functions over the iot_analytics collections.
+
+Every write checks its documents against the collection's JSON schema in Python first
+(:class:`~iot_fed.store.validation.SchemaValidationError` on a bad document), whether or
+not the server enforces validators. Model ``params`` are opaque bytes (``iot_fed.fl``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import pandas as pd
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from iot_fed.store.collections import (
+    DEAD_LETTERS,
+    GLOBAL_MODELS,
+    LOCAL_MODELS,
+    PREDICTIONS,
+    SENSOR_READINGS,
+    validator,
+)
+
+DUPLICATE_KEY = 11000
+READING_FIELDS = ("ts", "epoch", "moteid", "temperature", "humidity", "light", "voltage", "label")
+WriteStrategy = Literal["insert", "upsert"]
+# insert_many(ordered=False) + counting duplicate-key errors measured faster on FerretDB
+# than bulk UpdateOne($setOnInsert, upsert) -- see bench/store_ingest.py.
+DEFAULT_READINGS_STRATEGY: WriteStrategy = "insert"
+_VERSION_RETRIES = 5
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _no_id(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in d.items() if k != "_id"} for d in docs]
+
+
+def _split_write_errors(exc: BulkWriteError) -> tuple[dict[str, Any], int]:
+    """(details, duplicate count); re-raise when any error is not a duplicate key."""
+    details = exc.details
+    errors = details.get("writeErrors", [])
+    others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+    if others or details.get("writeConcernErrors"):
+        raise exc
+    return details, len(errors)
+
+
+# --- sensor readings ----------------------------------------------------------------
+
+
+def readings_to_docs(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame rows (reading columns, plus fault columns if present) -> MongoDB documents."""
+    cols = [c for c in (*READING_FIELDS, "fault", "fault_reason") if c in df.columns]
+    frame = df[cols].astype(object).where(df[cols].notna(), None)
+    frame["ts"] = list(pd.to_datetime(df["ts"], utc=True).dt.to_pydatetime())
+    return frame.to_dict("records")
+
+
+def upsert_readings(
+    db: Database,
+    docs: Sequence[Mapping[str, Any]],
+    strategy: WriteStrategy = DEFAULT_READINGS_STRATEGY,
+) -> tuple[int, int]:
+    """Store readings idempotently; return (inserted, duplicates).
+
+    A reading whose (moteid, epoch) already exists is left untouched and counted as a
+    duplicate (also within ``docs``). ``strategy`` picks the bulk write: ``insert``
+    (insert_many ordered=False, duplicate-key errors counted) or ``upsert``
+    (UpdateOne with ``$setOnInsert``, upsert=True, ordered=False).
+    """
+    if not docs:
+        return 0, 0
+    validator(SENSOR_READINGS).validate_many(list(docs))
+    coll = db[SENSOR_READINGS]
+    clean = _no_id(docs)
+    if strategy == "insert":
+        try:
+            res = coll.insert_many(clean, ordered=False)
+            return len(res.inserted_ids), 0
+        except BulkWriteError as exc:
+            details, dups = _split_write_errors(exc)
+            return int(details.get("nInserted", 0)), dups
+    if strategy == "upsert":
+        ops = [
+            UpdateOne({"moteid": d["moteid"], "epoch": d["epoch"]}, {"$setOnInsert": d},
+                      upsert=True)
+            for d in clean
+        ]
+        try:
+            r = coll.bulk_write(ops, ordered=False)
+            return r.upserted_count, r.matched_count
+        except BulkWriteError as exc:  # concurrent upserts of one key can race
+            details, dups = _split_write_errors(exc)
+            return int(details.get("nUpserted", 0)), int(details.get("nMatched", 0)) + dups
+    raise ValueError(f"unknown write strategy {strategy!r}")
+
+
+def readings_for_device(
+    db: Database,
+    moteid: int,
+    since_epoch: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """One mote's readings with ``epoch > since_epoch``, in epoch order (no ``_id``).
+
+    With ``limit``, the *latest* ``limit`` of them (still returned oldest first).
+    """
+    query: dict[str, Any] = {"moteid": int(moteid)}
+    if since_epoch is not None:
+        query["epoch"] = {"$gt": int(since_epoch)}
+    cur = db[SENSOR_READINGS].find(query, {"_id": 0})
+    if limit is not None:
+        docs = list(cur.sort("epoch", DESCENDING).limit(int(limit)))
+        docs.reverse()
+        return docs
+    return list(cur.sort("epoch", ASCENDING))
+
+
+def reading_counts(db: Database) -> dict[int, dict[str, int]]:
+    """Per mote: ``{"count": n, "max_epoch": e}`` over all stored readings.
+
+    (FerretDB v1 lacks the ``$max`` accumulator, so the max comes from the unique
+    (moteid, epoch) index, one cheap query per mote.)
+    """
+    coll = db[SENSOR_READINGS]
+    counts = coll.aggregate([{"$group": {"_id": "$moteid", "count": {"$sum": 1}}}])
+    out: dict[int, dict[str, int]] = {}
+    for r in sorted(counts, key=lambda r: r["_id"]):
+        top = coll.find_one({"moteid": r["_id"]}, {"epoch": 1}, sort=[("epoch", DESCENDING)])
+        out[int(r["_id"])] = {"count": int(r["count"]), "max_epoch": int(top["epoch"])}
+    return out
+
+
+def insert_dead_letters(db: Database, docs: Sequence[Mapping[str, Any]]) -> int:
+    """Insert dead-letter documents (ts, reason, raw bytes, ...); return how many were new.
+
+    A caller-chosen ``_id`` (e.g. ``topic:partition:offset``) makes re-inserting the same
+    dead letter a no-op; documents without one always insert.
+    """
+    if not docs:
+        return 0
+    validator(DEAD_LETTERS).validate_many(list(docs))
+    try:
+        return len(db[DEAD_LETTERS].insert_many([dict(d) for d in docs], ordered=False)
+                   .inserted_ids)
+    except BulkWriteError as exc:
+        details, _ = _split_write_errors(exc)
+        return int(details.get("nInserted", 0))
+
+
+# --- models -------------------------------------------------------------------------
+
+
+def next_version(db: Database, collection: str = GLOBAL_MODELS, device: str | None = None) -> int:
+    """1 + the highest stored version (per ``device`` for local models), or 1."""
+    query = {"device": str(device)} if device is not None else {}
+    top = db[collection].find_one(query, {"version": 1}, sort=[("version", DESCENDING)])
+    return int(top["version"]) + 1 if top else 1
+
+
+def _insert_versioned(
+    db: Database, collection: str, doc: dict[str, Any], device: str | None
+) -> dict[str, Any]:
+    """Insert ``doc`` with the next free version, retrying if another writer took it."""
+    given = doc.get("version")
+    for _ in range(_VERSION_RETRIES):
+        if given is None:
+            doc["version"] = next_version(db, collection, device)
+        validator(collection).validate(doc)
+        try:
+            db[collection].insert_one(doc)
+            doc.pop("_id", None)
+            return doc
+        except DuplicateKeyError:
+            if given is not None:
+                raise
+    raise RuntimeError(f"{collection}: could not claim a version after {_VERSION_RETRIES} tries")
+
+
+def save_local_model(
+    db: Database,
+    device: str | int,
+    params: bytes,
+    *,
+    n_samples: int = 0,
+    base_version: int | None = None,
+    last_epoch: int | None = None,
+    threshold: float | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    version: int | None = None,
+) -> dict[str, Any]:
+    """Store a device model as the device's next version; return the stored document."""
+    doc: dict[str, Any] = {
+        "device": str(device),
+        "version": version,
+        "params": bytes(params),
+        "created_at": utcnow(),
+        "base_version": base_version,
+        "n_samples": int(n_samples),
+        "last_epoch": last_epoch,
+        "threshold": threshold,
+        "metrics": dict(metrics or {}),
+        "config": dict(config or {}),
+    }
+    return _insert_versioned(db, LOCAL_MODELS, doc, str(device))
+
+
+def get_local_model(
+    db: Database, device: str | int, version: int | None = None
+) -> dict[str, Any] | None:
+    """A device's model: ``version``, or its latest when None."""
+    query: dict[str, Any] = {"device": str(device)}
+    if version is not None:
+        query["version"] = int(version)
+    return db[LOCAL_MODELS].find_one(query, {"_id": 0}, sort=[("version", DESCENDING)])
+
+
+def latest_local_models(
+    db: Database,
+    devices: Iterable[str | int] | None = None,
+    fresher_than: dt.datetime | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The latest model per device (all devices, or ``devices``), optionally only those
+    created after ``fresher_than``; keyed by device."""
+    names = (
+        sorted(db[LOCAL_MODELS].distinct("device"))
+        if devices is None
+        else [str(d) for d in devices]
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        doc = get_local_model(db, name)
+        if doc is None:
+            continue
+        created = doc["created_at"]
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=dt.UTC)
+        if fresher_than is None or created > fresher_than:
+            out[name] = doc
+    return out
+
+
+def save_global_model(
+    db: Database,
+    params: bytes,
+    *,
+    lineage: Sequence[Mapping[str, Any]] = (),
+    strategy: str = "fedavg",
+    parent_version: int | None = None,
+    threshold: float | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    promoted: bool = False,
+    version: int | None = None,
+) -> dict[str, Any]:
+    """Store an aggregated model as the next global version (promoted if asked)."""
+    doc: dict[str, Any] = {
+        "version": version,
+        "params": bytes(params),
+        "created_at": utcnow(),
+        "promoted": False,
+        "promoted_at": None,
+        "strategy": strategy,
+        "parent_version": parent_version,
+        "lineage": [dict(x) for x in lineage],
+        "threshold": threshold,
+        "metrics": dict(metrics or {}),
+        "config": dict(config or {}),
+    }
+    doc = _insert_versioned(db, GLOBAL_MODELS, doc, None)
+    return promote(db, doc["version"]) if promoted else doc
+
+
+def get_global_model(db: Database, version: int) -> dict[str, Any] | None:
+    return db[GLOBAL_MODELS].find_one({"version": int(version)}, {"_id": 0})
+
+
+def latest_global_model(db: Database) -> dict[str, Any] | None:
+    """The highest global version, promoted or not."""
+    return db[GLOBAL_MODELS].find_one({}, {"_id": 0}, sort=[("version", DESCENDING)])
+
+
+def promoted_global_model(db: Database) -> dict[str, Any] | None:
+    """The promoted global model (the highest promoted version if several), or None."""
+    return db[GLOBAL_MODELS].find_one(
+        {"promoted": True}, {"_id": 0}, sort=[("version", DESCENDING)]
+    )
+
+
+def promote(db: Database, version: int) -> dict[str, Any]:
+    """Make ``version`` the promoted global model and demote every other one."""
+    coll = db[GLOBAL_MODELS]
+    res = coll.update_one(
+        {"version": int(version)}, {"$set": {"promoted": True, "promoted_at": utcnow()}}
+    )
+    if res.matched_count == 0:
+        raise KeyError(f"global model version {version} does not exist")
+    coll.update_many(
+        {"promoted": True, "version": {"$ne": int(version)}}, {"$set": {"promoted": False}}
+    )
+    doc = get_global_model(db, version)
+    assert doc is not None
+    return doc
+
+
+# --- predictions --------------------------------------------------------------------
+
+
+def upsert_predictions(db: Database, docs: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Store one verdict per (moteid, ts), idempotently.
+
+    New (moteid, ts) pairs are inserted; an existing verdict is replaced only by one from
+    the same or a newer ``model_version`` (an older model's verdict is skipped: ``stale``).
+    Returns counts: inserted, updated, unchanged, stale. (Insert-then-conditional-update
+    rather than a conditional upsert, which FerretDB v1 mis-reports.)
+    """
+    counts = {"inserted": 0, "updated": 0, "unchanged": 0, "stale": 0}
+    if not docs:
+        return counts
+    validator(PREDICTIONS).validate_many(list(docs))
+    clean = _no_id(docs)
+    coll = db[PREDICTIONS]
+    try:
+        coll.insert_many([dict(d) for d in clean], ordered=False)
+        counts["inserted"] = len(clean)
+        return counts
+    except BulkWriteError as exc:
+        details, _ = _split_write_errors(exc)
+        counts["inserted"] = int(details.get("nInserted", 0))
+        existing = [clean[e["index"]] for e in details["writeErrors"]]
+    ops = [
+        UpdateOne(
+            {"moteid": d["moteid"], "ts": d["ts"], "model_version": {"$lte": d["model_version"]}},
+            {"$set": d},
+        )
+        for d in existing
+    ]
+    r = coll.bulk_write(ops, ordered=False)
+    counts["updated"] = r.modified_count
+    counts["unchanged"] = r.matched_count - r.modified_count
+    counts["stale"] = len(existing) - r.matched_count
+    return counts

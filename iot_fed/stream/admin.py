@@ -1,0 +1,178 @@
+"""Kafka topic administration and status (topics, offsets, consumer-group lag)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from iot_fed.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka_client_config())
+
+
+def ensure_topics(
+    settings: Settings,
+    topics: list[str] | None = None,
+    *,
+    partitions: int | None = None,
+    timeout: float = 15.0,
+) -> list[str]:
+    """Create the given topics (default: data + DLQ topic) if missing; return those created.
+
+    New topics get ``settings.kafka_partitions`` (or ``partitions``),
+    ``kafka_replication`` and ``retention.ms = kafka_retention_ms``.
+    """
+    topics = topics or [settings.kafka_topic, settings.kafka_dlq_topic]
+    admin = admin_client(settings)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    new = [
+        NewTopic(
+            t,
+            num_partitions=partitions or settings.kafka_partitions,
+            replication_factor=settings.kafka_replication,
+            config={"retention.ms": str(settings.kafka_retention_ms)},
+        )
+        for t in topics
+        if t not in existing
+    ]
+    created: list[str] = []
+    for topic, fut in admin.create_topics(new, operation_timeout=timeout).items() if new else []:
+        try:
+            fut.result(timeout)
+            created.append(topic)
+            log.info("created topic %s", topic)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    if created:
+        _wait_for_metadata(admin, created, timeout)
+    return created
+
+
+def _wait_for_metadata(admin: AdminClient, topics: list[str], timeout: float) -> None:
+    """Block until the new topics have leaders (so producing/assigning works at once)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=timeout).topics
+        if all(
+            t in md
+            and md[t].error is None
+            and md[t].partitions
+            and all(p.leader >= 0 for p in md[t].partitions.values())
+            for t in topics
+        ):
+            return
+        time.sleep(0.05)
+
+
+def delete_topics(settings: Settings, topics: list[str], timeout: float = 15.0) -> None:
+    """Delete topics, ignoring ones that do not exist."""
+    admin = admin_client(settings)
+    for _topic, fut in admin.delete_topics(topics, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+
+
+def partitions_of(settings: Settings, topic: str, timeout: float = 10.0) -> list[int]:
+    """Partition ids of ``topic`` (empty when it does not exist)."""
+    md = admin_client(settings).list_topics(topic, timeout=timeout).topics.get(topic)
+    if md is None or md.error is not None:
+        return []
+    return sorted(md.partitions)
+
+
+@dataclass
+class PartitionStatus:
+    partition: int
+    low: int
+    high: int
+    committed: int | None = None
+    lag: int | None = None
+
+
+@dataclass
+class TopicStatus:
+    topic: str
+    partitions: list[PartitionStatus] = field(default_factory=list)
+
+    @property
+    def messages(self) -> int:
+        return sum(p.high - p.low for p in self.partitions)
+
+    @property
+    def lag(self) -> int | None:
+        lags = [p.lag for p in self.partitions if p.lag is not None]
+        return sum(lags) if lags else None
+
+
+def topic_status(
+    settings: Settings,
+    topics: list[str] | None = None,
+    group: str | None = None,
+    timeout: float = 10.0,
+) -> list[TopicStatus]:
+    """Watermarks per partition and, for ``group``, committed offsets and lag.
+
+    Default topics: every non-internal topic. Lag is ``high - committed`` (``high - low``
+    when the group has committed nothing for a partition).
+    """
+    group = group or settings.kafka_consumer_group
+    md = admin_client(settings).list_topics(timeout=timeout).topics
+    names = topics or sorted(t for t in md if not t.startswith("__"))
+    consumer = Consumer(
+        {**settings.kafka_client_config(), "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        out = []
+        for name in names:
+            tmd = md.get(name)
+            if tmd is None or tmd.error is not None:
+                continue
+            parts = sorted(tmd.partitions)
+            committed = {
+                tp.partition: tp.offset
+                for tp in consumer.committed(
+                    [TopicPartition(name, p) for p in parts], timeout=timeout
+                )
+            }
+            status = TopicStatus(name)
+            for p in parts:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(name, p), timeout=timeout, cached=False
+                )
+                c = committed.get(p)
+                c = c if c is not None and c >= 0 else None
+                lag = max(high - (c if c is not None else low), 0)
+                status.partitions.append(PartitionStatus(p, low, high, c, lag))
+            out.append(status)
+        return out
+    finally:
+        consumer.close()
+
+
+def status_dict(statuses: list[TopicStatus], group: str) -> dict[str, Any]:
+    """JSON-friendly form of :func:`topic_status`."""
+    return {
+        "group": group,
+        "topics": [
+            {
+                "topic": s.topic,
+                "messages": s.messages,
+                "lag": s.lag,
+                "partitions": [asdict(p) for p in s.partitions],
+            }
+            for s in statuses
+        ],
+    }

@@ -1,0 +1,362 @@
+"""Bounded Kafka -> MongoDB ingestion: the core the Dagster sensor calls each tick.
+
+One batch: pick start offsets (explicit cursor, or the consumer group's committed
+offsets), assign, consume in chunks until ``max_messages`` / ``max_seconds`` / the
+end of every partition (as of the batch start), validate each message, write valid
+readings idempotently to ``sensor_readings`` (unique ``(moteid, epoch)``) and rejected
+ones to ``dead_letters`` + the DLQ topic, then - only after the writes returned and the
+DLQ producer flushed - commit the next offsets. Re-consuming a batch adds nothing.
+
+Start-offset modes (no group rebalance either way: partitions are assigned, not
+subscribed, so a tick costs no join delay; run one ingester per group):
+
+* cursor mode: ``start_offsets={partition: next_offset}`` (e.g. the sensor cursor);
+  partitions missing from it start at the beginning. Use ``result.next_offsets`` as
+  the next cursor.
+* group mode: ``start_offsets=None`` starts from the group's committed offsets
+  (earliest when none). ``commit=True`` (default) commits after the writes in both modes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as TP
+from pymongo.database import Database
+
+from iot_fed.config import Settings, get_settings
+from iot_fed.stream import writes
+from iot_fed.stream.admin import ensure_topics
+from iot_fed.stream.messages import decode_value
+from iot_fed.stream.producer import producer_config
+
+log = logging.getLogger(__name__)
+
+WriteStrategy = Literal["insert", "upsert"]
+_VALIDATE_REASONS = ("missing", "unknown schema", "bad ", "key ")
+
+
+class IngestError(RuntimeError):
+    """The batch could not be made durable (nothing was committed)."""
+
+
+@dataclass
+class IngestResult:
+    """What one bounded batch did. Offsets are ``{partition: next offset to read}``."""
+
+    topic: str
+    n_messages: int = 0
+    n_valid: int = 0
+    n_inserted: int = 0
+    n_duplicates: int = 0
+    n_dead: int = 0
+    per_device_new_counts: dict[int, int] = field(default_factory=dict)
+    offsets_to_commit: dict[int, int] = field(default_factory=dict)
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    end_offsets: dict[int, int] = field(default_factory=dict)
+    committed: bool = False
+    reached_end: bool = False
+    dead_reasons: dict[str, int] = field(default_factory=dict)
+    max_ts: datetime | None = None
+    duration_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def lag(self) -> int:
+        """Messages left after this batch (vs the end offsets seen at its start)."""
+        return sum(max(h - self.next_offsets.get(p, h), 0) for p, h in self.end_offsets.items())
+
+
+def consumer_config(settings: Settings, group: str | None = None, **overrides: Any) -> dict:
+    return {
+        **settings.kafka_client_config(),
+        "group.id": group or settings.kafka_consumer_group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": 100,
+        **overrides,
+    }
+
+
+def _normalise_offsets(offsets: Mapping[Any, Any] | None) -> dict[int, int] | None:
+    """Accept JSON-style cursors (string partition keys)."""
+    if offsets is None:
+        return None
+    return {int(p): int(o) for p, o in offsets.items()}
+
+
+class Ingestor:
+    """A reusable ingester (one consumer + DLQ producer) for repeated bounded batches."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        topic: str | None = None,
+        group: str | None = None,
+        strategy: WriteStrategy = "insert",
+        chunk_size: int = 5000,
+        consumer: Consumer | None = None,
+        dlq_producer: Producer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.topic = topic or settings.kafka_topic
+        self.dlq_topic = settings.kafka_dlq_topic
+        self.strategy = strategy
+        self.chunk_size = chunk_size
+        self._own = consumer is None, dlq_producer is None
+        self.consumer = consumer or Consumer(consumer_config(settings, group))
+        self.dlq = dlq_producer or Producer(producer_config(settings, **{"linger.ms": 1}))
+        self._assigned: dict[int, int] = {}  # partition -> consumer position we left it at
+        self._dlq_errors: list[str] = []
+        ensure_topics(settings, [self.topic, self.dlq_topic])
+        writes.ensure_indexes(db)
+
+    # --- lifecycle ---------------------------------------------------------------
+    def close(self) -> None:
+        if self._own[0]:
+            self.consumer.close()
+        if self._own[1]:
+            self.dlq.flush(10)
+
+    def __enter__(self) -> Ingestor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- offsets -----------------------------------------------------------------
+    def _partitions(self) -> list[int]:
+        md = self.consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        if md is None or md.error is not None:
+            raise IngestError(f"topic {self.topic} unavailable: {md and md.error}")
+        return sorted(md.partitions)
+
+    def _start_positions(
+        self, parts: list[int], start: dict[int, int] | None, marks: dict[int, tuple[int, int]]
+    ) -> dict[int, int]:
+        if start is None:
+            got = self.consumer.committed([TP(self.topic, p) for p in parts], timeout=10)
+            start = {tp.partition: tp.offset for tp in got if tp.offset >= 0}
+        pos = {}
+        for p in parts:
+            low, high = marks[p]
+            o = start.get(p, low)
+            if o < low or o > high:  # deleted by retention, or the topic was recreated
+                log.warning(
+                    "partition %d: offset %d outside [%d, %d]; using %d", p, o, low, high, low
+                )
+                o = low
+            pos[p] = o
+        return pos
+
+    # --- one batch ---------------------------------------------------------------
+    def run_batch(
+        self,
+        max_messages: int | None = None,
+        max_seconds: float | None = None,
+        start_offsets: Mapping[Any, int] | None = None,
+        *,
+        commit: bool = True,
+    ) -> IngestResult:
+        """Consume, validate and land one bounded batch; see the module docstring."""
+        max_messages = max_messages or self.settings.ingest_max_messages
+        max_seconds = max_seconds or self.settings.ingest_max_seconds
+        t_start = time.monotonic()
+        deadline = t_start + max_seconds
+        res = IngestResult(self.topic)
+        timings = Counter[str]()
+
+        parts = self._partitions()
+        marks = {
+            p: self.consumer.get_watermark_offsets(TP(self.topic, p), timeout=10, cached=False)
+            for p in parts
+        }
+        pos = self._start_positions(parts, _normalise_offsets(start_offsets), marks)
+        res.end_offsets = {p: marks[p][1] for p in parts}
+        res.next_offsets = dict(pos)
+        pending = {p for p in parts if pos[p] < marks[p][1]}
+        timings["offsets"] += time.monotonic() - t_start
+        if pending:
+            self._assign(pos, pending)
+        reasons = Counter[str]()
+        new_counts = Counter[int]()
+
+        while pending and res.n_messages < max_messages:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            t0 = time.monotonic()
+            msgs = self.consumer.consume(
+                min(self.chunk_size, max_messages - res.n_messages), timeout=min(timeout, 1.0)
+            )
+            t1 = time.monotonic()
+            timings["consume"] += t1 - t0
+            docs, dead = [], []
+            now = datetime.now(UTC)
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition())
+                    elif err.fatal():
+                        raise KafkaException(err)
+                    else:
+                        log.warning("consumer: %s", err)
+                    continue
+                p, off = msg.partition(), msg.offset()
+                res.n_messages += 1
+                res.next_offsets[p] = off + 1
+                if off + 1 >= marks[p][1]:
+                    pending.discard(p)
+                reading, reason = decode_value(
+                    msg.value(), self.settings.kafka_max_message_bytes, msg.key()
+                )
+                if reason is None:
+                    reading["ingested_at"] = now
+                    reading["kafka"] = {"topic": self.topic, "partition": p, "offset": off}
+                    docs.append(reading)
+                else:
+                    reasons[reason.split(":")[0]] += 1
+                    dead.append((self._dead_letter(msg, reason), msg.key()))
+            t2 = time.monotonic()
+            timings["decode"] += t2 - t1
+            if docs:
+                new = writes.write_readings(self.db, docs, self.strategy)
+                res.n_valid += len(docs)
+                res.n_inserted += len(new)
+                for i in new:
+                    new_counts[docs[i]["moteid"]] += 1
+                ts_max = max(d["ts"] for d in docs)
+                res.max_ts = ts_max if res.max_ts is None else max(res.max_ts, ts_max)
+            t3 = time.monotonic()
+            timings["write"] += t3 - t2
+            if dead:
+                writes.write_dead_letters(self.db, [d for d, _ in dead])
+                self._send_dlq(dead)
+                res.n_dead += len(dead)
+                timings["dead_letters"] += time.monotonic() - t3
+
+        res.reached_end = not pending
+        res.n_duplicates = res.n_valid - res.n_inserted
+        res.per_device_new_counts = dict(sorted(new_counts.items()))
+        res.dead_reasons = dict(reasons)
+        res.offsets_to_commit = {p: o for p, o in res.next_offsets.items() if o != pos[p]}
+        self._assigned.update(res.next_offsets)
+
+        t4 = time.monotonic()
+        if res.n_dead:
+            self._flush_dlq()
+        if commit and res.offsets_to_commit:
+            self.consumer.commit(
+                offsets=[TP(self.topic, p, o) for p, o in res.offsets_to_commit.items()],
+                asynchronous=False,
+            )
+            res.committed = True
+        timings["commit"] += time.monotonic() - t4
+        res.duration_s = time.monotonic() - t_start
+        res.timings = {k: round(v, 4) for k, v in timings.items()}
+        log.info(
+            "ingested %d messages: %d new, %d duplicate, %d dead in %.2f s (lag %d)",
+            res.n_messages,
+            res.n_inserted,
+            res.n_duplicates,
+            res.n_dead,
+            res.duration_s,
+            res.lag,
+        )
+        return res
+
+    def _assign(self, pos: dict[int, int], pending: Iterable[int]) -> None:
+        """Assign at ``pos`` unless the consumer already sits exactly there (keeps prefetch)."""
+        want = {p: pos[p] for p in pending}
+        if want == {p: self._assigned.get(p, OFFSET_INVALID) for p in want} and set(
+            tp.partition for tp in self.consumer.assignment()
+        ) == set(want):
+            return
+        self.consumer.assign([TP(self.topic, p, o) for p, o in want.items()])
+        self._assigned = dict(want)
+
+    # --- dead letters ------------------------------------------------------------
+    def _dead_letter(self, msg: Any, reason: str) -> dict[str, Any]:
+        """A ``dead_letters`` document; ``_id`` is the source position (re-consuming is a no-op)."""
+        key = msg.key()
+        return {
+            "_id": f"{msg.topic()}:{msg.partition()}:{msg.offset()}",
+            "ts": datetime.now(UTC),
+            "reason": reason,
+            "stage": "validate" if reason.startswith(_VALIDATE_REASONS) else "decode",
+            "raw": msg.value(),
+            "key": None if key is None else key.decode("utf-8", "backslashreplace"),
+            "topic": msg.topic(),
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+        }
+
+    def _send_dlq(self, dead: list[tuple[dict[str, Any], bytes | None]]) -> None:
+        """Original value and key to the DLQ topic; reason and source position as headers."""
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                self._dlq_errors.append(str(err))
+
+        for d, key in dead:
+            headers = [
+                ("reason", d["reason"].encode()),
+                ("source_topic", d["topic"].encode()),
+                ("source_partition", str(d["partition"]).encode()),
+                ("source_offset", str(d["offset"]).encode()),
+            ]
+            while True:
+                try:
+                    self.dlq.produce(
+                        self.dlq_topic,
+                        d["raw"],
+                        key,
+                        headers=headers,
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    self.dlq.poll(0.05)
+        self.dlq.poll(0)
+
+    def _flush_dlq(self) -> None:
+        left = self.dlq.flush(30)
+        errors, self._dlq_errors = self._dlq_errors, []
+        if left or errors:
+            raise IngestError(f"DLQ not durable ({left} undelivered, errors: {errors[:3]})")
+
+
+def ingest_batch(
+    source: Settings | Ingestor | None,
+    db: Database,
+    max_messages: int | None = None,
+    max_seconds: float | None = None,
+    start_offsets: Mapping[Any, int] | None = None,
+    *,
+    commit: bool = True,
+    topic: str | None = None,
+    strategy: WriteStrategy = "insert",
+) -> IngestResult:
+    """One bounded batch (see :class:`Ingestor.run_batch`).
+
+    ``source`` is settings (a short-lived consumer is created and closed) or a
+    long-lived :class:`Ingestor` (its own db/topic are used).
+    """
+    if isinstance(source, Ingestor):
+        return source.run_batch(max_messages, max_seconds, start_offsets, commit=commit)
+    settings = source or get_settings()
+    with Ingestor(settings, db, topic=topic, strategy=strategy) as ing:
+        return ing.run_batch(max_messages, max_seconds, start_offsets, commit=commit)

@@ -1,0 +1,92 @@
+"""Test helpers: produce raw messages, read a whole topic, build small readings frames."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from iot_fed.config import Settings
+from iot_fed.stream.admin import ensure_topics, partitions_of
+from iot_fed.stream.messages import encode_key, encode_reading
+from iot_fed.stream.producer import producer_config
+
+
+def readings_frame(n: int, motes: int = 5, start: str = "2004-03-01") -> pd.DataFrame:
+    """``n`` clean readings round-robin over ``motes`` motes, one per 31 s per mote."""
+    i = np.arange(n)
+    return pd.DataFrame(
+        {
+            "ts": pd.Timestamp(start, tz="UTC") + pd.to_timedelta(i * 31 / motes, unit="s"),
+            "epoch": i // motes,
+            "moteid": i % motes + 1,
+            "temperature": 20 + np.sin(i / 10),
+            "humidity": 40 + np.cos(i / 10),
+            "light": 100.0 + i % 7,
+            "voltage": 2.7 - i * 1e-5,
+            "label": [None] * n,
+        }
+    )
+
+
+def produce_raw(
+    settings: Settings, topic: str, items: list[tuple[bytes | None, bytes | None]]
+) -> None:
+    """Send ``(key, value)`` pairs as they are and wait for delivery."""
+    ensure_topics(settings, [topic])
+    p = Producer(producer_config(settings))
+    errors: list[Any] = []
+    for key, value in items:
+        p.produce(topic, value, key, on_delivery=lambda e, _m: e and errors.append(e))
+    assert p.flush(30) == 0 and not errors, errors
+
+
+def produce_readings(settings: Settings, topic: str, df: pd.DataFrame) -> None:
+    produce_raw(
+        settings,
+        topic,
+        [(encode_key(r["moteid"]), encode_reading(r)) for r in df.to_dict("records")],
+    )
+
+
+def read_topic(settings: Settings, topic: str, timeout: float = 20.0) -> list[Any]:
+    """Every message currently in ``topic`` (all partitions), in partition/offset order."""
+    c = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": "iot_fed_tests_reader",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        parts = partitions_of(settings, topic)
+        ends = {}
+        for p in parts:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        c.assign([TopicPartition(topic, p, 0) for p in ends] or [])
+        out, deadline = [], time.monotonic() + timeout
+        pos = {p: 0 for p in ends}
+        while any(pos[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error() is None:
+                    out.append(m)
+                    pos[m.partition()] = m.offset() + 1
+        return sorted(out, key=lambda m: (m.partition(), m.offset()))
+    finally:
+        c.close()
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    c = Consumer({**settings.kafka_client_config(), "group.id": "iot_fed_tests_reader"})
+    try:
+        return {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+            for p in partitions_of(settings, topic)
+        }
+    finally:
+        c.close()
