@@ -52,8 +52,9 @@ def timed(fn: Any, repeats: int) -> tuple[float, list[float]]:
     return first, times
 
 
-def bench_round(spec: ModelSpec, cfg: TrainConfig, d: int, n: int, repeats: int,
-                loop_cap_s: float | None) -> dict[str, Any]:
+def bench_round(
+    spec: ModelSpec, cfg: TrainConfig, d: int, n: int, repeats: int, loop_cap_s: float | None
+) -> dict[str, Any]:
     g = init_params(spec, 0)
     data = make_data(d, n)
     samples = d * n * cfg.local_epochs
@@ -61,9 +62,15 @@ def bench_round(spec: ModelSpec, cfg: TrainConfig, d: int, n: int, repeats: int,
     first, times = timed(lambda: train_devices(g, data, spec, cfg, seed=1), repeats)
     best, med = min(times), statistics.median(times)
     row: dict[str, Any] = {
-        "hidden": list(spec.hidden), "devices": d, "samples": n, "epochs": cfg.local_epochs,
-        "batch": cfg.batch_size, "compile_s": max(first - best, 0.0), "vmap_best_s": best,
-        "vmap_median_s": med, "vmap_samples_per_s": samples / best,
+        "hidden": list(spec.hidden),
+        "devices": d,
+        "samples": n,
+        "epochs": cfg.local_epochs,
+        "batch": cfg.batch_size,
+        "compile_s": max(first - best, 0.0),
+        "vmap_best_s": best,
+        "vmap_median_s": med,
+        "vmap_samples_per_s": samples / best,
         "vmap_gflops": flops / best / 1e9,
     }
     if loop_cap_s is not None:
@@ -74,19 +81,28 @@ def bench_round(spec: ModelSpec, cfg: TrainConfig, d: int, n: int, repeats: int,
             done = 0
             chunk = max(1, min(d, 54))
             while done < d and time.perf_counter() - t0 < loop_cap_s:
-                train_devices_loop(g, data[done: done + chunk], spec, cfg, seed=1)
+                train_devices_loop(g, data[done : done + chunk], spec, cfg, seed=1)
                 done += min(chunk, d - done)
             loop_times.append((time.perf_counter() - t0) * d / done)
-        row.update(loop_best_s=min(loop_times), loop_extrapolated=done < d,
-                   loop_devices_run=done, speedup=min(loop_times) / best)
+        row.update(
+            loop_best_s=min(loop_times),
+            loop_extrapolated=done < d,
+            loop_devices_run=done,
+            speedup=min(loop_times) / best,
+        )
     return row
 
 
 def bench_aggregation(spec: ModelSpec, d: int, repeats: int) -> list[dict[str, Any]]:
     g = init_params(spec, 0)
     rng = np.random.default_rng(0)
-    stacked = {k: {m: (np.asarray(v)[None] + 0.01 * rng.normal(size=(d, *np.shape(v))))
-                   .astype(np.float32) for m, v in layer.items()} for k, layer in g.items()}
+    stacked = {
+        k: {
+            m: (np.asarray(v)[None] + 0.01 * rng.normal(size=(d, *np.shape(v)))).astype(np.float32)
+            for m, v in layer.items()
+        }
+        for k, layer in g.items()
+    }
     w = rng.integers(1, 500, size=d)
     cases = {
         "fedavg": {},
@@ -97,9 +113,16 @@ def bench_aggregation(spec: ModelSpec, d: int, repeats: int) -> list[dict[str, A
     rows = []
     for name, kw in cases.items():
         _, times = timed(lambda kw=kw: aggregate(stacked, w, **kw), repeats)
-        rows.append({"hidden": list(spec.hidden), "strategy": name, "devices": d,
-                     "n_params": spec.n_params(), "best_s": min(times),
-                     "median_s": statistics.median(times)})
+        rows.append(
+            {
+                "hidden": list(spec.hidden),
+                "strategy": name,
+                "devices": d,
+                "n_params": spec.n_params(),
+                "best_s": min(times),
+                "median_s": statistics.median(times),
+            }
+        )
     return rows
 
 
@@ -124,17 +147,30 @@ def main() -> None:
     for spec in specs:
         for row in bench_aggregation(spec, 10_000, repeats):
             aggs.append(row)
-            print(f"aggregate {row['strategy']:<13} hidden={row['hidden']} d={row['devices']} "
-                  f"P={row['n_params']}: best {row['best_s'] * 1e3:.1f} ms, "
-                  f"median {row['median_s'] * 1e3:.1f} ms", flush=True)
+            print(
+                f"aggregate {row['strategy']:<13} hidden={row['hidden']} d={row['devices']} "
+                f"P={row['n_params']}: best {row['best_s'] * 1e3:.1f} ms, "
+                f"median {row['median_s'] * 1e3:.1f} ms",
+                flush=True,
+            )
     print()
     print(_table(rounds, aggs))
     out = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "jax": jax.__version__, "backend": jax.default_backend()},
-        "config": {"optimizer": cfg.optimizer, "epochs": cfg.local_epochs,
-                   "batch": cfg.batch_size, "repeats": repeats, "quick": args.quick},
-        "rounds": rounds, "aggregation": aggs,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+        },
+        "config": {
+            "optimizer": cfg.optimizer,
+            "epochs": cfg.local_epochs,
+            "batch": cfg.batch_size,
+            "repeats": repeats,
+            "quick": args.quick,
+        },
+        "rounds": rounds,
+        "aggregation": aggs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
@@ -142,32 +178,45 @@ def main() -> None:
 
 
 def _fmt_round(r: dict[str, Any]) -> str:
-    s = (f"round hidden={r['hidden']} {r['devices']}x{r['samples']}: compile "
-         f"{r['compile_s']:.2f} s, vmap best {r['vmap_best_s'] * 1e3:.1f} ms "
-         f"(median {r['vmap_median_s'] * 1e3:.1f}), {r['vmap_samples_per_s'] / 1e6:.2f} "
-         f"M samples/s, {r['vmap_gflops']:.2f} GFLOP/s")
+    s = (
+        f"round hidden={r['hidden']} {r['devices']}x{r['samples']}: compile "
+        f"{r['compile_s']:.2f} s, vmap best {r['vmap_best_s'] * 1e3:.1f} ms "
+        f"(median {r['vmap_median_s'] * 1e3:.1f}), {r['vmap_samples_per_s'] / 1e6:.2f} "
+        f"M samples/s, {r['vmap_gflops']:.2f} GFLOP/s"
+    )
     if "loop_best_s" in r:
-        s += (f"; loop {r['loop_best_s'] * 1e3:.0f} ms"
-              f"{' (extrapolated)' if r['loop_extrapolated'] else ''}, x{r['speedup']:.1f}")
+        s += (
+            f"; loop {r['loop_best_s'] * 1e3:.0f} ms"
+            f"{' (extrapolated)' if r['loop_extrapolated'] else ''}, x{r['speedup']:.1f}"
+        )
     return s
 
 
 def _table(rounds: list[dict[str, Any]], aggs: list[dict[str, Any]]) -> str:
-    lines = ["| hidden | devices x samples | compile s | vmap best ms | vmap median ms | "
-             "M samples/s | GFLOP/s | loop ms | speedup |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| hidden | devices x samples | compile s | vmap best ms | vmap median ms | "
+        "M samples/s | GFLOP/s | loop ms | speedup |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rounds:
-        loop = (f"{r['loop_best_s'] * 1e3:.0f}{'*' if r['loop_extrapolated'] else ''}"
-                if "loop_best_s" in r else "-")
+        loop = (
+            f"{r['loop_best_s'] * 1e3:.0f}{'*' if r['loop_extrapolated'] else ''}"
+            if "loop_best_s" in r
+            else "-"
+        )
         sp = f"{r['speedup']:.1f}x" if "speedup" in r else "-"
-        lines.append(f"| {tuple(r['hidden'])} | {r['devices']} x {r['samples']} | "
-                     f"{r['compile_s']:.2f} | {r['vmap_best_s'] * 1e3:.1f} | "
-                     f"{r['vmap_median_s'] * 1e3:.1f} | {r['vmap_samples_per_s'] / 1e6:.2f} | "
-                     f"{r['vmap_gflops']:.2f} | {loop} | {sp} |")
+        lines.append(
+            f"| {tuple(r['hidden'])} | {r['devices']} x {r['samples']} | "
+            f"{r['compile_s']:.2f} | {r['vmap_best_s'] * 1e3:.1f} | "
+            f"{r['vmap_median_s'] * 1e3:.1f} | {r['vmap_samples_per_s'] / 1e6:.2f} | "
+            f"{r['vmap_gflops']:.2f} | {loop} | {sp} |"
+        )
     lines += ["", "| hidden | strategy | models | best ms | median ms |", "|---|---|---|---|---|"]
     for a in aggs:
-        lines.append(f"| {tuple(a['hidden'])} | {a['strategy']} | {a['devices']} | "
-                     f"{a['best_s'] * 1e3:.1f} | {a['median_s'] * 1e3:.1f} |")
+        lines.append(
+            f"| {tuple(a['hidden'])} | {a['strategy']} | {a['devices']} | "
+            f"{a['best_s'] * 1e3:.1f} | {a['median_s'] * 1e3:.1f} |"
+        )
     lines.append("(* loop extrapolated from a prefix of devices under a time cap)")
     return "\n".join(lines)
 

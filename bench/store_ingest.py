@@ -56,8 +56,11 @@ def main() -> None:
     docs = make_docs(args.n)
     t = time.perf_counter()
     validator("sensor_readings").validate_many(docs)
-    results = {"n": args.n, "batch": args.batch,
-               "validate_per_s": round(args.n / (time.perf_counter() - t))}
+    results = {
+        "n": args.n,
+        "batch": args.batch,
+        "validate_per_s": round(args.n / (time.perf_counter() - t)),
+    }
     print(f"python schema check: {results['validate_per_s']:,} docs/s")
     for strategy in ("insert", "upsert"):
         db = client["bench_" + uuid.uuid4().hex[:8]]

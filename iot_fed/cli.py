@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "iot_fed.services.commands",
     "iot_fed.store.commands",
     "iot_fed.stream.commands",
+    "iot_fed.analytics.commands",
 )
 
 

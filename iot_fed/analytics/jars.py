@@ -1,4 +1,4 @@
-"""Spark connector jars (Kafka source, MongoDB connector), fetched once with Maven.
+"""Spark connector jars (the Kafka source ``spark-sql-kafka``), fetched once with Maven.
 
 ``install_spark_jars(settings)`` writes a small pom (below) and runs
 ``mvn dependency:copy-dependencies`` into ``<data_dir>/jars/spark-<version>``; jars that
@@ -9,6 +9,11 @@ offline-friendly afterwards; ``spark_jar_paths`` lists what goes on ``spark.jars
 Maven Central has no ``spark-sql-kafka`` for every pyspark patch release (and, on some
 mirrors, only ``spark-token-provider-kafka`` 4.0.0), so versions are pinned here to a
 4.0.x set that is binary-compatible with pyspark 4.0.x.
+
+MongoDB is read and written with pymongo inside Spark tasks (see
+:mod:`iot_fed.analytics.readings`), not with the MongoDB Spark connector: on FerretDB the
+connector's schema inference and partitioners fail (``$sample`` and ``collStats`` are not
+implemented) and only a single-partition read works.
 """
 
 from __future__ import annotations
@@ -25,9 +30,8 @@ log = logging.getLogger(__name__)
 
 SPARK_KAFKA_VERSION = "4.0.4"
 SPARK_TOKEN_PROVIDER_VERSION = "4.0.0"
-MONGO_SPARK_VERSION = "10.5.0"
 INSTALL_TIMEOUT_S = 1200
-JARS_LABEL = f"spark-kafka-{SPARK_KAFKA_VERSION}-mongo-{MONGO_SPARK_VERSION}"
+JARS_LABEL = f"spark-kafka-{SPARK_KAFKA_VERSION}"
 
 
 class SparkJarsError(RuntimeError):
@@ -86,11 +90,6 @@ def connectors_pom() -> str:
       <artifactId>spark-sql-kafka-0-10_2.13</artifactId>
       <version>{SPARK_KAFKA_VERSION}</version>
       <exclusions>{_exclusions(_EXCLUDE_FROM_KAFKA)}</exclusions>
-    </dependency>
-    <dependency>
-      <groupId>org.mongodb.spark</groupId>
-      <artifactId>mongo-spark-connector_2.13</artifactId>
-      <version>{MONGO_SPARK_VERSION}</version>
     </dependency>
   </dependencies>
 </project>

@@ -4,17 +4,22 @@
 ``(devices, rows, features)`` and runs ``jax.jit(jax.vmap(train_one))`` over the device
 axis, where ``train_one`` is a ``lax.scan`` over mini-batch steps (all local epochs):
 
-* ragged data: valid rows come first; each epoch shuffles the valid rows (per-device key
-  ``fold_in(fold_in(PRNGKey(seed), device_id), epoch)``) and cuts ``rows / batch`` batches
-  with a mask. A partially valid batch is a smaller batch (masked mean loss); a batch
-  with no valid row skips the update entirely (params *and* optimiser state unchanged),
-  so a device with ``n`` samples does exactly ``ceil(n / batch)`` steps per epoch and a
-  zero-sample device returns the global params unchanged (aggregation weight 0).
+* ragged data: valid rows come first; each epoch shuffles the valid rows and cuts
+  ``rows / batch`` batches with a mask. The shuffle is a counter-based hash of
+  ``(seed, device_id, epoch, row)`` computed on the host (:func:`epoch_orders`): XLA's CPU
+  sort is ~100x slower than numpy's, and a hash keeps a device's order independent of
+  which other devices share the round. A partially valid batch is a smaller batch
+  (masked mean loss); a batch with no valid row skips the update entirely (params *and*
+  optimiser state unchanged), so a device with ``n`` samples does exactly
+  ``ceil(n / batch)`` steps per epoch and a zero-sample device returns the global params
+  unchanged (aggregation weight 0).
 * recompiles: device count and steps per epoch are rounded up to buckets
-  ``1, 2, 3, 4, 6, 8, 12, 16, 24, ...`` (powers of two and 1.5x powers, <= 1.5x waste)
+  ``1..8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ...`` (3 significant bits, <= 25% waste)
   so successive rounds with slightly different sizes reuse the compiled code. Every trace
   bumps :func:`trace_counts` (a Python side effect inside the traced function), which tests
   use to prove that no recompilation happened.
+* thresholds: the jitted call returns per-sample scores; the masked quantile is taken
+  on the host with numpy (again: no XLA sort).
 * warm start from the given global params, optax optimiser by name (adam, sgd, adamw),
   optional FedProx term ``mu / 2 * ||w - w_global||^2``.
 
@@ -117,10 +122,58 @@ class EvalResult:
 
 
 def bucket_size(n: int, minimum: int = 1) -> int:
-    """Smallest of ``1, 2, 3, 4, 6, 8, 12, 16, 24, ...`` that is ``>= max(n, minimum)``."""
+    """Smallest ``m * 2**k`` (``m`` in 4..7, or 1..3) that is ``>= max(n, minimum)``.
+
+    I.e. ``n`` rounded up to 3 significant bits: 1..8, 10, 12, 14, 16, 20, 24, 28, 32, ...
+    """
     n = max(int(n), int(minimum), 1)
-    p = 1 << (n - 1).bit_length()  # next power of two
-    return 3 * p // 4 if p >= 4 and 3 * p // 4 >= n else p
+    if n <= 8:
+        return n
+    shift = n.bit_length() - 3
+    return -(-n >> shift) << shift
+
+
+_M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(
+    0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (uint64 -> uint64, wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def epoch_orders(seed: int, device_ids: np.ndarray, n: np.ndarray, rows: int, epochs: int
+                 ) -> np.ndarray:
+    """Row order per device and epoch, ``(devices, epochs, rows)`` int32.
+
+    The first ``n[i]`` positions are a pseudo-random permutation of rows ``0..n[i]-1``
+    (hash of seed, device id, epoch, row), the rest are the padding rows in order.
+    """
+    ids = np.asarray(device_ids, np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        key = _mix(_mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ _GOLD) ^ ids)  # (D,)
+        key = _mix(key[:, None] ^ (np.arange(epochs, dtype=np.uint64) + np.uint64(1)) * _GOLD)
+        r = np.arange(rows, dtype=np.uint64)
+        h = _mix(key[:, :, None] ^ (r * _M2)) >> np.uint64(1)  # (D, E, rows), < 2**63
+    invalid = np.arange(rows)[None, None, :] >= np.asarray(n)[:, None, None]
+    h = np.where(invalid, np.uint64(1 << 63) + r, h)
+    return np.argsort(h, axis=-1).astype(np.int32)
+
+
+def masked_quantile_rows(err: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
+    """Per-row ``np.quantile(err[i, :n[i]], q)`` (linear interpolation); NaN where ``n == 0``."""
+    n = np.asarray(n)
+    s = np.sort(np.where(np.arange(err.shape[1]) < n[:, None], err, np.inf), axis=1)
+    pos = q * np.maximum(n - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    rows = np.arange(len(n))
+    frac = pos - lo
+    with np.errstate(invalid="ignore"):
+        v = s[rows, lo] + frac * (s[rows, hi] - s[rows, lo])
+    return np.where(n > 0, v, np.nan)
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -131,24 +184,13 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.sgd(cfg.learning_rate, momentum=cfg.momentum or None)
 
 
-def masked_quantile(x: jax.Array, mask: jax.Array, q: jax.Array) -> jax.Array:
-    """``np.quantile(x[mask], q)`` (linear interpolation) for a traced mask; NaN if empty."""
-    n = jnp.sum(mask.astype(jnp.int32))
-    s = jnp.sort(jnp.where(mask, x, jnp.inf))
-    pos = q * jnp.maximum(n - 1, 0).astype(x.dtype)
-    lo = jnp.floor(pos).astype(jnp.int32)
-    hi = jnp.clip(lo + 1, 0, jnp.maximum(n - 1, 0))
-    v = s[lo] + (pos - lo) * (s[hi] - s[lo])
-    return jnp.where(n > 0, v, jnp.nan)
-
-
 class _Trainer:
     """The jitted functions for one (spec, hyper-parameters) pair; built once, cached."""
 
     def __init__(self, spec: ModelSpec, cfg: TrainConfig) -> None:
         self.spec, self.cfg = spec, cfg
         tx = make_optimizer(cfg)
-        act, mu, bsz, epochs = spec.activation, cfg.fedprox_mu, cfg.batch_size, cfg.local_epochs
+        act, mu, bsz = spec.activation, cfg.fedprox_mu, cfg.batch_size
 
         def loss_fn(p: Params, g: Params, xb: jax.Array, yb: jax.Array, mb: jax.Array):
             loss = masked_mean_loss(p, xb, yb, mb, act)
@@ -166,43 +208,31 @@ class _Trainer:
             keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(has, new, old))
             return keep(p_new, p), keep(s_new, s), loss
 
-        def batch_indices(seed: jax.Array, device_id: jax.Array, n: jax.Array, rows: int):
-            key = jax.random.fold_in(jax.random.PRNGKey(seed), device_id)
-            valid = jnp.arange(rows) < n
-
-            def order(e: jax.Array) -> jax.Array:
-                u = jax.random.uniform(jax.random.fold_in(key, e), (rows,))
-                return jnp.argsort(jnp.where(valid, u, 2.0)).astype(jnp.int32)
-
-            return jax.vmap(order)(jnp.arange(epochs)).reshape(epochs * (rows // bsz), bsz)
-
-        def evaluate_one(p: Params, x: jax.Array, y: jax.Array, n: jax.Array, q: jax.Array):
+        def evaluate_one(p: Params, x: jax.Array, y: jax.Array, n: jax.Array):
+            """Mean score over the first ``n`` rows and the per-row scores."""
             _TRACES["evaluate"] += 1
-            valid = jnp.arange(x.shape[0]) < n
             err = reconstruction_error(p, x, y, act)
-            loss = jnp.sum(err * valid) / jnp.maximum(n, 1)
-            return loss, masked_quantile(err, valid, q)
+            valid = jnp.arange(x.shape[0]) < n
+            return jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(n, 1), err
 
-        def train_one(g: Params, x: jax.Array, y: jax.Array, n: jax.Array,
-                      device_id: jax.Array, seed: jax.Array, q: jax.Array):
+        def train_one(g: Params, x: jax.Array, y: jax.Array, n: jax.Array, order: jax.Array):
             _TRACES["train_devices"] += 1
-            idx = batch_indices(seed, device_id, n, x.shape[0])
+            idx = order.reshape(-1, bsz)  # (epochs * steps, batch)
+            batches = (x[idx], y[idx], idx < n)  # one gather per round, outside the scan
 
-            def body(carry, bidx):
-                p, s = carry
-                p, s, loss = step(p, s, g, x[bidx], y[bidx], bidx < n)
+            def body(carry, batch):
+                p, s, loss = step(*carry, g, *batch)
                 return (p, s), loss
 
-            (p, _), _ = jax.lax.scan(body, (g, tx.init(g)), idx)
-            loss_before, _ = evaluate_one(g, x, y, n, q)
-            loss_after, thr = evaluate_one(p, x, y, n, q)
-            return p, loss_before, loss_after, thr
+            (p, _), _ = jax.lax.scan(body, (g, tx.init(g)), batches)
+            loss_before, _ = evaluate_one(g, x, y, n)
+            loss_after, err = evaluate_one(p, x, y, n)
+            return p, loss_before, loss_after, err
 
-        self.train_many = jax.jit(jax.vmap(train_one, in_axes=(None, 0, 0, 0, 0, None, None)))
-        self.evaluate_many = jax.jit(jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0, None)))
+        self.train_many = jax.jit(jax.vmap(train_one, in_axes=(None, 0, 0, 0, 0)))
+        self.evaluate_many = jax.jit(jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0)))
         self.step = jax.jit(step)
         self.opt_init = jax.jit(tx.init)
-        self.batch_indices = jax.jit(batch_indices, static_argnums=3)
         self.evaluate_one = jax.jit(evaluate_one)
 
 
@@ -240,22 +270,21 @@ def padded_shape(device_data: DeviceData, cfg: TrainConfig) -> tuple[int, int]:
     return bucket_size(len(device_data), cfg.min_device_bucket), steps * cfg.batch_size
 
 
-def _pad(data: list[tuple[np.ndarray, np.ndarray]], spec: ModelSpec, slots: int, rows: int,
-         device_ids: Sequence[int] | None):
+def _pad(data: list[tuple[np.ndarray, np.ndarray]], spec: ModelSpec, slots: int, rows: int):
     x = np.zeros((slots, rows, spec.n_inputs), np.float32)
     y = np.zeros((slots, rows, spec.n_outputs), np.float32)
     n = np.zeros(slots, np.int32)
     for i, (xi, yi) in enumerate(data):
         x[i, : len(xi)], y[i, : len(yi)], n[i] = xi, yi, len(xi)
-    ids = np.zeros(slots, np.int32)
-    ids[: len(data)] = np.arange(len(data)) if device_ids is None else np.asarray(device_ids)
-    return x, y, n, ids
+    return x, y, n
 
 
-def _ids(device_ids: Sequence[int] | None, d: int) -> Sequence[int] | None:
-    if device_ids is not None and len(device_ids) != d:
+def _ids(device_ids: Sequence[int] | None, d: int) -> np.ndarray:
+    if device_ids is None:
+        return np.arange(d, dtype=np.int64)
+    if len(device_ids) != d:
         raise ValueError(f"{len(device_ids)} device_ids for {d} devices")
-    return device_ids
+    return np.asarray(device_ids, np.int64)
 
 
 def train_devices(
@@ -278,18 +307,21 @@ def train_devices(
     if d == 0:
         raise ValueError("no devices to train")
     slots, rows = padded_shape(data, cfg)
-    x, y, n, ids = _pad(data, spec, slots, rows, _ids(device_ids, d))
+    x, y, n = _pad(data, spec, slots, rows)
+    order = np.tile(np.arange(rows, dtype=np.int32), (slots, cfg.local_epochs))
+    order[:d] = epoch_orders(seed, _ids(device_ids, d), n[:d], rows,
+                             cfg.local_epochs).reshape(d, -1)
     tr = _trainer_for(spec, cfg)
-    p, lb, la, thr = tr.train_many(_as_f32(global_params), x, y, n, ids, np.int32(seed),
-                                   np.float32(cfg.threshold_quantile))
-    p, lb, la, thr = jax.device_get((p, lb, la, thr))
+    out = jax.device_get(tr.train_many(_as_f32(global_params), x, y, n, order))
+    p, lb, la, err = out
+    thr = masked_quantile_rows(np.asarray(err)[:d], n[:d], cfg.threshold_quantile)
     return _result(p, n[:d], lb, la, thr)
 
 
 def _result(p: Any, n: np.ndarray, lb: Any, la: Any, thr: Any) -> TrainResult:
     d = len(n)
     empty = n == 0
-    fix = lambda a: np.where(empty, np.nan, np.asarray(a)[:d])  # noqa: E731
+    fix = lambda a: np.where(empty, np.nan, np.asarray(a, np.float64)[:d])  # noqa: E731
     params = {k: {m: np.asarray(v)[:d] for m, v in layer.items()} for k, layer in p.items()}
     return TrainResult(params, n.astype(np.int64), fix(lb), fix(la), fix(thr))
 
@@ -310,25 +342,25 @@ def train_devices_loop(
     data = _check(device_data, spec)
     d = len(data)
     _, rows = padded_shape(data, cfg)
-    ids = _ids(device_ids, d) or list(range(d))
+    ids = _ids(device_ids, d)
     tr = _trainer_for(spec, cfg)
     g = jax.tree.map(jnp.asarray, _as_f32(global_params))
-    q = np.float32(cfg.threshold_quantile)
     outs = []
     for i, (xi, yi) in enumerate(data):
         x = np.zeros((rows, spec.n_inputs), np.float32)
         y = np.zeros((rows, spec.n_outputs), np.float32)
         ni = len(xi)
         x[:ni], y[:ni] = xi, yi
-        idx = np.asarray(tr.batch_indices(np.int32(seed), np.int32(ids[i]), np.int32(ni), rows))
+        order = epoch_orders(seed, ids[i: i + 1], np.array([ni]), rows, cfg.local_epochs)
         p, s = g, tr.opt_init(g)
-        for bidx in idx:
+        for bidx in order.reshape(-1, cfg.batch_size):
             mb = bidx < ni
             if mb.any():
                 p, s, _ = tr.step(p, s, g, x[bidx], y[bidx], mb)
-        lb, _ = tr.evaluate_one(g, x, y, np.int32(ni), q)
-        la, thr = tr.evaluate_one(p, x, y, np.int32(ni), q)
-        outs.append((jax.device_get(p), float(lb), float(la), float(thr)))
+        lb, _ = tr.evaluate_one(g, x, y, np.int32(ni))
+        la, err = tr.evaluate_one(p, x, y, np.int32(ni))
+        thr = masked_quantile_rows(np.asarray(err)[None], np.array([ni]), cfg.threshold_quantile)
+        outs.append((jax.device_get(p), float(lb), float(la), float(thr[0])))
     n = np.array([len(xi) for xi, _ in data], np.int32)
     stacked = {k: {m: np.stack([o[0][k][m] for o in outs]) for m in ("w", "b")}
                for k in spec.layer_names()}
@@ -354,9 +386,9 @@ def evaluate_devices(
         raise ValueError("no devices to evaluate")
     cfg = TrainConfig(min_device_bucket=min_device_bucket)
     slots, rows = padded_shape(data, cfg)
-    x, y, n, _ = _pad(data, spec, slots, rows, None)
+    x, y, n = _pad(data, spec, slots, rows)
     tr = _trainer_for(spec, cfg)
-    loss, thr = jax.device_get(tr.evaluate_many(_as_f32(params), x, y, n, np.float32(quantile)))
+    loss, err = jax.device_get(tr.evaluate_many(_as_f32(params), x, y, n))
+    thr = masked_quantile_rows(np.asarray(err)[:d], n[:d], quantile)
     empty = n[:d] == 0
-    return EvalResult(n[:d].astype(np.int64), np.where(empty, np.nan, loss[:d]),
-                      np.where(empty, np.nan, thr[:d]))
+    return EvalResult(n[:d].astype(np.int64), np.where(empty, np.nan, loss[:d]), thr)

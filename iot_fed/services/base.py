@@ -35,8 +35,13 @@ class Service(ABC):
         """Local TCP ports the process will listen on (all must be free to start)."""
 
     @property
+    def state_dir(self) -> Path:
+        """Absolute: processes run with their own working directory."""
+        return self.settings.state_dir.resolve()
+
+    @property
     def home(self) -> Path:
-        return self.settings.state_dir / self.name
+        return self.state_dir / self.name
 
     @property
     def record_path(self) -> Path:

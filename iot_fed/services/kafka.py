@@ -70,13 +70,13 @@ class KafkaService(Service):
         return self.home / "data"
 
     def installed(self) -> bool:
-        return artifacts.kafka_installed(self.settings.state_dir)
+        return artifacts.kafka_installed(self.state_dir)
 
     def install(self) -> None:
-        artifacts.install_kafka(self.settings.state_dir)
+        artifacts.install_kafka(self.state_dir)
 
     def _classpath(self) -> str:
-        return str(artifacts.kafka_libs(self.settings.state_dir) / "*")
+        return str(artifacts.kafka_libs(self.state_dir) / "*")
 
     def server_properties(self) -> str:
         cport = self.controller_port

@@ -147,7 +147,7 @@ def _up_one(
             f"did not start; stop it or point {svc.setting} at another port"
         )
     if not svc.installed():
-        log.info("%s: installing artifacts under %s", svc.name, svc.settings.state_dir)
+        log.info("%s: installing artifacts under %s", svc.name, svc.state_dir)
     svc.install()
     svc.prepare()
     t0 = time.monotonic()

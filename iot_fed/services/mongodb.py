@@ -30,10 +30,10 @@ class MongoService(Service):
         return [self.port]
 
     def installed(self) -> bool:
-        return artifacts.ferretdb_installed(self.settings.state_dir)
+        return artifacts.ferretdb_installed(self.state_dir)
 
     def install(self) -> None:
-        artifacts.install_ferretdb(self.settings.state_dir)
+        artifacts.install_ferretdb(self.state_dir)
 
     def prepare(self) -> None:
         for sub in ("data", "state"):
@@ -41,7 +41,7 @@ class MongoService(Service):
 
     def command(self) -> list[str]:
         return [
-            str(artifacts.ferretdb_binary(self.settings.state_dir)),
+            str(artifacts.ferretdb_binary(self.state_dir)),
             "--handler=sqlite",
             f"--sqlite-url=file:{self.home / 'data'}/",
             f"--state-dir={self.home / 'state'}",

@@ -19,13 +19,18 @@ class StreamCursor:
         if not raw:
             return cls()
         d = json.loads(raw)
-        return cls({int(p): int(o) for p, o in d.get("offsets", {}).items()},
-                   {str(k): int(v) for k, v in d.get("pending", {}).items()})
+        return cls(
+            {int(p): int(o) for p, o in d.get("offsets", {}).items()},
+            {str(k): int(v) for k, v in d.get("pending", {}).items()},
+        )
 
     def dump(self) -> str:
-        return json.dumps({"offsets": {str(p): o for p, o in sorted(self.offsets.items())},
-                           "pending": dict(sorted(self.pending.items(),
-                                                  key=lambda kv: int(kv[0])))})
+        return json.dumps(
+            {
+                "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
+                "pending": dict(sorted(self.pending.items(), key=lambda kv: int(kv[0]))),
+            }
+        )
 
     def run_key(self) -> str:
         digest = hashlib.sha1(json.dumps(sorted(self.offsets.items())).encode()).hexdigest()

@@ -204,7 +204,6 @@ class Ingestor:
             t1 = time.monotonic()
             timings["consume"] += t1 - t0
             docs, dead = [], []
-            now = datetime.now(UTC)
             for msg in msgs:
                 err = msg.error()
                 if err is not None:
@@ -224,8 +223,8 @@ class Ingestor:
                     msg.value(), self.settings.kafka_max_message_bytes, msg.key()
                 )
                 if reason is None:
-                    reading["ingested_at"] = now
-                    reading["kafka"] = {"topic": self.topic, "partition": p, "offset": off}
+                    reading["kafka_partition"] = p  # flat: nested docs cost ~30% on FerretDB
+                    reading["kafka_offset"] = off
                     docs.append(reading)
                 else:
                     reasons[reason.split(":")[0]] += 1

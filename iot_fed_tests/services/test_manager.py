@@ -24,8 +24,6 @@ from iot_fed.services import manager
 from iot_fed.services.artifacts import artifacts_dir
 from iot_fed.services.process import ServiceError, port_open
 
-pytestmark = pytest.mark.services
-
 
 def _free_port(taken: set[int] | None = None) -> int:
     """A free port p whose p+1000 (Kafka controller) is free too."""
@@ -116,6 +114,7 @@ def test_external_services_are_not_managed(tmp_path: Path) -> None:
     assert not (s.state_dir / "mongodb").exists()
 
 
+@pytest.mark.services
 def test_data_survives_down_and_up(iso: Settings) -> None:
     started = manager.up(iso)
     assert [st.state for st in started] == ["started", "started"]
@@ -156,6 +155,7 @@ def test_data_survives_down_and_up(iso: Settings) -> None:
         assert sorted(d["v"] for d in client.keep.docs.find()) == [0, 1, 4, 9, 16]
 
 
+@pytest.mark.services
 def test_service_dying_during_start_is_rolled_back(iso: Settings) -> None:
     # A data dir formatted for another node makes the real broker exit at start-up.
     data = iso.state_dir / "kafka" / "data"

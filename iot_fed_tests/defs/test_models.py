@@ -1,0 +1,97 @@
+"""local_model -> global_model -> promoted_model on an ephemeral instance, real MongoDB."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from iot_fed.defs.assets.models import global_model, local_model, not_worse_than_promoted
+from iot_fed.defs.assets.models import promoted_model
+from iot_fed.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from iot_fed.fl.serialization import ModelBundle
+from iot_fed.store import repository as repo
+from iot_fed.store.repository import readings_to_docs, upsert_readings
+
+ASSETS = [local_model, global_model, promoted_model, not_worse_than_promoted]
+
+
+def diurnal_readings(motes: int, per_mote: int, start_epoch: int = 0) -> pd.DataFrame:
+    rows = []
+    for m in range(1, motes + 1):
+        e = np.arange(start_epoch, start_epoch + per_mote)
+        ts = pd.Timestamp("2004-03-01", tz="UTC") + pd.to_timedelta(e * 31, unit="s")
+        hours = e * 31 / 3600
+        rows.append(pd.DataFrame({
+            "ts": ts, "epoch": e, "moteid": m,
+            "temperature": 21 + 3 * np.sin(2 * np.pi * hours / 24) + 0.1 * m,
+            "humidity": 38 - 4 * np.sin(2 * np.pi * hours / 24),
+            "light": np.where((hours % 24 > 8) & (hours % 24 < 18), 400.0, 5.0),
+            "voltage": 2.7 - 1e-5 * e, "label": None}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def run_devices(instance, resources, keys: list[str], selection=None):
+    tags = {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
+    return dg.materialize(ASSETS, instance=instance, resources=resources, tags=tags,
+                          selection=selection or [local_model])
+
+
+def aggregate(instance, resources, raise_on_error: bool = True):
+    return dg.materialize(ASSETS, instance=instance, resources=resources,
+                          selection=[global_model, promoted_model], raise_on_error=raise_on_error)
+
+
+def test_three_devices_one_run_then_versions_and_lineage(pipeline_env, instance):
+    env, db = pipeline_env, pipeline_env["db"]
+    upsert_readings(db, readings_to_docs(diurnal_readings(3, 400)))
+    instance.add_dynamic_partitions("devices", ["1", "2", "3"])
+
+    res = run_devices(instance, env["resources"], ["1", "2", "3"])
+    assert res.success
+    assert len(instance.get_runs()) == 1
+    assert sorted(db.local_models.distinct("device")) == ["1", "2", "3"]
+    check = res.get_asset_check_evaluations()[0]
+    assert check.passed
+
+    agg = aggregate(instance, env["resources"])
+    assert agg.success
+    g1 = repo.promoted_global_model(db)
+    assert g1["version"] == 1 and g1["parent_version"] is None
+    assert sorted(x["device"] for x in g1["lineage"]) == ["1", "2", "3"]
+    assert abs(sum(x["weight"] for x in g1["lineage"]) - 1) < 1e-9
+
+    # A second round warm-starts from version 1 and trains only on the new readings.
+    upsert_readings(db, readings_to_docs(diurnal_readings(3, 200, start_epoch=400)))
+    assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
+    lm = repo.get_local_model(db, "2")
+    assert lm["version"] == 2 and lm["base_version"] == 1 and lm["n_samples"] == 180
+    assert aggregate(instance, env["resources"]).success
+    g2 = repo.promoted_global_model(db)
+    assert g2["version"] == 2 and g2["parent_version"] == 1
+    assert g2["metrics"]["val_loss"] <= g2["metrics"]["parent_val_loss"] * 1.05
+
+
+def test_blocking_check_keeps_poisoned_global_model_unpromoted(pipeline_env, instance):
+    env, db = pipeline_env, pipeline_env["db"]
+    upsert_readings(db, readings_to_docs(diurnal_readings(3, 300)))
+    instance.add_dynamic_partitions("devices", ["1", "2", "3"])
+    assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
+    assert aggregate(instance, env["resources"]).success
+    assert repo.promoted_global_model(db)["version"] == 1
+
+    # Every device sends parameters scaled by 1e3, with plausible-looking metrics.
+    for device in ("1", "2", "3"):
+        doc = repo.get_local_model(db, device)
+        b = ModelBundle.from_bytes(doc["params"])
+        b.params = {k: {n: v * 1e3 for n, v in layer.items()} for k, layer in b.params.items()}
+        repo.save_local_model(db, device, b.to_bytes(), n_samples=doc["n_samples"],
+                              base_version=1, last_epoch=doc["last_epoch"],
+                              threshold=doc["threshold"], metrics=doc["metrics"])
+    res = aggregate(instance, env["resources"], raise_on_error=False)
+    assert not res.success, "the failed blocking check stops the run"
+    assert [e.passed for e in res.get_asset_check_evaluations()] == [False]
+    assert repo.latest_global_model(db)["version"] == 2, "the poisoned version is stored"
+    assert repo.promoted_global_model(db)["version"] == 1, "but not promoted"
+    mats = [e.asset_key for e in res.get_asset_materialization_events()]
+    assert mats == [dg.AssetKey("global_model")], "promoted_model never ran"
