@@ -9,7 +9,14 @@ No Dagster imports. Modules:
 """
 
 from iot_fed.evaluation.faults import FAULT_TYPES, FaultConfig, Injection, inject_faults
-from iot_fed.evaluation.metrics import binary_report, f1, per_fault_report, precision, recall, roc_auc
+from iot_fed.evaluation.metrics import (
+    binary_report,
+    f1,
+    per_fault_report,
+    precision,
+    recall,
+    roc_auc,
+)
 
 __all__ = [
     "FAULT_TYPES",

@@ -22,7 +22,8 @@ from iot_fed.fl.features import features_from_columns
 from iot_fed.store.collections import SENSOR_READINGS
 
 HOLDOUT_MODULUS = 10
-_PROJECTION = {"_id": 0, "ts": 1, "epoch": 1, "moteid": 1, "kafka": 1,
+_PROJECTION = {"_id": 0, "ts": 1, "epoch": 1, "moteid": 1, "kafka_partition": 1,
+               "kafka_offset": 1,
                **{c: 1 for c in CHANNELS}}
 
 
@@ -49,11 +50,11 @@ def _offset_ranges(docs: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """``{partition: {"min": o, "max": o}}`` of the Kafka offsets the readings came from."""
     out: dict[str, dict[str, int]] = {}
     for d in docs:
-        k = d.get("kafka")
-        if not k or k.get("offset") is None:
+        off = d.get("kafka_offset")
+        if off is None:
             continue
-        r = out.setdefault(str(k.get("partition", 0)), {"min": k["offset"], "max": k["offset"]})
-        r["min"], r["max"] = min(r["min"], k["offset"]), max(r["max"], k["offset"])
+        r = out.setdefault(str(d.get("kafka_partition", 0)), {"min": off, "max": off})
+        r["min"], r["max"] = min(r["min"], off), max(r["max"], off)
     return out
 
 

@@ -1,6 +1,7 @@
 """Model blobs for MongoDB: params + spec + normalisation + threshold in one ``bytes``.
 
-Numpy-only. Format: an uncompressed ``.npz`` (zip) holding every leaf as
+Numpy-only. Format: ``b"IOTFEDM1"`` + SHA-256 of the rest (so any flipped or missing byte
+is caught) + an uncompressed ``.npz`` (zip) holding every leaf as
 ``params/<layer>/<w|b>``, optional ``norm/mean`` and ``norm/std``, and ``__meta__``: UTF-8
 JSON with the format tag, model spec, each array's shape and dtype, threshold, version,
 free-form metadata and a SHA-256 over all arrays (name, dtype, shape, bytes). Loading
@@ -25,6 +26,8 @@ from iot_fed.fl.spec import ModelSpec, Params
 FORMAT = "iot_fed.model"
 FORMAT_VERSION = 1
 _META = "__meta__"
+_MAGIC = b"IOTFEDM1"
+_DIGEST = 32
 
 
 class ModelBlobError(ValueError):
@@ -80,7 +83,8 @@ class ModelBundle:
         buf = io.BytesIO()
         meta = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
         np.savez(buf, **arrays, **{_META: meta})
-        return buf.getvalue()
+        body = buf.getvalue()
+        return _MAGIC + hashlib.sha256(body).digest() + body
 
     @classmethod
     def from_bytes(cls, blob: bytes, expected_spec: ModelSpec | None = None) -> ModelBundle:
@@ -125,8 +129,14 @@ class ModelBundle:
 
 
 def _read(blob: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    blob = bytes(blob)
+    if not blob.startswith(_MAGIC):
+        raise ModelBlobError("not an iot_fed model blob (bad magic bytes)")
+    digest, body = blob[len(_MAGIC): len(_MAGIC) + _DIGEST], blob[len(_MAGIC) + _DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ModelBlobError("model blob checksum mismatch (corrupted or truncated)")
     try:
-        with np.load(io.BytesIO(bytes(blob)), allow_pickle=False) as z:
+        with np.load(io.BytesIO(body), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
         raise ModelBlobError(f"corrupted model blob: {type(exc).__name__}: {exc}") from None

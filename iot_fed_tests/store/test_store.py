@@ -1,0 +1,177 @@
+"""Store against the real MongoDB-compatible server (a fresh database per test)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+from pymongo.errors import DuplicateKeyError
+
+from iot_fed.data.parse import parse_lines
+from iot_fed.store import (
+    COLLECTIONS,
+    SchemaValidationError,
+    StoreConnectionError,
+    connect,
+    database_status,
+    init_database,
+    insert_dead_letters,
+    latest_global_model,
+    latest_local_models,
+    next_version,
+    promote,
+    promoted_global_model,
+    reading_counts,
+    readings_for_device,
+    readings_to_docs,
+    save_global_model,
+    save_local_model,
+    upsert_predictions,
+    upsert_readings,
+)
+
+T0 = dt.datetime(2004, 2, 28, 1, 0, tzinfo=dt.UTC)
+
+
+def reading(moteid: int, epoch: int, **kw) -> dict:
+    doc = {
+        "ts": T0 + dt.timedelta(seconds=31 * epoch), "epoch": epoch, "moteid": moteid,
+        "temperature": 20.0, "humidity": 40.0, "light": 100.0, "voltage": 2.6, "label": None,
+    }
+    return doc | kw
+
+
+@pytest.fixture
+def db(mongo_db):
+    init_database(mongo_db)
+    return mongo_db
+
+
+def test_init_is_idempotent(mongo_db) -> None:
+    first = init_database(mongo_db)
+    second = init_database(mongo_db)
+    assert all(first[c]["created"] for c in COLLECTIONS)
+    assert not any(second[c]["created"] for c in COLLECTIONS)
+    status = database_status(mongo_db)
+    assert set(status) == set(COLLECTIONS)
+    assert "moteid_epoch_unique" in status["sensor_readings"]["indexes"]
+    assert all(s["count"] == 0 for s in status.values())
+
+
+def test_unique_indexes_reject_duplicates(db) -> None:
+    db.sensor_readings.insert_one(reading(1, 1))
+    with pytest.raises(DuplicateKeyError):
+        db.sensor_readings.insert_one(reading(1, 1, temperature=30.0))
+    db.predictions.insert_one({"moteid": 1, "ts": T0, "score": 1.0, "is_anomaly": False,
+                               "model_version": 1})
+    with pytest.raises(DuplicateKeyError):
+        db.predictions.insert_one({"moteid": 1, "ts": T0, "score": 2.0, "is_anomaly": True,
+                                   "model_version": 2})
+    save_global_model(db, b"g", version=1)
+    with pytest.raises(DuplicateKeyError):
+        save_global_model(db, b"g2", version=1)
+    save_local_model(db, "1", b"l", version=1)
+    with pytest.raises(DuplicateKeyError):
+        save_local_model(db, "1", b"l2", version=1)
+
+
+def test_python_schema_check_rejects_before_write(db) -> None:
+    bad = reading(1, 2, ts="2004-02-28T01:00:00Z")
+    with pytest.raises(SchemaValidationError, match=r"doc\[1\] ts: expected date, got string"):
+        upsert_readings(db, [reading(1, 1), bad])
+    assert db.sensor_readings.count_documents({}) == 0  # nothing written
+
+
+@pytest.mark.parametrize("strategy", ["insert", "upsert"])
+def test_upsert_readings_idempotent(db, strategy: str) -> None:
+    docs = [reading(m, e) for m in (1, 2) for e in range(5)]
+    assert upsert_readings(db, docs, strategy) == (10, 0)
+    assert upsert_readings(db, docs, strategy) == (0, 10)
+    more = docs[:3] + [reading(1, 9), reading(1, 9, temperature=99.0)]
+    assert upsert_readings(db, more, strategy) == (1, 4)
+    assert db.sensor_readings.count_documents({}) == 11
+    stored = db.sensor_readings.find_one({"moteid": 1, "epoch": 9})
+    assert stored["temperature"] == 20.0  # first write wins
+    assert all("_id" not in d for d in docs)  # caller's dicts untouched
+
+
+def test_readings_for_device_and_counts(db) -> None:
+    upsert_readings(db, [reading(3, e) for e in range(10)] + [reading(4, 0)])
+    got = readings_for_device(db, 3, since_epoch=4)
+    assert [d["epoch"] for d in got] == [5, 6, 7, 8, 9] and "_id" not in got[0]
+    assert [d["epoch"] for d in readings_for_device(db, 3, limit=3)] == [7, 8, 9]
+    assert reading_counts(db) == {3: {"count": 10, "max_epoch": 9}, 4: {"count": 1,
+                                                                       "max_epoch": 0}}
+
+
+def test_readings_from_clean_frame(db) -> None:
+    df = parse_lines([
+        "2004-02-28 00:59:16.02785 3 1 19.9884 37.0933 45.08 2.69964",
+        "2004-03-31 03:38:15.757551 2 1 122.153 -3.91901 11.04 2.03397",
+    ]).readings
+    docs = readings_to_docs(df)
+    assert upsert_readings(db, docs) == (2, 0)
+    back = readings_for_device(db, 1)
+    assert back[0]["fault"] is False and back[1]["fault_reason"] == "temperature>85;humidity<0"
+    assert pd.Timestamp(back[0]["ts"]).tz_localize(None) == pd.Timestamp(
+        "2004-02-28 00:59:16.027")
+
+
+def test_model_versions_and_promotion(db) -> None:
+    assert next_version(db, "local_models", "7") == 1
+    a = save_local_model(db, 7, b"\x00\x01", n_samples=50, metrics={"loss": 0.5})
+    b = save_local_model(db, "7", b"\x00\x02", n_samples=60, base_version=1)
+    c = save_local_model(db, "8", b"\x00\x03")
+    assert (a["version"], b["version"], c["version"]) == (1, 2, 1)
+    latest = latest_local_models(db)
+    assert {k: v["version"] for k, v in latest.items()} == {"7": 2, "8": 1}
+    assert latest["7"]["params"] == b"\x00\x02"
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert latest_local_models(db, fresher_than=future) == {}
+    assert set(latest_local_models(db, devices=[8, 9])) == {"8"}
+
+    assert promoted_global_model(db) is None
+    g1 = save_global_model(db, b"g1", lineage=[{"device": "7", "version": 2}])
+    assert g1["version"] == 1 and not g1["promoted"]
+    g2 = save_global_model(db, b"g2", parent_version=1, promoted=True)
+    assert g2["version"] == 2 and g2["promoted"]
+    assert promoted_global_model(db)["version"] == 2
+    promote(db, 1)  # roll back
+    assert promoted_global_model(db)["version"] == 1
+    assert db.global_models.count_documents({"promoted": True}) == 1
+    assert latest_global_model(db)["version"] == 2
+    with pytest.raises(KeyError):
+        promote(db, 99)
+
+
+def test_predictions_idempotent_and_newer_model_wins(db) -> None:
+    p = {"moteid": 1, "ts": T0, "score": 0.1, "is_anomaly": False, "model_version": 2}
+    assert upsert_predictions(db, [p])["inserted"] == 1
+    assert upsert_predictions(db, [p]) == {"inserted": 0, "updated": 0, "unchanged": 1,
+                                           "stale": 0}
+    newer = p | {"score": 0.9, "is_anomaly": True, "model_version": 3}
+    assert upsert_predictions(db, [newer])["updated"] == 1
+    assert upsert_predictions(db, [p])["stale"] == 1
+    stored = db.predictions.find_one({"moteid": 1})
+    assert stored["model_version"] == 3 and stored["is_anomaly"] is True
+    assert db.predictions.count_documents({}) == 1
+
+
+def test_dead_letters(db) -> None:
+    d = {"_id": "iot_stream:0:5", "ts": T0, "reason": "not JSON", "raw": b"\xff{",
+         "topic": "iot_stream", "partition": 0, "offset": 5, "key": "1", "stage": "decode"}
+    assert insert_dead_letters(db, [d]) == 1
+    assert insert_dead_letters(db, [d]) == 0  # same source position: no second copy
+    assert insert_dead_letters(db, [{"ts": T0, "reason": "bad"}]) == 1
+    assert db.dead_letters.find_one({"_id": "iot_stream:0:5"})["raw"] == b"\xff{"
+    with pytest.raises(SchemaValidationError, match="reason: required field missing"):
+        insert_dead_letters(db, [{"ts": T0}])
+
+
+def test_connect_errors() -> None:
+    with pytest.raises(StoreConnectionError, match="invalid MongoDB URI"):
+        connect("mongodb://user:secret@:x", "db", timeout=0.5)
+    with pytest.raises(StoreConnectionError, match="cannot reach MongoDB") as info:
+        connect("mongodb://u:secret@127.0.0.1:9/", "db", timeout=0.3)
+    assert "secret" not in str(info.value)
