@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "iot_fed.store.commands",
     "iot_fed.stream.commands",
     "iot_fed.analytics.commands",
+    "iot_fed.defs.commands",
 )
 
 

@@ -116,7 +116,9 @@ class Settings(BaseSettings):
     producer_rate: float = Field(10.0, gt=0, description="records per second (original: 10)")
 
     # --- model and training ----------------------------------------------------
-    model_hidden: Annotated[tuple[int, ...], NoDecode] = Field((32, 16), description="hidden layer sizes")
+    model_hidden: Annotated[tuple[int, ...], NoDecode] = Field(
+        (32, 16), description="hidden layer sizes"
+    )
     model_activation: Literal["relu", "tanh", "gelu", "silu"] = "relu"
     optimizer: Literal["adam", "sgd", "adamw"] = "adam"
     learning_rate: float = Field(1e-3, gt=0)

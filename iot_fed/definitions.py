@@ -51,5 +51,6 @@ defs = dg.Definitions(
     asset_checks=[device_models_fresh],
     jobs=[aggregate_job],
     sensors=[iot_stream_sensor, aggregation_sensor],
+    executor=dg.in_process_executor,  # one process per run: JAX compiles once per run
     resources=resources_for(os.environ.get("IOT_FED_DEPLOYMENT", "local")),
 )
