@@ -42,9 +42,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "detection_quick" if args.quick else "detection"
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    text = (f"# Detection benchmark\n\n{machine_header(machine)}\n\n"
-            f"Command: `.venv/bin/python bench/bench_detection.py"
-            f"{' --quick' if args.quick else ''}` ({results['seconds']} s)\n\n{md}")
+    text = (
+        f"# Detection benchmark\n\n{machine_header(machine)}\n\n"
+        f"Command: `.venv/bin/python bench/bench_detection.py"
+        f"{' --quick' if args.quick else ''}` ({results['seconds']} s)\n\n{md}"
+    )
     (args.out / f"{stem}.md").write_text(text)
     print(text)
 

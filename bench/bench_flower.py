@@ -55,33 +55,48 @@ def from_list(arrs: list[np.ndarray], spec: ModelSpec) -> Params:
     return {k: {"w": next(it), "b": next(it)} for k in spec.layer_names()}
 
 
-def evaluate(params: Params, norm: Any, train_data: list, test_x: np.ndarray,
-             fault_type: np.ndarray, setup: mt.Setup) -> dict[str, float]:
+def evaluate(
+    params: Params,
+    norm: Any,
+    train_data: list,
+    test_x: np.ndarray,
+    fault_type: np.ndarray,
+    setup: mt.Setup,
+) -> dict[str, float]:
     thr = mt.global_threshold(params, train_data, setup)
     s = mt.score_global(params, norm, thr, test_x, setup.spec)
     rep = binary_report(fault_type != "", ~(s <= 1.0), s)
-    return {"f1": round(rep["f1"], 4), "roc_auc": round(rep["roc_auc"], 4),
-            "precision": round(rep["precision"], 4), "recall": round(rep["recall"], 4),
-            "threshold": thr}
+    return {
+        "f1": round(rep["f1"], 4),
+        "roc_auc": round(rep["roc_auc"], 4),
+        "precision": round(rep["precision"], 4),
+        "recall": round(rep["recall"], 4),
+        "threshold": thr,
+    }
 
 
 def summary(round_s: list[float]) -> dict[str, Any]:
     later = round_s[1:] or round_s
-    return {"round_seconds": [round(t, 4) for t in round_s],
-            "first_round_s": round(round_s[0], 4),
-            "median_round_s": round(statistics.median(later), 4),
-            "total_s": round(sum(round_s), 3)}
+    return {
+        "round_seconds": [round(t, 4) for t in round_s],
+        "first_round_s": round(round_s[0], 4),
+        "median_round_s": round(statistics.median(later), 4),
+        "total_s": round(sum(round_s), 3),
+    }
 
 
 # --- iot_fed engine --------------------------------------------------------------------------
 def run_iot_fed(data: list, moteids: list[int], setup: mt.Setup) -> tuple[Params, list[float]]:
-    g = {k: {m: np.asarray(v) for m, v in layer.items()}
-         for k, layer in init_params(setup.spec, setup.seed).items()}
+    g = {
+        k: {m: np.asarray(v) for m, v in layer.items()}
+        for k, layer in init_params(setup.spec, setup.seed).items()
+    }
     times = []
     for r in range(setup.rounds):
         t0 = time.perf_counter()
-        res = train_devices(g, data, setup.spec, setup.train, seed=setup.seed * 1000 + r,
-                            device_ids=moteids)
+        res = train_devices(
+            g, data, setup.spec, setup.train, seed=setup.seed * 1000 + r, device_ids=moteids
+        )
         g, _ = aggregate(res.params, res.n_samples, "fedavg")
         times.append(time.perf_counter() - t0)
     return g, times
@@ -97,8 +112,31 @@ def _partition(path: str) -> Any:
     return _CACHE[path]
 
 
-def run_flower(data_path: str, n_clients: int, setup: mt.Setup, num_cpus: int,
-               client_cpus: float) -> tuple[Params, list[float]]:
+def start_ray(num_cpus: int, attempts: int = 3) -> dict[str, Any]:
+    """Start a local Ray instance ourselves (Flower reuses an initialised one), retrying:
+    on a loaded small machine the raylet can give up waiting for its dashboard agent
+    (a hard-coded 15 s port-file wait in Ray 2.5x, ray-project/ray#65983)."""
+    import ray
+
+    errors = []
+    for i in range(attempts):
+        t0 = time.perf_counter()
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            return {
+                "ray_start_s": round(time.perf_counter() - t0, 2),
+                "ray_attempts": i + 1,
+                "ray_errors": errors,
+            }
+        except Exception as exc:  # record and retry; raised below if every attempt fails
+            errors.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+            ray.shutdown()
+    raise RuntimeError(f"Ray did not start in {attempts} attempts: {errors}")
+
+
+def run_flower(
+    data_path: str, n_clients: int, setup: mt.Setup, num_cpus: int, client_cpus: float
+) -> tuple[Params, list[float]]:
     from flwr.client import ClientApp, NumPyClient
     from flwr.common import Context, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server import ServerApp, ServerAppComponents, ServerConfig
@@ -115,8 +153,14 @@ def run_flower(data_path: str, n_clients: int, setup: mt.Setup, num_cpus: int,
 
         def fit(self, parameters: list[np.ndarray], config: dict[str, Any]):
             r = int(config["server_round"]) - 1
-            res = train_devices(from_list(parameters, spec), [(self.x, self.y)], spec, tcfg,
-                                seed=seed * 1000 + r, device_ids=[self.moteid])
+            res = train_devices(
+                from_list(parameters, spec),
+                [(self.x, self.y)],
+                spec,
+                tcfg,
+                seed=seed * 1000 + r,
+                device_ids=[self.moteid],
+            )
             return to_list(res.device_params(0), spec), int(res.n_samples[0]), {}
 
     def client_fn(context: Context):
@@ -135,27 +179,38 @@ def run_flower(data_path: str, n_clients: int, setup: mt.Setup, num_cpus: int,
 
         def aggregate_fit(self, server_round, results, failures):
             if failures:
-                raise RuntimeError(f"round {server_round}: {len(failures)} client failures: "
-                                   f"{failures[:1]}")
+                raise RuntimeError(
+                    f"round {server_round}: {len(failures)} client failures: {failures[:1]}"
+                )
             out = super().aggregate_fit(server_round, results, failures)
             self.times.append(time.perf_counter() - self.starts[server_round])
             self.final = parameters_to_ndarrays(out[0])
             return out
 
     init = to_list(init_params(spec, seed), spec)
-    strategy = TimedFedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n_clients,
-                           min_available_clients=n_clients, min_evaluate_clients=0,
-                           initial_parameters=ndarrays_to_parameters(init),
-                           on_fit_config_fn=lambda r: {"server_round": r})
+    strategy = TimedFedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=n_clients,
+        min_available_clients=n_clients,
+        min_evaluate_clients=0,
+        initial_parameters=ndarrays_to_parameters(init),
+        on_fit_config_fn=lambda r: {"server_round": r},
+    )
 
     def server_fn(context: Context) -> ServerAppComponents:
-        return ServerAppComponents(strategy=strategy,
-                                   config=ServerConfig(num_rounds=setup.rounds))
+        return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=setup.rounds))
 
-    backend = {"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
-               "init_args": {"num_cpus": num_cpus, "include_dashboard": False}}
-    run_simulation(ServerApp(server_fn=server_fn), ClientApp(client_fn=client_fn),
-                   num_supernodes=n_clients, backend_config=backend)
+    backend = {
+        "client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
+        "init_args": {"num_cpus": num_cpus, "include_dashboard": False},
+    }
+    run_simulation(
+        ServerApp(server_fn=server_fn),
+        ClientApp(client_fn=client_fn),
+        num_supernodes=n_clients,
+        backend_config=backend,
+    )
     if strategy.final is None or len(strategy.times) != setup.rounds:
         raise RuntimeError(f"Flower finished {len(strategy.times)} of {setup.rounds} rounds")
     return from_list(strategy.final, spec), strategy.times
@@ -164,24 +219,32 @@ def run_flower(data_path: str, n_clients: int, setup: mt.Setup, num_cpus: int,
 # --- main ------------------------------------------------------------------------------------
 def markdown(res: dict[str, Any]) -> str:
     c = res["config"]
-    lines = [f"# Flower vs iot_fed: {c['devices']} devices x {c['samples']} samples, "
-             f"{c['rounds']} rounds x {c['local_epochs']} local epoch(s), model "
-             f"{c['spec']}\n", machine_header(res["machine"]) + "\n",
-             f"Command: `{res['command']}`\n",
-             "| engine | first round (s) | median later round (s) | total (s) | final F1 "
-             "| final ROC-AUC |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Flower vs iot_fed: {c['devices']} devices x {c['samples']} samples, "
+        f"{c['rounds']} rounds x {c['local_epochs']} local epoch(s), model "
+        f"{c['spec']}\n",
+        machine_header(res["machine"]) + "\n",
+        f"Command: `{res['command']}`\n",
+        "| engine | first round (s) | median later round (s) | total (s) | final F1 "
+        "| final ROC-AUC |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name in ("iot_fed", "flower"):
         e = res.get(name, {})
         if "median_round_s" not in e:
             lines.append(f"| {name} | - | - | - | - | - |")
             continue
-        lines.append(f"| {name} | {e['first_round_s']} | {e['median_round_s']} | "
-                     f"{e['total_s']} | {e['final']['f1']} | {e['final']['roc_auc']} |")
+        lines.append(
+            f"| {name} | {e['first_round_s']} | {e['median_round_s']} | "
+            f"{e['total_s']} | {e['final']['f1']} | {e['final']['roc_auc']} |"
+        )
     if "ratio" in res:
         r = res["ratio"]
-        lines.append(f"\nFlower / iot_fed per-round time (median of later rounds): "
-                     f"**{r['median_round']:.0f}x**; total wall time: {r['total']:.0f}x; "
-                     f"F1 difference (iot_fed - Flower): {r['f1_diff']:+.4f}.")
+        lines.append(
+            f"\nFlower / iot_fed per-round time (median of later rounds): "
+            f"**{r['median_round']:.0f}x**; total wall time: {r['total']:.0f}x; "
+            f"F1 difference (iot_fed - Flower): {r['f1_diff']:+.4f}."
+        )
     if "error" in res.get("flower", {}):
         lines.append(f"\nFlower could not run: {res['flower']['error']}")
     return "\n".join(lines) + "\n"
@@ -195,16 +258,25 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--local-epochs", type=int, default=1)
     ap.add_argument("--hidden", default="32,16")
-    ap.add_argument("--client-cpus", type=float, default=1.0,
-                    help="Ray CPUs per Flower client (concurrency = cores / this)")
+    ap.add_argument(
+        "--client-cpus",
+        type=float,
+        default=1.0,
+        help="Ray CPUs per Flower client (concurrency = cores / this)",
+    )
     ap.add_argument("--skip-flower", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
     hidden = tuple(int(h) for h in args.hidden.split(",") if h)
-    cfg = DetectionBenchConfig(motes=args.devices, days=args.days, rounds=args.rounds,
-                               local_epochs=args.local_epochs, hidden=hidden,
-                               max_train_per_device=args.samples)
+    cfg = DetectionBenchConfig(
+        motes=args.devices,
+        days=args.days,
+        rounds=args.rounds,
+        local_epochs=args.local_epochs,
+        hidden=hidden,
+        max_train_per_device=args.samples,
+    )
     setup = cfg.setup()
     p = prepare(generated_readings(cfg.motes, cfg.days, cfg.seed), cfg, cfg.faults)
     norm = mt.pooled_normalizer(p.train_x)
@@ -214,39 +286,60 @@ def main() -> None:
     res: dict[str, Any] = {
         "machine": machine_info(),
         "command": "assets_data/bench-venv/bin/python bench/bench_flower.py",
-        "config": {"devices": len(ids), "samples": args.samples,
-                   "n_samples": [len(x) for x, _ in data], "rounds": args.rounds,
-                   "local_epochs": args.local_epochs, "batch_size": setup.train.batch_size,
-                   "spec": setup.spec.to_dict(), "optimizer": setup.train.optimizer,
-                   "ray_num_cpus": num_cpus, "client_cpus": args.client_cpus,
-                   "test_rows": int(len(p.test)), "faulty_test_rows": int(
-                       (p.fault_type != "").sum())}}
+        "config": {
+            "devices": len(ids),
+            "samples": args.samples,
+            "n_samples": [len(x) for x, _ in data],
+            "rounds": args.rounds,
+            "local_epochs": args.local_epochs,
+            "batch_size": setup.train.batch_size,
+            "spec": setup.spec.to_dict(),
+            "optimizer": setup.train.optimizer,
+            "ray_num_cpus": num_cpus,
+            "client_cpus": args.client_cpus,
+            "test_rows": int(len(p.test)),
+            "faulty_test_rows": int((p.fault_type != "").sum()),
+        },
+    }
 
     params, times = run_iot_fed(data, ids, setup)
-    res["iot_fed"] = {**summary(times),
-                      "final": evaluate(params, norm, data, p.test_x_all, p.fault_type, setup)}
+    res["iot_fed"] = {
+        **summary(times),
+        "final": evaluate(params, norm, data, p.test_x_all, p.fault_type, setup),
+    }
     print("iot_fed:", res["iot_fed"])
 
     if not args.skip_flower:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "partition.npz")
-            np.savez(path, moteids=np.asarray(ids),
-                     **{f"x{i}": x for i, (x, _) in enumerate(data)},
-                     **{f"y{i}": y for i, (_, y) in enumerate(data)})
+            np.savez(
+                path,
+                moteids=np.asarray(ids),
+                **{f"x{i}": x for i, (x, _) in enumerate(data)},
+                **{f"y{i}": y for i, (_, y) in enumerate(data)},
+            )
             try:
                 t0 = time.perf_counter()
+                ray_info = start_ray(num_cpus)
                 fparams, ftimes = run_flower(path, len(ids), setup, num_cpus, args.client_cpus)
                 wall = time.perf_counter() - t0
-                res["flower"] = {**summary(ftimes), "wall_incl_startup_s": round(wall, 2),
-                                 "final": evaluate(fparams, norm, data, p.test_x_all,
-                                                   p.fault_type, setup)}
+                res["flower"] = {
+                    **summary(ftimes),
+                    **ray_info,
+                    "wall_incl_startup_s": round(wall, 2),
+                    "final": evaluate(fparams, norm, data, p.test_x_all, p.fault_type, setup),
+                }
                 a, b = res["flower"], res["iot_fed"]
-                res["ratio"] = {"median_round": a["median_round_s"] / b["median_round_s"],
-                                "total": a["total_s"] / b["total_s"],
-                                "f1_diff": b["final"]["f1"] - a["final"]["f1"]}
+                res["ratio"] = {
+                    "median_round": a["median_round_s"] / b["median_round_s"],
+                    "total": a["total_s"] / b["total_s"],
+                    "f1_diff": b["final"]["f1"] - a["final"]["f1"],
+                }
             except Exception as exc:  # report exactly why Flower could not run
-                res["flower"] = {"error": f"{type(exc).__name__}: {exc}",
-                                 "traceback": traceback.format_exc()[-4000:]}
+                res["flower"] = {
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc()[-4000:],
+                }
         print("flower:", res["flower"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "flower.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
@@ -257,4 +350,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

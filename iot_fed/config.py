@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     training_window: int = Field(2000, ge=1, description="max readings per local training")
     ingest_max_messages: int = Field(50_000, ge=1, description="bounded consume: messages")
     ingest_max_seconds: float = Field(5.0, gt=0, description="bounded consume: seconds")
+    ingest_write_strategy: Literal["insert", "upsert"] = Field(
+        "insert", description="sensor_readings bulk write: insert_many+dup-key, or upsert"
+    )
+    ingest_chunk_size: int = Field(5000, ge=1, description="messages per consume/write chunk")
     device_freshness_s: int = Field(3600, ge=1, description="stale device model after this")
 
     @field_validator("kafka_bootstrap")

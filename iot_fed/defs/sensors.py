@@ -80,15 +80,34 @@ aggregate_job = dg.define_asset_job(
     description="Aggregate the newest local models into a global version and promote it.")
 
 
-@dg.asset_sensor(
-    asset_key=local_model.key,
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+             dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def training_in_flight(instance: dg.DagsterInstance) -> bool:
+    """Is a run that materializes local_model queued or running?"""
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT))
+    return any(local_model.key in (r.asset_selection or ()) for r in runs)
+
+
+@dg.sensor(
     name="aggregation_sensor",
     minimum_interval_seconds=aggregation_interval(),
     job=aggregate_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="After new local models, aggregate a global version (at most once per "
-                "aggregation_interval_s) and promote it if it passes its blocking check.",
+                "aggregation_interval_s, once the training run has finished) and promote it "
+                "if it passes its blocking check.",
 )
-def aggregation_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
-                       ) -> dg.RunRequest:
-    return dg.RunRequest(run_key=f"aggregate-{context.cursor}")
+def aggregation_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    after = int(context.cursor) if context.cursor else None
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=local_model.key, after_storage_id=after),
+        ascending=False, limit=1).records
+    if not records:
+        return dg.SkipReason("no new local model materializations")
+    if training_in_flight(context.instance):
+        return dg.SkipReason("a local_model run is still in flight; aggregating after it")
+    newest = records[0].storage_id
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"aggregate-{newest}")],
+                           cursor=str(newest))

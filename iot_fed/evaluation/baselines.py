@@ -23,14 +23,12 @@ import pandas as pd
 MAD_TO_STD = 1.4826
 
 
-def _grouped(frame: pd.DataFrame, device_col: str, order_col: str) -> tuple[np.ndarray,
-                                                                            pd.Series]:
+def _grouped(frame: pd.DataFrame, device_col: str, order_col: str) -> tuple[np.ndarray, pd.Series]:
     order = np.lexsort((frame[order_col].to_numpy(), frame[device_col].to_numpy()))
     return order, pd.Series(frame[device_col].to_numpy()[order])
 
 
-def _roll(s: pd.Series, groups: pd.Series, window: int, min_periods: int, how: str
-          ) -> np.ndarray:
+def _roll(s: pd.Series, groups: pd.Series, window: int, min_periods: int, how: str) -> np.ndarray:
     """Trailing rolling statistic of the previous ``window`` values, within each group."""
     r = s.groupby(groups.to_numpy(), sort=False).rolling(window, min_periods=min_periods)
     stat = getattr(r, how)().reset_index(level=0, drop=True).sort_index()
@@ -42,9 +40,16 @@ def _floor(x: np.ndarray, groups: pd.Series, fraction: float) -> np.ndarray:
     return np.maximum(np.nan_to_num(std) * fraction, 1e-9)
 
 
-def _score(frame: pd.DataFrame, channels: Sequence[str], window: int, min_periods: int,
-           device_col: str, order_col: str, min_scale_fraction: float, robust: bool
-           ) -> np.ndarray:
+def _score(
+    frame: pd.DataFrame,
+    channels: Sequence[str],
+    window: int,
+    min_periods: int,
+    device_col: str,
+    order_col: str,
+    min_scale_fraction: float,
+    robust: bool,
+) -> np.ndarray:
     order, groups = _grouped(frame, device_col, order_col)
     best = np.zeros(len(frame), np.float64)
     for c in channels:
@@ -68,17 +73,40 @@ def _score(frame: pd.DataFrame, channels: Sequence[str], window: int, min_period
     return out
 
 
-def rolling_zscore(frame: pd.DataFrame, channels: Sequence[str], window: int = 60,
-                   min_periods: int = 10, *, device_col: str = "moteid", order_col: str = "ts",
-                   min_scale_fraction: float = 0.05) -> np.ndarray:
+def rolling_zscore(
+    frame: pd.DataFrame,
+    channels: Sequence[str],
+    window: int = 60,
+    min_periods: int = 10,
+    *,
+    device_col: str = "moteid",
+    order_col: str = "ts",
+    min_scale_fraction: float = 0.05,
+) -> np.ndarray:
     """Per-row score: max over channels of the trailing-window z-score (aligned to frame)."""
-    return _score(frame, channels, window, min_periods, device_col, order_col,
-                  min_scale_fraction, robust=False)
+    return _score(
+        frame,
+        channels,
+        window,
+        min_periods,
+        device_col,
+        order_col,
+        min_scale_fraction,
+        robust=False,
+    )
 
 
-def rolling_mad(frame: pd.DataFrame, channels: Sequence[str], window: int = 60,
-                min_periods: int = 10, *, device_col: str = "moteid", order_col: str = "ts",
-                min_scale_fraction: float = 0.05) -> np.ndarray:
+def rolling_mad(
+    frame: pd.DataFrame,
+    channels: Sequence[str],
+    window: int = 60,
+    min_periods: int = 10,
+    *,
+    device_col: str = "moteid",
+    order_col: str = "ts",
+    min_scale_fraction: float = 0.05,
+) -> np.ndarray:
     """Per-row score: max over channels of the trailing-window robust (median/MAD) z-score."""
-    return _score(frame, channels, window, min_periods, device_col, order_col,
-                  min_scale_fraction, robust=True)
+    return _score(
+        frame, channels, window, min_periods, device_col, order_col, min_scale_fraction, robust=True
+    )

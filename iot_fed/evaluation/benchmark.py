@@ -76,19 +76,30 @@ class DetectionBenchConfig:
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> DetectionBenchConfig:
         """Model / training knobs from :class:`iot_fed.config.Settings`; the rest default."""
-        base = cls(motes=settings.generator_motes, seed=settings.generator_seed,
-                   max_train_per_device=settings.training_window,
-                   local_epochs=settings.local_epochs, batch_size=settings.batch_size,
-                   learning_rate=settings.learning_rate, optimizer=settings.optimizer,
-                   hidden=tuple(settings.model_hidden), activation=settings.model_activation,
-                   threshold_quantile=settings.threshold_quantile, trim_ratio=settings.trim_ratio)
+        base = cls(
+            motes=settings.generator_motes,
+            seed=settings.generator_seed,
+            max_train_per_device=settings.training_window,
+            local_epochs=settings.local_epochs,
+            batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            optimizer=settings.optimizer,
+            hidden=tuple(settings.model_hidden),
+            activation=settings.model_activation,
+            threshold_quantile=settings.threshold_quantile,
+            trim_ratio=settings.trim_ratio,
+        )
         return replace(base, **overrides)
 
     def setup(self) -> mt.Setup:
         spec = ModelSpec(hidden=self.hidden, activation=self.activation)
-        tcfg = TrainConfig(optimizer=self.optimizer, learning_rate=self.learning_rate,
-                           local_epochs=self.local_epochs, batch_size=self.batch_size,
-                           threshold_quantile=self.threshold_quantile)
+        tcfg = TrainConfig(
+            optimizer=self.optimizer,
+            learning_rate=self.learning_rate,
+            local_epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            threshold_quantile=self.threshold_quantile,
+        )
         return mt.Setup(spec, tcfg, self.rounds, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,9 +129,12 @@ class Prepared:
 def prepare(frame: pd.DataFrame, cfg: DetectionBenchConfig, faults: FaultConfig) -> Prepared:
     train, test = ds.split_in_time(frame, cfg.train_fraction, cfg.max_train_per_device)
     counts_tr, counts_te = train["moteid"].value_counts(), test["moteid"].value_counts()
-    ok = [m for m in counts_tr.index
-          if counts_tr[m] >= cfg.min_rows_per_device
-          and counts_te.get(m, 0) >= cfg.min_rows_per_device]
+    ok = [
+        m
+        for m in counts_tr.index
+        if counts_tr[m] >= cfg.min_rows_per_device
+        and counts_te.get(m, 0) >= cfg.min_rows_per_device
+    ]
     train = train[train["moteid"].isin(ok)].reset_index(drop=True)
     test = test[test["moteid"].isin(ok)].reset_index(drop=True)
     inj = inject_faults(test, faults, seed=cfg.seed)
@@ -129,8 +143,16 @@ def prepare(frame: pd.DataFrame, cfg: DetectionBenchConfig, faults: FaultConfig)
     if pt.moteids != pe.moteids:
         raise ValueError("train and test must hold the same devices")
     test_x_all = ds.features(test)
-    return Prepared(train, test, inj.fault_type, pt, pe, pt.split(ds.features(train)),
-                    test_x_all, pe.split(test_x_all))
+    return Prepared(
+        train,
+        test,
+        inj.fault_type,
+        pt,
+        pe,
+        pt.split(ds.features(train)),
+        test_x_all,
+        pe.split(test_x_all),
+    )
 
 
 def _report(fault_type: np.ndarray, scored: mt.Scored) -> dict[str, Any]:
@@ -139,15 +161,15 @@ def _report(fault_type: np.ndarray, scored: mt.Scored) -> dict[str, Any]:
     return {"metrics": rep, "seconds": round(scored.seconds, 3), **scored.info}
 
 
-def compare_methods(p: Prepared, cfg: DetectionBenchConfig, channels: list[str],
-                    methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
+def compare_methods(
+    p: Prepared, cfg: DetectionBenchConfig, channels: list[str], methods: tuple[str, ...] = METHODS
+) -> dict[str, Any]:
     """Score every method on the prepared test set; per-fault-type metrics per method."""
     setup = cfg.setup()
     out: dict[str, Any] = {}
     for name in methods:
         if name == "federated":
-            for k, sc in mt.run_federated(p.train_x, p.test_x, p.part_train.moteids,
-                                          setup).items():
+            for k, sc in mt.run_federated(p.train_x, p.test_x, p.part_train.moteids, setup).items():
                 out[k] = _report(p.fault_type, sc)
             continue
         if name == "local_only":
@@ -155,8 +177,9 @@ def compare_methods(p: Prepared, cfg: DetectionBenchConfig, channels: list[str],
         elif name == "centralised":
             sc = mt.run_centralised(p.train_x, p.test_x_all, setup)
         else:
-            sc = mt.run_baseline(name, p.train, p.test, channels, cfg.baseline_window,
-                                 cfg.threshold_quantile)
+            sc = mt.run_baseline(
+                name, p.train, p.test, channels, cfg.baseline_window, cfg.threshold_quantile
+            )
         out[name] = _report(p.fault_type, sc)
     return out
 
@@ -177,7 +200,8 @@ def failing_device_experiment(p: Prepared, cfg: DetectionBenchConfig) -> dict[st
     poisoned_x = p.part_train.split(ds.features(poisoned))
     in_range = ~mark_faults(poisoned.copy())["fault"].to_numpy()
     poisoned_norm = mt.pooled_normalizer(
-        [x[in_range[s]] for x, s in zip(poisoned_x, p.part_train.slices, strict=True)])
+        [x[in_range[s]] for x, s in zip(poisoned_x, p.part_train.slices, strict=True)]
+    )
 
     def track(train_x: list[np.ndarray], norm: Any, strategy: str) -> dict[str, Any]:
         f1s: list[float] = []
@@ -191,28 +215,42 @@ def failing_device_experiment(p: Prepared, cfg: DetectionBenchConfig) -> dict[st
 
         how = "weighted_mean" if strategy == "fedavg" else "median"
         _, _, info = mt.federated(train_x, ids, norm, setup, strategy, cfg.trim_ratio, how, hook)
-        return {"f1": f1s, "roc_auc": aucs, "threshold_how": how,
-                "threshold": info["threshold"], "seconds": round(sum(info["round_seconds"]), 3)}
+        return {
+            "f1": f1s,
+            "roc_auc": aucs,
+            "threshold_how": how,
+            "threshold": info["threshold"],
+            "seconds": round(sum(info["round_seconds"]), 3),
+        }
 
     runs: dict[str, Any] = {}
     for strategy in cfg.strategies:
         runs[f"clean/{strategy}"] = track(p.train_x, clean_norm, strategy)
     for strategy in cfg.strategies:
         runs[f"failing/{strategy}"] = track(poisoned_x, poisoned_norm, strategy)
-    return {"failing_motes": failing, "garbage_rows": int(garbage.sum()),
-            "failing_fraction": cfg.failing_fraction, "trim_ratio": cfg.trim_ratio,
-            "evaluated_on": "test rows of the healthy motes", "runs": runs}
+    return {
+        "failing_motes": failing,
+        "garbage_rows": int(garbage.sum()),
+        "failing_fraction": cfg.failing_fraction,
+        "trim_ratio": cfg.trim_ratio,
+        "evaluated_on": "test rows of the healthy motes",
+        "runs": runs,
+    }
 
 
 def _dataset_info(p: Prepared) -> dict[str, Any]:
     ft = pd.Series(p.fault_type)
-    return {"devices": len(p.part_train.moteids), "train_rows": len(p.train),
-            "test_rows": len(p.test),
-            "injected": {t: int((ft == t).sum()) for t in FAULT_TYPES}}
+    return {
+        "devices": len(p.part_train.moteids),
+        "train_rows": len(p.train),
+        "test_rows": len(p.test),
+        "injected": {t: int((ft == t).sum()) for t in FAULT_TYPES},
+    }
 
 
-def run_detection_benchmark(config: DetectionBenchConfig | None = None
-                            ) -> tuple[dict[str, Any], str]:
+def run_detection_benchmark(
+    config: DetectionBenchConfig | None = None,
+) -> tuple[dict[str, Any], str]:
     """Run the whole benchmark; return ``(results, markdown table)``."""
     cfg = config or DetectionBenchConfig()
     t0 = time.perf_counter()
@@ -221,26 +259,35 @@ def run_detection_benchmark(config: DetectionBenchConfig | None = None
     frame = ds.generated_readings(cfg.motes, cfg.days, cfg.seed, cfg.work_dir)
     gen = prepare(frame, cfg, cfg.faults)
     channels = list(cfg.faults.channels)
-    results["datasets"]["generated"] = {**_dataset_info(gen),
-                                        "methods": compare_methods(gen, cfg, channels)}
+    results["datasets"]["generated"] = {
+        **_dataset_info(gen),
+        "methods": compare_methods(gen, cfg, channels),
+    }
     results["failing_device"] = failing_device_experiment(gen, cfg)
 
     path = cfg.real_data_path
     if path is not None and Path(path).exists():
         real = ds.real_single_mote(Path(path), max_rows=cfg.real_max_rows)
-        rf = replace(cfg.faults, channels=("temperature", "humidity"),
-                     low_voltage_channels=("temperature", "humidity"))
+        rf = replace(
+            cfg.faults,
+            channels=("temperature", "humidity"),
+            low_voltage_channels=("temperature", "humidity"),
+        )
         rp = prepare(real, replace(cfg, max_train_per_device=None), rf)
         results["datasets"]["real_single_mote"] = {
-            **_dataset_info(rp), "path": str(path),
+            **_dataset_info(rp),
+            "path": str(path),
             "note": "one mote: federated = local-only = centralised, so only the local MLP "
-                    "runs; ts reconstructed from epoch x 31 s; light=0, voltage constant; "
-                    "faults on temperature/humidity only",
-            "methods": compare_methods(rp, replace(cfg, max_train_per_device=None),
-                                       ["temperature", "humidity"],
-                                       ("local_only", "zscore", "mad"))}
+            "runs; ts reconstructed from epoch x 31 s; light=0, voltage constant; "
+            "faults on temperature/humidity only",
+            "methods": compare_methods(
+                rp,
+                replace(cfg, max_train_per_device=None),
+                ["temperature", "humidity"],
+                ("local_only", "zscore", "mad"),
+            ),
+        }
     elif path is not None:
         results["datasets"]["real_single_mote"] = {"skipped": f"{path} not found"}
     results["seconds"] = round(time.perf_counter() - t0, 2)
     return results, detection_markdown(results)
-

@@ -22,13 +22,21 @@ REAL_VOLTAGE = 2.7
 """Constant voltage given to the real single-mote series (it has no voltage column)."""
 
 
-def generated_readings(motes: int, days: float, seed: int, work_dir: Path | None = None
-                       ) -> pd.DataFrame:
+def generated_readings(
+    motes: int, days: float, seed: int, work_dir: Path | None = None
+) -> pd.DataFrame:
     """Clean readings of ``motes`` generated motes over ``days`` (via the raw format + parser)."""
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         raw = Path(tmp) / "data.txt"
-        gen = generate(raw, motes=motes, days=days, seed=seed, spike_rate=0.0,
-                       low_voltage_fraction=0.0, early_stop_fraction=0.0)
+        gen = generate(
+            raw,
+            motes=motes,
+            days=days,
+            seed=seed,
+            spike_rate=0.0,
+            low_voltage_fraction=0.0,
+            early_stop_fraction=0.0,
+        )
         df = parse_readings(gen.path, gen.labels_path).readings
     df = df[~df["fault"]]
     return df[list(READING_COLUMNS)].reset_index(drop=True)
@@ -45,16 +53,24 @@ def real_single_mote(path: Path, moteid: int = 1, max_rows: int | None = None) -
     if max_rows is not None:
         raw = raw.iloc[:max_rows]
     ts = pd.Timestamp(START, tz="UTC") + pd.to_timedelta((raw["epoch"] - 1) * EPOCH_S, unit="s")
-    df = pd.DataFrame({"ts": ts, "epoch": raw["epoch"].astype(np.int64),
-                       "moteid": np.int64(moteid),
-                       "temperature": raw["temperature"].astype(np.float64),
-                       "humidity": raw["humidity"].astype(np.float64),
-                       "light": 0.0, "voltage": REAL_VOLTAGE, "label": None})
+    df = pd.DataFrame(
+        {
+            "ts": ts,
+            "epoch": raw["epoch"].astype(np.int64),
+            "moteid": np.int64(moteid),
+            "temperature": raw["temperature"].astype(np.float64),
+            "humidity": raw["humidity"].astype(np.float64),
+            "light": 0.0,
+            "voltage": REAL_VOLTAGE,
+            "label": None,
+        }
+    )
     return df
 
 
-def split_in_time(frame: pd.DataFrame, train_fraction: float, max_train: int | None = None
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_in_time(
+    frame: pd.DataFrame, train_fraction: float, max_train: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per device: the first ``train_fraction`` of its readings (by time) train, the rest test.
 
     ``max_train`` keeps only the most recent ``max_train`` training readings (a training
@@ -76,8 +92,9 @@ def split_in_time(frame: pd.DataFrame, train_fraction: float, max_train: int | N
 
 def features(frame: pd.DataFrame) -> np.ndarray:
     """Raw ``(n, 6)`` model features of a readings frame (row order kept)."""
-    return features_from_columns(frame["temperature"], frame["humidity"], frame["light"],
-                                 frame["voltage"], frame["ts"])
+    return features_from_columns(
+        frame["temperature"], frame["humidity"], frame["light"], frame["voltage"], frame["ts"]
+    )
 
 
 @dataclass
@@ -94,8 +111,9 @@ class Partition:
             raise ValueError("frame must be sorted by moteid")
         ids, first = np.unique(m, return_index=True)
         ends = np.append(first[1:], m.size)
-        return cls([int(i) for i in ids], [slice(int(a), int(b)) for a, b in
-                                           zip(first, ends, strict=True)])
+        return cls(
+            [int(i) for i in ids], [slice(int(a), int(b)) for a, b in zip(first, ends, strict=True)]
+        )
 
     def split(self, x: np.ndarray) -> list[np.ndarray]:
         return [x[s] for s in self.slices]

@@ -8,7 +8,8 @@ deviation of the channel (``sigma``, floored by :data:`MIN_SCALE`):
 * ``drift``: a segment with a linear offset growing to ``+-U(drift_sigma) * sigma``;
 * ``bias``: a segment with a constant offset ``+-U(bias_sigma) * sigma``;
 * ``noise``: a segment with added Gaussian noise of std ``U(noise_sigma) * sigma``;
-* ``low_voltage``: the Intel Lab dying-battery pattern at the *end* of a device's series:
+* ``low_voltage``: the Intel Lab dying-battery pattern at the *end* of a device's series
+  (segments longer than asked for when there are too few devices for the rate):
   voltage sags from 2.3 V to ~2.0 V, temperature reads 100..122 C, humidity is negative.
 
 ``rates[t]`` is the share of all rows given fault ``t``: exactly ``round(rate * n)`` rows,
@@ -67,11 +68,16 @@ class FaultConfig:
             raise ValueError("segment lengths must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rates": dict(self.rates), "segment_length": dict(self.segment_length),
-                "channels": list(self.channels),
-                "low_voltage_channels": list(self.low_voltage_channels),
-                "spike_sigma": list(self.spike_sigma), "drift_sigma": list(self.drift_sigma),
-                "bias_sigma": list(self.bias_sigma), "noise_sigma": list(self.noise_sigma)}
+        return {
+            "rates": dict(self.rates),
+            "segment_length": dict(self.segment_length),
+            "channels": list(self.channels),
+            "low_voltage_channels": list(self.low_voltage_channels),
+            "spike_sigma": list(self.spike_sigma),
+            "drift_sigma": list(self.drift_sigma),
+            "bias_sigma": list(self.bias_sigma),
+            "noise_sigma": list(self.noise_sigma),
+        }
 
 
 @dataclass
@@ -103,8 +109,9 @@ class Injection:
 class _Series:
     """Readings sorted by (device, time) as numpy arrays, plus per-row device sigmas."""
 
-    def __init__(self, frame: pd.DataFrame, device_col: str, order_col: str,
-                 channels: Sequence[str]) -> None:
+    def __init__(
+        self, frame: pd.DataFrame, device_col: str, order_col: str, channels: Sequence[str]
+    ) -> None:
         self.order = np.lexsort((frame[order_col].to_numpy(), frame[device_col].to_numpy()))
         self.device = frame[device_col].to_numpy()[self.order]
         self.values = {c: frame[c].to_numpy(np.float64)[self.order].copy() for c in channels}
@@ -121,8 +128,14 @@ class _Series:
             self.sigma[c] = np.maximum(np.nan_to_num(std), MIN_SCALE.get(c, 1e-3))[self.group]
 
 
-def _place_segments(rng: np.random.Generator, s: _Series, taken: np.ndarray, total: int,
-                    length: int, need_previous: bool) -> list[tuple[int, int]]:
+def _place_segments(
+    rng: np.random.Generator,
+    s: _Series,
+    taken: np.ndarray,
+    total: int,
+    length: int,
+    need_previous: bool,
+) -> list[tuple[int, int]]:
     """Random non-overlapping ``(start, length)`` runs inside one device, summing to total."""
     out: list[tuple[int, int]] = []
     placed, attempts = 0, 0
@@ -131,8 +144,10 @@ def _place_segments(rng: np.random.Generator, s: _Series, taken: np.ndarray, tot
         ln = min(length, total - placed)
         attempts += 1
         if attempts > max_attempts or ln > s.n:
-            raise ValueError(f"cannot place {total} faulty rows in segments of {length} "
-                             f"(only {placed} placed): lower the rate or segment length")
+            raise ValueError(
+                f"cannot place {total} faulty rows in segments of {length} "
+                f"(only {placed} placed): lower the rate or segment length"
+            )
         a = int(rng.integers(0, s.n - ln + 1))
         b = a + ln
         if s.group[a] != s.group[b - 1] or taken[a:b].any():
@@ -145,11 +160,16 @@ def _place_segments(rng: np.random.Generator, s: _Series, taken: np.ndarray, tot
     return out
 
 
-def _place_tails(rng: np.random.Generator, s: _Series, taken: np.ndarray, total: int,
-                 length: int) -> list[tuple[int, int]]:
-    """Segments ending at the last row of randomly chosen devices, summing to total."""
+def _place_tails(
+    rng: np.random.Generator, s: _Series, taken: np.ndarray, total: int, length: int
+) -> list[tuple[int, int]]:
+    """Segments ending at the last row of randomly chosen devices, summing to total.
+
+    Segments grow beyond ``length`` when there are too few devices to reach ``total``.
+    """
     out: list[tuple[int, int]] = []
     placed = 0
+    length = max(length, -(-total // len(s.starts)))
     for g in rng.permutation(len(s.starts)):
         if placed >= total:
             break
@@ -161,7 +181,7 @@ def _place_tails(rng: np.random.Generator, s: _Series, taken: np.ndarray, total:
         ln = min(length, free, total - placed)
         if ln <= 0:
             continue
-        taken[hi - ln: hi] = True
+        taken[hi - ln : hi] = True
         out.append((hi - ln, ln))
         placed += ln
     if placed < total:
@@ -169,13 +189,14 @@ def _place_tails(rng: np.random.Generator, s: _Series, taken: np.ndarray, total:
     return out
 
 
-def low_voltage_values(rng: np.random.Generator, n: int, channels: Sequence[str]
-                       ) -> dict[str, np.ndarray]:
+def low_voltage_values(
+    rng: np.random.Generator, n: int, channels: Sequence[str]
+) -> dict[str, np.ndarray]:
     """The dying-battery readings for a run of ``n`` rows (as in the Intel Lab data)."""
     ramp = np.arange(1, n + 1) / n
     out: dict[str, np.ndarray] = {}
     if "temperature" in channels:
-        out["temperature"] = 100.0 + 22.2 * ramp + rng.normal(0.0, 0.3, n)
+        out["temperature"] = np.maximum(100.0 + 22.2 * ramp + rng.normal(0.0, 0.3, n), 100.05)
     if "humidity" in channels:
         out["humidity"] = -np.abs(rng.normal(2.5, 1.2, n)) - 1e-3
     if "voltage" in channels:
@@ -183,34 +204,41 @@ def low_voltage_values(rng: np.random.Generator, n: int, channels: Sequence[str]
     return out
 
 
-def _apply(rng: np.random.Generator, s: _Series, kind: str, a: int, ln: int, cfg: FaultConfig
-           ) -> str:
+def _apply(
+    rng: np.random.Generator, s: _Series, kind: str, a: int, ln: int, cfg: FaultConfig
+) -> str:
     """Modify rows ``a .. a+ln`` of ``s`` in place; return the channel(s) hit."""
     if kind == "low_voltage":
         chans = [c for c in cfg.low_voltage_channels if c in s.values]
         for c, v in low_voltage_values(rng, ln, chans).items():
-            s.values[c][a: a + ln] = v
+            s.values[c][a : a + ln] = v
         return ",".join(chans)
     c = cfg.channels[int(rng.integers(len(cfg.channels)))]
-    x, sig = s.values[c], s.sigma[c][a: a + ln]
+    x, sig = s.values[c], s.sigma[c][a : a + ln]
     sign = rng.choice([-1.0, 1.0])
     if kind == "spike":
-        x[a: a + ln] += sign * rng.uniform(*cfg.spike_sigma, ln) * sig
+        x[a : a + ln] += sign * rng.uniform(*cfg.spike_sigma, ln) * sig
     elif kind == "stuck":
-        x[a: a + ln] = s.original[c][a - 1]
+        x[a : a + ln] = s.original[c][a - 1]
     elif kind == "drift":
         ramp = np.arange(1, ln + 1) / ln
-        x[a: a + ln] += sign * rng.uniform(*cfg.drift_sigma) * ramp * sig
+        x[a : a + ln] += sign * rng.uniform(*cfg.drift_sigma) * ramp * sig
     elif kind == "bias":
-        x[a: a + ln] += sign * rng.uniform(*cfg.bias_sigma) * sig
+        x[a : a + ln] += sign * rng.uniform(*cfg.bias_sigma) * sig
     elif kind == "noise":
-        x[a: a + ln] += rng.uniform(*cfg.noise_sigma) * rng.normal(0.0, 1.0, ln) * sig
+        x[a : a + ln] += rng.uniform(*cfg.noise_sigma) * rng.normal(0.0, 1.0, ln) * sig
     return c
 
 
-def inject_faults(frame: pd.DataFrame, config: FaultConfig | None = None, seed: int = 0,
-                  *, device_col: str = "moteid", order_col: str = "ts",
-                  label_col: str | None = "label") -> Injection:
+def inject_faults(
+    frame: pd.DataFrame,
+    config: FaultConfig | None = None,
+    seed: int = 0,
+    *,
+    device_col: str = "moteid",
+    order_col: str = "ts",
+    label_col: str | None = "label",
+) -> Injection:
     """Inject labelled faults; deterministic for ``seed``. The input is not modified.
 
     Rows are grouped by ``device_col`` and ordered by ``order_col`` inside a device;
@@ -242,13 +270,21 @@ def inject_faults(frame: pd.DataFrame, config: FaultConfig | None = None, seed: 
             taken[rows] = True
             segs = [(int(r), 1) for r in rows]
         else:
-            segs = _place_segments(rng, s, taken, total, cfg.segment_length[kind],
-                                   need_previous=kind == "stuck")
+            segs = _place_segments(
+                rng, s, taken, total, cfg.segment_length[kind], need_previous=kind == "stuck"
+            )
         pos_labels[kind] = taken & ~before
         for a, ln in segs:
             ch = _apply(rng, s, kind, a, ln, cfg)
-            events.append({"type": kind, "moteid": s.device[a].item(), "position": int(a),
-                           "length": int(ln), "channel": ch})
+            events.append(
+                {
+                    "type": kind,
+                    "moteid": s.device[a].item(),
+                    "position": int(a),
+                    "length": int(ln),
+                    "channel": ch,
+                }
+            )
 
     out = frame.copy()
     for c in chans:
@@ -261,18 +297,27 @@ def inject_faults(frame: pd.DataFrame, config: FaultConfig | None = None, seed: 
         lab[s.order] = pos_labels[t]
         labels[t] = lab
     if label_col is not None:
-        lab_col = (out[label_col].astype(object).to_numpy().copy() if label_col in out
-                   else np.full(len(out), None, dtype=object))
+        lab_col = (
+            out[label_col].astype(object).to_numpy().copy()
+            if label_col in out
+            else np.full(len(out), None, dtype=object)
+        )
         for t in FAULT_TYPES:
             lab_col[labels[t].to_numpy()] = t
         out[label_col] = lab_col
     return Injection(out, labels, events)
 
 
-def dying_battery(frame: pd.DataFrame, motes: Sequence[Any], fraction: float, seed: int = 0,
-                  *, channels: Sequence[str] = ("temperature", "humidity", "voltage"),
-                  device_col: str = "moteid", order_col: str = "ts") -> tuple[
-                      pd.DataFrame, np.ndarray]:
+def dying_battery(
+    frame: pd.DataFrame,
+    motes: Sequence[Any],
+    fraction: float,
+    seed: int = 0,
+    *,
+    channels: Sequence[str] = ("temperature", "humidity", "voltage"),
+    device_col: str = "moteid",
+    order_col: str = "ts",
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The last ``fraction`` of each listed mote's rows turn into the low-voltage pattern.
 
     Returns ``(frame copy, boolean mask of the garbage rows)`` (for training-set poisoning).
@@ -288,7 +333,7 @@ def dying_battery(frame: pd.DataFrame, motes: Sequence[Any], fraction: float, se
         k = int(round(fraction * idx.size))
         if k == 0:
             continue
-        rows = idx[idx.size - k:]
+        rows = idx[idx.size - k :]
         rng = np.random.default_rng([seed, 100 + j])
         for c, v in low_voltage_values(rng, k, chans).items():
             col = out[c].to_numpy(np.float64).copy()

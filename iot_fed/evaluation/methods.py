@@ -60,8 +60,12 @@ def pooled_normalizer(train_x: Sequence[np.ndarray]) -> Normalizer:
     return SufficientStats.total(SufficientStats.from_array(x) for x in train_x).normalizer()
 
 
-def global_threshold(params: Params, data: Sequence[tuple[np.ndarray, np.ndarray]],
-                     setup: Setup, how: str = "weighted_mean") -> float:
+def global_threshold(
+    params: Params,
+    data: Sequence[tuple[np.ndarray, np.ndarray]],
+    setup: Setup,
+    how: str = "weighted_mean",
+) -> float:
     """Combine per-device training-score quantiles of one model into a global threshold."""
     ev = evaluate_devices(params, data, setup.spec, quantile=setup.train.threshold_quantile)
     return max(combine_thresholds(ev.thresholds, ev.n_samples, how), THRESHOLD_FLOOR)
@@ -70,10 +74,16 @@ def global_threshold(params: Params, data: Sequence[tuple[np.ndarray, np.ndarray
 RoundHook = Callable[[int, Params, float], None]
 
 
-def federated(train_x: Sequence[np.ndarray], moteids: Sequence[int], norm: Normalizer,
-              setup: Setup, strategy: str = "fedavg", trim_ratio: float = 0.1,
-              threshold_how: str = "weighted_mean", on_round: RoundHook | None = None
-              ) -> tuple[Params, float, dict[str, Any]]:
+def federated(
+    train_x: Sequence[np.ndarray],
+    moteids: Sequence[int],
+    norm: Normalizer,
+    setup: Setup,
+    strategy: str = "fedavg",
+    trim_ratio: float = 0.1,
+    threshold_how: str = "weighted_mean",
+    on_round: RoundHook | None = None,
+) -> tuple[Params, float, dict[str, Any]]:
     """Run ``setup.rounds`` federated rounds from a fresh init; return (params, threshold, info).
 
     ``on_round(r, params, threshold)`` is called after every round (for F1-over-rounds).
@@ -84,25 +94,40 @@ def federated(train_x: Sequence[np.ndarray], moteids: Sequence[int], norm: Norma
     thr = float("nan")
     for r in range(setup.rounds):
         t0 = time.perf_counter()
-        res = train_devices(g, data, setup.spec, setup.train, seed=setup.seed * 1000 + r,
-                            device_ids=list(moteids))
+        res = train_devices(
+            g, data, setup.spec, setup.train, seed=setup.seed * 1000 + r, device_ids=list(moteids)
+        )
         g, _ = aggregate(res.params, res.n_samples, strategy, trim_ratio=trim_ratio)
         round_s.append(time.perf_counter() - t0)
         if on_round is not None or r == setup.rounds - 1:
             thr = global_threshold(g, data, setup, threshold_how)
         if on_round is not None:
             on_round(r, g, thr)
-    return g, thr, {"round_seconds": round_s, "strategy": strategy,
-                    "threshold_how": threshold_how, "threshold": thr}
+    return (
+        g,
+        thr,
+        {
+            "round_seconds": round_s,
+            "strategy": strategy,
+            "threshold_how": threshold_how,
+            "threshold": thr,
+        },
+    )
 
 
-def score_global(params: Params, norm: Normalizer, threshold: float, test_x: np.ndarray,
-                 spec: ModelSpec) -> np.ndarray:
+def score_global(
+    params: Params, norm: Normalizer, threshold: float, test_x: np.ndarray, spec: ModelSpec
+) -> np.ndarray:
     return score_batch(params, test_x, spec=spec, norm=norm) / threshold
 
 
-def run_federated(train_x: Sequence[np.ndarray], test_x: Sequence[np.ndarray],
-                  moteids: Sequence[int], setup: Setup, **kwargs: Any) -> dict[str, Scored]:
+def run_federated(
+    train_x: Sequence[np.ndarray],
+    test_x: Sequence[np.ndarray],
+    moteids: Sequence[int],
+    setup: Setup,
+    **kwargs: Any,
+) -> dict[str, Scored]:
     """The federated global model scored two ways: with the global threshold
     (``federated``) and with each device's own quantile of the global model's training
     scores (``federated_device_thr``; still only scalars leave a device)."""
@@ -115,19 +140,31 @@ def run_federated(train_x: Sequence[np.ndarray], test_x: Sequence[np.ndarray],
     ev = evaluate_devices(params, data, setup.spec, quantile=setup.train.threshold_quantile)
     dev_thr = np.maximum(np.nan_to_num(ev.thresholds, nan=np.inf), THRESHOLD_FLOOR)
     per_device = np.concatenate([r / t for r, t in zip(raw, dev_thr, strict=True)])
-    return {"federated": Scored(np.concatenate(raw) / thr, secs, info),
-            "federated_device_thr": Scored(per_device, secs, {"threshold": "per device"})}
+    return {
+        "federated": Scored(np.concatenate(raw) / thr, secs, info),
+        "federated_device_thr": Scored(per_device, secs, {"threshold": "per device"}),
+    }
 
 
-def run_local_only(train_x: Sequence[np.ndarray], test_x: Sequence[np.ndarray],
-                   moteids: Sequence[int], setup: Setup) -> Scored:
+def run_local_only(
+    train_x: Sequence[np.ndarray],
+    test_x: Sequence[np.ndarray],
+    moteids: Sequence[int],
+    setup: Setup,
+) -> Scored:
     """Each device trains alone for ``rounds x local_epochs`` epochs; own norm and threshold."""
     t0 = time.perf_counter()
     norms = [SufficientStats.from_array(x).normalizer() for x in train_x]
     data = [make_xy(x, nm, setup.spec.n_outputs) for x, nm in zip(train_x, norms, strict=True)]
     cfg = replace(setup.train, local_epochs=setup.train.local_epochs * setup.rounds)
-    res = train_devices(_to_numpy(init_params(setup.spec, setup.seed)), data, setup.spec, cfg,
-                        seed=setup.seed, device_ids=list(moteids))
+    res = train_devices(
+        _to_numpy(init_params(setup.spec, setup.seed)),
+        data,
+        setup.spec,
+        cfg,
+        seed=setup.seed,
+        device_ids=list(moteids),
+    )
     scores = []
     for i, (x, nm) in enumerate(zip(test_x, norms, strict=True)):
         thr = max(float(res.thresholds[i]), THRESHOLD_FLOOR)
@@ -142,16 +179,26 @@ def run_centralised(train_x: Sequence[np.ndarray], test_x: np.ndarray, setup: Se
     norm = pooled_normalizer(train_x)
     x, y = make_xy(np.concatenate(train_x), norm, setup.spec.n_outputs)
     cfg = replace(setup.train, local_epochs=setup.train.local_epochs * setup.rounds)
-    res = train_devices(_to_numpy(init_params(setup.spec, setup.seed)), [(x, y)], setup.spec,
-                        cfg, seed=setup.seed)
+    res = train_devices(
+        _to_numpy(init_params(setup.spec, setup.seed)), [(x, y)], setup.spec, cfg, seed=setup.seed
+    )
     thr = max(float(res.thresholds[0]), THRESHOLD_FLOOR)
     secs = time.perf_counter() - t0
-    return Scored(score_global(res.device_params(0), norm, thr, test_x, setup.spec), secs,
-                  {"epochs": cfg.local_epochs, "n_train": int(x.shape[0])})
+    return Scored(
+        score_global(res.device_params(0), norm, thr, test_x, setup.spec),
+        secs,
+        {"epochs": cfg.local_epochs, "n_train": int(x.shape[0])},
+    )
 
 
-def run_baseline(kind: str, train: pd.DataFrame, test: pd.DataFrame, channels: Sequence[str],
-                 window: int, quantile: float) -> Scored:
+def run_baseline(
+    kind: str,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    channels: Sequence[str],
+    window: int,
+    quantile: float,
+) -> Scored:
     """Rolling ``zscore`` or ``mad`` over each device's train+test series (trailing window);
     per-device threshold: the ``quantile`` of its training-part scores."""
     fn = {"zscore": rolling_zscore, "mad": rolling_mad}[kind]
@@ -165,4 +212,3 @@ def run_baseline(kind: str, train: pd.DataFrame, test: pd.DataFrame, channels: S
     secs = time.perf_counter() - t0
     # ``both`` keeps test rows in the same order as ``test`` (appended after train)
     return Scored(s[is_test] / test_thr, secs, {"window": window})
-

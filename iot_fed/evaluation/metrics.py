@@ -81,16 +81,24 @@ def roc_auc(y_true: Any, scores: Any) -> float:
 def binary_report(y_true: Any, y_pred: Any, scores: Any | None = None) -> dict[str, Any]:
     """Counts, precision, recall, F1 and (with scores) ROC-AUC in one dict."""
     tp, fp, fn, tn = confusion(y_true, y_pred)
-    out: dict[str, Any] = {"n_pos": tp + fn, "n_neg": fp + tn, "tp": tp, "fp": fp, "fn": fn,
-                           "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
-                           "f1": _ratio(2 * tp, 2 * tp + fp + fn)}
+    out: dict[str, Any] = {
+        "n_pos": tp + fn,
+        "n_neg": fp + tn,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }
     if scores is not None:
         out["roc_auc"] = roc_auc(y_true, scores)
     return out
 
 
-def per_fault_report(fault_type: Any, y_pred: Any, scores: Any | None = None,
-                     types: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+def per_fault_report(
+    fault_type: Any, y_pred: Any, scores: Any | None = None, types: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
     """Metrics for each fault type on (normal rows + rows of that type), and ``all``.
 
     ``fault_type[i]`` is the row's fault type, or ``""`` / None for a normal row. Restricting

@@ -16,6 +16,7 @@ from iot_fed.federation.health import local_model_health, promotion_verdict
 from iot_fed.federation.local_round import ModelLoadError, load_bundle
 from iot_fed.federation.windows import validation_window
 from iot_fed.fl.aggregation import AggregationConfig
+from iot_fed.fl.compile_cache import enable_compilation_cache
 from iot_fed.fl.normalization import make_xy
 from iot_fed.fl.pytrees import stack_params
 from iot_fed.fl.scoring import combine_thresholds
@@ -68,6 +69,7 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     The new version is stored unpromoted with lineage and validation metrics; promotion is
     :func:`promote_if_better` (the Dagster layer runs it behind a blocking asset check).
     """
+    enable_compilation_cache(settings.data_dir / "jax_cache")
     promoted = repo.promoted_global_model(db)
     latest = repo.latest_global_model(db)
     since = _as_utc(latest["created_at"]) if latest else None

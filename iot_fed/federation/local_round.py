@@ -11,6 +11,7 @@ from pymongo.database import Database
 
 from iot_fed.config import Settings
 from iot_fed.federation.windows import DeviceWindow, training_window
+from iot_fed.fl.compile_cache import enable_compilation_cache
 from iot_fed.fl.model import init_params
 from iot_fed.fl.normalization import Normalizer, SufficientStats, make_xy
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
@@ -80,6 +81,7 @@ def train_local_models(db: Database, devices: Sequence[str], settings: Settings,
     Devices with no new readings keep their current version (``skipped`` says why).
     Each trained device is stored as its next version in ``local_models``.
     """
+    enable_compilation_cache(settings.data_dir / "jax_cache")
     spec = ModelSpec.from_settings(settings)
     cfg = TrainConfig.from_settings(settings)
     start = starting_point(db, spec, settings.seed)

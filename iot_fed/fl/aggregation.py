@@ -39,7 +39,8 @@ class AggregationError(ValueError):
 
 
 def _fedavg(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return (w @ a.astype(np.float64)) / w.sum()
+    # float64 accumulation without materialising a float64 copy of the matrix
+    return np.einsum("i,ij->j", w, a, dtype=np.float64) / w.sum()
 
 
 def _median(a: np.ndarray) -> np.ndarray:
@@ -50,9 +51,9 @@ def _trimmed_mean(a: np.ndarray, trim_ratio: float) -> tuple[np.ndarray, int]:
     k = a.shape[0]
     t = int(np.floor(trim_ratio * k))
     if t == 0:
-        return a.astype(np.float64).mean(axis=0), 0
+        return a.mean(axis=0, dtype=np.float64), 0
     part = np.partition(np.ascontiguousarray(a.T), [t, k - t - 1], axis=1)
-    return part[:, t: k - t].astype(np.float64).mean(axis=1), t
+    return part[:, t : k - t].mean(axis=1, dtype=np.float64), t
 
 
 def aggregate(
@@ -88,10 +89,15 @@ def aggregate(
         raise AggregationError("all device weights are zero: no device has data to aggregate")
     a = mat if k == mat.shape[0] else mat[active]
     wa = w[active]
-    info: dict[str, Any] = {"strategy": strategy, "n_devices": k,
-                            "n_zero_weight": int(mat.shape[0] - k), "total_weight": float(w.sum()),
-                            "dp_clip_norm": dp_clip_norm,
-                            "dp_noise_multiplier": float(dp_noise_multiplier), "dp_noise_std": 0.0}
+    info: dict[str, Any] = {
+        "strategy": strategy,
+        "n_devices": k,
+        "n_zero_weight": int(mat.shape[0] - k),
+        "total_weight": float(w.sum()),
+        "dp_clip_norm": dp_clip_norm,
+        "dp_noise_multiplier": float(dp_noise_multiplier),
+        "dp_noise_std": 0.0,
+    }
     dp = dp_clip_norm is not None
     base = np.zeros(mat.shape[1], np.float64)
     if dp:
@@ -108,8 +114,11 @@ def aggregate(
         a = (upd * scale[:, None]).astype(np.float32)
         base = g.astype(np.float64)
         wa = np.ones_like(wa)
-        info.update(n_clipped=int((norms > dp_clip_norm).sum()), dp_uniform_weights=True,
-                    update_norm_median=float(np.median(norms)))
+        info.update(
+            n_clipped=int((norms > dp_clip_norm).sum()),
+            dp_uniform_weights=True,
+            update_norm_median=float(np.median(norms)),
+        )
     if strategy == "fedavg":
         agg = _fedavg(a, wa)
     elif strategy == "median":
@@ -136,12 +145,23 @@ class AggregationConfig:
 
     @classmethod
     def from_settings(cls, settings: Any) -> AggregationConfig:
-        return cls(strategy=settings.aggregation_strategy, trim_ratio=settings.trim_ratio,
-                   dp_clip_norm=settings.dp_clip_norm,
-                   dp_noise_multiplier=settings.dp_noise_multiplier)
+        return cls(
+            strategy=settings.aggregation_strategy,
+            trim_ratio=settings.trim_ratio,
+            dp_clip_norm=settings.dp_clip_norm,
+            dp_noise_multiplier=settings.dp_noise_multiplier,
+        )
 
-    def aggregate(self, stacked: Params, weights: Any, global_params: Params | None = None,
-                  seed: int = 0) -> tuple[Params, dict[str, Any]]:
-        return aggregate(stacked, weights, self.strategy, trim_ratio=self.trim_ratio,
-                         global_params=global_params, dp_clip_norm=self.dp_clip_norm,
-                         dp_noise_multiplier=self.dp_noise_multiplier, seed=seed)
+    def aggregate(
+        self, stacked: Params, weights: Any, global_params: Params | None = None, seed: int = 0
+    ) -> tuple[Params, dict[str, Any]]:
+        return aggregate(
+            stacked,
+            weights,
+            self.strategy,
+            trim_ratio=self.trim_ratio,
+            global_params=global_params,
+            dp_clip_norm=self.dp_clip_norm,
+            dp_noise_multiplier=self.dp_noise_multiplier,
+            seed=seed,
+        )

@@ -48,8 +48,9 @@ def features_from_columns(
     (tz-aware values are converted to UTC).
     """
     sin, cos = time_of_day_encoding(ts)
-    cols = [np.asarray(c, dtype=np.float64).reshape(-1) for c in (temperature, humidity, light,
-                                                                   voltage)]
+    cols = [
+        np.asarray(c, dtype=np.float64).reshape(-1) for c in (temperature, humidity, light, voltage)
+    ]
     n = cols[0].shape[0]
     if any(c.shape[0] != n for c in cols) or sin.shape[0] != n:
         raise ValueError("all columns must have the same length")

@@ -52,8 +52,9 @@ def init_params(spec: ModelSpec, seed: int | jax.Array = 0) -> Params:
     sizes = spec.sizes
     gain = 1.0 if spec.activation == "tanh" else 2.0
     params: Params = {}
-    for i, (name, k) in enumerate(zip(spec.layer_names(), jax.random.split(key, spec.n_layers),
-                                      strict=True)):
+    for i, (name, k) in enumerate(
+        zip(spec.layer_names(), jax.random.split(key, spec.n_layers), strict=True)
+    ):
         fan_in, fan_out = sizes[i], sizes[i + 1]
         g = gain if i < spec.n_layers - 1 else 1.0
         limit = jnp.sqrt(3.0 * g / fan_in)
@@ -75,14 +76,14 @@ def forward(params: Params, x: jax.Array, activation: str) -> jax.Array:
     return h @ last["w"] + last["b"]
 
 
-def reconstruction_error(params: Params, x: jax.Array, y: jax.Array, activation: str
-                         ) -> jax.Array:
+def reconstruction_error(params: Params, x: jax.Array, y: jax.Array, activation: str) -> jax.Array:
     """Per-sample anomaly score: mean squared error over the output channels, shape ``(...,)``."""
     return jnp.mean(jnp.square(forward(params, x, activation) - y), axis=-1)
 
 
-def masked_mean_loss(params: Params, x: jax.Array, y: jax.Array, mask: jax.Array,
-                     activation: str) -> jax.Array:
+def masked_mean_loss(
+    params: Params, x: jax.Array, y: jax.Array, mask: jax.Array, activation: str
+) -> jax.Array:
     """Mean score over the rows where ``mask`` is 1 (0 when no row is valid)."""
     err = reconstruction_error(params, x, y, activation)
     m = mask.astype(err.dtype)

@@ -39,8 +39,9 @@ class SufficientStats:
     def merge(self, other: SufficientStats) -> SufficientStats:
         if self.sum.shape != other.sum.shape:
             raise ValueError(f"feature count mismatch: {self.sum.shape} vs {other.sum.shape}")
-        return SufficientStats(self.count + other.count, self.sum + other.sum,
-                               self.sumsq + other.sumsq)
+        return SufficientStats(
+            self.count + other.count, self.sum + other.sum, self.sumsq + other.sumsq
+        )
 
     __add__ = merge
 
@@ -73,8 +74,9 @@ class SufficientStats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SufficientStats:
-        return cls(int(d["count"]), np.asarray(d["sum"], np.float64),
-                   np.asarray(d["sumsq"], np.float64))
+        return cls(
+            int(d["count"]), np.asarray(d["sum"], np.float64), np.asarray(d["sumsq"], np.float64)
+        )
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,9 @@ class Normalizer:
         return cls(mean=np.asarray(d["mean"]), std=np.asarray(d["std"]))
 
 
-def make_xy(features: np.ndarray, norm: Normalizer, n_outputs: int = 4) -> tuple[
-        np.ndarray, np.ndarray]:
+def make_xy(
+    features: np.ndarray, norm: Normalizer, n_outputs: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
     """Model inputs and reconstruction targets: standardised features and their first channels."""
     x = norm.apply(features)
     return x, np.ascontiguousarray(x[:, :n_outputs])

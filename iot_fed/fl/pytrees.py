@@ -27,14 +27,17 @@ def stack_params(trees: Sequence[Params]) -> Params:
     """List of single-device pytrees -> one stacked pytree (leading device axis)."""
     if not trees:
         raise ValueError("nothing to stack")
-    return {k: {m: np.stack([np.asarray(t[k][m]) for t in trees]) for m in layer}
-            for k, layer in trees[0].items()}
+    return {
+        k: {m: np.stack([np.asarray(t[k][m]) for t in trees]) for m in layer}
+        for k, layer in trees[0].items()
+    }
 
 
 def unstack_params(stacked: Params) -> list[Params]:
     d = n_stacked(stacked)
-    return [{k: {m: v[i] for m, v in layer.items()} for k, layer in stacked.items()}
-            for i in range(d)]
+    return [
+        {k: {m: v[i] for m, v in layer.items()} for k, layer in stacked.items()} for i in range(d)
+    ]
 
 
 def n_stacked(stacked: Params) -> int:
@@ -66,7 +69,7 @@ def unflatten(vec: np.ndarray, layout: Layout) -> Params:
     lead = vec.shape[:-1]
     for k, m, shape in layout:
         size = int(np.prod(shape))
-        out.setdefault(k, {})[m] = vec[..., off: off + size].reshape(*lead, *shape)
+        out.setdefault(k, {})[m] = vec[..., off : off + size].reshape(*lead, *shape)
         off += size
     if off != vec.shape[-1]:
         raise ValueError(f"layout has {off} values, vector has {vec.shape[-1]}")

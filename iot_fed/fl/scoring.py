@@ -44,13 +44,19 @@ def forward_numpy(params: Params, x: np.ndarray, activation: str) -> np.ndarray:
     return h
 
 
-def reconstruction_error_numpy(params: Params, x: np.ndarray, y: np.ndarray, activation: str
-                               ) -> np.ndarray:
+def reconstruction_error_numpy(
+    params: Params, x: np.ndarray, y: np.ndarray, activation: str
+) -> np.ndarray:
     return np.mean(np.square(forward_numpy(params, x, activation) - y), axis=-1)
 
 
-def score_batch(model: ModelBundle | Params, features: np.ndarray, *,
-                spec: ModelSpec | None = None, norm: Normalizer | None = None) -> np.ndarray:
+def score_batch(
+    model: ModelBundle | Params,
+    features: np.ndarray,
+    *,
+    spec: ModelSpec | None = None,
+    norm: Normalizer | None = None,
+) -> np.ndarray:
     """Anomaly scores ``(n,)`` for raw features ``(n, 6)`` (see ``features_from_columns``).
 
     ``model`` is a :class:`ModelBundle` (its spec and normalisation are used) or a params
@@ -70,8 +76,9 @@ def score_batch(model: ModelBundle | Params, features: np.ndarray, *,
     return reconstruction_error_numpy(params, x, x[:, : spec.n_outputs], spec.activation)
 
 
-def score_readings(bundle: ModelBundle, temperature: Any, humidity: Any, light: Any,
-                   voltage: Any, ts: Any) -> np.ndarray:
+def score_readings(
+    bundle: ModelBundle, temperature: Any, humidity: Any, light: Any, voltage: Any, ts: Any
+) -> np.ndarray:
     """Columns in, scores out: ``features_from_columns`` + :func:`score_batch`."""
     return score_batch(bundle, features_from_columns(temperature, humidity, light, voltage, ts))
 

@@ -73,15 +73,20 @@ class ModelBundle:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "spec": self.spec.to_dict(),
-            "arrays": {k: {"shape": list(a.shape), "dtype": a.dtype.str}
-                       for k, a in arrays.items()},
+            "arrays": {
+                k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()
+            },
             "threshold": None if self.threshold is None else float(self.threshold),
             "version": self.version,
             "meta": self.meta,
             "sha256": _checksum(arrays),
         }
         buf = io.BytesIO()
-        meta = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
+        try:
+            text = json.dumps(header, sort_keys=True, default=_json_default)
+        except TypeError as exc:
+            raise ModelBlobError(f"bundle version/meta must be JSON-serialisable: {exc}") from None
+        meta = np.frombuffer(text.encode(), np.uint8)
         np.savez(buf, **arrays, **{_META: meta})
         body = buf.getvalue()
         return _MAGIC + hashlib.sha256(body).digest() + body
@@ -104,8 +109,9 @@ class ModelBundle:
                 if a is None:
                     raise ModelBlobError(f"model blob lacks {name}")
                 if a.shape != shape or a.dtype != np.float32:
-                    raise ModelBlobError(f"{name}: blob has {a.dtype}{a.shape}, spec needs "
-                                         f"float32{shape}")
+                    raise ModelBlobError(
+                        f"{name}: blob has {a.dtype}{a.shape}, spec needs float32{shape}"
+                    )
                 if not np.all(np.isfinite(a)):
                     raise ModelBlobError(f"{name} contains non-finite values")
                 params.setdefault(layer, {})[leaf] = a
@@ -116,23 +122,41 @@ class ModelBundle:
         norm = None
         if "norm/mean" in arrays or "norm/std" in arrays:
             mean, std = arrays.get("norm/mean"), arrays.get("norm/std")
-            if mean is None or std is None or mean.shape != (spec.n_inputs,) or std.shape != (
-                    spec.n_inputs,):
+            if (
+                mean is None
+                or std is None
+                or mean.shape != (spec.n_inputs,)
+                or std.shape != (spec.n_inputs,)
+            ):
                 raise ModelBlobError(f"normalisation stats must both have shape ({spec.n_inputs},)")
             try:
                 norm = Normalizer(mean, std)
             except ValueError as exc:
                 raise ModelBlobError(f"invalid normalisation stats: {exc}") from None
         thr = header.get("threshold")
-        return cls(spec, params, norm, None if thr is None else float(thr), header.get("version"),
-                   dict(header.get("meta") or {}))
+        return cls(
+            spec,
+            params,
+            norm,
+            None if thr is None else float(thr),
+            header.get("version"),
+            dict(header.get("meta") or {}),
+        )
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def _read(blob: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     blob = bytes(blob)
     if not blob.startswith(_MAGIC):
         raise ModelBlobError("not an iot_fed model blob (bad magic bytes)")
-    digest, body = blob[len(_MAGIC): len(_MAGIC) + _DIGEST], blob[len(_MAGIC) + _DIGEST:]
+    digest, body = blob[len(_MAGIC) : len(_MAGIC) + _DIGEST], blob[len(_MAGIC) + _DIGEST :]
     if hashlib.sha256(body).digest() != digest:
         raise ModelBlobError("model blob checksum mismatch (corrupted or truncated)")
     try:
@@ -168,7 +192,8 @@ def params_to_bytes(params: Params, spec: ModelSpec) -> bytes:
     return ModelBundle(spec, params).to_bytes()
 
 
-def params_from_bytes(blob: bytes, expected_spec: ModelSpec | None = None
-                      ) -> tuple[ModelSpec, Params]:
+def params_from_bytes(
+    blob: bytes, expected_spec: ModelSpec | None = None
+) -> tuple[ModelSpec, Params]:
     b = ModelBundle.from_bytes(blob, expected_spec)
     return b.spec, b.params

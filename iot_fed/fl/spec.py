@@ -56,8 +56,9 @@ class ModelSpec:
         }
 
     def n_params(self) -> int:
-        return sum(int(np.prod(shp)) for layer in self.param_shapes().values()
-                   for shp in layer.values())
+        return sum(
+            int(np.prod(shp)) for layer in self.param_shapes().values() for shp in layer.values()
+        )
 
     def flops_per_sample(self) -> int:
         """Multiply-adds x 2 of one forward pass (``2 * in * out`` per layer)."""

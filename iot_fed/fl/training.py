@@ -69,6 +69,9 @@ class TrainConfig:
     threshold_quantile: float = 0.99
     min_device_bucket: int = 8
     min_step_bucket: int = 1
+    evaluate: bool = True
+    """Score every device's data with the global and the trained params (loss_before,
+    loss_after, thresholds); ~2 extra forward passes. ``False``: those fields are NaN."""
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -133,8 +136,11 @@ def bucket_size(n: int, minimum: int = 1) -> int:
     return -(-n >> shift) << shift
 
 
-_M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(
-    0x9E3779B97F4A7C15)
+_M1, _M2, _GOLD = (
+    np.uint64(0xBF58476D1CE4E5B9),
+    np.uint64(0x94D049BB133111EB),
+    np.uint64(0x9E3779B97F4A7C15),
+)
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -144,8 +150,9 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def epoch_orders(seed: int, device_ids: np.ndarray, n: np.ndarray, rows: int, epochs: int
-                 ) -> np.ndarray:
+def epoch_orders(
+    seed: int, device_ids: np.ndarray, n: np.ndarray, rows: int, epochs: int
+) -> np.ndarray:
     """Row order per device and epoch, ``(devices, epochs, rows)`` int32.
 
     The first ``n[i]`` positions are a pseudo-random permutation of rows ``0..n[i]-1``
@@ -156,9 +163,11 @@ def epoch_orders(seed: int, device_ids: np.ndarray, n: np.ndarray, rows: int, ep
         key = _mix(_mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) ^ _GOLD) ^ ids)  # (D,)
         key = _mix(key[:, None] ^ (np.arange(epochs, dtype=np.uint64) + np.uint64(1)) * _GOLD)
         r = np.arange(rows, dtype=np.uint64)
-        h = _mix(key[:, :, None] ^ (r * _M2)) >> np.uint64(1)  # (D, E, rows), < 2**63
-    invalid = np.arange(rows)[None, None, :] >= np.asarray(n)[:, None, None]
-    h = np.where(invalid, np.uint64(1 << 63) + r, h)
+        h = (_mix(key[:, :, None] ^ (r * _M2)) >> np.uint64(33)).astype(np.uint32)  # < 2**31
+    invalid = (
+        np.arange(rows, dtype=np.uint32)[None, None, :] >= np.asarray(n, np.uint32)[:, None, None]
+    )
+    h = np.where(invalid, np.uint32(1 << 31) + np.arange(rows, dtype=np.uint32), h)
     return np.argsort(h, axis=-1).astype(np.int32)
 
 
@@ -190,13 +199,15 @@ class _Trainer:
     def __init__(self, spec: ModelSpec, cfg: TrainConfig) -> None:
         self.spec, self.cfg = spec, cfg
         tx = make_optimizer(cfg)
-        act, mu, bsz = spec.activation, cfg.fedprox_mu, cfg.batch_size
+        act, mu, bsz, evaluate = spec.activation, cfg.fedprox_mu, cfg.batch_size, cfg.evaluate
 
         def loss_fn(p: Params, g: Params, xb: jax.Array, yb: jax.Array, mb: jax.Array):
             loss = masked_mean_loss(p, xb, yb, mb, act)
             if mu > 0:
-                sq = sum(jnp.sum(jnp.square(a - b)) for a, b in
-                         zip(jax.tree.leaves(p), jax.tree.leaves(g), strict=True))
+                sq = sum(
+                    jnp.sum(jnp.square(a - b))
+                    for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(g), strict=True)
+                )
                 loss = loss + 0.5 * mu * sq
             return loss
 
@@ -225,6 +236,9 @@ class _Trainer:
                 return (p, s), loss
 
             (p, _), _ = jax.lax.scan(body, (g, tx.init(g)), batches)
+            if not evaluate:
+                nan = jnp.full((), jnp.nan, x.dtype)
+                return p, nan, nan, jnp.full(x.shape[:1], jnp.nan, x.dtype)
             loss_before, _ = evaluate_one(g, x, y, n)
             loss_after, err = evaluate_one(p, x, y, n)
             return p, loss_before, loss_after, err
@@ -243,13 +257,15 @@ def _get_trainer(spec: ModelSpec, cfg: TrainConfig) -> _Trainer:
 
 def _trainer_for(spec: ModelSpec, cfg: TrainConfig) -> _Trainer:
     # the quantile and bucket minima are not part of the compiled computation's identity
-    return _get_trainer(spec, replace(cfg, threshold_quantile=0.5, min_device_bucket=1,
-                                      min_step_bucket=1))
+    return _get_trainer(
+        spec, replace(cfg, threshold_quantile=0.5, min_device_bucket=1, min_step_bucket=1)
+    )
 
 
 def _as_f32(params: Params) -> Params:
-    return {k: {n: np.asarray(v, np.float32) for n, v in layer.items()}
-            for k, layer in params.items()}
+    return {
+        k: {n: np.asarray(v, np.float32) for n, v in layer.items()} for k, layer in params.items()
+    }
 
 
 def _check(device_data: DeviceData, spec: ModelSpec) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -257,8 +273,10 @@ def _check(device_data: DeviceData, spec: ModelSpec) -> list[tuple[np.ndarray, n
     for i, (x, y) in enumerate(device_data):
         x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
         if x.ndim != 2 or x.shape[1] != spec.n_inputs or y.shape != (x.shape[0], spec.n_outputs):
-            raise ValueError(f"device {i}: expected X (n, {spec.n_inputs}) and Y "
-                             f"(n, {spec.n_outputs}), got {x.shape} and {y.shape}")
+            raise ValueError(
+                f"device {i}: expected X (n, {spec.n_inputs}) and Y "
+                f"(n, {spec.n_outputs}), got {x.shape} and {y.shape}"
+            )
         out.append((x, y))
     return out
 
@@ -309,8 +327,9 @@ def train_devices(
     slots, rows = padded_shape(data, cfg)
     x, y, n = _pad(data, spec, slots, rows)
     order = np.tile(np.arange(rows, dtype=np.int32), (slots, cfg.local_epochs))
-    order[:d] = epoch_orders(seed, _ids(device_ids, d), n[:d], rows,
-                             cfg.local_epochs).reshape(d, -1)
+    order[:d] = epoch_orders(seed, _ids(device_ids, d), n[:d], rows, cfg.local_epochs).reshape(
+        d, -1
+    )
     tr = _trainer_for(spec, cfg)
     out = jax.device_get(tr.train_many(_as_f32(global_params), x, y, n, order))
     p, lb, la, err = out
@@ -351,7 +370,7 @@ def train_devices_loop(
         y = np.zeros((rows, spec.n_outputs), np.float32)
         ni = len(xi)
         x[:ni], y[:ni] = xi, yi
-        order = epoch_orders(seed, ids[i: i + 1], np.array([ni]), rows, cfg.local_epochs)
+        order = epoch_orders(seed, ids[i : i + 1], np.array([ni]), rows, cfg.local_epochs)
         p, s = g, tr.opt_init(g)
         for bidx in order.reshape(-1, cfg.batch_size):
             mb = bidx < ni
@@ -362,10 +381,10 @@ def train_devices_loop(
         thr = masked_quantile_rows(np.asarray(err)[None], np.array([ni]), cfg.threshold_quantile)
         outs.append((jax.device_get(p), float(lb), float(la), float(thr[0])))
     n = np.array([len(xi) for xi, _ in data], np.int32)
-    stacked = {k: {m: np.stack([o[0][k][m] for o in outs]) for m in ("w", "b")}
-               for k in spec.layer_names()}
-    return _result(stacked, n, [o[1] for o in outs], [o[2] for o in outs],
-                   [o[3] for o in outs])
+    stacked = {
+        k: {m: np.stack([o[0][k][m] for o in outs]) for m in ("w", "b")} for k in spec.layer_names()
+    }
+    return _result(stacked, n, [o[1] for o in outs], [o[2] for o in outs], [o[3] for o in outs])
 
 
 def evaluate_devices(

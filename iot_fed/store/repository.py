@@ -59,7 +59,7 @@ def readings_to_docs(df: pd.DataFrame) -> list[dict[str, Any]]:
     """DataFrame rows (reading columns, plus fault columns if present) -> MongoDB documents."""
     cols = [c for c in (*READING_FIELDS, "fault", "fault_reason") if c in df.columns]
     frame = df[cols].astype(object).where(df[cols].notna(), None)
-    frame["ts"] = list(pd.to_datetime(df["ts"], utc=True).dt.to_pydatetime())
+    frame["ts"] = list(pd.DatetimeIndex(pd.to_datetime(df["ts"], utc=True)).to_pydatetime())
     return frame.to_dict("records")
 
 
@@ -121,6 +121,33 @@ def readings_for_device(
         docs.reverse()
         return docs
     return list(cur.sort("epoch", ASCENDING))
+
+
+def readings_for_devices(
+    db: Database,
+    since_epochs: Mapping[int, int | None],
+    limit: int | None = None,
+) -> dict[int, list[dict[str, Any]]]:
+    """Several motes' readings in ONE query: ``{moteid: readings with epoch > since}``.
+
+    Same per-mote semantics as :func:`readings_for_device` (epoch order; ``limit`` keeps
+    the latest). Prefer this for many devices: FerretDB v1 (SQLite) scans the whole
+    collection for every filtered query, so one query beats one per device.
+    """
+    out: dict[int, list[dict[str, Any]]] = {int(m): [] for m in since_epochs}
+    clauses = [
+        {"moteid": int(m)} if e is None else {"moteid": int(m), "epoch": {"$gt": int(e)}}
+        for m, e in since_epochs.items()
+    ]
+    if not clauses:
+        return out
+    for d in db[SENSOR_READINGS].find({"$or": clauses}, {"_id": 0}):
+        out[int(d["moteid"])].append(d)
+    for m, docs in out.items():
+        docs.sort(key=lambda d: d["epoch"])
+        if limit is not None:
+            out[m] = docs[-int(limit):] if limit > 0 else []
+    return out
 
 
 def reading_counts(db: Database) -> dict[int, dict[str, int]]:

@@ -23,11 +23,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as TP
 from pymongo.database import Database
 
@@ -68,6 +68,15 @@ class IngestResult:
     duration_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (partition keys as strings, ``max_ts`` ISO-8601)."""
+        d = asdict(self)
+        for k in ("per_device_new_counts", "offsets_to_commit", "next_offsets", "end_offsets"):
+            d[k] = {str(p): v for p, v in d[k].items()}
+        d["max_ts"] = self.max_ts.isoformat() if self.max_ts else None
+        d["lag"] = self.lag
+        return d
+
     @property
     def lag(self) -> int:
         """Messages left after this batch (vs the end offsets seen at its start)."""
@@ -104,8 +113,8 @@ class Ingestor:
         *,
         topic: str | None = None,
         group: str | None = None,
-        strategy: WriteStrategy = "insert",
-        chunk_size: int = 5000,
+        strategy: WriteStrategy | None = None,
+        chunk_size: int | None = None,
         consumer: Consumer | None = None,
         dlq_producer: Producer | None = None,
     ) -> None:
@@ -113,8 +122,8 @@ class Ingestor:
         self.db = db
         self.topic = topic or settings.kafka_topic
         self.dlq_topic = settings.kafka_dlq_topic
-        self.strategy = strategy
-        self.chunk_size = chunk_size
+        self.strategy = strategy or settings.ingest_write_strategy
+        self.chunk_size = chunk_size or settings.ingest_chunk_size
         self._own = consumer is None, dlq_producer is None
         self.consumer = consumer or Consumer(consumer_config(settings, group))
         self.dlq = dlq_producer or Producer(producer_config(settings, **{"linger.ms": 1}))
@@ -187,9 +196,13 @@ class Ingestor:
         res.end_offsets = {p: marks[p][1] for p in parts}
         res.next_offsets = dict(pos)
         pending = {p for p in parts if pos[p] < marks[p][1]}
+        pending_at_start = set(pending)
         timings["offsets"] += time.monotonic() - t_start
+        # forget where we left the consumer until this batch succeeds (a failed batch
+        # moved it past unwritten messages, so it must be re-assigned next time)
+        left_at, self._assigned = self._assigned, {}
         if pending:
-            self._assign(pos, pending)
+            self._assign(pos, pending, left_at)
         reasons = Counter[str]()
         new_counts = Counter[int]()
 
@@ -208,7 +221,8 @@ class Ingestor:
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition())
+                        if msg.offset() >= marks[msg.partition()][1]:  # else stale
+                            pending.discard(msg.partition())
                     elif err.fatal():
                         raise KafkaException(err)
                     else:
@@ -252,7 +266,6 @@ class Ingestor:
         res.per_device_new_counts = dict(sorted(new_counts.items()))
         res.dead_reasons = dict(reasons)
         res.offsets_to_commit = {p: o for p, o in res.next_offsets.items() if o != pos[p]}
-        self._assigned.update(res.next_offsets)
 
         t4 = time.monotonic()
         if res.n_dead:
@@ -264,6 +277,7 @@ class Ingestor:
             )
             res.committed = True
         timings["commit"] += time.monotonic() - t4
+        self._assigned = {p: res.next_offsets[p] for p in pending_at_start}
         res.duration_s = time.monotonic() - t_start
         res.timings = {k: round(v, 4) for k, v in timings.items()}
         log.info(
@@ -277,15 +291,13 @@ class Ingestor:
         )
         return res
 
-    def _assign(self, pos: dict[int, int], pending: Iterable[int]) -> None:
+    def _assign(self, pos: dict[int, int], pending: Iterable[int], left_at: dict[int, int]) -> None:
         """Assign at ``pos`` unless the consumer already sits exactly there (keeps prefetch)."""
         want = {p: pos[p] for p in pending}
-        if want == {p: self._assigned.get(p, OFFSET_INVALID) for p in want} and set(
-            tp.partition for tp in self.consumer.assignment()
-        ) == set(want):
+        assigned = {tp.partition for tp in self.consumer.assignment()}
+        if want == left_at and assigned == set(want):
             return
         self.consumer.assign([TP(self.topic, p, o) for p, o in want.items()])
-        self._assigned = dict(want)
 
     # --- dead letters ------------------------------------------------------------
     def _dead_letter(self, msg: Any, reason: str) -> dict[str, Any]:
@@ -347,7 +359,7 @@ def ingest_batch(
     *,
     commit: bool = True,
     topic: str | None = None,
-    strategy: WriteStrategy = "insert",
+    strategy: WriteStrategy | None = None,
 ) -> IngestResult:
     """One bounded batch (see :class:`Ingestor.run_batch`).
 

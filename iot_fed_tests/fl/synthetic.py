@@ -9,8 +9,7 @@ from iot_fed.fl.features import features_from_columns
 T0 = np.datetime64("2004-03-01T00:00:00", "s")
 
 
-def device_columns(n: int, device: int, seed: int = 0, step_s: int = 300
-                   ) -> tuple[np.ndarray, ...]:
+def device_columns(n: int, device: int, seed: int = 0, step_s: int = 300) -> tuple[np.ndarray, ...]:
     """Raw ``temperature, humidity, light, voltage, ts`` of one mote (diurnal, slow voltage)."""
     rng = np.random.default_rng([seed, device])
     t = np.arange(n) * step_s + int(rng.integers(0, 86_400))

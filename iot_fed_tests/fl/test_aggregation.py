@@ -12,8 +12,10 @@ def _tree(w, b):
 
 def _random_stacked(d, seed=0, spec=ModelSpec(hidden=(8,))):
     rng = np.random.default_rng(seed)
-    return {k: {m: rng.normal(size=(d, *shape)).astype(np.float32) for m, shape in leaves.items()}
-            for k, leaves in spec.param_shapes().items()}
+    return {
+        k: {m: rng.normal(size=(d, *shape)).astype(np.float32) for m, shape in leaves.items()}
+        for k, leaves in spec.param_shapes().items()
+    }
 
 
 def test_fedavg_golden_two_tiny_pytrees():
@@ -48,13 +50,19 @@ def test_all_zero_weights_is_a_clear_error():
 def test_robust_strategies_survive_a_scaled_device_fedavg_does_not():
     rng = np.random.default_rng(1)
     honest = _random_stacked(1, seed=2)
-    stacked = {k: {m: v + 0.01 * rng.normal(size=(10, *v.shape[1:])).astype(np.float32)
-                   for m, v in layer.items()} for k, layer in honest.items()}
+    stacked = {
+        k: {
+            m: v + 0.01 * rng.normal(size=(10, *v.shape[1:])).astype(np.float32)
+            for m, v in layer.items()
+        }
+        for k, layer in honest.items()
+    }
     for layer in stacked.values():
         for m in layer:
             layer[m][4] *= 1e6  # one poisoned device
-    target, _ = flatten_single({k: {m: v[0] for m, v in layer.items()}
-                                for k, layer in honest.items()})
+    target, _ = flatten_single(
+        {k: {m: v[0] for m, v in layer.items()} for k, layer in honest.items()}
+    )
     w = np.full(10, 100)
     err = {}
     for strategy in ("fedavg", "median", "trimmed_mean"):
@@ -83,8 +91,15 @@ def test_dp_noise_has_the_configured_scale():
     z, clip = 1.0, 2.0
     noise = []
     for seed in range(20):
-        out, info = aggregate(stacked, np.arange(1, 11), "fedavg", global_params=g,
-                              dp_clip_norm=clip, dp_noise_multiplier=z, seed=seed)
+        out, info = aggregate(
+            stacked,
+            np.arange(1, 11),
+            "fedavg",
+            global_params=g,
+            dp_clip_norm=clip,
+            dp_noise_multiplier=z,
+            seed=seed,
+        )
         noise.append(flatten_single(out)[0] - flatten_single(g)[0])
     noise = np.concatenate(noise)
     expected = z * clip / 10
@@ -110,6 +125,7 @@ def test_dp_clipping_bounds_each_update():
 def test_config_from_settings_and_pytree_helpers():
     class S:
         aggregation_strategy, trim_ratio, dp_clip_norm, dp_noise_multiplier = "median", 0.2, None, 0
+
     cfg = AggregationConfig.from_settings(S())
     stacked = _random_stacked(5)
     out, info = cfg.aggregate(stacked, [1] * 5)

@@ -9,8 +9,10 @@ from iot_fed.fl.spec import ModelSpec
 # 2 -> 2 (relu) -> 1 with hand-picked weights
 TINY_SPEC = ModelSpec(hidden=(2,), activation="relu", n_inputs=2, n_outputs=1)
 TINY = {
-    "layer_0": {"w": np.array([[1.0, -1.0], [2.0, 0.5]], np.float32),
-                "b": np.array([0.0, 1.0], np.float32)},
+    "layer_0": {
+        "w": np.array([[1.0, -1.0], [2.0, 0.5]], np.float32),
+        "b": np.array([0.0, 1.0], np.float32),
+    },
     "layer_1": {"w": np.array([[0.5], [-1.0]], np.float32), "b": np.array([0.25], np.float32)},
 }
 X = np.array([[1.0, 2.0], [-1.0, 0.0]], np.float32)
@@ -22,8 +24,9 @@ def test_golden_forward_and_loss():
     # x2: pre = [-1, 2] -> relu [0, 2] -> -2 + 0.25 = -1.75 ; err (-1.75 - 0)^2 = 3.0625
     out = forward(TINY, jnp.asarray(X), "relu")
     np.testing.assert_allclose(np.asarray(out), [[1.75], [-1.75]], rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(reconstruction_error(TINY, X, Y, "relu")),
-                               [0.5625, 3.0625], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(reconstruction_error(TINY, X, Y, "relu")), [0.5625, 3.0625], rtol=1e-6
+    )
     assert float(masked_mean_loss(TINY, X, Y, jnp.array([1, 1]), "relu")) == pytest.approx(1.8125)
     assert float(masked_mean_loss(TINY, X, Y, jnp.array([1, 0]), "relu")) == pytest.approx(0.5625)
     assert float(masked_mean_loss(TINY, X, Y, jnp.array([0, 0]), "relu")) == 0.0
@@ -36,19 +39,27 @@ def test_numpy_forward_equals_jax_forward(activation):
     params = init_params(spec, 3)
     x = np.random.default_rng(0).normal(size=(257, 6)).astype(np.float32) * 3
     y = x[:, :4]
-    np.testing.assert_allclose(forward_numpy(params, x, activation),
-                               np.asarray(forward(params, x, activation)), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(reconstruction_error_numpy(params, x, y, activation),
-                               np.asarray(reconstruction_error(params, x, y, activation)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        forward_numpy(params, x, activation),
+        np.asarray(forward(params, x, activation)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        reconstruction_error_numpy(params, x, y, activation),
+        np.asarray(reconstruction_error(params, x, y, activation)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_spec_shapes_and_dict_round_trip():
     spec = ModelSpec(hidden=[32, 16], activation="tanh")
     params = init_params(spec, 0)
     assert spec.hidden == (32, 16) and spec.sizes == (6, 32, 16, 4)
-    assert {k: {m: v.shape for m, v in layer.items()} for k, layer in params.items()} == \
-        spec.param_shapes()
+    assert {
+        k: {m: v.shape for m, v in layer.items()} for k, layer in params.items()
+    } == spec.param_shapes()
     assert spec.n_params() == 6 * 32 + 32 + 32 * 16 + 16 + 16 * 4 + 4
     assert spec.flops_per_sample() == 2 * (6 * 32 + 32 * 16 + 16 * 4)
     assert ModelSpec.from_dict(spec.to_dict()) == spec

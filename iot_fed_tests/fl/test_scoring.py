@@ -22,8 +22,10 @@ from .synthetic import device_columns, device_readings
 
 
 def test_scoring_module_does_not_import_jax():
-    code = ("import sys, iot_fed.fl, iot_fed.fl.scoring, iot_fed.fl.serialization, "
-            "iot_fed.fl.aggregation; assert 'jax' not in sys.modules, 'jax imported'")
+    code = (
+        "import sys, iot_fed.fl, iot_fed.fl.scoring, iot_fed.fl.serialization, "
+        "iot_fed.fl.aggregation; assert 'jax' not in sys.modules, 'jax imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -34,8 +36,12 @@ def test_score_batch_matches_jax_and_bundle_applies_normalisation():
     norm = SufficientStats.from_array(raw).normalizer()
     x, y = make_xy(raw, norm)
     expected = np.asarray(reconstruction_error(params, x, y, "gelu"))
-    bundle = ModelBundle(spec, {k: {m: np.asarray(v) for m, v in la.items()}
-                                for k, la in params.items()}, norm, threshold=0.5)
+    bundle = ModelBundle(
+        spec,
+        {k: {m: np.asarray(v) for m, v in la.items()} for k, la in params.items()},
+        norm,
+        threshold=0.5,
+    )
     np.testing.assert_allclose(score_batch(bundle, raw), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(score_batch(params, x, spec=spec), expected, rtol=1e-5, atol=1e-6)
     back = ModelBundle.from_bytes(bundle.to_bytes())
@@ -73,9 +79,12 @@ def test_trained_federated_model_flags_injected_spikes():
     spikes[:, 0] += 15.0
     low_v = normal.copy()
     low_v[:, 3] = 2.2
-    rate = {name: flag(score_batch(bundle, x), bundle.threshold).mean()
-            for name, x in {"normal": normal, "spikes": spikes, "low_v": low_v}.items()}
+    rate = {
+        name: flag(score_batch(bundle, x), bundle.threshold).mean()
+        for name, x in {"normal": normal, "spikes": spikes, "low_v": low_v}.items()
+    }
     assert rate["normal"] < 0.1, rate
     assert rate["spikes"] > 0.9 and rate["low_v"] > 0.9, rate
-    np.testing.assert_array_equal(score_readings(bundle, *device_columns(200, 2, seed=99)),
-                                  score_batch(bundle, normal))
+    np.testing.assert_array_equal(
+        score_readings(bundle, *device_columns(200, 2, seed=99)), score_batch(bundle, normal)
+    )

@@ -19,14 +19,22 @@ SPEC = ModelSpec(hidden=(8, 4), activation="tanh")
 
 def _params(spec=SPEC, seed=0):
     rng = np.random.default_rng(seed)
-    return {k: {m: rng.normal(size=s).astype(np.float32) for m, s in leaves.items()}
-            for k, leaves in spec.param_shapes().items()}
+    return {
+        k: {m: rng.normal(size=s).astype(np.float32) for m, s in leaves.items()}
+        for k, leaves in spec.param_shapes().items()
+    }
 
 
 def _bundle():
     norm = Normalizer(np.arange(6.0), np.linspace(0.5, 2.0, 6))
-    return ModelBundle(SPEC, _params(), norm, threshold=1.25, version=7,
-                       meta={"devices": 54, "strategy": "fedavg"})
+    return ModelBundle(
+        SPEC,
+        _params(),
+        norm,
+        threshold=1.25,
+        version=7,
+        meta={"devices": np.int64(54), "strategy": "fedavg"},
+    )
 
 
 def test_bundle_round_trip():
@@ -79,7 +87,7 @@ def test_tampered_array_fails_the_inner_checksum():
     # re-wrapped with a valid outer digest: only the per-array checksum can catch it
     blob = _bundle().to_bytes()
     head = len(_MAGIC)
-    with np.load(io.BytesIO(blob[head + 32:])) as z:
+    with np.load(io.BytesIO(blob[head + 32 :])) as z:
         arrays = {k: z[k] for k in z.files}
     arrays["params/layer_0/w"] = arrays["params/layer_0/w"] + 1
     out = io.BytesIO()

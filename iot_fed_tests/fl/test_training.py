@@ -24,8 +24,9 @@ from .synthetic import device_readings
 from .test_model import TINY, TINY_SPEC
 
 SPEC = ModelSpec(hidden=(8,), activation="relu")
-CFG = TrainConfig(optimizer="adam", learning_rate=1e-2, local_epochs=2, batch_size=16,
-                  fedprox_mu=0.01)
+CFG = TrainConfig(
+    optimizer="adam", learning_rate=1e-2, local_epochs=2, batch_size=16, fedprox_mu=0.01
+)
 # most tests keep the largest device at 65..80 samples and <= 8 devices, so they share one
 # compiled shape (8 device slots x 5 steps of 16 rows) and the folder stays fast
 
@@ -46,16 +47,18 @@ def _max_diff(a, b):
 def test_golden_single_sgd_step():
     # one sample, batch 1, sgd lr 0.1: out 1.75, y 1 -> dL/dout = 1.5, h = [5, 1]
     cfg = TrainConfig(optimizer="sgd", learning_rate=0.1, local_epochs=1, batch_size=1)
-    res = train_devices(TINY, [(np.array([[1.0, 2.0]], np.float32),
-                                np.array([[1.0]], np.float32))], TINY_SPEC, cfg)
+    res = train_devices(
+        TINY, [(np.array([[1.0, 2.0]], np.float32), np.array([[1.0]], np.float32))], TINY_SPEC, cfg
+    )
     p = res.device_params(0)
     np.testing.assert_allclose(p["layer_1"]["b"], [0.25 - 0.1 * 1.5], rtol=1e-6)
-    np.testing.assert_allclose(p["layer_1"]["w"], [[0.5 - 0.1 * 7.5], [-1.0 - 0.1 * 1.5]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        p["layer_1"]["w"], [[0.5 - 0.1 * 7.5], [-1.0 - 0.1 * 1.5]], rtol=1e-6
+    )
     # dL/dh = 1.5 * w1 = [0.75, -1.5]; both units active; dW0 = x^T dh
-    np.testing.assert_allclose(p["layer_0"]["w"],
-                               TINY["layer_0"]["w"] - 0.1 * np.outer([1, 2], [0.75, -1.5]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        p["layer_0"]["w"], TINY["layer_0"]["w"] - 0.1 * np.outer([1, 2], [0.75, -1.5]), rtol=1e-6
+    )
     assert res.loss_before[0] == pytest.approx(0.5625)
 
 
@@ -84,8 +87,7 @@ def test_thresholds_are_quantiles_of_the_trained_models_scores():
     res = train_devices(init_params(SPEC, 1), data, SPEC, CFG, seed=0)
     for i, (x, _) in enumerate(data):
         s = score_batch(res.device_params(i), x, spec=SPEC)
-        assert res.thresholds[i] == pytest.approx(np.quantile(s, CFG.threshold_quantile),
-                                                  rel=1e-5)
+        assert res.thresholds[i] == pytest.approx(np.quantile(s, CFG.threshold_quantile), rel=1e-5)
         assert res.loss_after[i] == pytest.approx(s.mean(), rel=1e-5)
 
 
@@ -99,8 +101,13 @@ def test_deterministic_for_a_seed_and_seed_matters():
     assert _max_diff(a.params, c.params) > 0.0
     # a device's shuffle depends on its id, not on its position in the round
     swapped = train_devices(g, data[::-1], SPEC, CFG, seed=1, device_ids=[1, 0])
-    assert _max_diff(swapped.params, {k: {m: v[::-1] for m, v in layer.items()}
-                                      for k, layer in a.params.items()}) < 1e-6
+    assert (
+        _max_diff(
+            swapped.params,
+            {k: {m: v[::-1] for m, v in layer.items()} for k, layer in a.params.items()},
+        )
+        < 1e-6
+    )
 
 
 def test_epoch_orders_shuffle_valid_rows_first():
@@ -115,8 +122,20 @@ def test_epoch_orders_shuffle_valid_rows_first():
 
 
 def test_bucket_sizes():
-    assert [bucket_size(n) for n in [0, 1, 5, 8, 9, 10, 11, 13, 17, 54, 1000, 10_000]] == \
-        [1, 1, 5, 8, 10, 10, 12, 14, 20, 56, 1024, 10240]
+    assert [bucket_size(n) for n in [0, 1, 5, 8, 9, 10, 11, 13, 17, 54, 1000, 10_000]] == [
+        1,
+        1,
+        5,
+        8,
+        10,
+        10,
+        12,
+        14,
+        20,
+        56,
+        1024,
+        10240,
+    ]
     assert bucket_size(3, minimum=8) == 8
     for n in range(1, 3000):
         assert n <= bucket_size(n) <= max(8, 1.25 * n)
@@ -142,8 +161,13 @@ def test_second_round_with_other_sizes_does_not_recompile():
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_other_optimisers_reduce_the_loss(optimizer):
     data = _device_data([70, 48])
-    cfg = TrainConfig(optimizer=optimizer, learning_rate=0.05, local_epochs=2, batch_size=16,
-                      momentum=0.9 if optimizer == "sgd" else 0.0)
+    cfg = TrainConfig(
+        optimizer=optimizer,
+        learning_rate=0.05,
+        local_epochs=2,
+        batch_size=16,
+        momentum=0.9 if optimizer == "sgd" else 0.0,
+    )
     res = train_devices(init_params(SPEC, 0), data, SPEC, cfg)
     assert np.all(res.loss_after < res.loss_before)
 
@@ -166,3 +190,22 @@ def test_federated_rounds_reduce_loss_on_sensor_like_data():
     after = np.nansum(end.loss * w) / w.sum()
     assert after < 0.5 * before, (before, after)
     assert np.isnan(end.loss[5]) and end.n_samples[5] == 0
+
+
+def test_config_from_settings_and_evaluate_off():
+    from iot_fed.config import load_settings
+
+    settings = load_settings(optimizer="sgd", local_epochs=3, model_hidden="16,4")
+    cfg = TrainConfig.from_settings(settings, evaluate=False)
+    assert (cfg.optimizer, cfg.local_epochs, cfg.batch_size) == ("sgd", 3, settings.batch_size)
+    assert ModelSpec.from_settings(settings).hidden == (16, 4)
+    res = train_devices(
+        init_params(SPEC, 0), _device_data([70, 9]), SPEC, replace(CFG, evaluate=False)
+    )
+    assert np.all(np.isnan(res.loss_after)) and np.all(np.isnan(res.thresholds))
+    assert (
+        _max_diff(
+            res.params, train_devices(init_params(SPEC, 0), _device_data([70, 9]), SPEC, CFG).params
+        )
+        == 0.0
+    )

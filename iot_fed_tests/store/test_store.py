@@ -24,6 +24,7 @@ from iot_fed.store import (
     promoted_global_model,
     reading_counts,
     readings_for_device,
+    readings_for_devices,
     readings_to_docs,
     save_global_model,
     save_local_model,
@@ -101,6 +102,8 @@ def test_readings_for_device_and_counts(db) -> None:
     got = readings_for_device(db, 3, since_epoch=4)
     assert [d["epoch"] for d in got] == [5, 6, 7, 8, 9] and "_id" not in got[0]
     assert [d["epoch"] for d in readings_for_device(db, 3, limit=3)] == [7, 8, 9]
+    many = readings_for_devices(db, {3: 6, 4: None, 5: None}, limit=2)
+    assert {m: [d["epoch"] for d in v] for m, v in many.items()} == {3: [8, 9], 4: [0], 5: []}
     assert reading_counts(db) == {3: {"count": 10, "max_epoch": 9}, 4: {"count": 1,
                                                                        "max_epoch": 0}}
 
@@ -113,9 +116,12 @@ def test_readings_from_clean_frame(db) -> None:
     docs = readings_to_docs(df)
     assert upsert_readings(db, docs) == (2, 0)
     back = readings_for_device(db, 1)
-    assert back[0]["fault"] is False and back[1]["fault_reason"] == "temperature>85;humidity<0"
-    assert pd.Timestamp(back[0]["ts"]).tz_localize(None) == pd.Timestamp(
-        "2004-02-28 00:59:16.027")
+    assert [d["epoch"] for d in back] == [2, 3]
+    assert back[0]["fault_reason"] == "temperature>85;humidity<0" and back[1]["fault"] is False
+    assert back[1]["label"] is None
+    ts = pd.Timestamp(back[1]["ts"])  # BSON dates keep milliseconds
+    ts = ts.tz_localize(None) if ts.tz else ts
+    assert ts == pd.Timestamp("2004-02-28 00:59:16.027")
 
 
 def test_model_versions_and_promotion(db) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -63,6 +64,8 @@ def test_poison_is_dead_lettered_and_valid_readings_land(cfg: Settings, mongo_db
     assert res.per_device_new_counts == {1: 30, 2: 30, 3: 30, 4: 30}
     assert res.n_dead == len(poison)
     assert res.reached_end and res.next_offsets == end_offsets(cfg, cfg.kafka_topic)
+    summary = json.loads(json.dumps(res.to_dict()))
+    assert summary["lag"] == 0 and summary["per_device_new_counts"]["1"] == 30
 
     readings = mongo_db[writes.READINGS]
     assert readings.count_documents({}) == 120
@@ -164,3 +167,26 @@ def test_dlq_failure_blocks_commit(cfg: Settings, mongo_db, monkeypatch) -> None
     with pytest.raises(IngestError):
         ingest_batch(cfg, mongo_db, 100, 10.0)
     assert committed(cfg) == {}
+
+
+def test_long_lived_ingestor_retries_failed_batch(cfg: Settings, mongo_db, monkeypatch) -> None:
+    """A failed batch moved the consumer; retrying the same cursor must not skip messages."""
+    produce_readings(cfg, cfg.kafka_topic, readings_frame(50, motes=5))
+    real = writes.write_readings
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("transient")
+        return real(*a, **k)
+
+    monkeypatch.setattr(writes, "write_readings", flaky)
+    with Ingestor(cfg, mongo_db, chunk_size=10) as ing:
+        first = ing.run_batch(10, 10.0, {}, commit=False)
+        assert first.n_inserted == 10
+        with pytest.raises(RuntimeError, match="transient"):
+            ing.run_batch(1000, 10.0, first.next_offsets, commit=False)
+        again = ing.run_batch(1000, 10.0, first.next_offsets, commit=False)
+    assert again.n_inserted == 40 and again.reached_end
+    assert mongo_db[writes.READINGS].count_documents({}) == 50

@@ -1,0 +1,163 @@
+"""One Dagster-orchestrated federated round under the real daemon (not a test).
+
+A burst of readings for D devices is produced into a fresh topic; ``dagster-daemon`` runs
+``iot_stream_sensor`` and ``aggregation_sensor`` on a temporary instance; the benchmark
+waits for a promoted global version in a fresh database and splits the wall time into:
+waiting for + evaluating the sensor tick, run launch (queued -> started), training
+(the local_model run), aggregation (the global run, after its sensor's interval) and the
+number of Dagster runs in the round. Prints a table, writes bench/results/round.json.
+
+    .venv/bin/python bench/bench_round.py [--devices 54] [--per-device 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from iot_fed.config import load_settings  # noqa: E402
+from iot_fed.evaluation.report import machine_info  # noqa: E402
+from iot_fed.store import repository as repo  # noqa: E402
+from iot_fed.store.client import connect  # noqa: E402
+from iot_fed.stream.admin import ensure_topics  # noqa: E402
+from iot_fed.stream.messages import encode_key, encode_reading  # noqa: E402
+
+
+def burst(devices: int, per_device: int) -> pd.DataFrame:
+    e = np.arange(per_device)
+    frames = []
+    for m in range(1, devices + 1):
+        hours = e * 31 / 3600
+        frames.append(pd.DataFrame({
+            "ts": pd.Timestamp("2004-03-01", tz="UTC") + pd.to_timedelta(e * 31, unit="s"),
+            "epoch": e, "moteid": m,
+            "temperature": 21 + 3 * np.sin(2 * np.pi * hours / 24) + 0.05 * m,
+            "humidity": 38 - 4 * np.sin(2 * np.pi * hours / 24),
+            "light": 300.0 + m, "voltage": 2.7 - 1e-5 * e, "label": None}))
+    return pd.concat(frames, ignore_index=True).sort_values(["epoch", "moteid"])
+
+
+def produce(settings, topic: str, df: pd.DataFrame) -> None:
+    from confluent_kafka import Producer
+
+    ensure_topics(settings, [topic])
+    p = Producer({**settings.kafka_client_config(), "linger.ms": 5, "acks": "all"})
+    for r in df.to_dict("records"):
+        p.produce(topic, encode_reading(r), encode_key(r["moteid"]))
+    assert p.flush(30) == 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--devices", type=int, default=54)
+    ap.add_argument("--per-device", type=int, default=40)
+    ap.add_argument("--interval", type=int, default=5, help="sensor + aggregation interval (s)")
+    ap.add_argument("--timeout", type=float, default=300)
+    args = ap.parse_args()
+
+    tag = uuid.uuid4().hex[:8]
+    home = Path(tempfile.mkdtemp(prefix="iot_fed_bench_home_"))
+    shutil.copy(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home),
+           "IOT_FED_KAFKA_TOPIC": f"bench_round_{tag}",
+           "IOT_FED_KAFKA_CONSUMER_GROUP": f"bench_round_{tag}",
+           "IOT_FED_MONGODB_DATABASE": f"bench_round_{tag}",
+           "IOT_FED_SENSOR_INTERVAL_S": str(args.interval),
+           "IOT_FED_AGGREGATION_INTERVAL_S": str(args.interval),
+           "IOT_FED_MIN_NEW_SAMPLES": str(min(20, args.per_device))}
+    os.environ.update(env)
+    settings = load_settings()
+    db = connect(settings.mongodb_uri, settings.mongodb_database)
+    ensure_topics(settings, [settings.kafka_topic])
+    log = open(home / "daemon.log", "w")  # noqa: SIM115 - lives as long as the daemon
+    daemon = subprocess.Popen([str(ROOT / ".venv/bin/dagster-daemon"), "run", "-m",
+                               "iot_fed.definitions"], env=env, cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            # Let the daemon start and run the sensor once on the empty topic.
+            deadline = time.time() + 120
+            while time.time() < deadline and not (home / "storage").exists():
+                time.sleep(0.5)
+            time.sleep(args.interval + 5)
+            t0 = time.time()
+            produce(settings, settings.kafka_topic, burst(args.devices, args.per_device))
+            t_produced = time.time()
+            promoted = None
+            while time.time() < t_produced + args.timeout:
+                promoted = repo.promoted_global_model(db)
+                if promoted:
+                    break
+                time.sleep(0.2)
+            t_done = time.time()
+            if promoted is None:
+                print(f"no promoted version within {args.timeout} s; see {home}/daemon.log")
+                return 1
+            for _ in range(300):  # the promoting run still has to finish its bookkeeping
+                if all(r.dagster_run.is_finished for r in instance.get_run_records()):
+                    break
+                time.sleep(0.2)
+            runs = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
+            rows = []
+            for r in runs:
+                st = instance.get_run_stats(r.dagster_run.run_id)
+                rows.append({"job": r.dagster_run.job_name,
+                             "assets": sorted(k.to_user_string()
+                                              for k in r.dagster_run.asset_selection or []),
+                             "created": r.create_timestamp.timestamp(),
+                             "start": st.start_time, "end": st.end_time,
+                             "status": r.dagster_run.status.value})
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        log.close()
+    train = next(r for r in rows if "local_model" in r["assets"])
+    agg = next(r for r in rows if r["job"] == "aggregate_global_model")
+    result = {
+        "machine": machine_info(),
+        "devices": args.devices, "readings": args.devices * args.per_device,
+        "interval_s": args.interval,
+        "produce_s": t_produced - t0,
+        "sensor_wait_and_tick_s": train["created"] - t_produced,
+        "train_launch_s": train["start"] - train["created"],
+        "training_run_s": train["end"] - train["start"],
+        "aggregation_wait_s": agg["created"] - train["end"],
+        "aggregation_launch_s": agg["start"] - agg["created"],
+        "aggregation_run_s": agg["end"] - agg["start"],
+        "total_s": t_done - t_produced,
+        "runs_in_round": len(rows),
+        "promoted_version": promoted["version"],
+        "devices_in_global": len(promoted["lineage"]),
+    }
+    result["total_excluding_aggregation_wait_s"] = (
+        result["total_s"] - result["aggregation_wait_s"])
+    print("| step | seconds |\n|---|---|")
+    for k, v in result.items():
+        if k.endswith("_s"):
+            print(f"| {k} | {v:.2f} |")
+    print(f"| runs_in_round | {result['runs_in_round']} |")
+    out = ROOT / "bench" / "results" / "round.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    db.client.drop_database(settings.mongodb_database)
+    shutil.rmtree(home, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
