@@ -12,6 +12,7 @@ import os
 import dagster as dg
 from dagster_pyspark import PySparkResource
 
+from iot_fed.defs.assets.benchmark import anomaly_benchmark
 from iot_fed.defs.assets.dataset import intel_lab_clean, intel_lab_raw, mote_locations
 from iot_fed.defs.assets.models import global_model, local_model, promoted_model
 from iot_fed.defs.assets.stream import iot_stream
@@ -47,7 +48,7 @@ def resources_for(deployment: str) -> dict[str, object]:
 
 defs = dg.Definitions(
     assets=[intel_lab_raw, intel_lab_clean, mote_locations, iot_stream, local_model,
-            global_model, promoted_model],
+            global_model, promoted_model, anomaly_benchmark],
     asset_checks=[device_models_fresh],
     jobs=[aggregate_job],
     sensors=[iot_stream_sensor, aggregation_sensor],
