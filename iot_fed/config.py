@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     # --- MongoDB ---------------------------------------------------------------
     mongodb_uri: str = Field("mongodb://127.0.0.1:27017/", description="MongoDB connection URI")
     mongodb_database: str = Field("iot_analytics", description="database name")
+    mongodb_server: Literal["ferretdb", "mongo-java-server"] = Field(
+        "ferretdb",
+        description="which MongoDB-compatible server `iot-fed services` runs locally: "
+        "FerretDB (SQLite backend) or mongo-java-server (H2 MVStore file backend)",
+    )
 
     # --- Spark -----------------------------------------------------------------
     spark_master: str = Field("local[*]", description="spark.master for batch and streaming")

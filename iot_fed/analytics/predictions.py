@@ -1,9 +1,9 @@
 """Anomaly score + flag per reading for the promoted global model, upserted to MongoDB.
 
 Each Spark task scores its readings (numpy, whole batches) and writes them with pymongo
-bulk upserts through :func:`iot_fed.store.upsert_predictions` (keyed on ``(moteid, ts)``,
-never replacing a newer model's verdict), so re-running is idempotent and nothing large
-is collected on the driver.
+bulk writes keyed on ``(moteid, ts)`` (:mod:`iot_fed.analytics.prediction_writes`; never
+replacing a newer model's verdict), so re-running is idempotent and nothing large is
+collected on the driver.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pyspark.sql import types as T
 
 from iot_fed.analytics.batch_scoring import score_with
 from iot_fed.analytics.models import bundle_from_blob, load_global_model
+from iot_fed.analytics.prediction_writes import prediction_id, write_predictions_docs
 from iot_fed.analytics.readings import MongoTarget, read_readings
 from iot_fed.config import Settings
-from iot_fed.store import upsert_predictions
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,18 @@ def prediction_docs(scored: pd.DataFrame, model_version: int, threshold: float, 
                     created_at: dt.datetime) -> list[dict]:
     """``predictions`` documents from a scored frame (ts, epoch, moteid, label, score,
     is_anomaly), with plain Python values for BSON."""
-    ts_list = pd.to_datetime(scored["ts"], utc=True).array.to_pydatetime().tolist()
+    ts = pd.to_datetime(scored["ts"], utc=True).dt.floor("ms")  # MongoDB keeps milliseconds
+    ts_ms = (ts.dt.as_unit("ns").astype("int64") // 1_000_000).tolist()
+    ts_list = ts.array.to_pydatetime().tolist()
     labels = scored["label"].astype(object).where(scored["label"].notna(), None).tolist()
     return [
         {
-            "moteid": m, "ts": t, "epoch": e, "score": s, "threshold": threshold,
-            "is_anomaly": a, "model_version": model_version, "label": lab,
+            "_id": prediction_id(m, ms), "moteid": m, "ts": t, "epoch": e, "score": s,
+            "threshold": threshold, "is_anomaly": a, "model_version": model_version, "label": lab,
             "created_at": created_at, "source": source,
         }
-        for m, t, e, s, a, lab in zip(
-            scored["moteid"].astype("int64").tolist(), ts_list,
+        for m, t, ms, e, s, a, lab in zip(
+            scored["moteid"].astype("int64").tolist(), ts_list, ts_ms,
             scored["epoch"].astype("int64").tolist(), scored["score"].astype(float).tolist(),
             scored["is_anomaly"].astype(bool).tolist(), labels, strict=True,
         )
@@ -78,7 +80,7 @@ def store_scored(db, scored: pd.DataFrame, model_version: int, threshold: float,
     counts["anomalies"] = int(scored["is_anomaly"].sum())
     docs = prediction_docs(scored, model_version, threshold, source, dt.datetime.now(dt.UTC))
     for i in range(0, len(docs), WRITE_CHUNK):
-        for k, v in upsert_predictions(db, docs[i : i + WRITE_CHUNK]).items():
+        for k, v in write_predictions_docs(db, docs[i : i + WRITE_CHUNK]).items():
             counts[k] += v
     return counts
 

@@ -14,7 +14,7 @@ from pymongo.database import Database
 from iot_fed.config import Settings
 from iot_fed.federation.health import local_model_health, promotion_verdict
 from iot_fed.federation.local_round import ModelLoadError, load_bundle
-from iot_fed.federation.windows import validation_window
+from iot_fed.federation.windows import DeviceWindow, validation_windows
 from iot_fed.fl.aggregation import AggregationConfig
 from iot_fed.fl.compile_cache import enable_compilation_cache
 from iot_fed.fl.normalization import make_xy
@@ -43,10 +43,9 @@ def _as_utc(t: dt.datetime) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
-def validation_loss(db: Database, bundle: ModelBundle, devices: Sequence[str]
+def validation_loss(bundle: ModelBundle, windows: Sequence[DeviceWindow]
                     ) -> tuple[float, float | None, int]:
-    """Sample-weighted mean held-out loss over ``devices``, a combined threshold, and n."""
-    windows = [validation_window(db, int(d), VALIDATION_PER_DEVICE) for d in devices]
+    """Sample-weighted mean held-out loss over the windows, a combined threshold, and n."""
     windows = [w for w in windows if w.n]
     if not windows or bundle.norm is None:
         return float("nan"), None, 0
@@ -96,11 +95,13 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     norm = parent.norm if parent and parent.norm is not None else healthy[0][1].norm
     devices = [doc["device"] for doc, _ in healthy]
     bundle = ModelBundle(healthy[0][1].spec, params, norm)
-    val_loss, threshold, n_val = validation_loss(db, bundle, devices)
+    held_out = list(validation_windows(db, [int(d) for d in devices],
+                                       VALIDATION_PER_DEVICE).values())
+    val_loss, threshold, n_val = validation_loss(bundle, held_out)
     if threshold is None:  # no held-out data yet: fall back to the devices' thresholds
         threshold = combine_thresholds([doc["threshold"] for doc, _ in healthy], weights)
     bundle.threshold = threshold
-    parent_val = validation_loss(db, parent, devices)[0] if parent else None
+    parent_val = validation_loss(parent, held_out)[0] if parent else None
     total = float(weights.sum())
     lineage = [{"device": doc["device"], "version": int(doc["version"]),
                 "n_samples": int(doc["n_samples"]), "weight": float(doc["n_samples"]) / total}

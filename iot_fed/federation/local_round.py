@@ -10,7 +10,7 @@ import numpy as np
 from pymongo.database import Database
 
 from iot_fed.config import Settings
-from iot_fed.federation.windows import DeviceWindow, training_window
+from iot_fed.federation.windows import DeviceWindow, training_windows
 from iot_fed.fl.compile_cache import enable_compilation_cache
 from iot_fed.fl.model import init_params
 from iot_fed.fl.normalization import Normalizer, SufficientStats, make_xy
@@ -87,10 +87,11 @@ def train_local_models(db: Database, devices: Sequence[str], settings: Settings,
     start = starting_point(db, spec, settings.seed)
     windows: list[DeviceWindow] = []
     outcomes: list[DeviceOutcome] = []
+    last = repo.latest_local_models(db, devices)
+    since = {int(d): (last[d].get("last_epoch") if d in last else None) for d in devices}
+    found = training_windows(db, since, settings.training_window)
     for device in devices:
-        last = repo.get_local_model(db, device)
-        since = last.get("last_epoch") if last else None
-        w = training_window(db, int(device), since, settings.training_window)
+        w = found[int(device)]
         if w.n == 0:
             outcomes.append(DeviceOutcome(device, 0, n_faulty=w.n_faulty,
                                           skipped="no new usable readings"))

@@ -8,18 +8,18 @@ training never sees a validation reading. Physically impossible readings (the pa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pymongo import DESCENDING
 from pymongo.database import Database
 
 from iot_fed.data.parse import CHANNELS, mark_faults
 from iot_fed.fl.features import features_from_columns
 from iot_fed.store.collections import SENSOR_READINGS
+from iot_fed.store.repository import readings_for_devices
 
 HOLDOUT_MODULUS = 10
 _PROJECTION = {"_id": 0, "ts": 1, "epoch": 1, "moteid": 1, "kafka_partition": 1,
@@ -73,21 +73,22 @@ def to_window(moteid: int, docs: Sequence[dict[str, Any]]) -> DeviceWindow:
                         n_faulty=int(len(df) - len(good)), offsets=_offset_ranges(docs))
 
 
-def training_window(db: Database, moteid: int, since_epoch: int | None, limit: int
-                    ) -> DeviceWindow:
-    """The newest ``limit`` training readings of a device with ``epoch > since_epoch``."""
-    query: dict[str, Any] = {"moteid": int(moteid)}
-    if since_epoch is not None:
-        query["epoch"] = {"$gt": int(since_epoch)}
-    cur = (db[SENSOR_READINGS].find(query, _PROJECTION).sort("epoch", DESCENDING)
-           .limit(int(limit) + int(limit) // (HOLDOUT_MODULUS - 1) + 1))
-    docs = [d for d in cur if d["epoch"] % HOLDOUT_MODULUS != 0][: int(limit)]
-    docs.reverse()
-    return to_window(moteid, docs)
+def training_windows(db: Database, since_epochs: Mapping[int, int | None], limit: int
+                     ) -> dict[int, DeviceWindow]:
+    """Per device, the newest ``limit`` training readings with ``epoch > since``: ONE query
+    for all devices (FerretDB scans a collection per filtered query)."""
+    found = readings_for_devices(db, since_epochs)
+    return {m: to_window(m, [d for d in docs if d["epoch"] % HOLDOUT_MODULUS != 0][-limit:])
+            for m, docs in found.items()}
 
 
-def validation_window(db: Database, moteid: int, limit: int) -> DeviceWindow:
-    """The newest ``limit`` held-out readings of a device."""
-    query = {"moteid": int(moteid), "epoch": {"$mod": [HOLDOUT_MODULUS, 0]}}
-    cur = db[SENSOR_READINGS].find(query, _PROJECTION).sort("epoch", DESCENDING).limit(limit)
-    return to_window(moteid, list(cur)[::-1])
+def validation_windows(db: Database, motes: Sequence[int], limit: int
+                       ) -> dict[int, DeviceWindow]:
+    """Per device, the newest ``limit`` held-out readings (one query)."""
+    query = {"moteid": {"$in": [int(m) for m in motes]},
+             "epoch": {"$mod": [HOLDOUT_MODULUS, 0]}}
+    docs: dict[int, list[dict[str, Any]]] = {int(m): [] for m in motes}
+    for d in db[SENSOR_READINGS].find(query, _PROJECTION):
+        docs[int(d["moteid"])].append(d)
+    return {m: to_window(m, sorted(ds, key=lambda d: d["epoch"])[-limit:])
+            for m, ds in docs.items()}

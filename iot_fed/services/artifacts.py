@@ -1,4 +1,8 @@
-"""Fetch service artifacts into ``<state_dir>/artifacts``: Kafka jars (Maven), FerretDB (Go)."""
+"""Fetch service artifacts into ``<state_dir>/artifacts``.
+
+Kafka jars and mongo-java-server jars come from Maven Central (via ``mvn``), FerretDB is
+built from the Go module proxy. Each install is cached and idempotent.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ log = logging.getLogger(__name__)
 KAFKA_VERSION = "4.1.1"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION = "v1.24.2"
+MONGO_JAVA_SERVER_VERSION = "1.47.0"  # keep in step with mongo-java-server-pom.xml
+MONGO_JAVA_SERVER_MAIN = "MongoServerMain"
 INSTALL_TIMEOUT_S = 1800
 
 
@@ -59,6 +65,16 @@ def ferretdb_binary(state_dir: Path) -> Path:
     return artifacts_dir(state_dir) / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
 
 
+def mongo_java_server_home(state_dir: Path) -> Path:
+    """``libs/`` (jars), ``classes/`` (the compiled entry point) and ``.complete``."""
+    return artifacts_dir(state_dir) / f"mongo-java-server-{MONGO_JAVA_SERVER_VERSION}"
+
+
+def mongo_java_server_classpath(state_dir: Path) -> str:
+    home = mongo_java_server_home(state_dir)
+    return f"{home / 'classes'}{os.pathsep}{home / 'libs' / '*'}"
+
+
 def kafka_installed(state_dir: Path) -> bool:
     return (kafka_libs(state_dir) / ".complete").exists()
 
@@ -67,26 +83,36 @@ def ferretdb_installed(state_dir: Path) -> bool:
     return ferretdb_binary(state_dir).exists()
 
 
+def mongo_java_server_installed(state_dir: Path) -> bool:
+    return (mongo_java_server_home(state_dir) / ".complete").exists()
+
+
+def _maven_copy_dependencies(pom: str, staging: Path, what: str) -> None:
+    """Copy the dependencies of the packaged ``pom`` into ``staging`` (``mvn``)."""
+    mvn = require_tool("mvn", f"to fetch {what} from Maven Central")
+    work = staging.parent
+    (work / "pom.xml").write_text(resources.files("iot_fed.services").joinpath(pom).read_text())
+    run_checked(
+        [mvn, "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
+        f"fetching {what} jars (mvn dependency:copy-dependencies)",
+        cwd=work,
+    )
+
+
 def install_kafka(state_dir: Path) -> Path:
     """Copy the broker's runtime jars from Maven Central (via ``mvn``); cached."""
     libs = kafka_libs(state_dir)
     if kafka_installed(state_dir):
         return libs
-    mvn = require_tool("mvn", "to fetch the Kafka broker from Maven Central")
+    require_tool("mvn", "to fetch the Kafka broker from Maven Central")
     require_tool("java", "to run the Kafka broker")
     t0 = time.monotonic()
     work = libs.parent / "build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    pom = resources.files("iot_fed.services").joinpath("kafka-pom.xml").read_text()
-    (work / "pom.xml").write_text(pom)
     staging = work / "libs"
     log.info("fetching Kafka %s jars with Maven into %s", KAFKA_VERSION, libs)
-    run_checked(
-        [mvn, "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
-        "fetching Kafka jars (mvn dependency:copy-dependencies)",
-        cwd=work,
-    )
+    _maven_copy_dependencies("kafka-pom.xml", staging, "the Kafka broker")
     shutil.rmtree(libs, ignore_errors=True)
     staging.rename(libs)
     shutil.rmtree(work, ignore_errors=True)
@@ -135,3 +161,41 @@ def install_ferretdb(state_dir: Path) -> Path:
     shutil.rmtree(src, ignore_errors=True)
     log.info("FerretDB ready in %.0fs", time.monotonic() - t0)
     return binary
+
+
+def install_mongo_java_server(state_dir: Path) -> Path:
+    """mongo-java-server + H2 jars from Maven Central and our compiled entry point; cached."""
+    home = mongo_java_server_home(state_dir)
+    if mongo_java_server_installed(state_dir):
+        return home
+    what = f"mongo-java-server {MONGO_JAVA_SERVER_VERSION}"
+    require_tool("mvn", f"to fetch {what} from Maven Central")
+    javac = require_tool("javac", f"to compile the {what} entry point (needs a JDK)")
+    require_tool("java", f"to run {what}")
+    t0 = time.monotonic()
+    work = home.with_name(home.name + ".build")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    log.info("fetching %s jars with Maven into %s", what, home)
+    _maven_copy_dependencies("mongo-java-server-pom.xml", work / "libs", what)
+    source = work / "src" / f"{MONGO_JAVA_SERVER_MAIN}.java"
+    source.parent.mkdir()
+    source.write_text(resources.files("iot_fed.services").joinpath(source.name).read_text())
+    run_checked(
+        [
+            javac,
+            "-nowarn",
+            "-d",
+            str(work / "classes"),
+            "-cp",
+            str(work / "libs" / "*"),
+            str(source),
+        ],
+        f"compiling {source.name} (javac)",
+    )
+    shutil.rmtree(work / "src")
+    (work / ".complete").write_text(f"mongo-java-server {MONGO_JAVA_SERVER_VERSION}\n")
+    shutil.rmtree(home, ignore_errors=True)
+    work.rename(home)
+    log.info("%s ready in %.0fs", what, time.monotonic() - t0)
+    return home
