@@ -32,7 +32,7 @@ from iot_fed.stream.producer import ReplayData, replay, synthetic_readings
 
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 GOAL = 20_000
-SMALL = 3_000  # upserts are very slow on FerretDB (no index pushdown): fewer readings
+SMALL = 500  # upserts are very slow on FerretDB (no index pushdown): fewer readings
 
 
 def _data(n: int) -> ReplayData:

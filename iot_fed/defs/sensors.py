@@ -44,13 +44,13 @@ def iot_stream_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource,
     s = settings.get()
     cursor = StreamCursor.parse(context.cursor)
     res = ingest_batch(kafka.settings(), mongodb.db, s.ingest_max_messages, s.ingest_max_seconds,
-                       start_offsets=cursor.offsets or None, commit=True)
+                       start_offsets=cursor.offsets, commit=True)
     # The writes are durable here; from now on the cursor may advance.
     known = list(context.instance.get_dynamic_partitions(devices.name))
     known_set = set(known)
-    new_devices = sorted({str(d) for d in res.per_device_new_counts} - known_set, key=int)
+    new_devices = sorted({str(d) for d in res.per_device_valid_counts} - known_set, key=int)
     pending = dict(cursor.pending)
-    for d, n in res.per_device_new_counts.items():
+    for d, n in res.per_device_valid_counts.items():
         pending[str(d)] = pending.get(str(d), 0) + int(n)
     ready = [d for d, n in pending.items() if n >= s.min_new_samples]
     nxt = StreamCursor({**cursor.offsets, **res.next_offsets}, pending)

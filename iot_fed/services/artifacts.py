@@ -6,6 +6,7 @@ built from the Go module proxy. Each install is cached and idempotent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -83,8 +84,18 @@ def ferretdb_installed(state_dir: Path) -> bool:
     return ferretdb_binary(state_dir).exists()
 
 
+def _mongo_java_server_stamp() -> str:
+    """Version plus a digest of the packaged pom and entry point: a change reinstalls."""
+    pkg = resources.files("iot_fed.services")
+    digest = hashlib.sha256()
+    for name in ("mongo-java-server-pom.xml", f"{MONGO_JAVA_SERVER_MAIN}.java"):
+        digest.update(pkg.joinpath(name).read_bytes())
+    return f"mongo-java-server {MONGO_JAVA_SERVER_VERSION} {digest.hexdigest()[:16]}\n"
+
+
 def mongo_java_server_installed(state_dir: Path) -> bool:
-    return (mongo_java_server_home(state_dir) / ".complete").exists()
+    marker = mongo_java_server_home(state_dir) / ".complete"
+    return marker.exists() and marker.read_text() == _mongo_java_server_stamp()
 
 
 def _maven_copy_dependencies(pom: str, staging: Path, what: str) -> None:
@@ -194,7 +205,7 @@ def install_mongo_java_server(state_dir: Path) -> Path:
         f"compiling {source.name} (javac)",
     )
     shutil.rmtree(work / "src")
-    (work / ".complete").write_text(f"mongo-java-server {MONGO_JAVA_SERVER_VERSION}\n")
+    (work / ".complete").write_text(_mongo_java_server_stamp())
     shutil.rmtree(home, ignore_errors=True)
     work.rename(home)
     log.info("%s ready in %.0fs", what, time.monotonic() - t0)

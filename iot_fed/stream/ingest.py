@@ -58,6 +58,9 @@ class IngestResult:
     n_duplicates: int = 0
     n_dead: int = 0
     per_device_new_counts: dict[int, int] = field(default_factory=dict)
+    per_device_valid_counts: dict[int, int] = field(default_factory=dict)
+    """Valid readings consumed per device, new or already stored (a re-read batch counts
+    the same again: what a cursor-keyed trigger needs to be deterministic)."""
     offsets_to_commit: dict[int, int] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)
     end_offsets: dict[int, int] = field(default_factory=dict)
@@ -71,7 +74,8 @@ class IngestResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (partition keys as strings, ``max_ts`` ISO-8601)."""
         d = asdict(self)
-        for k in ("per_device_new_counts", "offsets_to_commit", "next_offsets", "end_offsets"):
+        for k in ("per_device_new_counts", "per_device_valid_counts", "offsets_to_commit",
+                  "next_offsets", "end_offsets"):
             d[k] = {str(p): v for p, v in d[k].items()}
         d["max_ts"] = self.max_ts.isoformat() if self.max_ts else None
         d["lag"] = self.lag
@@ -205,6 +209,7 @@ class Ingestor:
             self._assign(pos, pending, left_at)
         reasons = Counter[str]()
         new_counts = Counter[int]()
+        valid_counts = Counter[int]()
 
         while pending and res.n_messages < max_messages:
             timeout = deadline - time.monotonic()
@@ -251,6 +256,8 @@ class Ingestor:
                 res.n_inserted += len(new)
                 for i in new:
                     new_counts[docs[i]["moteid"]] += 1
+                for d in docs:
+                    valid_counts[d["moteid"]] += 1
                 ts_max = max(d["ts"] for d in docs)
                 res.max_ts = ts_max if res.max_ts is None else max(res.max_ts, ts_max)
             t3 = time.monotonic()
@@ -264,6 +271,7 @@ class Ingestor:
         res.reached_end = not pending
         res.n_duplicates = res.n_valid - res.n_inserted
         res.per_device_new_counts = dict(sorted(new_counts.items()))
+        res.per_device_valid_counts = dict(sorted(valid_counts.items()))
         res.dead_reasons = dict(reasons)
         res.offsets_to_commit = {p: o for p, o in res.next_offsets.items() if o != pos[p]}
 

@@ -1,0 +1,84 @@
+"""Structured Streaming from a real Kafka topic to predictions / dead letters in MongoDB."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+
+from iot_fed.analytics.streaming import start_streaming_evaluation, streaming_evaluation
+from iot_fed.stream.messages import encode_key, encode_reading
+from iot_fed_tests.analytics.helpers import (
+    expected_scores,
+    make_bundle,
+    make_readings,
+    store_global,
+)
+from iot_fed_tests.stream.helpers import produce_raw, produce_readings
+
+MALFORMED = [
+    (b"1", b"{not json"),
+    (b"2", json.dumps({"schema_version": 1, "moteid": 0}).encode()),
+]
+
+
+def _wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_available_now_scores_everything_and_dead_letters_malformed(
+        spark, analytics_settings, mongo_db, kafka_topic):
+    df = make_readings(motes=3, per_mote=40)
+    g = make_bundle(df, seed=3)
+    store_global(mongo_db, g)
+    produce_readings(analytics_settings, kafka_topic, df.iloc[:60])
+    produce_raw(analytics_settings, kafka_topic, MALFORMED)
+    produce_readings(analytics_settings, kafka_topic, df.iloc[60:])
+
+    counts = streaming_evaluation(spark, analytics_settings, topic=kafka_topic,
+                                  checkpoint_name="avail", timeout_s=300)
+    assert (counts.records, counts.n, counts.dead_letters) == (len(df) + 2, len(df), 2)
+    assert counts.inserted == len(df) and counts.model_versions == [1]
+
+    preds = pd.DataFrame(list(mongo_db["predictions"].find({}, {"_id": 0})))
+    assert len(preds) == len(df) and set(preds["source"]) == {"streaming"}
+    preds = preds.sort_values(["moteid", "epoch"]).reset_index(drop=True)
+    want = df.sort_values(["moteid", "epoch"]).reset_index(drop=True)
+    scores, flags = expected_scores(g, want)  # Kafka keeps microseconds: same features
+    assert abs(preds["score"] - scores).max() < 1e-5 * max(1.0, abs(scores).max())
+    assert (preds["is_anomaly"].to_numpy() == flags).mean() > 0.99  # float32 ties only
+    dead = list(mongo_db["dead_letters"].find({}, {"_id": 0}))
+    assert sorted(d["raw"] for d in dead) == sorted(v for _, v in MALFORMED)
+    assert all(d["reason"] and d["topic"] == kafka_topic for d in dead)
+
+    again = streaming_evaluation(spark, analytics_settings, topic=kafka_topic,
+                                 checkpoint_name="avail", timeout_s=300)
+    assert again.records == 0  # the checkpoint remembers the offsets
+
+
+def test_newly_promoted_model_is_used_without_restart(
+        spark, analytics_settings, mongo_db, kafka_topic):
+    df = make_readings(motes=2, per_mote=30)
+    first, second = df.iloc[:30], df.iloc[30:]
+    store_global(mongo_db, make_bundle(df, seed=4))
+    preds = mongo_db["predictions"]
+    run = start_streaming_evaluation(spark, analytics_settings, topic=kafka_topic,
+                                     checkpoint_name="promote", trigger_seconds=0.5)
+    try:
+        produce_readings(analytics_settings, kafka_topic, first)
+        _wait_for(lambda: preds.count_documents({}) == len(first), what="first predictions")
+        assert store_global(mongo_db, make_bundle(df, seed=5)) == 2  # promoted
+        produce_raw(analytics_settings, kafka_topic,
+                    [(encode_key(r["moteid"]), encode_reading(r))
+                     for r in second.to_dict("records")])
+        _wait_for(lambda: preds.count_documents({}) == len(df), what="second predictions")
+    finally:
+        run.stop()
+    assert preds.count_documents({"model_version": 1}) == len(first)
+    assert preds.count_documents({"model_version": 2}) == len(second)
+    assert run.counts.model_versions == [1, 2]
