@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -53,6 +54,18 @@ class MongoTarget:
     def connect(self):
         """A pinged pymongo ``Database`` (close with ``db.client.close()``)."""
         return connect(self.uri, self.database, self.timeout_s)
+
+    def shared(self):
+        """A ``Database`` on a client cached for this process (Spark tasks reuse it across
+        micro-batches; do not close it)."""
+        key = (self.uri, self.timeout_s)
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = _CLIENTS[key] = self.connect().client
+        return client[self.database]
+
+
+_CLIENTS: dict[tuple[str, float], Any] = {}
 
 
 def balanced_groups(counts: dict[int, int], n: int) -> list[list[int]]:

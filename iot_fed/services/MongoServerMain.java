@@ -1,12 +1,19 @@
 // Entry point for the local mongo-java-server: H2 MVStore file backend, one port, clean stop.
 // Compiled by iot_fed.services.artifacts at install time: javac -cp 'libs/*'.
-// Usage: java [-Dmvstore.cacheMB=512] -cp 'classes:libs/*' MongoServerMain <host> <port> <mvstore-file>
+// Usage: java [-Dmvstore.cacheMB=512] -cp 'classes:libs/*' MongoServerMain <host> <port> <file>
 
+import de.bwaldvogel.mongo.MongoDatabase;
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoVersion;
+import de.bwaldvogel.mongo.backend.CursorRegistry;
+import de.bwaldvogel.mongo.backend.DatabaseResolver;
 import de.bwaldvogel.mongo.backend.h2.H2Backend;
-import org.h2.mvstore.MVStore;
+import de.bwaldvogel.mongo.backend.h2.H2Database;
+import de.bwaldvogel.mongo.bson.Document;
+import de.bwaldvogel.mongo.oplog.Oplog;
+import io.netty.channel.Channel;
 import java.util.List;
+import org.h2.mvstore.MVStore;
 
 public final class MongoServerMain {
     /** The built-in versions stop at wire version 8; PyMongo 4.x needs at least 9 (4.4). */
@@ -22,6 +29,45 @@ public final class MongoServerMain {
         }
     };
 
+    /** H2 backend whose databases report the real count of inserted documents. */
+    static final class Backend extends H2Backend {
+        Backend(MVStore store) {
+            super(store); // reopens the stored databases: no fields of ours are set yet
+        }
+
+        @Override
+        protected MongoDatabase openOrCreateDatabase(String name) {
+            return new Database(name, getMvStore(), getCursorRegistry());
+        }
+    }
+
+    /** ``insert`` answers ``n`` = all documents even when some hit write errors; fix it. */
+    static final class Database extends H2Database {
+        Database(String name, MVStore store, CursorRegistry cursors) {
+            super(name, store, cursors);
+        }
+
+        @Override
+        public Document handleCommand(
+                Channel channel, String command, Document query, DatabaseResolver resolver,
+                Oplog oplog) {
+            Document result = super.handleCommand(channel, command, query, resolver, oplog);
+            if ("insert".equalsIgnoreCase(command)
+                    && result.get("writeErrors") instanceof List<?> errors
+                    && !errors.isEmpty()
+                    && result.get("n") instanceof Number n) {
+                int inserted = n.intValue() - errors.size();
+                if (Boolean.TRUE.equals(query.get("ordered"))
+                        && errors.get(0) instanceof Document first
+                        && first.get("index") instanceof Number index) {
+                    inserted = index.intValue(); // ordered: stops at the first error
+                }
+                result.put("n", Math.max(0, inserted));
+            }
+            return result;
+        }
+    }
+
     private MongoServerMain() {}
 
     public static void main(String[] args) throws Exception {
@@ -35,7 +81,7 @@ public final class MongoServerMain {
         // whole collection from disk once it outgrows the cache; a larger one keeps scans fast.
         int cacheMB = Integer.getInteger("mvstore.cacheMB", 512);
         MVStore store = new MVStore.Builder().fileName(args[2]).cacheSize(cacheMB).open();
-        H2Backend backend = new H2Backend(store);
+        Backend backend = new Backend(store);
         backend.version(MONGO_4_4);
         MongoServer server = new MongoServer(backend);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {

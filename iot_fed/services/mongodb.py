@@ -1,4 +1,4 @@
-"""The local MongoDB-wire-compatible server: FerretDB (SQLite) or mongo-java-server (H2).
+"""The local MongoDB-wire-compatible server: mongo-java-server (H2) or FerretDB (SQLite).
 
 ``settings.mongodb_server`` picks the :class:`ServerKind`; the process management
 (PID record, log, readiness probe) is the same for both. Each kind keeps its data in
