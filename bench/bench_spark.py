@@ -190,6 +190,9 @@ def bench_stream(spark, settings, bundle: ModelBundle, rate: float, seconds: flo
                                                               df["ts"][warm:], strict=True)]
     lat_created = np.array([created.get(i, np.nan) for i in ids]) - sent
     lat_created = lat_created[np.isfinite(lat_created)]
+    if not lat_created.size:
+        print("no created_at match", list(created)[:3], ids[:3])
+        lat_created = np.array([np.nan])
     client.drop_database(name)
     client.close()
     delete_topics(s, [name])
@@ -221,7 +224,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--seconds", type=float, default=45.0)
-    ap.add_argument("--trigger", type=float, default=0.5)
+    ap.add_argument("--trigger", type=float, default=1.0)
     ap.add_argument("--master", default="local[2]", help="Spark master (2 cores by default)")
     ap.add_argument("--write-partitions", type=int, default=1,
                     help="streaming tasks per micro-batch (0: on the driver)")

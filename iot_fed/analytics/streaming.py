@@ -303,12 +303,14 @@ def streaming_evaluation(
     topic: str | None = None,
     checkpoint_name: str = DEFAULT_CHECKPOINT,
     timeout_s: float | None = None,
+    write_partitions: int | None = 1,
 ) -> StreamCounts:
     """Process everything available in the topic since the checkpoint, then stop
     (trigger ``availableNow``); return the counts. For the Dagster asset."""
     t0 = time.monotonic()
     run = start_streaming_evaluation(spark, settings, topic=topic,
-                                     checkpoint_name=checkpoint_name, available_now=True)
+                                     checkpoint_name=checkpoint_name, available_now=True,
+                                     write_partitions=write_partitions)
     try:
         finished = run.query.awaitTermination(timeout_s)
         if finished is False:
@@ -328,6 +330,7 @@ def run_streaming_evaluation(
     checkpoint_name: str = DEFAULT_CHECKPOINT,
     trigger_seconds: float = 1.0,
     max_offsets_per_trigger: int | None = None,
+    write_partitions: int | None = 1,
     stop_event: threading.Event | None = None,
 ) -> StreamCounts:
     """Run until ``stop_event`` is set, Ctrl-C or SIGTERM; stop the query cleanly."""
@@ -335,6 +338,7 @@ def run_streaming_evaluation(
     run = start_streaming_evaluation(
         spark, settings, topic=topic, checkpoint_name=checkpoint_name,
         trigger_seconds=trigger_seconds, max_offsets_per_trigger=max_offsets_per_trigger,
+        write_partitions=write_partitions,
     )
     previous = None
     if threading.current_thread() is threading.main_thread():

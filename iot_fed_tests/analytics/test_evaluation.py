@@ -106,6 +106,13 @@ def test_predictions_are_idempotent(spark, analytics_settings, mongo_db, stored)
     np.testing.assert_array_equal(preds["is_anomaly"], flags)
     assert first.anomalies == int(flags.sum())
     assert set(preds["model_version"]) == {1} and set(preds["source"]) == {"batch"}
+    # a newer promoted model replaces every verdict; an older explicit one changes nothing
+    store_global(mongo_db, make_bundle(df, seed=2))
+    newer = write_predictions(spark, analytics_settings)
+    assert (newer.model_version, newer.inserted, newer.updated) == (2, 0, len(df))
+    older = write_predictions(spark, analytics_settings, model_version=1)
+    assert older.updated == 0 and older.unchanged == len(df)
+    assert mongo_db["predictions"].count_documents({"model_version": 2}) == len(df)
 
 
 def test_missing_model_names_the_version(spark, analytics_settings, mongo_db, stored):

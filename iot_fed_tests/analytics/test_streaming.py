@@ -6,6 +6,7 @@ import json
 import time
 
 import pandas as pd
+import pytest
 
 from iot_fed.analytics.streaming import start_streaming_evaluation, streaming_evaluation
 from iot_fed.stream.messages import encode_key, encode_reading
@@ -31,8 +32,9 @@ def _wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> Non
         time.sleep(0.5)
 
 
+@pytest.mark.parametrize("write_partitions", [1, 0], ids=["executors", "driver"])
 def test_available_now_scores_everything_and_dead_letters_malformed(
-        spark, analytics_settings, mongo_db, kafka_topic):
+        spark, analytics_settings, mongo_db, kafka_topic, write_partitions):
     df = make_readings(motes=3, per_mote=40)
     g = make_bundle(df, seed=3)
     store_global(mongo_db, g)
@@ -41,7 +43,8 @@ def test_available_now_scores_everything_and_dead_letters_malformed(
     produce_readings(analytics_settings, kafka_topic, df.iloc[60:])
 
     counts = streaming_evaluation(spark, analytics_settings, topic=kafka_topic,
-                                  checkpoint_name="avail", timeout_s=300)
+                                  checkpoint_name="avail", timeout_s=300,
+                                  write_partitions=write_partitions)
     assert (counts.records, counts.n, counts.dead_letters) == (len(df) + 2, len(df), 2)
     assert counts.inserted == len(df) and counts.model_versions == [1]
 
