@@ -12,6 +12,10 @@ import os
 import dagster as dg
 from dagster_pyspark import PySparkResource
 
+from iot_fed.analytics import session
+from iot_fed.analytics.jars import SparkJarsError
+from iot_fed.config import load_settings
+from iot_fed.defs.assets.analytics import evaluation_report, predictions, streaming_evaluation
 from iot_fed.defs.assets.benchmark import anomaly_benchmark
 from iot_fed.defs.assets.dataset import intel_lab_clean, intel_lab_raw, mote_locations
 from iot_fed.defs.assets.models import global_model, local_model, promoted_model
@@ -22,9 +26,13 @@ from iot_fed.defs.sensors import aggregate_job, aggregation_sensor, iot_stream_s
 
 
 def spark_config() -> dict[str, str]:
-    from iot_fed.config import load_settings
-
-    return {"spark.master": load_settings().spark_master}
+    """Spark settings incl. the Kafka connector jars (``iot-fed spark install``); without the
+    jars the batch assets still work and streaming_evaluation says what is missing."""
+    settings = load_settings()
+    try:
+        return session.spark_config(settings)
+    except SparkJarsError:
+        return session.spark_config(settings, with_jars=False)
 
 
 def resources_for(deployment: str) -> dict[str, object]:
@@ -48,7 +56,8 @@ def resources_for(deployment: str) -> dict[str, object]:
 
 defs = dg.Definitions(
     assets=[intel_lab_raw, intel_lab_clean, mote_locations, iot_stream, local_model,
-            global_model, promoted_model, anomaly_benchmark],
+            global_model, promoted_model, evaluation_report, predictions,
+            streaming_evaluation, anomaly_benchmark],
     asset_checks=[device_models_fresh],
     jobs=[aggregate_job],
     sensors=[iot_stream_sensor, aggregation_sensor],

@@ -11,3 +11,4 @@ fi
 export UV_PYTHON_DOWNLOADS=never
 python3 -m uv sync --locked --quiet
 .venv/bin/iot-fed services install
+.venv/bin/iot-fed spark install
