@@ -10,6 +10,8 @@ offsets, so a re-evaluated tick never trains twice.
 """
 
 
+import time
+
 import dagster as dg
 
 from iot_fed.defs.assets.models import global_model, local_model, promoted_model
@@ -96,8 +98,8 @@ def training_in_flight(instance: dg.DagsterInstance) -> bool:
     job=aggregate_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="After new local models, aggregate a global version (at most once per "
-                "aggregation_interval_s, once the training run has finished) and promote it "
-                "if it passes its blocking check.",
+                "aggregation_interval_s; after an in-flight training run, unless that would "
+                "starve it) and promote it if it passes its blocking check.",
 )
 def aggregation_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     after = int(context.cursor) if context.cursor else None
@@ -106,8 +108,10 @@ def aggregation_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult |
         ascending=False, limit=1).records
     if not records:
         return dg.SkipReason("no new local model materializations")
-    if training_in_flight(context.instance):
-        return dg.SkipReason("a local_model run is still in flight; aggregating after it")
     newest = records[0].storage_id
+    waited = time.time() - records[0].timestamp
+    if training_in_flight(context.instance) and waited < aggregation_interval():
+        # Let the round's training run land first, but never starve under back-to-back runs.
+        return dg.SkipReason("a local_model run is still in flight; aggregating after it")
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"aggregate-{newest}")],
                            cursor=str(newest))
