@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +23,8 @@ import pandas as pd
 from pymongo import MongoClient
 
 from iot_fed.config import get_settings
-from iot_fed.stream import writes
+from iot_fed.evaluation.report import machine_info
+from iot_fed.store import SENSOR_READINGS, init_database, insert_readings
 from iot_fed.stream.admin import delete_topics
 from iot_fed.stream.ingest import Ingestor
 from iot_fed.stream.messages import decode_value, encode_reading
@@ -48,12 +48,12 @@ def bench_decode(values: list[bytes], max_bytes: int) -> float:
 
 
 def bench_mongo_only(db, docs: list[dict], strategy: str, chunk: int) -> float:
-    db.drop_collection(writes.READINGS)
+    db.drop_collection(SENSOR_READINGS)
     docs = docs[:SMALL] if strategy == "upsert" else docs
-    writes.ensure_indexes(db)
+    init_database(db)
     t = time.perf_counter()
     for i in range(0, len(docs), chunk):
-        writes.write_readings(db, docs[i : i + chunk], strategy)
+        insert_readings(db, docs[i : i + chunk], strategy, validate=False)
     return len(docs) / (time.perf_counter() - t)
 
 
@@ -62,7 +62,7 @@ def bench_ingest(
 ) -> dict:
     """Ingest the first ``min(n, limit)`` messages in bounded batches (cursor mode)."""
     n = min(n, limit)
-    db.drop_collection(writes.READINGS)
+    db.drop_collection(SENSOR_READINGS)
     with Ingestor(settings, db, topic=topic, strategy=strategy, chunk_size=chunk) as ing:
         cursor: dict[int, int] = {}
         total, inserted, batches = 0, 0, 0
@@ -79,7 +79,7 @@ def bench_ingest(
             if res.reached_end and res.n_messages == 0:
                 break
         wall = time.perf_counter() - t0
-    assert db[writes.READINGS].estimated_document_count() == inserted
+    assert db[SENSOR_READINGS].estimated_document_count() == inserted
     return {
         "strategy": strategy,
         "chunk": chunk,
@@ -107,7 +107,7 @@ def main() -> int:
     data = _data(args.n)
     n = len(data)
     print(f"{n} readings, topic {topic}, {settings.kafka_partitions} partitions")
-    out: dict = {"n": n, "machine": platform.platform(), "goal_rate": GOAL}
+    out: dict = {"n": n, "machine": machine_info(), "goal_rate": GOAL}
     try:
         # 1. produce at full speed (idempotent, acks=all)
         stats = replay(settings, data, topic=topic, rate=0, progress_interval_s=1e9)

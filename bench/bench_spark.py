@@ -34,6 +34,7 @@ from iot_fed.analytics.batch_scoring import SCORES_SCHEMA, features_of, global_s
 from iot_fed.analytics.session import build_session
 from iot_fed.analytics.streaming import start_streaming_evaluation
 from iot_fed.config import load_settings
+from iot_fed.evaluation.report import machine_info
 from iot_fed.fl.normalization import SufficientStats
 from iot_fed.fl.scoring import calibrate_threshold, score_batch
 from iot_fed.fl.serialization import ModelBundle
@@ -237,7 +238,9 @@ def main() -> None:
     spec = ModelSpec.from_settings(settings)
     df = synthetic(args.readings)
     bundle = make_model(df, spec)
-    results: dict[str, Any] = {"model": spec.to_dict(), "spark_master": args.master}
+    results: dict[str, Any] = {
+        "machine": machine_info(), "model": spec.to_dict(), "spark_master": args.master
+    }
     try:
         results["batch"] = bench_batch(spark, df, bundle, args.repeats)
         if not args.skip_stream:

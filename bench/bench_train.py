@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from iot_fed.evaluation.report import machine_info
 from iot_fed.fl.aggregation import aggregate
 from iot_fed.fl.model import init_params
 from iot_fed.fl.spec import ModelSpec
@@ -213,12 +213,7 @@ def main() -> None:
     print()
     print(_table(rounds, aggs))
     out = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "jax": jax.__version__,
-            "backend": jax.default_backend(),
-        },
+        "machine": {**machine_info(), "backend": jax.default_backend()},
         "config": {
             "optimizer": cfg.optimizer,
             "epochs": cfg.local_epochs,

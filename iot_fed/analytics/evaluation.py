@@ -23,8 +23,8 @@ from iot_fed.analytics.metrics import fleet_summary, per_device_table
 from iot_fed.analytics.models import load_global_model, load_local_models
 from iot_fed.analytics.plots import plot_per_device
 from iot_fed.analytics.readings import MongoTarget, read_readings
-from iot_fed.analytics.report_store import save_evaluation_report
 from iot_fed.config import Settings
+from iot_fed.store import save_evaluation_report
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,15 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import DESCENDING
 from pymongo.database import Database
 
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
-from iot_fed.store import GLOBAL_MODELS, get_global_model, latest_local_models
+from iot_fed.store import (
+    GLOBAL_MODELS,
+    get_global_model,
+    latest_local_models,
+    promoted_version,
+)
 
 _BUNDLE_CACHE: dict[str, ModelBundle] = {}
 _CACHE_MAX = 256
@@ -72,14 +76,6 @@ def _scoring_model(doc: dict[str, Any], kind: str, device: str | None = None) ->
     if threshold is None:
         raise ModelNotAvailableError(f"{label} has no anomaly threshold (document or blob)")
     return ScoringModel(kind, version, bytes(doc["params"]), float(threshold), device)
-
-
-def promoted_version(db: Database) -> int | None:
-    """The promoted global version (highest if several) without fetching params; cheap."""
-    doc = db[GLOBAL_MODELS].find_one(
-        {"promoted": True}, {"_id": 0, "version": 1}, sort=[("version", DESCENDING)]
-    )
-    return None if doc is None else int(doc["version"])
 
 
 def load_global_model(db: Database, version: int | None = None) -> ScoringModel:

@@ -1,7 +1,7 @@
 """Anomaly score + flag per reading for the promoted global model, upserted to MongoDB.
 
 Each Spark task scores its readings (numpy, whole batches) and writes them with pymongo
-bulk writes keyed on ``(moteid, ts)`` (:mod:`iot_fed.analytics.prediction_writes`; never
+bulk writes keyed on ``(moteid, ts)`` (:func:`iot_fed.store.upsert_predictions`; never
 replacing a newer model's verdict), so re-running is idempotent and nothing large is
 collected on the driver.
 """
@@ -21,9 +21,9 @@ from pyspark.sql import types as T
 
 from iot_fed.analytics.batch_scoring import score_with
 from iot_fed.analytics.models import bundle_from_blob, load_global_model
-from iot_fed.analytics.prediction_writes import prediction_id, write_predictions_docs
 from iot_fed.analytics.readings import MongoTarget, read_readings
 from iot_fed.config import Settings
+from iot_fed.store import upsert_predictions
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,16 @@ def prediction_docs(scored: pd.DataFrame, model_version: int, threshold: float, 
     """``predictions`` documents from a scored frame (ts, epoch, moteid, label, score,
     is_anomaly), with plain Python values for BSON."""
     ts = pd.to_datetime(scored["ts"], utc=True).dt.floor("ms")  # MongoDB keeps milliseconds
-    ts_ms = (ts.dt.as_unit("ns").astype("int64") // 1_000_000).tolist()
     ts_list = ts.array.to_pydatetime().tolist()
     labels = scored["label"].astype(object).where(scored["label"].notna(), None).tolist()
     return [
         {
-            "_id": prediction_id(m, ms), "moteid": m, "ts": t, "epoch": e, "score": s,
+            "moteid": m, "ts": t, "epoch": e, "score": s,
             "threshold": threshold, "is_anomaly": a, "model_version": model_version, "label": lab,
             "created_at": created_at, "source": source,
         }
-        for m, t, ms, e, s, a, lab in zip(
-            scored["moteid"].astype("int64").tolist(), ts_list, ts_ms,
+        for m, t, e, s, a, lab in zip(
+            scored["moteid"].astype("int64").tolist(), ts_list,
             scored["epoch"].astype("int64").tolist(), scored["score"].astype(float).tolist(),
             scored["is_anomaly"].astype(bool).tolist(), labels, strict=True,
         )
@@ -80,7 +79,10 @@ def store_scored(db, scored: pd.DataFrame, model_version: int, threshold: float,
     counts["anomalies"] = int(scored["is_anomaly"].sum())
     docs = prediction_docs(scored, model_version, threshold, source, dt.datetime.now(dt.UTC))
     for i in range(0, len(docs), WRITE_CHUNK):
-        for k, v in write_predictions_docs(db, docs[i : i + WRITE_CHUNK]).items():
+        got = upsert_predictions(db, docs[i : i + WRITE_CHUNK])
+        # runs report an older model's skipped verdicts as kept (``unchanged``)
+        got["unchanged"] += got.pop("stale")
+        for k, v in got.items():
             counts[k] += v
     return counts
 

@@ -40,14 +40,12 @@ from iot_fed.analytics.models import (
     ScoringModel,
     bundle_from_blob,
     load_global_model,
-    promoted_version,
 )
 from iot_fed.analytics.predictions import COUNT_FIELDS, store_scored
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.config import Settings
-from iot_fed.store import DEAD_LETTERS, validator
+from iot_fed.store import DEAD_LETTERS, insert_dead_letters, promoted_version, validator
 from iot_fed.stream.messages import decode_value
-from iot_fed.stream.writes import write_dead_letters
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +157,7 @@ def process_records(db, bundle, model: tuple[int, float], raw: pd.DataFrame, max
         counts.update(store_scored(db, scored, version, threshold, "streaming"))
     if dead:
         validator(DEAD_LETTERS).validate_many(dead)
-        write_dead_letters(db, dead)
+        insert_dead_letters(db, dead)
         counts["dead_letters"] = len(dead)
     return counts
 

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from iot_fed.config import Settings
 from iot_fed.data.generator import generate, generate_mote_locs
@@ -150,30 +150,40 @@ def _url_name(url: str, default: str) -> str:
     return name or default
 
 
+def _configured_or_downloaded(
+    file: Path | str | None, env: str, url: str | None, url_setting: str, default_name: str,
+    out_dir: Path, timeout: float, **verify: Any,
+) -> RawSource | str:
+    """The configured local file, else ``url`` downloaded into ``out_dir``; otherwise the
+    reason neither worked (for the synthetic fallback). A missing configured file and an
+    integrity mismatch raise; other download errors fall back."""
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise FileNotFoundError(f"IOT_FED_{env}={path} does not exist")
+        return RawSource(path, "local", f"configured file {path}")
+    if not url:
+        return f"no {url_setting} configured"
+    dest = out_dir / _url_name(url, default_name)
+    try:
+        download(url, dest, timeout=timeout, **verify)
+    except IntegrityError:
+        raise
+    except DownloadError as exc:
+        return str(exc)
+    return RawSource(dest, "download", f"downloaded from {url}")
+
+
 def obtain_raw(settings: Settings) -> RawSource:
     """The Intel Lab readings file: ``data_file``, else ``data_url``, else the generator."""
-    if settings.data_file is not None:
-        path = Path(settings.data_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"IOT_FED_DATA_FILE={path} does not exist")
-        return RawSource(path, "local", f"configured file {path}")
     out_dir = _raw_dir(settings)
-    reason = "no data_url configured"
-    if settings.data_url:
-        dest = out_dir / _url_name(settings.data_url, "data.txt.gz")
-        try:
-            download(
-                settings.data_url,
-                dest,
-                sha256=settings.data_sha256,
-                size=settings.data_size,
-                timeout=settings.download_timeout_s,
-            )
-            return RawSource(dest, "download", f"downloaded from {settings.data_url}")
-        except IntegrityError:
-            raise
-        except DownloadError as exc:
-            reason = str(exc)
+    got = _configured_or_downloaded(
+        settings.data_file, "DATA_FILE", settings.data_url, "data_url", "data.txt.gz", out_dir,
+        settings.download_timeout_s, sha256=settings.data_sha256, size=settings.data_size,
+    )
+    if isinstance(got, RawSource):
+        return got
+    reason = got
     name = (
         f"synthetic_s{settings.generator_seed}_m{settings.generator_motes}"
         f"_d{settings.generator_days:g}_f{settings.generator_fault_rate:g}"
@@ -200,20 +210,14 @@ def obtain_raw(settings: Settings) -> RawSource:
 
 def obtain_mote_locs(settings: Settings) -> RawSource:
     """``mote_locs.txt``: ``mote_locs_file``, else ``mote_locs_url``, else a generated layout."""
-    if settings.mote_locs_file is not None:
-        path = Path(settings.mote_locs_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"IOT_FED_MOTE_LOCS_FILE={path} does not exist")
-        return RawSource(path, "local", f"configured file {path}")
     out_dir = _raw_dir(settings)
-    reason = "no mote_locs_url configured"
-    if settings.mote_locs_url:
-        dest = out_dir / _url_name(settings.mote_locs_url, "mote_locs.txt")
-        try:
-            download(settings.mote_locs_url, dest, timeout=settings.download_timeout_s)
-            return RawSource(dest, "download", f"downloaded from {settings.mote_locs_url}")
-        except DownloadError as exc:
-            reason = str(exc)
+    got = _configured_or_downloaded(
+        settings.mote_locs_file, "MOTE_LOCS_FILE", settings.mote_locs_url, "mote_locs_url",
+        "mote_locs.txt", out_dir, settings.download_timeout_s,
+    )
+    if isinstance(got, RawSource):
+        return got
+    reason = got
     path = out_dir / f"synthetic_mote_locs_m{settings.generator_motes}.txt"
     log.warning("mote_locs download unavailable (%s): using a generated layout", reason)
     generate_mote_locs(path, motes=settings.generator_motes, seed=settings.generator_seed)

@@ -13,15 +13,18 @@ from pymongo.database import Database
 
 from iot_fed.config import Settings
 from iot_fed.federation.health import local_model_health, promotion_verdict
-from iot_fed.federation.local_round import ModelLoadError, load_bundle
+from iot_fed.federation.local_round import FEATURE_STD_FLOOR, ModelLoadError, load_bundle
 from iot_fed.federation.windows import DeviceWindow, validation_windows
 from iot_fed.fl.aggregation import AggregationConfig
-from iot_fed.fl.compile_cache import enable_compilation_cache
-from iot_fed.fl.normalization import make_xy
+from iot_fed.fl.normalization import Normalizer, SufficientStats
 from iot_fed.fl.pytrees import stack_params
-from iot_fed.fl.scoring import combine_thresholds
+from iot_fed.fl.scoring import (
+    calibrate_threshold,
+    combine_thresholds,
+    forward_numpy,
+    score_batch,
+)
 from iot_fed.fl.serialization import ModelBundle
-from iot_fed.fl.training import evaluate_devices
 from iot_fed.store import repository as repo
 
 VALIDATION_PER_DEVICE = 500
@@ -43,23 +46,42 @@ def _as_utc(t: dt.datetime) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
-def validation_loss(bundle: ModelBundle, windows: Sequence[DeviceWindow]
-                    ) -> tuple[float, float | None, int]:
-    """Sample-weighted mean held-out loss over the windows, a combined threshold, and n."""
+def reference_error(bundle: ModelBundle, features: np.ndarray, ref: Normalizer) -> np.ndarray:
+    """Per-reading reconstruction error in the units of ``ref``: the model reconstructs in
+    its own normalisation, the error is measured in the reference one, so two versions with
+    different normalisers are compared fairly."""
+    n_out = bundle.spec.n_outputs
+    z = bundle.norm.apply(features)
+    recon = forward_numpy(bundle.params, z, bundle.spec.activation)
+    recon_raw = recon * bundle.norm.std[:n_out] + bundle.norm.mean[:n_out]
+    err = (recon_raw - features[:, :n_out]) / ref.std[:n_out]
+    return np.mean(np.square(err), axis=1)
+
+
+def validation_loss(bundle: ModelBundle, windows: Sequence[DeviceWindow], ref: Normalizer,
+                    quantile: float) -> tuple[float, float | None, int]:
+    """Mean held-out error (reference units), the global threshold (sample-weighted mean of
+    the devices' score quantiles in the model's own units) and the number of readings."""
     windows = [w for w in windows if w.n]
     if not windows or bundle.norm is None:
         return float("nan"), None, 0
-    data = [make_xy(w.features, bundle.norm, bundle.spec.n_outputs) for w in windows]
-    ev = evaluate_devices(bundle.params, data, bundle.spec)
-    n = ev.n_samples.astype(np.float64)
-    finite = np.isfinite(ev.loss)
-    loss = float(np.sum(np.where(finite, ev.loss, 0) * n) / n.sum()) if finite.all() else float(
-        "inf")
-    try:
-        thr = combine_thresholds(ev.thresholds, n)
-    except ValueError:
-        thr = None
-    return loss, thr, int(n.sum())
+    feats = np.concatenate([w.features for w in windows])
+    err = reference_error(bundle, feats, ref)
+    loss = float(np.mean(err)) if np.all(np.isfinite(err)) else float("inf")
+    quantiles = [calibrate_threshold(score_batch(bundle, w.features), quantile) for w in windows]
+    thr = combine_thresholds(quantiles, [w.n for w in windows])
+    return loss, thr, int(feats.shape[0])
+
+
+def _accumulated_stats(promoted: dict[str, Any] | None, local_docs: Sequence[dict[str, Any]]
+                       ) -> SufficientStats:
+    """Feature statistics of every window that reached a global model so far: the parent's
+    running total plus the new local models' sufficient statistics (counts, sums, sums of
+    squares; never raw readings). The normaliser follows the fleet as data arrives."""
+    parts = [SufficientStats.from_dict(d["metrics"]["stats"]) for d in local_docs]
+    if promoted and "norm_stats" in (promoted.get("metrics") or {}):
+        parts.append(SufficientStats.from_dict(promoted["metrics"]["norm_stats"]))
+    return SufficientStats.total(parts)
 
 
 def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> GlobalOutcome:
@@ -68,7 +90,6 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     The new version is stored unpromoted with lineage and validation metrics; promotion is
     :func:`promote_if_better` (the Dagster layer runs it behind a blocking asset check).
     """
-    enable_compilation_cache(settings.data_dir / "jax_cache")
     promoted = repo.promoted_global_model(db)
     latest = repo.latest_global_model(db)
     since = _as_utc(latest["created_at"]) if latest else None
@@ -92,21 +113,24 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     agg_cfg = AggregationConfig.from_settings(settings)
     params, info = agg_cfg.aggregate(stack_params([b.params for _, b in healthy]), weights,
                                      global_params=parent.params if parent else None, seed=seed)
-    norm = parent.norm if parent and parent.norm is not None else healthy[0][1].norm
+    norm_stats = _accumulated_stats(promoted, [doc for doc, _ in healthy])
+    norm = norm_stats.normalizer(FEATURE_STD_FLOOR)
     devices = [doc["device"] for doc, _ in healthy]
     bundle = ModelBundle(healthy[0][1].spec, params, norm)
     held_out = list(validation_windows(db, [int(d) for d in devices],
                                        VALIDATION_PER_DEVICE).values())
-    val_loss, threshold, n_val = validation_loss(bundle, held_out)
+    q = settings.threshold_quantile
+    val_loss, threshold, n_val = validation_loss(bundle, held_out, norm, q)
     if threshold is None:  # no held-out data yet: fall back to the devices' thresholds
         threshold = combine_thresholds([doc["threshold"] for doc, _ in healthy], weights)
     bundle.threshold = threshold
-    parent_val = validation_loss(parent, held_out)[0] if parent else None
+    parent_val = validation_loss(parent, held_out, norm, q)[0] if parent else None
     total = float(weights.sum())
     lineage = [{"device": doc["device"], "version": int(doc["version"]),
                 "n_samples": int(doc["n_samples"]), "weight": float(doc["n_samples"]) / total}
                for doc, _ in healthy]
-    metrics = {"val_loss": val_loss, "parent_val_loss": parent_val, "n_validation": n_val,
+    metrics = {"norm_stats": norm_stats.to_dict(), "val_loss": val_loss,
+               "parent_val_loss": parent_val, "n_validation": n_val,
                "train_loss_after": float(np.average(
                    [doc["metrics"]["loss_after"] for doc, _ in healthy], weights=weights)),
                "rejected_local_models": rejected, "aggregation": info}

@@ -19,6 +19,10 @@ from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.training import TrainConfig, train_devices
 from iot_fed.store import repository as repo
 
+FEATURE_STD_FLOOR = np.array([0.5, 1.0, 10.0, 0.01, 0.1, 0.1])
+"""Smallest std per feature (degC, %RH, lux, V, sin, cos): a short window where a channel
+is flat (lights off all night) must not turn ordinary changes into huge z-scores."""
+
 
 class ModelLoadError(RuntimeError):
     """A stored model could not be read; the message names the version."""
@@ -71,7 +75,7 @@ def _normalizer(start: StartingPoint, windows: Sequence[DeviceWindow]) -> Normal
     if start.bundle.norm is not None:
         return start.bundle.norm
     stats = SufficientStats.total(SufficientStats.from_array(w.features) for w in windows)
-    return stats.normalizer()
+    return stats.normalizer(FEATURE_STD_FLOOR)
 
 
 def train_local_models(db: Database, devices: Sequence[str], settings: Settings,

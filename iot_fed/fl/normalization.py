@@ -57,15 +57,16 @@ class SufficientStats:
             acc = acc.merge(s)
         return acc
 
-    def mean_std(self, min_std: float = DEFAULT_MIN_STD) -> tuple[np.ndarray, np.ndarray]:
-        """Population mean and std (std floored at ``min_std``)."""
+    def mean_std(self, min_std: float | np.ndarray = DEFAULT_MIN_STD
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Population mean and std (std floored at ``min_std``, a scalar or per feature)."""
         if self.count <= 0:
             raise ValueError("cannot normalise from zero samples")
         mean = self.sum / self.count
         var = np.maximum(self.sumsq / self.count - np.square(mean), 0.0)
         return mean, np.maximum(np.sqrt(var), min_std)
 
-    def normalizer(self, min_std: float = DEFAULT_MIN_STD) -> Normalizer:
+    def normalizer(self, min_std: float | np.ndarray = DEFAULT_MIN_STD) -> Normalizer:
         mean, std = self.mean_std(min_std)
         return Normalizer(mean=mean, std=std)
 

@@ -15,7 +15,10 @@ LOCAL_MODELS = "local_models"
 GLOBAL_MODELS = "global_models"
 PREDICTIONS = "predictions"
 DEAD_LETTERS = "dead_letters"
-COLLECTIONS = (SENSOR_READINGS, LOCAL_MODELS, GLOBAL_MODELS, PREDICTIONS, DEAD_LETTERS)
+EVALUATION_REPORTS = "evaluation_reports"
+COLLECTIONS = (
+    SENSOR_READINGS, LOCAL_MODELS, GLOBAL_MODELS, PREDICTIONS, DEAD_LETTERS, EVALUATION_REPORTS
+)
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,9 @@ class IndexSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-# predictions are keyed on (moteid, ts) as in the design: one current verdict per reading;
-# a newer model version replaces an older one's (see repository.upsert_predictions).
+# predictions are keyed on (moteid, ts) as in the design: one current verdict per reading
+# (also its ``_id``, repository.prediction_id); a same-or-newer model version replaces it
+# (see repository.upsert_predictions).
 INDEXES: dict[str, tuple[IndexSpec, ...]] = {
     SENSOR_READINGS: (
         IndexSpec("moteid_epoch_unique", (("moteid", 1), ("epoch", 1)), unique=True),
@@ -48,6 +52,10 @@ INDEXES: dict[str, tuple[IndexSpec, ...]] = {
         IndexSpec("model_version", (("model_version", 1),)),
     ),
     DEAD_LETTERS: (IndexSpec("ts", (("ts", 1),)),),
+    EVALUATION_REPORTS: (
+        IndexSpec("report_id_unique", (("report_id", 1),), unique=True),
+        IndexSpec("created_at", (("created_at", -1),)),
+    ),
 }
 
 

@@ -5,55 +5,62 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from pymongo.database import Database
 
 from iot_fed.config import get_settings
 from iot_fed.store.client import StoreConnectionError, connect
 from iot_fed.store.setup import database_status, init_database
 
+T = TypeVar("T")
 
-def _db(args: argparse.Namespace):
+
+def _with_db(args: argparse.Namespace, command: str, fn: Callable[[Database], T]
+             ) -> tuple[str, T] | None:
+    """(database name, ``fn(db)``) on a fresh connection, closed after; None (and a message
+    on stderr) when the server cannot be reached."""
     s = get_settings()
-    return connect(
-        args.uri or s.mongodb_uri, args.database or s.mongodb_database, s.mongodb_timeout_s
-    )
+    try:
+        db = connect(
+            args.uri or s.mongodb_uri, args.database or s.mongodb_database, s.mongodb_timeout_s
+        )
+    except StoreConnectionError as exc:
+        print(f"iot-fed db {command}: {exc}", file=sys.stderr)
+        return None
+    try:
+        return db.name, fn(db)
+    finally:
+        db.client.close()
 
 
 def _init(args: argparse.Namespace) -> int:
-    try:
-        db = _db(args)
-    except StoreConnectionError as exc:
-        print(f"iot-fed db init: {exc}", file=sys.stderr)
+    got = _with_db(args, "init", init_database)
+    if got is None:
         return 1
-    try:
-        report = init_database(db)
-    finally:
-        db.client.close()
+    _, report = got
     for name, info in report.items():
         state = "created" if info["created"] else "exists"
-        print(f"{name:16s} {state:8s} validator: {info['validator']}; "
+        print(f"{name:18s} {state:8s} validator: {info['validator']}; "
               f"indexes: {', '.join(info['indexes'])}")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    try:
-        db = _db(args)
-    except StoreConnectionError as exc:
-        print(f"iot-fed db status: {exc}", file=sys.stderr)
+    got = _with_db(args, "status", database_status)
+    if got is None:
         return 1
-    try:
-        status = database_status(db)
-    finally:
-        db.client.close()
+    name, status = got
     if args.json:
-        print(json.dumps({"database": db.name, "collections": status}, indent=2))
+        print(json.dumps({"database": name, "collections": status}, indent=2))
         return 0
-    print(f"database {db.name}")
+    print(f"database {name}")
     for name, info in status.items():
         if not info["exists"]:
-            print(f"  {name:16s} missing (run `iot-fed db init`)")
+            print(f"  {name:18s} missing (run `iot-fed db init`)")
         else:
-            print(f"  {name:16s} {info['count']:>10d} documents  indexes: "
+            print(f"  {name:18s} {info['count']:>10d} documents  indexes: "
                   f"{', '.join(info['indexes'])}")
     return 0
 

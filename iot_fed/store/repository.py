@@ -8,6 +8,7 @@ not the server enforces validators. Model ``params`` are opaque bytes (``iot_fed
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from iot_fed.store.collections import (
     DEAD_LETTERS,
+    EVALUATION_REPORTS,
     GLOBAL_MODELS,
     LOCAL_MODELS,
     PREDICTIONS,
@@ -63,30 +65,42 @@ def readings_to_docs(df: pd.DataFrame) -> list[dict[str, Any]]:
     return frame.to_dict("records")
 
 
-def upsert_readings(
+def _duplicate_indices(exc: BulkWriteError) -> set[int]:
+    """Indices of the duplicate-key failures; re-raise when any error is something else."""
+    _split_write_errors(exc)
+    return {e["index"] for e in exc.details.get("writeErrors", [])}
+
+
+def insert_readings(
     db: Database,
     docs: Sequence[Mapping[str, Any]],
     strategy: WriteStrategy = DEFAULT_READINGS_STRATEGY,
-) -> tuple[int, int]:
-    """Store readings idempotently; return (inserted, duplicates).
+    *,
+    validate: bool = True,
+) -> list[int]:
+    """Store readings idempotently; return the indices (into ``docs``) actually inserted.
 
-    A reading whose (moteid, epoch) already exists is left untouched and counted as a
-    duplicate (also within ``docs``). ``strategy`` picks the bulk write: ``insert``
-    (insert_many ordered=False, duplicate-key errors counted) or ``upsert``
-    (UpdateOne with ``$setOnInsert``, upsert=True, ordered=False).
+    First write wins: a reading whose (moteid, epoch) already exists (also earlier in
+    ``docs``) is left untouched. ``strategy`` picks the bulk write: ``insert``
+    (insert_many ordered=False, duplicate-key errors mark the duplicates) or ``upsert``
+    (UpdateOne with ``$setOnInsert``, upsert=True, ordered=False). ``validate=False``
+    skips the per-document Python schema check, for callers whose documents are already
+    checked field by field (Kafka ingestion: ``iot_fed.stream.messages.decode_value``).
+    Returns after the server acknowledged the writes; ``docs`` are not modified.
     """
     if not docs:
-        return 0, 0
-    validator(SENSOR_READINGS).validate_many(list(docs))
+        return []
+    if validate:
+        validator(SENSOR_READINGS).validate_many(list(docs))
     coll = db[SENSOR_READINGS]
     clean = _no_id(docs)
     if strategy == "insert":
         try:
-            res = coll.insert_many(clean, ordered=False)
-            return len(res.inserted_ids), 0
+            coll.insert_many(clean, ordered=False)
+            return list(range(len(clean)))
         except BulkWriteError as exc:
-            details, dups = _split_write_errors(exc)
-            return int(details.get("nInserted", 0)), dups
+            dups = _duplicate_indices(exc)
+            return [i for i in range(len(clean)) if i not in dups]
     if strategy == "upsert":
         ops = [
             UpdateOne({"moteid": d["moteid"], "epoch": d["epoch"]}, {"$setOnInsert": d},
@@ -94,12 +108,25 @@ def upsert_readings(
             for d in clean
         ]
         try:
-            r = coll.bulk_write(ops, ordered=False)
-            return r.upserted_count, r.matched_count
+            return sorted(coll.bulk_write(ops, ordered=False).upserted_ids)
         except BulkWriteError as exc:  # concurrent upserts of one key can race
-            details, dups = _split_write_errors(exc)
-            return int(details.get("nUpserted", 0)), int(details.get("nMatched", 0)) + dups
+            _duplicate_indices(exc)
+            return sorted(u["index"] for u in exc.details.get("upserted", []))
     raise ValueError(f"unknown write strategy {strategy!r}")
+
+
+def upsert_readings(
+    db: Database,
+    docs: Sequence[Mapping[str, Any]],
+    strategy: WriteStrategy = DEFAULT_READINGS_STRATEGY,
+) -> tuple[int, int]:
+    """Store readings idempotently (schema-checked); return (inserted, duplicates).
+
+    Counts over :func:`insert_readings`: a reading whose (moteid, epoch) already exists
+    is left untouched and counted as a duplicate (also within ``docs``).
+    """
+    new = insert_readings(db, docs, strategy)
+    return len(new), len(docs) - len(new)
 
 
 def readings_for_device(
@@ -322,6 +349,14 @@ def promoted_global_model(db: Database) -> dict[str, Any] | None:
     )
 
 
+def promoted_version(db: Database) -> int | None:
+    """The promoted global version (highest if several) without fetching params; cheap."""
+    doc = db[GLOBAL_MODELS].find_one(
+        {"promoted": True}, {"_id": 0, "version": 1}, sort=[("version", DESCENDING)]
+    )
+    return None if doc is None else int(doc["version"])
+
+
 def promote(db: Database, version: int) -> dict[str, Any]:
     """Make ``version`` the promoted global model and demote every other one."""
     coll = db[GLOBAL_MODELS]
@@ -341,37 +376,128 @@ def promote(db: Database, version: int) -> dict[str, Any]:
 # --- predictions --------------------------------------------------------------------
 
 
-def upsert_predictions(db: Database, docs: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Store one verdict per (moteid, ts), idempotently.
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_IN_CHUNK = 1_000
+
+
+def _ms(ts: dt.datetime) -> int:
+    """Milliseconds since the Unix epoch (naive datetimes are UTC, as pymongo returns them)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=dt.UTC)
+    return (ts - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def prediction_id(moteid: int, ts: dt.datetime | int) -> str:
+    """The ``_id`` of the verdict for (moteid, ts): ``"<moteid>:<ts in ms>"``.
+
+    The same key as the unique (moteid, ts) index (MongoDB keeps milliseconds), so a
+    prediction is found by ``_id`` (cheap on FerretDB) rather than by a filtered scan.
+    """
+    ms = ts if isinstance(ts, int) else _ms(ts)
+    return f"{int(moteid)}:{int(ms)}"
+
+
+def _insert_new(coll: Any, docs: list[dict[str, Any]]) -> list[int]:
+    """insert_many(ordered=False); return the indices (into ``docs``) that already existed."""
+    if not docs:
+        return []
+    try:
+        coll.insert_many(docs, ordered=False)
+        return []
+    except BulkWriteError as exc:
+        return sorted(_duplicate_indices(exc))
+
+
+def _same_verdict(stored: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
+    def norm(d: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: _ms(v) if isinstance(v, dt.datetime) else v
+                for k, v in d.items() if k != "_id"}
+
+    return norm(stored) == norm(doc)
+
+
+def upsert_predictions(
+    db: Database, docs: Sequence[Mapping[str, Any]], *, validate: bool = True
+) -> dict[str, int]:
+    """Store one verdict per (moteid, ts), idempotently; fast on FerretDB.
 
     New (moteid, ts) pairs are inserted; an existing verdict is replaced only by one from
-    the same or a newer ``model_version`` (an older model's verdict is skipped: ``stale``).
-    Returns counts: inserted, updated, unchanged, stale. (Insert-then-conditional-update
-    rather than a conditional upsert, which FerretDB v1 mis-reports.)
+    the same or a newer ``model_version`` (``updated``; ``unchanged`` when the stored one
+    is identical); one from an older model is skipped (``stale``). Returns those four
+    counts. Every document is stored under :func:`prediction_id` (any given ``_id`` is
+    replaced), so the writes are ``insert_many(ordered=False)`` (duplicate-key errors mark
+    the existing verdicts), one ``_id $in`` lookup per 1,000 of those, and
+    ``delete_many`` + insert for the ones to replace: no per-document filtered update,
+    which FerretDB v1 (SQLite) answers with a collection scan each.
     """
     counts = {"inserted": 0, "updated": 0, "unchanged": 0, "stale": 0}
     if not docs:
         return counts
-    validator(PREDICTIONS).validate_many(list(docs))
-    clean = _no_id(docs)
+    if validate:
+        validator(PREDICTIONS).validate_many(list(docs))
     coll = db[PREDICTIONS]
-    try:
-        coll.insert_many([dict(d) for d in clean], ordered=False)
-        counts["inserted"] = len(clean)
-        return counts
-    except BulkWriteError as exc:
-        details, _ = _split_write_errors(exc)
-        counts["inserted"] = int(details.get("nInserted", 0))
-        existing = [clean[e["index"]] for e in details["writeErrors"]]
-    ops = [
-        UpdateOne(
-            {"moteid": d["moteid"], "ts": d["ts"], "model_version": {"$lte": d["model_version"]}},
-            {"$set": d},
-        )
-        for d in existing
-    ]
-    r = coll.bulk_write(ops, ordered=False)
-    counts["updated"] = r.modified_count
-    counts["unchanged"] = r.matched_count - r.modified_count
-    counts["stale"] = len(existing) - r.matched_count
+    batch = [{**d, "_id": prediction_id(d["moteid"], d["ts"])} for d in docs]
+    dups = _insert_new(coll, batch)
+    counts["inserted"] = len(batch) - len(dups)
+    for k in range(0, len(dups), _IN_CHUNK):
+        part = [batch[i] for i in dups[k : k + _IN_CHUNK]]
+        stored = {d["_id"]: d for d in coll.find({"_id": {"$in": [d["_id"] for d in part]}})}
+        missing = [d for d in part if d["_id"] not in stored]
+        if missing:  # stored under another _id (written before ids were keyed)
+            clauses = [{"moteid": d["moteid"], "ts": d["ts"]} for d in missing]
+            for d in coll.find({"$or": clauses}):
+                stored[prediction_id(d["moteid"], d["ts"])] = d
+        replace: dict[int, list[tuple[Any, dict[str, Any]]]] = {}
+        for d in part:
+            old = stored.get(d["_id"])
+            if old is not None and int(old["model_version"]) > int(d["model_version"]):
+                counts["stale"] += 1
+            elif old is not None and _same_verdict(old, d):
+                counts["unchanged"] += 1
+            else:
+                version = int(d["model_version"])
+                replace.setdefault(version, []).append((None if old is None else old["_id"], d))
+        for version, group in replace.items():
+            # the version guard keeps a newer verdict written concurrently
+            coll.delete_many({"_id": {"$in": [old_id for old_id, _ in group if old_id is not None]},
+                              "model_version": {"$lte": version}})
+            new = [d for _, d in group]
+            kept = len(_insert_new(coll, new))
+            counts["updated"] += len(new) - kept
+            counts["unchanged"] += kept
     return counts
+
+
+# --- evaluation reports ---------------------------------------------------------------
+
+
+def clean_value(v: Any) -> Any:
+    """BSON-friendly: numpy scalars -> Python, NaN/NA -> None, recursively."""
+    if isinstance(v, Mapping):
+        return {str(k): clean_value(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [clean_value(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, str | bytes):  # numpy scalar
+        v = v.item()
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return None
+    if v is pd.NA or v is pd.NaT:
+        return None
+    return v
+
+
+def save_evaluation_report(db: Database, doc: Mapping[str, Any]) -> str:
+    """Store (replace by ``report_id``) one report document; return its ``report_id``.
+
+    Values are made BSON-friendly first (:func:`clean_value`: NaN/NA -> None).
+    """
+    clean = clean_value(dict(doc))
+    clean.pop("_id", None)
+    validator(EVALUATION_REPORTS).validate(clean)
+    db[EVALUATION_REPORTS].replace_one({"report_id": clean["report_id"]}, clean, upsert=True)
+    return clean["report_id"]
+
+
+def latest_evaluation_report(db: Database) -> dict[str, Any] | None:
+    """The most recently created report (no ``_id``), or None."""
+    return db[EVALUATION_REPORTS].find_one({}, {"_id": 0}, sort=[("created_at", DESCENDING)])

@@ -10,8 +10,8 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 from iot_fed.analytics.evaluation import evaluation_report
 from iot_fed.analytics.models import ModelNotAvailableError
 from iot_fed.analytics.predictions import write_predictions
-from iot_fed.analytics.report_store import EVALUATION_REPORTS
 from iot_fed.fl.scoring import forward_numpy
+from iot_fed.store import EVALUATION_REPORTS
 from iot_fed_tests.analytics.helpers import (
     expected_scores,
     features,
