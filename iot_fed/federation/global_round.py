@@ -12,8 +12,8 @@ import numpy as np
 from pymongo.database import Database
 
 from iot_fed.config import Settings
+from iot_fed.federation.bundles import FEATURE_STD_FLOOR, ModelLoadError, load_bundle
 from iot_fed.federation.health import local_model_health, promotion_verdict
-from iot_fed.federation.local_round import FEATURE_STD_FLOOR, ModelLoadError, load_bundle
 from iot_fed.federation.windows import DeviceWindow, validation_windows
 from iot_fed.fl.aggregation import AggregationConfig
 from iot_fed.fl.normalization import Normalizer, SufficientStats

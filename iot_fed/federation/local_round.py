@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from pymongo.database import Database
 
 from iot_fed.config import Settings
+from iot_fed.federation.bundles import FEATURE_STD_FLOOR, ModelLoadError, load_bundle
+from iot_fed.federation.outcomes import DeviceOutcome
 from iot_fed.federation.windows import DeviceWindow, training_windows
 from iot_fed.fl.compile_cache import enable_compilation_cache
 from iot_fed.fl.model import init_params
 from iot_fed.fl.normalization import Normalizer, SufficientStats, make_xy
-from iot_fed.fl.serialization import ModelBlobError, ModelBundle
+from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.training import TrainConfig, train_devices
 from iot_fed.store import repository as repo
-
-FEATURE_STD_FLOOR = np.array([0.5, 1.0, 10.0, 0.01, 0.1, 0.1])
-"""Smallest std per feature (degC, %RH, lux, V, sin, cos): a short window where a channel
-is flat (lights off all night) must not turn ordinary changes into huge z-scores."""
-
-
-class ModelLoadError(RuntimeError):
-    """A stored model could not be read; the message names the version."""
 
 
 @dataclass
@@ -34,26 +27,6 @@ class StartingPoint:
 
     bundle: ModelBundle
     version: int | None
-
-
-@dataclass
-class DeviceOutcome:
-    device: str
-    n_samples: int
-    version: int | None = None
-    loss_before: float | None = None
-    loss_after: float | None = None
-    threshold: float | None = None
-    n_faulty: int = 0
-    skipped: str | None = None
-    offsets: dict[str, Any] = field(default_factory=dict)
-
-
-def load_bundle(doc: dict[str, Any], what: str) -> ModelBundle:
-    try:
-        return ModelBundle.from_bytes(doc["params"])
-    except (ModelBlobError, KeyError) as exc:
-        raise ModelLoadError(f"{what} version {doc.get('version')}: {exc}") from exc
 
 
 def starting_point(db: Database, spec: ModelSpec, seed: int) -> StartingPoint:

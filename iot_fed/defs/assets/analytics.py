@@ -1,13 +1,13 @@
-"""Spark analytics assets (dagster-pyspark): evaluation report, predictions, streaming."""
+"""Spark analytics assets (dagster-pyspark): evaluation report, predictions, streaming.
+
+The analytics modules are imported inside the assets: every Dagster run process loads this
+code location, and only runs of these assets need pyspark's Python side."""
 
 import base64
 
 import dagster as dg
 from dagster_pyspark import PySparkResource
 
-from iot_fed.analytics.evaluation import evaluation_report as build_report
-from iot_fed.analytics.predictions import write_predictions
-from iot_fed.analytics.streaming import streaming_evaluation as run_available_now
 from iot_fed.defs.resources import MongoDBResource
 
 
@@ -22,6 +22,8 @@ def _png_markdown(path) -> dg.MetadataValue:
                       "local model (MSE/MAE, anomaly rate, precision/recall/F1 where labelled).")
 def evaluation_report(context: dg.AssetExecutionContext, pyspark: PySparkResource,
                       mongodb: MongoDBResource) -> dg.MaterializeResult:
+    from iot_fed.analytics.evaluation import evaluation_report as build_report
+
     rep = build_report(pyspark.spark_session, mongodb.settings())
     context.log.info("evaluation report %s", rep.report_id)
     return dg.MaterializeResult(metadata={
@@ -37,6 +39,8 @@ def evaluation_report(context: dg.AssetExecutionContext, pyspark: PySparkResourc
           description="Anomaly score and flag of the promoted global model for every stored "
                       "reading, written to MongoDB predictions idempotently.")
 def predictions(pyspark: PySparkResource, mongodb: MongoDBResource) -> dg.MaterializeResult:
+    from iot_fed.analytics.predictions import write_predictions
+
     res = write_predictions(pyspark.spark_session, mongodb.settings())
     return dg.MaterializeResult(metadata=res.summary())
 
@@ -46,5 +50,7 @@ def predictions(pyspark: PySparkResource, mongodb: MongoDBResource) -> dg.Materi
                       "scores everything not yet processed with the promoted model, then stops.")
 def streaming_evaluation(pyspark: PySparkResource,
                          mongodb: MongoDBResource) -> dg.MaterializeResult:
+    from iot_fed.analytics.streaming import streaming_evaluation as run_available_now
+
     counts = run_available_now(pyspark.spark_session, mongodb.settings())
     return dg.MaterializeResult(metadata=counts.summary())

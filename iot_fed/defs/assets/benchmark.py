@@ -5,7 +5,6 @@ import json
 import dagster as dg
 
 from iot_fed.defs.resources import SettingsResource
-from iot_fed.evaluation.benchmark import DetectionBenchConfig, run_detection_benchmark
 
 
 class AnomalyBenchmarkConfig(dg.Config):
@@ -22,6 +21,8 @@ class AnomalyBenchmarkConfig(dg.Config):
           "and rolling z-score / MAD baselines, plus the failing-device experiment.")
 def anomaly_benchmark(context: dg.AssetExecutionContext, config: AnomalyBenchmarkConfig,
                       settings: SettingsResource) -> dg.MaterializeResult:
+    from iot_fed.evaluation.benchmark import DetectionBenchConfig, run_detection_benchmark
+
     s = settings.get()
     out_dir = s.data_dir / "benchmarks"
     (out_dir / "work").mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from iot_fed.defs.partitions import devices
 from iot_fed.defs.resources import MongoDBResource, SettingsResource
 from iot_fed.federation.global_round import aggregate_global_model, promote_if_better
 from iot_fed.federation.health import local_model_health, promotion_verdict
-from iot_fed.federation.local_round import DeviceOutcome, train_local_models
+from iot_fed.federation.outcomes import DeviceOutcome
 from iot_fed.store import repository as repo
 
 LOCAL_HEALTH_CHECK = "params_finite_loss_not_diverging"
@@ -45,6 +45,8 @@ def outcomes_table(outcomes: Sequence[DeviceOutcome]) -> str:
 )
 def local_model(context: dg.AssetExecutionContext, mongodb: MongoDBResource,
                 settings: SettingsResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    from iot_fed.federation.local_round import train_local_models  # JAX: training runs only
+
     keys = list(context.partition_keys)
     s = settings.get()
     outcomes = train_local_models(mongodb.db, keys, s, seed=s.seed)
