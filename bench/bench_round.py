@@ -43,12 +43,20 @@ def burst(devices: int, per_device: int) -> pd.DataFrame:
     frames = []
     for m in range(1, devices + 1):
         hours = e * 31 / 3600
-        frames.append(pd.DataFrame({
-            "ts": pd.Timestamp("2004-03-01", tz="UTC") + pd.to_timedelta(e * 31, unit="s"),
-            "epoch": e, "moteid": m,
-            "temperature": 21 + 3 * np.sin(2 * np.pi * hours / 24) + 0.05 * m,
-            "humidity": 38 - 4 * np.sin(2 * np.pi * hours / 24),
-            "light": 300.0 + m, "voltage": 2.7 - 1e-5 * e, "label": None}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "ts": pd.Timestamp("2004-03-01", tz="UTC") + pd.to_timedelta(e * 31, unit="s"),
+                    "epoch": e,
+                    "moteid": m,
+                    "temperature": 21 + 3 * np.sin(2 * np.pi * hours / 24) + 0.05 * m,
+                    "humidity": 38 - 4 * np.sin(2 * np.pi * hours / 24),
+                    "light": 300.0 + m,
+                    "voltage": 2.7 - 1e-5 * e,
+                    "label": None,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True).sort_values(["epoch", "moteid"])
 
 
@@ -73,21 +81,29 @@ def main() -> int:
     tag = uuid.uuid4().hex[:8]
     home = Path(tempfile.mkdtemp(prefix="iot_fed_bench_home_"))
     shutil.copy(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home),
-           "IOT_FED_KAFKA_TOPIC": f"bench_round_{tag}",
-           "IOT_FED_KAFKA_CONSUMER_GROUP": f"bench_round_{tag}",
-           "IOT_FED_MONGODB_DATABASE": f"bench_round_{tag}",
-           "IOT_FED_SENSOR_INTERVAL_S": str(args.interval),
-           "IOT_FED_AGGREGATION_INTERVAL_S": str(args.interval),
-           "IOT_FED_MIN_NEW_SAMPLES": str(min(20, args.per_device))}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "IOT_FED_KAFKA_TOPIC": f"bench_round_{tag}",
+        "IOT_FED_KAFKA_CONSUMER_GROUP": f"bench_round_{tag}",
+        "IOT_FED_MONGODB_DATABASE": f"bench_round_{tag}",
+        "IOT_FED_SENSOR_INTERVAL_S": str(args.interval),
+        "IOT_FED_AGGREGATION_INTERVAL_S": str(args.interval),
+        "IOT_FED_MIN_NEW_SAMPLES": str(min(20, args.per_device)),
+    }
     os.environ.update(env)
     settings = load_settings()
     db = connect(settings.mongodb_uri, settings.mongodb_database)
     ensure_topics(settings, [settings.kafka_topic])
     log = open(home / "daemon.log", "w")  # noqa: SIM115 - lives as long as the daemon
-    daemon = subprocess.Popen([str(ROOT / ".venv/bin/dagster-daemon"), "run", "-m",
-                               "iot_fed.definitions"], env=env, cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    daemon = subprocess.Popen(
+        [str(ROOT / ".venv/bin/dagster-daemon"), "run", "-m", "iot_fed.definitions"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         with dg.DagsterInstance.get() as instance:
             # Let the daemon start and run the sensor once on the empty topic.
@@ -116,12 +132,18 @@ def main() -> int:
             rows = []
             for r in runs:
                 st = instance.get_run_stats(r.dagster_run.run_id)
-                rows.append({"job": r.dagster_run.job_name,
-                             "assets": sorted(k.to_user_string()
-                                              for k in r.dagster_run.asset_selection or []),
-                             "created": r.create_timestamp.timestamp(),
-                             "start": st.start_time, "end": st.end_time,
-                             "status": r.dagster_run.status.value})
+                rows.append(
+                    {
+                        "job": r.dagster_run.job_name,
+                        "assets": sorted(
+                            k.to_user_string() for k in r.dagster_run.asset_selection or []
+                        ),
+                        "created": r.create_timestamp.timestamp(),
+                        "start": st.start_time,
+                        "end": st.end_time,
+                        "status": r.dagster_run.status.value,
+                    }
+                )
     finally:
         daemon.terminate()
         daemon.wait(30)
@@ -130,7 +152,8 @@ def main() -> int:
     agg = next(r for r in rows if r["job"] == "aggregate_global_model")
     result = {
         "machine": machine_info(),
-        "devices": args.devices, "readings": args.devices * args.per_device,
+        "devices": args.devices,
+        "readings": args.devices * args.per_device,
         "interval_s": args.interval,
         "produce_s": t_produced - t0,
         "sensor_wait_and_tick_s": train["created"] - t_produced,
@@ -144,8 +167,7 @@ def main() -> int:
         "promoted_version": promoted["version"],
         "devices_in_global": len(promoted["lineage"]),
     }
-    result["total_excluding_aggregation_wait_s"] = (
-        result["total_s"] - result["aggregation_wait_s"])
+    result["total_excluding_aggregation_wait_s"] = result["total_s"] - result["aggregation_wait_s"]
     print("| step | seconds |\n|---|---|")
     for k, v in result.items():
         if k.endswith("_s"):

@@ -51,16 +51,18 @@ def synthetic(n: int, motes: int = 54, seed: int = 0) -> pd.DataFrame:
     """Readings with unique (moteid, ts): ms-spaced timestamps round-robin over motes."""
     rng = np.random.default_rng(seed)
     i = np.arange(n)
-    return pd.DataFrame({
-        "ts": pd.Timestamp("2004-03-01", tz="UTC") + pd.to_timedelta(i, unit="ms"),
-        "epoch": i // motes,
-        "moteid": (i % motes + 1).astype(np.int32),
-        "temperature": 20 + rng.normal(0, 2, n),
-        "humidity": 40 + rng.normal(0, 5, n),
-        "light": 200 + rng.normal(0, 50, n),
-        "voltage": 2.6 + rng.normal(0, 0.05, n),
-        "label": [None] * n,
-    })
+    return pd.DataFrame(
+        {
+            "ts": pd.Timestamp("2004-03-01", tz="UTC") + pd.to_timedelta(i, unit="ms"),
+            "epoch": i // motes,
+            "moteid": (i % motes + 1).astype(np.int32),
+            "temperature": 20 + rng.normal(0, 2, n),
+            "humidity": 40 + rng.normal(0, 5, n),
+            "light": 200 + rng.normal(0, 50, n),
+            "voltage": 2.6 + rng.normal(0, 0.05, n),
+            "label": [None] * n,
+        }
+    )
 
 
 def make_model(df: pd.DataFrame, spec: ModelSpec) -> ModelBundle:
@@ -89,17 +91,21 @@ def bench_batch(spark, df: pd.DataFrame, bundle: ModelBundle, repeats: int) -> d
         numpy_times.append(time.perf_counter() - t)
     numpy_s = min(numpy_times)
 
-    sdf = spark.createDataFrame(df, schema="ts timestamp, epoch long, moteid int, "
-                                "temperature double, humidity double, light double, "
-                                "voltage double, label string")
+    sdf = spark.createDataFrame(
+        df,
+        schema="ts timestamp, epoch long, moteid int, "
+        "temperature double, humidity double, light double, "
+        "voltage double, label string",
+    )
     sdf = sdf.repartition(spark.sparkContext.defaultParallelism * 2).cache()
     sdf.count()
     blob = spark.sparkContext.broadcast(bundle.to_bytes())
 
     def job():  # a new plan each time: re-collecting one plan would reuse its shuffle files
         scored = sdf.mapInPandas(global_scorer(blob, float(bundle.threshold)), SCORES_SCHEMA)
-        return scored.agg(F.count(F.lit(1)).alias("n"),
-                          F.sum(F.col("is_anomaly").cast("long"))).collect()[0]
+        return scored.agg(
+            F.count(F.lit(1)).alias("n"), F.sum(F.col("is_anomaly").cast("long"))
+        ).collect()[0]
 
     job()  # warm-up: python workers, imports
     times = []
@@ -122,8 +128,15 @@ def bench_batch(spark, df: pd.DataFrame, bundle: ModelBundle, repeats: int) -> d
     }
 
 
-def bench_stream(spark, settings, bundle: ModelBundle, rate: float, seconds: float,
-                 trigger: float, write_partitions: int | None) -> dict[str, Any]:
+def bench_stream(
+    spark,
+    settings,
+    bundle: ModelBundle,
+    rate: float,
+    seconds: float,
+    trigger: float,
+    write_partitions: int | None,
+) -> dict[str, Any]:
     name = f"bench_spark_{uuid.uuid4().hex[:8]}"
     s = settings.model_copy(update={"mongodb_database": name, "kafka_topic": name})
     client: MongoClient = MongoClient(s.mongodb_uri, tz_aware=True)
@@ -145,8 +158,14 @@ def bench_stream(spark, settings, bundle: ModelBundle, rate: float, seconds: flo
             polls.append((time.time(), preds.count_documents({})))
             time.sleep(0.05)
 
-    run = start_streaming_evaluation(spark, s, topic=name, checkpoint_name=name,
-                                     trigger_seconds=trigger, write_partitions=write_partitions)
+    run = start_streaming_evaluation(
+        spark,
+        s,
+        topic=name,
+        checkpoint_name=name,
+        trigger_seconds=trigger,
+        write_partitions=write_partitions,
+    )
     try:
         for k, v in values[:warm]:
             producer.produce(name, v, k)
@@ -185,10 +204,11 @@ def bench_stream(spark, settings, bundle: ModelBundle, rate: float, seconds: flo
     lat = stored - sent
     done = lat[np.isfinite(lat)]
     # cross-check: the created_at each prediction got just before its bulk write
-    created = {d["_id"]: d["created_at"].timestamp() for d in
-               preds.find({}, {"created_at": 1})}
-    ids = [f"{m}:{int(t.value // 1_000_000)}" for m, t in zip(df["moteid"][warm:],
-                                                              df["ts"][warm:], strict=True)]
+    created = {d["_id"]: d["created_at"].timestamp() for d in preds.find({}, {"created_at": 1})}
+    ids = [
+        f"{m}:{int(t.value // 1_000_000)}"
+        for m, t in zip(df["moteid"][warm:], df["ts"][warm:], strict=True)
+    ]
     lat_created = np.array([created.get(i, np.nan) for i in ids]) - sent
     lat_created = lat_created[np.isfinite(lat_created)]
     if not lat_created.size:
@@ -211,11 +231,16 @@ def bench_stream(spark, settings, bundle: ModelBundle, rate: float, seconds: flo
         "write_start_latency_p99_s": round(float(np.percentile(lat_created, 99)), 3),
         "micro_batches": counts["batches"],
         "batch_ms": [int(p.get("triggerExecution", 0)) for p in progress],
-        "latency_p99_by_10s": [round(float(np.percentile(lat[k:k + int(rate * 10)], 99)), 2)
-                               for k in range(0, total, int(rate * 10))],
-        "batch_ms_p50": {k: float(np.median([p.get(k, 0) for p in progress]))
-                         for k in ("triggerExecution", "addBatch", "latestOffset", "walCommit",
-                                   "commitOffsets")} if progress else {},
+        "latency_p99_by_10s": [
+            round(float(np.percentile(lat[k : k + int(rate * 10)], 99)), 2)
+            for k in range(0, total, int(rate * 10))
+        ],
+        "batch_ms_p50": {
+            k: float(np.median([p.get(k, 0) for p in progress]))
+            for k in ("triggerExecution", "addBatch", "latestOffset", "walCommit", "commitOffsets")
+        }
+        if progress
+        else {},
     }
 
 
@@ -227,8 +252,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=45.0)
     ap.add_argument("--trigger", type=float, default=1.0)
     ap.add_argument("--master", default="local[2]", help="Spark master (2 cores by default)")
-    ap.add_argument("--write-partitions", type=int, default=1,
-                    help="streaming tasks per micro-batch (0: on the driver)")
+    ap.add_argument(
+        "--write-partitions",
+        type=int,
+        default=1,
+        help="streaming tasks per micro-batch (0: on the driver)",
+    )
     ap.add_argument("--skip-stream", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -239,13 +268,22 @@ def main() -> None:
     df = synthetic(args.readings)
     bundle = make_model(df, spec)
     results: dict[str, Any] = {
-        "machine": machine_info(), "model": spec.to_dict(), "spark_master": args.master
+        "machine": machine_info(),
+        "model": spec.to_dict(),
+        "spark_master": args.master,
     }
     try:
         results["batch"] = bench_batch(spark, df, bundle, args.repeats)
         if not args.skip_stream:
-            results["stream"] = bench_stream(spark, settings, bundle, args.rate, args.seconds,
-                                             args.trigger, args.write_partitions)
+            results["stream"] = bench_stream(
+                spark,
+                settings,
+                bundle,
+                args.rate,
+                args.seconds,
+                args.trigger,
+                args.write_partitions,
+            )
     finally:
         spark.stop()
     b = results["batch"]

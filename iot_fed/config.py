@@ -66,9 +66,7 @@ class Settings(BaseSettings):
     kafka_replication: int = Field(1, ge=1, description="replication factor for new topics")
     kafka_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, description="topic retention")
     kafka_consumer_group: str = Field("iot_fed_ingest", description="ingestion consumer group")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
-        "PLAINTEXT"
-    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512")
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None

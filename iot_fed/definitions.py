@@ -55,9 +55,19 @@ def resources_for(deployment: str) -> dict[str, object]:
 
 
 defs = dg.Definitions(
-    assets=[intel_lab_raw, intel_lab_clean, mote_locations, iot_stream, local_model,
-            global_model, promoted_model, evaluation_report, predictions,
-            streaming_evaluation, anomaly_benchmark],
+    assets=[
+        intel_lab_raw,
+        intel_lab_clean,
+        mote_locations,
+        iot_stream,
+        local_model,
+        global_model,
+        promoted_model,
+        evaluation_report,
+        predictions,
+        streaming_evaluation,
+        anomaly_benchmark,
+    ],
     asset_checks=[device_models_fresh],
     jobs=[aggregate_job],
     sensors=[iot_stream_sensor, aggregation_sensor],

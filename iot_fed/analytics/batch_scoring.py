@@ -21,8 +21,9 @@ from iot_fed.fl.serialization import ModelBundle
 
 def features_of(pdf: pd.DataFrame) -> np.ndarray:
     """The ``(n, 6)`` feature matrix of a readings batch."""
-    return features_from_columns(pdf["temperature"], pdf["humidity"], pdf["light"],
-                                 pdf["voltage"], pdf["ts"])
+    return features_from_columns(
+        pdf["temperature"], pdf["humidity"], pdf["light"], pdf["voltage"], pdf["ts"]
+    )
 
 
 def mean_abs_error(bundle: ModelBundle, features: np.ndarray) -> np.ndarray:

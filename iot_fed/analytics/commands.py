@@ -63,13 +63,20 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     spark = _session("iot_fed-spark-stream")
     try:
         if args.available_now:
-            counts = streaming_evaluation(spark, settings, topic=args.topic,
-                                          checkpoint_name=args.checkpoint)
+            counts = streaming_evaluation(
+                spark, settings, topic=args.topic, checkpoint_name=args.checkpoint
+            )
         else:
-            print(f"streaming evaluation of {args.topic or settings.kafka_topic} "
-                  f"every {args.trigger_seconds:g}s; Ctrl-C stops", flush=True)
+            print(
+                f"streaming evaluation of {args.topic or settings.kafka_topic} "
+                f"every {args.trigger_seconds:g}s; Ctrl-C stops",
+                flush=True,
+            )
             counts = run_streaming_evaluation(
-                spark, settings, topic=args.topic, checkpoint_name=args.checkpoint,
+                spark,
+                settings,
+                topic=args.topic,
+                checkpoint_name=args.checkpoint,
                 trigger_seconds=args.trigger_seconds,
                 max_offsets_per_trigger=args.max_offsets_per_trigger,
                 write_partitions=None if args.write_partitions < 0 else args.write_partitions,
@@ -111,13 +118,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     s = subparsers.add_parser("spark-stream", help="streaming evaluation: Kafka -> predictions")
     s.add_argument("--topic", help="Kafka topic (default: IOT_FED_KAFKA_TOPIC)")
-    s.add_argument("--checkpoint", default="streaming_evaluation",
-                   help="checkpoint name under <data_dir>/checkpoints")
+    s.add_argument(
+        "--checkpoint",
+        default="streaming_evaluation",
+        help="checkpoint name under <data_dir>/checkpoints",
+    )
     s.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval")
     s.add_argument("--max-offsets-per-trigger", type=int, help="cap records per micro-batch")
-    s.add_argument("--write-partitions", type=int, default=1,
-                   help="Spark tasks per micro-batch that decode/score/write (0: on the driver, "
-                        "-1: one per Kafka partition)")
-    s.add_argument("--available-now", action="store_true",
-                   help="process what is in the topic now, then stop")
+    s.add_argument(
+        "--write-partitions",
+        type=int,
+        default=1,
+        help="Spark tasks per micro-batch that decode/score/write (0: on the driver, "
+        "-1: one per Kafka partition)",
+    )
+    s.add_argument(
+        "--available-now", action="store_true", help="process what is in the topic now, then stop"
+    )
     s.set_defaults(func=_guard(_cmd_stream))

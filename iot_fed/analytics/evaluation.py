@@ -113,8 +113,9 @@ def evaluation_report(
             g_blob.unpersist()
             l_blobs.unpersist()
         if sums.empty:
-            raise ValueError(f"no readings in {settings.mongodb_database}.sensor_readings to "
-                             "evaluate")
+            raise ValueError(
+                f"no readings in {settings.mongodb_database}.sensor_readings to evaluate"
+            )
         labelled = bool(sums["global_n_faults"].sum() > 0)
         local_versions = {m: lm.version for m, lm in local_models.items()}
         table = per_device_table(sums, local_versions, labelled)
@@ -136,25 +137,40 @@ def evaluation_report(
         parquet_path = out / "per_device.parquet"
         table.to_parquet(parquet_path, index=False)
         plot_path = plot_per_device(
-            table, out / "per_device.png",
+            table,
+            out / "per_device.png",
             f"global v{global_model.version} vs local models ({summary['n_readings']} readings)",
         )
         summary["seconds"] = round(time.monotonic() - t0, 3)
         if save:
-            save_evaluation_report(db, {
-                "report_id": report_id,
-                "created_at": created,
-                "global_version": global_model.version,
-                "local_versions": {str(m): v for m, v in local_versions.items()},
-                "summary": summary,
-                "fleet": fleet,
-                "devices": table.to_dict("records"),
-                "parquet_path": str(parquet_path),
-                "plot_path": str(plot_path),
-            })
+            save_evaluation_report(
+                db,
+                {
+                    "report_id": report_id,
+                    "created_at": created,
+                    "global_version": global_model.version,
+                    "local_versions": {str(m): v for m, v in local_versions.items()},
+                    "summary": summary,
+                    "fleet": fleet,
+                    "devices": table.to_dict("records"),
+                    "parquet_path": str(parquet_path),
+                    "plot_path": str(plot_path),
+                },
+            )
     finally:
         db.client.close()
-    log.info("evaluation report %s: %d readings, %d devices in %.1fs", report_id,
-             summary["n_readings"], summary["n_devices"], summary["seconds"])
-    return EvaluationReport(report_id, summary, table, plot_path, parquet_path,
-                            {"fleet": fleet, "local_versions": local_versions})
+    log.info(
+        "evaluation report %s: %d readings, %d devices in %.1fs",
+        report_id,
+        summary["n_readings"],
+        summary["n_devices"],
+        summary["seconds"],
+    )
+    return EvaluationReport(
+        report_id,
+        summary,
+        table,
+        plot_path,
+        parquet_path,
+        {"fleet": fleet, "local_versions": local_versions},
+    )

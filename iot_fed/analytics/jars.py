@@ -129,17 +129,25 @@ def install_spark_jars(settings: Settings, force: bool = False) -> Path:
     (work / "pom.xml").write_text(connectors_pom())
     staging = work / "jars"
     log.info("fetching Spark connector jars with Maven into %s", target)
-    cmd = [mvn, "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
-           "-DincludeScope=runtime"]
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={staging}",
+        "-DincludeScope=runtime",
+    ]
     try:
-        res = subprocess.run(cmd, cwd=work, capture_output=True, text=True,
-                             timeout=INSTALL_TIMEOUT_S)
+        res = subprocess.run(
+            cmd, cwd=work, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S
+        )
     except subprocess.TimeoutExpired:
         raise SparkJarsError(f"mvn timed out after {INSTALL_TIMEOUT_S}s") from None
     if res.returncode != 0:
         tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-15:])
-        raise SparkJarsError(f"fetching Spark connector jars failed (exit {res.returncode}):\n"
-                             f"{tail}")
+        raise SparkJarsError(
+            f"fetching Spark connector jars failed (exit {res.returncode}):\n{tail}"
+        )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     shutil.rmtree(work, ignore_errors=True)

@@ -20,8 +20,9 @@ def _ratio(num: float, den: float) -> float | None:
     return float(num) / float(den) if den else None
 
 
-def prf(tp: float, n_flagged: float, n_faults: float, labelled: bool
-        ) -> tuple[float | None, float | None, float | None]:
+def prf(
+    tp: float, n_flagged: float, n_faults: float, labelled: bool
+) -> tuple[float | None, float | None, float | None]:
     """(precision, recall, F1) from counts; ``None`` where undefined."""
     if not labelled:
         return None, None, None
@@ -47,8 +48,9 @@ def rates(sums: dict[str, float], labelled: bool) -> dict[str, Any]:
     }
 
 
-def per_device_table(sums: pd.DataFrame, local_versions: dict[int, int], labelled: bool
-                     ) -> pd.DataFrame:
+def per_device_table(
+    sums: pd.DataFrame, local_versions: dict[int, int], labelled: bool
+) -> pd.DataFrame:
     """One row per device: ``global_*`` and ``local_*`` metrics side by side.
 
     ``sums`` has ``moteid`` and ``<model>_<sum column>`` for each model in :data:`MODELS`.
@@ -72,6 +74,7 @@ def per_device_table(sums: pd.DataFrame, local_versions: dict[int, int], labelle
 def fleet_summary(sums: pd.DataFrame, labelled: bool) -> dict[str, dict[str, Any]]:
     """Fleet-wide metrics: the global model on all readings, the local models on the
     readings they cover, and the global model on those same readings (fair comparison)."""
+
     def total(model: str, frame: pd.DataFrame) -> dict[str, float]:
         return {c: float(frame[f"{model}_{c}"].sum()) for c in SUM_COLUMNS}
 

@@ -64,8 +64,11 @@ def bundle_from_blob(blob: bytes) -> ModelBundle:
 
 def _scoring_model(doc: dict[str, Any], kind: str, device: str | None = None) -> ScoringModel:
     version = int(doc["version"])
-    label = (f"global model version {version}" if kind == "global"
-             else f"local model of device {device} version {version}")
+    label = (
+        f"global model version {version}"
+        if kind == "global"
+        else f"local model of device {device} version {version}"
+    )
     try:
         bundle = bundle_from_blob(bytes(doc["params"]))
     except (ModelBlobError, KeyError, TypeError) as exc:

@@ -50,8 +50,9 @@ class PredictionsResult:
         return asdict(self)
 
 
-def prediction_docs(scored: pd.DataFrame, model_version: int, threshold: float, source: str,
-                    created_at: dt.datetime) -> list[dict]:
+def prediction_docs(
+    scored: pd.DataFrame, model_version: int, threshold: float, source: str, created_at: dt.datetime
+) -> list[dict]:
     """``predictions`` documents from a scored frame (ts, epoch, moteid, label, score,
     is_anomaly), with plain Python values for BSON."""
     ts = pd.to_datetime(scored["ts"], utc=True).dt.floor("ms")  # MongoDB keeps milliseconds
@@ -59,20 +60,32 @@ def prediction_docs(scored: pd.DataFrame, model_version: int, threshold: float, 
     labels = scored["label"].astype(object).where(scored["label"].notna(), None).tolist()
     return [
         {
-            "moteid": m, "ts": t, "epoch": e, "score": s,
-            "threshold": threshold, "is_anomaly": a, "model_version": model_version, "label": lab,
-            "created_at": created_at, "source": source,
+            "moteid": m,
+            "ts": t,
+            "epoch": e,
+            "score": s,
+            "threshold": threshold,
+            "is_anomaly": a,
+            "model_version": model_version,
+            "label": lab,
+            "created_at": created_at,
+            "source": source,
         }
         for m, t, e, s, a, lab in zip(
-            scored["moteid"].astype("int64").tolist(), ts_list,
-            scored["epoch"].astype("int64").tolist(), scored["score"].astype(float).tolist(),
-            scored["is_anomaly"].astype(bool).tolist(), labels, strict=True,
+            scored["moteid"].astype("int64").tolist(),
+            ts_list,
+            scored["epoch"].astype("int64").tolist(),
+            scored["score"].astype(float).tolist(),
+            scored["is_anomaly"].astype(bool).tolist(),
+            labels,
+            strict=True,
         )
     ]
 
 
-def store_scored(db, scored: pd.DataFrame, model_version: int, threshold: float, source: str
-                 ) -> dict[str, int]:
+def store_scored(
+    db, scored: pd.DataFrame, model_version: int, threshold: float, source: str
+) -> dict[str, int]:
     """Upsert a scored frame in chunks; return :data:`COUNT_FIELDS` counts."""
     counts = dict.fromkeys(COUNT_FIELDS, 0)
     counts["n"] = len(scored)
@@ -87,8 +100,9 @@ def store_scored(db, scored: pd.DataFrame, model_version: int, threshold: float,
     return counts
 
 
-def _score_and_store(target: MongoTarget, blob: Broadcast, version: int, threshold: float,
-                     source: str):
+def _score_and_store(
+    target: MongoTarget, blob: Broadcast, version: int, threshold: float, source: str
+):
     """mapInPandas body: score and upsert the partition's readings; yield its counts."""
 
     def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -98,8 +112,9 @@ def _score_and_store(target: MongoTarget, blob: Broadcast, version: int, thresho
         try:
             for pdf in batches:
                 if len(pdf):
-                    got = store_scored(db, score_with(bundle, threshold, pdf), version,
-                                       threshold, source)
+                    got = store_scored(
+                        db, score_with(bundle, threshold, pdf), version, threshold, source
+                    )
                     total = {k: total[k] + got[k] for k in COUNT_FIELDS}
         finally:
             db.client.close()
@@ -108,9 +123,14 @@ def _score_and_store(target: MongoTarget, blob: Broadcast, version: int, thresho
     return run
 
 
-def score_and_store(spark: SparkSession, settings: Settings, readings: DataFrame, *,
-                    model_version: int | None = None, source: str = "batch"
-                    ) -> PredictionsResult:
+def score_and_store(
+    spark: SparkSession,
+    settings: Settings,
+    readings: DataFrame,
+    *,
+    model_version: int | None = None,
+    source: str = "batch",
+) -> PredictionsResult:
     """Score ``readings`` (:data:`~iot_fed.analytics.readings.READINGS_SCHEMA`) with the
     global model (default: promoted) and upsert the predictions partition by partition."""
     t0 = time.monotonic()
@@ -129,15 +149,18 @@ def score_and_store(spark: SparkSession, settings: Settings, readings: DataFrame
     finally:
         blob.unpersist()
     sums = {c: int(sum(r[c] for r in rows)) for c in COUNT_FIELDS}
-    result = PredictionsResult(model.version, model.threshold, **sums,
-                               seconds=round(time.monotonic() - t0, 3))
+    result = PredictionsResult(
+        model.version, model.threshold, **sums, seconds=round(time.monotonic() - t0, 3)
+    )
     log.info("predictions with global model v%d: %s", model.version, result)
     return result
 
 
-def write_predictions(spark: SparkSession, settings: Settings, *,
-                      model_version: int | None = None) -> PredictionsResult:
+def write_predictions(
+    spark: SparkSession, settings: Settings, *, model_version: int | None = None
+) -> PredictionsResult:
     """Predictions for every stored reading with the promoted global model (or
     ``model_version``), written idempotently to MongoDB ``predictions``."""
-    return score_and_store(spark, settings, read_readings(spark, settings),
-                           model_version=model_version, source="batch")
+    return score_and_store(
+        spark, settings, read_readings(spark, settings), model_version=model_version, source="batch"
+    )

@@ -48,8 +48,9 @@ class MongoTarget:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MongoTarget:
-        return cls(settings.mongodb_uri, settings.mongodb_database,
-                   max(settings.mongodb_timeout_s, 10.0))
+        return cls(
+            settings.mongodb_uri, settings.mongodb_database, max(settings.mongodb_timeout_s, 10.0)
+        )
 
     def connect(self):
         """A pinged pymongo ``Database`` (close with ``db.client.close()``)."""

@@ -52,8 +52,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CHECKPOINT = "streaming_evaluation"
 DEAD_LETTER_STAGE = "spark-stream"
 STREAM_FIELDS = ("records", *COUNT_FIELDS, "dead_letters")
-STREAM_COUNTS_SCHEMA = T.StructType([T.StructField(c, T.LongType(), False)
-                                     for c in STREAM_FIELDS])
+STREAM_COUNTS_SCHEMA = T.StructType([T.StructField(c, T.LongType(), False) for c in STREAM_FIELDS])
 _JAAS = {
     "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
     "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
@@ -108,11 +107,13 @@ def kafka_source_options(settings: Settings, topic: str | None = None) -> dict[s
         mech = settings.kafka_sasl_mechanism.upper()
         opts["kafka.sasl.mechanism"] = mech
         if mech in _JAAS and settings.kafka_sasl_username:
-            pw = settings.kafka_sasl_password.get_secret_value() if (
-                settings.kafka_sasl_password) else ""
+            pw = (
+                settings.kafka_sasl_password.get_secret_value()
+                if (settings.kafka_sasl_password)
+                else ""
+            )
             opts["kafka.sasl.jaas.config"] = (
-                f'{_JAAS[mech]} required username="{settings.kafka_sasl_username}" '
-                f'password="{pw}";'
+                f'{_JAAS[mech]} required username="{settings.kafka_sasl_username}" password="{pw}";'
             )
     if settings.kafka_ssl_ca_location:
         opts["kafka.ssl.truststore.type"] = "PEM"
@@ -120,8 +121,9 @@ def kafka_source_options(settings: Settings, topic: str | None = None) -> dict[s
     return opts
 
 
-def _dead_letter(key: bytes | None, value: bytes | None, topic: str, partition: int,
-                 offset: int, reason: str) -> dict[str, Any]:
+def _dead_letter(
+    key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int, reason: str
+) -> dict[str, Any]:
     return {
         "_id": f"spark:{topic}:{partition}:{offset}",
         "ts": dt.datetime.now(dt.UTC),
@@ -135,17 +137,20 @@ def _dead_letter(key: bytes | None, value: bytes | None, topic: str, partition: 
     }
 
 
-def process_records(db, bundle, model: tuple[int, float], raw: pd.DataFrame, max_bytes: int
-                    ) -> dict[str, int]:
+def process_records(
+    db, bundle, model: tuple[int, float], raw: pd.DataFrame, max_bytes: int
+) -> dict[str, int]:
     """Decode, score and store one batch of Kafka records (key, value, topic, partition,
     offset); return :data:`STREAM_FIELDS` counts."""
     version, threshold = model
     readings: list[dict[str, Any]] = []
     dead: list[dict[str, Any]] = []
-    for key, value, topic, part, off in zip(raw["key"], raw["value"], raw["topic"],
-                                            raw["partition"], raw["offset"], strict=True):
-        reading, reason = decode_value(None if value is None else bytes(value), max_bytes,
-                                       None if key is None else bytes(key))
+    for key, value, topic, part, off in zip(
+        raw["key"], raw["value"], raw["topic"], raw["partition"], raw["offset"], strict=True
+    ):
+        reading, reason = decode_value(
+            None if value is None else bytes(value), max_bytes, None if key is None else bytes(key)
+        )
         if reading is None:
             dead.append(_dead_letter(key, value, topic, part, off, reason or "invalid"))
         else:
@@ -162,8 +167,9 @@ def process_records(db, bundle, model: tuple[int, float], raw: pd.DataFrame, max
     return counts
 
 
-def _partition_processor(target: MongoTarget, blob: Broadcast, model: tuple[int, float],
-                         max_bytes: int):
+def _partition_processor(
+    target: MongoTarget, blob: Broadcast, model: tuple[int, float], max_bytes: int
+):
     """mapInPandas body over a micro-batch's Kafka records; yields one counts row."""
 
     def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -201,8 +207,11 @@ class PromotedModelTracker:
             self.blob = self.spark.sparkContext.broadcast(model.blob)
             if old is not None:
                 old.unpersist()
-            log.info("streaming evaluation now scores with global model v%d (threshold %.4g)",
-                     model.version, model.threshold)
+            log.info(
+                "streaming evaluation now scores with global model v%d (threshold %.4g)",
+                model.version,
+                model.threshold,
+            )
             self.model = model
         assert self.blob is not None
         return self.model, self.blob
@@ -263,8 +272,15 @@ def start_streaming_evaluation(
         model, blob = tracker.current()
         if partitions == 0:  # small micro-batches: decode, score and write on the driver
             raw = batch.toPandas()
-            rows = [process_records(target.shared(), bundle_from_blob(model.blob),
-                                    (model.version, model.threshold), raw, max_bytes)]
+            rows = [
+                process_records(
+                    target.shared(),
+                    bundle_from_blob(model.blob),
+                    (model.version, model.threshold),
+                    raw,
+                    max_bytes,
+                )
+            ]
         else:
             if partitions:
                 batch = batch.coalesce(partitions)
@@ -282,10 +298,16 @@ def start_streaming_evaluation(
     source = reader.load().select("key", "value", "topic", "partition", "offset")
     checkpoint = checkpoint_dir(settings, checkpoint_name)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    writer = (source.writeStream.queryName(checkpoint_name).foreachBatch(process_batch)
-              .option("checkpointLocation", str(checkpoint)))
-    writer = (writer.trigger(availableNow=True) if available_now
-              else writer.trigger(processingTime=f"{trigger_seconds} seconds"))
+    writer = (
+        source.writeStream.queryName(checkpoint_name)
+        .foreachBatch(process_batch)
+        .option("checkpointLocation", str(checkpoint))
+    )
+    writer = (
+        writer.trigger(availableNow=True)
+        if available_now
+        else writer.trigger(processingTime=f"{trigger_seconds} seconds")
+    )
     try:
         query = writer.start()
     except Exception:
@@ -306,17 +328,25 @@ def streaming_evaluation(
     """Process everything available in the topic since the checkpoint, then stop
     (trigger ``availableNow``); return the counts. For the Dagster asset."""
     t0 = time.monotonic()
-    run = start_streaming_evaluation(spark, settings, topic=topic,
-                                     checkpoint_name=checkpoint_name, available_now=True,
-                                     write_partitions=write_partitions)
+    run = start_streaming_evaluation(
+        spark,
+        settings,
+        topic=topic,
+        checkpoint_name=checkpoint_name,
+        available_now=True,
+        write_partitions=write_partitions,
+    )
     try:
         finished = run.query.awaitTermination(timeout_s)
         if finished is False:
             raise TimeoutError(f"streaming evaluation did not finish within {timeout_s}s")
     finally:
         run.stop()
-    log.info("streaming evaluation (available now) in %.1fs: %s", time.monotonic() - t0,
-             run.counts.summary())
+    log.info(
+        "streaming evaluation (available now) in %.1fs: %s",
+        time.monotonic() - t0,
+        run.counts.summary(),
+    )
     return run.counts
 
 
@@ -334,8 +364,12 @@ def run_streaming_evaluation(
     """Run until ``stop_event`` is set, Ctrl-C or SIGTERM; stop the query cleanly."""
     stop = stop_event or threading.Event()
     run = start_streaming_evaluation(
-        spark, settings, topic=topic, checkpoint_name=checkpoint_name,
-        trigger_seconds=trigger_seconds, max_offsets_per_trigger=max_offsets_per_trigger,
+        spark,
+        settings,
+        topic=topic,
+        checkpoint_name=checkpoint_name,
+        trigger_seconds=trigger_seconds,
+        max_offsets_per_trigger=max_offsets_per_trigger,
         write_partitions=write_partitions,
     )
     previous = None

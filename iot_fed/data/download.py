@@ -151,8 +151,14 @@ def _url_name(url: str, default: str) -> str:
 
 
 def _configured_or_downloaded(
-    file: Path | str | None, env: str, url: str | None, url_setting: str, default_name: str,
-    out_dir: Path, timeout: float, **verify: Any,
+    file: Path | str | None,
+    env: str,
+    url: str | None,
+    url_setting: str,
+    default_name: str,
+    out_dir: Path,
+    timeout: float,
+    **verify: Any,
 ) -> RawSource | str:
     """The configured local file, else ``url`` downloaded into ``out_dir``; otherwise the
     reason neither worked (for the synthetic fallback). A missing configured file and an
@@ -178,8 +184,15 @@ def obtain_raw(settings: Settings) -> RawSource:
     """The Intel Lab readings file: ``data_file``, else ``data_url``, else the generator."""
     out_dir = _raw_dir(settings)
     got = _configured_or_downloaded(
-        settings.data_file, "DATA_FILE", settings.data_url, "data_url", "data.txt.gz", out_dir,
-        settings.download_timeout_s, sha256=settings.data_sha256, size=settings.data_size,
+        settings.data_file,
+        "DATA_FILE",
+        settings.data_url,
+        "data_url",
+        "data.txt.gz",
+        out_dir,
+        settings.download_timeout_s,
+        sha256=settings.data_sha256,
+        size=settings.data_size,
     )
     if isinstance(got, RawSource):
         return got
@@ -212,8 +225,13 @@ def obtain_mote_locs(settings: Settings) -> RawSource:
     """``mote_locs.txt``: ``mote_locs_file``, else ``mote_locs_url``, else a generated layout."""
     out_dir = _raw_dir(settings)
     got = _configured_or_downloaded(
-        settings.mote_locs_file, "MOTE_LOCS_FILE", settings.mote_locs_url, "mote_locs_url",
-        "mote_locs.txt", out_dir, settings.download_timeout_s,
+        settings.mote_locs_file,
+        "MOTE_LOCS_FILE",
+        settings.mote_locs_url,
+        "mote_locs_url",
+        "mote_locs.txt",
+        out_dir,
+        settings.download_timeout_s,
     )
     if isinstance(got, RawSource):
         return got

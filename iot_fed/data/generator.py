@@ -200,8 +200,10 @@ def generate(
         motes, days, seed, start, drop_rate, spike_rate, low_voltage_fraction, early_stop_fraction
     )
     keep = sim["keep"]
-    cols = {k: np.asarray(sim[k])[keep] for k in ("t_rel", "epoch", "moteid", "temperature",
-                                                  "humidity", "light", "voltage")}
+    cols = {
+        k: np.asarray(sim[k])[keep]
+        for k in ("t_rel", "epoch", "moteid", "temperature", "humidity", "light", "voltage")
+    }
     label = np.full(keep.sum(), "", dtype=object)
     label[sim["spike"][keep]] = LABEL_SPIKE
     label[sim["low"][keep]] = LABEL_LOW_VOLTAGE
@@ -246,8 +248,11 @@ def generate(
     path.write_text("\n".join(lines) + "\n", encoding="ascii")
     labelled = (label != "") & ~is_dup
     labels = pd.DataFrame(
-        {"moteid": cols["moteid"][labelled], "epoch": cols["epoch"][labelled],
-         "label": label[labelled]}
+        {
+            "moteid": cols["moteid"][labelled],
+            "epoch": cols["epoch"][labelled],
+            "label": label[labelled],
+        }
     ).sort_values(["moteid", "epoch"], kind="stable")
     lpath = labels_path_for(path)
     labels.to_csv(lpath, index=False, lineterminator="\n")

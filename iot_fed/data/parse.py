@@ -50,8 +50,11 @@ def read_lines(path: Path) -> list[str]:
 
 def _empty_malformed() -> pd.DataFrame:
     return pd.DataFrame(
-        {"line_no": pd.Series(dtype="int64"), "line": pd.Series(dtype=object),
-         "reason": pd.Series(dtype=object)}
+        {
+            "line_no": pd.Series(dtype="int64"),
+            "line": pd.Series(dtype=object),
+            "reason": pd.Series(dtype=object),
+        }
     )
 
 
@@ -71,8 +74,9 @@ def mark_faults(df: pd.DataFrame) -> pd.DataFrame:
     hits = np.stack(masks, axis=1) if len(df) else np.zeros((0, len(names)), dtype=bool)
     fault = hits.any(axis=1)
     reason = np.full(len(df), None, dtype=object)
-    reason[fault] = [";".join(n for n, h in zip(names, row, strict=True) if h)
-                     for row in hits[fault].tolist()]
+    reason[fault] = [
+        ";".join(n for n, h in zip(names, row, strict=True) if h) for row in hits[fault].tolist()
+    ]
     df["fault"] = fault
     df["fault_reason"] = reason
     return df
@@ -100,8 +104,9 @@ def parse_lines(lines: list[str], labels: pd.DataFrame | None = None) -> Parsed:
     raw = pd.DataFrame(parts[ok].tolist(), columns=list(RAW_FIELDS), index=s.index[ok])
 
     out = pd.DataFrame(index=raw.index)
-    out["ts"] = pd.to_datetime(raw["date"] + " " + raw["time"], format="ISO8601",
-                               errors="coerce", utc=True)
+    out["ts"] = pd.to_datetime(
+        raw["date"] + " " + raw["time"], format="ISO8601", errors="coerce", utc=True
+    )
     bad = pd.Series(None, index=raw.index, dtype=object)
     bad[out["ts"].isna()] = "bad date/time"
     for col in ("epoch", "moteid"):
@@ -119,10 +124,17 @@ def parse_lines(lines: list[str], labels: pd.DataFrame | None = None) -> Parsed:
     good = bad.isna()
     out = out[good]
 
-    malformed = pd.DataFrame(
-        {"line_no": reason.index[reason.notna()] + 1, "line": s[reason.notna()],
-         "reason": reason[reason.notna()]}
-    ).reset_index(drop=True) if reason.notna().any() else _empty_malformed()
+    malformed = (
+        pd.DataFrame(
+            {
+                "line_no": reason.index[reason.notna()] + 1,
+                "line": s[reason.notna()],
+                "reason": reason[reason.notna()],
+            }
+        ).reset_index(drop=True)
+        if reason.notna().any()
+        else _empty_malformed()
+    )
 
     if labels is not None and len(labels):
         lab = labels.drop_duplicates(["moteid", "epoch"])

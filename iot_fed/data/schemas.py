@@ -71,4 +71,3 @@ class MoteLocations(pa.DataFrameModel):
 
     class Config:
         strict = True
-

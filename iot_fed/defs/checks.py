@@ -1,6 +1,5 @@
 """Asset checks that are not produced by an asset itself."""
 
-
 import datetime as dt
 
 import dagster as dg
@@ -10,11 +9,15 @@ from iot_fed.defs.resources import MongoDBResource, SettingsResource
 from iot_fed.store import repository as repo
 
 
-@dg.asset_check(asset=local_model, name="device_models_fresh",
-                description="every device with readings has a local model younger than "
-                            "device_freshness_s (warning, not blocking)")
-def device_models_fresh(context: dg.AssetCheckExecutionContext, mongodb: MongoDBResource,
-                        settings: SettingsResource) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=local_model,
+    name="device_models_fresh",
+    description="every device with readings has a local model younger than "
+    "device_freshness_s (warning, not blocking)",
+)
+def device_models_fresh(
+    context: dg.AssetCheckExecutionContext, mongodb: MongoDBResource, settings: SettingsResource
+) -> dg.AssetCheckResult:
     s = settings.get()
     db = mongodb.db
     now = dt.datetime.now(dt.UTC)
@@ -34,7 +37,10 @@ def device_models_fresh(context: dg.AssetCheckExecutionContext, mongodb: MongoDB
     return dg.AssetCheckResult(
         passed=not stale and not missing,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"devices": len(known), "stale_age_s": stale or "none",
-                  "without_model": missing or "none",
-                  "freshness_s": s.device_freshness_s},
+        metadata={
+            "devices": len(known),
+            "stale_age_s": stale or "none",
+            "without_model": missing or "none",
+            "freshness_s": s.device_freshness_s,
+        },
     )

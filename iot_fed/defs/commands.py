@@ -37,6 +37,7 @@ def _list(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("devices", help="device partitions of the Dagster instance")
     sub = p.add_subparsers(dest="devices_command", required=True)
-    sub.add_parser("sync", help="add a partition for every mote with readings in MongoDB"
-                   ).set_defaults(func=_sync)
+    sub.add_parser(
+        "sync", help="add a partition for every mote with readings in MongoDB"
+    ).set_defaults(func=_sync)
     sub.add_parser("list", help="list device partitions").set_defaults(func=_list)

@@ -9,7 +9,6 @@ run of ``local_model``, trained in one vmapped call). The run key is derived fro
 offsets, so a re-evaluated tick never trains twice.
 """
 
-
 import time
 
 import dagster as dg
@@ -39,14 +38,24 @@ def aggregation_interval() -> int:
     asset_selection=[local_model],
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Consumes iot_stream in bounded batches, lands readings in MongoDB, adds new "
-                "devices as partitions and trains all ready devices in one run.",
+    "devices as partitions and trains all ready devices in one run.",
 )
-def iot_stream_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource,
-                      mongodb: MongoDBResource, settings: SettingsResource) -> dg.SensorResult:
+def iot_stream_sensor(
+    context: dg.SensorEvaluationContext,
+    kafka: KafkaResource,
+    mongodb: MongoDBResource,
+    settings: SettingsResource,
+) -> dg.SensorResult:
     s = settings.get()
     cursor = StreamCursor.parse(context.cursor)
-    res = ingest_batch(kafka.settings(), mongodb.db, s.ingest_max_messages, s.ingest_max_seconds,
-                       start_offsets=cursor.offsets, commit=True)
+    res = ingest_batch(
+        kafka.settings(),
+        mongodb.db,
+        s.ingest_max_messages,
+        s.ingest_max_seconds,
+        start_offsets=cursor.offsets,
+        commit=True,
+    )
     # The writes are durable here; from now on the cursor may advance.
     known = list(context.instance.get_dynamic_partitions(devices.name))
     known_set = set(known)
@@ -60,30 +69,48 @@ def iot_stream_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource,
     if ready:
         ordered = known + new_devices
         tags = range_tags(ordered, ready)
-        lo, hi = ordered.index(tags["dagster/asset_partition_range_start"]), ordered.index(
-            tags["dagster/asset_partition_range_end"])
-        for d in ordered[lo: hi + 1]:  # the run trains every device in its range
+        lo, hi = (
+            ordered.index(tags["dagster/asset_partition_range_start"]),
+            ordered.index(tags["dagster/asset_partition_range_end"]),
+        )
+        for d in ordered[lo : hi + 1]:  # the run trains every device in its range
             nxt.pending.pop(d, None)
-        run_requests.append(dg.RunRequest(run_key=nxt.run_key(), asset_selection=[
-            local_model.key], tags={**tags, "iot_fed/ready_devices": str(len(ready))}))
+        run_requests.append(
+            dg.RunRequest(
+                run_key=nxt.run_key(),
+                asset_selection=[local_model.key],
+                tags={**tags, "iot_fed/ready_devices": str(len(ready))},
+            )
+        )
     context.log.info(
         "batch: %d messages, %d new readings, %d dead letters, %d new devices, %d ready, lag %d",
-        res.n_messages, res.n_inserted, res.n_dead, len(new_devices), len(ready), res.lag)
+        res.n_messages,
+        res.n_inserted,
+        res.n_dead,
+        len(new_devices),
+        len(ready),
+        res.lag,
+    )
     return dg.SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=[devices.build_add_request(new_devices)] if new_devices
-        else [],
+        dynamic_partitions_requests=[devices.build_add_request(new_devices)] if new_devices else [],
         cursor=nxt.dump(),
     )
 
 
 aggregate_job = dg.define_asset_job(
-    "aggregate_global_model", selection=[global_model, promoted_model],
-    description="Aggregate the newest local models into a global version and promote it.")
+    "aggregate_global_model",
+    selection=[global_model, promoted_model],
+    description="Aggregate the newest local models into a global version and promote it.",
+)
 
 
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-             dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def training_in_flight(instance: dg.DagsterInstance) -> bool:
@@ -98,14 +125,16 @@ def training_in_flight(instance: dg.DagsterInstance) -> bool:
     job=aggregate_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="After new local models, aggregate a global version (at most once per "
-                "aggregation_interval_s; after an in-flight training run, unless that would "
-                "starve it) and promote it if it passes its blocking check.",
+    "aggregation_interval_s; after an in-flight training run, unless that would "
+    "starve it) and promote it if it passes its blocking check.",
 )
 def aggregation_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     after = int(context.cursor) if context.cursor else None
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=local_model.key, after_storage_id=after),
-        ascending=False, limit=1).records
+        ascending=False,
+        limit=1,
+    ).records
     if not records:
         return dg.SkipReason("no new local model materializations")
     newest = records[0].storage_id
@@ -113,5 +142,6 @@ def aggregation_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult |
     if training_in_flight(context.instance) and waited < aggregation_interval():
         # Let the round's training run land first, but never starve under back-to-back runs.
         return dg.SkipReason("a local_model run is still in flight; aggregating after it")
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"aggregate-{newest}")],
-                           cursor=str(newest))
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"aggregate-{newest}")], cursor=str(newest)
+    )

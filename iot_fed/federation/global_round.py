@@ -58,8 +58,9 @@ def reference_error(bundle: ModelBundle, features: np.ndarray, ref: Normalizer) 
     return np.mean(np.square(err), axis=1)
 
 
-def validation_loss(bundle: ModelBundle, windows: Sequence[DeviceWindow], ref: Normalizer,
-                    quantile: float) -> tuple[float, float | None, int]:
+def validation_loss(
+    bundle: ModelBundle, windows: Sequence[DeviceWindow], ref: Normalizer, quantile: float
+) -> tuple[float, float | None, int]:
     """Mean held-out error (reference units), the global threshold (sample-weighted mean of
     the devices' score quantiles in the model's own units) and the number of readings."""
     windows = [w for w in windows if w.n]
@@ -73,8 +74,9 @@ def validation_loss(bundle: ModelBundle, windows: Sequence[DeviceWindow], ref: N
     return loss, thr, int(feats.shape[0])
 
 
-def _accumulated_stats(promoted: dict[str, Any] | None, local_docs: Sequence[dict[str, Any]]
-                       ) -> SufficientStats:
+def _accumulated_stats(
+    promoted: dict[str, Any] | None, local_docs: Sequence[dict[str, Any]]
+) -> SufficientStats:
     """Feature statistics of every window that reached a global model so far: the parent's
     running total plus the new local models' sufficient statistics (counts, sums, sums of
     squares; never raw readings). The normaliser follows the fleet as data arrives."""
@@ -104,21 +106,30 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
         healthy.append((doc, load_bundle(doc, f"local model of device {device}")))
     parent_version = int(promoted["version"]) if promoted else None
     if not healthy:
-        return GlobalOutcome(None, parent_version, rejected=rejected,
-                             reason="no new healthy local models since the latest global version")
+        return GlobalOutcome(
+            None,
+            parent_version,
+            rejected=rejected,
+            reason="no new healthy local models since the latest global version",
+        )
     parent = load_bundle(promoted, "promoted global model") if promoted else None
     if parent is not None and parent.spec != healthy[0][1].spec:
         raise ModelLoadError(f"promoted global model version {parent_version} has another spec")
     weights = np.array([doc["n_samples"] for doc, _ in healthy], np.float64)
     agg_cfg = AggregationConfig.from_settings(settings)
-    params, info = agg_cfg.aggregate(stack_params([b.params for _, b in healthy]), weights,
-                                     global_params=parent.params if parent else None, seed=seed)
+    params, info = agg_cfg.aggregate(
+        stack_params([b.params for _, b in healthy]),
+        weights,
+        global_params=parent.params if parent else None,
+        seed=seed,
+    )
     norm_stats = _accumulated_stats(promoted, [doc for doc, _ in healthy])
     norm = norm_stats.normalizer(FEATURE_STD_FLOOR)
     devices = [doc["device"] for doc, _ in healthy]
     bundle = ModelBundle(healthy[0][1].spec, params, norm)
-    held_out = list(validation_windows(db, [int(d) for d in devices],
-                                       VALIDATION_PER_DEVICE).values())
+    held_out = list(
+        validation_windows(db, [int(d) for d in devices], VALIDATION_PER_DEVICE).values()
+    )
     q = settings.threshold_quantile
     val_loss, threshold, n_val = validation_loss(bundle, held_out, norm, q)
     if threshold is None:  # no held-out data yet: fall back to the devices' thresholds
@@ -126,23 +137,45 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     bundle.threshold = threshold
     parent_val = validation_loss(parent, held_out, norm, q)[0] if parent else None
     total = float(weights.sum())
-    lineage = [{"device": doc["device"], "version": int(doc["version"]),
-                "n_samples": int(doc["n_samples"]), "weight": float(doc["n_samples"]) / total}
-               for doc, _ in healthy]
-    metrics = {"norm_stats": norm_stats.to_dict(), "val_loss": val_loss,
-               "parent_val_loss": parent_val, "n_validation": n_val,
-               "train_loss_after": float(np.average(
-                   [doc["metrics"]["loss_after"] for doc, _ in healthy], weights=weights)),
-               "rejected_local_models": rejected, "aggregation": info}
+    lineage = [
+        {
+            "device": doc["device"],
+            "version": int(doc["version"]),
+            "n_samples": int(doc["n_samples"]),
+            "weight": float(doc["n_samples"]) / total,
+        }
+        for doc, _ in healthy
+    ]
+    metrics = {
+        "norm_stats": norm_stats.to_dict(),
+        "val_loss": val_loss,
+        "parent_val_loss": parent_val,
+        "n_validation": n_val,
+        "train_loss_after": float(
+            np.average([doc["metrics"]["loss_after"] for doc, _ in healthy], weights=weights)
+        ),
+        "rejected_local_models": rejected,
+        "aggregation": info,
+    }
     doc = repo.save_global_model(
-        db, bundle.to_bytes(), lineage=lineage, strategy=agg_cfg.strategy,
-        parent_version=parent_version, threshold=float(threshold), metrics=metrics,
-        config={"strategy": agg_cfg.strategy, "trim_ratio": agg_cfg.trim_ratio,
-                "dp_clip_norm": agg_cfg.dp_clip_norm,
-                "dp_noise_multiplier": agg_cfg.dp_noise_multiplier,
-                "spec": bundle.spec.to_dict()})
-    return GlobalOutcome(int(doc["version"]), parent_version, len(healthy), rejected, metrics,
-                         "stored")
+        db,
+        bundle.to_bytes(),
+        lineage=lineage,
+        strategy=agg_cfg.strategy,
+        parent_version=parent_version,
+        threshold=float(threshold),
+        metrics=metrics,
+        config={
+            "strategy": agg_cfg.strategy,
+            "trim_ratio": agg_cfg.trim_ratio,
+            "dp_clip_norm": agg_cfg.dp_clip_norm,
+            "dp_noise_multiplier": agg_cfg.dp_noise_multiplier,
+            "spec": bundle.spec.to_dict(),
+        },
+    )
+    return GlobalOutcome(
+        int(doc["version"]), parent_version, len(healthy), rejected, metrics, "stored"
+    )
 
 
 def promote_if_better(db: Database, version: int, tolerance: float) -> tuple[bool, str]:

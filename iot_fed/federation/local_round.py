@@ -32,13 +32,17 @@ class StartingPoint:
 def starting_point(db: Database, spec: ModelSpec, seed: int) -> StartingPoint:
     doc = repo.promoted_global_model(db)
     if doc is None:
-        params = {k: {n: np.asarray(v) for n, v in layer.items()}
-                  for k, layer in init_params(spec, seed).items()}
+        params = {
+            k: {n: np.asarray(v) for n, v in layer.items()}
+            for k, layer in init_params(spec, seed).items()
+        }
         return StartingPoint(ModelBundle(spec, params), None)
     bundle = load_bundle(doc, "promoted global model")
     if bundle.spec != spec:
-        raise ModelLoadError(f"promoted global model version {doc['version']} has spec "
-                             f"{bundle.spec.to_dict()}, settings ask for {spec.to_dict()}")
+        raise ModelLoadError(
+            f"promoted global model version {doc['version']} has spec "
+            f"{bundle.spec.to_dict()}, settings ask for {spec.to_dict()}"
+        )
     return StartingPoint(bundle, int(doc["version"]))
 
 
@@ -51,8 +55,9 @@ def _normalizer(start: StartingPoint, windows: Sequence[DeviceWindow]) -> Normal
     return stats.normalizer(FEATURE_STD_FLOOR)
 
 
-def train_local_models(db: Database, devices: Sequence[str], settings: Settings,
-                       seed: int = 0) -> list[DeviceOutcome]:
+def train_local_models(
+    db: Database, devices: Sequence[str], settings: Settings, seed: int = 0
+) -> list[DeviceOutcome]:
     """Train ``devices`` (partition keys = mote ids) on readings since their last model.
 
     Devices with no new readings keep their current version (``skipped`` says why).
@@ -70,30 +75,58 @@ def train_local_models(db: Database, devices: Sequence[str], settings: Settings,
     for device in devices:
         w = found[int(device)]
         if w.n == 0:
-            outcomes.append(DeviceOutcome(device, 0, n_faulty=w.n_faulty,
-                                          skipped="no new usable readings"))
+            outcomes.append(
+                DeviceOutcome(device, 0, n_faulty=w.n_faulty, skipped="no new usable readings")
+            )
         else:
             windows.append(w)
     if not windows:
         return outcomes
     norm = _normalizer(start, windows)
     data = [make_xy(w.features, norm, spec.n_outputs) for w in windows]
-    result = train_devices(start.bundle.params, data, spec, cfg, seed=seed,
-                           device_ids=[w.moteid for w in windows])
+    result = train_devices(
+        start.bundle.params, data, spec, cfg, seed=seed, device_ids=[w.moteid for w in windows]
+    )
     for i, w in enumerate(windows):
         stats = SufficientStats.from_array(w.features)
-        metrics = {"loss_before": float(result.loss_before[i]),
-                   "loss_after": float(result.loss_after[i]),
-                   "n_faulty_excluded": w.n_faulty, "stats": stats.to_dict(),
-                   "kafka_offsets": w.offsets}
+        metrics = {
+            "loss_before": float(result.loss_before[i]),
+            "loss_after": float(result.loss_after[i]),
+            "n_faulty_excluded": w.n_faulty,
+            "stats": stats.to_dict(),
+            "kafka_offsets": w.offsets,
+        }
         bundle = ModelBundle(spec, result.device_params(i), norm, float(result.thresholds[i]))
         doc = repo.save_local_model(
-            db, str(w.moteid), bundle.to_bytes(), n_samples=w.n, base_version=start.version,
-            last_epoch=w.last_epoch, threshold=float(result.thresholds[i]), metrics=metrics,
-            config={"spec": spec.to_dict(), "optimizer": cfg.optimizer,
-                    "learning_rate": cfg.learning_rate, "local_epochs": cfg.local_epochs,
-                    "batch_size": cfg.batch_size, "fedprox_mu": cfg.fedprox_mu, "seed": seed})
-        outcomes.append(DeviceOutcome(str(w.moteid), w.n, doc["version"],
-                                      metrics["loss_before"], metrics["loss_after"],
-                                      float(result.thresholds[i]), w.n_faulty, None, w.offsets))
+            db,
+            str(w.moteid),
+            bundle.to_bytes(),
+            n_samples=w.n,
+            base_version=start.version,
+            last_epoch=w.last_epoch,
+            threshold=float(result.thresholds[i]),
+            metrics=metrics,
+            config={
+                "spec": spec.to_dict(),
+                "optimizer": cfg.optimizer,
+                "learning_rate": cfg.learning_rate,
+                "local_epochs": cfg.local_epochs,
+                "batch_size": cfg.batch_size,
+                "fedprox_mu": cfg.fedprox_mu,
+                "seed": seed,
+            },
+        )
+        outcomes.append(
+            DeviceOutcome(
+                str(w.moteid),
+                w.n,
+                doc["version"],
+                metrics["loss_before"],
+                metrics["loss_after"],
+                float(result.thresholds[i]),
+                w.n_faulty,
+                None,
+                w.offsets,
+            )
+        )
     return outcomes

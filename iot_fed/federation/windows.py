@@ -22,9 +22,15 @@ from iot_fed.store.collections import SENSOR_READINGS
 from iot_fed.store.repository import readings_for_devices
 
 HOLDOUT_MODULUS = 10
-_PROJECTION = {"_id": 0, "ts": 1, "epoch": 1, "moteid": 1, "kafka_partition": 1,
-               "kafka_offset": 1,
-               **{c: 1 for c in CHANNELS}}
+_PROJECTION = {
+    "_id": 0,
+    "ts": 1,
+    "epoch": 1,
+    "moteid": 1,
+    "kafka_partition": 1,
+    "kafka_offset": 1,
+    **{c: 1 for c in CHANNELS},
+}
 
 
 @dataclass
@@ -67,28 +73,36 @@ def to_window(moteid: int, docs: Sequence[dict[str, Any]]) -> DeviceWindow:
     vals = df.loc[ok, list(CHANNELS)].to_numpy(np.float64)
     finite = np.isfinite(vals).all(axis=1)
     good = df.loc[ok].loc[finite]
-    feats = features_from_columns(*(good[c].to_numpy() for c in CHANNELS),
-                                  pd.to_datetime(good["ts"], utc=True))
-    return DeviceWindow(moteid, feats, good["epoch"].to_numpy(np.int64),
-                        n_faulty=int(len(df) - len(good)), offsets=_offset_ranges(docs))
+    feats = features_from_columns(
+        *(good[c].to_numpy() for c in CHANNELS), pd.to_datetime(good["ts"], utc=True)
+    )
+    return DeviceWindow(
+        moteid,
+        feats,
+        good["epoch"].to_numpy(np.int64),
+        n_faulty=int(len(df) - len(good)),
+        offsets=_offset_ranges(docs),
+    )
 
 
-def training_windows(db: Database, since_epochs: Mapping[int, int | None], limit: int
-                     ) -> dict[int, DeviceWindow]:
+def training_windows(
+    db: Database, since_epochs: Mapping[int, int | None], limit: int
+) -> dict[int, DeviceWindow]:
     """Per device, the newest ``limit`` training readings with ``epoch > since``: ONE query
     for all devices (FerretDB scans a collection per filtered query)."""
     found = readings_for_devices(db, since_epochs)
-    return {m: to_window(m, [d for d in docs if d["epoch"] % HOLDOUT_MODULUS != 0][-limit:])
-            for m, docs in found.items()}
+    return {
+        m: to_window(m, [d for d in docs if d["epoch"] % HOLDOUT_MODULUS != 0][-limit:])
+        for m, docs in found.items()
+    }
 
 
-def validation_windows(db: Database, motes: Sequence[int], limit: int
-                       ) -> dict[int, DeviceWindow]:
+def validation_windows(db: Database, motes: Sequence[int], limit: int) -> dict[int, DeviceWindow]:
     """Per device, the newest ``limit`` held-out readings (one query)."""
-    query = {"moteid": {"$in": [int(m) for m in motes]},
-             "epoch": {"$mod": [HOLDOUT_MODULUS, 0]}}
+    query = {"moteid": {"$in": [int(m) for m in motes]}, "epoch": {"$mod": [HOLDOUT_MODULUS, 0]}}
     docs: dict[int, list[dict[str, Any]]] = {int(m): [] for m in motes}
     for d in db[SENSOR_READINGS].find(query, _PROJECTION):
         docs[int(d["moteid"])].append(d)
-    return {m: to_window(m, sorted(ds, key=lambda d: d["epoch"])[-limit:])
-            for m, ds in docs.items()}
+    return {
+        m: to_window(m, sorted(ds, key=lambda d: d["epoch"])[-limit:]) for m, ds in docs.items()
+    }

@@ -57,8 +57,9 @@ class SufficientStats:
             acc = acc.merge(s)
         return acc
 
-    def mean_std(self, min_std: float | np.ndarray = DEFAULT_MIN_STD
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def mean_std(
+        self, min_std: float | np.ndarray = DEFAULT_MIN_STD
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Population mean and std (std floored at ``min_std``, a scalar or per feature)."""
         if self.count <= 0:
             raise ValueError("cannot normalise from zero samples")

@@ -17,7 +17,12 @@ PREDICTIONS = "predictions"
 DEAD_LETTERS = "dead_letters"
 EVALUATION_REPORTS = "evaluation_reports"
 COLLECTIONS = (
-    SENSOR_READINGS, LOCAL_MODELS, GLOBAL_MODELS, PREDICTIONS, DEAD_LETTERS, EVALUATION_REPORTS
+    SENSOR_READINGS,
+    LOCAL_MODELS,
+    GLOBAL_MODELS,
+    PREDICTIONS,
+    DEAD_LETTERS,
+    EVALUATION_REPORTS,
 )
 
 
@@ -72,4 +77,3 @@ def load_schema(collection: str) -> dict[str, Any]:
 def validator(collection: str) -> DocumentValidator:
     """The compiled Python validator for a collection."""
     return DocumentValidator(collection, load_schema(collection))
-

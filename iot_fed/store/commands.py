@@ -17,8 +17,9 @@ from iot_fed.store.setup import database_status, init_database
 T = TypeVar("T")
 
 
-def _with_db(args: argparse.Namespace, command: str, fn: Callable[[Database], T]
-             ) -> tuple[str, T] | None:
+def _with_db(
+    args: argparse.Namespace, command: str, fn: Callable[[Database], T]
+) -> tuple[str, T] | None:
     """(database name, ``fn(db)``) on a fresh connection, closed after; None (and a message
     on stderr) when the server cannot be reached."""
     s = get_settings()
@@ -42,8 +43,10 @@ def _init(args: argparse.Namespace) -> int:
     _, report = got
     for name, info in report.items():
         state = "created" if info["created"] else "exists"
-        print(f"{name:18s} {state:8s} validator: {info['validator']}; "
-              f"indexes: {', '.join(info['indexes'])}")
+        print(
+            f"{name:18s} {state:8s} validator: {info['validator']}; "
+            f"indexes: {', '.join(info['indexes'])}"
+        )
     return 0
 
 
@@ -60,8 +63,10 @@ def _status(args: argparse.Namespace) -> int:
         if not info["exists"]:
             print(f"  {name:18s} missing (run `iot-fed db init`)")
         else:
-            print(f"  {name:18s} {info['count']:>10d} documents  indexes: "
-                  f"{', '.join(info['indexes'])}")
+            print(
+                f"  {name:18s} {info['count']:>10d} documents  indexes: "
+                f"{', '.join(info['indexes'])}"
+            )
     return 0
 
 
@@ -72,8 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--uri", help="MongoDB URI (default: IOT_FED_MONGODB_URI)")
     common.add_argument("--database", help="database (default: IOT_FED_MONGODB_DATABASE)")
-    p = sub.add_parser("init", parents=[common],
-                       help="create collections, validators and indexes (idempotent)")
+    p = sub.add_parser(
+        "init", parents=[common], help="create collections, validators and indexes (idempotent)"
+    )
     p.set_defaults(func=_init)
     p = sub.add_parser("status", parents=[common], help="collection counts and indexes")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -103,8 +103,9 @@ def insert_readings(
             return [i for i in range(len(clean)) if i not in dups]
     if strategy == "upsert":
         ops = [
-            UpdateOne({"moteid": d["moteid"], "epoch": d["epoch"]}, {"$setOnInsert": d},
-                      upsert=True)
+            UpdateOne(
+                {"moteid": d["moteid"], "epoch": d["epoch"]}, {"$setOnInsert": d}, upsert=True
+            )
             for d in clean
         ]
         try:
@@ -173,7 +174,7 @@ def readings_for_devices(
     for m, docs in out.items():
         docs.sort(key=lambda d: d["epoch"])
         if limit is not None:
-            out[m] = docs[-int(limit):] if limit > 0 else []
+            out[m] = docs[-int(limit) :] if limit > 0 else []
     return out
 
 
@@ -202,8 +203,9 @@ def insert_dead_letters(db: Database, docs: Sequence[Mapping[str, Any]]) -> int:
         return 0
     validator(DEAD_LETTERS).validate_many(list(docs))
     try:
-        return len(db[DEAD_LETTERS].insert_many([dict(d) for d in docs], ordered=False)
-                   .inserted_ids)
+        return len(
+            db[DEAD_LETTERS].insert_many([dict(d) for d in docs], ordered=False).inserted_ids
+        )
     except BulkWriteError as exc:
         details, _ = _split_write_errors(exc)
         return int(details.get("nInserted", 0))
@@ -410,8 +412,7 @@ def _insert_new(coll: Any, docs: list[dict[str, Any]]) -> list[int]:
 
 def _same_verdict(stored: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
     def norm(d: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: _ms(v) if isinstance(v, dt.datetime) else v
-                for k, v in d.items() if k != "_id"}
+        return {k: _ms(v) if isinstance(v, dt.datetime) else v for k, v in d.items() if k != "_id"}
 
     return norm(stored) == norm(doc)
 
@@ -459,8 +460,12 @@ def upsert_predictions(
                 replace.setdefault(version, []).append((None if old is None else old["_id"], d))
         for version, group in replace.items():
             # the version guard keeps a newer verdict written concurrently
-            coll.delete_many({"_id": {"$in": [old_id for old_id, _ in group if old_id is not None]},
-                              "model_version": {"$lte": version}})
+            coll.delete_many(
+                {
+                    "_id": {"$in": [old_id for old_id, _ in group if old_id is not None]},
+                    "model_version": {"$lte": version},
+                }
+            )
             new = [d for _, d in group]
             kept = len(_insert_new(coll, new))
             counts["updated"] += len(new) - kept

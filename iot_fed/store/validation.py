@@ -22,12 +22,28 @@ INT32 = 2**31
 INT64 = 2**63
 NUMBER = ("int", "long", "double", "decimal")
 KNOWN = {
-    "bsonType", "required", "properties", "additionalProperties", "minimum", "maximum",
-    "minLength", "enum", "items", "title", "description",
+    "bsonType",
+    "required",
+    "properties",
+    "additionalProperties",
+    "minimum",
+    "maximum",
+    "minLength",
+    "enum",
+    "items",
+    "title",
+    "description",
 }
 _EXACT = {
-    type(None): "null", bool: "bool", float: "double", str: "string", dt.datetime: "date",
-    bytes: "binData", dict: "object", list: "array", ObjectId: "objectId",
+    type(None): "null",
+    bool: "bool",
+    float: "double",
+    str: "string",
+    dt.datetime: "date",
+    bytes: "binData",
+    dict: "object",
+    list: "array",
+    ObjectId: "objectId",
     Decimal128: "decimal",
 }
 

@@ -74,8 +74,13 @@ class IngestResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (partition keys as strings, ``max_ts`` ISO-8601)."""
         d = asdict(self)
-        for k in ("per_device_new_counts", "per_device_valid_counts", "offsets_to_commit",
-                  "next_offsets", "end_offsets"):
+        for k in (
+            "per_device_new_counts",
+            "per_device_valid_counts",
+            "offsets_to_commit",
+            "next_offsets",
+            "end_offsets",
+        ):
             d[k] = {str(p): v for p, v in d[k].items()}
         d["max_ts"] = self.max_ts.isoformat() if self.max_ts else None
         d["lag"] = self.lag

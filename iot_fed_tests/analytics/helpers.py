@@ -17,25 +17,28 @@ from iot_fed.store import readings_to_docs, save_global_model, save_local_model,
 SPEC = ModelSpec(hidden=(8, 4), activation="relu")
 
 
-def make_readings(motes: int = 4, per_mote: int = 250, seed: int = 0,
-                  start: str = "2004-03-01") -> pd.DataFrame:
+def make_readings(
+    motes: int = 4, per_mote: int = 250, seed: int = 0, start: str = "2004-03-01"
+) -> pd.DataFrame:
     """Smooth readings per mote with ~3% labelled spikes (label "spike")."""
     rng = np.random.default_rng(seed)
     n = motes * per_mote
     i = np.arange(n)
     mote = i % motes + 1
     epoch = i // motes
-    df = pd.DataFrame({
-        "ts": pd.Timestamp(start, tz="UTC") + pd.to_timedelta(epoch * 31.0 + mote * 0.123,
-                                                              unit="s"),
-        "epoch": epoch,
-        "moteid": mote,
-        "temperature": 20 + mote + np.sin(epoch / 20) + rng.normal(0, 0.1, n),
-        "humidity": 40 - mote + np.cos(epoch / 20) + rng.normal(0, 0.2, n),
-        "light": 100.0 + 10 * np.sin(epoch / 50) + rng.normal(0, 1, n),
-        "voltage": 2.7 - epoch * 1e-4 + rng.normal(0, 0.005, n),
-        "label": [None] * n,
-    })
+    df = pd.DataFrame(
+        {
+            "ts": pd.Timestamp(start, tz="UTC")
+            + pd.to_timedelta(epoch * 31.0 + mote * 0.123, unit="s"),
+            "epoch": epoch,
+            "moteid": mote,
+            "temperature": 20 + mote + np.sin(epoch / 20) + rng.normal(0, 0.1, n),
+            "humidity": 40 - mote + np.cos(epoch / 20) + rng.normal(0, 0.2, n),
+            "light": 100.0 + 10 * np.sin(epoch / 50) + rng.normal(0, 1, n),
+            "voltage": 2.7 - epoch * 1e-4 + rng.normal(0, 0.005, n),
+            "label": [None] * n,
+        }
+    )
     spikes = rng.random(n) < 0.03
     df.loc[spikes, "temperature"] += 40.0
     df["label"] = df["label"].astype(object)
@@ -44,18 +47,21 @@ def make_readings(motes: int = 4, per_mote: int = 250, seed: int = 0,
 
 
 def features(df: pd.DataFrame) -> np.ndarray:
-    return features_from_columns(df["temperature"], df["humidity"], df["light"],
-                                 df["voltage"], df["ts"])
+    return features_from_columns(
+        df["temperature"], df["humidity"], df["light"], df["voltage"], df["ts"]
+    )
 
 
-def make_bundle(df: pd.DataFrame, seed: int, version: int | None = None,
-                quantile: float = 0.9) -> ModelBundle:
+def make_bundle(
+    df: pd.DataFrame, seed: int, version: int | None = None, quantile: float = 0.9
+) -> ModelBundle:
     """Random-init params, normalisation from ``df``, threshold at a score quantile."""
-    params = {k: {m: np.asarray(v) for m, v in layer.items()}
-              for k, layer in init_params(SPEC, seed).items()}
+    params = {
+        k: {m: np.asarray(v) for m, v in layer.items()}
+        for k, layer in init_params(SPEC, seed).items()
+    }
     x = features(df)
-    bundle = ModelBundle(SPEC, params, SufficientStats.from_array(x).normalizer(),
-                         version=version)
+    bundle = ModelBundle(SPEC, params, SufficientStats.from_array(x).normalizer(), version=version)
     bundle.threshold = calibrate_threshold(score_batch(bundle, x), quantile)
     return bundle
 
@@ -66,14 +72,14 @@ def store_readings(db: Database, df: pd.DataFrame) -> None:
 
 
 def store_global(db: Database, bundle: ModelBundle, promoted: bool = True) -> int:
-    doc = save_global_model(db, bundle.to_bytes(), threshold=bundle.threshold,
-                            promoted=promoted)
+    doc = save_global_model(db, bundle.to_bytes(), threshold=bundle.threshold, promoted=promoted)
     return int(doc["version"])
 
 
 def store_local(db: Database, moteid: int, bundle: ModelBundle) -> int:
-    doc = save_local_model(db, str(moteid), bundle.to_bytes(), threshold=bundle.threshold,
-                           n_samples=10)
+    doc = save_local_model(
+        db, str(moteid), bundle.to_bytes(), threshold=bundle.threshold, n_samples=10
+    )
     return int(doc["version"])
 
 

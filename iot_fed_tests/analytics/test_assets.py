@@ -25,12 +25,14 @@ def test_spark_assets_materialize(spark, monkeypatch, mongo_db, kafka_topic, set
     df = make_readings(motes=3, per_mote=60)
     store_readings(mongo_db, df)
     store_global(mongo_db, make_bundle(df, seed=1))
-    produce_readings(settings, kafka_topic, make_readings(motes=2, per_mote=10,
-                                                          start="2004-03-05"))
-    resources = {"pyspark": PySparkResource(spark_config={"spark.master": "local[2]"}),
-                 "mongodb": MongoDBResource(database=mongo_db.name)}
-    res = dg.materialize([evaluation_report, predictions, streaming_evaluation],
-                         resources=resources)
+    produce_readings(settings, kafka_topic, make_readings(motes=2, per_mote=10, start="2004-03-05"))
+    resources = {
+        "pyspark": PySparkResource(spark_config={"spark.master": "local[2]"}),
+        "mongodb": MongoDBResource(database=mongo_db.name),
+    }
+    res = dg.materialize(
+        [evaluation_report, predictions, streaming_evaluation], resources=resources
+    )
     assert res.success
     report = res.asset_materializations_for_node("evaluation_report")[0].metadata
     assert "per_device" in report and "plot" in report

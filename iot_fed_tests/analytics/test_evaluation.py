@@ -33,9 +33,14 @@ def _expected(bundle, df: pd.DataFrame) -> dict[str, float]:
     s, f = expected_scores(bundle, df)
     y = df["label"].notna().to_numpy()
     kw = {"zero_division": np.nan}
-    return {"mse": s.mean(), "mae": _mae(bundle, df).mean(), "anomaly_rate": f.mean(),
-            "precision": precision_score(y, f, **kw), "recall": recall_score(y, f, **kw),
-            "f1": f1_score(y, f, **kw)}
+    return {
+        "mse": s.mean(),
+        "mae": _mae(bundle, df).mean(),
+        "anomaly_rate": f.mean(),
+        "precision": precision_score(y, f, **kw),
+        "recall": recall_score(y, f, **kw),
+        "f1": f1_score(y, f, **kw),
+    }
 
 
 def _close(got, want) -> bool:
@@ -80,8 +85,11 @@ def test_evaluation_report_matches_numpy(spark, analytics_settings, mongo_db, st
         assert _close(s[f"global_{k}"], want), (k, s[f"global_{k}"], want)
     covered = df[df.moteid.isin(list(local))]
     assert _close(s["global_on_local_devices_mse"], _expected(g, covered)["mse"])
-    local_rate = np.mean(np.concatenate(
-        [expected_scores(local[m], covered[covered.moteid == m])[1] for m in sorted(local)]))
+    local_rate = np.mean(
+        np.concatenate(
+            [expected_scores(local[m], covered[covered.moteid == m])[1] for m in sorted(local)]
+        )
+    )
     assert _close(s["local_anomaly_rate"], local_rate)
     # stored and written artefacts
     doc = mongo_db[EVALUATION_REPORTS].find_one({"report_id": report.report_id})

@@ -34,7 +34,8 @@ def _wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> Non
 
 @pytest.mark.parametrize("write_partitions", [1, 0], ids=["executors", "driver"])
 def test_available_now_scores_everything_and_dead_letters_malformed(
-        spark, analytics_settings, mongo_db, kafka_topic, write_partitions):
+    spark, analytics_settings, mongo_db, kafka_topic, write_partitions
+):
     df = make_readings(motes=3, per_mote=40)
     g = make_bundle(df, seed=3)
     store_global(mongo_db, g)
@@ -42,9 +43,14 @@ def test_available_now_scores_everything_and_dead_letters_malformed(
     produce_raw(analytics_settings, kafka_topic, MALFORMED)
     produce_readings(analytics_settings, kafka_topic, df.iloc[60:])
 
-    counts = streaming_evaluation(spark, analytics_settings, topic=kafka_topic,
-                                  checkpoint_name="avail", timeout_s=300,
-                                  write_partitions=write_partitions)
+    counts = streaming_evaluation(
+        spark,
+        analytics_settings,
+        topic=kafka_topic,
+        checkpoint_name="avail",
+        timeout_s=300,
+        write_partitions=write_partitions,
+    )
     assert (counts.records, counts.n, counts.dead_letters) == (len(df) + 2, len(df), 2)
     assert counts.inserted == len(df) and counts.model_versions == [1]
 
@@ -59,26 +65,31 @@ def test_available_now_scores_everything_and_dead_letters_malformed(
     assert sorted(d["raw"] for d in dead) == sorted(v for _, v in MALFORMED)
     assert all(d["reason"] and d["topic"] == kafka_topic for d in dead)
 
-    again = streaming_evaluation(spark, analytics_settings, topic=kafka_topic,
-                                 checkpoint_name="avail", timeout_s=300)
+    again = streaming_evaluation(
+        spark, analytics_settings, topic=kafka_topic, checkpoint_name="avail", timeout_s=300
+    )
     assert again.records == 0  # the checkpoint remembers the offsets
 
 
 def test_newly_promoted_model_is_used_without_restart(
-        spark, analytics_settings, mongo_db, kafka_topic):
+    spark, analytics_settings, mongo_db, kafka_topic
+):
     df = make_readings(motes=2, per_mote=30)
     first, second = df.iloc[:30], df.iloc[30:]
     store_global(mongo_db, make_bundle(df, seed=4))
     preds = mongo_db["predictions"]
-    run = start_streaming_evaluation(spark, analytics_settings, topic=kafka_topic,
-                                     checkpoint_name="promote", trigger_seconds=0.5)
+    run = start_streaming_evaluation(
+        spark, analytics_settings, topic=kafka_topic, checkpoint_name="promote", trigger_seconds=0.5
+    )
     try:
         produce_readings(analytics_settings, kafka_topic, first)
         _wait_for(lambda: preds.count_documents({}) == len(first), what="first predictions")
         assert store_global(mongo_db, make_bundle(df, seed=5)) == 2  # promoted
-        produce_raw(analytics_settings, kafka_topic,
-                    [(encode_key(r["moteid"]), encode_reading(r))
-                     for r in second.to_dict("records")])
+        produce_raw(
+            analytics_settings,
+            kafka_topic,
+            [(encode_key(r["moteid"]), encode_reading(r)) for r in second.to_dict("records")],
+        )
         _wait_for(lambda: preds.count_documents({}) == len(df), what="second predictions")
     finally:
         run.stop()

@@ -76,8 +76,9 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 def test_download_verifies(server, tmp_path: Path) -> None:
     url, _ = server
-    dest = download(f"{url}/data.txt.gz", tmp_path / "out" / "data.txt.gz", sha256=SHA,
-                    size=len(PAYLOAD))
+    dest = download(
+        f"{url}/data.txt.gz", tmp_path / "out" / "data.txt.gz", sha256=SHA, size=len(PAYLOAD)
+    )
     assert dest.read_bytes() == PAYLOAD
     assert not dest.with_name("data.txt.gz.part").exists()
     # already present and valid: no second request
@@ -136,8 +137,11 @@ def test_obtain_raw_download_local_and_synthetic(server, tmp_path: Path) -> None
         obtain_raw(load_settings(data_file=tmp_path / "nope.txt"))
 
     offline = load_settings(
-        data_dir=tmp_path / "c", data_url="http://127.0.0.1:9/data.txt.gz",
-        download_timeout_s=1, generator_motes=3, generator_days=0.2,
+        data_dir=tmp_path / "c",
+        data_url="http://127.0.0.1:9/data.txt.gz",
+        download_timeout_s=1,
+        generator_motes=3,
+        generator_days=0.2,
     )
     syn = obtain_raw(offline)
     assert syn.source == "synthetic" and "download unavailable" in syn.detail
@@ -154,7 +158,8 @@ def test_obtain_raw_integrity_error_is_not_masked(server, tmp_path: Path) -> Non
 
 
 def test_obtain_mote_locs_fallback(tmp_path: Path) -> None:
-    s = load_settings(data_dir=tmp_path, mote_locs_url="http://127.0.0.1:9/mote_locs.txt",
-                      download_timeout_s=1)
+    s = load_settings(
+        data_dir=tmp_path, mote_locs_url="http://127.0.0.1:9/mote_locs.txt", download_timeout_s=1
+    )
     got = obtain_mote_locs(s)
     assert got.source == "synthetic" and len(parse_mote_locs(got.path)) == 54

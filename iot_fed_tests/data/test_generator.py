@@ -81,10 +81,12 @@ def test_realism_vs_real_single_mote_series(intel_lab_dir: Path, tmp_path: Path)
         intel_lab_dir / "ild48k_single_mote_epoch_temp_humidity.csv",
         names=["epoch", "temperature", "humidity"],
     )
-    r_swing, r_h5, r_h95 = _daily(real["epoch"] * 31 // 86400, real["temperature"],
-                                  real["humidity"])
-    g = generate(tmp_path / "r.txt", motes=6, days=7.0, seed=5, low_voltage_fraction=0.0,
-                 spike_rate=0.0)
+    r_swing, r_h5, r_h95 = _daily(
+        real["epoch"] * 31 // 86400, real["temperature"], real["humidity"]
+    )
+    g = generate(
+        tmp_path / "r.txt", motes=6, days=7.0, seed=5, low_voltage_fraction=0.0, spike_rate=0.0
+    )
     df = parse_readings(g.path).readings
     for _, one in df.groupby("moteid"):
         if len(one) < 1000:

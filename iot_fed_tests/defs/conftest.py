@@ -14,8 +14,9 @@ from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResou
 
 
 @pytest.fixture
-def pipeline_env(monkeypatch: pytest.MonkeyPatch, kafka_topic: str, mongo_db: Database
-                 ) -> Iterator[dict]:
+def pipeline_env(
+    monkeypatch: pytest.MonkeyPatch, kafka_topic: str, mongo_db: Database
+) -> Iterator[dict]:
     """Settings for one isolated pipeline: own topic, consumer group and database; small
     thresholds so a few dozen readings make a device ready."""
     monkeypatch.setenv("IOT_FED_KAFKA_TOPIC", kafka_topic)
@@ -24,8 +25,11 @@ def pipeline_env(monkeypatch: pytest.MonkeyPatch, kafka_topic: str, mongo_db: Da
     monkeypatch.setenv("IOT_FED_MIN_NEW_SAMPLES", "20")
     monkeypatch.setenv("IOT_FED_LOCAL_EPOCHS", "3")
     get_settings.cache_clear()
-    resources = {"kafka": KafkaResource(), "mongodb": MongoDBResource(),
-                 "settings": SettingsResource()}
+    resources = {
+        "kafka": KafkaResource(),
+        "mongodb": MongoDBResource(),
+        "settings": SettingsResource(),
+    }
     yield {"resources": resources, "db": mongo_db, "topic": kafka_topic}
     get_settings.cache_clear()
 

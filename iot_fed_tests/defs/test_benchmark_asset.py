@@ -14,10 +14,16 @@ from iot_fed.defs.resources import SettingsResource
 def test_anomaly_benchmark_tiny(monkeypatch, tmp_path):
     monkeypatch.setenv("IOT_FED_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()
-    cfg = {"ops": {"anomaly_benchmark": {"config": {"motes": 3, "days": 0.5, "rounds": 1,
-                                                    "failing_motes": 1}}}}
-    res = dg.materialize([anomaly_benchmark], resources={"settings": SettingsResource()},
-                         run_config=cfg)
+    cfg = {
+        "ops": {
+            "anomaly_benchmark": {
+                "config": {"motes": 3, "days": 0.5, "rounds": 1, "failing_motes": 1}
+            }
+        }
+    }
+    res = dg.materialize(
+        [anomaly_benchmark], resources={"settings": SettingsResource()}, run_config=cfg
+    )
     assert res.success
     md = res.asset_materializations_for_node("anomaly_benchmark")[0].metadata["report"].value
     for method in ("federated", "local_only", "centralised", "zscore", "mad"):

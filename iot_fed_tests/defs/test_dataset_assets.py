@@ -19,8 +19,11 @@ def test_dataset_group_offline_uses_generator(monkeypatch, tmp_path):
     monkeypatch.setenv("IOT_FED_DOWNLOAD_TIMEOUT_S", "1")
     get_settings.cache_clear()
     with dg.instance_for_test() as instance:
-        res = dg.materialize([intel_lab_raw, intel_lab_clean, mote_locations],
-                             instance=instance, resources={"settings": SettingsResource()})
+        res = dg.materialize(
+            [intel_lab_raw, intel_lab_clean, mote_locations],
+            instance=instance,
+            resources={"settings": SettingsResource()},
+        )
     assert res.success
     raw_meta = res.asset_materializations_for_node("intel_lab_raw")[0].metadata
     assert raw_meta["source"].value == "synthetic"

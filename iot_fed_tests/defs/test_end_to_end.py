@@ -19,14 +19,20 @@ def test_stream_to_promoted_global_version(pipeline_env, instance, settings):
     data = tick(instance, env["resources"], None)
     assert len(data.run_requests) == 1
     req = data.run_requests[0]
-    train = dg.materialize(ASSETS, instance=instance, resources=env["resources"],
-                           selection=req.asset_selection, tags=req.tags)
+    train = dg.materialize(
+        ASSETS,
+        instance=instance,
+        resources=env["resources"],
+        selection=req.asset_selection,
+        tags=req.tags,
+    )
     assert train.success
     assert sorted(db.local_models.distinct("device")) == ["1", "2", "3", "4"]
     assert all(d["metrics"]["kafka_offsets"] for d in db.local_models.find())
 
-    with dg.build_sensor_context(instance=instance, definitions=defs,
-                                 resources=env["resources"]) as ctx:
+    with dg.build_sensor_context(
+        instance=instance, definitions=defs, resources=env["resources"]
+    ) as ctx:
         agg_req = aggregation_sensor.evaluate_tick(ctx).run_requests
     assert len(agg_req) == 1
     job = defs.resolve_job_def("aggregate_global_model")

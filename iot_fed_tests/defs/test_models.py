@@ -20,8 +20,9 @@ from iot_fed.store.repository import readings_to_docs, upsert_readings
 ASSETS = [local_model, global_model, promoted_model, not_worse_than_promoted]
 
 
-def diurnal_readings(motes: int, per_mote: int, start_epoch: int = 0,
-                     period_h: float = 1.0) -> pd.DataFrame:
+def diurnal_readings(
+    motes: int, per_mote: int, start_epoch: int = 0, period_h: float = 1.0
+) -> pd.DataFrame:
     """Readings with a temperature/humidity cycle of ``period_h`` hours (short, so a few
     hundred readings cover whole cycles and successive rounds see the same distribution)."""
     rows = []
@@ -29,24 +30,42 @@ def diurnal_readings(motes: int, per_mote: int, start_epoch: int = 0,
         e = np.arange(start_epoch, start_epoch + per_mote)
         ts = pd.Timestamp("2004-03-01", tz="UTC") + pd.to_timedelta(e * 31, unit="s")
         hours = e * 31 / 3600
-        rows.append(pd.DataFrame({
-            "ts": ts, "epoch": e, "moteid": m,
-            "temperature": 21 + 3 * np.sin(2 * np.pi * hours / period_h) + 0.1 * m,
-            "humidity": 38 - 4 * np.sin(2 * np.pi * hours / period_h),
-            "light": np.where((hours % period_h) < period_h / 2, 400.0, 5.0),
-            "voltage": 2.7 - 1e-5 * e, "label": None}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "ts": ts,
+                    "epoch": e,
+                    "moteid": m,
+                    "temperature": 21 + 3 * np.sin(2 * np.pi * hours / period_h) + 0.1 * m,
+                    "humidity": 38 - 4 * np.sin(2 * np.pi * hours / period_h),
+                    "light": np.where((hours % period_h) < period_h / 2, 400.0, 5.0),
+                    "voltage": 2.7 - 1e-5 * e,
+                    "label": None,
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
 def run_devices(instance, resources, keys: list[str], selection=None):
     tags = {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
-    return dg.materialize(ASSETS, instance=instance, resources=resources, tags=tags,
-                          selection=selection or [local_model])
+    return dg.materialize(
+        ASSETS,
+        instance=instance,
+        resources=resources,
+        tags=tags,
+        selection=selection or [local_model],
+    )
 
 
 def aggregate(instance, resources, raise_on_error: bool = True):
-    return dg.materialize(ASSETS, instance=instance, resources=resources,
-                          selection=[global_model, promoted_model], raise_on_error=raise_on_error)
+    return dg.materialize(
+        ASSETS,
+        instance=instance,
+        resources=resources,
+        selection=[global_model, promoted_model],
+        raise_on_error=raise_on_error,
+    )
 
 
 def test_three_devices_one_run_then_versions_and_lineage(pipeline_env, instance):
@@ -92,9 +111,16 @@ def test_blocking_check_keeps_poisoned_global_model_unpromoted(pipeline_env, ins
         doc = repo.get_local_model(db, device)
         b = ModelBundle.from_bytes(doc["params"])
         b.params = {k: {n: v * 1e3 for n, v in layer.items()} for k, layer in b.params.items()}
-        repo.save_local_model(db, device, b.to_bytes(), n_samples=doc["n_samples"],
-                              base_version=1, last_epoch=doc["last_epoch"],
-                              threshold=doc["threshold"], metrics=doc["metrics"])
+        repo.save_local_model(
+            db,
+            device,
+            b.to_bytes(),
+            n_samples=doc["n_samples"],
+            base_version=1,
+            last_epoch=doc["last_epoch"],
+            threshold=doc["threshold"],
+            metrics=doc["metrics"],
+        )
     res = aggregate(instance, env["resources"], raise_on_error=False)
     assert not res.success, "the failed blocking check stops the run"
     assert [e.passed for e in res.get_asset_check_evaluations()] == [False]

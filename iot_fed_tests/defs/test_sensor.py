@@ -15,16 +15,18 @@ from iot_fed_tests.stream.helpers import produce_readings, readings_frame
 
 
 def tick(instance: dg.DagsterInstance, resources: dict, cursor: str | None):
-    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources,
-                                 definitions=defs) as ctx:
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=resources, definitions=defs
+    ) as ctx:
         data = iot_stream_sensor.evaluate_tick(ctx)
     for req in data.dynamic_partitions_requests or []:  # what the daemon does
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
     return data
 
 
-def test_new_devices_become_partitions_and_ready_ones_share_one_run(pipeline_env, instance,
-                                                                     settings):
+def test_new_devices_become_partitions_and_ready_ones_share_one_run(
+    pipeline_env, instance, settings
+):
     env = pipeline_env
     df = readings_frame(5 * 30, motes=5)  # 30 readings for motes 1..5
     df = df[~((df.moteid == 5) & (df.epoch >= 3))]  # mote 5: only 3 readings
@@ -60,8 +62,10 @@ def test_retick_is_idempotent(pipeline_env, instance, settings):
 def test_cursor_does_not_advance_without_a_durable_write(pipeline_env, instance, settings):
     env = pipeline_env
     produce_readings(settings, env["topic"], readings_frame(40, motes=2))
-    broken = {**env["resources"],
-              "mongodb": MongoDBResource(uri="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500")}
+    broken = {
+        **env["resources"],
+        "mongodb": MongoDBResource(uri="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500"),
+    }
     with pytest.raises(Exception):  # noqa: B017 - any failure: the tick must not complete
         tick(instance, broken, None)
     assert env["db"][SENSOR_READINGS].count_documents({}) == 0

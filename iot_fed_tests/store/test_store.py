@@ -37,8 +37,14 @@ T0 = dt.datetime(2004, 2, 28, 1, 0, tzinfo=dt.UTC)
 
 def reading(moteid: int, epoch: int, **kw) -> dict:
     doc = {
-        "ts": T0 + dt.timedelta(seconds=31 * epoch), "epoch": epoch, "moteid": moteid,
-        "temperature": 20.0, "humidity": 40.0, "light": 100.0, "voltage": 2.6, "label": None,
+        "ts": T0 + dt.timedelta(seconds=31 * epoch),
+        "epoch": epoch,
+        "moteid": moteid,
+        "temperature": 20.0,
+        "humidity": 40.0,
+        "light": 100.0,
+        "voltage": 2.6,
+        "label": None,
     }
     return doc | kw
 
@@ -64,11 +70,13 @@ def test_unique_indexes_reject_duplicates(db) -> None:
     db.sensor_readings.insert_one(reading(1, 1))
     with pytest.raises(DuplicateKeyError):
         db.sensor_readings.insert_one(reading(1, 1, temperature=30.0))
-    db.predictions.insert_one({"moteid": 1, "ts": T0, "score": 1.0, "is_anomaly": False,
-                               "model_version": 1})
+    db.predictions.insert_one(
+        {"moteid": 1, "ts": T0, "score": 1.0, "is_anomaly": False, "model_version": 1}
+    )
     with pytest.raises(DuplicateKeyError):
-        db.predictions.insert_one({"moteid": 1, "ts": T0, "score": 2.0, "is_anomaly": True,
-                                   "model_version": 2})
+        db.predictions.insert_one(
+            {"moteid": 1, "ts": T0, "score": 2.0, "is_anomaly": True, "model_version": 2}
+        )
     save_global_model(db, b"g", version=1)
     with pytest.raises(DuplicateKeyError):
         save_global_model(db, b"g2", version=1)
@@ -104,15 +112,16 @@ def test_readings_for_device_and_counts(db) -> None:
     assert [d["epoch"] for d in readings_for_device(db, 3, limit=3)] == [7, 8, 9]
     many = readings_for_devices(db, {3: 6, 4: None, 5: None}, limit=2)
     assert {m: [d["epoch"] for d in v] for m, v in many.items()} == {3: [8, 9], 4: [0], 5: []}
-    assert reading_counts(db) == {3: {"count": 10, "max_epoch": 9}, 4: {"count": 1,
-                                                                       "max_epoch": 0}}
+    assert reading_counts(db) == {3: {"count": 10, "max_epoch": 9}, 4: {"count": 1, "max_epoch": 0}}
 
 
 def test_readings_from_clean_frame(db) -> None:
-    df = parse_lines([
-        "2004-02-28 00:59:16.02785 3 1 19.9884 37.0933 45.08 2.69964",
-        "2004-03-31 03:38:15.757551 2 1 122.153 -3.91901 11.04 2.03397",
-    ]).readings
+    df = parse_lines(
+        [
+            "2004-02-28 00:59:16.02785 3 1 19.9884 37.0933 45.08 2.69964",
+            "2004-03-31 03:38:15.757551 2 1 122.153 -3.91901 11.04 2.03397",
+        ]
+    ).readings
     docs = readings_to_docs(df)
     assert upsert_readings(db, docs) == (2, 0)
     back = readings_for_device(db, 1)
@@ -154,8 +163,7 @@ def test_model_versions_and_promotion(db) -> None:
 def test_predictions_idempotent_and_newer_model_wins(db) -> None:
     p = {"moteid": 1, "ts": T0, "score": 0.1, "is_anomaly": False, "model_version": 2}
     assert upsert_predictions(db, [p])["inserted"] == 1
-    assert upsert_predictions(db, [p]) == {"inserted": 0, "updated": 0, "unchanged": 1,
-                                           "stale": 0}
+    assert upsert_predictions(db, [p]) == {"inserted": 0, "updated": 0, "unchanged": 1, "stale": 0}
     newer = p | {"score": 0.9, "is_anomaly": True, "model_version": 3}
     assert upsert_predictions(db, [newer])["updated"] == 1
     assert upsert_predictions(db, [p])["stale"] == 1
@@ -165,8 +173,17 @@ def test_predictions_idempotent_and_newer_model_wins(db) -> None:
 
 
 def test_dead_letters(db) -> None:
-    d = {"_id": "iot_stream:0:5", "ts": T0, "reason": "not JSON", "raw": b"\xff{",
-         "topic": "iot_stream", "partition": 0, "offset": 5, "key": "1", "stage": "decode"}
+    d = {
+        "_id": "iot_stream:0:5",
+        "ts": T0,
+        "reason": "not JSON",
+        "raw": b"\xff{",
+        "topic": "iot_stream",
+        "partition": 0,
+        "offset": 5,
+        "key": "1",
+        "stage": "decode",
+    }
     assert insert_dead_letters(db, [d]) == 1
     assert insert_dead_letters(db, [d]) == 0  # same source position: no second copy
     assert insert_dead_letters(db, [{"ts": T0, "reason": "bad"}]) == 1

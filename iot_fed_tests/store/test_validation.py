@@ -11,8 +11,14 @@ from iot_fed.store.validation import SchemaValidationError, bson_type, compile_s
 
 TS = dt.datetime(2004, 2, 28, 1, 0, tzinfo=dt.UTC)
 READING = {
-    "ts": TS, "epoch": 3, "moteid": 1, "temperature": 19.98, "humidity": 37.09,
-    "light": 45.08, "voltage": 2.69964, "label": None,
+    "ts": TS,
+    "epoch": 3,
+    "moteid": 1,
+    "temperature": 19.98,
+    "humidity": 37.09,
+    "light": 45.08,
+    "voltage": 2.69964,
+    "label": None,
 }
 
 
@@ -25,8 +31,9 @@ def test_every_collection_has_schema_and_indexes() -> None:
 
 def test_valid_reading_passes() -> None:
     validator("sensor_readings").validate(READING)
-    validator("sensor_readings").validate(READING | {"label": "spike", "fault": True,
-                                                     "fault_reason": "temperature>85"})
+    validator("sensor_readings").validate(
+        READING | {"label": "spike", "fault": True, "fault_reason": "temperature>85"}
+    )
 
 
 @pytest.mark.parametrize(
@@ -62,8 +69,9 @@ def test_numpy_scalars_are_rejected() -> None:
 
 def test_bson_int_sizes_and_nested_items() -> None:
     assert bson_type(5) == "int" and bson_type(2**40) == "long" and bson_type(True) == "bool"
-    check = compile_schema({"bsonType": "array", "items": {"bsonType": "object",
-                                                           "required": ["device"]}})
+    check = compile_schema(
+        {"bsonType": "array", "items": {"bsonType": "object", "required": ["device"]}}
+    )
     errs: list[str] = []
     check([{"device": "1"}, {}], "lineage", errs)
     assert errs == ["lineage[1].device: required field missing"]

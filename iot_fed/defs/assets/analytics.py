@@ -17,27 +17,36 @@ def _png_markdown(path) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
-@dg.asset(deps=["promoted_model"], group_name="analytics",
-          description="Batch evaluation in Spark: promoted global model vs each device's newest "
-                      "local model (MSE/MAE, anomaly rate, precision/recall/F1 where labelled).")
-def evaluation_report(context: dg.AssetExecutionContext, pyspark: PySparkResource,
-                      mongodb: MongoDBResource) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["promoted_model"],
+    group_name="analytics",
+    description="Batch evaluation in Spark: promoted global model vs each device's newest "
+    "local model (MSE/MAE, anomaly rate, precision/recall/F1 where labelled).",
+)
+def evaluation_report(
+    context: dg.AssetExecutionContext, pyspark: PySparkResource, mongodb: MongoDBResource
+) -> dg.MaterializeResult:
     from iot_fed.analytics.evaluation import evaluation_report as build_report
 
     rep = build_report(pyspark.spark_session, mongodb.settings())
     context.log.info("evaluation report %s", rep.report_id)
-    return dg.MaterializeResult(metadata={
-        **{k: v for k, v in rep.summary.items() if v is not None},
-        "per_device": dg.MetadataValue.md(rep.per_device.to_markdown(index=False)),
-        "plot": _png_markdown(rep.plot_path),
-        "plot_path": dg.MetadataValue.path(str(rep.plot_path)),
-        "parquet_path": dg.MetadataValue.path(str(rep.parquet_path)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            **{k: v for k, v in rep.summary.items() if v is not None},
+            "per_device": dg.MetadataValue.md(rep.per_device.to_markdown(index=False)),
+            "plot": _png_markdown(rep.plot_path),
+            "plot_path": dg.MetadataValue.path(str(rep.plot_path)),
+            "parquet_path": dg.MetadataValue.path(str(rep.parquet_path)),
+        }
+    )
 
 
-@dg.asset(deps=["promoted_model"], group_name="analytics",
-          description="Anomaly score and flag of the promoted global model for every stored "
-                      "reading, written to MongoDB predictions idempotently.")
+@dg.asset(
+    deps=["promoted_model"],
+    group_name="analytics",
+    description="Anomaly score and flag of the promoted global model for every stored "
+    "reading, written to MongoDB predictions idempotently.",
+)
 def predictions(pyspark: PySparkResource, mongodb: MongoDBResource) -> dg.MaterializeResult:
     from iot_fed.analytics.predictions import write_predictions
 
@@ -45,11 +54,15 @@ def predictions(pyspark: PySparkResource, mongodb: MongoDBResource) -> dg.Materi
     return dg.MaterializeResult(metadata=res.summary())
 
 
-@dg.asset(deps=["iot_stream", "promoted_model"], group_name="analytics",
-          description="Spark Structured Streaming over iot_stream with an available-now trigger: "
-                      "scores everything not yet processed with the promoted model, then stops.")
-def streaming_evaluation(pyspark: PySparkResource,
-                         mongodb: MongoDBResource) -> dg.MaterializeResult:
+@dg.asset(
+    deps=["iot_stream", "promoted_model"],
+    group_name="analytics",
+    description="Spark Structured Streaming over iot_stream with an available-now trigger: "
+    "scores everything not yet processed with the promoted model, then stops.",
+)
+def streaming_evaluation(
+    pyspark: PySparkResource, mongodb: MongoDBResource
+) -> dg.MaterializeResult:
     from iot_fed.analytics.streaming import streaming_evaluation as run_available_now
 
     counts = run_available_now(pyspark.spark_session, mongodb.settings())

@@ -20,23 +20,36 @@ def _meta(d: dict) -> dict:
     return out
 
 
-@dg.asset(group_name="dataset", description="Raw Intel Lab data.txt: the official download, "
-          "IOT_FED_DATA_FILE, or the calibrated generator when neither is reachable.")
+@dg.asset(
+    group_name="dataset",
+    description="Raw Intel Lab data.txt: the official download, "
+    "IOT_FED_DATA_FILE, or the calibrated generator when neither is reachable.",
+)
 def intel_lab_raw(context: dg.AssetExecutionContext, settings: SettingsResource) -> str:
     src = obtain_raw(settings.get())
     (context.log.warning if src.source == "synthetic" else context.log.info)(
-        "intel_lab_raw source: %s (%s)", src.source, src.detail)
-    context.add_output_metadata({"source": src.source, "detail": src.detail,
-                                 "raw_path": dg.MetadataValue.path(str(src.path)),
-                                 "bytes": src.path.stat().st_size,
-                                 "labels_path": str(src.labels_path or "")})
+        "intel_lab_raw source: %s (%s)", src.source, src.detail
+    )
+    context.add_output_metadata(
+        {
+            "source": src.source,
+            "detail": src.detail,
+            "raw_path": dg.MetadataValue.path(str(src.path)),
+            "bytes": src.path.stat().st_size,
+            "labels_path": str(src.labels_path or ""),
+        }
+    )
     return str(src.path)
 
 
-@dg.asset(group_name="dataset", description="Parsed, typed, de-duplicated, pandera-validated "
-          "readings (Parquet); malformed lines kept aside with reasons, faults flagged.")
-def intel_lab_clean(context: dg.AssetExecutionContext, settings: SettingsResource,
-                    intel_lab_raw: str) -> str:
+@dg.asset(
+    group_name="dataset",
+    description="Parsed, typed, de-duplicated, pandera-validated "
+    "readings (Parquet); malformed lines kept aside with reasons, faults flagged.",
+)
+def intel_lab_clean(
+    context: dg.AssetExecutionContext, settings: SettingsResource, intel_lab_raw: str
+) -> str:
     raw = Path(intel_lab_raw)
     labels = raw.with_name(raw.name + ".labels.csv")
     out = default_data_path(settings.get())
@@ -51,6 +64,7 @@ def mote_locations(context: dg.AssetExecutionContext, settings: SettingsResource
     df, meta = build_mote_locations(src.path)
     out = settings.get().data_dir / "intel_lab" / "mote_locations.parquet"
     df.to_parquet(out, index=False)
-    context.add_output_metadata({"source": src.source, **_meta(meta),
-                                 "parquet_path": dg.MetadataValue.path(str(out))})
+    context.add_output_metadata(
+        {"source": src.source, **_meta(meta), "parquet_path": dg.MetadataValue.path(str(out))}
+    )
     return str(out)

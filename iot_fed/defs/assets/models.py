@@ -4,7 +4,6 @@
 is ONE run that trains all of them in one vmapped JAX call.
 """
 
-
 import math
 from collections.abc import Iterator, Sequence
 
@@ -25,11 +24,15 @@ def _fmt(x: float | None) -> str:
 
 
 def outcomes_table(outcomes: Sequence[DeviceOutcome]) -> str:
-    rows = ["| device | version | samples | loss before | loss after | threshold | note |",
-            "|---|---|---|---|---|---|---|"]
-    rows += [f"| {o.device} | {o.version or ''} | {o.n_samples} | {_fmt(o.loss_before)} | "
-             f"{_fmt(o.loss_after)} | {_fmt(o.threshold)} | {o.skipped or ''} |"
-             for o in outcomes]
+    rows = [
+        "| device | version | samples | loss before | loss after | threshold | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| {o.device} | {o.version or ''} | {o.n_samples} | {_fmt(o.loss_before)} | "
+        f"{_fmt(o.loss_after)} | {_fmt(o.threshold)} | {o.skipped or ''} |"
+        for o in outcomes
+    ]
     return "\n".join(rows)
 
 
@@ -38,13 +41,20 @@ def outcomes_table(outcomes: Sequence[DeviceOutcome]) -> str:
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="federation",
     deps=["iot_stream"],
-    check_specs=[dg.AssetCheckSpec(LOCAL_HEALTH_CHECK, asset="local_model", blocking=True,
-                                   description="parameters finite, loss not diverging")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            LOCAL_HEALTH_CHECK,
+            asset="local_model",
+            blocking=True,
+            description="parameters finite, loss not diverging",
+        )
+    ],
     description="One device's anomaly model, trained on its readings since its last version, "
-                "warm-started from the promoted global model. Stored in local_models.",
+    "warm-started from the promoted global model. Stored in local_models.",
 )
-def local_model(context: dg.AssetExecutionContext, mongodb: MongoDBResource,
-                settings: SettingsResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+def local_model(
+    context: dg.AssetExecutionContext, mongodb: MongoDBResource, settings: SettingsResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     from iot_fed.federation.local_round import train_local_models  # JAX: training runs only
 
     keys = list(context.partition_keys)
@@ -57,16 +67,22 @@ def local_model(context: dg.AssetExecutionContext, mongodb: MongoDBResource,
         ok, why = local_model_health(repo.get_local_model(mongodb.db, o.device, o.version))
         if not ok:
             unhealthy[o.device] = why
-    yield dg.MaterializeResult(metadata={
-        "devices_in_run": len(keys),
-        "devices_trained": len(trained),
-        "samples": sum(o.n_samples for o in trained),
-        "base_global_version": (repo.get_local_model(mongodb.db, trained[0].device) or {}).get(
-            "base_version") if trained else None,
-        "models": dg.MetadataValue.md(outcomes_table(outcomes)),
-    })
+    yield dg.MaterializeResult(
+        metadata={
+            "devices_in_run": len(keys),
+            "devices_trained": len(trained),
+            "samples": sum(o.n_samples for o in trained),
+            "base_global_version": (repo.get_local_model(mongodb.db, trained[0].device) or {}).get(
+                "base_version"
+            )
+            if trained
+            else None,
+            "models": dg.MetadataValue.md(outcomes_table(outcomes)),
+        }
+    )
     yield dg.AssetCheckResult(
-        check_name=LOCAL_HEALTH_CHECK, passed=not unhealthy,
+        check_name=LOCAL_HEALTH_CHECK,
+        passed=not unhealthy,
         metadata={"unhealthy": unhealthy or "none", "checked": len(trained)},
     )
 
@@ -76,10 +92,11 @@ def local_model(context: dg.AssetExecutionContext, mongodb: MongoDBResource,
     group_name="federation",
     output_required=False,
     description="A new global version aggregated (FedAvg / median / trimmed mean, optional DP) "
-                "from the newest healthy local models; stored unpromoted with lineage.",
+    "from the newest healthy local models; stored unpromoted with lineage.",
 )
-def global_model(context: dg.AssetExecutionContext, mongodb: MongoDBResource,
-                 settings: SettingsResource) -> Iterator[dg.MaterializeResult]:
+def global_model(
+    context: dg.AssetExecutionContext, mongodb: MongoDBResource, settings: SettingsResource
+) -> Iterator[dg.MaterializeResult]:
     s = settings.get()
     out = aggregate_global_model(mongodb.db, s, seed=s.seed)
     if out.rejected:
@@ -104,11 +121,16 @@ def global_model(context: dg.AssetExecutionContext, mongodb: MongoDBResource,
     )
 
 
-@dg.asset_check(asset=global_model, blocking=True, name="not_worse_than_promoted",
-                description="held-out validation loss within promotion_tolerance of the "
-                            "promoted version; otherwise the version stays unpromoted")
-def not_worse_than_promoted(mongodb: MongoDBResource,
-                            settings: SettingsResource) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=global_model,
+    blocking=True,
+    name="not_worse_than_promoted",
+    description="held-out validation loss within promotion_tolerance of the "
+    "promoted version; otherwise the version stays unpromoted",
+)
+def not_worse_than_promoted(
+    mongodb: MongoDBResource, settings: SettingsResource
+) -> dg.AssetCheckResult:
     doc = repo.latest_global_model(mongodb.db)
     if doc is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no global model stored"})
@@ -121,8 +143,9 @@ def not_worse_than_promoted(mongodb: MongoDBResource,
     group_name="federation",
     description="The global version that serves predictions (promoted if it passed the check).",
 )
-def promoted_model(context: dg.AssetExecutionContext, mongodb: MongoDBResource,
-                   settings: SettingsResource) -> dg.MaterializeResult:
+def promoted_model(
+    context: dg.AssetExecutionContext, mongodb: MongoDBResource, settings: SettingsResource
+) -> dg.MaterializeResult:
     db = mongodb.db
     latest = repo.latest_global_model(db)
     if latest is None:
@@ -130,7 +153,11 @@ def promoted_model(context: dg.AssetExecutionContext, mongodb: MongoDBResource,
     ok, why = promote_if_better(db, int(latest["version"]), settings.get().promotion_tolerance)
     current = repo.promoted_global_model(db)
     context.log.info("version %s: %s", latest["version"], why)
-    return dg.MaterializeResult(metadata={
-        "candidate_version": latest["version"], "promoted": ok, "verdict": why,
-        "promoted_version": current["version"] if current else None,
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "candidate_version": latest["version"],
+            "promoted": ok,
+            "verdict": why,
+            "promoted_version": current["version"] if current else None,
+        }
+    )

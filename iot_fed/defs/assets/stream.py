@@ -1,6 +1,5 @@
 """``iot_stream``: the Kafka topic as an observable source asset (end offsets, lag)."""
 
-
 import dagster as dg
 
 from iot_fed.defs.resources import KafkaResource
