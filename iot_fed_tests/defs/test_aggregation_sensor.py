@@ -1,0 +1,28 @@
+"""aggregation_sensor: one aggregation run per batch of new local models."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from iot_fed.definitions import defs
+from iot_fed.defs.sensors import aggregation_sensor
+
+
+def evaluate(instance: dg.DagsterInstance, cursor: str | None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as ctx:
+        return aggregation_sensor.evaluate_tick(ctx)
+
+
+def test_requests_once_per_new_local_models(instance):
+    assert evaluate(instance, None).run_requests == []  # nothing trained yet
+    instance.add_dynamic_partitions("devices", ["1", "2"])
+    for key in ("1", "2"):
+        instance.report_runless_asset_event(dg.AssetMaterialization("local_model", partition=key))
+    first = evaluate(instance, None)
+    assert len(first.run_requests) == 1
+    assert first.run_requests[0].job_name in (None, "aggregate_global_model")
+    # Same cursor again: the same run key (Dagster dedupes); advanced cursor: nothing new.
+    assert evaluate(instance, None).run_requests[0].run_key == first.run_requests[0].run_key
+    assert evaluate(instance, first.cursor).run_requests == []
+    instance.report_runless_asset_event(dg.AssetMaterialization("local_model", partition="1"))
+    assert len(evaluate(instance, first.cursor).run_requests) == 1
