@@ -13,9 +13,13 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def range_tags(ordered_keys: Sequence[str], wanted: Sequence[str]) -> dict[str, str]:
-    """Tags for ONE run covering every key in ``wanted`` (the smallest enclosing range of
-    ``ordered_keys``, the partitions in the order Dagster keeps them)."""
-    pos = {k: i for i, k in enumerate(ordered_keys)}
-    idx = sorted(pos[k] for k in wanted)
-    return {RANGE_START_TAG: ordered_keys[idx[0]], RANGE_END_TAG: ordered_keys[idx[-1]]}
+def covering_range(ordered_keys: Sequence[str], wanted: Sequence[str]) -> list[str]:
+    """The smallest run of ``ordered_keys`` (partitions in Dagster's order) holding every
+    key in ``wanted``: what ONE partition-range run covers."""
+    pos = sorted(ordered_keys.index(k) for k in wanted)
+    return list(ordered_keys[pos[0] : pos[-1] + 1])
+
+
+def range_tags(keys: Sequence[str]) -> dict[str, str]:
+    """Run tags for a partition range (first and last key)."""
+    return {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}

@@ -19,6 +19,8 @@ from pymongo.database import Database
 from iot_fed.config import Settings, load_settings
 from iot_fed.store.client import connect
 from iot_fed.store.setup import init_database
+from iot_fed.stream.ingest import consumer_config
+from iot_fed.stream.producer import producer_config
 
 
 def _settings_with(**overrides: Any) -> Settings:
@@ -74,19 +76,12 @@ class KafkaResource(dg.ConfigurableResource):
         return self.settings().kafka_client_config()
 
     def producer(self, **extra: Any) -> Producer:
-        return Producer({**self.client_config(), "enable.idempotence": True, **extra})
+        """Idempotent producer (acks=all), as ``iot-fed stream`` uses."""
+        return Producer(producer_config(self.settings(), **extra))
 
     def consumer(self, group_id: str | None = None, **extra: Any) -> Consumer:
-        s = self.settings()
-        return Consumer(
-            {
-                **s.kafka_client_config(),
-                "group.id": group_id or s.kafka_consumer_group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                **extra,
-            }
-        )
+        """Manual-commit consumer, as the ingestion core uses."""
+        return Consumer(consumer_config(self.settings(), group_id, **extra))
 
     def admin(self) -> AdminClient:
         return AdminClient(self.client_config())

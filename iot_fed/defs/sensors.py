@@ -14,7 +14,7 @@ import time
 import dagster as dg
 
 from iot_fed.defs.assets.models import global_model, local_model, promoted_model
-from iot_fed.defs.partitions import devices, range_tags
+from iot_fed.defs.partitions import covering_range, devices, range_tags
 from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource
 from iot_fed.stream.cursor import StreamCursor
 from iot_fed.stream.ingest import ingest_batch
@@ -67,19 +67,14 @@ def iot_stream_sensor(
     nxt = StreamCursor({**cursor.offsets, **res.next_offsets}, pending)
     run_requests = []
     if ready:
-        ordered = known + new_devices
-        tags = range_tags(ordered, ready)
-        lo, hi = (
-            ordered.index(tags["dagster/asset_partition_range_start"]),
-            ordered.index(tags["dagster/asset_partition_range_end"]),
-        )
-        for d in ordered[lo : hi + 1]:  # the run trains every device in its range
+        covered = covering_range(known + new_devices, ready)
+        for d in covered:  # the run trains every device in its range
             nxt.pending.pop(d, None)
         run_requests.append(
             dg.RunRequest(
                 run_key=nxt.run_key(),
                 asset_selection=[local_model.key],
-                tags={**tags, "iot_fed/ready_devices": str(len(ready))},
+                tags={**range_tags(covered), "iot_fed/ready_devices": str(len(ready))},
             )
         )
     context.log.info(

@@ -10,6 +10,7 @@ from pymongo.database import Database
 
 from iot_fed.config import Settings
 from iot_fed.federation.bundles import FEATURE_STD_FLOOR, ModelLoadError, load_bundle
+from iot_fed.federation.health import local_model_health
 from iot_fed.federation.outcomes import DeviceOutcome
 from iot_fed.federation.windows import DeviceWindow, training_windows
 from iot_fed.fl.compile_cache import enable_compilation_cache
@@ -116,6 +117,7 @@ def train_local_models(
                 "seed": seed,
             },
         )
+        ok, why = local_model_health(doc)
         outcomes.append(
             DeviceOutcome(
                 str(w.moteid),
@@ -127,6 +129,8 @@ def train_local_models(
                 w.n_faulty,
                 None,
                 w.offsets,
+                start.version,
+                None if ok else why,
             )
         )
     return outcomes

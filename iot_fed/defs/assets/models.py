@@ -12,7 +12,7 @@ import dagster as dg
 from iot_fed.defs.partitions import devices
 from iot_fed.defs.resources import MongoDBResource, SettingsResource
 from iot_fed.federation.global_round import aggregate_global_model, promote_if_better
-from iot_fed.federation.health import local_model_health, promotion_verdict
+from iot_fed.federation.health import promotion_verdict
 from iot_fed.federation.outcomes import DeviceOutcome
 from iot_fed.store import repository as repo
 
@@ -62,21 +62,13 @@ def local_model(
     outcomes = train_local_models(mongodb.db, keys, s, seed=s.seed)
     trained = [o for o in outcomes if o.version is not None]
     context.log.info("trained %d of %d devices in one vmapped call", len(trained), len(keys))
-    unhealthy = {}
-    for o in trained:
-        ok, why = local_model_health(repo.get_local_model(mongodb.db, o.device, o.version))
-        if not ok:
-            unhealthy[o.device] = why
+    unhealthy = {o.device: o.unhealthy for o in trained if o.unhealthy}
     yield dg.MaterializeResult(
         metadata={
             "devices_in_run": len(keys),
             "devices_trained": len(trained),
             "samples": sum(o.n_samples for o in trained),
-            "base_global_version": (repo.get_local_model(mongodb.db, trained[0].device) or {}).get(
-                "base_version"
-            )
-            if trained
-            else None,
+            "base_global_version": trained[0].base_version if trained else None,
             "models": dg.MetadataValue.md(outcomes_table(outcomes)),
         }
     )
