@@ -67,13 +67,27 @@ def ferretdb_binary(state_dir: Path) -> Path:
 
 
 def mongo_java_server_home(state_dir: Path) -> Path:
-    """``libs/`` (jars), ``classes/`` (the compiled entry point) and ``.complete``."""
+    """``libs/`` (jars), ``classes-<digest>/`` (compiled entry points) and ``.complete``."""
     return artifacts_dir(state_dir) / f"mongo-java-server-{MONGO_JAVA_SERVER_VERSION}"
+
+
+def _packaged(name: str) -> bytes:
+    return resources.files("iot_fed.services").joinpath(name).read_bytes()
+
+
+def mongo_java_server_classes(state_dir: Path) -> Path:
+    """The entry point compiled from this checkout's source, keyed by its digest.
+
+    A changed ``MongoServerMain.java`` compiles into a new directory, so a server already
+    running from (or another checkout using) the old classes is never disturbed.
+    """
+    digest = hashlib.sha256(_packaged(f"{MONGO_JAVA_SERVER_MAIN}.java")).hexdigest()[:16]
+    return mongo_java_server_home(state_dir) / f"classes-{digest}"
 
 
 def mongo_java_server_classpath(state_dir: Path) -> str:
     home = mongo_java_server_home(state_dir)
-    return f"{home / 'classes'}{os.pathsep}{home / 'libs' / '*'}"
+    return f"{mongo_java_server_classes(state_dir)}{os.pathsep}{home / 'libs' / '*'}"
 
 
 def kafka_installed(state_dir: Path) -> bool:
@@ -84,18 +98,14 @@ def ferretdb_installed(state_dir: Path) -> bool:
     return ferretdb_binary(state_dir).exists()
 
 
-def _mongo_java_server_stamp() -> str:
-    """Version plus a digest of the packaged pom and entry point: a change reinstalls."""
-    pkg = resources.files("iot_fed.services")
-    digest = hashlib.sha256()
-    for name in ("mongo-java-server-pom.xml", f"{MONGO_JAVA_SERVER_MAIN}.java"):
-        digest.update(pkg.joinpath(name).read_bytes())
-    return f"mongo-java-server {MONGO_JAVA_SERVER_VERSION} {digest.hexdigest()[:16]}\n"
+def _mongo_java_server_libs_ready(state_dir: Path) -> bool:
+    return (mongo_java_server_home(state_dir) / ".complete").exists()
 
 
 def mongo_java_server_installed(state_dir: Path) -> bool:
-    marker = mongo_java_server_home(state_dir) / ".complete"
-    return marker.exists() and marker.read_text() == _mongo_java_server_stamp()
+    classes = mongo_java_server_classes(state_dir)
+    main_class = classes / f"{MONGO_JAVA_SERVER_MAIN}.class"
+    return _mongo_java_server_libs_ready(state_dir) and main_class.exists()
 
 
 def _maven_copy_dependencies(pom: str, staging: Path, what: str) -> None:
@@ -180,33 +190,36 @@ def install_mongo_java_server(state_dir: Path) -> Path:
     if mongo_java_server_installed(state_dir):
         return home
     what = f"mongo-java-server {MONGO_JAVA_SERVER_VERSION}"
-    require_tool("mvn", f"to fetch {what} from Maven Central")
     javac = require_tool("javac", f"to compile the {what} entry point (needs a JDK)")
     require_tool("java", f"to run {what}")
     t0 = time.monotonic()
-    work = home.with_name(home.name + ".build")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    log.info("fetching %s jars with Maven into %s", what, home)
-    _maven_copy_dependencies("mongo-java-server-pom.xml", work / "libs", what)
-    source = work / "src" / f"{MONGO_JAVA_SERVER_MAIN}.java"
-    source.parent.mkdir()
-    source.write_text(resources.files("iot_fed.services").joinpath(source.name).read_text())
+    if not _mongo_java_server_libs_ready(state_dir):
+        require_tool("mvn", f"to fetch {what} from Maven Central")
+        work = home.with_name(home.name + ".build")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        log.info("fetching %s jars with Maven into %s", what, home)
+        _maven_copy_dependencies("mongo-java-server-pom.xml", work / "libs", what)
+        pom_digest = hashlib.sha256(_packaged("mongo-java-server-pom.xml")).hexdigest()[:16]
+        (work / ".complete").write_text(
+            f"mongo-java-server {MONGO_JAVA_SERVER_VERSION} {pom_digest}\n"
+        )
+        shutil.rmtree(home, ignore_errors=True)
+        work.rename(home)
+    classes = mongo_java_server_classes(state_dir)
+    staging = classes.with_name(f"{classes.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    source = staging / "src" / f"{MONGO_JAVA_SERVER_MAIN}.java"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(_packaged(source.name))
     run_checked(
-        [
-            javac,
-            "-nowarn",
-            "-d",
-            str(work / "classes"),
-            "-cp",
-            str(work / "libs" / "*"),
-            str(source),
-        ],
+        [javac, "-nowarn", "-d", str(staging), "-cp", str(home / "libs" / "*"), str(source)],
         f"compiling {source.name} (javac)",
     )
-    shutil.rmtree(work / "src")
-    (work / ".complete").write_text(_mongo_java_server_stamp())
-    shutil.rmtree(home, ignore_errors=True)
-    work.rename(home)
+    shutil.rmtree(staging / "src")
+    try:
+        staging.rename(classes)
+    except OSError:  # compiled concurrently by another process: keep theirs
+        shutil.rmtree(staging, ignore_errors=True)
     log.info("%s ready in %.0fs", what, time.monotonic() - t0)
     return home
