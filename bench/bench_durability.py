@@ -135,7 +135,7 @@ def main() -> None:
             r = run_case(durability, fsync, wc, args.docs, batch)
             rows.append({"mode": label, "batch": batch, **r})
             print(json.dumps(rows[-1]), flush=True)
-    print(f"\n| mode | batch | acknowledged | kept after kill -9 | lost | docs/s |")
+    print("\n| mode | batch | acknowledged | kept after kill -9 | lost | docs/s |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(

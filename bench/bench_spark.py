@@ -41,8 +41,8 @@ from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.store import init_database, save_global_model
 from iot_fed.stream.admin import delete_topics, ensure_topics
+from iot_fed.stream.kafka_config import producer_config
 from iot_fed.stream.messages import encode_key, encode_reading
-from iot_fed.stream.producer import producer_config
 
 RESULTS = Path(__file__).parent / "results" / "spark.json"
 

@@ -115,9 +115,24 @@ class Settings(BaseSettings):
     mongodb_timeout_s: float = Field(
         5.0, gt=0, description="MongoDB server-selection / connect timeout in seconds"
     )
+    mongodb_write_concern: str = Field(
+        "1",
+        pattern=r"^(\d+|majority)$",
+        description="write concern `w` of every store write: a number or `majority` "
+        "(use majority on a replica set)",
+    )
+    mongodb_journal: bool = Field(
+        True, description="write concern `j`: acknowledge only journaled (durable) writes"
+    )
 
     # --- producer --------------------------------------------------------------
     producer_rate: float = Field(10.0, gt=0, description="records per second (original: 10)")
+    producer_outage_budget_s: float | None = Field(
+        None,
+        ge=0,
+        description="how long `iot-fed stream` keeps retrying while Kafka accepts nothing "
+        "(0 = forever); default forever with --loop, 300 s otherwise",
+    )
 
     # --- model and training ----------------------------------------------------
     model_hidden: Annotated[tuple[int, ...], NoDecode] = Field(
@@ -222,19 +237,9 @@ class Settings(BaseSettings):
 
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by producers, consumers and the admin client."""
-        conf: dict[str, Any] = {
-            "bootstrap.servers": self.kafka_bootstrap,
-            "security.protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_mechanism:
-            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
-        if self.kafka_sasl_username:
-            conf["sasl.username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password:
-            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        if self.kafka_ssl_ca_location:
-            conf["ssl.ca.location"] = self.kafka_ssl_ca_location
-        return conf
+        from iot_fed.stream.kafka_config import client_config
+
+        return client_config(self)
 
 
 def load_settings(**overrides: Any) -> Settings:

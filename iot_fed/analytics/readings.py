@@ -16,26 +16,15 @@ from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
 
 from iot_fed.config import Settings
+from iot_fed.readings import CHANNELS, spark_schema
+from iot_fed.readings import FIELDS as READING_FIELDS
 from iot_fed.store import SENSOR_READINGS, connect, reading_counts
-from iot_fed.store.repository import READING_FIELDS
 
 CHUNK_ROWS = 50_000
 
-READINGS_SCHEMA = T.StructType(
-    [
-        T.StructField("ts", T.TimestampType(), False),
-        T.StructField("epoch", T.LongType(), False),
-        T.StructField("moteid", T.IntegerType(), False),
-        T.StructField("temperature", T.DoubleType(), False),
-        T.StructField("humidity", T.DoubleType(), False),
-        T.StructField("light", T.DoubleType(), False),
-        T.StructField("voltage", T.DoubleType(), False),
-        T.StructField("label", T.StringType(), True),
-    ]
-)
+READINGS_SCHEMA = spark_schema()
 
 
 @dataclass(frozen=True)
@@ -87,7 +76,7 @@ def docs_to_frame(docs: list[dict]) -> pd.DataFrame:
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     df["epoch"] = df["epoch"].astype("int64")
     df["moteid"] = df["moteid"].astype("int32")
-    for c in ("temperature", "humidity", "light", "voltage"):
+    for c in CHANNELS:
         df[c] = df[c].astype("float64")
     df["label"] = df["label"].astype(object).where(df["label"].notna(), None)
     return df

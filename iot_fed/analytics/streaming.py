@@ -45,6 +45,7 @@ from iot_fed.analytics.predictions import COUNT_FIELDS, store_scored
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.config import Settings
 from iot_fed.store import DEAD_LETTERS, insert_dead_letters, promoted_version, validator
+from iot_fed.stream.kafka_config import spark_source_options
 from iot_fed.stream.messages import decode_value
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,6 @@ DEFAULT_CHECKPOINT = "streaming_evaluation"
 DEAD_LETTER_STAGE = "spark-stream"
 STREAM_FIELDS = ("records", *COUNT_FIELDS, "dead_letters")
 STREAM_COUNTS_SCHEMA = T.StructType([T.StructField(c, T.LongType(), False) for c in STREAM_FIELDS])
-_JAAS = {
-    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
-    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
-    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
-}
 
 
 @dataclass
@@ -97,28 +93,7 @@ def checkpoint_dir(settings: Settings, name: str = DEFAULT_CHECKPOINT) -> Path:
 
 def kafka_source_options(settings: Settings, topic: str | None = None) -> dict[str, str]:
     """``spark.readStream.format("kafka")`` options from the Kafka settings (SASL/TLS too)."""
-    opts = {
-        "kafka.bootstrap.servers": settings.kafka_bootstrap,
-        "subscribe": topic or settings.kafka_topic,
-        "kafka.security.protocol": settings.kafka_security_protocol,
-        "failOnDataLoss": "false",
-    }
-    if settings.kafka_sasl_mechanism:
-        mech = settings.kafka_sasl_mechanism.upper()
-        opts["kafka.sasl.mechanism"] = mech
-        if mech in _JAAS and settings.kafka_sasl_username:
-            pw = (
-                settings.kafka_sasl_password.get_secret_value()
-                if (settings.kafka_sasl_password)
-                else ""
-            )
-            opts["kafka.sasl.jaas.config"] = (
-                f'{_JAAS[mech]} required username="{settings.kafka_sasl_username}" password="{pw}";'
-            )
-    if settings.kafka_ssl_ca_location:
-        opts["kafka.ssl.truststore.type"] = "PEM"
-        opts["kafka.ssl.truststore.location"] = settings.kafka_ssl_ca_location
-    return opts
+    return spark_source_options(settings, topic)
 
 
 def _dead_letter(

@@ -9,6 +9,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from iot_fed.readings import CHANNELS
+
 UtcTimestamp = Annotated[pd.DatetimeTZDtype, "ns", "UTC"]
 
 
@@ -39,7 +41,7 @@ class CleanReadings(pa.DataFrameModel):
     @classmethod
     def finite_channels(cls, df: pd.DataFrame) -> pd.Series:
         return pd.Series(
-            np.isfinite(df[["temperature", "humidity", "light", "voltage"]]).all(axis=1),
+            np.isfinite(df[list(CHANNELS)]).all(axis=1),
             index=df.index,
         )
 

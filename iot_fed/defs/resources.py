@@ -18,9 +18,8 @@ from pymongo.database import Database
 
 from iot_fed.config import Settings, load_settings
 from iot_fed.store.client import connect
-from iot_fed.store.setup import init_database
-from iot_fed.stream.ingest import consumer_config
-from iot_fed.stream.producer import producer_config
+from iot_fed.store.setup import ensure_database
+from iot_fed.stream.kafka_config import client_config, consumer_config, producer_config
 
 
 def _settings_with(**overrides: Any) -> Settings:
@@ -73,7 +72,7 @@ class KafkaResource(dg.ConfigurableResource):
             ) from None
 
     def client_config(self) -> dict[str, Any]:
-        return self.settings().kafka_client_config()
+        return client_config(self.settings())
 
     def producer(self, **extra: Any) -> Producer:
         """Idempotent producer (acks=all), as ``iot-fed stream`` uses."""
@@ -102,7 +101,7 @@ class MongoDBResource(dg.ConfigurableResource):
         s = self.settings()
         self._db = connect(s.mongodb_uri, s.mongodb_database)
         if self.init_collections:
-            init_database(self._db)
+            ensure_database(self._db)  # once per process and database
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._db is not None:

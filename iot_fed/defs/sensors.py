@@ -17,7 +17,7 @@ from iot_fed.defs.assets.models import global_model, local_model, promoted_model
 from iot_fed.defs.partitions import covering_range, devices, range_tags
 from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource
 from iot_fed.stream.cursor import StreamCursor
-from iot_fed.stream.ingest import ingest_batch
+from iot_fed.stream.ingest import shared_ingestor
 
 
 def sensor_interval() -> int:
@@ -48,15 +48,13 @@ def iot_stream_sensor(
 ) -> dg.SensorResult:
     s = settings.get()
     cursor = StreamCursor.parse(context.cursor)
-    res = ingest_batch(
-        kafka.settings(),
-        mongodb.db,
-        s.ingest_max_messages,
-        s.ingest_max_seconds,
-        start_offsets=cursor.offsets,
-        commit=True,
+    # built once per process (consumer, DLQ producer, topic check, db init); a service that
+    # is down raises IngestError (one line naming it): the tick fails, the cursor stays.
+    ingestor = shared_ingestor(kafka.settings(), mongodb.settings())
+    res = ingestor.run_batch(
+        s.ingest_max_messages, s.ingest_max_seconds, start_offsets=cursor.offsets, commit=True
     )
-    # The writes are durable here; from now on the cursor may advance.
+    # The writes are durable (acknowledged with j=true) here; only now may the cursor advance.
     known = list(context.instance.get_dynamic_partitions(devices.name))
     known_set = set(known)
     new_devices = sorted({str(d) for d in res.per_device_valid_counts} - known_set, key=int)

@@ -1,5 +1,9 @@
 """The local MongoDB-wire-compatible server: mongo-java-server (H2) or FerretDB (SQLite).
 
+mongo-java-server (the default) commits its H2 store before it acknowledges a write whose
+write concern asks for durability (``j: true`` / ``w: "majority"``, the store's default) and
+on the ``fsync`` command, so acknowledged writes survive kill -9.
+
 ``settings.mongodb_server`` picks the :class:`ServerKind`; the process management
 (PID record, log, readiness probe) is the same for both. Each kind keeps its data in
 its own place under ``<state_dir>/mongodb`` so switching kinds never mixes files.
@@ -74,6 +78,7 @@ class MongoJavaServer(ServerKind):
     name = "mongo-java-server"
     heap = "-Xmx2g"
     cache_mb = 512  # H2 MVStore page cache; the 16 MB default thrashes on full scans
+    durability = "concern"  # see MongoServerMain.java and bench/bench_durability.py
 
     def installed(self) -> bool:
         return artifacts.mongo_java_server_installed(self.state_dir)
@@ -97,6 +102,8 @@ class MongoJavaServer(ServerKind):
             "-Djava.awt.headless=true",
             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
             f"-Dmvstore.cacheMB={self.cache_mb}",
+            # commit the store before acknowledging j/majority writes and `fsync` (kill -9 safe)
+            f"-Dmvstore.durability={self.durability}",
             "-cp",
             artifacts.mongo_java_server_classpath(self.state_dir),
             artifacts.MONGO_JAVA_SERVER_MAIN,

@@ -12,6 +12,7 @@ from iot_fed.store.collections import (
     load_schema,
     validator,
 )
+from iot_fed.store.durability import durable, write_concern
 from iot_fed.store.repository import (
     clean_value,
     get_global_model,
@@ -36,7 +37,7 @@ from iot_fed.store.repository import (
     upsert_predictions,
     upsert_readings,
 )
-from iot_fed.store.setup import database_status, init_database
+from iot_fed.store.setup import database_status, ensure_database, init_database
 from iot_fed.store.validation import SchemaValidationError
 
 __all__ = [
@@ -52,6 +53,8 @@ __all__ = [
     "clean_value",
     "connect",
     "database_status",
+    "durable",
+    "ensure_database",
     "get_global_model",
     "get_local_model",
     "init_database",
@@ -76,4 +79,5 @@ __all__ = [
     "upsert_predictions",
     "upsert_readings",
     "validator",
+    "write_concern",
 ]

@@ -17,6 +17,7 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from iot_fed.readings import FIELDS
 from iot_fed.store.collections import (
     DEAD_LETTERS,
     EVALUATION_REPORTS,
@@ -26,9 +27,10 @@ from iot_fed.store.collections import (
     SENSOR_READINGS,
     validator,
 )
+from iot_fed.store.durability import durable
 
 DUPLICATE_KEY = 11000
-READING_FIELDS = ("ts", "epoch", "moteid", "temperature", "humidity", "light", "voltage", "label")
+READING_FIELDS = FIELDS
 WriteStrategy = Literal["insert", "upsert"]
 # insert_many(ordered=False) + counting duplicate-key errors measured faster on FerretDB
 # than bulk UpdateOne($setOnInsert, upsert) -- see bench/store_ingest.py.
@@ -92,7 +94,7 @@ def insert_readings(
         return []
     if validate:
         validator(SENSOR_READINGS).validate_many(list(docs))
-    coll = db[SENSOR_READINGS]
+    coll = durable(db, SENSOR_READINGS)
     clean = _no_id(docs)
     if strategy == "insert":
         try:
@@ -203,9 +205,8 @@ def insert_dead_letters(db: Database, docs: Sequence[Mapping[str, Any]]) -> int:
         return 0
     validator(DEAD_LETTERS).validate_many(list(docs))
     try:
-        return len(
-            db[DEAD_LETTERS].insert_many([dict(d) for d in docs], ordered=False).inserted_ids
-        )
+        coll = durable(db, DEAD_LETTERS)
+        return len(coll.insert_many([dict(d) for d in docs], ordered=False).inserted_ids)
     except BulkWriteError as exc:
         details, _ = _split_write_errors(exc)
         return int(details.get("nInserted", 0))
@@ -231,7 +232,7 @@ def _insert_versioned(
             doc["version"] = next_version(db, collection, device)
         validator(collection).validate(doc)
         try:
-            db[collection].insert_one(doc)
+            durable(db, collection).insert_one(doc)
             doc.pop("_id", None)
             return doc
         except DuplicateKeyError:
@@ -361,7 +362,7 @@ def promoted_version(db: Database) -> int | None:
 
 def promote(db: Database, version: int) -> dict[str, Any]:
     """Make ``version`` the promoted global model and demote every other one."""
-    coll = db[GLOBAL_MODELS]
+    coll = durable(db, GLOBAL_MODELS)
     res = coll.update_one(
         {"version": int(version)}, {"$set": {"promoted": True, "promoted_at": utcnow()}}
     )
@@ -436,7 +437,7 @@ def upsert_predictions(
         return counts
     if validate:
         validator(PREDICTIONS).validate_many(list(docs))
-    coll = db[PREDICTIONS]
+    coll = durable(db, PREDICTIONS)
     batch = [{**d, "_id": prediction_id(d["moteid"], d["ts"])} for d in docs]
     dups = _insert_new(coll, batch)
     counts["inserted"] = len(batch) - len(dups)
@@ -499,7 +500,8 @@ def save_evaluation_report(db: Database, doc: Mapping[str, Any]) -> str:
     clean = clean_value(dict(doc))
     clean.pop("_id", None)
     validator(EVALUATION_REPORTS).validate(clean)
-    db[EVALUATION_REPORTS].replace_one({"report_id": clean["report_id"]}, clean, upsert=True)
+    coll = durable(db, EVALUATION_REPORTS)
+    coll.replace_one({"report_id": clean["report_id"]}, clean, upsert=True)
     return clean["report_id"]
 
 

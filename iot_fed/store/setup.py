@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from pymongo.database import Database
@@ -78,6 +79,24 @@ def init_database(db: Database) -> dict[str, Any]:
         report[name] = {"created": created, "validator": state, "indexes": names}
     log.info("initialised database %s: %s", db.name, report)
     return report
+
+
+_READY: set[tuple[frozenset, str]] = set()
+_READY_LOCK = threading.Lock()
+
+
+def ensure_database(db: Database) -> None:
+    """:func:`init_database` once per process and database (later calls return at once).
+
+    Long-lived callers (the ingestion sensor, resources) call this on every use; only the
+    first call per server and database talks to the server.
+    """
+    key = (frozenset(db.client.topology_description.server_descriptions()), db.name)
+    with _READY_LOCK:
+        if key in _READY:
+            return
+        init_database(db)
+        _READY.add(key)
 
 
 def database_status(db: Database) -> dict[str, Any]:

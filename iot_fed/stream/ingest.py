@@ -15,32 +15,47 @@ subscribed, so a tick costs no join delay; run one ingester per group):
   the next cursor.
 * group mode: ``start_offsets=None`` starts from the group's committed offsets
   (earliest when none). ``commit=True`` (default) commits after the writes in both modes.
+
+Durability: the writes use the store's write concern (``j=true`` by default), so the
+server has made them durable before it answers; offsets are committed only after that.
+A broker or database that does not answer fails the batch with one :class:`IngestError`
+line naming the service; nothing is committed and the next batch re-reads the messages.
+Long-lived callers (the Dagster sensor) use :func:`shared_ingestor`: consumer, DLQ
+producer, topic check and database init are built once per process and reused.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as TP
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from iot_fed.config import Settings, get_settings
+from iot_fed.readings import dead_letter_doc
+from iot_fed.store import (
+    StoreConnectionError,
+    connect,
+    ensure_database,
+    insert_dead_letters,
+    insert_readings,
+)
+from iot_fed.store.client import _redact
 from iot_fed.store.repository import WriteStrategy
-from iot_fed.stream import writes
 from iot_fed.stream.admin import ensure_topics
+from iot_fed.stream.kafka_config import consumer_config, producer_config
 from iot_fed.stream.messages import decode_value
-from iot_fed.stream.producer import producer_config
 
 log = logging.getLogger(__name__)
-
-_VALIDATE_REASONS = ("missing", "unknown schema", "bad ", "key ")
 
 
 class IngestError(RuntimeError):
@@ -92,17 +107,17 @@ class IngestResult:
         return sum(max(h - self.next_offsets.get(p, h), 0) for p, h in self.end_offsets.items())
 
 
-def consumer_config(settings: Settings, group: str | None = None, **overrides: Any) -> dict:
-    return {
-        **settings.kafka_client_config(),
-        "group.id": group or settings.kafka_consumer_group,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": True,
-        "fetch.wait.max.ms": 100,
-        **overrides,
-    }
+def _service_error(settings: Settings, exc: BaseException) -> IngestError:
+    """One line naming the service that failed (the batch committed nothing)."""
+    first = (str(exc).splitlines() or [""])[0][:300]
+    if isinstance(exc, PyMongoError | StoreConnectionError):
+        where = f"MongoDB at {_redact(settings.mongodb_uri)}"
+    else:
+        where = f"Kafka at {settings.kafka_bootstrap}"
+    return IngestError(
+        f"{where} unavailable ({type(exc).__name__}: {first}); nothing committed, "
+        "the batch will be re-read"
+    )
 
 
 def _normalise_offsets(offsets: Mapping[Any, Any] | None) -> dict[int, int] | None:
@@ -138,8 +153,13 @@ class Ingestor:
         self.dlq = dlq_producer or Producer(producer_config(settings, **{"linger.ms": 1}))
         self._assigned: dict[int, int] = {}  # partition -> consumer position we left it at
         self._dlq_errors: list[str] = []
-        ensure_topics(settings, [self.topic, self.dlq_topic])
-        writes.ensure_indexes(db)
+        self._lock = threading.Lock()  # one batch at a time (the consumer is not shared)
+        try:
+            ensure_topics(settings, [self.topic, self.dlq_topic])
+            ensure_database(db)
+        except (KafkaException, PyMongoError) as exc:
+            self.close()
+            raise _service_error(settings, exc) from exc
 
     # --- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
@@ -188,7 +208,25 @@ class Ingestor:
         *,
         commit: bool = True,
     ) -> IngestResult:
-        """Consume, validate and land one bounded batch; see the module docstring."""
+        """Consume, validate and land one bounded batch; see the module docstring.
+
+        Raises :class:`IngestError` (one line naming Kafka or MongoDB) when a service
+        does not answer; then nothing was committed.
+        """
+        with self._lock:
+            try:
+                return self._run_batch(max_messages, max_seconds, start_offsets, commit)
+            except (KafkaException, PyMongoError) as exc:
+                self._assigned = {}  # the consumer moved past unwritten messages
+                raise _service_error(self.settings, exc) from exc
+
+    def _run_batch(
+        self,
+        max_messages: int | None,
+        max_seconds: float | None,
+        start_offsets: Mapping[Any, int] | None,
+        commit: bool,
+    ) -> IngestResult:
         max_messages = max_messages or self.settings.ingest_max_messages
         max_seconds = max_seconds or self.settings.ingest_max_seconds
         t_start = time.monotonic()
@@ -257,7 +295,7 @@ class Ingestor:
             timings["decode"] += t2 - t1
             if docs:
                 # decode_value already checked every field: skip the per-document schema check
-                new = writes.write_readings(self.db, docs, self.strategy, validate=False)
+                new = insert_readings(self.db, docs, self.strategy, validate=False)
                 res.n_valid += len(docs)
                 res.n_inserted += len(new)
                 for i in new:
@@ -269,7 +307,7 @@ class Ingestor:
             t3 = time.monotonic()
             timings["write"] += t3 - t2
             if dead:
-                writes.write_dead_letters(self.db, [d for d, _ in dead])
+                insert_dead_letters(self.db, [d for d, _ in dead])
                 self._send_dlq(dead)
                 res.n_dead += len(dead)
                 timings["dead_letters"] += time.monotonic() - t3
@@ -316,18 +354,15 @@ class Ingestor:
     # --- dead letters ------------------------------------------------------------
     def _dead_letter(self, msg: Any, reason: str) -> dict[str, Any]:
         """A ``dead_letters`` document; ``_id`` is the source position (re-consuming is a no-op)."""
-        key = msg.key()
-        return {
-            "_id": f"{msg.topic()}:{msg.partition()}:{msg.offset()}",
-            "ts": datetime.now(UTC),
-            "reason": reason,
-            "stage": "validate" if reason.startswith(_VALIDATE_REASONS) else "decode",
-            "raw": msg.value(),
-            "key": None if key is None else key.decode("utf-8", "backslashreplace"),
-            "topic": msg.topic(),
-            "partition": msg.partition(),
-            "offset": msg.offset(),
-        }
+        return dead_letter_doc(
+            doc_id=f"{msg.topic()}:{msg.partition()}:{msg.offset()}",
+            reason=reason,
+            raw=msg.value(),
+            key=msg.key(),
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+        )
 
     def _send_dlq(self, dead: list[tuple[dict[str, Any], bytes | None]]) -> None:
         """Original value and key to the DLQ topic; reason and source position as headers."""
@@ -385,3 +420,56 @@ def ingest_batch(
     settings = source or get_settings()
     with Ingestor(settings, db, topic=topic, strategy=strategy) as ing:
         return ing.run_batch(max_messages, max_seconds, start_offsets, commit=commit)
+
+
+_SHARED: dict[tuple, Ingestor] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_key(kafka: Settings, mongo: Settings, topic: str | None) -> tuple:
+    return (
+        tuple(sorted(kafka.kafka_client_config().items())),
+        topic or kafka.kafka_topic,
+        kafka.kafka_dlq_topic,
+        kafka.kafka_consumer_group,
+        mongo.mongodb_uri,
+        mongo.mongodb_database,
+    )
+
+
+def shared_ingestor(
+    kafka: Settings, mongo: Settings | None = None, *, topic: str | None = None
+) -> Ingestor:
+    """The process-wide :class:`Ingestor` for these settings, built on first use.
+
+    ``kafka`` gives the Kafka side (bootstrap, security, topic, group) and the ingest
+    knobs; ``mongo`` (default: ``kafka``) the MongoDB URI and database. Consumer, DLQ
+    producer, topic check, connection and database init are made once and reused by
+    every later call (e.g. every sensor tick). A service that is down raises
+    :class:`IngestError`; nothing is cached then, so the next call tries again.
+    """
+    mongo = mongo or kafka
+    key = _shared_key(kafka, mongo, topic)
+    with _SHARED_LOCK:
+        ing = _SHARED.get(key)
+        if ing is None:
+            try:
+                db = connect(mongo.mongodb_uri, mongo.mongodb_database, mongo.mongodb_timeout_s)
+            except StoreConnectionError as exc:
+                raise _service_error(mongo, exc) from exc
+            try:
+                ing = Ingestor(kafka, db, topic=topic)
+            except IngestError:
+                db.client.close()
+                raise
+            _SHARED[key] = ing
+        return ing
+
+
+def close_shared_ingestors() -> None:
+    """Close every process-wide ingester (tests; a process exiting needs not call it)."""
+    with _SHARED_LOCK:
+        for ing in _SHARED.values():
+            ing.close()
+            ing.db.client.close()
+        _SHARED.clear()

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from iot_fed.readings import CHANNELS, FIELDS
+
 SCHEMA_VERSION = 1
-FIELDS = ("ts", "epoch", "moteid", "temperature", "humidity", "light", "voltage", "label")
-CHANNELS = ("temperature", "humidity", "light", "voltage")
 MAX_MOTEID = 2**31 - 1
 MAX_EPOCH = 2**63 - 1
 MAX_LABEL_CHARS = 64

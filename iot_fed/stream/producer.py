@@ -4,6 +4,13 @@ Timing is driven by scheduled send times (record ``i`` is due at ``t0 + i / rate
 at the data's own timing divided by ``speedup``), so the long-run rate is exact; when
 the sender falls more than :data:`MAX_LAG_S` behind, the schedule is re-anchored
 instead of bursting. ``rate <= 0`` (or ``inf``) sends at full speed.
+
+Nothing is dropped silently. While Kafka is unreachable the idempotent producer keeps its
+queue and retries; when the queue is full, reading the dataset stops (back-pressure) until
+it drains. The outage budget (``outage_budget_s``; default forever with ``loop``, else
+:data:`DEFAULT_OUTAGE_BUDGET_S`) bounds how long the producer waits without any delivery;
+then it gives up, and every record still queued counts as failed
+(:attr:`ProduceStats.undelivered`). ``iot-fed stream`` exits non-zero with that count.
 """
 
 from __future__ import annotations
@@ -24,23 +31,19 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from iot_fed.config import Settings
 from iot_fed.stream.admin import ensure_topics
+from iot_fed.stream.kafka_config import producer_config
 from iot_fed.stream.messages import CHANNELS, encode_reading, ts_from_ns
 
 log = logging.getLogger(__name__)
 
 LOOP_GAP_NS = 31 * 1_000_000_000  # contract: ts += k * (span + 31 s)
 MAX_LAG_S = 1.0
+DEFAULT_OUTAGE_BUDGET_S = 300.0
+STOP_FLUSH_S = 30.0  # after SIGINT/SIGTERM, wait at most this long for deliveries
 
 
-def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """Idempotent producer settings (acks=all) on top of the shared client config."""
-    return {
-        **settings.kafka_client_config(),
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        **overrides,
-    }
+class GiveUp(RuntimeError):
+    """Kafka accepted nothing for longer than the outage budget."""
 
 
 def default_data_path(settings: Settings) -> Path:
@@ -145,12 +148,23 @@ class ReplayData:
 
 @dataclass
 class ProduceStats:
+    """``sent`` = records queued; at the end ``delivered + failed == sent``."""
+
     sent: int = 0
     delivered: int = 0
     failed: int = 0
+    """Delivery errors plus :attr:`undelivered`."""
+    undelivered: int = 0
+    """Still queued when the producer stopped (not in Kafka; included in ``failed``)."""
     elapsed_s: float = 0.0
     stopped_by_signal: bool = False
+    gave_up: bool = False
+    outage_budget_s: float | None = None
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.gave_up
 
     @property
     def rate(self) -> float:
@@ -198,27 +212,62 @@ def replay(
     stop: StopFlag | None = None,
     progress_interval_s: float = 10.0,
     producer: Producer | None = None,
+    outage_budget_s: float | None = None,
 ) -> ProduceStats:
     """Send readings to ``topic`` (default ``settings.kafka_topic``) and flush.
 
     ``rate`` records/s (default ``settings.producer_rate``; ``<= 0`` or ``inf`` = max speed);
     ``speedup`` K replays at the data's own timing times K (overrides ``rate``);
-    ``limit`` stops after that many records; ``stop`` ends the replay early (flushes first).
+    ``limit`` stops after that many records; ``stop`` ends the replay early (flushes first);
+    ``outage_budget_s`` how long to keep retrying without any delivery (``0`` = forever;
+    default ``settings.producer_outage_budget_s``, else forever with ``loop`` and
+    :data:`DEFAULT_OUTAGE_BUDGET_S` otherwise). Never raises for an outage: the stats say
+    what was not delivered.
     """
     topic = topic or settings.kafka_topic
     rate = settings.producer_rate if rate is None else rate
     stop = stop if stop is not None else StopFlag()
+    if outage_budget_s is None:
+        outage_budget_s = settings.producer_outage_budget_s
+    if outage_budget_s is None:
+        outage_budget_s = 0.0 if loop else DEFAULT_OUTAGE_BUDGET_S
+    budget = outage_budget_s if outage_budget_s > 0 else math.inf
     ensure_topics(settings, [topic])
-    producer = producer or Producer(producer_config(settings))
-    stats = ProduceStats()
+    if producer is None:
+        # librdkafka retries a queued message until this timeout (0 = never times out)
+        timeout_ms = 0 if math.isinf(budget) else int(budget * 1000)
+        producer = Producer(producer_config(settings, **{"message.timeout.ms": timeout_ms}))
+    stats = ProduceStats(outage_budget_s=outage_budget_s)
+    last_progress = [time.monotonic()]  # the last delivery (or the start)
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:
         if err is None:
             stats.delivered += 1
+            last_progress[0] = time.monotonic()
         else:
             stats.failed += 1
             if len(stats.errors) < 100:
                 stats.errors.append(str(err))
+
+    def stalled() -> bool:
+        return time.monotonic() - last_progress[0] > budget
+
+    def produce(value: bytes, key: bytes) -> bool:
+        """Queue one record; while the queue is full, wait (back-pressure). False: not sent."""
+        warned = False
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=on_delivery)
+                return True
+            except BufferError:
+                if not warned:
+                    log.warning("producer queue full (%d queued): waiting for Kafka", len(producer))
+                    warned = True
+                producer.poll(0.1)
+                if stop:
+                    return False
+                if stalled():
+                    raise GiveUp(f"no delivery for {budget:.0f} s (outage budget)") from None
 
     interval = 0.0 if (rate <= 0 or math.isinf(rate)) else 1.0 / rate
     paced = speedup is not None and speedup > 0
@@ -245,14 +294,10 @@ def replay(
                     now = time.monotonic()
                 if stop:
                     break
-            value = encode_reading(reading)
-            key = str(moteid).encode()
-            while True:
-                try:
-                    producer.produce(topic, value, key, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            if stats.failed:  # a record timed out: stop rather than leave a gap behind
+                raise GiveUp(f"delivery failed: {stats.errors[:1]}")
+            if not produce(encode_reading(reading), str(moteid).encode()):
+                break
             n += 1
             stats.sent = n
             if n % 1000 == 0 or interval >= 0.001 or paced:
@@ -267,18 +312,37 @@ def replay(
                 )
                 last_log_t, last_log_n = now, n
                 next_log = now + progress_interval_s
+    except GiveUp as exc:
+        stats.gave_up = True
+        log.error("giving up: %s", exc)
     finally:
-        remaining = producer.flush(30.0)
-        if remaining:
-            log.error("%d records not delivered after flush", remaining)
+        _final_flush(producer, stop, stalled)
+        stats.undelivered = len(producer)
+        stats.failed += stats.undelivered
         stats.elapsed_s = time.monotonic() - t0
         stats.stopped_by_signal = bool(stop)
-    log.info(
-        "done: sent %d, delivered %d, failed %d in %.1f s (%.1f rec/s)",
+    level = logging.INFO if stats.ok else logging.ERROR
+    log.log(
+        level,
+        "done: sent %d, delivered %d, failed %d (%d undelivered) in %.1f s (%.1f rec/s)",
         stats.sent,
         stats.delivered,
         stats.failed,
+        stats.undelivered,
         stats.elapsed_s,
         stats.rate,
     )
     return stats
+
+
+def _final_flush(producer: Producer, stop: StopFlag, stalled: Callable[[], bool]) -> None:
+    """Wait for every queued record while Kafka makes progress (within the outage budget);
+    after a stop signal, at most :data:`STOP_FLUSH_S` more."""
+    stop_deadline = None
+    while len(producer):
+        producer.flush(1.0)
+        if stop and stop_deadline is None:
+            stop_deadline = time.monotonic() + STOP_FLUSH_S
+        if stalled() or (stop_deadline is not None and time.monotonic() > stop_deadline):
+            break
+    producer.poll(0)

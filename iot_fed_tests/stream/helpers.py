@@ -11,8 +11,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from iot_fed.config import Settings
 from iot_fed.stream.admin import ensure_topics, partitions_of
+from iot_fed.stream.kafka_config import producer_config
 from iot_fed.stream.messages import encode_key, encode_reading
-from iot_fed.stream.producer import producer_config
 
 
 def readings_frame(n: int, motes: int = 5, start: str = "2004-03-01") -> pd.DataFrame:

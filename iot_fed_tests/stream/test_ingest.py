@@ -9,8 +9,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from iot_fed.config import Settings
-from iot_fed.store import validator
-from iot_fed.stream import writes
+from iot_fed.store import DEAD_LETTERS, SENSOR_READINGS, validator
+from iot_fed.stream import ingest
 from iot_fed.stream.admin import delete_topics, topic_status
 from iot_fed.stream.ingest import IngestError, Ingestor, ingest_batch
 from iot_fed.stream.messages import encode_key, encode_reading
@@ -67,14 +67,14 @@ def test_poison_is_dead_lettered_and_valid_readings_land(cfg: Settings, mongo_db
     summary = json.loads(json.dumps(res.to_dict()))
     assert summary["lag"] == 0 and summary["per_device_new_counts"]["1"] == 30
 
-    readings = mongo_db[writes.READINGS]
+    readings = mongo_db[SENSOR_READINGS]
     assert readings.count_documents({}) == 120
     doc = readings.find_one({"moteid": 2, "epoch": 5})
     assert doc["temperature"] == pytest.approx(records[21]["temperature"])
-    validator(writes.READINGS).validate_many([doc])  # what we skip on the hot path holds
+    validator(SENSOR_READINGS).validate_many([doc])  # what we skip on the hot path holds
     assert isinstance(doc["kafka_partition"], int) and doc["kafka_offset"] >= 0
 
-    dead = list(mongo_db[writes.DEAD_LETTERS].find())
+    dead = list(mongo_db[DEAD_LETTERS].find())
     assert len(dead) == len(poison)
     by_raw = {d["raw"]: d["reason"] for d in dead}
     for name, value, expected in poison:
@@ -97,8 +97,8 @@ def test_same_batch_twice_adds_nothing(cfg: Settings, mongo_db) -> None:
     assert (again.n_inserted, again.n_duplicates) == (0, 90)
     assert again.per_device_new_counts == {}
     assert again.next_offsets == first.next_offsets
-    assert mongo_db[writes.READINGS].count_documents({}) == 90
-    assert mongo_db[writes.DEAD_LETTERS].count_documents({}) == 1
+    assert mongo_db[SENSOR_READINGS].count_documents({}) == 90
+    assert mongo_db[DEAD_LETTERS].count_documents({}) == 1
 
 
 def test_upsert_strategy_is_equivalent(cfg: Settings, mongo_db) -> None:
@@ -106,7 +106,7 @@ def test_upsert_strategy_is_equivalent(cfg: Settings, mongo_db) -> None:
     a = ingest_batch(cfg, mongo_db, 1000, 20.0, {}, commit=False, strategy="upsert")
     b = ingest_batch(cfg, mongo_db, 1000, 20.0, {}, commit=False, strategy="upsert")
     assert a.per_device_new_counts == {1: 20, 2: 20} and b.n_inserted == 0
-    assert mongo_db[writes.READINGS].count_documents({}) == 40
+    assert mongo_db[SENSOR_READINGS].count_documents({}) == 40
 
 
 def test_cursor_mode_resumes_from_returned_offsets(cfg: Settings, mongo_db) -> None:
@@ -138,7 +138,7 @@ def test_group_mode_commits_only_after_writes(
     def broken(*_a, **_k):
         raise RuntimeError("mongo down")
 
-    monkeypatch.setattr(writes, "write_readings", broken)
+    monkeypatch.setattr(ingest, "insert_readings", broken)
     with pytest.raises(RuntimeError, match="mongo down"):
         ingest_batch(cfg, mongo_db, 1000, 20.0)
     assert committed(cfg) == {}
@@ -148,7 +148,7 @@ def test_group_mode_commits_only_after_writes(
     assert res.n_inserted == 60 and res.n_dead == 1 and res.committed
     ends = {p: o for p, o in end_offsets(cfg, cfg.kafka_topic).items() if o > 0}
     assert committed(cfg) == res.offsets_to_commit == ends
-    assert mongo_db[writes.READINGS].count_documents({}) == 60
+    assert mongo_db[SENSOR_READINGS].count_documents({}) == 60
     (status,) = topic_status(cfg, [cfg.kafka_topic], cfg.kafka_consumer_group)
     assert status.messages == 61 and status.lag == 0
 
@@ -172,7 +172,7 @@ def test_dlq_failure_blocks_commit(cfg: Settings, mongo_db, monkeypatch) -> None
 def test_long_lived_ingestor_retries_failed_batch(cfg: Settings, mongo_db, monkeypatch) -> None:
     """A failed batch moved the consumer; retrying the same cursor must not skip messages."""
     produce_readings(cfg, cfg.kafka_topic, readings_frame(50, motes=5))
-    real = writes.write_readings
+    real = ingest.insert_readings
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -181,7 +181,7 @@ def test_long_lived_ingestor_retries_failed_batch(cfg: Settings, mongo_db, monke
             raise RuntimeError("transient")
         return real(*a, **k)
 
-    monkeypatch.setattr(writes, "write_readings", flaky)
+    monkeypatch.setattr(ingest, "insert_readings", flaky)
     with Ingestor(cfg, mongo_db, chunk_size=10) as ing:
         first = ing.run_batch(10, 10.0, {}, commit=False)
         assert first.n_inserted == 10
@@ -189,4 +189,4 @@ def test_long_lived_ingestor_retries_failed_batch(cfg: Settings, mongo_db, monke
             ing.run_batch(1000, 10.0, first.next_offsets, commit=False)
         again = ing.run_batch(1000, 10.0, first.next_offsets, commit=False)
     assert again.n_inserted == 40 and again.reached_end
-    assert mongo_db[writes.READINGS].count_documents({}) == 50
+    assert mongo_db[SENSOR_READINGS].count_documents({}) == 50

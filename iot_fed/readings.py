@@ -1,0 +1,81 @@
+"""The reading contract, in one place: fields, dtypes, Spark schema, dead-letter documents.
+
+A reading is one sample of one mote: ``ts`` (UTC), ``epoch``, ``moteid``, the four
+:data:`CHANNELS` and an optional ``label``. The Kafka message (:mod:`iot_fed.stream.messages`),
+the MongoDB document (:mod:`iot_fed.store`), the clean table (:mod:`iot_fed.data`) and the
+Spark readers (:mod:`iot_fed.analytics`) all take their field list from here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql.types import StructType
+
+CHANNELS: tuple[str, ...] = ("temperature", "humidity", "light", "voltage")
+FIELDS: tuple[str, ...] = ("ts", "epoch", "moteid", *CHANNELS, "label")
+"""Every field of a reading, in wire / storage order."""
+
+DTYPES: dict[str, str] = {
+    "ts": "datetime64[ns, UTC]",
+    "epoch": "int64",
+    "moteid": "int64",
+    **{c: "float64" for c in CHANNELS},
+    "label": "object",
+}
+"""pandas dtypes of a readings frame (``label`` is a string or None)."""
+
+_SPARK_TYPES = {"ts": "timestamp", "epoch": "long", "moteid": "integer", "label": "string"}
+_NULLABLE = {"label"}
+
+VALIDATE_REASONS = ("missing", "unknown schema", "bad ", "key ")
+"""Reason prefixes of a well-formed message with a bad reading (``stage`` 'validate')."""
+
+
+def spark_schema() -> StructType:
+    """The Spark ``StructType`` of a reading (imports PySpark only when called)."""
+    from pyspark.sql import types as T
+
+    by_name = {
+        "timestamp": T.TimestampType(),
+        "long": T.LongType(),
+        "integer": T.IntegerType(),
+        "string": T.StringType(),
+        "double": T.DoubleType(),
+    }
+    return T.StructType(
+        [T.StructField(f, by_name[_SPARK_TYPES.get(f, "double")], f in _NULLABLE) for f in FIELDS]
+    )
+
+
+def dead_letter_doc(
+    *,
+    doc_id: str,
+    reason: str,
+    raw: bytes | None,
+    key: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    stage: str | None = None,
+) -> dict[str, Any]:
+    """A ``dead_letters`` document: the reason, the original bytes and where they came from.
+
+    ``doc_id`` is derived from the source position so re-consuming a message is a no-op;
+    ``stage`` defaults to 'validate' or 'decode' from the reason.
+    """
+    if stage is None:
+        stage = "validate" if reason.startswith(VALIDATE_REASONS) else "decode"
+    return {
+        "_id": doc_id,
+        "ts": datetime.now(UTC),
+        "reason": reason,
+        "stage": stage,
+        "raw": raw,
+        "key": None if key is None else key.decode("utf-8", "backslashreplace"),
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+    }
