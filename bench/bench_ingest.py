@@ -6,7 +6,9 @@ Run with the local services up (``.venv/bin/iot-fed services up``)::
 
 Produces N synthetic readings at full speed into a fresh topic, then ingests them
 with several write strategies / chunk sizes (fresh collection each run) through the
-real ingestion core (:class:`iot_fed.stream.ingest.Ingestor`). Also times the pieces
+real ingestion core (:class:`iot_fed.stream.ingest.Ingestor`), and the durable default
+(write concern ``j=true``: the server commits before it answers) against plain ``w=1``
+(before: acknowledged but not durable across kill -9) in the same run. Also times the pieces
 alone (decode+validate in Python, MongoDB writes of pre-decoded docs) to show where
 the time goes. Prints a table and writes ``bench/results/ingest.json``.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 from pymongo import MongoClient
+from pymongo.write_concern import WriteConcern
 
 from iot_fed.config import get_settings
 from iot_fed.evaluation.report import machine_info
@@ -58,10 +61,20 @@ def bench_mongo_only(db, docs: list[dict], strategy: str, chunk: int) -> float:
 
 
 def bench_ingest(
-    settings, db, topic: str, n: int, strategy: str, chunk: int, batch: int, limit: int
+    settings,
+    db,
+    topic: str,
+    n: int,
+    strategy: str,
+    chunk: int,
+    batch: int,
+    limit: int,
+    concern: str = "j=true",
 ) -> dict:
     """Ingest the first ``min(n, limit)`` messages in bounded batches (cursor mode)."""
     n = min(n, limit)
+    if concern == "w=1":  # the old behaviour: acknowledged, not yet durable
+        db = db.with_options(write_concern=WriteConcern(w=1, j=False))
     db.drop_collection(SENSOR_READINGS)
     with Ingestor(settings, db, topic=topic, strategy=strategy, chunk_size=chunk) as ing:
         cursor: dict[int, int] = {}
@@ -81,6 +94,7 @@ def bench_ingest(
         wall = time.perf_counter() - t0
     assert db[SENSOR_READINGS].estimated_document_count() == inserted
     return {
+        "concern": concern,
         "strategy": strategy,
         "chunk": chunk,
         "batch": batch,
@@ -133,7 +147,7 @@ def main() -> int:
         ]
 
         # 3. the real ingestion path (strategy, chunk, batch, readings)
-        configs = [("insert", 5000, 50_000, n)]
+        configs: list[tuple] = [("insert", 5000, 50_000, n), ("insert", 5000, 50_000, n, "w=1")]
         if not args.quick:
             configs += [
                 ("insert", 1000, 50_000, n),
@@ -156,12 +170,13 @@ def main() -> int:
     for m in out["mongo_only"]:
         print(f"mongo {m['strategy']:<7} chunk {m['chunk']:>6}: {m['rate']:>10,.0f} docs/s")
     print(
-        f"\n{'strategy':<9}{'chunk':>7}{'batch':>8}{'msgs':>8}{'rate/s':>10}{'x base':>8}  shares"
+        f"\n{'concern':<8}{'strategy':<9}{'chunk':>7}{'batch':>8}{'msgs':>8}{'rate/s':>10}"
+        f"{'x base':>8}  shares"
     )
     for r in out["ingest"]:
         shares = " ".join(f"{k}={v:.0%}" for k, v in r["share"].items())
         print(
-            f"{r['strategy']:<9}{r['chunk']:>7}{r['batch']:>8}{r['messages']:>8}{r['rate']:>10,.0f}"
+            f"{r['concern']:<8}{r['strategy']:<9}{r['chunk']:>7}{r['batch']:>8}{r['messages']:>8}{r['rate']:>10,.0f}"
             f"{r['rate'] / base:>8.2f}  {shares}"
         )
     verdict = "meets" if best >= GOAL else "below"

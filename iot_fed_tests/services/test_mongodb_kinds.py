@@ -5,6 +5,7 @@ duplicate count of an unordered bulk insert, and data surviving down/up.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,15 @@ def _other_kind(settings: Settings) -> str:
 def other(tmp_path: Path, settings: Settings) -> Iterator[Settings]:
     """Settings for the other server kind: own state dir and port, shared artifact cache."""
     kind = _other_kind(settings)
-    manager.install(load_settings(data_dir=settings.data_dir, mongodb_server=kind), ["mongodb"])
+    install = load_settings(data_dir=settings.data_dir, mongodb_server=kind)
+    (svc,) = manager.services_for(install, ["mongodb"])
+    if not svc.installed() and os.environ.get("IOT_FED_TEST_OTHER_SERVER") != "1":
+        pytest.skip(
+            f"{kind} is not installed (building it costs minutes); install it with "
+            f"IOT_FED_MONGODB_SERVER={kind} iot-fed services install, or set "
+            "IOT_FED_TEST_OTHER_SERVER=1 to build it here"
+        )
+    manager.install(install, ["mongodb"])
     iso = load_settings(
         data_dir=tmp_path,
         mongodb_uri=f"mongodb://127.0.0.1:{_free_port()}/",

@@ -15,7 +15,7 @@ import pytest
 from iot_fed.config import Settings
 from iot_fed.stream.messages import decode_value
 from iot_fed.stream.producer import LOOP_GAP_NS, ReplayData, replay
-from iot_fed_tests.stream.helpers import end_offsets, read_topic, readings_frame
+from iot_fed_tests.stream.helpers import end_offsets, produce_raw, read_topic, readings_frame
 
 IOT_FED = [sys.executable, "-m", "iot_fed.cli"]
 
@@ -130,3 +130,31 @@ def test_stream_parser_defaults() -> None:
 
     args = build_parser().parse_args(["stream"])
     assert args.rate is None and not args.loop and args.limit is None
+
+
+@pytest.mark.services
+def test_consume_prints_the_wire_format(
+    settings: Settings, kafka_topic_factory, tmp_path: Path
+) -> None:
+    """A message copied from ``iot-fed consume`` is accepted when produced again."""
+    src, dst = kafka_topic_factory(1), kafka_topic_factory(1)
+    data = ReplayData.from_frame(readings_frame(3, motes=3))
+    assert replay(settings, data, topic=src, rate=0).ok
+    out = subprocess.run(
+        [*IOT_FED, "consume", "--topic", src, "--max", "3", "--timeout", "20"],
+        env=_env(settings, src),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("0@")]
+    assert len(lines) == 3
+    where, key, value = lines[0].split(" ", 2)
+    assert key.startswith("key=") and json.loads(value)["schema_version"] == 1
+    original = read_topic(settings, src)[0]
+    assert value.encode() == original.value()  # byte for byte as on the wire
+    produce_raw(settings, dst, [(key[4:].encode(), value.encode())])
+    (copied,) = read_topic(settings, dst)
+    reading, reason = decode_value(copied.value(), settings.kafka_max_message_bytes, copied.key())
+    assert reason is None and reading["moteid"] == json.loads(value)["moteid"]
