@@ -94,7 +94,7 @@ def drain(ing: Ingestor, *, attempts: int = 30) -> list[IngestResult | IngestErr
     out: list[IngestResult | IngestError] = []
     for _ in range(attempts):
         try:
-            res = ing.run_batch(4000, 10.0)
+            res = ing.run_batch(2000, 120.0)
         except IngestError as exc:
             out.append(exc)
             time.sleep(1)
@@ -131,14 +131,14 @@ def test_broker_killed_during_production(settings: Settings, cfg: Settings) -> N
 
 
 def test_broker_killed_during_ingestion(settings: Settings, cfg: Settings, db: Database) -> None:
-    n = 20_000
+    n = 6000
     produce_readings(cfg, cfg.kafka_topic, readings_frame(n, motes=20))
     with Ingestor(cfg, db, chunk_size=1000) as ing:
-        first = ing.run_batch(4000, 10.0)
-        assert first.committed and first.n_inserted == 4000
+        first = ing.run_batch(2000, 120.0)
+        assert first.committed and first.n_inserted == 2000
         kill9(settings, "kafka")
         with pytest.raises(IngestError) as down:
-            ing.run_batch(4000, 10.0)
+            ing.run_batch(2000, 10.0)
         line = str(down.value)
         assert line.startswith("Kafka at ") and "\n" not in line and "nothing committed" in line
         restart(settings, "kafka")
@@ -153,19 +153,19 @@ def test_broker_killed_during_ingestion(settings: Settings, cfg: Settings, db: D
 def test_database_killed_after_committed_tick(
     settings: Settings, cfg: Settings, db: Database
 ) -> None:
-    n = 20_000
+    n = 6000
     produce_readings(cfg, cfg.kafka_topic, readings_frame(n, motes=20))
-    with Ingestor(cfg, db, chunk_size=5000) as ing:
-        first = ing.run_batch(10_000, 20.0)
-        assert first.committed and first.n_inserted == 10_000
+    with Ingestor(cfg, db, chunk_size=1000) as ing:
+        first = ing.run_batch(3000, 120.0)
+        assert first.committed and first.n_inserted == 3000
         kill9(settings, "mongodb")  # right after the offsets were committed
         with pytest.raises(IngestError) as down:
-            ing.run_batch(4000, 10.0)
+            ing.run_batch(2000, 10.0)
         line = str(down.value)
         assert line.startswith("MongoDB at ") and "\n" not in line
         assert committed(cfg) == first.offsets_to_commit
         restart(settings, "mongodb")
-        assert len(stored_keys(db)) == 10_000  # every acknowledged reading survived
+        assert len(stored_keys(db)) == 3000  # every acknowledged reading survived
         results = drain(ing)
     assert isinstance(results[0], IngestResult) or isinstance(results[1], IngestResult)
     keys = stored_keys(db)
