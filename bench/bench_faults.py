@@ -87,7 +87,9 @@ def main() -> None:
         cmd += ["--limit", str(args.n), "--rate", str(args.rate)]
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(min(5.0, args.n / args.rate / 4))
+        while not topic_values(settings, topic):  # the producer is up and delivering
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.5)
         rec = ProcessRecord.load(kafka.record_path)
         assert rec is not None and is_alive(rec), "the broker is not a process iot-fed started"
         os.kill(rec.pid, signal.SIGKILL)
@@ -95,9 +97,12 @@ def main() -> None:
         time.sleep(args.outage)
         manager.up(settings, ["kafka"], timeout=180)
         back_at = time.monotonic() - t0
-        stdout, _ = proc.communicate(timeout=600)
+        stdout, stderr = proc.communicate(timeout=600)
         done_at = time.monotonic() - t0
-    stats = json.loads(stdout.decode().strip().splitlines()[-1])
+    lines = stdout.decode().strip().splitlines()
+    if not lines:
+        raise SystemExit(f"iot-fed stream printed no stats:\n{stderr.decode()[-3000:]}")
+    stats = json.loads(lines[-1])
     values = topic_values(settings, topic)
     delete_topics(settings, [topic])
     row = {

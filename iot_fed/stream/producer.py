@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from iot_fed.config import Settings
 from iot_fed.stream.admin import ensure_topics
@@ -232,12 +232,13 @@ def replay(
     if outage_budget_s is None:
         outage_budget_s = 0.0 if loop else DEFAULT_OUTAGE_BUDGET_S
     budget = outage_budget_s if outage_budget_s > 0 else math.inf
-    ensure_topics(settings, [topic])
+    stats = ProduceStats(outage_budget_s=outage_budget_s)
+    if not _ensure_topic(settings, topic, budget, stop, stats):
+        return stats
     if producer is None:
         # librdkafka retries a queued message until this timeout (0 = never times out)
         timeout_ms = 0 if math.isinf(budget) else int(budget * 1000)
         producer = Producer(producer_config(settings, **{"message.timeout.ms": timeout_ms}))
-    stats = ProduceStats(outage_budget_s=outage_budget_s)
     last_progress = [time.monotonic()]  # the last delivery (or the start)
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -333,6 +334,25 @@ def replay(
         stats.rate,
     )
     return stats
+
+
+def _ensure_topic(
+    settings: Settings, topic: str, budget: float, stop: StopFlag, stats: ProduceStats
+) -> bool:
+    """Create/check the topic, retrying while Kafka is unreachable (within the budget)."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            ensure_topics(settings, [topic])
+            return True
+        except KafkaException as exc:
+            if stop or time.monotonic() - t0 > budget:
+                stats.gave_up = True
+                stats.errors.append(f"Kafka at {settings.kafka_bootstrap} unreachable: {exc}")
+                log.error("giving up: %s", stats.errors[-1])
+                return False
+            log.warning("Kafka at %s unreachable (%s); retrying", settings.kafka_bootstrap, exc)
+            time.sleep(2.0)
 
 
 def _final_flush(producer: Producer, stop: StopFlag, stalled: Callable[[], bool]) -> None:
