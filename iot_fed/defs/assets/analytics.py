@@ -6,6 +6,7 @@ code location, and only runs of these assets need pyspark's Python side."""
 import base64
 
 import dagster as dg
+
 from iot_fed.defs.resources import MongoDBResource, SparkResource
 
 
@@ -58,9 +59,7 @@ def predictions(pyspark: SparkResource, mongodb: MongoDBResource) -> dg.Material
     description="Spark Structured Streaming over iot_stream with an available-now trigger: "
     "scores everything not yet processed with the promoted model, then stops.",
 )
-def streaming_evaluation(
-    pyspark: SparkResource, mongodb: MongoDBResource
-) -> dg.MaterializeResult:
+def streaming_evaluation(pyspark: SparkResource, mongodb: MongoDBResource) -> dg.MaterializeResult:
     from iot_fed.analytics.streaming import streaming_evaluation as run_available_now
 
     counts = run_available_now(pyspark.spark_session, mongodb.settings())
