@@ -170,7 +170,9 @@ def round_once(args: argparse.Namespace, code_root: Path) -> dict:
         daemon.wait(30)
         log.close()
     train = next(r for r in rows if "local_model" in r["assets"])
-    agg = next(r for r in rows if "global_model" in r["assets"])
+    agg = next(
+        r for r in rows if "global_model" in r["assets"] or r["job"] == "aggregate_global_model"
+    )
     result = {
         "code": str(code_root),
         "devices": args.devices,
