@@ -5,9 +5,16 @@ A burst of readings for D devices is produced into a fresh topic; ``dagster-daem
 waits for a promoted global version in a fresh database and splits the wall time into:
 waiting for + evaluating the sensor tick, run launch (queued -> started), training
 (the local_model run), aggregation (the global run, after its sensor's interval) and the
-number of Dagster runs in the round. Prints a table, writes bench/results/round.json.
+number of Dagster runs in the round (one when training, aggregation and promotion share a
+run). It also measures the import time of ``iot_fed.definitions`` (``python -X importtime``,
+best of 3) beside a bare ``import dagster``.
 
-    .venv/bin/python bench/bench_round.py [--devices 54] [--per-device 40]
+``--baseline DIR`` runs the same round first on another checkout of the code (e.g. one
+made with ``git worktree add /tmp/base <commit>``; it uses this checkout's venv), so
+before and after are measured in one run, side by side. Prints a table, writes
+bench/results/round.json.
+
+    .venv/bin/python bench/bench_round.py [--devices 54] [--per-device 40] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -70,19 +77,33 @@ def produce(settings, topic: str, df: pd.DataFrame) -> None:
     assert p.flush(30) == 0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--devices", type=int, default=54)
-    ap.add_argument("--per-device", type=int, default=40)
-    ap.add_argument("--interval", type=int, default=5, help="sensor + aggregation interval (s)")
-    ap.add_argument("--timeout", type=float, default=300)
-    args = ap.parse_args()
+def import_seconds(code_root: Path, module: str, repeat: int = 3) -> float:
+    """Best-of-``repeat`` cumulative import time of ``module`` (``-X importtime``)."""
+    best = float("inf")
+    for _ in range(repeat):
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-W", "ignore", "-c", f"import {module}"],
+            cwd=code_root,
+            env={**os.environ, "PYTHONPATH": str(code_root)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        for line in out.stderr.splitlines():
+            parts = [p.strip() for p in line.split("|")]
+            if len(parts) == 3 and parts[2] == module:
+                best = min(best, int(parts[1]) / 1e6)
+    return best
 
+
+def round_once(args: argparse.Namespace, code_root: Path) -> dict:
+    """One daemon-driven round on the code in ``code_root``; the timings as a dict."""
     tag = uuid.uuid4().hex[:8]
     home = Path(tempfile.mkdtemp(prefix="iot_fed_bench_home_"))
     shutil.copy(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
     env = {
         **os.environ,
+        "PYTHONPATH": str(code_root),
         "DAGSTER_HOME": str(home),
         "IOT_FED_KAFKA_TOPIC": f"bench_round_{tag}",
         "IOT_FED_KAFKA_CONSUMER_GROUP": f"bench_round_{tag}",
@@ -99,7 +120,7 @@ def main() -> int:
     daemon = subprocess.Popen(
         [str(ROOT / ".venv/bin/dagster-daemon"), "run", "-m", "iot_fed.definitions"],
         env=env,
-        cwd=ROOT,
+        cwd=code_root,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -122,8 +143,8 @@ def main() -> int:
                 time.sleep(0.2)
             t_done = time.time()
             if promoted is None:
-                print(f"no promoted version within {args.timeout} s; see {home}/daemon.log")
-                return 1
+                log_path = home / "daemon.log"
+                raise SystemExit(f"no promoted version within {args.timeout} s; see {log_path}")
             for _ in range(300):  # the promoting run still has to finish its bookkeeping
                 if all(r.dagster_run.is_finished for r in instance.get_run_records()):
                     break
@@ -149,9 +170,11 @@ def main() -> int:
         daemon.wait(30)
         log.close()
     train = next(r for r in rows if "local_model" in r["assets"])
-    agg = next(r for r in rows if r["job"] == "aggregate_global_model")
+    agg = next(
+        r for r in rows if "global_model" in r["assets"] or r["job"] == "aggregate_global_model"
+    )
     result = {
-        "machine": machine_info(),
+        "code": str(code_root),
         "devices": args.devices,
         "readings": args.devices * args.per_device,
         "interval_s": args.interval,
@@ -167,17 +190,37 @@ def main() -> int:
         "promoted_version": promoted["version"],
         "devices_in_global": len(promoted["lineage"]),
     }
+    if agg is train:  # one run trained, aggregated and promoted
+        for k in ("aggregation_wait_s", "aggregation_launch_s", "aggregation_run_s"):
+            result[k] = 0.0
     result["total_excluding_aggregation_wait_s"] = result["total_s"] - result["aggregation_wait_s"]
-    print("| step | seconds |\n|---|---|")
-    for k, v in result.items():
-        if k.endswith("_s"):
-            print(f"| {k} | {v:.2f} |")
-    print(f"| runs_in_round | {result['runs_in_round']} |")
-    out = ROOT / "bench" / "results" / "round.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    result["import_definitions_s"] = import_seconds(code_root, "iot_fed.definitions")
+    result["import_dagster_s"] = import_seconds(code_root, "dagster")
     db.client.drop_database(settings.mongodb_database)
     shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--devices", type=int, default=54)
+    ap.add_argument("--per-device", type=int, default=40)
+    ap.add_argument("--interval", type=int, default=5, help="sensor + aggregation interval (s)")
+    ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--baseline", type=Path, help="another checkout to measure first")
+    args = ap.parse_args()
+
+    roots = {"baseline": args.baseline.resolve()} if args.baseline else {}
+    roots["this"] = ROOT
+    results = {name: round_once(args, root) for name, root in roots.items()}
+    names = list(results)
+    print("| step | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for k in results["this"]:
+        if k.endswith("_s") or k == "runs_in_round":
+            print(f"| {k} | " + " | ".join(f"{results[n][k]:.2f}" for n in names) + " |")
+    out = ROOT / "bench" / "results" / "round.json"
+    out.write_text(json.dumps({"machine": machine_info(), **results}, indent=2))
+    print(f"wrote {out}")
     return 0
 
 

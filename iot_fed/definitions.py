@@ -1,8 +1,13 @@
 """The one Dagster ``Definitions`` of iot_fed; resources chosen by environment.
 
+``defs`` is a ``@dg.definitions`` loader: importing this module reads no setting and
+imports no heavy library (pandas, JAX, pyspark are imported where they are used); Dagster
+calls ``defs()`` when it loads the code location (webserver, daemon, every run worker).
+
 ``IOT_FED_DEPLOYMENT=local`` (default) takes every endpoint from :mod:`iot_fed.config`
 settings (defaults: local services). ``production`` passes the endpoints and the SASL
 secret as ``dg.EnvVar`` so Dagster resolves them at run time and shows where they come from.
+Every other setting is a typed field of the ``settings`` resource (unset = from the settings).
 """
 
 from __future__ import annotations
@@ -10,29 +15,48 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from dagster_pyspark import PySparkResource
 
-from iot_fed.analytics import session
-from iot_fed.analytics.jars import SparkJarsError
 from iot_fed.config import load_settings
 from iot_fed.defs.assets.analytics import evaluation_report, predictions, streaming_evaluation
 from iot_fed.defs.assets.benchmark import anomaly_benchmark
 from iot_fed.defs.assets.dataset import intel_lab_clean, intel_lab_raw, mote_locations
-from iot_fed.defs.assets.models import global_model, local_model, promoted_model
-from iot_fed.defs.assets.stream import iot_stream
+from iot_fed.defs.assets.models import (
+    global_model,
+    local_model,
+    not_worse_than_promoted,
+    promoted_model,
+)
+from iot_fed.defs.assets.stream import iot_stream, sensor_readings
 from iot_fed.defs.checks import device_models_fresh
-from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource
-from iot_fed.defs.sensors import aggregate_job, aggregation_sensor, iot_stream_sensor
+from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource, SparkResource
+from iot_fed.defs.sensors import aggregate_job, build_sensors
 
-
-def spark_config() -> dict[str, str]:
-    """Spark settings incl. the Kafka connector jars (``iot-fed spark install``); without the
-    jars the batch assets still work and streaming_evaluation says what is missing."""
-    settings = load_settings()
-    try:
-        return session.spark_config(settings)
-    except SparkJarsError:
-        return session.spark_config(settings, with_jars=False)
+ASSETS = [
+    # dataset
+    intel_lab_raw,
+    intel_lab_clean,
+    mote_locations,
+    # stream
+    iot_stream,
+    sensor_readings,
+    # federation
+    local_model,
+    global_model,
+    promoted_model,
+    # analytics
+    evaluation_report,
+    predictions,
+    streaming_evaluation,
+    # evaluation
+    anomaly_benchmark,
+]
+ASSET_CHECKS = [
+    not_worse_than_promoted,
+    device_models_fresh,
+]
+JOBS = [
+    aggregate_job,
+]
 
 
 def resources_for(deployment: str) -> dict[str, object]:
@@ -50,27 +74,18 @@ def resources_for(deployment: str) -> dict[str, object]:
         "kafka": kafka,
         "mongodb": mongodb,
         "settings": SettingsResource(),
-        "pyspark": PySparkResource(spark_config=spark_config()),
+        "pyspark": SparkResource(),
     }
 
 
-defs = dg.Definitions(
-    assets=[
-        intel_lab_raw,
-        intel_lab_clean,
-        mote_locations,
-        iot_stream,
-        local_model,
-        global_model,
-        promoted_model,
-        evaluation_report,
-        predictions,
-        streaming_evaluation,
-        anomaly_benchmark,
-    ],
-    asset_checks=[device_models_fresh],
-    jobs=[aggregate_job],
-    sensors=[iot_stream_sensor, aggregation_sensor],
-    executor=dg.in_process_executor,  # one process per run: JAX compiles once per run
-    resources=resources_for(os.environ.get("IOT_FED_DEPLOYMENT", "local")),
-)
+@dg.definitions
+def defs() -> dg.Definitions:
+    settings = load_settings()  # at load time: a bad setting stops the load, named
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=ASSET_CHECKS,
+        jobs=JOBS,
+        sensors=[*build_sensors(settings)],
+        executor=dg.in_process_executor,  # one process per run: JAX compiles once per run
+        resources=resources_for(os.environ.get("IOT_FED_DEPLOYMENT", "local")),
+    )

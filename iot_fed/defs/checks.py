@@ -6,7 +6,6 @@ import dagster as dg
 
 from iot_fed.defs.assets.models import local_model
 from iot_fed.defs.resources import MongoDBResource, SettingsResource
-from iot_fed.store import repository as repo
 
 
 @dg.asset_check(
@@ -18,6 +17,8 @@ from iot_fed.store import repository as repo
 def device_models_fresh(
     context: dg.AssetCheckExecutionContext, mongodb: MongoDBResource, settings: SettingsResource
 ) -> dg.AssetCheckResult:
+    from iot_fed.store import repository as repo
+
     s = settings.get()
     db = mongodb.db
     now = dt.datetime.now(dt.UTC)

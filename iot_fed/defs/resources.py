@@ -1,36 +1,48 @@
-"""Dagster resources: Kafka (confluent-kafka factory), MongoDB (pymongo) and PySpark.
+"""Dagster resources: settings, Kafka (confluent-kafka factory), MongoDB (pymongo), Spark.
 
 Every field defaults to ``None`` = "take it from :mod:`iot_fed.config` settings", so one
 definition serves local defaults, ``.env`` files and production environment variables.
-Settings are read when a resource starts (never at import); a bad or unreachable endpoint
-fails there with a message naming the setting.
+Settings are read when a resource is used (never at import); a bad or unreachable endpoint
+fails there with a message naming the setting. Client libraries (confluent-kafka, pymongo,
+pyspark) are imported where they are used, so loading the code location stays fast.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
 from pydantic import PrivateAttr
-from pymongo.database import Database
 
 from iot_fed.config import Settings, load_settings
-from iot_fed.store.client import connect
-from iot_fed.store.setup import ensure_database
-from iot_fed.stream.kafka_config import client_config, consumer_config, producer_config
+from iot_fed.defs.settings_fields import config_class, overrides, public_settings
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient
+    from pymongo.database import Database
+    from pyspark.sql import SparkSession
 
 
-def _settings_with(**overrides: Any) -> Settings:
-    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+def _settings_with(**values: Any) -> Settings:
+    return load_settings(**{k: v for k, v in values.items() if v is not None})
 
 
-class SettingsResource(dg.ConfigurableResource):
-    """Typed iot_fed settings (model, federation and orchestration knobs) for assets."""
+class _SettingsBase(dg.ConfigurableResource):
+    def get(self, **run_overrides: Any) -> Settings:
+        """Settings with this resource's fields and then ``run_overrides`` applied."""
+        return load_settings(**{**overrides(self), **run_overrides})
 
-    def get(self) -> Settings:
-        return load_settings()
+
+SettingsResource = config_class(
+    "SettingsResource",
+    _SettingsBase,
+    public_settings(),
+    "Every iot_fed setting (model, federation, orchestration, endpoints) as a typed field; "
+    "unset fields come from IOT_FED_* / .env / project_config.yaml. Secrets are not here: "
+    "they stay dg.EnvVar on the resource that uses them.",
+    __name__,
+)
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -62,6 +74,8 @@ class KafkaResource(dg.ConfigurableResource):
 
     def check_reachable(self, timeout_s: float = 10.0) -> None:
         """Fail with a clear message when the brokers do not answer."""
+        from confluent_kafka import KafkaException
+
         s = self.settings()
         try:
             self.admin().list_topics(timeout=timeout_s)
@@ -72,17 +86,29 @@ class KafkaResource(dg.ConfigurableResource):
             ) from None
 
     def client_config(self) -> dict[str, Any]:
+        from iot_fed.stream.kafka_config import client_config
+
         return client_config(self.settings())
 
     def producer(self, **extra: Any) -> Producer:
         """Idempotent producer (acks=all), as ``iot-fed stream`` uses."""
+        from confluent_kafka import Producer
+
+        from iot_fed.stream.kafka_config import producer_config
+
         return Producer(producer_config(self.settings(), **extra))
 
     def consumer(self, group_id: str | None = None, **extra: Any) -> Consumer:
         """Manual-commit consumer, as the ingestion core uses."""
+        from confluent_kafka import Consumer
+
+        from iot_fed.stream.kafka_config import consumer_config
+
         return Consumer(consumer_config(self.settings(), group_id, **extra))
 
     def admin(self) -> AdminClient:
+        from confluent_kafka.admin import AdminClient
+
         return AdminClient(self.client_config())
 
 
@@ -98,10 +124,10 @@ class MongoDBResource(dg.ConfigurableResource):
         return _settings_with(mongodb_uri=self.uri, mongodb_database=self.database)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        s = self.settings()
-        self._db = connect(s.mongodb_uri, s.mongodb_database)
+        from iot_fed.store.setup import ensure_database
+
         if self.init_collections:
-            ensure_database(self._db)  # once per process and database
+            ensure_database(self.db)  # once per process and database
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._db is not None:
@@ -110,7 +136,53 @@ class MongoDBResource(dg.ConfigurableResource):
 
     @property
     def db(self) -> Database:
-        if self._db is None:  # used outside a run (e.g. direct calls in a sensor)
+        if self._db is None:  # connects on first use (a run's setup, or a sensor tick)
+            from iot_fed.store.client import connect
+
             s = self.settings()
             self._db = connect(s.mongodb_uri, s.mongodb_database)
         return self._db
+
+
+class SparkResource(dg.ConfigurableResource):
+    """A SparkSession configured by :func:`iot_fed.analytics.session.spark_config`.
+
+    Same interface as dagster-pyspark's ``PySparkResource`` (``spark_session``), but
+    typed fields and a lazy pyspark import: only runs that use Spark pay for it. Without
+    the connector jars (``iot-fed spark install``) batch scoring still works and the
+    streaming asset says what is missing.
+    """
+
+    master: str | None = None
+    shuffle_partitions: int | None = None
+    spark_conf: dict[str, str] = {}
+    """Extra ``spark.*`` settings, applied last."""
+    _session: Any = PrivateAttr(default=None)
+
+    def settings(self) -> Settings:
+        return _settings_with(
+            spark_master=self.master, spark_shuffle_partitions=self.shuffle_partitions
+        )
+
+    def config(self) -> dict[str, Any]:
+        from iot_fed.analytics import session
+        from iot_fed.analytics.jars import SparkJarsError
+
+        s = self.settings()
+        try:
+            conf = session.spark_config(s)
+        except SparkJarsError:
+            conf = session.spark_config(s, with_jars=False)
+        return {**conf, **self.spark_conf}
+
+    @property
+    def spark_session(self) -> SparkSession:
+        if self._session is None:
+            from pathlib import Path
+
+            from pyspark.sql import SparkSession
+
+            conf = self.config()
+            Path(conf["spark.local.dir"]).mkdir(parents=True, exist_ok=True)
+            self._session = SparkSession.builder.config(map=conf).getOrCreate()
+        return self._session

@@ -1,51 +1,104 @@
-"""Sensors: the Kafka ingestion sensor (training trigger) and the aggregation sensor.
+"""Sensors: the Kafka ingestion sensor (lands readings, triggers training) and the
+aggregation sensor.
 
 ``iot_stream_sensor`` keeps the Kafka offsets and the per-device count of readings not yet
 trained on as its cursor. A tick consumes one bounded batch through the ingestion core,
-lands it in MongoDB, and only then returns the advanced cursor (so a crash before the
-write re-reads the batch, and idempotent upserts make that harmless). Unseen motes become
-``devices`` partitions in the same tick; all ready devices go into ONE run (a partition-range
-run of ``local_model``, trained in one vmapped call). The run key is derived from the
-offsets, so a re-evaluated tick never trains twice.
+lands it in MongoDB, reports it as a ``sensor_readings`` materialization (offsets,
+per-device counts, dead letters by reason), and only then returns the advanced cursor: a
+tick that fails (broker or store down) is a failed tick with the reason, and the next tick
+retries the same batch (idempotent upserts make the re-read harmless). Unseen motes become
+``devices`` partitions in the same tick; all ready devices go into ONE run (a
+partition-range run of ``local_model``, trained in one vmapped call). When no global version
+was made within ``aggregation_interval_s`` and none is being made, that run also aggregates
+and promotes (``global_model``, its blocking check, ``promoted_model``): a round is one run
+launch. The run key is derived from the offsets, so a re-evaluated tick never trains twice.
+
+``aggregation_sensor`` aggregates local models that no global version has seen yet (a
+training-only run), at most once per ``aggregation_interval_s``.
+
+The sensors are built by :func:`build_sensors` when the definitions load, with the
+cadences from the settings (nothing is read at import).
 """
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
+from iot_fed.config import Settings
 from iot_fed.defs.assets.models import global_model, local_model, promoted_model
+from iot_fed.defs.assets.stream import sensor_readings
 from iot_fed.defs.partitions import covering_range, devices, range_tags
 from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource
 from iot_fed.stream.cursor import StreamCursor
-from iot_fed.stream.ingest import shared_ingestor
 
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+AGGREGATION_KEYS = [global_model.key, promoted_model.key]
 
-def sensor_interval() -> int:
-    from iot_fed.config import load_settings
-
-    return load_settings().sensor_interval_s
-
-
-def aggregation_interval() -> int:
-    from iot_fed.config import load_settings
-
-    return max(load_settings().aggregation_interval_s, 1)
-
-
-@dg.sensor(
-    name="iot_stream_sensor",
-    minimum_interval_seconds=sensor_interval(),
-    asset_selection=[local_model],
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Consumes iot_stream in bounded batches, lands readings in MongoDB, adds new "
-    "devices as partitions and trains all ready devices in one run.",
+aggregate_job = dg.define_asset_job(
+    "aggregate_global_model",
+    selection=[global_model, promoted_model],
+    description="Aggregate the newest local models into a global version, check it and "
+    "promote it (the blocking check not_worse_than_promoted gates promotion).",
 )
-def iot_stream_sensor(
+
+
+def in_flight(instance: dg.DagsterInstance, key: dg.AssetKey) -> bool:
+    """Is a run that materializes ``key`` queued or running?"""
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT))
+    return any(key in (r.asset_selection or ()) for r in runs)
+
+
+def aggregation_due(instance: dg.DagsterInstance, interval_s: float) -> bool:
+    """No global version within ``interval_s`` and none being made now."""
+    if in_flight(instance, global_model.key):
+        return False
+    last = instance.get_latest_materialization_event(global_model.key)
+    return last is None or time.time() - last.timestamp >= interval_s
+
+
+def _str_keys(d: Mapping[Any, Any]) -> dict[str, Any]:
+    return {str(k): v for k, v in sorted(d.items(), key=lambda kv: int(kv[0]))}
+
+
+def landed_batch(start: Mapping[int, int], res: Any) -> dg.AssetMaterialization:
+    """The ``sensor_readings`` materialization of one landed batch (an ``IngestResult``)."""
+    return dg.AssetMaterialization(
+        asset_key=sensor_readings.key,
+        description=f"{res.n_inserted} new readings from {res.topic}",
+        metadata={
+            "topic": res.topic,
+            "offsets_from": _str_keys(start),
+            "offsets_to": _str_keys(res.next_offsets),
+            "messages": res.n_messages,
+            "new_readings": res.n_inserted,
+            "duplicates": res.n_duplicates,
+            "readings_per_device": _str_keys(res.per_device_valid_counts),
+            "new_readings_per_device": _str_keys(res.per_device_new_counts),
+            "dead_letters": res.n_dead,
+            "dead_letters_by_reason": dict(sorted(res.dead_reasons.items())) or "none",
+            "lag": dg.MetadataValue.int(res.lag),
+            "max_ts": res.max_ts.isoformat() if res.max_ts else None,
+            "seconds": round(res.duration_s, 3),
+        },
+    )
+
+
+def stream_tick(
     context: dg.SensorEvaluationContext,
     kafka: KafkaResource,
     mongodb: MongoDBResource,
     settings: SettingsResource,
 ) -> dg.SensorResult:
+    """One ``iot_stream_sensor`` tick (see the module docstring)."""
+    from iot_fed.stream.ingest import shared_ingestor  # the Kafka consumer: sensor ticks only
+
     s = settings.get()
     cursor = StreamCursor.parse(context.cursor)
     # built once per process (consumer, DLQ producer, topic check, db init); a service that
@@ -56,74 +109,52 @@ def iot_stream_sensor(
     )
     # The writes are durable (acknowledged with j=true) here; only now may the cursor advance.
     known = list(context.instance.get_dynamic_partitions(devices.name))
-    known_set = set(known)
-    new_devices = sorted({str(d) for d in res.per_device_valid_counts} - known_set, key=int)
+    new_devices = sorted({str(d) for d in res.per_device_valid_counts} - set(known), key=int)
     pending = dict(cursor.pending)
     for d, n in res.per_device_valid_counts.items():
         pending[str(d)] = pending.get(str(d), 0) + int(n)
     ready = [d for d, n in pending.items() if n >= s.min_new_samples]
     nxt = StreamCursor({**cursor.offsets, **res.next_offsets}, pending)
     run_requests = []
+    aggregate = False
     if ready:
         covered = covering_range(known + new_devices, ready)
         for d in covered:  # the run trains every device in its range
             nxt.pending.pop(d, None)
+        aggregate = aggregation_due(context.instance, s.aggregation_interval_s)
         run_requests.append(
             dg.RunRequest(
                 run_key=nxt.run_key(),
-                asset_selection=[local_model.key],
+                asset_selection=[local_model.key, *(AGGREGATION_KEYS if aggregate else [])],
                 tags={**range_tags(covered), "iot_fed/ready_devices": str(len(ready))},
             )
         )
     context.log.info(
-        "batch: %d messages, %d new readings, %d dead letters, %d new devices, %d ready, lag %d",
+        "batch: %d messages, %d new readings, %d dead letters, %d new devices, %d ready "
+        "(aggregating in the same run: %s), lag %d",
         res.n_messages,
         res.n_inserted,
         res.n_dead,
         len(new_devices),
         len(ready),
+        aggregate,
         res.lag,
     )
     return dg.SensorResult(
         run_requests=run_requests,
+        asset_events=[landed_batch(cursor.offsets, res)] if res.n_messages else [],
         dynamic_partitions_requests=[devices.build_add_request(new_devices)] if new_devices else [],
         cursor=nxt.dump(),
     )
 
 
-aggregate_job = dg.define_asset_job(
-    "aggregate_global_model",
-    selection=[global_model, promoted_model],
-    description="Aggregate the newest local models into a global version and promote it.",
-)
-
-
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
-
-def training_in_flight(instance: dg.DagsterInstance) -> bool:
-    """Is a run that materializes local_model queued or running?"""
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT))
-    return any(local_model.key in (r.asset_selection or ()) for r in runs)
-
-
-@dg.sensor(
-    name="aggregation_sensor",
-    minimum_interval_seconds=aggregation_interval(),
-    job=aggregate_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="After new local models, aggregate a global version (at most once per "
-    "aggregation_interval_s; after an in-flight training run, unless that would "
-    "starve it) and promote it if it passes its blocking check.",
-)
-def aggregation_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def aggregation_tick(
+    context: dg.SensorEvaluationContext, interval_s: float
+) -> dg.SensorResult | dg.SkipReason:
+    """One ``aggregation_sensor`` tick: local models newer than any global version."""
+    instance = context.instance
     after = int(context.cursor) if context.cursor else None
-    records = context.instance.fetch_materializations(
+    records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=local_model.key, after_storage_id=after),
         ascending=False,
         limit=1,
@@ -131,10 +162,54 @@ def aggregation_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult |
     if not records:
         return dg.SkipReason("no new local model materializations")
     newest = records[0].storage_id
+    last_global = instance.fetch_materializations(global_model.key, limit=1).records
+    if last_global and last_global[0].storage_id > newest:
+        return dg.SensorResult(
+            skip_reason="the newest local models were aggregated in their training run",
+            cursor=str(newest),
+        )
+    if in_flight(instance, global_model.key):
+        return dg.SkipReason("an aggregation is in flight")
     waited = time.time() - records[0].timestamp
-    if training_in_flight(context.instance) and waited < aggregation_interval():
+    if in_flight(instance, local_model.key) and waited < interval_s:
         # Let the round's training run land first, but never starve under back-to-back runs.
         return dg.SkipReason("a local_model run is still in flight; aggregating after it")
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=f"aggregate-{newest}")], cursor=str(newest)
     )
+
+
+def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
+    """The two sensors, with their cadences from ``settings``; both run by default."""
+    interval = max(settings.aggregation_interval_s, 1)
+
+    @dg.sensor(
+        name="iot_stream_sensor",
+        minimum_interval_seconds=settings.sensor_interval_s,
+        asset_selection=[local_model.key, *AGGREGATION_KEYS],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Consumes iot_stream in bounded batches, lands readings in MongoDB "
+        "(sensor_readings), adds new devices as partitions and trains all ready devices in "
+        "one run, which also aggregates and promotes when aggregation is due.",
+    )
+    def iot_stream_sensor(
+        context: dg.SensorEvaluationContext,
+        kafka: KafkaResource,
+        mongodb: MongoDBResource,
+        settings: SettingsResource,
+    ) -> dg.SensorResult:
+        return stream_tick(context, kafka, mongodb, settings)
+
+    @dg.sensor(
+        name="aggregation_sensor",
+        minimum_interval_seconds=interval,
+        job=aggregate_job,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Aggregates local models that no global version has seen yet (at most "
+        "once per aggregation_interval_s; after an in-flight training run, unless that "
+        "would starve it) and promotes the version if it passes its blocking check.",
+    )
+    def aggregation_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        return aggregation_tick(context, interval)
+
+    return [iot_stream_sensor, aggregation_sensor]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -28,6 +28,9 @@ from iot_fed.store.collections import (
     validator,
 )
 from iot_fed.store.durability import durable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DUPLICATE_KEY = 11000
 READING_FIELDS = FIELDS
@@ -61,6 +64,8 @@ def _split_write_errors(exc: BulkWriteError) -> tuple[dict[str, Any], int]:
 
 def readings_to_docs(df: pd.DataFrame) -> list[dict[str, Any]]:
     """DataFrame rows (reading columns, plus fault columns if present) -> MongoDB documents."""
+    import pandas as pd  # only callers holding a DataFrame pay for pandas
+
     cols = [c for c in (*READING_FIELDS, "fault", "fault_reason") if c in df.columns]
     frame = df[cols].astype(object).where(df[cols].notna(), None)
     frame["ts"] = list(pd.DatetimeIndex(pd.to_datetime(df["ts"], utc=True)).to_pydatetime())
@@ -487,7 +492,8 @@ def clean_value(v: Any) -> Any:
         v = v.item()
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return None
-    if v is pd.NA or v is pd.NaT:
+    pd = sys.modules.get("pandas")  # without pandas loaded, v cannot be pd.NA / pd.NaT
+    if pd is not None and (v is pd.NA or v is pd.NaT):
         return None
     return v
 

@@ -1,13 +1,12 @@
-"""The Spark assets materialize through dagster-pyspark's PySparkResource."""
+"""The Spark assets materialize through the SparkResource (lazy pyspark, typed fields)."""
 
 from __future__ import annotations
 
 import dagster as dg
-from dagster_pyspark import PySparkResource
 
 from iot_fed.config import get_settings
 from iot_fed.defs.assets.analytics import evaluation_report, predictions, streaming_evaluation
-from iot_fed.defs.resources import MongoDBResource
+from iot_fed.defs.resources import MongoDBResource, SparkResource
 from iot_fed.store.collections import PREDICTIONS
 from iot_fed_tests.analytics.helpers import (
     make_bundle,
@@ -27,7 +26,7 @@ def test_spark_assets_materialize(spark, monkeypatch, mongo_db, kafka_topic, set
     store_global(mongo_db, make_bundle(df, seed=1))
     produce_readings(settings, kafka_topic, make_readings(motes=2, per_mote=10, start="2004-03-05"))
     resources = {
-        "pyspark": PySparkResource(spark_config={"spark.master": "local[2]"}),
+        "pyspark": SparkResource(master="local[2]"),
         "mongodb": MongoDBResource(database=mongo_db.name),
     }
     res = dg.materialize(

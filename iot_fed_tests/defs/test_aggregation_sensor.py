@@ -5,12 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from iot_fed.definitions import defs
-from iot_fed.defs.sensors import aggregation_sensor
 
 
 def evaluate(instance: dg.DagsterInstance, cursor: str | None):
-    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as ctx:
-        return aggregation_sensor.evaluate_tick(ctx)
+    definitions = defs()
+    sensor = definitions.get_sensor_def("aggregation_sensor")
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions) as ctx:
+        return sensor.evaluate_tick(ctx)
 
 
 def test_requests_once_per_new_local_models(instance):
@@ -26,3 +27,11 @@ def test_requests_once_per_new_local_models(instance):
     assert evaluate(instance, first.cursor).run_requests == []
     instance.report_runless_asset_event(dg.AssetMaterialization("local_model", partition="1"))
     assert len(evaluate(instance, first.cursor).run_requests) == 1
+
+
+def test_skips_local_models_already_aggregated_in_their_run(instance):
+    instance.add_dynamic_partitions("devices", ["1"])
+    instance.report_runless_asset_event(dg.AssetMaterialization("local_model", partition="1"))
+    instance.report_runless_asset_event(dg.AssetMaterialization("global_model"))
+    data = evaluate(instance, None)
+    assert data.run_requests == [] and data.cursor is not None

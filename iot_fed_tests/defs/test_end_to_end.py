@@ -1,11 +1,10 @@
-"""Produce readings -> sensor tick -> training run -> aggregation sensor -> promoted version."""
+"""Produce readings -> sensor tick -> ONE run (train, aggregate, check, promote) -> promoted."""
 
 from __future__ import annotations
 
 import dagster as dg
 
 from iot_fed.definitions import defs
-from iot_fed.defs.sensors import aggregation_sensor
 from iot_fed.store import repository as repo
 from iot_fed_tests.defs.test_models import ASSETS, diurnal_readings
 from iot_fed_tests.defs.test_sensor import tick
@@ -29,16 +28,15 @@ def test_stream_to_promoted_global_version(pipeline_env, instance, settings):
     assert train.success
     assert sorted(db.local_models.distinct("device")) == ["1", "2", "3", "4"]
     assert all(d["metrics"]["kafka_offsets"] for d in db.local_models.find())
-
-    with dg.build_sensor_context(
-        instance=instance, definitions=defs, resources=env["resources"]
-    ) as ctx:
-        agg_req = aggregation_sensor.evaluate_tick(ctx).run_requests
-    assert len(agg_req) == 1
-    job = defs.resolve_job_def("aggregate_global_model")
-    assert job.execute_in_process(instance=instance, resources=env["resources"]).success
+    checks = {e.check_name: e.passed for e in train.get_asset_check_evaluations()}
+    assert checks == {"params_finite_loss_not_diverging": True, "not_worse_than_promoted": True}
 
     promoted = repo.promoted_global_model(db)
     assert promoted is not None and promoted["version"] == 1
     assert len(promoted["lineage"]) == 4
-    assert len(instance.get_runs()) == 2, "one federated round = two runs"
+    assert len(instance.get_runs()) == 1, "one federated round = one run"
+
+    definitions = defs()
+    with dg.build_sensor_context(instance=instance, definitions=definitions) as ctx:
+        later = definitions.get_sensor_def("aggregation_sensor").evaluate_tick(ctx)
+    assert later.run_requests == [], "aggregated already in the training run"

@@ -8,19 +8,24 @@ import pytest
 from iot_fed.definitions import defs
 from iot_fed.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from iot_fed.defs.resources import MongoDBResource
-from iot_fed.defs.sensors import iot_stream_sensor
 from iot_fed.store.collections import SENSOR_READINGS
 from iot_fed.stream.cursor import StreamCursor
-from iot_fed_tests.stream.helpers import produce_readings, readings_frame
+from iot_fed_tests.stream.helpers import produce_raw, produce_readings, readings_frame
+
+ROUND = [dg.AssetKey("local_model"), dg.AssetKey("global_model"), dg.AssetKey("promoted_model")]
 
 
 def tick(instance: dg.DagsterInstance, resources: dict, cursor: str | None):
+    definitions = defs()
+    sensor = definitions.get_sensor_def("iot_stream_sensor")
     with dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=resources, definitions=defs
+        instance=instance, cursor=cursor, resources=resources, definitions=definitions
     ) as ctx:
-        data = iot_stream_sensor.evaluate_tick(ctx)
+        data = sensor.evaluate_tick(ctx)
     for req in data.dynamic_partitions_requests or []:  # what the daemon does
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    for event in data.asset_events:  # what the daemon does with reported materializations
+        instance.report_runless_asset_event(event)
     return data
 
 
@@ -38,7 +43,7 @@ def test_new_devices_become_partitions_and_ready_ones_share_one_run(
     assert len(data.run_requests) == 1, "ready devices must share one run"
     req = data.run_requests[0]
     assert (req.tags[RANGE_START_TAG], req.tags[RANGE_END_TAG]) == ("1", "4")
-    assert req.asset_selection == [dg.AssetKey("local_model")]
+    assert req.asset_selection == ROUND, "no global version yet: the run also aggregates"
     cur = StreamCursor.parse(data.cursor)
     assert sum(cur.offsets.values()) == len(df)
     assert cur.pending == {"5": 3}, "mote 5 is not ready; its count carries over"
@@ -72,3 +77,34 @@ def test_cursor_does_not_advance_without_a_durable_write(pipeline_env, instance,
     data = tick(instance, env["resources"], None)  # the next good tick starts from scratch
     assert sum(StreamCursor.parse(data.cursor).offsets.values()) == 40
     assert env["db"][SENSOR_READINGS].count_documents({}) == 40
+
+
+def test_landed_batch_is_a_sensor_readings_materialization(pipeline_env, instance, settings):
+    env = pipeline_env
+    df = readings_frame(2 * 30, motes=2)
+    produce_readings(settings, env["topic"], df)
+    produce_raw(settings, env["topic"], [(b"1", b"not json"), (b"2", b'{"ts": 1}')])
+
+    data = tick(instance, env["resources"], None)
+
+    [event] = data.asset_events
+    assert event.asset_key == dg.AssetKey("sensor_readings")
+    meta = {k: v.value for k, v in event.metadata.items()}
+    assert meta["new_readings"] == 60 and meta["messages"] == 62
+    assert meta["readings_per_device"] == {"1": 30, "2": 30}
+    assert meta["dead_letters"] == 2
+    assert sum(meta["dead_letters_by_reason"].values()) == 2
+    assert sum(meta["offsets_to"].values()) == 62 and meta["offsets_from"] == {}
+    latest = instance.get_latest_materialization_event(dg.AssetKey("sensor_readings"))
+    assert latest is not None, "the reported materialization is on the instance"
+    # Nothing new on the next tick: no materialization, no run.
+    again = tick(instance, env["resources"], data.cursor)
+    assert again.asset_events == [] and again.run_requests == []
+
+
+def test_training_only_run_while_a_global_version_is_fresh(pipeline_env, instance, settings):
+    env = pipeline_env
+    instance.report_runless_asset_event(dg.AssetMaterialization("global_model"))
+    produce_readings(settings, env["topic"], readings_frame(2 * 25, motes=2))
+    [req] = tick(instance, env["resources"], None).run_requests
+    assert req.asset_selection == [dg.AssetKey("local_model")], "aggregation is not due yet"

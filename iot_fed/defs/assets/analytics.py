@@ -1,4 +1,4 @@
-"""Spark analytics assets (dagster-pyspark): evaluation report, predictions, streaming.
+"""Spark analytics assets (``SparkResource``): evaluation report, predictions, streaming.
 
 The analytics modules are imported inside the assets: every Dagster run process loads this
 code location, and only runs of these assets need pyspark's Python side."""
@@ -6,9 +6,8 @@ code location, and only runs of these assets need pyspark's Python side."""
 import base64
 
 import dagster as dg
-from dagster_pyspark import PySparkResource
 
-from iot_fed.defs.resources import MongoDBResource
+from iot_fed.defs.resources import MongoDBResource, SparkResource
 
 
 def _png_markdown(path) -> dg.MetadataValue:
@@ -24,7 +23,7 @@ def _png_markdown(path) -> dg.MetadataValue:
     "local model (MSE/MAE, anomaly rate, precision/recall/F1 where labelled).",
 )
 def evaluation_report(
-    context: dg.AssetExecutionContext, pyspark: PySparkResource, mongodb: MongoDBResource
+    context: dg.AssetExecutionContext, pyspark: SparkResource, mongodb: MongoDBResource
 ) -> dg.MaterializeResult:
     from iot_fed.analytics.evaluation import evaluation_report as build_report
 
@@ -47,7 +46,7 @@ def evaluation_report(
     description="Anomaly score and flag of the promoted global model for every stored "
     "reading, written to MongoDB predictions idempotently.",
 )
-def predictions(pyspark: PySparkResource, mongodb: MongoDBResource) -> dg.MaterializeResult:
+def predictions(pyspark: SparkResource, mongodb: MongoDBResource) -> dg.MaterializeResult:
     from iot_fed.analytics.predictions import write_predictions
 
     res = write_predictions(pyspark.spark_session, mongodb.settings())
@@ -60,9 +59,7 @@ def predictions(pyspark: PySparkResource, mongodb: MongoDBResource) -> dg.Materi
     description="Spark Structured Streaming over iot_stream with an available-now trigger: "
     "scores everything not yet processed with the promoted model, then stops.",
 )
-def streaming_evaluation(
-    pyspark: PySparkResource, mongodb: MongoDBResource
-) -> dg.MaterializeResult:
+def streaming_evaluation(pyspark: SparkResource, mongodb: MongoDBResource) -> dg.MaterializeResult:
     from iot_fed.analytics.streaming import streaming_evaluation as run_available_now
 
     counts = run_available_now(pyspark.spark_session, mongodb.settings())

@@ -1,13 +1,12 @@
-"""Dataset group: the Intel Berkeley Lab readings (download, local file or generator)."""
+"""Dataset group: the Intel Berkeley Lab readings (download, local file or generator).
+
+pandas/pandera are imported inside the assets (only their runs need them)."""
 
 from pathlib import Path
 
 import dagster as dg
 
-from iot_fed.data.clean import build_clean, build_mote_locations
-from iot_fed.data.download import obtain_mote_locs, obtain_raw
 from iot_fed.defs.resources import SettingsResource
-from iot_fed.stream.producer import default_data_path
 
 
 def _meta(d: dict) -> dict:
@@ -26,6 +25,8 @@ def _meta(d: dict) -> dict:
     "IOT_FED_DATA_FILE, or the calibrated generator when neither is reachable.",
 )
 def intel_lab_raw(context: dg.AssetExecutionContext, settings: SettingsResource) -> str:
+    from iot_fed.data.download import obtain_raw
+
     src = obtain_raw(settings.get())
     (context.log.warning if src.source == "synthetic" else context.log.info)(
         "intel_lab_raw source: %s (%s)", src.source, src.detail
@@ -50,6 +51,9 @@ def intel_lab_raw(context: dg.AssetExecutionContext, settings: SettingsResource)
 def intel_lab_clean(
     context: dg.AssetExecutionContext, settings: SettingsResource, intel_lab_raw: str
 ) -> str:
+    from iot_fed.data.clean import build_clean
+    from iot_fed.stream.producer import default_data_path
+
     raw = Path(intel_lab_raw)
     labels = raw.with_name(raw.name + ".labels.csv")
     out = default_data_path(settings.get())
@@ -60,6 +64,9 @@ def intel_lab_clean(
 
 @dg.asset(group_name="dataset", description="Mote positions in the lab (mote_locs.txt).")
 def mote_locations(context: dg.AssetExecutionContext, settings: SettingsResource) -> str:
+    from iot_fed.data.clean import build_mote_locations
+    from iot_fed.data.download import obtain_mote_locs
+
     src = obtain_mote_locs(settings.get())
     df, meta = build_mote_locations(src.path)
     out = settings.get().data_dir / "intel_lab" / "mote_locations.parquet"

@@ -2,28 +2,73 @@
 
 ``local_model`` runs with a single-run backfill policy: a run over many device partitions
 is ONE run that trains all of them in one vmapped JAX call.
+
+Hyperparameters are run config (``TrainingConfig``, ``AggregationRunConfig``): unset fields
+come from the settings, so the launchpad or ``dagster asset materialize --config`` can
+try another strategy or learning rate for one run. The round's code (JAX, numpy, the
+store) is imported inside the assets: loading the code location does not pay for it.
 """
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from iot_fed.defs.partitions import devices
 from iot_fed.defs.resources import MongoDBResource, SettingsResource
-from iot_fed.federation.global_round import aggregate_global_model, promote_if_better
-from iot_fed.federation.health import promotion_verdict
-from iot_fed.federation.outcomes import DeviceOutcome
-from iot_fed.store import repository as repo
+from iot_fed.defs.settings_fields import config_class, overrides
+
+if TYPE_CHECKING:
+    from iot_fed.federation.outcomes import DeviceOutcome
 
 LOCAL_HEALTH_CHECK = "params_finite_loss_not_diverging"
+PROMOTION_CHECK = "not_worse_than_promoted"
+RETRY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+"""Transient failures (a store or broker hiccup) are retried; the round is idempotent."""
+
+TRAINING_FIELDS = (
+    "model_hidden",
+    "model_activation",
+    "optimizer",
+    "learning_rate",
+    "local_epochs",
+    "batch_size",
+    "fedprox_mu",
+    "threshold_quantile",
+    "training_window",
+    "seed",
+)
+AGGREGATION_FIELDS = (
+    "aggregation_strategy",
+    "trim_ratio",
+    "dp_clip_norm",
+    "dp_noise_multiplier",
+    "threshold_quantile",
+    "seed",
+)
+
+TrainingConfig = config_class(
+    "TrainingConfig",
+    dg.Config,
+    TRAINING_FIELDS,
+    "Model and local-training hyperparameters of one run (unset: from the settings).",
+    __name__,
+)
+AggregationRunConfig = config_class(
+    "AggregationRunConfig",
+    dg.Config,
+    AGGREGATION_FIELDS,
+    "Aggregation hyperparameters of one run (unset: from the settings).",
+    __name__,
+)
 
 
 def _fmt(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
 
-def outcomes_table(outcomes: Sequence[DeviceOutcome]) -> str:
+def outcomes_table(outcomes: Sequence["DeviceOutcome"]) -> str:
     rows = [
         "| device | version | samples | loss before | loss after | threshold | note |",
         "|---|---|---|---|---|---|---|",
@@ -40,7 +85,8 @@ def outcomes_table(outcomes: Sequence[DeviceOutcome]) -> str:
     partitions_def=devices,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="federation",
-    deps=["iot_stream"],
+    deps=["sensor_readings"],
+    retry_policy=RETRY,
     check_specs=[
         dg.AssetCheckSpec(
             LOCAL_HEALTH_CHECK,
@@ -53,12 +99,15 @@ def outcomes_table(outcomes: Sequence[DeviceOutcome]) -> str:
     "warm-started from the promoted global model. Stored in local_models.",
 )
 def local_model(
-    context: dg.AssetExecutionContext, mongodb: MongoDBResource, settings: SettingsResource
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    mongodb: MongoDBResource,
+    settings: SettingsResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     from iot_fed.federation.local_round import train_local_models  # JAX: training runs only
 
     keys = list(context.partition_keys)
-    s = settings.get()
+    s = settings.get(**overrides(config))
     outcomes = train_local_models(mongodb.db, keys, s, seed=s.seed)
     trained = [o for o in outcomes if o.version is not None]
     context.log.info("trained %d of %d devices in one vmapped call", len(trained), len(keys))
@@ -83,13 +132,19 @@ def local_model(
     deps=[dg.AssetDep("local_model", partition_mapping=dg.AllPartitionMapping())],
     group_name="federation",
     output_required=False,
+    retry_policy=RETRY,
     description="A new global version aggregated (FedAvg / median / trimmed mean, optional DP) "
     "from the newest healthy local models; stored unpromoted with lineage.",
 )
 def global_model(
-    context: dg.AssetExecutionContext, mongodb: MongoDBResource, settings: SettingsResource
+    context: dg.AssetExecutionContext,
+    config: AggregationRunConfig,
+    mongodb: MongoDBResource,
+    settings: SettingsResource,
 ) -> Iterator[dg.MaterializeResult]:
-    s = settings.get()
+    from iot_fed.federation.global_round import aggregate_global_model
+
+    s = settings.get(**overrides(config))
     out = aggregate_global_model(mongodb.db, s, seed=s.seed)
     if out.rejected:
         context.log.warning("local models left out: %s", out.rejected)
@@ -116,13 +171,16 @@ def global_model(
 @dg.asset_check(
     asset=global_model,
     blocking=True,
-    name="not_worse_than_promoted",
+    name=PROMOTION_CHECK,
     description="held-out validation loss within promotion_tolerance of the "
     "promoted version; otherwise the version stays unpromoted",
 )
 def not_worse_than_promoted(
     mongodb: MongoDBResource, settings: SettingsResource
 ) -> dg.AssetCheckResult:
+    from iot_fed.federation.health import promotion_verdict
+    from iot_fed.store import repository as repo
+
     doc = repo.latest_global_model(mongodb.db)
     if doc is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no global model stored"})
@@ -138,6 +196,9 @@ def not_worse_than_promoted(
 def promoted_model(
     context: dg.AssetExecutionContext, mongodb: MongoDBResource, settings: SettingsResource
 ) -> dg.MaterializeResult:
+    from iot_fed.federation.global_round import promote_if_better
+    from iot_fed.store import repository as repo
+
     db = mongodb.db
     latest = repo.latest_global_model(db)
     if latest is None:

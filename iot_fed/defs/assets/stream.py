@@ -1,9 +1,24 @@
-"""``iot_stream``: the Kafka topic as an observable source asset (end offsets, lag)."""
+"""The stream group: the Kafka topic (observable) and the readings landed from it.
+
+``iot_stream`` is observed for end offsets and lag. ``sensor_readings`` is landed by
+``iot_stream_sensor`` (consuming in the sensor keeps a round to one run launch); every
+landed batch is reported as a materialization with its offsets, per-device counts and
+dead letters by reason, so the lineage runs topic -> readings -> local models.
+"""
 
 import dagster as dg
 
 from iot_fed.defs.resources import KafkaResource
-from iot_fed.stream.admin import topic_status
+
+sensor_readings = dg.AssetSpec(
+    "sensor_readings",
+    deps=["iot_stream"],
+    group_name="stream",
+    kinds={"kafka", "mongodb"},
+    description="Validated readings in MongoDB sensor_readings (unique (moteid, epoch)), "
+    "landed in bounded batches by iot_stream_sensor; rejected messages go to dead_letters "
+    "and iot_stream_dlq with their reason. One materialization per landed batch.",
+)
 
 
 @dg.observable_source_asset(
@@ -13,6 +28,8 @@ from iot_fed.stream.admin import topic_status
     auto_observe_interval_minutes=1,
 )
 def iot_stream(kafka: KafkaResource) -> dg.ObserveResult:
+    from iot_fed.stream.admin import topic_status
+
     s = kafka.settings()
     statuses = topic_status(s, [s.kafka_topic], s.kafka_consumer_group)
     if not statuses:

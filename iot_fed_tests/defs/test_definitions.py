@@ -1,0 +1,100 @@
+"""The Definitions: what the README lists, settings as typed fields, nothing read at import."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from iot_fed.config import Settings
+from iot_fed.definitions import defs
+from iot_fed.defs.resources import SettingsResource
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+HEAVY = ("pandas", "jax", "pyspark", "matplotlib", "pandera", "pymongo", "confluent_kafka")
+
+
+def readme_lists() -> dict[str, dict[str, list[str]]]:
+    """``{"Assets": {group: [names]}, "Asset checks": {asset: [names]}, "Sensors": ...}``."""
+    text = README.read_text()
+    block = text[text.index("<!-- definitions:start -->") : text.index("<!-- definitions:end -->")]
+    out: dict[str, dict[str, list[str]]] = {}
+    section = None
+    for item in re.split(r"\n(?=\*\*|- )", block):
+        if m := re.match(r"\*\*([\w ]+)\*\*(,|:)", item):
+            section = m.group(1)
+            out[section] = {}
+            if m.group(2) == ":":  # a one-line list
+                out[section][""] = re.findall(r"`(\w+)`", item)
+        elif m := re.match(r"- `(\w+)`: (.*)", item, re.S):
+            rest = re.sub(r"\([^)]*\)", "", m.group(2))  # descriptions may name other things
+            out[section][m.group(1)] = re.findall(r"`(\w+)`", rest)
+    return out
+
+
+def test_readme_lists_what_definitions_register():
+    lists = readme_lists()
+    d = defs()
+    graph = d.resolve_asset_graph()
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    listed = {a: g for g, names in lists["Assets"].items() for a in names}
+    assert listed == groups
+
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    listed_checks = {(a, c) for a, names in lists["Asset checks"].items() for c in names}
+    assert listed_checks == checks
+    blocking = {
+        (k.asset_key.to_user_string(), k.name)
+        for k in graph.asset_check_keys
+        if graph.get_check_spec(k).blocking
+    }
+    readme = README.read_text()
+    for asset, check in checks:
+        assert (f"`{check}` (blocking" in readme) == ((asset, check) in blocking), check
+
+    assert lists["Sensors"][""] == [s.name for s in d.sensors]
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in d.sensors)
+    jobs = {j.name for j in d.resolve_all_job_defs()} - {"__ASSET_JOB"}
+    assert set(lists["Jobs"][""]) == jobs
+
+
+def test_import_reads_no_setting_and_no_heavy_module():
+    code = (
+        "import json, sys, iot_fed.definitions as m\n"
+        f"heavy = [n for n in {HEAVY!r} if n in sys.modules]\n"
+        "try:\n    m.defs(); err = None\n"
+        "except Exception as e:\n    err = str(e)\n"
+        "print(json.dumps({'heavy': heavy, 'err': err}))\n"
+    )
+    env = {"IOT_FED_SENSOR_INTERVAL_S": "soon", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["heavy"] == [], "imported at import time of iot_fed.definitions"
+    assert "IOT_FED_SENSOR_INTERVAL_S" in got["err"], "the bad setting fails the load, named"
+
+
+def test_sensor_cadences_come_from_settings_at_load(monkeypatch):
+    monkeypatch.setenv("IOT_FED_SENSOR_INTERVAL_S", "7")
+    monkeypatch.setenv("IOT_FED_AGGREGATION_INTERVAL_S", "11")
+    d = defs()
+    assert d.get_sensor_def("iot_stream_sensor").minimum_interval_seconds == 7
+    assert d.get_sensor_def("aggregation_sensor").minimum_interval_seconds == 11
+
+
+def test_settings_resource_has_a_typed_field_per_setting_but_no_secret():
+    fields = SettingsResource.model_fields
+    secrets = {"kafka_sasl_password"}
+    assert set(fields) == set(Settings.model_fields) - secrets
+    assert "IOT_FED_LEARNING_RATE" in fields["learning_rate"].description
+    assert SettingsResource(learning_rate=0.5).get().learning_rate == 0.5
+    assert SettingsResource().get().learning_rate == Settings().learning_rate
+    with pytest.raises(ValueError, match="sensor_interval_s"):
+        SettingsResource(sensor_interval_s=0)
