@@ -26,6 +26,7 @@ from iot_fed.defs.assets.models import (
     not_worse_than_promoted,
     promoted_model,
 )
+from iot_fed.defs.assets.reporting import PostgresResource, reporting_sensor, reporting_tables
 from iot_fed.defs.assets.stream import iot_stream, sensor_readings
 from iot_fed.defs.checks import device_models_fresh
 from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource, SparkResource
@@ -49,6 +50,8 @@ ASSETS = [
     streaming_evaluation,
     # evaluation
     anomaly_benchmark,
+    # reporting
+    reporting_tables,
 ]
 ASSET_CHECKS = [
     not_worse_than_promoted,
@@ -75,6 +78,7 @@ def resources_for(deployment: str) -> dict[str, object]:
         "mongodb": mongodb,
         "settings": SettingsResource(),
         "pyspark": SparkResource(),
+        "postgres": PostgresResource(),
     }
 
 
@@ -85,7 +89,7 @@ def defs() -> dg.Definitions:
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
         jobs=JOBS,
-        sensors=[*build_sensors(settings)],
+        sensors=[*build_sensors(settings), reporting_sensor],
         executor=dg.in_process_executor,  # one process per run: JAX compiles once per run
         resources=resources_for(os.environ.get("IOT_FED_DEPLOYMENT", "local")),
     )
