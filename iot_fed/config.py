@@ -119,6 +119,13 @@ class Settings(BaseSettings):
     # --- producer --------------------------------------------------------------
     producer_rate: float = Field(10.0, gt=0, description="records per second (original: 10)")
 
+    # --- Superset (dashboards; optional service) -------------------------------
+    superset_port: int = Field(8088, ge=1, le=65535, description="Superset web UI on 127.0.0.1")
+    superset_user: str | None = Field(None, description="Superset admin (generated when unset)")
+    superset_password: SecretStr | None = Field(
+        None, description="Superset admin password (generated once when unset)"
+    )
+
     # --- model and training ----------------------------------------------------
     model_hidden: Annotated[tuple[int, ...], NoDecode] = Field(
         (32, 16), description="hidden layer sizes"

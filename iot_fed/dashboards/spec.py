@@ -1,0 +1,373 @@
+"""The four dashboards as data: datasets on the reporting views, charts, layouts, filters.
+
+:mod:`iot_fed.dashboards.bundle` renders this into the Superset import bundle (YAML) that
+is committed under ``iot_fed/dashboards/bundle/``. Edit here, then regenerate with
+``python -m iot_fed.dashboards.bundle``; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+NAMESPACE = uuid.UUID("6f1f0d5e-7a44-4d0c-9d1e-2b7f3c9a1e00")
+DATABASE_NAME = "iot_fed reporting"
+REFRESH_S = 10  # every dashboard re-queries this often
+
+# Virtual datasets: the only place that names the reporting views (schema ``reporting``).
+DATASETS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
+    # key: (main time column or "", SQL, [(column, type)])
+    "device_minute": (
+        "minute",
+        "SELECT moteid, minute, readings, anomalies, mean_score, max_score,\n"
+        "       temperature, humidity, light, voltage\n"
+        "FROM reporting.device_minute",
+        [
+            ("moteid", "INTEGER"),
+            ("minute", "TIMESTAMP WITH TIME ZONE"),
+            ("readings", "BIGINT"),
+            ("anomalies", "BIGINT"),
+            ("mean_score", "DOUBLE PRECISION"),
+            ("max_score", "DOUBLE PRECISION"),
+            ("temperature", "DOUBLE PRECISION"),
+            ("humidity", "DOUBLE PRECISION"),
+            ("light", "DOUBLE PRECISION"),
+            ("voltage", "DOUBLE PRECISION"),
+        ],
+    ),
+    "floor_plan": (
+        "",
+        "SELECT d.moteid, d.x, d.y,\n"
+        "       COALESCE(SUM(m.readings), 0) AS readings,\n"
+        "       COALESCE(SUM(m.anomalies), 0) AS anomalies,\n"
+        "       COALESCE(SUM(m.anomalies)::float / NULLIF(SUM(m.readings), 0), 0)"
+        " AS anomaly_rate\n"
+        "FROM reporting.devices d\n"
+        "LEFT JOIN reporting.device_minute m ON m.moteid = d.moteid\n"
+        "  AND m.minute > (SELECT MAX(minute) FROM reporting.device_minute)"
+        " - INTERVAL '1 hour'\n"
+        "GROUP BY d.moteid, d.x, d.y",
+        [
+            ("moteid", "INTEGER"),
+            ("x", "DOUBLE PRECISION"),
+            ("y", "DOUBLE PRECISION"),
+            ("readings", "BIGINT"),
+            ("anomalies", "BIGINT"),
+            ("anomaly_rate", "DOUBLE PRECISION"),
+        ],
+    ),
+    "model_versions": (
+        "created_at",
+        "SELECT version, created_at, strategy, devices, validation_loss,\n"
+        "       CASE WHEN promoted THEN 'promoted' ELSE 'rejected' END AS status, f1\n"
+        "FROM reporting.model_versions",
+        [
+            ("version", "INTEGER"),
+            ("created_at", "TIMESTAMP WITH TIME ZONE"),
+            ("strategy", "TEXT"),
+            ("devices", "INTEGER"),
+            ("validation_loss", "DOUBLE PRECISION"),
+            ("status", "TEXT"),
+            ("f1", "DOUBLE PRECISION"),
+        ],
+    ),
+    "local_models": (
+        "trained_at",
+        "SELECT moteid, trained_at, loss FROM reporting.local_models",
+        [("moteid", "INTEGER"), ("trained_at", "TIMESTAMP WITH TIME ZONE"), ("loss", "DOUBLE PRECISION")],
+    ),
+    "dead_letters_minute": (
+        "minute",
+        "SELECT minute, reason, letters FROM reporting.dead_letters_minute",
+        [("minute", "TIMESTAMP WITH TIME ZONE"), ("reason", "TEXT"), ("letters", "BIGINT")],
+    ),
+    "device_gaps": (
+        "",
+        "SELECT moteid, COUNT(*) AS minutes_seen,\n"
+        "       (EXTRACT(EPOCH FROM MAX(minute) - MIN(minute)) / 60)::bigint + 1 - COUNT(*)"
+        " AS missing_minutes\n"
+        "FROM reporting.device_minute GROUP BY moteid",
+        [("moteid", "INTEGER"), ("minutes_seen", "BIGINT"), ("missing_minutes", "BIGINT")],
+    ),
+}
+
+
+def metric(sql: str, label: str) -> dict[str, Any]:
+    """An ad-hoc SQL metric."""
+    return {
+        "expressionType": "SQL",
+        "sqlExpression": sql,
+        "label": label,
+        "hasCustomLabel": True,
+        "optionName": f"metric_{label.replace(' ', '_')}",
+    }
+
+
+def _timeseries(x_axis: str, metrics: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "x_axis": x_axis,
+        "time_grain_sqla": "PT1M",
+        "metrics": metrics,
+        "groupby": [],
+        "adhoc_filters": [],
+        "time_range": "No filter",
+        "row_limit": 10000,
+        "show_legend": True,
+        "rich_tooltip": True,
+        "truncateXAxis": True,
+        "y_axis_format": "SMART_NUMBER",
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class Chart:
+    key: str
+    title: str
+    viz_type: str
+    dataset: str
+    params: dict[str, Any]
+    width: int = 6  # of 12 grid columns
+    height: int = 50
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    key: str
+    title: str
+    rows: list[list[Chart]]
+    filters: list[dict[str, Any]] = field(default_factory=list)
+
+
+READINGS_PER_S = metric("SUM(readings) / 60.0", "readings per s")
+ANOMALIES = metric("SUM(anomalies)", "anomalies")
+CHANNELS = [metric(f"AVG({c})", c) for c in ("temperature", "humidity", "light", "voltage")]
+
+FLEET = Dashboard(
+    "fleet",
+    "Fleet",
+    [
+        [
+            Chart(
+                "fleet_readings_per_s",
+                "Readings per second",
+                "big_number",
+                "device_minute",
+                _timeseries("minute", [], metric=READINGS_PER_S, show_trend_line=True,
+                            start_y_axis_at_zero=True, compare_lag=None),
+                width=4,
+            ),
+            Chart(
+                "fleet_promoted_version",
+                "Promoted global version",
+                "big_number_total",
+                "model_versions",
+                {
+                    "metric": metric("MAX(version)", "promoted version"),
+                    "adhoc_filters": [
+                        {
+                            "expressionType": "SQL",
+                            "clause": "WHERE",
+                            "sqlExpression": "status = 'promoted'",
+                        }
+                    ],
+                    "time_range": "No filter",
+                    "header_font_size": 0.4,
+                    "subheader": "latest promoted",
+                },
+                width=2,
+            ),
+            Chart(
+                "fleet_anomalies_per_minute",
+                "Anomalies per minute",
+                "echarts_timeseries_bar",
+                "device_minute",
+                _timeseries("minute", [ANOMALIES]),
+            ),
+        ],
+        [
+            Chart(
+                "fleet_floor_plan",
+                "Anomaly rate per mote on the lab floor plan (last hour)",
+                "bubble_v2",
+                "floor_plan",
+                {
+                    "entity": "moteid",
+                    "x": metric("MAX(x)", "x"),
+                    "y": metric("MAX(y)", "y"),
+                    "size": metric("MAX(anomaly_rate) + 0.001", "anomaly rate"),
+                    "adhoc_filters": [],
+                    "row_limit": 1000,
+                    "max_bubble_size": "25",
+                    "color_scheme": "supersetColors",
+                    "show_legend": False,
+                    "x_axis_label": "x (m)",
+                    "y_axis_label": "y (m)",
+                    "x_axis_format": "~g",
+                    "y_axis_format": "~g",
+                    "opacity": 0.7,
+                },
+                width=12,
+                height=70,
+            ),
+        ],
+    ],
+)
+
+DEVICE = Dashboard(
+    "device",
+    "Device",
+    [
+        [
+            Chart(
+                "device_channels",
+                "Channels over time with anomalies (right axis, dots)",
+                "mixed_timeseries",
+                "device_minute",
+                {
+                    **_timeseries("minute", CHANNELS),
+                    "metrics_b": [ANOMALIES],
+                    "groupby_b": [],
+                    "adhoc_filters_b": [],
+                    "row_limit_b": 10000,
+                    "seriesType": "line",
+                    "seriesTypeB": "scatter",
+                    "yAxisIndex": 0,
+                    "yAxisIndexB": 1,
+                    "markerEnabledB": True,
+                    "markerSizeB": 8,
+                    "y_axis_format_secondary": "SMART_NUMBER",
+                },
+                width=12,
+                height=70,
+            ),
+        ],
+        [
+            Chart(
+                "device_score",
+                "Anomaly score (mean and max per minute)",
+                "echarts_timeseries_line",
+                "device_minute",
+                _timeseries(
+                    "minute",
+                    [metric("AVG(mean_score)", "mean score"), metric("MAX(max_score)", "max score")],
+                ),
+                width=12,
+            ),
+        ],
+    ],
+    filters=[{"key": "mote", "name": "Mote", "dataset": "device_minute", "column": "moteid"}],
+)
+
+FEDERATION = Dashboard(
+    "federation",
+    "Federation",
+    [
+        [
+            Chart(
+                "federation_validation_loss",
+                "Global versions: validation loss (promoted / rejected)",
+                "echarts_timeseries_scatter",
+                "model_versions",
+                {
+                    **_timeseries("created_at", [metric("MAX(validation_loss)", "validation loss")]),
+                    "time_grain_sqla": None,
+                    "groupby": ["status"],
+                    "markerSize": 10,
+                },
+            ),
+            Chart(
+                "federation_devices",
+                "Devices per global version",
+                "echarts_timeseries_line",
+                "model_versions",
+                {
+                    **_timeseries("created_at", [metric("MAX(devices)", "devices")]),
+                    "time_grain_sqla": None,
+                    "markerEnabled": True,
+                },
+            ),
+        ],
+        [
+            Chart(
+                "federation_versions",
+                "Global versions",
+                "table",
+                "model_versions",
+                {
+                    "query_mode": "raw",
+                    "all_columns": [
+                        "version", "created_at", "strategy", "devices",
+                        "validation_loss", "status", "f1",
+                    ],
+                    "order_by_cols": ['["version", false]'],
+                    "adhoc_filters": [],
+                    "time_range": "No filter",
+                    "row_limit": 100,
+                    "server_pagination": False,
+                },
+            ),
+            Chart(
+                "federation_local_losses",
+                "Local training loss per device",
+                "echarts_timeseries_line",
+                "local_models",
+                {
+                    **_timeseries("trained_at", [metric("AVG(loss)", "loss")]),
+                    "groupby": ["moteid"],
+                    "show_legend": False,
+                    "series_limit": 60,
+                },
+            ),
+        ],
+    ],
+)
+
+DATA_QUALITY = Dashboard(
+    "data_quality",
+    "Data quality",
+    [
+        [
+            Chart(
+                "dq_dead_letters",
+                "Dead letters per minute by reason",
+                "echarts_timeseries_bar",
+                "dead_letters_minute",
+                {
+                    **_timeseries("minute", [metric("SUM(letters)", "dead letters")]),
+                    "groupby": ["reason"],
+                    "stack": "Stack",
+                },
+                width=12,
+            ),
+        ],
+        [
+            Chart(
+                "dq_gaps",
+                "Missing minutes per device",
+                "echarts_timeseries_bar",
+                "device_gaps",
+                {
+                    "x_axis": "moteid",
+                    "metrics": [metric("SUM(missing_minutes)", "missing minutes")],
+                    "groupby": [],
+                    "adhoc_filters": [],
+                    "time_range": "No filter",
+                    "row_limit": 1000,
+                    "x_axis_sort_asc": True,
+                    "show_legend": False,
+                    "xAxisLabelRotation": 45,
+                },
+                width=12,
+            ),
+        ],
+    ],
+)
+
+DASHBOARDS = [FLEET, DEVICE, FEDERATION, DATA_QUALITY]
+
+
+def uid(kind: str, key: str) -> str:
+    """A stable UUID per object, so re-imports overwrite instead of duplicating."""
+    return str(uuid.uuid5(NAMESPACE, f"{kind}:{key}"))
