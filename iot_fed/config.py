@@ -161,6 +161,16 @@ class Settings(BaseSettings):
     ingest_chunk_size: int = Field(5000, ge=1, description="messages per consume/write chunk")
     device_freshness_s: int = Field(3600, ge=1, description="stale device model after this")
 
+    # --- PostgreSQL (reporting store, Superset metadata, Dagster instance) -------
+    postgres_uri: str = Field(
+        "postgresql://iot_fed:iot_fed@127.0.0.1:5432/iot_fed",
+        description="PostgreSQL URI (reporting schema); a local host means iot-fed runs it",
+    )
+    postgres_bin_dir: Path = Field(
+        Path("/usr/lib/postgresql/15/bin"), description="PostgreSQL server binaries (Debian)"
+    )
+    reporting_interval_s: int = Field(15, ge=1, description="reporting refresh cadence")
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _check_bootstrap(cls, v: str) -> str:
@@ -175,6 +185,13 @@ class Settings(BaseSettings):
     def _check_mongo_uri(cls, v: str) -> str:
         if not v.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError(f"expected a mongodb:// or mongodb+srv:// URI, got {v!r}")
+        return v
+
+    @field_validator("postgres_uri")
+    @classmethod
+    def _check_postgres_uri(cls, v: str) -> str:
+        if not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"expected a postgresql:// URI, got {v!r}")
         return v
 
     @field_validator("model_hidden", mode="before")
@@ -221,6 +238,15 @@ class Settings(BaseSettings):
     @property
     def mongodb_port(self) -> int:
         return urlparse(self.mongodb_uri).port or 27017
+
+    @property
+    def postgres_is_local(self) -> bool:
+        """True when the PostgreSQL URI names this machine (iot-fed may start the server)."""
+        return (urlparse(self.postgres_uri).hostname or "") in LOCAL_HOSTS
+
+    @property
+    def postgres_port(self) -> int:
+        return urlparse(self.postgres_uri).port or 5432
 
     @property
     def state_dir(self) -> Path:

@@ -102,3 +102,15 @@ def kafka_topic_factory(
 def kafka_topic(kafka_topic_factory: Callable[..., str], settings: Settings) -> str:
     """A fresh, uniquely named topic (``settings.kafka_partitions`` partitions)."""
     return kafka_topic_factory(settings.kafka_partitions)
+
+
+SERVICE_FIXTURES.add("postgres")
+
+
+@pytest.fixture(scope="session")
+def postgres(settings: Settings) -> Iterator[str]:
+    """The project's PostgreSQL up for the session (started if needed); yields its URI."""
+    with manager.session(settings, only=("postgres",)) as statuses:
+        if not statuses[0].healthy:
+            pytest.fail(f"postgres did not start: {statuses[0].detail}")
+        yield settings.postgres_uri

@@ -8,6 +8,18 @@ if ! python3 -m uv --version >/dev/null 2>&1; then
   echo "bootstrap: installing uv ${UV_VERSION} from PyPI"
   python3 -m pip install --quiet --disable-pip-version-check "uv==${UV_VERSION}"
 fi
+if [ ! -x /usr/lib/postgresql/15/bin/postgres ] && command -v apt-get >/dev/null 2>&1; then
+  echo "bootstrap: installing PostgreSQL 15 (apt package postgresql)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  # iot-fed runs its own cluster: keep the package from creating and starting one on :5432.
+  $SUDO mkdir -p /etc/postgresql-common
+  grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf \
+    || echo "create_main_cluster = false" | $SUDO tee -a /etc/postgresql-common/createcluster.conf >/dev/null
+  APT=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+       -o Dpkg::Options::=--force-confold postgresql)
+  { $SUDO "${APT[@]}" || { $SUDO apt-get update -q && $SUDO "${APT[@]}"; }; } \
+    || echo "bootstrap: PostgreSQL not installed (dashboards and the Dagster instance on it are optional)"
+fi
 export UV_PYTHON_DOWNLOADS=never
 python3 -m uv sync --locked --quiet
 .venv/bin/iot-fed services install

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -15,6 +16,8 @@ class Service(ABC):
 
     name: str
     setting: str  # the IOT_FED_* variable that points at it
+    optional: bool = False  # True: `up` reports its failure and keeps the others running
+    stop_signal: signal.Signals = signal.SIGTERM  # what `down` sends first
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -65,6 +68,14 @@ class Service(ABC):
 
     @abstractmethod
     def command(self) -> list[str]: ...
+
+    def run_as(self) -> str | None:
+        """The system user the process runs as (None: the caller's)."""
+        return None
+
+    def after_start(self) -> None:
+        """Runs once the service answers (also when it was already running); idempotent."""
+        return None
 
     @abstractmethod
     def probe(self, timeout: float) -> str | None:

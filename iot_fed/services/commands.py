@@ -55,7 +55,9 @@ def _guard(func):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``services`` command group to the ``iot-fed`` parser."""
-    p = subparsers.add_parser("services", help="local Kafka broker and MongoDB-compatible server")
+    p = subparsers.add_parser(
+        "services", help="local Kafka broker, MongoDB-compatible server and PostgreSQL"
+    )
     sub = p.add_subparsers(dest="services_command", required=True)
     specs = [
         ("install", _cmd_install, "fetch/build the artifacts only (cached)"),

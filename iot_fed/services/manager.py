@@ -14,6 +14,7 @@ from iot_fed.config import Settings
 from iot_fed.services.base import LOCAL_HOST, Service, redact
 from iot_fed.services.kafka import KafkaService
 from iot_fed.services.mongodb import MongoService
+from iot_fed.services.postgres import PostgresService
 from iot_fed.services.process import (
     ProcessRecord,
     ServiceError,
@@ -29,7 +30,11 @@ from iot_fed.services.process import (
 log = logging.getLogger(__name__)
 
 # Start order: the quick one first; `down` stops in reverse.
-SERVICE_TYPES: dict[str, type[Service]] = {"mongodb": MongoService, "kafka": KafkaService}
+SERVICE_TYPES: dict[str, type[Service]] = {
+    "mongodb": MongoService,
+    "kafka": KafkaService,
+    "postgres": PostgresService,  # optional: its failure leaves the others running
+}
 SERVICE_NAMES = tuple(SERVICE_TYPES)
 DEFAULT_START_TIMEOUT_S = 90.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
@@ -139,22 +144,24 @@ def _up_one(
     rec = _own_record(svc)
     if rec is not None:
         _wait_healthy(svc, rec, timeout)
+        svc.after_start()
         return _status(svc, "already running", True, rec)
     busy = [p for p in svc.ports() if port_open(LOCAL_HOST, p)]
     if busy:
         raise ServiceError(
             f"{svc.name}: port {LOCAL_HOST}:{busy[0]} is already in use by a process iot-fed "
-            f"did not start; stop it or point {svc.setting} at another port"
+            f"did not start; stop it or point {svc.setting} at another port (log {svc.log_path})"
         )
     if not svc.installed():
         log.info("%s: installing artifacts under %s", svc.name, svc.state_dir)
     svc.install()
     svc.prepare()
     t0 = time.monotonic()
-    rec = start_detached(svc.name, svc.command(), svc.log_path, cwd=svc.home)
+    rec = start_detached(svc.name, svc.command(), svc.log_path, cwd=svc.home, user=svc.run_as())
     rec.save(svc.record_path)
     started.append((svc, rec))
     _wait_healthy(svc, rec, timeout)
+    svc.after_start()
     log.info("%s: up at %s in %.1fs", svc.name, redact(svc.endpoint), time.monotonic() - t0)
     return _status(svc, "started", True, rec, detail=f"{time.monotonic() - t0:.1f}s")
 
@@ -178,13 +185,33 @@ def _up_locked(
 ) -> list[ServiceStatus]:
     started: list[tuple[Service, ProcessRecord]] = []
     try:
-        return [_up_one(svc, timeout, started) for svc in services_for(settings, only)]
+        return [_up_or_report(svc, timeout, started) for svc in services_for(settings, only)]
     except BaseException:
         for svc, rec in reversed(started):
             log.warning("%s: stopping pid %d (this up failed)", svc.name, rec.pid)
-            stop(rec, DEFAULT_STOP_TIMEOUT_S)
+            stop(rec, DEFAULT_STOP_TIMEOUT_S, svc.stop_signal)
             svc.record_path.unlink(missing_ok=True)
         raise
+
+
+def _up_or_report(
+    svc: Service, timeout: float, started: list[tuple[Service, ProcessRecord]]
+) -> ServiceStatus:
+    """:func:`_up_one`; an optional service's failure is logged and reported, not raised."""
+    if not svc.optional:
+        return _up_one(svc, timeout, started)
+    mine: list[tuple[Service, ProcessRecord]] = []
+    try:
+        st = _up_one(svc, timeout, mine)
+    except ServiceError as exc:
+        for _, rec in mine:
+            stop(rec, DEFAULT_STOP_TIMEOUT_S, svc.stop_signal)
+            svc.record_path.unlink(missing_ok=True)
+        message = " ".join(str(exc).split())
+        log.error("%s (optional: the other services keep running)", message)
+        return _status(svc, "failed", False, detail=message)
+    started.extend(mine)
+    return st
 
 
 def down(
@@ -207,7 +234,7 @@ def _down_locked(
             continue
         rec = _own_record(svc)
         if rec is not None:
-            stop(rec, timeout)
+            stop(rec, timeout, svc.stop_signal)
             svc.record_path.unlink(missing_ok=True)
         foreign = [p for p in svc.ports() if port_open(LOCAL_HOST, p)]
         detail = f"port {foreign[0]} is held by a process iot-fed did not start" if foreign else ""
@@ -217,7 +244,9 @@ def _down_locked(
 
 @contextlib.contextmanager
 def session(
-    settings: Settings, timeout: float = DEFAULT_START_TIMEOUT_S
+    settings: Settings,
+    timeout: float = DEFAULT_START_TIMEOUT_S,
+    only: Iterable[str] | None = None,
 ) -> Iterator[list[ServiceStatus]]:
     """Services up for the duration of the block (e.g. a test session).
 
@@ -229,7 +258,7 @@ def session(
     with _lock(settings):
         current_process("lease").save(lease)
         try:
-            statuses = _up_locked(settings, None, timeout)
+            statuses = _up_locked(settings, only, timeout)
         except BaseException:
             lease.unlink(missing_ok=True)
             raise
@@ -288,6 +317,12 @@ def install(settings: Settings, only: Iterable[str] | None = None) -> dict[str, 
     with _lock(settings):
         for svc in services_for(settings, only):
             t0 = time.monotonic()
-            svc.install()
+            try:
+                svc.install()
+            except ServiceError as exc:
+                if not svc.optional:
+                    raise
+                log.error("%s (optional: skipped)", exc)
+                continue
             spent[svc.name] = time.monotonic() - t0
     return spent

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -109,8 +110,13 @@ def start_detached(
     log: Path,
     cwd: Path,
     env: Mapping[str, str] | None = None,
+    user: str | None = None,
 ) -> ProcessRecord:
-    """Start ``cmd`` in its own session, output appended to ``log``; it outlives the caller."""
+    """Start ``cmd`` in its own session, output appended to ``log``; it outlives the caller.
+
+    ``user``: run as that system user (and its group); needs root.
+    """
+    as_user = {"user": user, "group": _user_group(user), "extra_groups": []} if user else {}
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         out.write(f"\n=== iot-fed start {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
@@ -124,6 +130,7 @@ def start_detached(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            **as_user,
         )
     # The start time is fixed at fork; /proc/<pid>/cmdline may still be half-written by
     # execve at this instant, so remember the argv we passed (it is what exec installs).
@@ -138,11 +145,20 @@ def start_detached(
     )
 
 
-def stop(record: ProcessRecord, timeout: float = 30.0) -> bool:
-    """SIGTERM our process (its session group), wait, then SIGKILL. False if it was not running."""
+def _user_group(user: str) -> int:
+    try:
+        return pwd.getpwnam(user).pw_gid
+    except KeyError:
+        raise ServiceError(f"no system user {user!r} to run the service as") from None
+
+
+def stop(
+    record: ProcessRecord, timeout: float = 30.0, sig: signal.Signals = signal.SIGTERM
+) -> bool:
+    """``sig`` to our process (its session group), wait, then SIGKILL. False if not running."""
     if not is_alive(record):
         return False
-    _signal(record, signal.SIGTERM)
+    _signal(record, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not is_alive(record):
