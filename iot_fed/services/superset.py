@@ -54,6 +54,7 @@ class SupersetService(Service):
     name = "superset"
     setting = "IOT_FED_SUPERSET_PORT"
     optional = True  # read by the manager: a failure leaves the pipeline running
+    start_timeout = 240.0  # gunicorn loads the app in its worker: slow on a busy machine
 
     @property
     def is_local(self) -> bool:
@@ -188,11 +189,11 @@ class SupersetService(Service):
             "--bind",
             f"{LOCAL_HOST}:{self.settings.superset_port}",
             "--workers",
-            "2",
+            "1",
             "--worker-class",
             "gthread",
             "--threads",
-            "4",
+            "8",
             "--timeout",
             "120",
             "--limit-request-line",
