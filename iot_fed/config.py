@@ -169,7 +169,6 @@ class Settings(BaseSettings):
     postgres_bin_dir: Path = Field(
         Path("/usr/lib/postgresql/15/bin"), description="PostgreSQL server binaries (Debian)"
     )
-    reporting_interval_s: int = Field(15, ge=1, description="reporting refresh cadence")
 
     @field_validator("kafka_bootstrap")
     @classmethod
