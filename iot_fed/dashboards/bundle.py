@@ -41,12 +41,12 @@ def _database() -> dict[str, Any]:
 
 
 def _dataset(key: str) -> dict[str, Any]:
-    dttm, sql, columns = spec.DATASETS[key]
+    dttm, columns = spec.DATASETS[key]
     return {
         "table_name": key,
         "main_dttm_col": dttm or None,
         "schema": "reporting",
-        "sql": sql,
+        "sql": None,
         "params": None,
         "template_params": None,
         "filter_select_enabled": True,
@@ -145,7 +145,9 @@ def _native_filter(dash: spec.Dashboard, f: dict[str, Any]) -> dict[str, Any]:
         "name": f["name"],
         "filterType": "filter_select",
         "type": "NATIVE_FILTER",
-        "targets": [{"datasetUuid": spec.uid("dataset", f["dataset"]), "column": {"name": f["column"]}}],
+        "targets": [
+            {"datasetUuid": spec.uid("dataset", f["dataset"]), "column": {"name": f["column"]}}
+        ],
         "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
         "controlValues": {
             "enableEmptyFilter": True,
@@ -193,7 +195,11 @@ def _dashboard(dash: spec.Dashboard) -> dict[str, Any]:
 def render() -> dict[str, str]:
     """Bundle path (inside the bundle root) -> YAML text."""
     docs: dict[str, Any] = {
-        "metadata.yaml": {"version": VERSION, "type": "Dashboard", "timestamp": "2026-01-01T00:00:00+00:00"},
+        "metadata.yaml": {
+            "version": VERSION,
+            "type": "Dashboard",
+            "timestamp": "2026-01-01T00:00:00+00:00",
+        },
         "databases/iot_fed_reporting.yaml": _database(),
     }
     for key in spec.DATASETS:

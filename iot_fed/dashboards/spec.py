@@ -15,80 +15,130 @@ NAMESPACE = uuid.UUID("6f1f0d5e-7a44-4d0c-9d1e-2b7f3c9a1e00")
 DATABASE_NAME = "iot_fed reporting"
 REFRESH_S = 10  # every dashboard re-queries this often
 
-# Virtual datasets: the only place that names the reporting views (schema ``reporting``).
-DATASETS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
-    # key: (main time column or "", SQL, [(column, type)])
-    "device_minute": (
+# Physical datasets on the reporting views of branch i12pg (iot_fed/reporting/README.md):
+# view -> (main time column, [(column, type)]). The only place that names them.
+DATASETS: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "v_fleet_minute": (
         "minute",
-        "SELECT moteid, minute, readings, anomalies, mean_score, max_score,\n"
-        "       temperature, humidity, light, voltage\n"
-        "FROM reporting.device_minute",
+        [
+            ("minute", "TIMESTAMP WITH TIME ZONE"),
+            ("readings", "BIGINT"),
+            ("readings_per_s", "DOUBLE PRECISION"),
+            ("devices", "BIGINT"),
+            ("faults", "BIGINT"),
+            ("scored", "BIGINT"),
+            ("anomalies", "BIGINT"),
+            ("anomaly_rate", "DOUBLE PRECISION"),
+            ("score_mean", "DOUBLE PRECISION"),
+            ("score_max", "DOUBLE PRECISION"),
+        ],
+    ),
+    "v_device_minute": (
+        "minute",
         [
             ("moteid", "INTEGER"),
             ("minute", "TIMESTAMP WITH TIME ZONE"),
             ("readings", "BIGINT"),
+            ("faults", "BIGINT"),
+            ("scored", "BIGINT"),
             ("anomalies", "BIGINT"),
-            ("mean_score", "DOUBLE PRECISION"),
-            ("max_score", "DOUBLE PRECISION"),
+            ("anomaly_rate", "DOUBLE PRECISION"),
+            ("score_mean", "DOUBLE PRECISION"),
+            ("score_max", "DOUBLE PRECISION"),
             ("temperature", "DOUBLE PRECISION"),
             ("humidity", "DOUBLE PRECISION"),
             ("light", "DOUBLE PRECISION"),
             ("voltage", "DOUBLE PRECISION"),
+            ("x", "DOUBLE PRECISION"),
+            ("y", "DOUBLE PRECISION"),
         ],
     ),
-    "floor_plan": (
-        "",
-        "SELECT d.moteid, d.x, d.y,\n"
-        "       COALESCE(SUM(m.readings), 0) AS readings,\n"
-        "       COALESCE(SUM(m.anomalies), 0) AS anomalies,\n"
-        "       COALESCE(SUM(m.anomalies)::float / NULLIF(SUM(m.readings), 0), 0)"
-        " AS anomaly_rate\n"
-        "FROM reporting.devices d\n"
-        "LEFT JOIN reporting.device_minute m ON m.moteid = d.moteid\n"
-        "  AND m.minute > (SELECT MAX(minute) FROM reporting.device_minute)"
-        " - INTERVAL '1 hour'\n"
-        "GROUP BY d.moteid, d.x, d.y",
+    "v_mote_anomaly_rate": (
+        "last_ts",
         [
             ("moteid", "INTEGER"),
             ("x", "DOUBLE PRECISION"),
             ("y", "DOUBLE PRECISION"),
             ("readings", "BIGINT"),
+            ("scored", "BIGINT"),
             ("anomalies", "BIGINT"),
+            ("faults", "BIGINT"),
             ("anomaly_rate", "DOUBLE PRECISION"),
+            ("first_ts", "TIMESTAMP WITH TIME ZONE"),
+            ("last_ts", "TIMESTAMP WITH TIME ZONE"),
         ],
     ),
-    "model_versions": (
+    "v_global_versions": (
         "created_at",
-        "SELECT version, created_at, strategy, devices, validation_loss,\n"
-        "       CASE WHEN promoted THEN 'promoted' ELSE 'rejected' END AS status, f1\n"
-        "FROM reporting.model_versions",
         [
             ("version", "INTEGER"),
             ("created_at", "TIMESTAMP WITH TIME ZONE"),
             ("strategy", "TEXT"),
             ("devices", "INTEGER"),
-            ("validation_loss", "DOUBLE PRECISION"),
+            ("rejected_devices", "INTEGER"),
+            ("val_loss", "DOUBLE PRECISION"),
+            ("parent_version", "INTEGER"),
+            ("parent_val_loss", "DOUBLE PRECISION"),
+            ("threshold", "DOUBLE PRECISION"),
+            ("promoted", "BOOLEAN"),
+            ("promoted_at", "TIMESTAMP WITH TIME ZONE"),
+            ("is_current", "BOOLEAN"),
             ("status", "TEXT"),
+            ("f1", "DOUBLE PRECISION"),
+            ("precision", "DOUBLE PRECISION"),
+            ("recall", "DOUBLE PRECISION"),
+            ("report_id", "TEXT"),
+        ],
+    ),
+    "v_promoted_version": (
+        "created_at",
+        [
+            ("version", "INTEGER"),
+            ("created_at", "TIMESTAMP WITH TIME ZONE"),
+            ("promoted_at", "TIMESTAMP WITH TIME ZONE"),
+            ("strategy", "TEXT"),
+            ("devices", "INTEGER"),
+            ("val_loss", "DOUBLE PRECISION"),
             ("f1", "DOUBLE PRECISION"),
         ],
     ),
-    "local_models": (
-        "trained_at",
-        "SELECT moteid, trained_at, loss FROM reporting.local_models",
-        [("moteid", "INTEGER"), ("trained_at", "TIMESTAMP WITH TIME ZONE"), ("loss", "DOUBLE PRECISION")],
+    "v_local_losses": (
+        "created_at",
+        [
+            ("moteid", "INTEGER"),
+            ("version", "INTEGER"),
+            ("created_at", "TIMESTAMP WITH TIME ZONE"),
+            ("base_version", "INTEGER"),
+            ("n_samples", "INTEGER"),
+            ("loss_before", "DOUBLE PRECISION"),
+            ("loss_after", "DOUBLE PRECISION"),
+            ("improvement", "DOUBLE PRECISION"),
+            ("threshold", "DOUBLE PRECISION"),
+        ],
     ),
-    "dead_letters_minute": (
+    "v_dead_letters_minute": (
         "minute",
-        "SELECT minute, reason, letters FROM reporting.dead_letters_minute",
-        [("minute", "TIMESTAMP WITH TIME ZONE"), ("reason", "TEXT"), ("letters", "BIGINT")],
+        [
+            ("minute", "TIMESTAMP WITH TIME ZONE"),
+            ("reason", "TEXT"),
+            ("letters", "BIGINT"),
+        ],
     ),
-    "device_gaps": (
-        "",
-        "SELECT moteid, COUNT(*) AS minutes_seen,\n"
-        "       (EXTRACT(EPOCH FROM MAX(minute) - MIN(minute)) / 60)::bigint + 1 - COUNT(*)"
-        " AS missing_minutes\n"
-        "FROM reporting.device_minute GROUP BY moteid",
-        [("moteid", "INTEGER"), ("minutes_seen", "BIGINT"), ("missing_minutes", "BIGINT")],
+    "v_gaps_device": (
+        "last_gap_ts",
+        [
+            ("moteid", "INTEGER"),
+            ("x", "DOUBLE PRECISION"),
+            ("y", "DOUBLE PRECISION"),
+            ("first_epoch", "BIGINT"),
+            ("last_epoch", "BIGINT"),
+            ("readings", "BIGINT"),
+            ("missing_epochs", "BIGINT"),
+            ("gaps", "BIGINT"),
+            ("longest_gap_epochs", "BIGINT"),
+            ("last_gap_ts", "TIMESTAMP WITH TIME ZONE"),
+            ("missing_ratio", "DOUBLE PRECISION"),
+        ],
     ),
 }
 
@@ -140,7 +190,7 @@ class Dashboard:
     filters: list[dict[str, Any]] = field(default_factory=list)
 
 
-READINGS_PER_S = metric("SUM(readings) / 60.0", "readings per s")
+READINGS_PER_S = metric("SUM(readings_per_s)", "readings per s")
 ANOMALIES = metric("SUM(anomalies)", "anomalies")
 CHANNELS = [metric(f"AVG({c})", c) for c in ("temperature", "humidity", "light", "voltage")]
 
@@ -153,25 +203,25 @@ FLEET = Dashboard(
                 "fleet_readings_per_s",
                 "Readings per second",
                 "big_number",
-                "device_minute",
-                _timeseries("minute", [], metric=READINGS_PER_S, show_trend_line=True,
-                            start_y_axis_at_zero=True, compare_lag=None),
+                "v_fleet_minute",
+                _timeseries(
+                    "minute",
+                    [],
+                    metric=READINGS_PER_S,
+                    show_trend_line=True,
+                    start_y_axis_at_zero=True,
+                    compare_lag=None,
+                ),
                 width=4,
             ),
             Chart(
                 "fleet_promoted_version",
                 "Promoted global version",
                 "big_number_total",
-                "model_versions",
+                "v_promoted_version",
                 {
                     "metric": metric("MAX(version)", "promoted version"),
-                    "adhoc_filters": [
-                        {
-                            "expressionType": "SQL",
-                            "clause": "WHERE",
-                            "sqlExpression": "status = 'promoted'",
-                        }
-                    ],
+                    "adhoc_filters": [],
                     "time_range": "No filter",
                     "header_font_size": 0.4,
                     "subheader": "latest promoted",
@@ -182,21 +232,21 @@ FLEET = Dashboard(
                 "fleet_anomalies_per_minute",
                 "Anomalies per minute",
                 "echarts_timeseries_bar",
-                "device_minute",
+                "v_fleet_minute",
                 _timeseries("minute", [ANOMALIES]),
             ),
         ],
         [
             Chart(
                 "fleet_floor_plan",
-                "Anomaly rate per mote on the lab floor plan (last hour)",
+                "Anomaly rate per mote on the lab floor plan (bubble size)",
                 "bubble_v2",
-                "floor_plan",
+                "v_mote_anomaly_rate",
                 {
                     "entity": "moteid",
                     "x": metric("MAX(x)", "x"),
                     "y": metric("MAX(y)", "y"),
-                    "size": metric("MAX(anomaly_rate) + 0.001", "anomaly rate"),
+                    "size": metric("COALESCE(MAX(anomaly_rate), 0) + 0.001", "anomaly rate"),
                     "adhoc_filters": [],
                     "row_limit": 1000,
                     "max_bubble_size": "25",
@@ -224,7 +274,7 @@ DEVICE = Dashboard(
                 "device_channels",
                 "Channels over time with anomalies (right axis, dots)",
                 "mixed_timeseries",
-                "device_minute",
+                "v_device_minute",
                 {
                     **_timeseries("minute", CHANNELS),
                     "metrics_b": [ANOMALIES],
@@ -248,16 +298,19 @@ DEVICE = Dashboard(
                 "device_score",
                 "Anomaly score (mean and max per minute)",
                 "echarts_timeseries_line",
-                "device_minute",
+                "v_device_minute",
                 _timeseries(
                     "minute",
-                    [metric("AVG(mean_score)", "mean score"), metric("MAX(max_score)", "max score")],
+                    [
+                        metric("AVG(score_mean)", "mean score"),
+                        metric("MAX(score_max)", "max score"),
+                    ],
                 ),
                 width=12,
             ),
         ],
     ],
-    filters=[{"key": "mote", "name": "Mote", "dataset": "device_minute", "column": "moteid"}],
+    filters=[{"key": "mote", "name": "Mote", "dataset": "v_device_minute", "column": "moteid"}],
 )
 
 FEDERATION = Dashboard(
@@ -269,9 +322,9 @@ FEDERATION = Dashboard(
                 "federation_validation_loss",
                 "Global versions: validation loss (promoted / rejected)",
                 "echarts_timeseries_scatter",
-                "model_versions",
+                "v_global_versions",
                 {
-                    **_timeseries("created_at", [metric("MAX(validation_loss)", "validation loss")]),
+                    **_timeseries("created_at", [metric("MAX(val_loss)", "validation loss")]),
                     "time_grain_sqla": None,
                     "groupby": ["status"],
                     "markerSize": 10,
@@ -281,7 +334,7 @@ FEDERATION = Dashboard(
                 "federation_devices",
                 "Devices per global version",
                 "echarts_timeseries_line",
-                "model_versions",
+                "v_global_versions",
                 {
                     **_timeseries("created_at", [metric("MAX(devices)", "devices")]),
                     "time_grain_sqla": None,
@@ -294,12 +347,17 @@ FEDERATION = Dashboard(
                 "federation_versions",
                 "Global versions",
                 "table",
-                "model_versions",
+                "v_global_versions",
                 {
                     "query_mode": "raw",
                     "all_columns": [
-                        "version", "created_at", "strategy", "devices",
-                        "validation_loss", "status", "f1",
+                        "version",
+                        "created_at",
+                        "strategy",
+                        "devices",
+                        "val_loss",
+                        "status",
+                        "f1",
                     ],
                     "order_by_cols": ['["version", false]'],
                     "adhoc_filters": [],
@@ -312,9 +370,9 @@ FEDERATION = Dashboard(
                 "federation_local_losses",
                 "Local training loss per device",
                 "echarts_timeseries_line",
-                "local_models",
+                "v_local_losses",
                 {
-                    **_timeseries("trained_at", [metric("AVG(loss)", "loss")]),
+                    **_timeseries("created_at", [metric("AVG(loss_after)", "loss")]),
                     "groupby": ["moteid"],
                     "show_legend": False,
                     "series_limit": 60,
@@ -333,7 +391,7 @@ DATA_QUALITY = Dashboard(
                 "dq_dead_letters",
                 "Dead letters per minute by reason",
                 "echarts_timeseries_bar",
-                "dead_letters_minute",
+                "v_dead_letters_minute",
                 {
                     **_timeseries("minute", [metric("SUM(letters)", "dead letters")]),
                     "groupby": ["reason"],
@@ -345,12 +403,12 @@ DATA_QUALITY = Dashboard(
         [
             Chart(
                 "dq_gaps",
-                "Missing minutes per device",
+                "Missing epochs (gaps) per device",
                 "echarts_timeseries_bar",
-                "device_gaps",
+                "v_gaps_device",
                 {
                     "x_axis": "moteid",
-                    "metrics": [metric("SUM(missing_minutes)", "missing minutes")],
+                    "metrics": [metric("SUM(missing_epochs)", "missing epochs")],
                     "groupby": [],
                     "adhoc_filters": [],
                     "time_range": "No filter",
