@@ -139,7 +139,7 @@ CREATE INDEX IF NOT EXISTS gaps_to_ts ON reporting.gaps (moteid, to_ts);
 
 VIEWS = """
 CREATE OR REPLACE VIEW reporting.v_fleet_minute AS
-SELECT minute, readings, readings / 60.0 AS readings_per_s, devices, faults, scored,
+SELECT minute, readings, readings::double precision / 60 AS readings_per_s, devices, faults, scored,
        anomalies, anomalies::double precision / NULLIF(scored, 0) AS anomaly_rate,
        score_mean, score_max
 FROM reporting.fleet_minute;
@@ -215,4 +215,6 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         # one creator at a time: concurrent CREATE ... IF NOT EXISTS can still collide
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('iot_fed.reporting.schema'))")
         conn.execute(TABLES)
+        # dropped first: CREATE OR REPLACE cannot change a column's type
+        conn.execute("DROP VIEW IF EXISTS " + ", ".join(f"{SCHEMA}.{v}" for v in VIEW_NAMES))
         conn.execute(VIEWS)

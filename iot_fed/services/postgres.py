@@ -208,7 +208,7 @@ class PostgresService(Service):
         with self._superuser(10) as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
             verb = "ALTER" if exists else "CREATE"
-            stmt = sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+            stmt = sql.SQL(verb + " ROLE {} LOGIN CREATEDB PASSWORD {}").format(
                 sql.Identifier(user), sql.Literal(password or None)
             )
             conn.execute(stmt)

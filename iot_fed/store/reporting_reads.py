@@ -1,0 +1,139 @@
+"""Reads for the PostgreSQL reporting store (:mod:`iot_fed.reporting`): small projections,
+no model ``params``, one query per call.
+
+Readings are found by insertion order through their ``_id`` (a client-generated ObjectId:
+its first four bytes are the insert time), the other sources by their own times.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING
+from pymongo.database import Database
+
+from iot_fed.store.collections import (
+    DEAD_LETTERS,
+    EVALUATION_REPORTS,
+    GLOBAL_MODELS,
+    LOCAL_MODELS,
+    PREDICTIONS,
+    SENSOR_READINGS,
+)
+
+ANOMALIES = "anomalies"  # one document per anomalous reading, written by the live scorer
+Ranges = Mapping[int, tuple[dt.datetime, dt.datetime]]  # moteid -> [lo, hi) in reading time
+
+_READING_FIELDS = {
+    "_id": 0,
+    "moteid": 1,
+    "ts": 1,
+    "epoch": 1,
+    "temperature": 1,
+    "humidity": 1,
+    "light": 1,
+    "voltage": 1,
+    "fault": 1,
+}
+_PREDICTION_FIELDS = {
+    "_id": 0,
+    "moteid": 1,
+    "ts": 1,
+    "epoch": 1,
+    "score": 1,
+    "flag": 1,
+    "is_anomaly": 1,
+    "threshold": 1,
+    "model_version": 1,
+    "channel_errors": 1,
+}
+
+
+def _range_query(ranges: Ranges) -> dict[str, Any] | None:
+    clauses = [{"moteid": int(m), "ts": {"$gte": lo, "$lt": hi}} for m, (lo, hi) in ranges.items()]
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+
+def reading_keys_after(db: Database, after: ObjectId, limit: int) -> list[dict[str, Any]]:
+    """``_id, moteid, ts`` of up to ``limit`` readings inserted after ``after`` (``_id`` order)."""
+    cur = db[SENSOR_READINGS].find({"_id": {"$gt": after}}, {"moteid": 1, "ts": 1})
+    return list(cur.sort("_id", ASCENDING).limit(int(limit)))
+
+
+def readings_in_ranges(db: Database, ranges: Ranges) -> list[dict[str, Any]]:
+    """All readings of each mote with ``lo <= ts < hi`` (channels, epoch, fault)."""
+    query = _range_query(ranges)
+    return [] if query is None else list(db[SENSOR_READINGS].find(query, _READING_FIELDS))
+
+
+def predictions_in_ranges(db: Database, ranges: Ranges) -> list[dict[str, Any]]:
+    """The current verdicts of each mote's readings with ``lo <= ts < hi``."""
+    query = _range_query(ranges)
+    return [] if query is None else list(db[PREDICTIONS].find(query, _PREDICTION_FIELDS))
+
+
+def anomalies_in_ranges(db: Database, ranges: Ranges) -> list[dict[str, Any]]:
+    """Anomaly documents (``moteid, ts, channels, ...``) of each mote with ``lo <= ts < hi``."""
+    query = _range_query(ranges)
+    if query is None:
+        return []
+    return list(db[ANOMALIES].find(query, {"_id": 0, "moteid": 1, "ts": 1, "channels": 1}))
+
+
+def dead_letters_since(db: Database, since: dt.datetime, limit: int) -> list[dict[str, Any]]:
+    """``ts, reason`` of up to ``limit`` dead letters with ``ts >= since``, oldest first."""
+    cur = db[DEAD_LETTERS].find({"ts": {"$gte": since}}, {"_id": 0, "ts": 1, "reason": 1})
+    return list(cur.sort("ts", ASCENDING).limit(int(limit)))
+
+
+def dead_letters_between(db: Database, lo: dt.datetime, hi: dt.datetime) -> list[dict[str, Any]]:
+    """``ts, reason`` of every dead letter with ``lo <= ts < hi``."""
+    query = {"ts": {"$gte": lo, "$lt": hi}}
+    return list(db[DEAD_LETTERS].find(query, {"_id": 0, "ts": 1, "reason": 1}))
+
+
+def local_model_summaries(db: Database, since: dt.datetime) -> list[dict[str, Any]]:
+    """Device model versions created at or after ``since`` (no params): losses and sizes."""
+    fields = {
+        "_id": 0,
+        "device": 1,
+        "version": 1,
+        "created_at": 1,
+        "base_version": 1,
+        "n_samples": 1,
+        "threshold": 1,
+        "metrics.loss_before": 1,
+        "metrics.loss_after": 1,
+    }
+    cur = db[LOCAL_MODELS].find({"created_at": {"$gte": since}}, fields)
+    return list(cur.sort("created_at", ASCENDING))
+
+
+def global_model_summaries(db: Database) -> list[dict[str, Any]]:
+    """Every global version (no params): strategy, promotion, validation losses, lineage."""
+    fields = {
+        "_id": 0,
+        "version": 1,
+        "created_at": 1,
+        "strategy": 1,
+        "promoted": 1,
+        "promoted_at": 1,
+        "parent_version": 1,
+        "threshold": 1,
+        "lineage.device": 1,
+        "metrics.val_loss": 1,
+        "metrics.parent_val_loss": 1,
+        "metrics.rejected_local_models": 1,
+    }
+    return list(db[GLOBAL_MODELS].find({}, fields).sort("version", ASCENDING))
+
+
+def evaluation_summaries(db: Database) -> list[dict[str, Any]]:
+    """``report_id, created_at, global_version, summary`` of every evaluation report."""
+    fields = {"_id": 0, "report_id": 1, "created_at": 1, "global_version": 1, "summary": 1}
+    return list(db[EVALUATION_REPORTS].find({}, fields).sort("created_at", ASCENDING))
