@@ -240,11 +240,20 @@ def contents(reporting_uri: str, directory: Path = BUNDLE_DIR) -> dict[str, str]
     return out
 
 
-def zip_bundle(reporting_uri: str, directory: Path = BUNDLE_DIR) -> bytes:
-    """A zip as Superset exports it (one root folder) with the real URI."""
+def zip_bundle(
+    reporting_uri: str, metadata_type: str = "Dashboard", directory: Path = BUNDLE_DIR
+) -> bytes:
+    """A zip as Superset exports it (one root folder) with the real URI.
+
+    ``metadata_type``: the kind the import endpoint expects (``Database``, ``SqlaTable``,
+    ``Slice`` or ``Dashboard``); each importer overwrites only objects of its kind.
+    """
+    files = contents(reporting_uri, directory)
+    meta = yaml.safe_load(files["metadata.yaml"])
+    files["metadata.yaml"] = yaml.safe_dump({**meta, "type": metadata_type}, sort_keys=False)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path, text in contents(reporting_uri, directory).items():
+        for path, text in files.items():
             zf.writestr(f"iot_fed_dashboards/{path}", text)
     return buf.getvalue()
 

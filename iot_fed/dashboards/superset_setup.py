@@ -59,16 +59,32 @@ def _ensure_admin(username: str, password: str) -> None:
     db.session.commit()
 
 
+# Each importer overwrites only its own kind (a dashboard import keeps existing charts,
+# datasets and the database as they were), so the bundle goes through all four in order.
+IMPORTERS = (
+    ("superset.commands.database.importers.dispatcher", "ImportDatabasesCommand", "Database"),
+    ("superset.commands.dataset.importers.dispatcher", "ImportDatasetsCommand", "SqlaTable"),
+    ("superset.commands.chart.importers.dispatcher", "ImportChartsCommand", "Slice"),
+    ("superset.commands.dashboard.importers.dispatcher", "ImportDashboardsCommand", "Dashboard"),
+)
+
+
 def _import_bundle(path: Path, username: str) -> None:
+    import importlib
+
+    import yaml
     from flask import g
     from superset import security_manager
-    from superset.commands.dashboard.importers.dispatcher import ImportDashboardsCommand
     from superset.commands.importers.v1.utils import get_contents_from_bundle
 
     g.user = security_manager.find_user(username=username)
     with ZipFile(path) as bundle:
         contents = get_contents_from_bundle(bundle)
-    ImportDashboardsCommand(contents, overwrite=True).run()
+    metadata = yaml.safe_load(contents["metadata.yaml"])
+    for module, name, model in IMPORTERS:
+        command = getattr(importlib.import_module(module), name)
+        typed = {**contents, "metadata.yaml": yaml.safe_dump({**metadata, "type": model})}
+        command(typed, overwrite=True).run()
 
 
 def main(env_file: str, bundle: str) -> None:

@@ -163,8 +163,12 @@ class SupersetService(Service):
         with self.log_path.open("ab") as out:
             try:
                 proc = subprocess.run(
-                    [str(self.python), str(DASHBOARD_DIR / "superset_setup.py"),
-                     str(env_file), str(zip_path)],
+                    [
+                        str(self.python),
+                        str(DASHBOARD_DIR / "superset_setup.py"),
+                        str(env_file),
+                        str(zip_path),
+                    ],
                     cwd=self.home,
                     stdout=out,
                     stderr=subprocess.STDOUT,

@@ -21,6 +21,12 @@ from iot_fed.services.postgres import database_uri
 from iot_fed.services.superset import SupersetService, superset_url
 
 SEED_DATABASE = "iot_fed_dashboards_test"
+IMPORTS = (
+    ("database", "Database"),
+    ("dataset", "SqlaTable"),
+    ("chart", "Slice"),
+    ("dashboard", "Dashboard"),
+)
 
 
 @dataclass
@@ -41,12 +47,16 @@ class Superset:
         return self.http.post(self.url + path, timeout=60, **kw)
 
     def import_bundle(self, reporting_uri: str) -> None:
-        resp = self.post(
-            "/api/v1/dashboard/import/",
-            files={"formData": ("dashboards.zip", bundle.zip_bundle(reporting_uri))},
-            data={"overwrite": "true"},
-        )
-        assert resp.status_code == 200, f"import: {resp.status_code} {resp.text[:500]}"
+        """The bundle through the REST import endpoints, each kind with overwrite."""
+        for endpoint, kind in IMPORTS:
+            resp = self.post(
+                f"/api/v1/{endpoint}/import/",
+                files={"formData": ("bundle.zip", bundle.zip_bundle(reporting_uri, kind))},
+                data={"overwrite": "true"},
+            )
+            assert resp.status_code == 200, (
+                f"{endpoint} import: {resp.status_code} {resp.text[:500]}"
+            )
 
 
 def _login(url: str, user: str, password: str) -> requests.Session:
@@ -69,7 +79,7 @@ def seeded_uri(postgres: str) -> Iterator[str]:
     """A reporting database with synthetic rows in every table the dashboards read."""
     from iot_fed_tests.dashboards.seed import seed
 
-    admin = database_uri(postgres, "postgres")
+    admin = postgres
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {SEED_DATABASE} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {SEED_DATABASE}")

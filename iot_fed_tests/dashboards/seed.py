@@ -31,9 +31,23 @@ def seed(conn: psycopg.Connection) -> None:
                 conn.execute(
                     "INSERT INTO reporting.device_minute VALUES (%s, %s, %s, 0, %s, %s, %s, %s,"
                     " %s, %s, %s, %s, %s, %s, %s, %s, DEFAULT, DEFAULT) ON CONFLICT DO NOTHING",
-                    (m, minute, n, n, a, 0.5 + a, 1.0 + 2 * a,
-                     20 + math.sin(i / 9 + m), 40 + 5 * math.cos(i / 7), 300 + 10 * (i % 5),
-                     2.6 - i / 1000, i * 6, i * 6 + 5, minute, minute + timedelta(seconds=50)),
+                    (
+                        m,
+                        minute,
+                        n,
+                        n,
+                        a,
+                        0.5 + a,
+                        1.0 + 2 * a,
+                        20 + math.sin(i / 9 + m),
+                        40 + 5 * math.cos(i / 7),
+                        300 + 10 * (i % 5),
+                        2.6 - i / 1000,
+                        i * 6,
+                        i * 6 + 5,
+                        minute,
+                        minute + timedelta(seconds=50),
+                    ),
                 )
             conn.execute(
                 "INSERT INTO reporting.devices (moteid, x, y, first_ts, last_ts, first_epoch,"
@@ -58,16 +72,30 @@ def seed(conn: psycopg.Connection) -> None:
                 "INSERT INTO reporting.model_versions (version, created_at, strategy, devices,"
                 " val_loss, promoted, is_current, status, f1) VALUES"
                 " (%s, %s, 'fedavg', %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (v, start + timedelta(minutes=12 * v), 6 + v, 1.0 / v, promoted, v == 4,
-                 status, 0.5 + v / 20),
+                (
+                    v,
+                    start + timedelta(minutes=12 * v),
+                    6 + v,
+                    1.0 / v,
+                    promoted,
+                    v == 4,
+                    status,
+                    0.5 + v / 20,
+                ),
             )
             for m in range(1, MOTES + 1):
                 conn.execute(
                     "INSERT INTO reporting.local_losses (moteid, version, created_at,"
                     " base_version, n_samples, loss_before, loss_after) VALUES"
                     " (%s, %s, %s, %s, 100, %s, %s) ON CONFLICT DO NOTHING",
-                    (m, v, start + timedelta(minutes=12 * v, seconds=m), v - 1,
-                     1.2 / v, 1.0 / v + m / 100),
+                    (
+                        m,
+                        v,
+                        start + timedelta(minutes=12 * v, seconds=m),
+                        v - 1,
+                        1.2 / v,
+                        1.0 / v + m / 100,
+                    ),
                 )
         for i in range(0, MINUTES, 3):
             for reason, letters in (("invalid json", 1 + i % 3), ("bad humidity", 2)):
