@@ -19,6 +19,7 @@ from iot_fed.defs.assets.analytics import evaluation_report, predictions, stream
 from iot_fed.defs.assets.benchmark import anomaly_benchmark
 from iot_fed.defs.assets.dataset import intel_lab_clean, intel_lab_raw, mote_locations
 from iot_fed.defs.assets.models import global_model, local_model, promoted_model
+from iot_fed.defs.assets.reporting import PostgresResource, reporting_sensor, reporting_tables
 from iot_fed.defs.assets.stream import iot_stream
 from iot_fed.defs.checks import device_models_fresh
 from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource
@@ -51,6 +52,7 @@ def resources_for(deployment: str) -> dict[str, object]:
         "mongodb": mongodb,
         "settings": SettingsResource(),
         "pyspark": PySparkResource(spark_config=spark_config()),
+        "postgres": PostgresResource(),
     }
 
 
@@ -67,10 +69,11 @@ defs = dg.Definitions(
         predictions,
         streaming_evaluation,
         anomaly_benchmark,
+        reporting_tables,
     ],
     asset_checks=[device_models_fresh],
     jobs=[aggregate_job],
-    sensors=[iot_stream_sensor, aggregation_sensor],
+    sensors=[iot_stream_sensor, aggregation_sensor, reporting_sensor],
     executor=dg.in_process_executor,  # one process per run: JAX compiles once per run
     resources=resources_for(os.environ.get("IOT_FED_DEPLOYMENT", "local")),
 )

@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 RATE="${RATE:-10}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/assets_data/dagster_home}"
 mkdir -p "$DAGSTER_HOME"
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || cp scripts/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 .venv/bin/iot-fed services up
+# The instance on the project's PostgreSQL when it answers, else SQLite (scripts/dagster.yaml's
+# settings either way); the eval exports the password variable the YAML refers to.
+instance_env="$(.venv/bin/iot-fed dagster-instance)"  # fails the script when it fails
+eval "$instance_env"
 .venv/bin/iot-fed db init
 mkdir -p assets_data/logs
 .venv/bin/iot-fed stream --loop --rate "$RATE" > assets_data/logs/producer.log 2>&1 &

@@ -53,8 +53,30 @@ def _guard(func):
     return run
 
 
+def _cmd_dagster_instance(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from iot_fed.services import dagster_instance as di
+
+    home = Path(args.home or os.environ.get("DAGSTER_HOME") or "assets_data/dagster_home")
+    config = di.configure(home.resolve(), get_settings(), args.storage, args.database)
+    print(f"dagster instance: {home.resolve() / 'dagster.yaml'} ({config.note})", file=sys.stderr)
+    sys.stdout.write(config.exports())  # for `eval "$(iot-fed dagster-instance)"`
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``services`` command group to the ``iot-fed`` parser."""
+    """Add the ``services`` command group (and ``dagster-instance``) to ``iot-fed``."""
+    di = subparsers.add_parser(
+        "dagster-instance",
+        help="write $DAGSTER_HOME/dagster.yaml: PostgreSQL storage when it answers, else "
+        "SQLite; prints the export lines it needs (eval them)",
+    )
+    di.add_argument("--home", help="Dagster home (default $DAGSTER_HOME)")
+    di.add_argument("--storage", choices=("auto", "postgres", "sqlite"), default="auto")
+    di.add_argument("--database", default="dagster", help="PostgreSQL database")
+    di.set_defaults(func=_guard(_cmd_dagster_instance))
     p = subparsers.add_parser(
         "services", help="local Kafka broker, MongoDB-compatible server and PostgreSQL"
     )

@@ -1,0 +1,144 @@
+"""``$DAGSTER_HOME/dagster.yaml`` for the local Dagster instance: PostgreSQL when the
+project's server answers (database ``dagster``, dagster-postgres), SQLite otherwise.
+
+Dagster documents its SQLite storage as single-process; here a webserver, a daemon,
+sensors and runs share the instance, so PostgreSQL is the default whenever it is up. The
+password never lands in the YAML: it reads ``IOT_FED_DAGSTER_PG_PASSWORD``, which
+``iot-fed dagster-instance`` prints as an ``export`` line for the calling shell
+(``eval "$(iot-fed dagster-instance)"`` in ``scripts/run.sh``). Throwaway test instances
+(``dg.instance_for_test``) stay on SQLite.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import psycopg
+import yaml
+
+from iot_fed.config import Settings, _project_root
+from iot_fed.services.base import redact
+from iot_fed.services.postgres import database_uri, uri_parts
+from iot_fed.services.process import ServiceError
+
+PASSWORD_ENV = "IOT_FED_DAGSTER_PG_PASSWORD"
+DAGSTER_DATABASE = "dagster"
+Storage = Literal["auto", "postgres", "sqlite"]
+BASE_DEFAULTS: dict[str, Any] = {"telemetry": {"enabled": False}}
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """What ``dagster.yaml`` holds, and the environment the instance needs."""
+
+    storage: Literal["postgres", "sqlite"]
+    document: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+    def text(self) -> str:
+        head = "# Written by `iot-fed dagster-instance` (storage: %s); edits are overwritten.\n"
+        return head % self.storage + yaml.safe_dump(self.document, sort_keys=False)
+
+    def exports(self) -> str:
+        return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env.items())
+
+
+def base_document() -> dict[str, Any]:
+    """The project's instance settings (``scripts/dagster.yaml``: run queue, sensors)."""
+    path = _project_root() / "scripts" / "dagster.yaml"
+    if path.exists():
+        return dict(yaml.safe_load(path.read_text()) or {})
+    return dict(BASE_DEFAULTS)
+
+
+def postgres_storage(uri: str, database: str) -> dict[str, Any]:
+    """dagster-postgres ``storage`` section; the password is an env reference."""
+    u = urlparse(uri)
+    user, _, _ = uri_parts(uri)
+    return {
+        "postgres": {
+            "postgres_db": {
+                "username": user,
+                "password": {"env": PASSWORD_ENV},
+                "hostname": u.hostname or "127.0.0.1",
+                "port": u.port or 5432,
+                "db_name": database,
+                # dagster-postgres binds NOTIFY parameters client-side: psycopg2, not the
+                # psycopg 3 driver SQLAlchemy 2.1 picks for a bare postgresql:// URL
+                "scheme": "postgresql+psycopg2",
+            }
+        }
+    }
+
+
+def unreachable(uri: str, database: str, timeout_s: float = 5.0) -> str | None:
+    """None when ``database`` on the server of ``uri`` accepts a connection, else why not."""
+    try:
+        psycopg.connect(database_uri(uri, database), connect_timeout=max(int(timeout_s), 1)).close()
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def instance_config(
+    settings: Settings, storage: Storage = "auto", database: str = DAGSTER_DATABASE
+) -> InstanceConfig:
+    """The instance for ``storage``: ``auto`` picks PostgreSQL when it answers.
+
+    ``postgres`` with an unreachable server raises :class:`ServiceError` naming it.
+    """
+    doc = base_document()
+    doc.pop("storage", None)
+    uri = settings.postgres_uri
+    if storage == "sqlite":
+        return InstanceConfig("sqlite", doc, note="SQLite (asked for)")
+    why = unreachable(uri, database)
+    if why is None:
+        doc["storage"] = postgres_storage(uri, database)
+        password = uri_parts(uri)[1]
+        shown = redact(database_uri(uri, database))
+        return InstanceConfig("postgres", doc, {PASSWORD_ENV: password}, f"PostgreSQL {shown}")
+    where = f"IOT_FED_POSTGRES_URI={redact(uri)}, database {database}"
+    if storage == "postgres":
+        raise ServiceError(
+            f"dagster instance: PostgreSQL for the Dagster instance ({where}) is not reachable: "
+            f"{why}; start it with `iot-fed services up --only postgres` or use --storage sqlite"
+        )
+    return InstanceConfig("sqlite", doc, note=f"SQLite: PostgreSQL ({where}) not reachable: {why}")
+
+
+def previous_storage(home: Path) -> str | None:
+    """``postgres`` / ``sqlite`` for an existing ``home/dagster.yaml``, None without one."""
+    path = home / "dagster.yaml"
+    if not path.exists():
+        return None
+    doc = yaml.safe_load(path.read_text()) or {}
+    return "postgres" if "postgres" in (doc.get("storage") or {}) else "sqlite"
+
+
+def configure(
+    home: Path, settings: Settings, storage: Storage = "auto", database: str = DAGSTER_DATABASE
+) -> InstanceConfig:
+    """Choose and write the instance. ``auto`` keeps an instance that is already on
+    PostgreSQL there (its runs, cursors and history live in it): an unreachable server is
+    then an error naming it, not a silent switch to an empty SQLite instance."""
+    if storage == "auto" and previous_storage(home) == "postgres":
+        storage = "postgres"
+    config = instance_config(settings, storage, database)
+    write_instance(home, config)
+    return config
+
+
+def write_instance(home: Path, config: InstanceConfig) -> Path:
+    """Write ``home/dagster.yaml`` atomically; return its path."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "dagster.yaml"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(config.text())
+    tmp.replace(path)
+    return path

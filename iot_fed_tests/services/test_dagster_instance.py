@@ -1,0 +1,90 @@
+"""``iot-fed dagster-instance``: a real Dagster instance on the project's PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+
+from iot_fed.config import load_settings
+from iot_fed.services import dagster_instance as di
+from iot_fed.services.process import ServiceError
+
+DOWN = "postgresql://iot_fed:iot_fed@127.0.0.1:9/iot_fed"
+
+
+@pytest.fixture
+def dagster_db(postgres: str) -> Iterator[str]:
+    """A throwaway database for the instance storage (the real ``dagster`` one stays)."""
+    name = f"t_dagster_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield name
+    with psycopg.connect(postgres, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@dg.asset
+def probe_asset() -> int:
+    return 7
+
+
+def test_instance_on_postgres_stores_runs_and_events(
+    postgres: str, dagster_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(postgres_uri=postgres)
+    config = di.configure(tmp_path, settings, "auto", dagster_db)
+    assert config.storage == "postgres"
+    text = (tmp_path / "dagster.yaml").read_text()
+    doc = yaml.safe_load(text)["storage"]["postgres"]["postgres_db"]
+    assert doc["password"] == {"env": di.PASSWORD_ENV} and doc["db_name"] == dagster_db
+    assert yaml.safe_load(text)["run_queue"]["max_concurrent_runs"] == 2  # project settings kept
+    for key, value in config.env.items():
+        monkeypatch.setenv(key, value)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        result = dg.materialize([probe_asset], instance=instance)
+        assert result.success
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization("reporting_probe", metadata={"rows": 3})
+        )
+    with dg.DagsterInstance.from_config(str(tmp_path)) as again:  # read back, new instance
+        (run,) = again.get_runs()
+        assert run.run_id == result.run_id and run.is_success
+        event = again.get_latest_materialization_event(dg.AssetKey("reporting_probe"))
+        assert event is not None and event.asset_materialization.metadata["rows"].value == 3
+    with psycopg.connect(di.database_uri(postgres, dagster_db)) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+
+
+def test_unreachable_postgres_is_named(tmp_path: Path) -> None:
+    settings = load_settings(postgres_uri=DOWN)
+    with pytest.raises(ServiceError) as err:
+        di.configure(tmp_path, settings, "postgres")
+    assert "IOT_FED_POSTGRES_URI=postgresql://***@127.0.0.1:9/iot_fed" in str(err.value)
+    assert "database dagster" in str(err.value) and not (tmp_path / "dagster.yaml").exists()
+
+
+def test_auto_falls_back_to_sqlite_only_for_a_new_instance(tmp_path: Path) -> None:
+    settings = load_settings(postgres_uri=DOWN)
+    config = di.configure(tmp_path, settings, "auto")
+    assert config.storage == "sqlite" and "not reachable" in config.note and not config.env
+    assert "storage" not in yaml.safe_load((tmp_path / "dagster.yaml").read_text())
+    (tmp_path / "dagster.yaml").write_text(
+        yaml.safe_dump({"storage": di.postgres_storage(DOWN, "dagster")})
+    )
+    with pytest.raises(ServiceError, match="not reachable"):  # no silent switch of history
+        di.configure(tmp_path, settings, "auto")
+    assert di.configure(tmp_path, settings, "sqlite").storage == "sqlite"
+
+
+def test_password_is_never_a_literal() -> None:
+    text = di.InstanceConfig(
+        "postgres", {"storage": di.postgres_storage("postgresql://u:s3cret@h:6543/x", "dagster")}
+    ).text()
+    assert "s3cret" not in text and di.PASSWORD_ENV in text and "6543" in text
