@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from iot_fed.dashboards import spec
+from iot_fed.dashboards.urls import dashboard_slug
 
 BUNDLE_DIR = Path(__file__).with_name("bundle")
 URI_PLACEHOLDER = "postgresql+psycopg2://iot_fed:XXXXXXXXXX@127.0.0.1:5432/iot_fed"
@@ -169,7 +170,7 @@ def _dashboard(dash: spec.Dashboard) -> dict[str, Any]:
         "dashboard_title": dash.title,
         "description": None,
         "css": "",
-        "slug": f"iot-fed-{dash.key.replace('_', '-')}",
+        "slug": dashboard_slug(dash),
         "certified_by": None,
         "certification_details": None,
         "published": True,

@@ -15,7 +15,6 @@ from iot_fed.services.base import LOCAL_HOST, Service, redact
 from iot_fed.services.kafka import KafkaService
 from iot_fed.services.mongodb import MongoService
 from iot_fed.services.postgres import PostgresService
-from iot_fed.services.superset import SupersetService
 from iot_fed.services.process import (
     ProcessRecord,
     ServiceError,
@@ -27,6 +26,7 @@ from iot_fed.services.process import (
     start_detached,
     stop,
 )
+from iot_fed.services.superset import SupersetService
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from iot_fed.dashboards import bundle
+from iot_fed.dashboards.urls import superset_url
 from iot_fed.services.base import LOCAL_HOST, Service
 from iot_fed.services.process import ServiceError
 
@@ -32,22 +33,6 @@ log = logging.getLogger(__name__)
 DASHBOARD_DIR = Path(bundle.__file__).parent
 METADATA_DATABASE = "superset"
 SETUP_TIMEOUT_S = 600.0
-
-
-def superset_url(settings) -> str:
-    """Where the Superset UI answers."""
-    return f"http://{LOCAL_HOST}:{settings.superset_port}"
-
-
-def dashboard_urls(settings) -> dict[str, str]:
-    """Dashboard title -> URL (by slug; stable across re-imports)."""
-    from iot_fed.dashboards import spec
-
-    base = superset_url(settings)
-    return {
-        d.title: f"{base}/superset/dashboard/iot-fed-{d.key.replace('_', '-')}/"
-        for d in spec.DASHBOARDS
-    }
 
 
 class SupersetService(Service):

@@ -16,9 +16,10 @@ import requests
 
 from iot_fed.config import Settings
 from iot_fed.dashboards import bundle, spec
+from iot_fed.dashboards.urls import superset_url
 from iot_fed.services import manager
 from iot_fed.services.postgres import database_uri
-from iot_fed.services.superset import SupersetService, superset_url
+from iot_fed.services.superset import SupersetService
 
 SEED_DATABASE = "iot_fed_dashboards_test"
 IMPORTS = (
