@@ -1,7 +1,9 @@
-"""Superset under gunicorn with the environment iot_fed wrote (Superset's own Python).
+"""Superset set up and served by gunicorn in one process (Superset's own Python).
 
-Usage: ``<superset-venv>/bin/python superset_gunicorn.py <env.json> <gunicorn args...>``.
-Keeping the environment in a 0600 file keeps the database password out of ``ps``.
+Usage: ``<superset-venv>/bin/python superset_gunicorn.py <env.json> <bundle.zip> <gunicorn args>``.
+The master runs :func:`superset_setup.setup` (schema, roles, admin, dashboards) and hands
+that app to its worker, so Superset loads once per start. Keeping the environment in a 0600
+file keeps the database password out of ``ps``.
 """
 
 import json
@@ -11,7 +13,19 @@ from pathlib import Path
 
 if __name__ == "__main__":
     os.environ.update(json.loads(Path(sys.argv[1]).read_text()))
-    from gunicorn.app.wsgiapp import run
+    sys.path.insert(0, str(Path(__file__).parent))
+    import superset_setup
+    from gunicorn.app.wsgiapp import WSGIApplication
 
-    sys.argv = ["gunicorn", *sys.argv[2:], "superset.app:create_app()"]
-    run()
+    app = superset_setup.setup(sys.argv[2])
+    with app.app_context():  # no pooled connection may cross the fork into the worker
+        from superset.extensions import db
+
+        db.engine.dispose()
+
+    class PreloadedSuperset(WSGIApplication):
+        def load(self):
+            return app
+
+    sys.argv = ["gunicorn", *sys.argv[3:], "superset.app:create_app()"]
+    PreloadedSuperset("%(prog)s [OPTIONS] [APP_MODULE]", prog=None).run()

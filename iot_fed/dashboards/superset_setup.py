@@ -1,10 +1,10 @@
-"""One-shot Superset setup, run with Superset's own Python before gunicorn starts.
+"""Superset setup before it serves: one app load, idempotent, one log line per step.
 
-Usage: ``<superset-venv>/bin/python superset_setup.py <env.json> <bundle.zip>``.
-One process, one app load: ``db upgrade`` and ``init`` only when the metadata schema is
-behind the installed Superset (so later starts skip them), the admin user created or its
-password re-set from the settings, then the dashboard bundle imported with overwrite.
-Idempotent; prints one line per step to the service log.
+Usage: ``<superset-venv>/bin/python superset_setup.py <env.json> <bundle.zip>``, or
+:func:`setup` from ``superset_gunicorn.py``, which then serves the same app.
+``db upgrade`` and ``init`` run only when the metadata schema is behind the installed
+Superset (later starts skip them); the admin user is created or its password re-set from the
+settings; the dashboard bundle is imported with overwrite.
 """
 
 import json
@@ -87,8 +87,8 @@ def _import_bundle(path: Path, username: str) -> None:
         command(typed, overwrite=True).run()
 
 
-def main(env_file: str, bundle: str) -> None:
-    os.environ.update(json.loads(Path(env_file).read_text()))
+def setup(bundle: str):
+    """Create the app and bring schema, roles, admin and dashboards up to date; the app."""
     t0 = time.monotonic()
     from superset.app import create_app
 
@@ -111,7 +111,9 @@ def main(env_file: str, bundle: str) -> None:
         _step(f"admin user {user}", t0)
         _import_bundle(Path(bundle), user)
         _step(f"dashboards imported from {bundle}", t0)
+    return app
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    os.environ.update(json.loads(Path(sys.argv[1]).read_text()))
+    setup(sys.argv[2])

@@ -5,8 +5,9 @@ installed by ``scripts/bootstrap.sh`` from ``superset_env/uv.lock``. Its metadat
 ``superset`` database of ``IOT_FED_POSTGRES_URI``; the dashboards read the reporting schema
 of the same server. Under ``<state_dir>/superset`` it keeps what is generated once: the
 ``SECRET_KEY`` and, when ``IOT_FED_SUPERSET_USER`` / ``IOT_FED_SUPERSET_PASSWORD`` are unset,
-the admin credentials (printed once). Every start runs ``superset_setup.py`` (schema upgrade
-and init only when behind, admin, bundle import with overwrite) and then gunicorn.
+the admin credentials (printed once). Every start runs ``superset_gunicorn.py``: the setup
+(schema upgrade and init only when behind, admin, bundle import with overwrite), then
+gunicorn serving that same app.
 
 The service is optional: when it cannot start, the pipeline keeps running without dashboards.
 """
@@ -17,7 +18,6 @@ import json
 import logging
 import os
 import secrets
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,14 +32,14 @@ log = logging.getLogger(__name__)
 
 DASHBOARD_DIR = Path(bundle.__file__).parent
 METADATA_DATABASE = "superset"
-SETUP_TIMEOUT_S = 600.0
 
 
 class SupersetService(Service):
     name = "superset"
     setting = "IOT_FED_SUPERSET_PORT"
     optional = True  # read by the manager: a failure leaves the pipeline running
-    start_timeout = 240.0  # gunicorn loads the app in its worker: slow on a busy machine
+    # the process first upgrades the schema (first start) and imports the dashboards
+    start_timeout = 420.0
 
     @property
     def is_local(self) -> bool:
@@ -139,42 +139,22 @@ class SupersetService(Service):
 
     # --- prepare / run -----------------------------------------------------------------
     def prepare(self) -> None:
-        """Schema, roles, admin and dashboards (one Superset process; fast when current)."""
+        """The environment file and the bundle zip; the process itself sets Superset up."""
         self.install()
         self.home.mkdir(parents=True, exist_ok=True)
-        zip_path = self.home / "dashboards.zip"
-        zip_path.write_bytes(bundle.zip_bundle(self.settings.postgres_uri))
-        env_file = self.env_file()
-        with self.log_path.open("ab") as out:
-            try:
-                proc = subprocess.run(
-                    [
-                        str(self.python),
-                        str(DASHBOARD_DIR / "superset_setup.py"),
-                        str(env_file),
-                        str(zip_path),
-                    ],
-                    cwd=self.home,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=SETUP_TIMEOUT_S,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                raise ServiceError(
-                    f"superset: setup took over {SETUP_TIMEOUT_S:.0f}s; log {self.log_path}"
-                ) from None
-        if proc.returncode != 0:
-            raise ServiceError(
-                f"superset: setup (db upgrade/init/admin/import) failed with exit "
-                f"{proc.returncode}; log {self.log_path}"
-            )
+        self.zip_path.write_bytes(bundle.zip_bundle(self.settings.postgres_uri))
+        self.env_file()
+
+    @property
+    def zip_path(self) -> Path:
+        return self.home / "dashboards.zip"
 
     def command(self) -> list[str]:
         return [
             str(self.python),
             str(DASHBOARD_DIR / "superset_gunicorn.py"),
             str(self.home / "env.json"),
+            str(self.zip_path),
             "--bind",
             f"{LOCAL_HOST}:{self.settings.superset_port}",
             "--workers",
