@@ -208,7 +208,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--quick", action="store_true", help="100 k readings, 5 repeats")
     args = ap.parse_args()
+    if args.quick:
+        args.readings, args.repeat = 100_000, 5
     settings = load_settings()
     manager.up(settings, only=["mongodb", "postgres"])
     name = f"bench_reporting_{uuid.uuid4().hex[:8]}"

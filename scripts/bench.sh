@@ -23,4 +23,5 @@ else
   run $FLOWER_PY bench/bench_flower.py
 fi
 run $PY bench/bench_round.py
+run $PY bench/bench_reporting.py $QUICK_FLAG
 echo; echo "results in bench/results/"
