@@ -134,6 +134,13 @@ class Settings(BaseSettings):
         "(0 = forever); default forever with --loop, 300 s otherwise",
     )
 
+    # --- Superset (dashboards; optional service) -------------------------------
+    superset_port: int = Field(8088, ge=1, le=65535, description="Superset web UI on 127.0.0.1")
+    superset_user: str | None = Field(None, description="Superset admin (generated when unset)")
+    superset_password: SecretStr | None = Field(
+        None, description="Superset admin password (generated once when unset)"
+    )
+
     # --- model and training ----------------------------------------------------
     model_hidden: Annotated[tuple[int, ...], NoDecode] = Field(
         (32, 16), description="hidden layer sizes"

@@ -57,7 +57,7 @@ def services(settings: Settings) -> Iterator[Services]:
     Services this session started are stopped at the end, unless they were running
     before or another test session (another process) is still using them.
     """
-    with manager.session(settings):
+    with manager.session(settings, only=[n for n in manager.SERVICE_NAMES if n != "superset"]):
         yield Services(settings, settings.kafka_bootstrap, settings.mongodb_uri)
 
 

@@ -19,4 +19,5 @@ producer=$!
 trap 'kill -TERM $producer 2>/dev/null; wait $producer 2>/dev/null || true' EXIT INT TERM
 echo "run: producer pid $producer at ${RATE} rec/s (log: assets_data/logs/producer.log)"
 echo "run: Dagster UI on http://127.0.0.1:3000"
+echo "run: dashboards (Superset) on http://127.0.0.1:${IOT_FED_SUPERSET_PORT:-8088}/dashboard/list/ (admin: IOT_FED_SUPERSET_USER/_PASSWORD or assets_data/services/superset/admin.json)"
 .venv/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

@@ -26,6 +26,7 @@ from iot_fed.services.process import (
     start_detached,
     stop,
 )
+from iot_fed.services.superset import SupersetService
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ SERVICE_TYPES: dict[str, type[Service]] = {
     "mongodb": MongoService,
     "kafka": KafkaService,
     "postgres": PostgresService,  # optional: its failure leaves the others running
+    "superset": SupersetService,  # optional, after postgres (its metadata database)
 }
 SERVICE_NAMES = tuple(SERVICE_TYPES)
 DEFAULT_START_TIMEOUT_S = 90.0
@@ -160,7 +162,7 @@ def _up_one(
     rec = start_detached(svc.name, svc.command(), svc.log_path, cwd=svc.home, user=svc.run_as())
     rec.save(svc.record_path)
     started.append((svc, rec))
-    _wait_healthy(svc, rec, timeout)
+    _wait_healthy(svc, rec, max(timeout, getattr(svc, "start_timeout", 0.0)))
     svc.after_start()
     log.info("%s: up at %s in %.1fs", svc.name, redact(svc.endpoint), time.monotonic() - t0)
     return _status(svc, "started", True, rec, detail=f"{time.monotonic() - t0:.1f}s")

@@ -68,7 +68,16 @@ def _metadata(results: list[Any]) -> dict[str, Any]:
         "caught_up": last.caught_up,
         "behind_s": last.behind_s,
         "seconds": round(sum(r.seconds for r in results), 3),
+        **_dashboard_links(),
     }
+
+
+def _dashboard_links() -> dict[str, Any]:
+    """Links to the Superset dashboards drawn from these tables (Dagster shows them)."""
+    from iot_fed.dashboards.urls import dashboard_urls
+
+    urls = dashboard_urls(load_settings())
+    return {f"dashboard {t.lower()}": dg.MetadataValue.url(u) for t, u in urls.items()}
 
 
 @dg.asset(

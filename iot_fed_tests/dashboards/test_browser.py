@@ -1,0 +1,96 @@
+"""A real browser (Debian's Chromium under Playwright) logs in and opens every dashboard.
+
+Every chart's ``/api/v1/chart/data`` request must succeed and every chart must paint
+(a non-empty canvas or svg); a screenshot per dashboard goes to
+``assets_data/test-artifacts/dashboards/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from iot_fed.config import Settings
+from iot_fed.dashboards import spec
+from iot_fed_tests.dashboards.conftest import Superset
+
+pytestmark = pytest.mark.timeout(900)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
+PAINTED_JS = """
+() => [...document.querySelectorAll('.dashboard-component-chart-holder')].map(holder => {
+  const title = holder.querySelector('.header-title, [data-test="editable-title"]');
+  const painted = [...holder.querySelectorAll('canvas, svg')].some(el => {
+    const r = el.getBoundingClientRect();
+    return r.width > 20 && r.height > 20;
+  });
+  const text = holder.querySelector('.big_number .header-line, .header-line, table tbody tr');
+  return {title: title ? title.innerText.trim() : '', painted: painted || !!text,
+          error: !!holder.querySelector('.alert-danger, [role="alert"]')};
+})
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (scripts/bootstrap.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def test_every_dashboard_paints_every_chart(
+    browser, superset: Superset, dashboards: dict[str, dict], settings: Settings
+) -> None:
+    out = Path(settings.data_dir) / "test-artifacts" / "dashboards"
+    out.mkdir(parents=True, exist_ok=True)
+    # bypass_csp: the checks below are evaluated JS, which our strict CSP forbids
+    page = browser.new_page(viewport={"width": 1600, "height": 1200}, bypass_csp=True)
+    page.set_default_timeout(120_000)
+    page.goto(f"{superset.url}/login/")
+    page.fill("input[name='username'], #username", superset.user)
+    page.fill("input[name='password'], #password", superset.password)
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda url: "/login" not in url)
+    for dash in spec.DASHBOARDS:
+        n_charts = sum(len(row) for row in dash.rows)
+        data: list[tuple[int, str]] = []
+
+        def on_response(resp, data=data) -> None:
+            if "/api/v1/chart/data" in resp.url:
+                data.append((resp.status, resp.text()[:300]))
+
+        page.on("response", on_response)
+        page.goto(f"{superset.url}/superset/dashboard/{dashboards[dash.key]['slug']}/")
+        page.wait_for_function(
+            f"document.querySelectorAll('.dashboard-component-chart-holder').length >= {n_charts}"
+        )
+        page.wait_for_function(
+            f"({PAINTED_JS})().filter(c => c.painted).length >= {n_charts}", timeout=180_000
+        )
+        page.wait_for_timeout(1500)  # let animations settle for the screenshot
+        page.screenshot(path=str(out / f"{dash.key}.png"), full_page=True)
+        page.remove_listener("response", on_response)
+        charts = page.evaluate(PAINTED_JS)
+        assert len(data) >= n_charts, f"{dash.title}: {len(data)} data requests for {n_charts}"
+        failed = [d for d in data if d[0] != 200]
+        assert not failed, f"{dash.title}: chart data requests failed: {failed}"
+        assert all(c["painted"] and not c["error"] for c in charts), f"{dash.title}: {charts}"
+    page.close()
