@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "iot_fed.stream.commands",
     "iot_fed.analytics.commands",
     "iot_fed.defs.commands",
+    "iot_fed.runner.commands",
 )
 
 

@@ -154,6 +154,11 @@ class Settings(BaseSettings):
     ingest_chunk_size: int = Field(5000, ge=1, description="messages per consume/write chunk")
     device_freshness_s: int = Field(3600, ge=1, description="stale device model after this")
 
+    # --- live: streaming scorer and model API -----------------------------------
+    api_port: int = Field(8000, ge=1, le=65535, description="model API (FastAPI) port")
+    scorer_trigger_s: float = Field(1.0, gt=0, description="streaming scorer trigger interval")
+    scorer_max_lag_s: float = Field(60.0, gt=0, description="check fails when scorer is behind")
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _check_bootstrap(cls, v: str) -> str:

@@ -15,12 +15,19 @@ from dagster_pyspark import PySparkResource
 from iot_fed.analytics import session
 from iot_fed.analytics.jars import SparkJarsError
 from iot_fed.config import load_settings
-from iot_fed.defs.assets.analytics import evaluation_report, predictions, streaming_evaluation
+from iot_fed.defs.assets.analytics import evaluation_report, predictions
 from iot_fed.defs.assets.benchmark import anomaly_benchmark
 from iot_fed.defs.assets.dataset import intel_lab_clean, intel_lab_raw, mote_locations
 from iot_fed.defs.assets.models import global_model, local_model, promoted_model
 from iot_fed.defs.assets.stream import iot_stream
 from iot_fed.defs.checks import device_models_fresh
+from iot_fed.defs.live import (
+    evaluation_report_job,
+    evaluation_report_sensor,
+    scorer_not_behind,
+    streaming_evaluation,
+    streaming_evaluation_sensor,
+)
 from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource
 from iot_fed.defs.sensors import aggregate_job, aggregation_sensor, iot_stream_sensor
 
@@ -68,9 +75,14 @@ defs = dg.Definitions(
         streaming_evaluation,
         anomaly_benchmark,
     ],
-    asset_checks=[device_models_fresh],
-    jobs=[aggregate_job],
-    sensors=[iot_stream_sensor, aggregation_sensor],
+    asset_checks=[device_models_fresh, scorer_not_behind],
+    jobs=[aggregate_job, evaluation_report_job],
+    sensors=[
+        iot_stream_sensor,
+        aggregation_sensor,
+        streaming_evaluation_sensor,
+        evaluation_report_sensor,
+    ],
     executor=dg.in_process_executor,  # one process per run: JAX compiles once per run
     resources=resources_for(os.environ.get("IOT_FED_DEPLOYMENT", "local")),
 )
