@@ -7,6 +7,7 @@ the main job's, so supervising one more process is one more line there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -136,7 +137,5 @@ class Supervisor:
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
