@@ -22,7 +22,6 @@ from iot_fed.runner.supervisor import Child, Supervisor
 log = logging.getLogger(__name__)
 
 DATASET_ASSETS = "intel_lab_raw,intel_lab_clean,mote_locations"
-DAGSTER_PORT = 3000
 
 
 def _bin(name: str) -> str:
@@ -42,7 +41,7 @@ def children(settings: Settings, rate: float, root: Path) -> list[Child]:
                 "-h",
                 "127.0.0.1",
                 "-p",
-                str(DAGSTER_PORT),
+                str(settings.dagster_port),
                 "-w",
                 str(root / "workspace.yaml"),
             ],
@@ -106,7 +105,7 @@ def run_main_job(settings: Settings, rate: float, root: Path) -> int:
     prepare(settings, root)
     sup = Supervisor(children(settings, rate, root), settings.data_dir / "logs")
     print(
-        f"run: producer at {rate:g} rec/s, Dagster UI http://127.0.0.1:{DAGSTER_PORT}, "
+        f"run: producer at {rate:g} rec/s, Dagster UI http://127.0.0.1:{settings.dagster_port}, "
         f"model API http://127.0.0.1:{settings.api_port}/docs; logs in "
         f"{settings.data_dir / 'logs'}; Ctrl-C stops all",
         flush=True,
