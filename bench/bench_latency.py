@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     settings = load_settings()
     db = connect(settings.mongodb_uri, settings.mongodb_database, 10)
-    db = db.client.get_database(settings.mongodb_database, codec_options=db.codec_options.with_options(tz_aware=True))
+    db = db.client.get_database(
+        settings.mongodb_database, codec_options=db.codec_options.with_options(tz_aware=True)
+    )
     hb = read_scorer_status(db) or {}
     if hb.get("state") != "running":
         print(f"bench_latency: the scorer is not running ({hb.get('state')}); start `make run`")
@@ -199,17 +201,31 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res["promotion"]), flush=True)
     res["api"] = bench_api(settings.api_port, args.api_requests)
     rows = [
-        (f"e2e p50 / p99 at {r['rate_per_s']:g} rec/s (s)", f"{r['p50_s']} / {r['p99_s']}",
-         "p99 <= 2" if r["rate_per_s"] <= 10 else "p99 <= 5")
+        (
+            f"e2e p50 / p99 at {r['rate_per_s']:g} rec/s (s)",
+            f"{r['p50_s']} / {r['p99_s']}",
+            "p99 <= 2" if r["rate_per_s"] <= 10 else "p99 <= 5",
+        )
         for r in res["rates"]
     ]
     if "promotion" in res:
-        rows.append(("promotion -> first prediction (s)",
-                     str(res["promotion"].get("promotion_to_first_prediction_s")),
-                     f"<= {settings.scorer_trigger_s + 2:g}"))
-    rows.append(("/api/score 100 readings p50 / p99 (ms)",
-                 f"{res['api']['p50_ms']} / {res['api']['p99_ms']}", "p99 <= 50"))
-    md = ["| metric | value | goal |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+        rows.append(
+            (
+                "promotion -> first prediction (s)",
+                str(res["promotion"].get("promotion_to_first_prediction_s")),
+                f"<= {settings.scorer_trigger_s + 2:g}",
+            )
+        )
+    rows.append(
+        (
+            "/api/score 100 readings p50 / p99 (ms)",
+            f"{res['api']['p50_ms']} / {res['api']['p99_ms']}",
+            "p99 <= 50",
+        )
+    )
+    md = ["| metric | value | goal |", "|---|---|---|"] + [
+        f"| {a} | {b} | {c} |" for a, b, c in rows
+    ]
     print("\n".join(md))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_latency.json").write_text(json.dumps(res, indent=2, default=str))

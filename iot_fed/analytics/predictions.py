@@ -137,10 +137,14 @@ def score_and_store(
         db.client.close()
     blob = spark.sparkContext.broadcast(model.blob)
     try:
-        rows = readings.groupBy("moteid").applyInPandas(
-            _score_and_store(target, blob, model.version, model.threshold, source),
-            COUNTS_SCHEMA,
-        ).collect()
+        rows = (
+            readings.groupBy("moteid")
+            .applyInPandas(
+                _score_and_store(target, blob, model.version, model.threshold, source),
+                COUNTS_SCHEMA,
+            )
+            .collect()
+        )
     finally:
         blob.unpersist()
     sums = {c: int(sum(r[c] for r in rows)) for c in COUNT_FIELDS}

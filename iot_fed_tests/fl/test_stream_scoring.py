@@ -20,13 +20,15 @@ def test_chunked_equals_whole_and_matches_per_reading_model():
     df = make_readings(motes=1, per_mote=60)
     bundle = make_bundle(df, seed=1)
     one, ep, ts, vals = _series(df)
-    whole, h_whole = score_device(bundle, DeviceHistory.empty(), moteid=1, epochs=ep, ts_ms=ts,
-                                  values=vals)
+    whole, h_whole = score_device(
+        bundle, DeviceHistory.empty(), moteid=1, epochs=ep, ts_ms=ts, values=vals
+    )
     h = DeviceHistory.empty()
     parts = []
     for k in range(0, len(ep), 7):
-        got, h = score_device(bundle, h, moteid=1, epochs=ep[k:k + 7], ts_ms=ts[k:k + 7],
-                              values=vals[k:k + 7])
+        got, h = score_device(
+            bundle, h, moteid=1, epochs=ep[k : k + 7], ts_ms=ts[k : k + 7], values=vals[k : k + 7]
+        )
         parts.append(got)
     assert np.array_equal(np.concatenate([p.score for p in parts]), whole.score)
     assert np.array_equal(np.concatenate([p.flag for p in parts]), whole.flag)
