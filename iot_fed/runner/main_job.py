@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ def children(settings: Settings, rate: float, root: Path) -> list[Child]:
                 str(root / "workspace.yaml"),
             ],
             stop_grace_s=30,
+            stop_signal=signal.SIGINT,  # dagster dev stops its code servers on SIGINT
         ),
         Child(
             "scorer",

@@ -30,6 +30,7 @@ class Child:
     env: dict[str, str] = field(default_factory=dict)
     restart: bool = True  # restart when it exits (with backoff)
     stop_grace_s: float = 15.0
+    stop_signal: int = signal.SIGTERM  # e.g. SIGINT for `dagster dev`, which then cleans up
 
 
 @dataclass
@@ -121,11 +122,11 @@ class Supervisor:
         self.stopping.set()
 
     def shutdown(self) -> None:
-        """SIGTERM every child's process group (reverse order), SIGKILL after its grace."""
+        """Signal every child's process group (reverse order), SIGKILL after its grace."""
         live = [r for r in reversed(self.running) if r.proc is not None and r.proc.poll() is None]
         for r in live:
             log.info("stopping %s (pid %d)", r.child.name, r.proc.pid)
-            _signal_group(r.proc, signal.SIGTERM)
+            _signal_group(r.proc, r.child.stop_signal)
         for r in live:
             try:
                 r.proc.wait(timeout=r.child.stop_grace_s)
