@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -191,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_latency: the scorer is not running ({hb.get('state')}); start `make run`")
         return 1
     stream = BenchStream(settings)
-    res: dict[str, Any] = {"trigger_s": settings.scorer_trigger_s, "rates": []}
+    res: dict[str, Any] = {
+        "trigger_s": settings.scorer_trigger_s,
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 1),
+        "cores": os.cpu_count(),
+        "rates": [],
+    }
     stream.send(10, 3)  # warm the bench motes
     for rate in (float(r) for r in args.rates.split(",")):
         res["rates"].append(bench_rate(db, stream, rate, args.seconds))
