@@ -164,8 +164,7 @@ def bench_stream(
         topic=name,
         checkpoint_name=name,
         trigger_seconds=trigger,
-        write_partitions=write_partitions,
-    )
+    )  # write_partitions: the stateful scorer always writes on the driver (kept for the JSON)
     try:
         for k, v in values[:warm]:
             producer.produce(name, v, k)

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "iot_fed.analytics.commands",
     "iot_fed.defs.commands",
     "iot_fed.reporting.commands",
+    "iot_fed.runner.commands",
 )
 
 

@@ -184,6 +184,11 @@ class Settings(BaseSettings):
     postgres_bin_dir: Path = Field(
         Path("/usr/lib/postgresql/15/bin"), description="PostgreSQL server binaries (Debian)"
     )
+    # --- live: streaming scorer and model API -----------------------------------
+    api_port: int = Field(8000, ge=1, le=65535, description="model API (FastAPI) port")
+    dagster_port: int = Field(3000, ge=1, le=65535, description="Dagster UI port (iot-fed run)")
+    scorer_trigger_s: float = Field(1.0, gt=0, description="streaming scorer trigger interval")
+    scorer_max_lag_s: float = Field(60.0, gt=0, description="check fails when scorer is behind")
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -17,7 +17,7 @@ import os
 import dagster as dg
 
 from iot_fed.config import load_settings
-from iot_fed.defs.assets.analytics import evaluation_report, predictions, streaming_evaluation
+from iot_fed.defs.assets.analytics import evaluation_report, predictions
 from iot_fed.defs.assets.benchmark import anomaly_benchmark
 from iot_fed.defs.assets.dataset import intel_lab_clean, intel_lab_raw, mote_locations
 from iot_fed.defs.assets.models import (
@@ -29,6 +29,13 @@ from iot_fed.defs.assets.models import (
 from iot_fed.defs.assets.reporting import PostgresResource, reporting_sensor, reporting_tables
 from iot_fed.defs.assets.stream import iot_stream, sensor_readings
 from iot_fed.defs.checks import device_models_fresh
+from iot_fed.defs.live import (
+    evaluation_report_job,
+    evaluation_report_sensor,
+    scorer_not_behind,
+    streaming_evaluation,
+    streaming_evaluation_sensor,
+)
 from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource, SparkResource
 from iot_fed.defs.sensors import aggregate_job, build_sensors
 
@@ -47,7 +54,7 @@ ASSETS = [
     # analytics
     evaluation_report,
     predictions,
-    streaming_evaluation,
+    streaming_evaluation,  # observable: the live scorer's progress
     # evaluation
     anomaly_benchmark,
     # reporting
@@ -56,9 +63,11 @@ ASSETS = [
 ASSET_CHECKS = [
     not_worse_than_promoted,
     device_models_fresh,
+    scorer_not_behind,
 ]
 JOBS = [
     aggregate_job,
+    evaluation_report_job,
 ]
 
 
@@ -89,7 +98,12 @@ def defs() -> dg.Definitions:
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
         jobs=JOBS,
-        sensors=[*build_sensors(settings), reporting_sensor],
+        sensors=[
+            *build_sensors(settings),
+            streaming_evaluation_sensor,
+            evaluation_report_sensor,
+            reporting_sensor,
+        ],
         executor=dg.in_process_executor,  # one process per run: JAX compiles once per run
         resources=resources_for(os.environ.get("IOT_FED_DEPLOYMENT", "local")),
     )

@@ -79,7 +79,6 @@ def _cmd_stream(args: argparse.Namespace) -> int:
                 checkpoint_name=args.checkpoint,
                 trigger_seconds=args.trigger_seconds,
                 max_offsets_per_trigger=args.max_offsets_per_trigger,
-                write_partitions=None if args.write_partitions < 0 else args.write_partitions,
             )
     finally:
         spark.stop()
@@ -125,13 +124,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval")
     s.add_argument("--max-offsets-per-trigger", type=int, help="cap records per micro-batch")
-    s.add_argument(
-        "--write-partitions",
-        type=int,
-        default=1,
-        help="Spark tasks per micro-batch that decode/score/write (0: on the driver, "
-        "-1: one per Kafka partition)",
-    )
     s.add_argument(
         "--available-now", action="store_true", help="process what is in the topic now, then stop"
     )

@@ -1,6 +1,8 @@
 """Anomaly score + flag per reading for the promoted global model, upserted to MongoDB.
 
-Each Spark task scores its readings (numpy, whole batches) and writes them with pymongo
+Readings are grouped by mote (``applyInPandas``) and each device's series is scored in
+epoch order through ``score_device`` (:func:`~iot_fed.analytics.batch_scoring.score_devices`),
+the same function the stream uses, so batch == stream. Each Spark task and writes them with pymongo
 bulk writes keyed on ``(moteid, ts)`` (:func:`iot_fed.store.upsert_predictions`; never
 replacing a newer model's verdict), so re-running is idempotent and nothing large is
 collected on the driver.
@@ -11,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -19,7 +20,7 @@ from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from iot_fed.analytics.batch_scoring import score_with
+from iot_fed.analytics.batch_scoring import score_devices
 from iot_fed.analytics.models import bundle_from_blob, load_global_model
 from iot_fed.analytics.readings import MongoTarget, read_readings
 from iot_fed.config import Settings
@@ -103,22 +104,16 @@ def store_scored(
 def _score_and_store(
     target: MongoTarget, blob: Broadcast, version: int, threshold: float, source: str
 ):
-    """mapInPandas body: score and upsert the partition's readings; yield its counts."""
+    """applyInPandas body: score and upsert one mote's readings; return its counts."""
 
-    def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def run(pdf: pd.DataFrame) -> pd.DataFrame:
         bundle = bundle_from_blob(blob.value)
-        db = target.connect()
         total = dict.fromkeys(COUNT_FIELDS, 0)
-        try:
-            for pdf in batches:
-                if len(pdf):
-                    got = store_scored(
-                        db, score_with(bundle, threshold, pdf), version, threshold, source
-                    )
-                    total = {k: total[k] + got[k] for k in COUNT_FIELDS}
-        finally:
-            db.client.close()
-        yield pd.DataFrame([total])
+        if len(pdf):
+            db = target.shared()
+            scored = score_devices(bundle, threshold, pdf)
+            total = store_scored(db, scored, version, threshold, source)
+        return pd.DataFrame([total])
 
     return run
 
@@ -142,10 +137,14 @@ def score_and_store(
         db.client.close()
     blob = spark.sparkContext.broadcast(model.blob)
     try:
-        rows = readings.mapInPandas(
-            _score_and_store(target, blob, model.version, model.threshold, source),
-            COUNTS_SCHEMA,
-        ).collect()
+        rows = (
+            readings.groupBy("moteid")
+            .applyInPandas(
+                _score_and_store(target, blob, model.version, model.threshold, source),
+                COUNTS_SCHEMA,
+            )
+            .collect()
+        )
     finally:
         blob.unpersist()
     sums = {c: int(sum(r[c] for r in rows)) for c in COUNT_FIELDS}

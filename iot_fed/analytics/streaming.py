@@ -1,59 +1,59 @@
-"""Streaming evaluation: Spark Structured Streaming from Kafka to predictions in MongoDB.
+"""Streaming scorer: Spark Structured Streaming from Kafka to predictions in MongoDB.
 
-Each micro-batch (``foreachBatch``):
+The query: Kafka source -> ``groupBy(moteid from the Kafka key).applyInPandasWithState``
+(:mod:`iot_fed.analytics.live_state`: decode, per-device history as state with a timeout,
+``score_device``) -> ``foreachBatch`` on the driver, which upserts one prediction per
+valid reading (``_id`` = ``<moteid>:<ts ms>``), the flagged ones into ``anomalies``
+(same ``_id``), and a heartbeat into ``scorer_status``. A replayed micro-batch (after a
+crash, Spark re-runs the uncommitted batch from the checkpoint, with the state of the last
+committed one) rewrites the same ids: no duplicate, no gap.
 
-1. looks up the promoted global version (one small query) and reloads + re-broadcasts
-   the model only when it changed, so a newly promoted model is used without a restart;
-2. in every Kafka partition's task (``mapInPandas``): decodes and validates the records
-   with :func:`iot_fed.stream.messages.decode_value`, scores the valid ones as one numpy
-   batch, upserts their predictions and stores the malformed ones in ``dead_letters``
-   (reason + raw bytes; ``_id`` = ``spark:<topic>:<partition>:<offset>`` so a replayed
-   batch adds no duplicates). Malformed records never stop the query.
+Dead letters have ONE owner: ingestion (:mod:`iot_fed.stream.ingest`) dead-letters a
+malformed message; the scorer skips it and only counts it (``skipped`` in the heartbeat
+and the counts, reasons in its log).
+
+No promoted model yet: the query is not started; the scorer waits (heartbeat
+``waiting_for_model``) and readings wait in Kafka, from the checkpoint's offsets.
 
 Two ways to run it: :func:`run_streaming_evaluation` (long-running, processing-time
-trigger, the ``iot-fed spark-stream`` CLI) and :func:`streaming_evaluation` (trigger
-``availableNow``: everything currently in the topic, then stop; the Dagster asset).
-Checkpoints live under ``<data_dir>/checkpoints/<name>``.
+trigger; ``iot-fed spark-stream``, supervised by ``iot-fed run``) and
+:func:`streaming_evaluation` (trigger ``availableNow``: everything in the topic now, then
+stop). Checkpoints live under ``<data_dir>/checkpoints/<name>``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming.state import GroupStateTimeout
 
-from iot_fed.analytics.batch_scoring import score_with
-from iot_fed.analytics.models import (
-    ModelNotAvailableError,
-    ScoringModel,
-    bundle_from_blob,
-    load_global_model,
-)
-from iot_fed.analytics.predictions import COUNT_FIELDS, store_scored
+from iot_fed.analytics.live_state import OUTPUT_SCHEMA, STATE_SCHEMA, stateful_scorer
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.config import Settings
-from iot_fed.store import DEAD_LETTERS, insert_dead_letters, promoted_version, validator
+from iot_fed.fl.stream_scoring import CHANNELS
+from iot_fed.store import promoted_version, upsert_predictions
+from iot_fed.store.live import DEFAULT_SCORER, upsert_anomalies, write_scorer_status
 from iot_fed.stream.kafka_config import spark_source_options
-from iot_fed.stream.messages import decode_value
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = "streaming_evaluation"
-DEAD_LETTER_STAGE = "spark-stream"
-STREAM_FIELDS = ("records", *COUNT_FIELDS, "dead_letters")
-STREAM_COUNTS_SCHEMA = T.StructType([T.StructField(c, T.LongType(), False) for c in STREAM_FIELDS])
+DEFAULT_CHECKPOINT = DEFAULT_SCORER
+STATE_TIMEOUT_MS = 3_600_000  # a mote silent for an hour loses its window
+MODEL_REFRESH_S = 0.5
+TOP_CHANNELS = 2
 
 
 @dataclass
@@ -68,22 +68,17 @@ class StreamCounts:
     updated: int = 0
     unchanged: int = 0
     stale: int = 0
-    dead_letters: int = 0
+    skipped: int = 0  # malformed: ingestion dead-letters them
     model_versions: list[int] = field(default_factory=list)  # in the order first used
     last_batch_id: int | None = None
-
-    def add(self, batch_id: int, version: int, rows: Iterable[Any]) -> None:
-        self.batches += 1
-        self.last_batch_id = batch_id
-        if version not in self.model_versions:
-            self.model_versions.append(version)
-        for r in rows:
-            for f in STREAM_FIELDS:
-                setattr(self, f, getattr(self, f) + int(r[f]))
+    last_batch_at: dt.datetime | None = None
+    last_batch: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("last_batch")
         d["model_versions"] = ",".join(str(v) for v in self.model_versions)
+        d["last_batch_at"] = None if self.last_batch_at is None else self.last_batch_at.isoformat()
         return d
 
 
@@ -91,110 +86,160 @@ def checkpoint_dir(settings: Settings, name: str = DEFAULT_CHECKPOINT) -> Path:
     return settings.data_dir / "checkpoints" / name
 
 
-def kafka_source_options(settings: Settings, topic: str | None = None) -> dict[str, str]:
-    """``spark.readStream.format("kafka")`` options from the Kafka settings (SASL/TLS too)."""
-    return spark_source_options(settings, topic)
+def _utc(ts_ms: np.ndarray) -> list[dt.datetime]:
+    return [_EPOCH + dt.timedelta(milliseconds=int(t)) for t in ts_ms]
 
 
-def _dead_letter(
-    key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int, reason: str
-) -> dict[str, Any]:
-    return {
-        "_id": f"spark:{topic}:{partition}:{offset}",
-        "ts": dt.datetime.now(dt.UTC),
-        "reason": reason,
-        "raw": None if value is None else bytes(value),
-        "key": None if key is None else bytes(key).decode("utf-8", "backslashreplace"),
-        "topic": topic,
-        "partition": int(partition),
-        "offset": int(offset),
-        "stage": DEAD_LETTER_STAGE,
-    }
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def process_records(
-    db, bundle, model: tuple[int, float], raw: pd.DataFrame, max_bytes: int
-) -> dict[str, int]:
-    """Decode, score and store one batch of Kafka records (key, value, topic, partition,
-    offset); return :data:`STREAM_FIELDS` counts."""
-    version, threshold = model
-    readings: list[dict[str, Any]] = []
-    dead: list[dict[str, Any]] = []
-    for key, value, topic, part, off in zip(
-        raw["key"], raw["value"], raw["topic"], raw["partition"], raw["offset"], strict=True
-    ):
-        reading, reason = decode_value(
-            None if value is None else bytes(value), max_bytes, None if key is None else bytes(key)
+def _py(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
+
+
+def prediction_and_anomaly_docs(
+    pdf: pd.DataFrame, scored_at: dt.datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``predictions`` and ``anomalies`` documents of a micro-batch's prediction rows."""
+    ts = _utc(pdf["ts_ms"].to_numpy())
+    kts = [
+        None if pd.isna(t) else pd.Timestamp(t).tz_localize(None).tz_localize("UTC").to_pydatetime()
+        for t in pdf["kafka_ts"]
+    ]
+    errs = pdf[[f"err_{c}" for c in CHANNELS]].to_numpy(np.float64)
+    preds, anomalies = [], []
+    for i, row in enumerate(pdf.itertuples(index=False)):
+        score, thr = _py(float(row.score)), _py(float(row.threshold))
+        channel_errors = [_py(float(e)) for e in errs[i]]
+        doc = {
+            "moteid": int(row.moteid),
+            "ts": ts[i],
+            "epoch": int(row.epoch),
+            "score": score,
+            "threshold": thr,
+            "is_anomaly": bool(row.flag),
+            "model_version": int(row.model_version),
+            "label": row.label if isinstance(row.label, str) else None,
+            "created_at": scored_at,
+            "source": "streaming",
+            "channel_errors": channel_errors,
+            "reason": row.reason if isinstance(row.reason, str) else None,
+            "kafka_ts": kts[i],
+            "scored_at": scored_at,
+            "kafka_offset": row.kafka_offset,
+        }
+        preds.append(doc)
+        if doc["is_anomaly"]:
+            finite = np.nan_to_num(errs[i], nan=-1.0)
+            top = [CHANNELS[j] for j in np.argsort(-finite)[:TOP_CHANNELS] if finite[j] >= 0]
+            if doc["reason"] and doc["reason"].startswith("data_fault:"):
+                top = [doc["reason"].split(":", 1)[1].split(" ")[0]]
+            anomalies.append(
+                {
+                    "moteid": doc["moteid"],
+                    "ts": doc["ts"],
+                    "epoch": doc["epoch"],
+                    "score": score,
+                    "threshold": thr,
+                    "ratio": None if score is None or not thr else score / thr,
+                    "channels": top,
+                    "reason": doc["reason"],
+                    "model_version": doc["model_version"],
+                    "kafka_ts": doc["kafka_ts"],
+                    "flagged_at": scored_at,
+                    "source": "streaming",
+                }
+            )
+    return preds, anomalies
+
+
+def store_batch(db: Any, pdf: pd.DataFrame) -> dict[str, Any]:
+    """Write one micro-batch's output rows; return its counts."""
+    scored_at = dt.datetime.now(dt.UTC)
+    rows = pdf[pdf["kind"] == "prediction"]
+    skipped = pdf[pdf["kind"] == "skipped"]
+    for r in skipped.head(5).itertuples(index=False):
+        log.info(
+            "skipped malformed record %s: %s (ingestion dead-letters it)", r.kafka_offset, r.reason
         )
-        if reading is None:
-            dead.append(_dead_letter(key, value, topic, part, off, reason or "invalid"))
-        else:
-            readings.append(reading)
-    counts = dict.fromkeys(STREAM_FIELDS, 0)
-    counts["records"] = len(raw)
-    if readings:
-        scored = score_with(bundle, threshold, pd.DataFrame.from_records(readings))
-        counts.update(store_scored(db, scored, version, threshold, "streaming"))
-    if dead:
-        validator(DEAD_LETTERS).validate_many(dead)
-        insert_dead_letters(db, dead)
-        counts["dead_letters"] = len(dead)
+    counts: dict[str, Any] = {
+        "records": len(pdf),
+        "n": len(rows),
+        "skipped": len(skipped),
+        "anomalies": 0,
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "stale": 0,
+        "versions": sorted({int(v) for v in rows["model_version"]}) if len(rows) else [],
+        "max_latency_s": None,
+    }
+    if rows.empty:
+        return counts
+    preds, anomalies = prediction_and_anomaly_docs(rows, scored_at)
+    got = upsert_predictions(db, preds)
+    cleared = [
+        f"{d['moteid']}:{int(t)}"
+        for d, t in zip(preds, rows["ts_ms"], strict=True)
+        if not d["is_anomaly"]
+    ]
+    upsert_anomalies(db, anomalies, cleared if got["updated"] else ())
+    counts.update(got, anomalies=len(anomalies))
+    lat = [(scored_at - d["kafka_ts"]).total_seconds() for d in preds if d["kafka_ts"]]
+    counts["max_latency_s"] = max(lat) if lat else None
     return counts
 
 
-def _partition_processor(
-    target: MongoTarget, blob: Broadcast, model: tuple[int, float], max_bytes: int
-):
-    """mapInPandas body over a micro-batch's Kafka records; yields one counts row."""
+class Heartbeat:
+    """Driver side: the ``scorer_status`` document, written after every batch and every
+    ``interval_s`` while idle (so a stopped scorer is visible as a stale heartbeat)."""
 
-    def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        bundle = bundle_from_blob(blob.value)
-        total = dict.fromkeys(STREAM_FIELDS, 0)
-        for raw in batches:
-            if len(raw):
-                got = process_records(target.shared(), bundle, model, raw, max_bytes)
-                total = {k: total[k] + got[k] for k in STREAM_FIELDS}
-        yield pd.DataFrame([total])
-
-    return run
-
-
-class PromotedModelTracker:
-    """Driver side: the promoted global model, reloaded only when the version changes."""
-
-    def __init__(self, spark: SparkSession, target: MongoTarget) -> None:
-        self.spark = spark
-        self.target = target
+    def __init__(self, target: MongoTarget, name: str) -> None:
         self.db = target.connect()
-        self.model: ScoringModel | None = None
-        self.blob: Broadcast | None = None
+        self.name = name
+        self.started_at = dt.datetime.now(dt.UTC)
+        self.lock = threading.Lock()
 
-    def current(self) -> tuple[ScoringModel, Broadcast]:
-        version = promoted_version(self.db)
-        if version is None:
-            raise ModelNotAvailableError(
-                f"no promoted global model in {self.db.name}.global_models; "
-                "streaming evaluation needs one"
-            )
-        if self.model is None or self.model.version != version:
-            model = load_global_model(self.db, version)
-            old = self.blob
-            self.blob = self.spark.sparkContext.broadcast(model.blob)
-            if old is not None:
-                old.unpersist()
-            log.info(
-                "streaming evaluation now scores with global model v%d (threshold %.4g)",
-                model.version,
-                model.threshold,
-            )
-            self.model = model
-        assert self.blob is not None
-        return self.model, self.blob
+    def write(self, state: str, counts: StreamCounts, **extra: Any) -> None:
+        last = counts.last_batch
+        doc = {
+            "updated_at": dt.datetime.now(dt.UTC),
+            "state": state,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "last_batch_id": counts.last_batch_id,
+            "last_batch_at": counts.last_batch_at,
+            "batch_records": last.get("records"),
+            "batch_predictions": last.get("n"),
+            "batch_anomalies": last.get("anomalies"),
+            "batch_skipped": last.get("skipped"),
+            "batch_max_latency_s": last.get("max_latency_s"),
+            "model_version": counts.model_versions[-1] if counts.model_versions else None,
+            "totals": {k: v for k, v in counts.summary().items() if isinstance(v, int)},
+            **extra,
+        }
+        with self.lock:
+            try:
+                write_scorer_status(self.db, doc, self.name)
+            except Exception as exc:  # the heartbeat must never stop the scorer
+                log.warning("could not write the scorer heartbeat: %s", exc)
 
     def close(self) -> None:
-        if self.blob is not None:
-            self.blob.unpersist()
         self.db.client.close()
+
+
+def progress_extra(query: StreamingQuery) -> dict[str, Any]:
+    """records/s and the offset backlog from the query's last progress."""
+    p = query.lastProgress or {}
+    backlog = 0
+    for src in p.get("sources", []):
+        end, latest = src.get("endOffset") or {}, src.get("latestOffset") or {}
+        if isinstance(end, dict) and isinstance(latest, dict):
+            for topic, parts in latest.items():
+                for part, off in (parts or {}).items():
+                    backlog += max(0, int(off) - int((end.get(topic) or {}).get(part, off)))
+    rate = p.get("processedRowsPerSecond")
+    return {"records_per_s": None if rate is None else float(rate), "backlog_records": backlog}
 
 
 @dataclass
@@ -203,13 +248,34 @@ class StreamingRun:
 
     query: StreamingQuery
     counts: StreamCounts
-    tracker: PromotedModelTracker
+    heartbeat: Heartbeat
     checkpoint: Path
 
     def stop(self) -> None:
         if self.query.isActive:
             self.query.stop()
-        self.tracker.close()
+        self.heartbeat.write("stopped", self.counts)
+        self.heartbeat.close()
+
+
+def wait_for_model(
+    settings: Settings, stop: threading.Event, heartbeat: Heartbeat, counts: StreamCounts
+) -> bool:
+    """Block until a promoted model exists (True) or ``stop`` is set (False)."""
+    db = MongoTarget.from_settings(settings).connect()
+    try:
+        told = False
+        while not stop.is_set():
+            if promoted_version(db) is not None:
+                return True
+            if not told:
+                log.warning("no promoted global model yet: waiting (readings wait in Kafka)")
+                told = True
+            heartbeat.write("waiting_for_model", counts, message="no promoted global model yet")
+            stop.wait(2.0)
+        return False
+    finally:
+        db.client.close()
 
 
 def start_streaming_evaluation(
@@ -221,60 +287,67 @@ def start_streaming_evaluation(
     available_now: bool = False,
     trigger_seconds: float = 1.0,
     max_offsets_per_trigger: int | None = None,
-    write_partitions: int | None = 1,
+    state_timeout_ms: int = STATE_TIMEOUT_MS,
+    heartbeat: Heartbeat | None = None,
 ) -> StreamingRun:
-    """Start the query (it reads from the earliest offset on a fresh checkpoint).
-
-    ``write_partitions`` coalesces each micro-batch to that many Spark tasks, which
-    decode, score and write (default 1: one writer suits a single-writer SQLite-backed
-    FerretDB; ``None`` keeps one task per Kafka partition, for a real MongoDB cluster);
-    ``0`` collects each micro-batch (Arrow) and does the work on the driver: lowest
-    latency for small micro-batches, no Python-worker round trip.
-    Fails before starting when no promoted global model can be loaded.
-    """
+    """Start the query (it reads from the earliest offset on a fresh checkpoint)."""
     target = MongoTarget.from_settings(settings)
-    tracker = PromotedModelTracker(spark, target)
-    try:
-        tracker.current()
-    except Exception:
-        tracker.close()
-        raise
+    heartbeat = heartbeat or Heartbeat(target, checkpoint_name)
     counts = StreamCounts()
-    max_bytes = settings.kafka_max_message_bytes
-    partitions = write_partitions
+    # no "no-data" micro-batches just to expire idle motes: expiry happens in the next
+    # batch with data (an idle 3 s stateful batch per trigger would swamp 2 cores)
+    spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
 
     def process_batch(batch: DataFrame, batch_id: int) -> None:
-        model, blob = tracker.current()
-        if partitions == 0:  # small micro-batches: decode, score and write on the driver
-            raw = batch.toPandas()
-            rows = [
-                process_records(
-                    target.shared(),
-                    bundle_from_blob(model.blob),
-                    (model.version, model.threshold),
-                    raw,
-                    max_bytes,
-                )
-            ]
-        else:
-            if partitions:
-                batch = batch.coalesce(partitions)
-            rows = batch.mapInPandas(
-                _partition_processor(target, blob, (model.version, model.threshold), max_bytes),
-                STREAM_COUNTS_SCHEMA,
-            ).collect()
-        counts.add(batch_id, model.version, rows)
-        log.debug("micro-batch %d: model v%d, %s", batch_id, model.version, counts)
+        pdf = batch.toPandas()
+        got = store_batch(target.shared(), pdf)
+        counts.batches += 1
+        counts.last_batch_id = batch_id
+        counts.last_batch_at = dt.datetime.now(dt.UTC)
+        counts.last_batch = got
+        for k in (
+            "records",
+            "n",
+            "anomalies",
+            "inserted",
+            "updated",
+            "unchanged",
+            "stale",
+            "skipped",
+        ):
+            setattr(counts, k, getattr(counts, k) + int(got[k]))
+        for v in got["versions"]:
+            if v not in counts.model_versions:
+                counts.model_versions.append(v)
+                log.info("micro-batch %d scored with global model v%d", batch_id, v)
+        heartbeat.write("running", counts)
 
-    reader = spark.readStream.format("kafka").options(**kafka_source_options(settings, topic))
+    reader = spark.readStream.format("kafka").options(**spark_source_options(settings, topic))
     reader = reader.option("startingOffsets", "earliest")
     if max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
-    source = reader.load().select("key", "value", "topic", "partition", "offset")
+    source = reader.load().select(
+        F.col("key").cast("string").cast("int").alias("gkey"),
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+    )
+    scored = source.groupBy("gkey").applyInPandasWithState(
+        stateful_scorer(
+            target, settings.kafka_max_message_bytes, MODEL_REFRESH_S, state_timeout_ms
+        ),
+        outputStructType=OUTPUT_SCHEMA,
+        stateStructType=STATE_SCHEMA,
+        outputMode="append",
+        timeoutConf=GroupStateTimeout.ProcessingTimeTimeout,
+    )
     checkpoint = checkpoint_dir(settings, checkpoint_name)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     writer = (
-        source.writeStream.queryName(checkpoint_name)
+        scored.writeStream.queryName(checkpoint_name)
         .foreachBatch(process_batch)
         .option("checkpointLocation", str(checkpoint))
     )
@@ -283,12 +356,8 @@ def start_streaming_evaluation(
         if available_now
         else writer.trigger(processingTime=f"{trigger_seconds} seconds")
     )
-    try:
-        query = writer.start()
-    except Exception:
-        tracker.close()
-        raise
-    return StreamingRun(query, counts, tracker, checkpoint)
+    query = writer.start()
+    return StreamingRun(query, counts, heartbeat, checkpoint)
 
 
 def streaming_evaluation(
@@ -298,23 +367,19 @@ def streaming_evaluation(
     topic: str | None = None,
     checkpoint_name: str = DEFAULT_CHECKPOINT,
     timeout_s: float | None = None,
-    write_partitions: int | None = 1,
 ) -> StreamCounts:
     """Process everything available in the topic since the checkpoint, then stop
-    (trigger ``availableNow``); return the counts. For the Dagster asset."""
+    (trigger ``availableNow``); return the counts. Needs a promoted model."""
     t0 = time.monotonic()
     run = start_streaming_evaluation(
-        spark,
-        settings,
-        topic=topic,
-        checkpoint_name=checkpoint_name,
-        available_now=True,
-        write_partitions=write_partitions,
+        spark, settings, topic=topic, checkpoint_name=checkpoint_name, available_now=True
     )
     try:
         finished = run.query.awaitTermination(timeout_s)
         if finished is False:
             raise TimeoutError(f"streaming evaluation did not finish within {timeout_s}s")
+        if run.query.exception() is not None:
+            raise RuntimeError(f"streaming evaluation failed: {run.query.exception()}")
     finally:
         run.stop()
     log.info(
@@ -333,32 +398,46 @@ def run_streaming_evaluation(
     checkpoint_name: str = DEFAULT_CHECKPOINT,
     trigger_seconds: float = 1.0,
     max_offsets_per_trigger: int | None = None,
-    write_partitions: int | None = 1,
     stop_event: threading.Event | None = None,
+    heartbeat_s: float = 2.0,
 ) -> StreamCounts:
-    """Run until ``stop_event`` is set, Ctrl-C or SIGTERM; stop the query cleanly."""
+    """Run until ``stop_event`` is set, Ctrl-C or SIGTERM; stop the query cleanly.
+
+    Waits for a promoted model first; writes the heartbeat every ``heartbeat_s``."""
     stop = stop_event or threading.Event()
-    run = start_streaming_evaluation(
-        spark,
-        settings,
-        topic=topic,
-        checkpoint_name=checkpoint_name,
-        trigger_seconds=trigger_seconds,
-        max_offsets_per_trigger=max_offsets_per_trigger,
-        write_partitions=write_partitions,
-    )
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    heartbeat = Heartbeat(MongoTarget.from_settings(settings), checkpoint_name)
+    counts = StreamCounts()
+    run: StreamingRun | None = None
     try:
+        heartbeat.write("starting", counts)
+        if not wait_for_model(settings, stop, heartbeat, counts):
+            return counts
+        run = start_streaming_evaluation(
+            spark,
+            settings,
+            topic=topic,
+            checkpoint_name=checkpoint_name,
+            trigger_seconds=trigger_seconds,
+            max_offsets_per_trigger=max_offsets_per_trigger,
+            heartbeat=heartbeat,
+        )
         while run.query.isActive and not stop.is_set():
-            run.query.awaitTermination(1.0)
+            run.query.awaitTermination(heartbeat_s)
+            heartbeat.write("running", run.counts, **progress_extra(run.query))
         if not run.query.isActive and run.query.exception() is not None:
             raise RuntimeError(f"streaming evaluation failed: {run.query.exception()}")
     except KeyboardInterrupt:
         log.info("interrupted; stopping the streaming query")
     finally:
-        run.stop()
+        if run is not None:
+            run.stop()
+            counts = run.counts
+        else:
+            heartbeat.write("stopped", counts)
+            heartbeat.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return run.counts
+    return counts

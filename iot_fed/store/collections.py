@@ -16,6 +16,8 @@ GLOBAL_MODELS = "global_models"
 PREDICTIONS = "predictions"
 DEAD_LETTERS = "dead_letters"
 EVALUATION_REPORTS = "evaluation_reports"
+ANOMALIES = "anomalies"
+SCORER_STATUS = "scorer_status"
 COLLECTIONS = (
     SENSOR_READINGS,
     LOCAL_MODELS,
@@ -23,6 +25,8 @@ COLLECTIONS = (
     PREDICTIONS,
     DEAD_LETTERS,
     EVALUATION_REPORTS,
+    ANOMALIES,
+    SCORER_STATUS,
 )
 
 
@@ -61,6 +65,11 @@ INDEXES: dict[str, tuple[IndexSpec, ...]] = {
         IndexSpec("report_id_unique", (("report_id", 1),), unique=True),
         IndexSpec("created_at", (("created_at", -1),)),
     ),
+    ANOMALIES: (
+        IndexSpec("moteid_ts", (("moteid", 1), ("ts", 1))),
+        IndexSpec("flagged_at", (("flagged_at", -1),)),
+    ),
+    SCORER_STATUS: (),
 }
 
 

@@ -16,6 +16,7 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 
 from iot_fed.store.collections import (
+    ANOMALIES,
     DEAD_LETTERS,
     EVALUATION_REPORTS,
     GLOBAL_MODELS,
@@ -24,7 +25,6 @@ from iot_fed.store.collections import (
     SENSOR_READINGS,
 )
 
-ANOMALIES = "anomalies"  # one document per anomalous reading, written by the live scorer
 Ranges = Mapping[int, tuple[dt.datetime, dt.datetime]]  # moteid -> [lo, hi) in reading time
 
 _READING_FIELDS = {

@@ -6,7 +6,6 @@ import json
 import time
 
 import pandas as pd
-import pytest
 
 from iot_fed.analytics.streaming import start_streaming_evaluation, streaming_evaluation
 from iot_fed.stream.messages import encode_key, encode_reading
@@ -32,9 +31,8 @@ def _wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> Non
         time.sleep(0.5)
 
 
-@pytest.mark.parametrize("write_partitions", [1, 0], ids=["executors", "driver"])
-def test_available_now_scores_everything_and_dead_letters_malformed(
-    spark, analytics_settings, mongo_db, kafka_topic, write_partitions
+def test_available_now_scores_everything_and_skips_malformed(
+    spark, analytics_settings, mongo_db, kafka_topic
 ):
     df = make_readings(motes=3, per_mote=40)
     g = make_bundle(df, seed=3)
@@ -49,9 +47,8 @@ def test_available_now_scores_everything_and_dead_letters_malformed(
         topic=kafka_topic,
         checkpoint_name="avail",
         timeout_s=300,
-        write_partitions=write_partitions,
     )
-    assert (counts.records, counts.n, counts.dead_letters) == (len(df) + 2, len(df), 2)
+    assert (counts.records, counts.n, counts.skipped) == (len(df) + 2, len(df), 2)
     assert counts.inserted == len(df) and counts.model_versions == [1]
 
     preds = pd.DataFrame(list(mongo_db["predictions"].find({}, {"_id": 0})))
@@ -61,9 +58,13 @@ def test_available_now_scores_everything_and_dead_letters_malformed(
     scores, flags = expected_scores(g, want)  # Kafka keeps microseconds: same features
     assert abs(preds["score"] - scores).max() < 1e-5 * max(1.0, abs(scores).max())
     assert (preds["is_anomaly"].to_numpy() == flags).mean() > 0.99  # float32 ties only
-    dead = list(mongo_db["dead_letters"].find({}, {"_id": 0}))
-    assert sorted(d["raw"] for d in dead) == sorted(v for _, v in MALFORMED)
-    assert all(d["reason"] and d["topic"] == kafka_topic for d in dead)
+    assert mongo_db["dead_letters"].count_documents({}) == 0  # ingestion owns dead letters
+    assert all(p["kafka_ts"] <= p["scored_at"] for p in mongo_db["predictions"].find())
+    assert all(len(p["channel_errors"]) == 4 for p in mongo_db["predictions"].find())
+    flagged = preds[preds["is_anomaly"]]
+    assert mongo_db["anomalies"].count_documents({}) == len(flagged) > 0
+    a = mongo_db["anomalies"].find_one()
+    assert a["channels"] and a["model_version"] == 1 and a["ratio"] > 1
 
     again = streaming_evaluation(
         spark, analytics_settings, topic=kafka_topic, checkpoint_name="avail", timeout_s=300

@@ -16,6 +16,12 @@ def _png_markdown(path) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
+class EvaluationReportConfig(dg.Config):
+    """``version``: the global version to evaluate (default: the promoted one)."""
+
+    version: int | None = None
+
+
 @dg.asset(
     deps=["promoted_model"],
     group_name="analytics",
@@ -23,11 +29,14 @@ def _png_markdown(path) -> dg.MetadataValue:
     "local model (MSE/MAE, anomaly rate, precision/recall/F1 where labelled).",
 )
 def evaluation_report(
-    context: dg.AssetExecutionContext, pyspark: SparkResource, mongodb: MongoDBResource
+    context: dg.AssetExecutionContext,
+    config: EvaluationReportConfig,
+    pyspark: SparkResource,
+    mongodb: MongoDBResource,
 ) -> dg.MaterializeResult:
     from iot_fed.analytics.evaluation import evaluation_report as build_report
 
-    rep = build_report(pyspark.spark_session, mongodb.settings())
+    rep = build_report(pyspark.spark_session, mongodb.settings(), global_version=config.version)
     context.log.info("evaluation report %s", rep.report_id)
     return dg.MaterializeResult(
         metadata={
@@ -51,16 +60,3 @@ def predictions(pyspark: SparkResource, mongodb: MongoDBResource) -> dg.Material
 
     res = write_predictions(pyspark.spark_session, mongodb.settings())
     return dg.MaterializeResult(metadata=res.summary())
-
-
-@dg.asset(
-    deps=["iot_stream", "promoted_model"],
-    group_name="analytics",
-    description="Spark Structured Streaming over iot_stream with an available-now trigger: "
-    "scores everything not yet processed with the promoted model, then stops.",
-)
-def streaming_evaluation(pyspark: SparkResource, mongodb: MongoDBResource) -> dg.MaterializeResult:
-    from iot_fed.analytics.streaming import streaming_evaluation as run_available_now
-
-    counts = run_available_now(pyspark.spark_session, mongodb.settings())
-    return dg.MaterializeResult(metadata=counts.summary())

@@ -1,0 +1,243 @@
+"""Latency of the live pipeline, measured against a RUNNING `make run` / `iot-fed run`.
+
+1. End to end, Kafka record timestamp -> prediction stored (``scored_at``, set just before
+   its bulk write; the poll-observed store time is reported too), at each ``--rates`` for
+   ``--seconds``. Bench readings go to the pipeline's topic under motes 9001.. (not the
+   Intel Lab motes, so the real devices' state is untouched) with unique epochs.
+2. Promotion -> first prediction with the new version: the promoted bundle is re-saved and
+   promoted as a new global version while bench readings flow at 10 rec/s.
+3. ``POST /api/score`` with 100 readings: p50/p99 over ``--api-requests`` calls.
+
+Table on stdout; JSON + Markdown in bench/results/bench_latency.{json,md}.
+Note: bench motes and the extra version stay in the pipeline's database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from confluent_kafka import Producer
+
+from iot_fed.config import load_settings
+from iot_fed.store import connect, get_global_model, promoted_version, save_global_model
+from iot_fed.store.live import read_scorer_status
+from iot_fed.stream.messages import encode_key, encode_reading
+from iot_fed.stream.producer import producer_config
+
+RESULTS = Path(__file__).parent / "results"
+BENCH_MOTE0 = 9001
+_T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+def _reading(mote: int, epoch: int) -> dict[str, Any]:
+    return {
+        "ts": _T0 + dt.timedelta(seconds=epoch * 31.0),
+        "epoch": epoch,
+        "moteid": mote,
+        "temperature": 21.0 + 0.5 * np.sin(epoch / 30),
+        "humidity": 38.0 + np.cos(epoch / 30),
+        "light": 120.0,
+        "voltage": 2.68,
+        "label": None,
+    }
+
+
+class BenchStream:
+    """Bench readings at a fixed rate over ``motes`` motes with ever-increasing epochs."""
+
+    def __init__(self, settings, motes: int = 10) -> None:
+        self.settings = settings
+        self.motes = motes
+        self.producer = Producer(producer_config(settings, **{"linger.ms": 1}))
+        self.epoch = int(time.time())  # unique across bench runs, increasing
+
+    def send(self, rate: float, seconds: float, stop=None) -> list[tuple[int, int]]:
+        keys: list[tuple[int, int]] = []
+        t0 = time.time()
+        for j in range(int(rate * seconds)):
+            due = t0 + j / rate
+            while (now := time.time()) < due:
+                time.sleep(min(due - now, 0.002))
+            mote = BENCH_MOTE0 + j % self.motes
+            if j % self.motes == 0:
+                self.epoch += 1
+            r = _reading(mote, self.epoch)
+            self.producer.produce(self.settings.kafka_topic, encode_reading(r), encode_key(mote))
+            self.producer.poll(0)
+            keys.append((mote, self.epoch))
+            if stop is not None and stop():
+                break
+        self.producer.flush(30)
+        return keys
+
+
+def _pct(a: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(a, q)), 3) if a.size else None
+
+
+def wait_stored(db, keys: list[tuple[int, int]], timeout: float) -> list[dict]:
+    """Poll until every (mote, epoch) has a prediction; add ``seen`` (first poll that saw it)."""
+    want = set(keys)
+    seen: dict[tuple[int, int], float] = {}
+    docs: dict[tuple[int, int], dict] = {}
+    motes = sorted({m for m, _ in keys})
+    lo = min(e for _, e in keys)
+    deadline = time.time() + timeout
+    while len(docs) < len(want) and time.time() < deadline:
+        now = time.time()
+        cur = db["predictions"].find(
+            {"moteid": {"$in": motes}, "epoch": {"$gte": lo}},
+            {"moteid": 1, "epoch": 1, "kafka_ts": 1, "scored_at": 1, "model_version": 1},
+        )
+        for d in cur:
+            k = (d["moteid"], d["epoch"])
+            if k in want and k not in docs:
+                docs[k] = d
+                seen[k] = now
+        time.sleep(0.2)
+    return [{**d, "seen": seen[k]} for k, d in docs.items()]
+
+
+def bench_rate(db, stream: BenchStream, rate: float, seconds: float) -> dict[str, Any]:
+    keys = stream.send(rate, seconds)
+    docs = wait_stored(db, keys, timeout=120 + seconds)
+    lat = np.array([(d["scored_at"] - d["kafka_ts"]).total_seconds() for d in docs])
+    seen = np.array([d["seen"] - d["kafka_ts"].timestamp() for d in docs])
+    return {
+        "rate_per_s": rate,
+        "seconds": seconds,
+        "sent": len(keys),
+        "stored": len(docs),
+        "p50_s": _pct(lat, 50),
+        "p99_s": _pct(lat, 99),
+        "max_s": _pct(lat, 100),
+        "poll_seen_p99_s": _pct(seen, 99),
+    }
+
+
+def bench_promotion(db, stream: BenchStream, timeout: float = 120) -> dict[str, Any]:
+    version = promoted_version(db)
+    if version is None:
+        return {"error": "no promoted model"}
+    doc = get_global_model(db, version)
+    new = save_global_model(
+        db,
+        bytes(doc["params"]),
+        threshold=doc.get("threshold"),
+        parent_version=version,
+        strategy=doc.get("strategy", "fedavg"),
+        metrics={"bench": "bench_latency promotion"},
+    )["version"]
+    t0 = time.time()
+    from iot_fed.store import promote
+
+    promote(db, new)
+    first = None
+    while first is None and time.time() - t0 < timeout:
+        stream.send(10, 1.0)
+        d = db["predictions"].find_one(
+            {"model_version": new, "source": "streaming"}, sort=[("scored_at", 1)]
+        )
+        if d is not None:
+            first = d["scored_at"].timestamp()
+    return {
+        "from_version": version,
+        "to_version": new,
+        "promotion_to_first_prediction_s": None if first is None else round(first - t0, 3),
+    }
+
+
+def bench_api(port: int, n_requests: int) -> dict[str, Any]:
+    readings = [
+        {**_reading(1 + i % 5, 10_000 + i // 5), "ts": _reading(1, i)["ts"].isoformat()}
+        for i in range(100)
+    ]
+    for r in readings:
+        r.pop("label")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        c.post("/api/score", json={"readings": readings}).raise_for_status()  # warm
+        t = []
+        for _ in range(n_requests):
+            t0 = time.perf_counter()
+            r = c.post("/api/score", json={"readings": readings})
+            t.append(time.perf_counter() - t0)
+            r.raise_for_status()
+    a = np.array(t) * 1000
+    return {"readings": 100, "requests": n_requests, "p50_ms": _pct(a, 50), "p99_ms": _pct(a, 99)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rates", default="10,1000")
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--api-requests", type=int, default=300)
+    ap.add_argument("--skip-promotion", action="store_true")
+    args = ap.parse_args(argv)
+    settings = load_settings()
+    db = connect(settings.mongodb_uri, settings.mongodb_database, 10)
+    db = db.client.get_database(
+        settings.mongodb_database, codec_options=db.codec_options.with_options(tz_aware=True)
+    )
+    hb = read_scorer_status(db) or {}
+    if hb.get("state") != "running":
+        print(f"bench_latency: the scorer is not running ({hb.get('state')}); start `make run`")
+        return 1
+    stream = BenchStream(settings)
+    res: dict[str, Any] = {
+        "trigger_s": settings.scorer_trigger_s,
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 1),
+        "cores": os.cpu_count(),
+        "rates": [],
+    }
+    stream.send(10, 3)  # warm the bench motes
+    for rate in (float(r) for r in args.rates.split(",")):
+        res["rates"].append(bench_rate(db, stream, rate, args.seconds))
+        print(json.dumps(res["rates"][-1]), flush=True)
+    if not args.skip_promotion:
+        res["promotion"] = bench_promotion(db, stream)
+        print(json.dumps(res["promotion"]), flush=True)
+    res["api"] = bench_api(settings.api_port, args.api_requests)
+    rows = [
+        (
+            f"e2e p50 / p99 at {r['rate_per_s']:g} rec/s (s)",
+            f"{r['p50_s']} / {r['p99_s']}",
+            "p99 <= 2" if r["rate_per_s"] <= 10 else "p99 <= 5",
+        )
+        for r in res["rates"]
+    ]
+    if "promotion" in res:
+        rows.append(
+            (
+                "promotion -> first prediction (s)",
+                str(res["promotion"].get("promotion_to_first_prediction_s")),
+                f"<= {settings.scorer_trigger_s + 2:g}",
+            )
+        )
+    rows.append(
+        (
+            "/api/score 100 readings p50 / p99 (ms)",
+            f"{res['api']['p50_ms']} / {res['api']['p99_ms']}",
+            "p99 <= 50",
+        )
+    )
+    md = ["| metric | value | goal |", "|---|---|---|"] + [
+        f"| {a} | {b} | {c} |" for a, b, c in rows
+    ]
+    print("\n".join(md))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_latency.json").write_text(json.dumps(res, indent=2, default=str))
+    (RESULTS / "bench_latency.md").write_text("\n".join(md) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""``iot-fed run`` (the main job) and ``iot-fed serve`` (the model API alone)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from iot_fed.config import get_settings
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from iot_fed.runner.main_job import run_main_job
+
+    settings = get_settings()
+    root = Path(__file__).resolve().parents[2]
+    return run_main_job(settings, args.rate or settings.producer_rate, root)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from iot_fed.serving.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host="127.0.0.1",
+        port=args.port or settings.api_port,
+        log_level="warning",
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="the main job: services, dataset, supervised processes")
+    p.add_argument("--rate", type=float, help="producer records/s (default IOT_FED_PRODUCER_RATE)")
+    p.set_defaults(func=_cmd_run)
+    s = subparsers.add_parser("serve", help="the global model API (FastAPI on 127.0.0.1)")
+    s.add_argument("--port", type=int, help="default IOT_FED_API_PORT (8000)")
+    s.set_defaults(func=_cmd_serve)

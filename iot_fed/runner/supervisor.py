@@ -1,0 +1,142 @@
+"""A small process supervisor: start each child, restart it with backoff when it dies,
+log it under ``<data_dir>/logs/<name>.log``, stop all on Ctrl-C / SIGTERM.
+
+A child is a :class:`Child` (name + argv); :func:`iot_fed.runner.main_job.children` lists
+the main job's, so supervising one more process is one more line there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: Sequence[str]
+    env: dict[str, str] = field(default_factory=dict)
+    restart: bool = True  # restart when it exits (with backoff)
+    stop_grace_s: float = 15.0
+    stop_signal: int = signal.SIGTERM  # e.g. SIGINT for `dagster dev`, which then cleans up
+
+
+@dataclass
+class _Running:
+    child: Child
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = 0.0
+
+
+class Supervisor:
+    """Run children until :meth:`stop`; backoff doubles from ``backoff_s`` to ``max_backoff_s``
+    and resets after a child has stayed up ``stable_s``."""
+
+    def __init__(
+        self,
+        children: Sequence[Child],
+        log_dir: Path,
+        *,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        stable_s: float = 60.0,
+    ) -> None:
+        self.log_dir = log_dir
+        self.backoff_s, self.max_backoff_s, self.stable_s = backoff_s, max_backoff_s, stable_s
+        self.running = [_Running(c) for c in children]
+        self.stopping = threading.Event()
+
+    def _start(self, r: _Running) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_dir / f"{r.child.name}.log", "ab")  # noqa: SIM115 (child owns it)
+        r.proc = subprocess.Popen(
+            list(r.child.argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **r.child.env},
+            start_new_session=True,  # Ctrl-C reaches us, not the children directly
+        )
+        out.close()
+        r.started_at = time.monotonic()
+        log.info("started %s (pid %d, log %s)", r.child.name, r.proc.pid, out.name)
+
+    def poll(self) -> None:
+        """Start children that are due; schedule restarts for the ones that exited."""
+        now = time.monotonic()
+        for r in self.running:
+            if r.proc is None:
+                if now >= r.next_start:
+                    self._start(r)
+                continue
+            code = r.proc.poll()
+            if code is None:
+                continue
+            up = now - r.started_at
+            r.proc = None
+            if not r.child.restart:
+                log.info("%s exited with %d", r.child.name, code)
+                r.next_start = float("inf")
+                continue
+            if up >= self.stable_s:
+                r.restarts = 0
+            delay = min(self.max_backoff_s, self.backoff_s * 2**r.restarts)
+            r.restarts += 1
+            r.next_start = now + delay
+            log.warning(
+                "%s exited with %d after %.0fs; restart in %.0fs", r.child.name, code, up, delay
+            )
+
+    def pids(self) -> dict[str, int | None]:
+        return {r.child.name: None if r.proc is None else r.proc.pid for r in self.running}
+
+    def run(self, interval_s: float = 0.5) -> None:
+        """Supervise until SIGINT/SIGTERM or :meth:`stop`, then stop every child."""
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, lambda *_: self.stopping.set())
+        try:
+            while not self.stopping.is_set():
+                self.poll()
+                self.stopping.wait(interval_s)
+        finally:
+            self.shutdown()
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        """Signal every child's process group (reverse order), SIGKILL after its grace."""
+        live = [r for r in reversed(self.running) if r.proc is not None and r.proc.poll() is None]
+        for r in live:
+            log.info("stopping %s (pid %d)", r.child.name, r.proc.pid)
+            _signal_group(r.proc, r.child.stop_signal)
+        for r in live:
+            try:
+                r.proc.wait(timeout=r.child.stop_grace_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0fs; killing", r.child.name, r.child.stop_grace_s)
+                _signal_group(r.proc, signal.SIGKILL)
+                r.proc.wait()
+            r.proc = None
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)

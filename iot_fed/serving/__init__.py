@@ -1,0 +1,1 @@
+"""The global model server (FastAPI): status, history, bundles, scoring."""

@@ -1,0 +1,221 @@
+"""Read-only global model API (FastAPI, served by uvicorn on 127.0.0.1).
+
+``GET /api/status``, ``GET /api/history``, ``GET /api/models/{version}``,
+``POST /api/score``; OpenAPI docs at ``/docs``. A malformed request gets a 4xx with the
+reason (FastAPI's 422 for schema errors, 400/404/409 for the rest), never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import threading
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field, field_validator
+
+from iot_fed.analytics.models import ModelNotAvailableError, bundle_from_blob, load_global_model
+from iot_fed.config import Settings
+from iot_fed.fl.serialization import ModelBundle
+from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
+from iot_fed.store import connect, get_global_model, promoted_version, reading_counts
+from iot_fed.store.live import global_model_versions, read_scorer_status
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class Reading(BaseModel):
+    moteid: int = Field(ge=1)
+    epoch: int = Field(ge=0)
+    ts: dt.datetime
+    temperature: float | None
+    humidity: float | None
+    light: float | None
+    voltage: float | None
+
+    @field_validator("ts")
+    @classmethod
+    def _aware(cls, v: dt.datetime) -> dt.datetime:
+        return v if v.tzinfo else v.replace(tzinfo=dt.UTC)
+
+
+class ScoreRequest(BaseModel):
+    readings: list[Reading] = Field(min_length=1, max_length=100_000)
+    histories: dict[str, str] = Field(
+        default_factory=dict, description="moteid -> DeviceHistory JSON (default: empty)"
+    )
+
+
+class ScoredReading(BaseModel):
+    moteid: int
+    epoch: int
+    score: float | None
+    flag: bool
+    threshold: float
+    channel_errors: list[float | None]
+    reason: str | None
+
+
+class ScoreResponse(BaseModel):
+    model_version: int
+    results: list[ScoredReading]
+    histories: dict[str, str]
+
+
+def _jsonable(doc: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in doc.items():
+        if k == "_id":
+            continue
+        if isinstance(v, bytes):
+            v = base64.b64encode(v).decode()
+        elif isinstance(v, dict):
+            v = _jsonable(v)
+        elif isinstance(v, float) and not np.isfinite(v):
+            v = None
+        out[k] = v
+    return out
+
+
+def _f(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+class ModelCache:
+    """The promoted bundle, reloaded when the promoted version changes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.version: int | None = None
+        self.bundle: ModelBundle | None = None
+
+    def get(self, db: Any) -> tuple[int, ModelBundle]:
+        version = promoted_version(db)
+        if version is None:
+            raise HTTPException(409, "no promoted global model yet")
+        with self.lock:
+            if version != self.version:
+                try:
+                    m = load_global_model(db, version)
+                except ModelNotAvailableError as exc:
+                    if self.bundle is None:
+                        raise HTTPException(503, str(exc)) from None
+                    return self.version, self.bundle  # type: ignore[return-value]
+                bundle = bundle_from_blob(m.blob)
+                bundle.threshold = m.threshold
+                self.version, self.bundle = version, bundle
+            return self.version, self.bundle  # type: ignore[return-value]
+
+
+def score_readings(
+    bundle: ModelBundle, readings: list[Reading], histories: dict[str, str]
+) -> tuple[list[ScoredReading], dict[str, str]]:
+    """Score readings grouped per device (each in time order) with ``score_device``."""
+    by_mote: dict[int, list[int]] = {}
+    for i, r in enumerate(readings):
+        by_mote.setdefault(r.moteid, []).append(i)
+    out: list[ScoredReading | None] = [None] * len(readings)
+    new_hist: dict[str, str] = {}
+    for mote, idx in by_mote.items():
+        rs = [readings[i] for i in idx]
+        epochs = np.array([r.epoch for r in rs], np.int64)
+        if np.any(np.diff(epochs) <= 0):
+            raise HTTPException(
+                400, f"readings of mote {mote} are not in strictly ascending epoch order"
+            )
+        try:
+            hist = (
+                DeviceHistory.from_json(histories[str(mote)])
+                if str(mote) in histories
+                else DeviceHistory.empty()
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HTTPException(400, f"history of mote {mote} is malformed: {exc}") from None
+        vals = np.array(
+            [[np.nan if getattr(r, c) is None else getattr(r, c) for c in CHANNELS] for r in rs],
+            np.float64,
+        )
+        ts_ms = np.array([(r.ts - _EPOCH) // dt.timedelta(milliseconds=1) for r in rs], np.int64)
+        try:
+            s, h = score_device(bundle, hist, moteid=mote, epochs=epochs, ts_ms=ts_ms, values=vals)
+        except ValueError as exc:
+            raise HTTPException(400, f"mote {mote}: {exc}") from None
+        new_hist[str(mote)] = h.to_json()
+        for j, i in enumerate(idx):
+            out[i] = ScoredReading(
+                moteid=mote,
+                epoch=int(epochs[j]),
+                score=_f(s.score[j]),
+                flag=bool(s.flag[j]),
+                threshold=float(s.threshold[j]),
+                channel_errors=[_f(e) for e in s.channel_errors[j]],
+                reason=s.reason[j],
+            )
+    return [o for o in out if o is not None], new_hist
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="iot_fed global model API",
+        description="Read-only: the promoted global model, its history and scoring.",
+        version="1",
+    )
+    db = connect(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_timeout_s)
+    cache = ModelCache()
+
+    @app.get("/api/status")
+    def status() -> dict[str, Any]:
+        """Promoted version, devices, last aggregation, scorer lag."""
+        versions = global_model_versions(db)
+        hb = read_scorer_status(db) or {}
+        now = dt.datetime.now(dt.UTC)
+        updated = hb.get("updated_at")
+        if updated is not None and updated.tzinfo is None:
+            updated = updated.replace(tzinfo=dt.UTC)
+        return {
+            "promoted_version": promoted_version(db),
+            "devices": len(reading_counts(db)),
+            "global_versions": len(versions),
+            "last_aggregation": versions[0].get("created_at") if versions else None,
+            "scorer": {
+                "state": hb.get("state"),
+                "model_version": hb.get("model_version"),
+                "last_batch_at": hb.get("last_batch_at"),
+                "batch_max_latency_s": hb.get("batch_max_latency_s"),
+                "heartbeat_age_s": None if updated is None else (now - updated).total_seconds(),
+                "backlog_records": hb.get("backlog_records"),
+            },
+        }
+
+    @app.get("/api/history")
+    def history() -> list[dict[str, Any]]:
+        """Every global version with its lineage and metrics (no params)."""
+        return [_jsonable(d) for d in global_model_versions(db)]
+
+    @app.get("/api/models/{version}")
+    def model(version: int) -> dict[str, Any]:
+        """The bundle (base64) with its sha256 checksum."""
+        if version < 0:
+            raise HTTPException(400, "version must be >= 0")
+        doc = get_global_model(db, version)
+        if doc is None:
+            raise HTTPException(404, f"global model version {version} not found")
+        blob = bytes(doc.pop("params"))
+        return {
+            **_jsonable(doc),
+            "bundle_base64": base64.b64encode(blob).decode(),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "size": len(blob),
+        }
+
+    @app.post("/api/score")
+    def score(req: ScoreRequest) -> ScoreResponse:
+        """Score readings (time order per device) with the promoted model; a flag per reading."""
+        version, bundle = cache.get(db)
+        results, hist = score_readings(bundle, req.readings, req.histories)
+        return ScoreResponse(model_version=version, results=results, histories=hist)
+
+    return app

@@ -1,0 +1,73 @@
+"""The live side of the store: anomalies and the streaming scorer's heartbeat.
+
+``anomalies`` holds one document per flagged reading, under the same ``_id`` as its
+prediction (:func:`~iot_fed.store.repository.prediction_id`), so a replayed micro-batch
+replaces rather than duplicates. ``scorer_status`` holds one heartbeat/progress document
+per scorer (``_id`` = its name), which the Dagster observation and the API read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pymongo import DESCENDING, DeleteOne, ReplaceOne
+from pymongo.database import Database
+
+from iot_fed.store.collections import ANOMALIES, GLOBAL_MODELS, SCORER_STATUS, validator
+from iot_fed.store.repository import prediction_id
+
+DEFAULT_SCORER = "streaming_evaluation"
+
+
+def upsert_anomalies(
+    db: Database, docs: Sequence[Mapping[str, Any]], cleared: Sequence[str] = ()
+) -> int:
+    """Store flagged readings (replacing by id) and delete the ``cleared`` ids (readings a
+    newer verdict no longer flags); return how many were written."""
+    if not docs and not cleared:
+        return 0
+    batch = [{**d, "_id": prediction_id(d["moteid"], d["ts"])} for d in docs]
+    validator(ANOMALIES).validate_many(batch)
+    ops: list[Any] = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in batch]
+    ops += [DeleteOne({"_id": i}) for i in cleared]
+    db[ANOMALIES].bulk_write(ops, ordered=False)
+    return len(batch)
+
+
+def recent_anomalies(db: Database, limit: int = 100) -> list[dict[str, Any]]:
+    return list(db[ANOMALIES].find({}, sort=[("flagged_at", DESCENDING)], limit=limit))
+
+
+def anomalies_since(db: Database, since: dt.datetime) -> int:
+    return db[ANOMALIES].count_documents({"flagged_at": {"$gte": since}})
+
+
+def write_scorer_status(db: Database, doc: Mapping[str, Any], name: str = DEFAULT_SCORER) -> None:
+    """Replace the scorer's heartbeat document (validated)."""
+    clean = {**doc, "_id": name}
+    validator(SCORER_STATUS).validate(clean)
+    db[SCORER_STATUS].replace_one({"_id": name}, clean, upsert=True)
+
+
+def read_scorer_status(db: Database, name: str = DEFAULT_SCORER) -> dict[str, Any] | None:
+    return db[SCORER_STATUS].find_one({"_id": name})
+
+
+def global_model_versions(db: Database) -> list[dict[str, Any]]:
+    """Every global version without its params, newest first (lineage and metrics)."""
+    return list(db[GLOBAL_MODELS].find({}, {"_id": 0, "params": 0}, sort=[("version", -1)]))
+
+
+def promoted_history(db: Database, below: int, limit: int = 5) -> list[dict[str, Any]]:
+    """Versions below ``below`` that were promoted once, newest first (with params): the
+    fallbacks when the promoted bundle is unreadable."""
+    return list(
+        db[GLOBAL_MODELS].find(
+            {"version": {"$lt": int(below)}, "promoted_at": {"$ne": None}},
+            {"_id": 0},
+            sort=[("version", -1)],
+            limit=limit,
+        )
+    )

@@ -1,0 +1,181 @@
+"""The model API through a real HTTP client against uvicorn (``iot-fed serve``) on a port."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from iot_fed.fl.serialization import ModelBundle
+from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
+from iot_fed.store import init_database
+from iot_fed.store.live import write_scorer_status
+from iot_fed_tests.analytics.helpers import make_bundle, make_readings, store_global
+
+IOT_FED = str(Path(sys.executable).with_name("iot-fed"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def api(mongo_db):
+    init_database(mongo_db)
+    port = _free_port()
+    env = {**os.environ, "IOT_FED_MONGODB_DATABASE": mongo_db.name}
+    proc = subprocess.Popen(
+        [IOT_FED, "serve", "--port", str(port)], env=env, start_new_session=True
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.get("/openapi.json")
+            break
+        except httpx.TransportError:
+            assert proc.poll() is None and time.monotonic() < deadline, "API did not start"
+            time.sleep(0.3)
+    yield client
+    client.close()
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+
+
+def _payload(df) -> list[dict]:
+    return [
+        {
+            "moteid": int(r.moteid),
+            "epoch": int(r.epoch),
+            "ts": r.ts.isoformat(),
+            **{c: float(getattr(r, c)) for c in CHANNELS},
+        }
+        for r in df.itertuples()
+    ]
+
+
+def test_api_endpoints_and_scoring(api, mongo_db):
+    assert (
+        api.post("/api/score", json={"readings": _payload(make_readings(1, 3))}).status_code == 409
+    )
+    df = make_readings(motes=2, per_mote=50, seed=4)
+    bundle = make_bundle(df, seed=1)
+    assert store_global(mongo_db, bundle) == 1
+    write_scorer_status(
+        mongo_db, {"updated_at": __import__("datetime").datetime.now(), "state": "running"}
+    )
+
+    st = api.get("/api/status").json()
+    assert st["promoted_version"] == 1 and st["global_versions"] == 1
+    assert st["scorer"]["state"] == "running"
+    hist = api.get("/api/history").json()
+    assert [h["version"] for h in hist] == [1] and "params" not in hist[0]
+    m = api.get("/api/models/1").json()
+    import base64
+
+    blob = base64.b64decode(m["bundle_base64"])
+    assert hashlib.sha256(blob).hexdigest() == m["sha256"]
+    assert ModelBundle.from_bytes(blob).spec == bundle.spec
+    assert api.get("/api/models/7").status_code == 404
+    assert "/api/score" in api.get("/openapi.json").json()["paths"]
+    assert api.get("/docs").status_code == 200
+
+    got = api.post("/api/score", json={"readings": _payload(df)})
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["model_version"] == 1 and len(body["results"]) == len(df)
+    one = df[df["moteid"] == 1].sort_values("epoch")
+    ts_ms = (one["ts"].astype("int64") // 1_000_000).to_numpy()
+    want, _ = score_device(
+        bundle,
+        DeviceHistory.empty(),
+        moteid=1,
+        epochs=one["epoch"].to_numpy(),
+        ts_ms=ts_ms,
+        values=one[list(CHANNELS)].to_numpy(),
+    )
+    res = [r for r in body["results"] if r["moteid"] == 1]
+    assert np.allclose([r["score"] for r in res], want.score, rtol=1e-5)
+    assert [r["flag"] for r in res] == want.flag.tolist() and any(want.flag)
+    assert DeviceHistory.from_json(body["histories"]["1"]).last_epoch == int(one["epoch"].max())
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ("not json", 422),
+        ({"readings": []}, 422),
+        ({"readings": [{"moteid": 1}]}, 422),
+        (
+            {
+                "readings": [
+                    {
+                        "moteid": 0,
+                        "epoch": 1,
+                        "ts": "2004-03-01T00:00:00Z",
+                        "temperature": 1,
+                        "humidity": 1,
+                        "light": 1,
+                        "voltage": 1,
+                    }
+                ]
+            },
+            422,
+        ),
+        (
+            {
+                "readings": [
+                    {
+                        "moteid": 1,
+                        "epoch": e,
+                        "ts": "2004-03-01T00:00:00Z",
+                        "temperature": 1,
+                        "humidity": 1,
+                        "light": 1,
+                        "voltage": 1,
+                    }
+                    for e in (5, 3)
+                ]
+            },
+            400,
+        ),
+        (
+            {
+                "readings": [
+                    {
+                        "moteid": 1,
+                        "epoch": 1,
+                        "ts": "2004-03-01T00:00:00Z",
+                        "temperature": 1,
+                        "humidity": 1,
+                        "light": 1,
+                        "voltage": 1,
+                    }
+                ],
+                "histories": {"1": "{"},
+            },
+            400,
+        ),
+    ],
+)
+def test_malformed_requests_get_4xx_with_reason(api, mongo_db, body, code):
+    store_global(mongo_db, make_bundle(make_readings(1, 20), seed=1))
+    kw = (
+        {"content": body, "headers": {"content-type": "application/json"}}
+        if isinstance(body, str)
+        else {"json": body}
+    )
+    r = api.post("/api/score", **kw)
+    assert r.status_code == code, r.text
+    assert r.json()["detail"]
