@@ -91,7 +91,7 @@ def test_sensor_cadences_come_from_settings_at_load(monkeypatch):
 
 def test_settings_resource_has_a_typed_field_per_setting_but_no_secret():
     fields = SettingsResource.model_fields
-    secrets = {"kafka_sasl_password"}
+    secrets = {"kafka_sasl_password", "superset_password"}
     assert set(fields) == set(Settings.model_fields) - secrets
     assert "IOT_FED_LEARNING_RATE" in fields["learning_rate"].description
     assert SettingsResource(learning_rate=0.5).get().learning_rate == 0.5
