@@ -24,7 +24,8 @@ from iot_fed.fl.normalization import Normalizer
 from iot_fed.fl.spec import ModelSpec, Params
 
 FORMAT = "iot_fed.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: window-feature autoencoder with residual scales and per-device thresholds."""
 _META = "__meta__"
 _MAGIC = b"IOTFEDM1"
 _DIGEST = 32
@@ -45,7 +46,11 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
 
 @dataclass
 class ModelBundle:
-    """Everything needed to score readings: spec, params, normalisation, threshold."""
+    """Everything needed to score readings: spec, params, normalisation, thresholds.
+
+    ``threshold`` is the global (fallback) threshold; ``device_thresholds`` maps a mote id
+    to its own calibrated threshold; ``residual_scale`` ``(n_outputs,)`` standardises the
+    reconstruction residuals (see :mod:`iot_fed.fl.detector`)."""
 
     spec: ModelSpec
     params: Params
@@ -53,6 +58,17 @@ class ModelBundle:
     threshold: float | None = None
     version: int | str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    residual_scale: np.ndarray | None = None
+    device_thresholds: dict[int, float] = field(default_factory=dict)
+
+    def threshold_for(self, moteid: int) -> tuple[float, bool]:
+        """``(threshold, is_fallback)``: the device's own, else the global one."""
+        t = self.device_thresholds.get(int(moteid))
+        if t is not None:
+            return float(t), False
+        if self.threshold is None:
+            raise ModelBlobError("bundle has no global threshold to fall back on")
+        return float(self.threshold), True
 
     def to_bytes(self) -> bytes:
         arrays: dict[str, np.ndarray] = {}
@@ -69,6 +85,17 @@ class ModelBundle:
         if self.norm is not None:
             arrays["norm/mean"] = self.norm.mean.astype(np.float64)
             arrays["norm/std"] = self.norm.std.astype(np.float64)
+        if self.residual_scale is not None:
+            rs = np.asarray(self.residual_scale, np.float64)
+            if rs.shape != (self.spec.n_outputs,):
+                raise ModelBlobError(f"residual_scale must have shape ({self.spec.n_outputs},)")
+            arrays["residual_scale"] = rs
+        if self.device_thresholds:
+            ids = sorted(int(k) for k in self.device_thresholds)
+            arrays["thr/devices"] = np.asarray(ids, np.int64)
+            arrays["thr/values"] = np.asarray(
+                [float(self.device_thresholds[i]) for i in ids], np.float64
+            )
         header = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -116,7 +143,7 @@ class ModelBundle:
                     raise ModelBlobError(f"{name} contains non-finite values")
                 params.setdefault(layer, {})[leaf] = a
         extra = set(arrays) - {f"params/{k}/{m}" for k, v in params.items() for m in v}
-        extra -= {"norm/mean", "norm/std"}
+        extra -= {"norm/mean", "norm/std", "residual_scale", "thr/devices", "thr/values"}
         if extra:
             raise ModelBlobError(f"model blob has unexpected arrays {sorted(extra)}")
         norm = None
@@ -133,6 +160,15 @@ class ModelBundle:
                 norm = Normalizer(mean, std)
             except ValueError as exc:
                 raise ModelBlobError(f"invalid normalisation stats: {exc}") from None
+        rs = arrays.get("residual_scale")
+        if rs is not None and (
+            rs.shape != (spec.n_outputs,) or not np.all(np.isfinite(rs)) or np.any(rs <= 0)
+        ):
+            raise ModelBlobError(f"residual_scale must be ({spec.n_outputs},) finite and > 0")
+        ids, vals = arrays.get("thr/devices"), arrays.get("thr/values")
+        if (ids is None) != (vals is None) or (ids is not None and ids.shape != vals.shape):
+            raise ModelBlobError("per-device thresholds: devices and values do not match")
+        dev_thr = {} if ids is None else {int(i): float(v) for i, v in zip(ids, vals, strict=True)}
         thr = header.get("threshold")
         return cls(
             spec,
@@ -141,6 +177,8 @@ class ModelBundle:
             None if thr is None else float(thr),
             header.get("version"),
             dict(header.get("meta") or {}),
+            rs,
+            dev_thr,
         )
 
 
@@ -174,7 +212,10 @@ def _read(blob: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelBlobError("not an iot_fed model blob (format tag missing)")
     if header.get("format_version") != FORMAT_VERSION:
-        raise ModelBlobError(f"unsupported model blob version {header.get('format_version')}")
+        raise ModelBlobError(
+            f"incompatible model blob format version {header.get('format_version')} "
+            f"(this code reads {FORMAT_VERSION}: the window detector); retrain the model"
+        )
     declared = header.get("arrays", {})
     for name, a in arrays.items():
         d = declared.get(name)
