@@ -53,7 +53,7 @@ def main() -> None:
         if getattr(args, k) is not None:
             cfg = replace(cfg, **{k: getattr(args, k)})
     results, md = run_detection_benchmark(cfg)
-    results.pop("_plot", None)
+    results.pop("plot", None)
     machine = machine_info()
     results = {"machine": machine, **results}
     args.out.mkdir(parents=True, exist_ok=True)

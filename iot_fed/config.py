@@ -121,7 +121,7 @@ class Settings(BaseSettings):
 
     # --- model and training ----------------------------------------------------
     model_hidden: Annotated[tuple[int, ...], NoDecode] = Field(
-        (32, 16), description="hidden layer sizes"
+        (32, 4, 32), description="hidden layer sizes (a narrow bottleneck: no identity)"
     )
     model_activation: Literal["relu", "tanh", "gelu", "silu"] = "relu"
     optimizer: Literal["adam", "sgd", "adamw"] = "adam"

@@ -69,7 +69,7 @@ def normalised_test_scores(bundle: ModelBundle, test_feats: Sequence[np.ndarray]
     out = []
     for m, f in zip(ids, test_feats, strict=True):
         thr, _ = bundle.threshold_for(m)
-        out.append(device_scores(bundle, f) / thr)
+        out.append(device_scores(bundle, f, m) / thr)
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -148,38 +148,39 @@ def run_local_only(
         from iot_fed.fl.rounds import calibrate_bundle
 
         calibrate_bundle(b, {d.moteid: d.held_out}, setup.server.quantile)
-        scores.append(device_scores(b, f) / b.threshold_for(d.moteid)[0])
+        scores.append(device_scores(b, f, d.moteid) / b.threshold_for(d.moteid)[0])
     return Scored(np.concatenate(scores), time.perf_counter() - t0, {"epochs": cfg.local_epochs})
 
 
 def run_centralised(
     devices: Sequence[DeviceData], test_feats: Sequence[np.ndarray], setup: Setup
 ) -> Scored:
-    """Pooled data, ``rounds x local_epochs`` epochs in ``rounds`` chunks, keeping the chunk
-    with the best held-out validation loss (early stopping); per-device calibration."""
+    """Pooled data (each device standardised by its own normaliser, as in the federation),
+    ``rounds x local_epochs`` epochs in ``rounds`` chunks, keeping the chunk with the best
+    held-out validation loss (early stopping); per-device calibration."""
+    from iot_fed.fl.detector import standardize
+    from iot_fed.fl.rounds import calibrate_bundle, device_normalizer, feature_stats
+    from iot_fed.fl.training import train_devices
+
     t0 = time.perf_counter()
-    pooled = DeviceData(
-        0,
-        np.concatenate([d.train for d in devices]),
-        np.concatenate([d.held_out for d in devices]),
-    )
-    norm = initial_normalizer([pooled])
+    fleet = initial_normalizer(devices)
+    norms = {d.moteid: device_normalizer(feature_stats(d.train), fleet) for d in devices}
+    z = np.concatenate([standardize(norms[d.moteid], d.train) for d in devices])
+    data = [(z, np.ascontiguousarray(z[:, : setup.spec.n_outputs]))]
     params = _np(init_params(setup.spec, setup.seed))
     held = {d.moteid: d.held_out for d in devices}
     best: tuple[float, ModelBundle] | None = None
     history = []
     for r in range(setup.rounds):
-        upd = client_update(params, norm, [pooled], setup.spec, setup.train, seed=setup.seed + r)
-        params = upd.device_params(0)
-        b = ModelBundle(setup.spec, params, norm)
-        vl = validation_loss(b, list(held.values()), norm)
+        res = train_devices(params, data, setup.spec, setup.train, seed=setup.seed + r)
+        params = res.device_params(0)
+        b = ModelBundle(setup.spec, params, fleet, device_norms=norms)
+        vl = validation_loss(b, held, fleet)
         history.append(round(vl, 5))
         if best is None or vl < best[0]:
             best = (vl, b)
     assert best is not None
     bundle = best[1]
-    from iot_fed.fl.rounds import calibrate_bundle
-
     calibrate_bundle(bundle, held, setup.server.quantile)
     scores = normalised_test_scores(bundle, test_feats, [d.moteid for d in devices])
     return Scored(

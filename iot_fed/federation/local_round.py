@@ -89,7 +89,8 @@ def train_local_models(
             "stats": upd.stats[i].to_dict(),
             "kafka_offsets": w.offsets,
         }
-        bundle = ModelBundle(spec, upd.device_params(i), norm)
+        own = {w.moteid: upd.device_norms[w.moteid]}
+        bundle = ModelBundle(spec, upd.device_params(i), norm, device_norms=own)
         held = {w.moteid: w.data.held_out if len(w.data.held_out) else w.data.train}
         calibrate_bundle(bundle, held, quantile)
         threshold = float(bundle.threshold)

@@ -18,10 +18,15 @@ rolling z-score/MAD, River and PyOD.
 
 Score
 -----
-Residuals ``recon - z`` of the ``n_outputs`` channel features are divided by
-``residual_scale`` (their RMS on held-out normal readings, fleet-wide), the squared
-standardised residuals are averaged per channel (``channel_errors``, CHANNELS order) and
-the reading's score is the **max over channels** (one broken channel is enough).
+Features are standardised with the device's own normaliser (its sufficient statistics;
+the fleet's is the fallback). Each residual ``recon - z`` of the ``n_outputs`` channel
+features is divided by ``residual_scale``: that feature's target quantile of absolute
+residuals on held-out normal readings, fleet-wide, so every feature is on the same "how
+rare" scale. A channel's error (``channel_errors``, CHANNELS order) is the max of its
+features' squared standardised residuals, and the reading's score is the **max over
+channels**: one broken feature of one channel is enough, and a feature with heavy normal
+tails (light switching, heating steps) does not hide the others. (Averaging instead of
+the max diluted the stuck-at signal, which lives in one feature, ``run``, by five.)
 
 Thresholds
 ----------
@@ -68,7 +73,7 @@ def channel_errors(
     if residual_scale is not None:
         r = r / residual_scale
     k = len(PER_CHANNEL)
-    return np.square(r[:, : N_CHANNELS * k]).reshape(len(z), N_CHANNELS, k).mean(axis=2)
+    return np.square(r[:, : N_CHANNELS * k]).reshape(len(z), N_CHANNELS, k).max(axis=2)
 
 
 def combine(errors: np.ndarray) -> np.ndarray:
@@ -76,18 +81,19 @@ def combine(errors: np.ndarray) -> np.ndarray:
     return errors.max(axis=1) if errors.size else np.zeros(errors.shape[0])
 
 
-def residual_scale(params: Params, spec: ModelSpec, zs: Sequence[np.ndarray]) -> np.ndarray:
-    """RMS of each output's residual over held-out normal inputs (floored)."""
-    sq = np.zeros(spec.n_outputs)
-    n = 0
-    for z in zs:
-        if len(z):
-            recon = forward_numpy(params, z, spec.activation).astype(np.float64)
-            sq += np.square(recon - z[:, : spec.n_outputs]).sum(axis=0)
-            n += len(z)
-    if n == 0:
+def residual_scale(
+    params: Params, spec: ModelSpec, zs: Sequence[np.ndarray], quantile: float
+) -> np.ndarray:
+    """Each output's ``quantile`` of absolute residuals over held-out normal inputs
+    (fleet-wide, floored): a standardised residual of 1 is as rare as the target."""
+    res = [
+        np.abs(forward_numpy(params, z, spec.activation).astype(np.float64) - z[:, : spec.n_outputs])
+        for z in zs
+        if len(z)
+    ]
+    if not res:
         return np.ones(spec.n_outputs)
-    return np.maximum(np.sqrt(sq / n), MIN_RESIDUAL_SCALE)
+    return np.maximum(np.quantile(np.concatenate(res), quantile, axis=0), MIN_RESIDUAL_SCALE)
 
 
 def target_quantile(false_alarms_per_day: float, readings_per_day: int) -> float:

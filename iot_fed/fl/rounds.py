@@ -91,6 +91,19 @@ def feature_stats(feats: np.ndarray) -> SufficientStats:
     return SufficientStats.from_array(f[np.isfinite(f).all(axis=1)])
 
 
+MIN_DEVICE_ROWS = 50
+"""Below this many complete rows a device uses the fleet normaliser."""
+
+
+def device_normalizer(stats: SufficientStats, fleet: Normalizer) -> Normalizer:
+    """A device's own normaliser (its data, never pooled; floored like the fleet's), or the
+    fleet's when it has too few readings. Per-device standardisation lets one shared
+    model judge every device relative to its own normal levels and dynamics."""
+    if stats.count < MIN_DEVICE_ROWS:
+        return fleet
+    return stats.normalizer(FEATURE_STD_FLOOR)
+
+
 def initial_normalizer(devices: Sequence[DeviceData]) -> Normalizer:
     """Before any global model: a normaliser merged from the devices' statistics."""
     return SufficientStats.total(feature_stats(d.train) for d in devices).normalizer(
@@ -109,7 +122,9 @@ class ClientUpdate:
     loss_after: np.ndarray
     stats: tuple[SufficientStats, ...]
     norm: Normalizer
-    """The normaliser the devices trained with (the global model's)."""
+    """The fleet normaliser (fallback for a device without statistics of its own)."""
+    device_norms: dict[int, Normalizer] = field(default_factory=dict)
+    """The normaliser each device trained with: its own (see :func:`device_normalizer`)."""
 
     def device_params(self, i: int) -> Params:
         return {k: {n: v[i] for n, v in layer.items()} for k, layer in self.params.items()}
@@ -127,9 +142,10 @@ def client_update(
     """Local training of every device from ``global_params`` in one vmapped call."""
     from iot_fed.fl.training import train_devices  # JAX only here
 
-    data = []
+    data, norms = [], {}
     for d in devices:
-        z = standardize(norm, d.train)
+        norms[d.moteid] = device_normalizer(feature_stats(d.train), norm)
+        z = standardize(norms[d.moteid], d.train)
         data.append((z, np.ascontiguousarray(z[:, : spec.n_outputs])))
     res = train_devices(global_params, data, spec, cfg, seed=seed, device_ids=[d.moteid for d in devices])
     return ClientUpdate(
@@ -140,6 +156,7 @@ def client_update(
         loss_after=res.loss_after,
         stats=tuple(feature_stats(d.train) for d in devices),
         norm=norm,
+        device_norms=norms,
     )
 
 
@@ -201,24 +218,30 @@ def validation_verdict(val_loss: float | None, parent: float | None, tolerance: 
     return Verdict(False, f"val_loss {val_loss:.4g} > {limit:.4g} {rel}")
 
 
-def validation_loss(bundle: ModelBundle, held_out: Sequence[np.ndarray], ref: Normalizer) -> float:
+def validation_loss(
+    bundle: ModelBundle, held_out: Mapping[int, np.ndarray], ref: Normalizer
+) -> float:
     """Mean squared reconstruction error of held-out features in ``ref``'s units, so two
     models with different normalisers are compared fairly."""
     n_out = bundle.spec.n_outputs
-    feats = [f for f in held_out if len(f)]
-    if not feats or bundle.norm is None:
+    errs = []
+    for m, f in held_out.items():
+        if not len(f):
+            continue
+        nm = bundle.norm_for(m)
+        recon = forward_numpy(bundle.params, standardize(nm, f), bundle.spec.activation)
+        raw = recon * nm.std[:n_out] + nm.mean[:n_out]
+        target = standardize(ref, f)[:, :n_out]
+        errs.append(np.square((raw - ref.mean[:n_out]) / ref.std[:n_out] - target).ravel())
+    if not errs:
         return float("nan")
-    f = np.concatenate(feats)
-    recon = forward_numpy(bundle.params, standardize(bundle.norm, f), bundle.spec.activation)
-    raw = recon * bundle.norm.std[:n_out] + bundle.norm.mean[:n_out]
-    target = standardize(ref, f)[:, :n_out]
-    err = np.square((raw - ref.mean[:n_out]) / ref.std[:n_out] - target)
+    err = np.concatenate(errs)
     return float(np.mean(err)) if np.all(np.isfinite(err)) else float("inf")
 
 
-def device_scores(bundle: ModelBundle, feats: np.ndarray) -> np.ndarray:
-    """Scores of raw window features under ``bundle`` (numpy)."""
-    z = standardize(bundle.norm, feats)
+def device_scores(bundle: ModelBundle, feats: np.ndarray, moteid: int) -> np.ndarray:
+    """Scores of one device's raw window features under ``bundle`` (numpy)."""
+    z = standardize(bundle.norm_for(moteid), feats)
     return combine(channel_errors(bundle.params, bundle.spec, z, bundle.residual_scale))
 
 
@@ -226,9 +249,11 @@ def calibrate_bundle(
     bundle: ModelBundle, held_out: Mapping[int, np.ndarray], quantile: float
 ) -> Thresholds:
     """Residual scales and thresholds of ``bundle`` from held-out normal features (in place)."""
-    zs = [standardize(bundle.norm, f) for f in held_out.values() if len(f)]
-    bundle.residual_scale = residual_scale(bundle.params, bundle.spec, zs)
-    thr = calibrate({m: device_scores(bundle, f) for m, f in held_out.items() if len(f)}, quantile)
+    zs = [standardize(bundle.norm_for(m), f) for m, f in held_out.items() if len(f)]
+    rs = residual_scale(bundle.params, bundle.spec, zs, quantile)
+    bundle.residual_scale = rs
+    scores = {m: device_scores(bundle, f, m) for m, f in held_out.items() if len(f)}
+    thr = calibrate(scores, quantile)
     bundle.threshold, bundle.device_thresholds = thr.global_threshold, dict(thr.device)
     return thr
 
@@ -274,15 +299,18 @@ def server_update(
         norm = robust_normalizer([s for s in update.stats if s.count])
     else:
         norm = norm_stats.normalizer(FEATURE_STD_FLOOR) if norm_stats else update.norm
-    bundle = ModelBundle(spec, params, norm)
+    dev_norms = {int(m): device_normalizer(st, norm) for m, st in zip(update.moteids, update.stats, strict=True)}
+    if parent is not None:
+        dev_norms = {**parent.device_norms, **dev_norms}
+    bundle = ModelBundle(spec, params, norm, device_norms=dev_norms)
     held = {m: f for m, f in held_out.items() if len(f)}
     if held:
         thr = calibrate_bundle(bundle, held, cfg.quantile)
     else:  # no held-out data yet: calibrate on the training statistics' model scale
         thr = Thresholds(float("inf"), {}, cfg.quantile, float("nan"))
         bundle.residual_scale, bundle.threshold = np.ones(spec.n_outputs), float("inf")
-    val = validation_loss(bundle, list(held.values()), norm)
-    parent_val = validation_loss(parent, list(held.values()), norm) if parent else None
+    val = validation_loss(bundle, held, norm)
+    parent_val = validation_loss(parent, held, norm) if parent else None
     return ServerUpdate(
         bundle=bundle,
         norm_stats=norm_stats if norm_stats else SufficientStats.zeros(N_FEATURES),

@@ -60,6 +60,15 @@ class ModelBundle:
     meta: dict[str, Any] = field(default_factory=dict)
     residual_scale: np.ndarray | None = None
     device_thresholds: dict[int, float] = field(default_factory=dict)
+    device_norms: dict[int, Normalizer] = field(default_factory=dict)
+    """Each device's own feature normaliser (from its sufficient statistics); ``norm``
+    is the fleet's, the fallback for a device without one."""
+
+    def norm_for(self, moteid: int) -> Normalizer:
+        n = self.device_norms.get(int(moteid), self.norm)
+        if n is None:
+            raise ModelBlobError("bundle has no normaliser")
+        return n
 
     def threshold_for(self, moteid: int) -> tuple[float, bool]:
         """``(threshold, is_fallback)``: the device's own, else the global one."""
@@ -96,6 +105,11 @@ class ModelBundle:
             arrays["thr/values"] = np.asarray(
                 [float(self.device_thresholds[i]) for i in ids], np.float64
             )
+        if self.device_norms:
+            ids = sorted(int(k) for k in self.device_norms)
+            arrays["dnorm/devices"] = np.asarray(ids, np.int64)
+            arrays["dnorm/mean"] = np.stack([self.device_norms[i].mean for i in ids])
+            arrays["dnorm/std"] = np.stack([self.device_norms[i].std for i in ids])
         header = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -144,6 +158,7 @@ class ModelBundle:
                 params.setdefault(layer, {})[leaf] = a
         extra = set(arrays) - {f"params/{k}/{m}" for k, v in params.items() for m in v}
         extra -= {"norm/mean", "norm/std", "residual_scale", "thr/devices", "thr/values"}
+        extra -= {"dnorm/devices", "dnorm/mean", "dnorm/std"}
         if extra:
             raise ModelBlobError(f"model blob has unexpected arrays {sorted(extra)}")
         norm = None
@@ -169,6 +184,18 @@ class ModelBundle:
         if (ids is None) != (vals is None) or (ids is not None and ids.shape != vals.shape):
             raise ModelBlobError("per-device thresholds: devices and values do not match")
         dev_thr = {} if ids is None else {int(i): float(v) for i, v in zip(ids, vals, strict=True)}
+        dn_ids, dn_mean, dn_std = (arrays.get(f"dnorm/{k}") for k in ("devices", "mean", "std"))
+        dev_norms: dict[int, Normalizer] = {}
+        if dn_ids is not None:
+            want = (dn_ids.shape[0], spec.n_inputs)
+            if dn_mean is None or dn_std is None or dn_mean.shape != want or dn_std.shape != want:
+                raise ModelBlobError(f"per-device normalisers must have shape {want}")
+            try:
+                dev_norms = {
+                    int(i): Normalizer(m, sd) for i, m, sd in zip(dn_ids, dn_mean, dn_std, strict=True)
+                }
+            except ValueError as exc:
+                raise ModelBlobError(f"invalid per-device normaliser: {exc}") from None
         thr = header.get("threshold")
         return cls(
             spec,
@@ -179,6 +206,7 @@ class ModelBundle:
             dict(header.get("meta") or {}),
             rs,
             dev_thr,
+            dev_norms,
         )
 
 
