@@ -131,7 +131,11 @@ class Prepared:
 def split(frame: pd.DataFrame, cfg: DetectionBenchConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     train, test = ds.split_in_time(frame, cfg.train_fraction, cfg.max_train_per_device)
     ctr, cte = train["moteid"].value_counts(), test["moteid"].value_counts()
-    ok = [m for m in ctr.index if ctr[m] >= cfg.min_rows_per_device and cte.get(m, 0) >= cfg.min_rows_per_device]
+    ok = [
+        m
+        for m in ctr.index
+        if ctr[m] >= cfg.min_rows_per_device and cte.get(m, 0) >= cfg.min_rows_per_device
+    ]
     keep = lambda f: f[f["moteid"].isin(ok)].reset_index(drop=True)  # noqa: E731
     return keep(train), keep(test)
 
@@ -167,7 +171,9 @@ def prepare(frame: pd.DataFrame, cfg: DetectionBenchConfig, faults: FaultConfig)
     return Prepared(train, inj.frame, inj.fault_type, inj.events, ids, devs, tests, slices)
 
 
-def evaluate(p: Prepared, s: np.ndarray, cfg: DetectionBenchConfig, rows: np.ndarray | None = None) -> dict[str, Any]:
+def evaluate(
+    p: Prepared, s: np.ndarray, cfg: DetectionBenchConfig, rows: np.ndarray | None = None
+) -> dict[str, Any]:
     """Every metric of one method's normalised test scores (flag: > 1)."""
     flags = ~(s <= 1.0)
     ft = p.fault_type
@@ -240,8 +246,13 @@ def _library_scores(kind: str, p: Prepared, cfg: DetectionBenchConfig) -> np.nda
             zz = np.clip((a + 5.0) / 10.0, 0.0, 1.0)
             return np.array([hst.score_one(dict(enumerate(r))) for r in zz])
 
-    cal = [score(x[d.train.shape[0] - min(300, d.train.shape[0]) :]) for x, d in zip(tr, p.devices, strict=True)]
-    return mt.calibrated_baseline(cal, [score(x) for x in te], p.moteids, cfg.setup().server.quantile)
+    cal = [
+        score(x[d.train.shape[0] - min(300, d.train.shape[0]) :])
+        for x, d in zip(tr, p.devices, strict=True)
+    ]
+    return mt.calibrated_baseline(
+        cal, [score(x) for x in te], p.moteids, cfg.setup().server.quantile
+    )
 
 
 def compare_methods(p: Prepared, cfg: DetectionBenchConfig) -> dict[str, Any]:
@@ -327,8 +338,12 @@ def robustness(p: Prepared, cfg: DetectionBenchConfig) -> dict[str, Any]:
         for name, (devs, failing) in runs.items():
             bundle, _ = mt.federate(devs, setup, strategy, trim_ratio=cfg.trim_ratio)
             keep = [i for i, m in enumerate(p.moteids) if m not in set(failing)]
-            s = mt.normalised_test_scores(bundle, [p.test_feats[i] for i in keep], [p.moteids[i] for i in keep])
-            rows = np.concatenate([np.arange(p.test_slices[i].start, p.test_slices[i].stop) for i in keep])
+            s = mt.normalised_test_scores(
+                bundle, [p.test_feats[i] for i in keep], [p.moteids[i] for i in keep]
+            )
+            rows = np.concatenate(
+                [np.arange(p.test_slices[i].start, p.test_slices[i].stop) for i in keep]
+            )
             rep = binary_report(p.fault_type[rows] != "", ~(s <= 1.0), s)
             results[strategy][name] = round(rep["f1"] or 0.0, 4)
     return {"f1": results, "failing_motes": {n: f for n, (_, f) in runs.items()}}
@@ -338,7 +353,9 @@ def dp_tradeoff(p: Prepared, cfg: DetectionBenchConfig) -> dict[str, Any]:
     setup = cfg.setup()
     out = {}
     for z in cfg.dp_noise:
-        bundle, _ = mt.federate(p.devices, setup, dp_clip_norm=cfg.dp_clip_norm, dp_noise_multiplier=z)
+        bundle, _ = mt.federate(
+            p.devices, setup, dp_clip_norm=cfg.dp_clip_norm, dp_noise_multiplier=z
+        )
         s = mt.normalised_test_scores(bundle, p.test_feats, p.moteids)
         out[str(z)] = round(binary_report(p.fault_type != "", ~(s <= 1.0), s)["f1"] or 0.0, 4)
     return {"clip_norm": cfg.dp_clip_norm, "f1": out}

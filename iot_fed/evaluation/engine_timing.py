@@ -82,4 +82,9 @@ def engine_vs_bare(devices: Sequence[DeviceData], setup: Any, repeats: int = 3) 
             fn()
             ts.append(time.perf_counter() - t0)
         best[name] = round(min(ts), 4)
-    return {**best, "ratio": round(best["engine_s"] / best["bare_s"], 3), "devices": len(devices), "rows": rows}
+    return {
+        **best,
+        "ratio": round(best["engine_s"] / best["bare_s"], 3),
+        "devices": len(devices),
+        "rows": rows,
+    }

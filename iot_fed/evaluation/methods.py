@@ -65,7 +65,9 @@ def _np(p: Params) -> Params:
     return {k: {m: np.asarray(v) for m, v in layer.items()} for k, layer in p.items()}
 
 
-def normalised_test_scores(bundle: ModelBundle, test_feats: Sequence[np.ndarray], ids) -> np.ndarray:
+def normalised_test_scores(
+    bundle: ModelBundle, test_feats: Sequence[np.ndarray], ids
+) -> np.ndarray:
     out = []
     for m, f in zip(ids, test_feats, strict=True):
         thr, _ = bundle.threshold_for(m)
@@ -121,7 +123,9 @@ def run_federated(
     t0 = time.perf_counter()
     bundle, info = federate(devices, setup, **kw)
     secs = time.perf_counter() - t0
-    return Scored(normalised_test_scores(bundle, test_feats, [d.moteid for d in devices]), secs, info)
+    return Scored(
+        normalised_test_scores(bundle, test_feats, [d.moteid for d in devices]), secs, info
+    )
 
 
 def run_local_only(
@@ -142,7 +146,9 @@ def run_local_only(
     for d, nm in zip(devices, norms, strict=True):
         z = standardize(nm, d.train)
         data.append((z, np.ascontiguousarray(z[:, : setup.spec.n_outputs])))
-    res = train_devices(g, data, setup.spec, cfg, seed=setup.seed, device_ids=[d.moteid for d in devices])
+    res = train_devices(
+        g, data, setup.spec, cfg, seed=setup.seed, device_ids=[d.moteid for d in devices]
+    )
     for i, (d, nm, f) in enumerate(zip(devices, norms, test_feats, strict=True)):
         b = ModelBundle(setup.spec, res.device_params(i), nm)
         from iot_fed.fl.rounds import calibrate_bundle

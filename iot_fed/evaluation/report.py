@@ -52,10 +52,12 @@ def detection_markdown(results: dict[str, Any]) -> str:
         f"### {d['devices']} devices, {d['train_rows']} train / {d['test_rows']} test rows, "
         f"injected rows {d['injected_rows']}\n",
         "Overall (flag = score above the device's calibrated threshold):\n\n"
-        + overall_table(m) + "\n",
+        + overall_table(m)
+        + "\n",
         "Event recall per fault type:\n\n" + per_type_table(m, "event_recall") + "\n",
         "Median detection delay (readings) per fault type:\n\n"
-        + per_type_table(m, "median_delay", 1) + "\n",
+        + per_type_table(m, "median_delay", 1)
+        + "\n",
         "Reading recall per fault type:\n\n" + per_type_table(m, "reading_recall") + "\n",
     ]
     rb = results.get("robust")
@@ -64,13 +66,16 @@ def detection_markdown(results: dict[str, Any]) -> str:
         lines = ["| strategy | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
         for s, v in rb["f1"].items():
             lines.append(f"| {s} | " + " | ".join(_f(v[c]) for c in cols) + " |")
-        out.append("Robustness, F1 on the healthy motes (failing: half dying battery, half "
-                   "stuck sensors):\n\n" + "\n".join(lines) + "\n")
+        out.append(
+            "Robustness, F1 on the healthy motes (failing: half dying battery, half "
+            "stuck sensors):\n\n" + "\n".join(lines) + "\n"
+        )
     dp = results.get("dp")
     if dp:
         out.append(
             f"DP (clip {dp['clip_norm']}), F1 by noise multiplier: "
-            + ", ".join(f"{k}: {_f(v)}" for k, v in dp["f1"].items()) + "\n"
+            + ", ".join(f"{k}: {_f(v)}" for k, v in dp["f1"].items())
+            + "\n"
         )
     ev = results.get("engine_vs_bare")
     if ev:

@@ -6,6 +6,7 @@ from typing import Any
 
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
 
+
 class ModelLoadError(RuntimeError):
     """A stored model could not be read; the message names the version."""
 

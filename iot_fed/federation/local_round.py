@@ -78,9 +78,7 @@ def train_local_models(
     if not windows:
         return outcomes
     norm = start.bundle.norm or initial_normalizer([w.data for w in windows])
-    upd = client_update(
-        start.bundle.params, norm, [w.data for w in windows], spec, cfg, seed=seed
-    )
+    upd = client_update(start.bundle.params, norm, [w.data for w in windows], spec, cfg, seed=seed)
     for i, w in enumerate(windows):
         metrics = {
             "loss_before": float(upd.loss_before[i]),

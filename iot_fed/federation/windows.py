@@ -101,7 +101,9 @@ def to_window(
         train = train[-limit:] if limit > 0 else train[:0]
     held = new & hold
     data = DeviceData(int(moteid), feats[train], feats[held])
-    n_faulty = n_bad if since is None else sum(1 for d in docs if d["epoch"] > since) - int(new.sum())
+    n_faulty = (
+        n_bad if since is None else sum(1 for d in docs if d["epoch"] > since) - int(new.sum())
+    )
     return DeviceWindow(int(moteid), data, ep[train], max(n_faulty, 0), _offset_ranges(docs))
 
 

@@ -87,7 +87,9 @@ def residual_scale(
     """Each output's ``quantile`` of absolute residuals over held-out normal inputs
     (fleet-wide, floored): a standardised residual of 1 is as rare as the target."""
     res = [
-        np.abs(forward_numpy(params, z, spec.activation).astype(np.float64) - z[:, : spec.n_outputs])
+        np.abs(
+            forward_numpy(params, z, spec.activation).astype(np.float64) - z[:, : spec.n_outputs]
+        )
         for z in zs
         if len(z)
     ]

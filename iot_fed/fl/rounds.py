@@ -37,7 +37,6 @@ from iot_fed.fl.detector import (
     target_quantile,
 )
 from iot_fed.fl.normalization import Normalizer, SufficientStats
-from iot_fed.fl.pytrees import stack_params
 from iot_fed.fl.scoring import forward_numpy
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec, Params
@@ -147,7 +146,9 @@ def client_update(
         norms[d.moteid] = device_normalizer(feature_stats(d.train), norm)
         z = standardize(norms[d.moteid], d.train)
         data.append((z, np.ascontiguousarray(z[:, : spec.n_outputs])))
-    res = train_devices(global_params, data, spec, cfg, seed=seed, device_ids=[d.moteid for d in devices])
+    res = train_devices(
+        global_params, data, spec, cfg, seed=seed, device_ids=[d.moteid for d in devices]
+    )
     return ClientUpdate(
         moteids=tuple(d.moteid for d in devices),
         params=res.params,
@@ -288,9 +289,9 @@ def server_update(
     params, info = cfg.aggregation.aggregate(
         update.params,
         update.n_samples,
-        global_params=global_params if global_params is not None else (
-            parent.params if parent else None
-        ),
+        global_params=global_params
+        if global_params is not None
+        else (parent.params if parent else None),
         seed=seed,
     )
     parts = [s for s in update.stats if s.count] + ([prior_stats] if prior_stats else [])
@@ -299,7 +300,10 @@ def server_update(
         norm = robust_normalizer([s for s in update.stats if s.count])
     else:
         norm = norm_stats.normalizer(FEATURE_STD_FLOOR) if norm_stats else update.norm
-    dev_norms = {int(m): device_normalizer(st, norm) for m, st in zip(update.moteids, update.stats, strict=True)}
+    dev_norms = {
+        int(m): device_normalizer(st, norm)
+        for m, st in zip(update.moteids, update.stats, strict=True)
+    }
     if parent is not None:
         dev_norms = {**parent.device_norms, **dev_norms}
     bundle = ModelBundle(spec, params, norm, device_norms=dev_norms)

@@ -192,7 +192,8 @@ class ModelBundle:
                 raise ModelBlobError(f"per-device normalisers must have shape {want}")
             try:
                 dev_norms = {
-                    int(i): Normalizer(m, sd) for i, m, sd in zip(dn_ids, dn_mean, dn_std, strict=True)
+                    int(i): Normalizer(m, sd)
+                    for i, m, sd in zip(dn_ids, dn_mean, dn_std, strict=True)
                 }
             except ValueError as exc:
                 raise ModelBlobError(f"invalid per-device normaliser: {exc}") from None

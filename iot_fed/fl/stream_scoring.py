@@ -102,7 +102,10 @@ def score_device(
     all_x = np.concatenate([h_x, x[ok]])
     feats, n_ctx = window_features(all_ts, all_x, int(ok.sum()), bundle.spec.window_config())
     err = channel_errors(
-        bundle.params, bundle.spec, standardize(bundle.norm_for(moteid), feats), bundle.residual_scale
+        bundle.params,
+        bundle.spec,
+        standardize(bundle.norm_for(moteid), feats),
+        bundle.residual_scale,
     )
     dev_thr, no_own = bundle.threshold_for(moteid)
     full = n_ctx >= bundle.spec.window - 1

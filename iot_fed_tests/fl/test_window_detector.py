@@ -107,9 +107,7 @@ def test_stream_scores_equal_batch_scores():
     )
     hist, parts = DeviceHistory.empty(), []
     for a, z in ((0, 1), (1, 5), (5, 50), (50, 51), (51, 300)):
-        out, hist = score_device(
-            b, hist, moteid=1, epochs=ep[a:z], ts_ms=ts[a:z], values=vals[a:z]
-        )
+        out, hist = score_device(b, hist, moteid=1, epochs=ep[a:z], ts_ms=ts[a:z], values=vals[a:z])
         hist = DeviceHistory.from_json(hist.to_json())  # as a stateful scorer stores it
         parts.append(out)
     np.testing.assert_array_equal(np.concatenate([p.score for p in parts]), whole.score)
