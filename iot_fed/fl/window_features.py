@@ -21,8 +21,9 @@ the clean readings after it.
 
 Then the four ``level`` s (the readings themselves: conditioning inputs, not targets, as
 levels drift with seasons and batteries) and three shared features: ``gap``
-(``log(1 + missed periods)`` before this reading) and the time of day as ``sin``/``cos``. A feature that is undefined (no previous reading,
-too few readings for a spread or a trend) is NaN; the model's normaliser maps NaN to the
+(``log(1 + missed periods)`` before this reading) and the time of day as ``sin``/``cos``.
+A feature that is undefined (no previous reading, too few readings for a spread or a
+trend) is NaN; the model's normaliser maps NaN to the
 feature's mean (neutral). ``n_context`` tells how many previous readings were used, so a
 caller can tell a short history (fallback scoring) from a full one.
 
