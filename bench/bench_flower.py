@@ -361,6 +361,11 @@ def main() -> None:
         if "ratio" in v
     }
     path.write_text(json.dumps({"runs": runs, "summary": summ}, indent=2, default=str) + "\n")
+    summary_path = args.out / "detection_summary.json"
+    if summary_path.exists():  # keep the detection summary's "flower" block current
+        det = json.loads(summary_path.read_text())
+        det["flower"] = summ
+        summary_path.write_text(json.dumps(det, indent=2) + "\n")
     md = markdown(res)
     (args.out / f"flower_{key}.md").write_text(md)
     print(md)

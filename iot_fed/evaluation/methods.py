@@ -99,10 +99,18 @@ def federate(
     for r in range(setup.rounds):
         t0 = time.perf_counter()
         upd = client_update(
-            params, norm, devices, setup.spec, setup.train, seed=setup.seed * 1000 + r
+            params,
+            norm,
+            devices,
+            setup.spec,
+            setup.train,
+            seed=setup.seed * 1000 + r,
+            device_norms=bundle.device_norms if bundle is not None else None,
         )
         t1 = time.perf_counter()
-        out = server_update(upd, held, setup.spec, scfg, global_params=params, seed=r)
+        out = server_update(
+            upd, held, setup.spec, scfg, parent=bundle, global_params=params, seed=r
+        )
         server_s.append(time.perf_counter() - t1)
         client_s.append(t1 - t0)
         bundle, params, norm = out.bundle, out.bundle.params, out.bundle.norm

@@ -137,13 +137,22 @@ def client_update(
     cfg: Any,
     *,
     seed: int = 0,
+    device_norms: Mapping[int, Normalizer] | None = None,
 ) -> ClientUpdate:
-    """Local training of every device from ``global_params`` in one vmapped call."""
+    """Local training of every device from ``global_params`` in one vmapped call.
+
+    A device standardises with the global model's normaliser for it (``device_norms``)
+    when there is one, so warm-started params see the inputs they were trained on;
+    otherwise with its own (:func:`device_normalizer`)."""
+    known = device_norms or {}
     from iot_fed.fl.training import train_devices  # JAX only here
 
     data, norms = [], {}
     for d in devices:
-        norms[d.moteid] = device_normalizer(feature_stats(d.train), norm)
+        own = known.get(d.moteid)
+        norms[d.moteid] = (
+            own if own is not None else device_normalizer(feature_stats(d.train), norm)
+        )
         z = standardize(norms[d.moteid], d.train)
         data.append((z, np.ascontiguousarray(z[:, : spec.n_outputs])))
     res = train_devices(
@@ -300,12 +309,11 @@ def server_update(
         norm = robust_normalizer([s for s in update.stats if s.count])
     else:
         norm = norm_stats.normalizer(FEATURE_STD_FLOOR) if norm_stats else update.norm
-    dev_norms = {
-        int(m): device_normalizer(st, norm)
-        for m, st in zip(update.moteids, update.stats, strict=True)
-    }
-    if parent is not None:
-        dev_norms = {**parent.device_norms, **dev_norms}
+    # the normaliser each device trained with; a device's first one is kept from then on
+    dev_norms = {**update.device_norms, **(parent.device_norms if parent is not None else {})}
+    for m, st in zip(update.moteids, update.stats, strict=True):
+        if int(m) not in dev_norms:
+            dev_norms[int(m)] = device_normalizer(st, norm)
     bundle = ModelBundle(spec, params, norm, device_norms=dev_norms)
     held = {m: f for m, f in held_out.items() if len(f)}
     if held:
