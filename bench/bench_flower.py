@@ -5,14 +5,15 @@ environment that has it, e.g. ``assets_data/bench-venv/bin/python bench/bench_fl
 (created with ``UV_PROJECT_ENVIRONMENT=assets_data/bench-venv uv sync --locked --extra
 bench``). Writes ``bench/results/flower.json`` and ``bench/results/flower.md``.
 
-Both engines run the *same* federated job: the same generated 54-mote partition (each
-mote's most recent ``--samples`` training readings), the same model spec, the same local
-training code (:func:`iot_fed.fl.training.train_devices`; inside each Flower client it
-trains that one device, with the same per-device shuffling seed), the same local epochs
-and rounds, and sample-weighted FedAvg. Reported: wall time per round (first round, which
-includes compilation / Ray worker start-up, and the median of the later rounds), total
-wall time, and the final global model's F1 / ROC-AUC on the same fault-injected test data
-with the same global threshold rule (``combine_thresholds`` of device quantiles).
+Both engines run the *same* federated job with the *same round code*: the same generated
+partition (each mote's most recent ``--samples`` training readings as window features),
+the same model spec, :func:`iot_fed.fl.rounds.client_update` as the local step (inside
+each Flower client for its one device, with the same per-device shuffling seed) and
+:func:`iot_fed.fl.rounds.server_update` as the server step (called from the Flower
+strategy's ``aggregate_fit``: FedAvg, normaliser, per-device thresholds on held-out
+readings). Reported: wall time per round (first round, which includes compilation / Ray
+worker start-up, and the median of the later rounds), total wall time, and the final
+global model's F1 / ROC-AUC on the same fault-injected test data.
 Per-round time for Flower is measured by the strategy, from ``configure_fit`` (round
 start) to the end of ``aggregate_fit``.
 """
@@ -36,11 +37,10 @@ from iot_fed.evaluation.benchmark import DetectionBenchConfig, prepare
 from iot_fed.evaluation.datasets import generated_readings
 from iot_fed.evaluation.metrics import binary_report
 from iot_fed.evaluation.report import machine_header, machine_info
-from iot_fed.fl.aggregation import aggregate
 from iot_fed.fl.model import init_params
-from iot_fed.fl.normalization import make_xy
+from iot_fed.fl.rounds import ClientUpdate, DeviceData, client_update, server_update
+from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec, Params
-from iot_fed.fl.training import train_devices
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
@@ -55,24 +55,10 @@ def from_list(arrs: list[np.ndarray], spec: ModelSpec) -> Params:
     return {k: {"w": next(it), "b": next(it)} for k in spec.layer_names()}
 
 
-def evaluate(
-    params: Params,
-    norm: Any,
-    train_data: list,
-    test_x: np.ndarray,
-    fault_type: np.ndarray,
-    setup: mt.Setup,
-) -> dict[str, float]:
-    thr = mt.global_threshold(params, train_data, setup)
-    s = mt.score_global(params, norm, thr, test_x, setup.spec)
-    rep = binary_report(fault_type != "", ~(s <= 1.0), s)
-    return {
-        "f1": round(rep["f1"], 4),
-        "roc_auc": round(rep["roc_auc"], 4),
-        "precision": round(rep["precision"], 4),
-        "recall": round(rep["recall"], 4),
-        "threshold": thr,
-    }
+def evaluate(bundle: ModelBundle, p: Any) -> dict[str, float]:
+    s = mt.normalised_test_scores(bundle, p.test_feats, p.moteids)
+    rep = binary_report(p.fault_type != "", ~(s <= 1.0), s)
+    return {k: round(float(rep[k] or 0.0), 4) for k in ("f1", "roc_auc", "precision", "recall")}
 
 
 def summary(round_s: list[float]) -> dict[str, Any]:
@@ -85,21 +71,38 @@ def summary(round_s: list[float]) -> dict[str, Any]:
     }
 
 
-# --- iot_fed engine --------------------------------------------------------------------------
-def run_iot_fed(data: list, moteids: list[int], setup: mt.Setup) -> tuple[Params, list[float]]:
-    g = {
-        k: {m: np.asarray(v) for m, v in layer.items()}
-        for k, layer in init_params(setup.spec, setup.seed).items()
+def server_step(
+    results: list[tuple[int, Params, int]], devices: list[DeviceData], setup: mt.Setup, r: int
+) -> ModelBundle:
+    """The one server update on the clients' results ``(index, params, n)``."""
+    from iot_fed.fl.rounds import feature_stats, initial_normalizer
+
+    results = sorted(results)
+    devs = [devices[i] for i, _, _ in results]
+    stacked = {
+        k: {m: np.stack([p[k][m] for _, p, _ in results]) for m in ("w", "b")}
+        for k in setup.spec.layer_names()
     }
-    times = []
-    for r in range(setup.rounds):
-        t0 = time.perf_counter()
-        res = train_devices(
-            g, data, setup.spec, setup.train, seed=setup.seed * 1000 + r, device_ids=moteids
-        )
-        g, _ = aggregate(res.params, res.n_samples, "fedavg")
-        times.append(time.perf_counter() - t0)
-    return g, times
+    n = np.array([c for _, _, c in results], np.float64)
+    upd = ClientUpdate(
+        moteids=tuple(d.moteid for d in devs),
+        params=stacked,
+        n_samples=n,
+        loss_before=np.zeros(len(n)),
+        loss_after=np.zeros(len(n)),
+        stats=tuple(feature_stats(d.train) for d in devs),
+        norm=initial_normalizer(devices),
+    )
+    held = {d.moteid: d.held_out for d in devs}
+    return server_update(upd, held, setup.spec, setup.server, seed=r).bundle
+
+
+# --- iot_fed engine --------------------------------------------------------------------------
+def run_iot_fed(devices: list[DeviceData], setup: mt.Setup) -> tuple[ModelBundle, list[float]]:
+    times: list[float] = []
+    bundle, info = mt.federate(devices, setup)
+    times = [c + s for c, s in zip(info["client_seconds"], info["server_seconds"], strict=True)]
+    return bundle, times
 
 
 # --- Flower ----------------------------------------------------------------------------------
@@ -135,33 +138,40 @@ def start_ray(num_cpus: int, attempts: int = 3) -> dict[str, Any]:
 
 
 def run_flower(
-    data_path: str, n_clients: int, setup: mt.Setup, num_cpus: int, client_cpus: float
-) -> tuple[Params, list[float]]:
+    data_path: str,
+    devices: list[DeviceData],
+    setup: mt.Setup,
+    num_cpus: int,
+    client_cpus: float,
+) -> tuple[ModelBundle, list[float]]:
     from flwr.client import ClientApp, NumPyClient
     from flwr.common import Context, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server import ServerApp, ServerAppComponents, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
 
+    from iot_fed.fl.normalization import Normalizer
+
     spec, tcfg, seed = setup.spec, setup.train, setup.seed
 
     class JaxClient(NumPyClient):
         def __init__(self, i: int) -> None:
             part = _partition(data_path)
-            self.x, self.y = part[f"x{i}"], part[f"y{i}"]
-            self.moteid = int(part["moteids"][i])
+            self.i = i
+            self.dev = DeviceData(int(part["moteids"][i]), part[f"x{i}"], part[f"h{i}"])
+            self.norm = Normalizer(part["norm_mean"], part["norm_std"])
 
         def fit(self, parameters: list[np.ndarray], config: dict[str, Any]):
             r = int(config["server_round"]) - 1
-            res = train_devices(
+            upd = client_update(
                 from_list(parameters, spec),
-                [(self.x, self.y)],
+                self.norm,
+                [self.dev],
                 spec,
                 tcfg,
                 seed=seed * 1000 + r,
-                device_ids=[self.moteid],
             )
-            return to_list(res.device_params(0), spec), int(res.n_samples[0]), {}
+            return to_list(upd.device_params(0), spec), int(upd.n_samples[0]), {"i": self.i}
 
     def client_fn(context: Context):
         return JaxClient(int(context.node_config["partition-id"])).to_client()
@@ -182,11 +192,20 @@ def run_flower(
                 raise RuntimeError(
                     f"round {server_round}: {len(failures)} client failures: {failures[:1]}"
                 )
-            out = super().aggregate_fit(server_round, results, failures)
+            got = [
+                (
+                    int(res.metrics["i"]),
+                    from_list(parameters_to_ndarrays(res.parameters), spec),
+                    int(res.num_examples),
+                )
+                for _, res in results
+            ]
+            bundle = server_step(got, devices, setup, server_round - 1)
             self.times.append(time.perf_counter() - self.starts[server_round])
-            self.final = parameters_to_ndarrays(out[0])
-            return out
+            self.final = bundle
+            return ndarrays_to_parameters(to_list(bundle.params, spec)), {}
 
+    n_clients = len(devices)
     init = to_list(init_params(spec, seed), spec)
     strategy = TimedFedAvg(
         fraction_fit=1.0,
@@ -213,7 +232,7 @@ def run_flower(
     )
     if strategy.final is None or len(strategy.times) != setup.rounds:
         raise RuntimeError(f"Flower finished {len(strategy.times)} of {setup.rounds} rounds")
-    return from_list(strategy.final, spec), strategy.times
+    return strategy.final, strategy.times
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -254,80 +273,66 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=54)
     ap.add_argument("--samples", type=int, default=2000, help="training readings per device")
-    ap.add_argument("--days", type=float, default=3.0)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--local-epochs", type=int, default=1)
-    ap.add_argument("--hidden", default="32,16")
-    ap.add_argument(
-        "--client-cpus",
-        type=float,
-        default=1.0,
-        help="Ray CPUs per Flower client (concurrency = cores / this)",
-    )
+    ap.add_argument("--days", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--local-epochs", type=int, default=2)
+    ap.add_argument("--client-cpus", type=float, default=1.0)
     ap.add_argument("--skip-flower", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
-    hidden = tuple(int(h) for h in args.hidden.split(",") if h)
     cfg = DetectionBenchConfig(
         motes=args.devices,
         days=args.days,
         rounds=args.rounds,
         local_epochs=args.local_epochs,
-        hidden=hidden,
         max_train_per_device=args.samples,
     )
     setup = cfg.setup()
     p = prepare(generated_readings(cfg.motes, cfg.days, cfg.seed), cfg, cfg.faults)
-    norm = mt.pooled_normalizer(p.train_x)
-    data = [make_xy(x, norm, setup.spec.n_outputs) for x in p.train_x]
-    ids = p.part_train.moteids
+    from iot_fed.fl.rounds import initial_normalizer
+
+    norm = initial_normalizer(p.devices)
     num_cpus = os.cpu_count() or 1
     res: dict[str, Any] = {
         "machine": machine_info(),
-        "command": "assets_data/bench-venv/bin/python bench/bench_flower.py",
+        "command": "assets_data/bench-venv/bin/python bench/bench_flower.py "
+        f"--devices {args.devices} --rounds {args.rounds}",
         "config": {
-            "devices": len(ids),
+            "devices": len(p.devices),
             "samples": args.samples,
-            "n_samples": [len(x) for x, _ in data],
             "rounds": args.rounds,
             "local_epochs": args.local_epochs,
             "batch_size": setup.train.batch_size,
             "spec": setup.spec.to_dict(),
-            "optimizer": setup.train.optimizer,
             "ray_num_cpus": num_cpus,
             "client_cpus": args.client_cpus,
             "test_rows": int(len(p.test)),
-            "faulty_test_rows": int((p.fault_type != "").sum()),
         },
     }
-
-    params, times = run_iot_fed(data, ids, setup)
-    res["iot_fed"] = {
-        **summary(times),
-        "final": evaluate(params, norm, data, p.test_x_all, p.fault_type, setup),
-    }
+    bundle, times = run_iot_fed(p.devices, setup)
+    res["iot_fed"] = {**summary(times), "final": evaluate(bundle, p)}
     print("iot_fed:", res["iot_fed"])
-
     if not args.skip_flower:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "partition.npz")
             np.savez(
                 path,
-                moteids=np.asarray(ids),
-                **{f"x{i}": x for i, (x, _) in enumerate(data)},
-                **{f"y{i}": y for i, (_, y) in enumerate(data)},
+                moteids=np.asarray(p.moteids),
+                norm_mean=norm.mean,
+                norm_std=norm.std,
+                **{f"x{i}": d.train for i, d in enumerate(p.devices)},
+                **{f"h{i}": d.held_out for i, d in enumerate(p.devices)},
             )
             try:
                 t0 = time.perf_counter()
                 ray_info = start_ray(num_cpus)
-                fparams, ftimes = run_flower(path, len(ids), setup, num_cpus, args.client_cpus)
-                wall = time.perf_counter() - t0
+                fbundle, ftimes = run_flower(path, p.devices, setup, num_cpus, args.client_cpus)
                 res["flower"] = {
                     **summary(ftimes),
                     **ray_info,
-                    "wall_incl_startup_s": round(wall, 2),
-                    "final": evaluate(fparams, norm, data, p.test_x_all, p.fault_type, setup),
+                    "wall_incl_startup_s": round(time.perf_counter() - t0, 2),
+                    "final": evaluate(fbundle, p),
                 }
                 a, b = res["flower"], res["iot_fed"]
                 res["ratio"] = {
@@ -342,9 +347,27 @@ def main() -> None:
                 }
         print("flower:", res["flower"])
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "flower.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    key = f"clients_{len(p.devices)}"
+    path = args.out / "flower.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    runs = old.get("runs", {}) if isinstance(old.get("runs"), dict) else {}
+    runs[key] = res
+    summ = {
+        k: {
+            "ratio": round(v["ratio"]["median_round"], 2),
+            "f1_diff": round(v["ratio"]["f1_diff"], 4),
+        }
+        for k, v in runs.items()
+        if "ratio" in v
+    }
+    path.write_text(json.dumps({"runs": runs, "summary": summ}, indent=2, default=str) + "\n")
+    summary_path = args.out / "detection_summary.json"
+    if summary_path.exists():  # keep the detection summary's "flower" block current
+        det = json.loads(summary_path.read_text())
+        det["flower"] = summ
+        summary_path.write_text(json.dumps(det, indent=2) + "\n")
     md = markdown(res)
-    (args.out / "flower.md").write_text(md)
+    (args.out / f"flower_{key}.md").write_text(md)
     print(md)
 
 

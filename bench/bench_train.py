@@ -36,10 +36,14 @@ from iot_fed.fl.training import TrainConfig, train_devices, train_devices_loop
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 
 
-def make_data(d: int, n: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_data(
+    d: int, n: int, seed: int = 0, spec: ModelSpec | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Random standardised inputs of the detector's shape (window features -> targets)."""
+    spec = spec or ModelSpec()
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(d, n, 6)).astype(np.float32)
-    return [(x[i], np.ascontiguousarray(x[i, :, :4])) for i in range(d)]
+    x = rng.normal(size=(d, n, spec.n_inputs)).astype(np.float32)
+    return [(x[i], np.ascontiguousarray(x[i, :, : spec.n_outputs])) for i in range(d)]
 
 
 def bare_round(spec: ModelSpec, cfg: TrainConfig) -> Any:
@@ -86,7 +90,7 @@ def bench_round(
     spec: ModelSpec, cfg: TrainConfig, d: int, n: int, repeats: int, loop_cap_s: float | None
 ) -> dict[str, Any]:
     g = init_params(spec, 0)
-    data = make_data(d, n)
+    data = make_data(d, n, spec=spec)
     samples = d * n * cfg.local_epochs
     flops = samples * 3 * spec.flops_per_sample()
 
@@ -194,7 +198,7 @@ def main() -> None:
     scenarios = [(54, 500, 30.0), (1000, 200, 10.0), (10_000, 200, None)]
     if args.quick:
         scenarios = [(54, 500, 10.0), (1000, 200, 3.0)]
-    specs = [ModelSpec(hidden=(32,)), ModelSpec(hidden=(32, 16))]
+    specs = [ModelSpec(hidden=(32,)), ModelSpec(hidden=(32, 4, 32))]
     rounds, aggs = [], []
     for spec in specs:
         for d, n, cap in scenarios:

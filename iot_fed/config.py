@@ -143,7 +143,7 @@ class Settings(BaseSettings):
 
     # --- model and training ----------------------------------------------------
     model_hidden: Annotated[tuple[int, ...], NoDecode] = Field(
-        (32, 16), description="hidden layer sizes"
+        (32, 4, 32), description="hidden layer sizes (a narrow bottleneck: no identity)"
     )
     model_activation: Literal["relu", "tanh", "gelu", "silu"] = "relu"
     optimizer: Literal["adam", "sgd", "adamw"] = "adam"
@@ -155,7 +155,7 @@ class Settings(BaseSettings):
     seed: int = 0
 
     # --- federation ------------------------------------------------------------
-    aggregation_strategy: Literal["fedavg", "median", "trimmed_mean"] = "fedavg"
+    aggregation_strategy: Literal["fedavg", "median", "trimmed_mean", "krum"] = "fedavg"
     trim_ratio: float = Field(0.1, ge=0, lt=0.5)
     dp_clip_norm: float | None = Field(None, gt=0, description="client update clip bound")
     dp_noise_multiplier: float = Field(0.0, ge=0)
@@ -168,6 +168,11 @@ class Settings(BaseSettings):
     aggregation_interval_s: int = Field(60, ge=0, description="min seconds between globals")
     min_new_samples: int = Field(20, ge=1, description="new readings before a device trains")
     training_window: int = Field(2000, ge=1, description="max readings per local training")
+    model_window: int = Field(32, ge=3, description="readings in the detector's window")
+    false_alarms_per_device_day: float = Field(
+        1.0, gt=0, description="false-alarm target the thresholds are calibrated to"
+    )
+    readings_per_device_day: int = Field(2800, ge=1, description="a device's readings per day")
     ingest_max_messages: int = Field(50_000, ge=1, description="bounded consume: messages")
     ingest_max_seconds: float = Field(5.0, gt=0, description="bounded consume: seconds")
     ingest_write_strategy: Literal["insert", "upsert"] = Field(

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from iot_fed.evaluation.metrics import prf as _prf
+
 MODELS = ("global", "local")
 SUM_COLUMNS = ("n", "n_faults", "sum_mse", "sum_mae", "n_flagged", "tp")
 
@@ -23,13 +25,10 @@ def _ratio(num: float, den: float) -> float | None:
 def prf(
     tp: float, n_flagged: float, n_faults: float, labelled: bool
 ) -> tuple[float | None, float | None, float | None]:
-    """(precision, recall, F1) from counts; ``None`` where undefined."""
+    """(precision, recall, F1) from counts (the rule of :mod:`iot_fed.evaluation.metrics`)."""
     if not labelled:
         return None, None, None
-    p, r = _ratio(tp, n_flagged), _ratio(tp, n_faults)
-    if p is None or r is None:
-        return p, r, None
-    return p, r, (2 * p * r / (p + r) if p + r > 0 else 0.0)
+    return _prf(tp, n_flagged - tp, n_faults - tp)
 
 
 def rates(sums: dict[str, float], labelled: bool) -> dict[str, Any]:

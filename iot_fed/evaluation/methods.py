@@ -1,14 +1,16 @@
-"""The detectors compared by the benchmark, each returning threshold-normalised test scores.
+"""The detectors compared by the benchmark; every learned one runs the ``fl`` round code.
 
-Every method returns per-test-row ``score / threshold`` (so a reading is flagged when the
-value is > 1, and pooled ROC-AUC over devices with their own thresholds is meaningful):
+Each method returns, per test row, ``score / threshold`` of its own calibrated threshold
+(flagged when > 1; pooled ROC/PR-AUC over devices stay meaningful):
 
-* :func:`federated` — FedAvg-style rounds with ``train_devices`` + ``aggregate``; global
-  threshold from ``combine_thresholds`` of the devices' training-score quantiles;
-* :func:`local_only` — each device trains alone (own normaliser, own threshold) for the
-  same number of epochs as the federation's rounds x local epochs;
-* :func:`centralised` — one device holding all pooled training data (upper reference);
-* :func:`baseline` — rolling z-score / MAD with a per-device training-quantile threshold.
+* :func:`run_federated` — :func:`iot_fed.fl.rounds.client_update` +
+  :func:`~iot_fed.fl.rounds.server_update` for ``rounds`` rounds (the product's code);
+* :func:`run_local_only` — each device alone, same epochs per sample, own normaliser,
+  own calibration;
+* :func:`run_centralised` — one model on the pooled data, same epochs per sample, early
+  stopping on the held-out validation loss (the upper reference);
+* baselines in :mod:`iot_fed.evaluation.baselines`, calibrated with the same rule on their
+  training-part scores.
 """
 
 from __future__ import annotations
@@ -19,17 +21,24 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from iot_fed.evaluation.baselines import rolling_mad, rolling_zscore
-from iot_fed.fl.aggregation import aggregate
+from iot_fed.fl.aggregation import AggregationConfig
+from iot_fed.fl.detector import calibrate
 from iot_fed.fl.model import init_params
-from iot_fed.fl.normalization import Normalizer, SufficientStats, make_xy
-from iot_fed.fl.scoring import combine_thresholds, score_batch
+from iot_fed.fl.rounds import (
+    DeviceData,
+    ServerConfig,
+    client_update,
+    device_scores,
+    initial_normalizer,
+    server_update,
+    validation_loss,
+)
+from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec, Params
-from iot_fed.fl.training import TrainConfig, evaluate_devices, train_devices
+from iot_fed.fl.training import TrainConfig
 
-THRESHOLD_FLOOR = 1e-12
+HOLDOUT_MODULUS = 10
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class Setup:
     spec: ModelSpec
     train: TrainConfig
     rounds: int
+    server: ServerConfig = field(default_factory=ServerConfig)
     seed: int = 0
 
 
@@ -51,164 +61,159 @@ class Scored:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _to_numpy(p: Params) -> Params:
+def _np(p: Params) -> Params:
     return {k: {m: np.asarray(v) for m, v in layer.items()} for k, layer in p.items()}
 
 
-def pooled_normalizer(train_x: Sequence[np.ndarray]) -> Normalizer:
-    """Global normaliser from the devices' summed sufficient statistics (no pooling)."""
-    return SufficientStats.total(SufficientStats.from_array(x) for x in train_x).normalizer()
+def normalised_test_scores(
+    bundle: ModelBundle, test_feats: Sequence[np.ndarray], ids
+) -> np.ndarray:
+    out = []
+    for m, f in zip(ids, test_feats, strict=True):
+        thr, _ = bundle.threshold_for(m)
+        out.append(device_scores(bundle, f, m) / thr)
+    return np.concatenate(out) if out else np.zeros(0)
 
 
-def global_threshold(
-    params: Params,
-    data: Sequence[tuple[np.ndarray, np.ndarray]],
-    setup: Setup,
-    how: str = "weighted_mean",
-) -> float:
-    """Combine per-device training-score quantiles of one model into a global threshold."""
-    ev = evaluate_devices(params, data, setup.spec, quantile=setup.train.threshold_quantile)
-    return max(combine_thresholds(ev.thresholds, ev.n_samples, how), THRESHOLD_FLOOR)
+RoundHook = Callable[[int, ModelBundle], None]
 
 
-RoundHook = Callable[[int, Params, float], None]
-
-
-def federated(
-    train_x: Sequence[np.ndarray],
-    moteids: Sequence[int],
-    norm: Normalizer,
+def federate(
+    devices: Sequence[DeviceData],
     setup: Setup,
     strategy: str = "fedavg",
+    *,
+    dp_clip_norm: float | None = None,
+    dp_noise_multiplier: float = 0.0,
     trim_ratio: float = 0.1,
-    threshold_how: str = "weighted_mean",
     on_round: RoundHook | None = None,
-) -> tuple[Params, float, dict[str, Any]]:
-    """Run ``setup.rounds`` federated rounds from a fresh init; return (params, threshold, info).
-
-    ``on_round(r, params, threshold)`` is called after every round (for F1-over-rounds).
-    """
-    data = [make_xy(x, norm, setup.spec.n_outputs) for x in train_x]
-    g = _to_numpy(init_params(setup.spec, setup.seed))
-    round_s: list[float] = []
-    thr = float("nan")
+) -> tuple[ModelBundle, dict[str, Any]]:
+    """``setup.rounds`` rounds of the product's round from a fresh init."""
+    agg = AggregationConfig(strategy, trim_ratio, dp_clip_norm, dp_noise_multiplier)
+    scfg = replace(setup.server, aggregation=agg)
+    params = _np(init_params(setup.spec, setup.seed))
+    norm = initial_normalizer(devices)
+    held = {d.moteid: d.held_out for d in devices}
+    bundle: ModelBundle | None = None
+    client_s, server_s = [], []
     for r in range(setup.rounds):
         t0 = time.perf_counter()
-        res = train_devices(
-            g, data, setup.spec, setup.train, seed=setup.seed * 1000 + r, device_ids=list(moteids)
+        upd = client_update(
+            params,
+            norm,
+            devices,
+            setup.spec,
+            setup.train,
+            seed=setup.seed * 1000 + r,
+            device_norms=bundle.device_norms if bundle is not None else None,
         )
-        g, _ = aggregate(res.params, res.n_samples, strategy, trim_ratio=trim_ratio)
-        round_s.append(time.perf_counter() - t0)
-        if on_round is not None or r == setup.rounds - 1:
-            thr = global_threshold(g, data, setup, threshold_how)
+        t1 = time.perf_counter()
+        out = server_update(
+            upd, held, setup.spec, scfg, parent=bundle, global_params=params, seed=r
+        )
+        server_s.append(time.perf_counter() - t1)
+        client_s.append(t1 - t0)
+        bundle, params, norm = out.bundle, out.bundle.params, out.bundle.norm
         if on_round is not None:
-            on_round(r, g, thr)
-    return (
-        g,
-        thr,
-        {
-            "round_seconds": round_s,
-            "strategy": strategy,
-            "threshold_how": threshold_how,
-            "threshold": thr,
-        },
-    )
-
-
-def score_global(
-    params: Params, norm: Normalizer, threshold: float, test_x: np.ndarray, spec: ModelSpec
-) -> np.ndarray:
-    return score_batch(params, test_x, spec=spec, norm=norm) / threshold
-
-
-def run_federated(
-    train_x: Sequence[np.ndarray],
-    test_x: Sequence[np.ndarray],
-    moteids: Sequence[int],
-    setup: Setup,
-    **kwargs: Any,
-) -> dict[str, Scored]:
-    """The federated global model scored two ways: with the global threshold
-    (``federated``) and with each device's own quantile of the global model's training
-    scores (``federated_device_thr``; still only scalars leave a device)."""
-    t0 = time.perf_counter()
-    norm = pooled_normalizer(train_x)
-    params, thr, info = federated(train_x, moteids, norm, setup, **kwargs)
-    secs = time.perf_counter() - t0
-    raw = [score_batch(params, x, spec=setup.spec, norm=norm) for x in test_x]
-    data = [make_xy(x, norm, setup.spec.n_outputs) for x in train_x]
-    ev = evaluate_devices(params, data, setup.spec, quantile=setup.train.threshold_quantile)
-    dev_thr = np.maximum(np.nan_to_num(ev.thresholds, nan=np.inf), THRESHOLD_FLOOR)
-    per_device = np.concatenate([r / t for r, t in zip(raw, dev_thr, strict=True)])
-    return {
-        "federated": Scored(np.concatenate(raw) / thr, secs, info),
-        "federated_device_thr": Scored(per_device, secs, {"threshold": "per device"}),
+            on_round(r, bundle)
+    assert bundle is not None
+    return bundle, {
+        "client_seconds": [round(t, 4) for t in client_s],
+        "server_seconds": [round(t, 4) for t in server_s],
+        "strategy": strategy,
+        "global_threshold": bundle.threshold,
     }
 
 
-def run_local_only(
-    train_x: Sequence[np.ndarray],
-    test_x: Sequence[np.ndarray],
-    moteids: Sequence[int],
-    setup: Setup,
+def run_federated(
+    devices: Sequence[DeviceData], test_feats: Sequence[np.ndarray], setup: Setup, **kw: Any
 ) -> Scored:
-    """Each device trains alone for ``rounds x local_epochs`` epochs; own norm and threshold."""
     t0 = time.perf_counter()
-    norms = [SufficientStats.from_array(x).normalizer() for x in train_x]
-    data = [make_xy(x, nm, setup.spec.n_outputs) for x, nm in zip(train_x, norms, strict=True)]
-    cfg = replace(setup.train, local_epochs=setup.train.local_epochs * setup.rounds)
-    res = train_devices(
-        _to_numpy(init_params(setup.spec, setup.seed)),
-        data,
-        setup.spec,
-        cfg,
-        seed=setup.seed,
-        device_ids=list(moteids),
-    )
-    scores = []
-    for i, (x, nm) in enumerate(zip(test_x, norms, strict=True)):
-        thr = max(float(res.thresholds[i]), THRESHOLD_FLOOR)
-        scores.append(score_batch(res.device_params(i), x, spec=setup.spec, norm=nm) / thr)
-    secs = time.perf_counter() - t0
-    return Scored(np.concatenate(scores), secs, {"epochs": cfg.local_epochs})
-
-
-def run_centralised(train_x: Sequence[np.ndarray], test_x: np.ndarray, setup: Setup) -> Scored:
-    """One device holding every device's training data, ``rounds x local_epochs`` epochs."""
-    t0 = time.perf_counter()
-    norm = pooled_normalizer(train_x)
-    x, y = make_xy(np.concatenate(train_x), norm, setup.spec.n_outputs)
-    cfg = replace(setup.train, local_epochs=setup.train.local_epochs * setup.rounds)
-    res = train_devices(
-        _to_numpy(init_params(setup.spec, setup.seed)), [(x, y)], setup.spec, cfg, seed=setup.seed
-    )
-    thr = max(float(res.thresholds[0]), THRESHOLD_FLOOR)
+    bundle, info = federate(devices, setup, **kw)
     secs = time.perf_counter() - t0
     return Scored(
-        score_global(res.device_params(0), norm, thr, test_x, setup.spec),
-        secs,
-        {"epochs": cfg.local_epochs, "n_train": int(x.shape[0])},
+        normalised_test_scores(bundle, test_feats, [d.moteid for d in devices]), secs, info
     )
 
 
-def run_baseline(
-    kind: str,
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    channels: Sequence[str],
-    window: int,
-    quantile: float,
+def run_local_only(
+    devices: Sequence[DeviceData], test_feats: Sequence[np.ndarray], setup: Setup
 ) -> Scored:
-    """Rolling ``zscore`` or ``mad`` over each device's train+test series (trailing window);
-    per-device threshold: the ``quantile`` of its training-part scores."""
-    fn = {"zscore": rolling_zscore, "mad": rolling_mad}[kind]
+    """Each device alone for ``rounds x local_epochs`` epochs; own normaliser and threshold."""
     t0 = time.perf_counter()
-    both = pd.concat([train.assign(_test=False), test.assign(_test=True)], ignore_index=True)
-    s = fn(both, channels, window)
-    is_test = both["_test"].to_numpy()
-    thr = pd.Series(s[~is_test]).groupby(both["moteid"].to_numpy()[~is_test]).quantile(quantile)
-    test_thr = np.maximum(thr.reindex(test["moteid"].to_numpy()).to_numpy(), THRESHOLD_FLOOR)
-    test_thr = np.nan_to_num(test_thr, nan=np.inf)  # a device with no training rows: never flags
-    secs = time.perf_counter() - t0
-    # ``both`` keeps test rows in the same order as ``test`` (appended after train)
-    return Scored(s[is_test] / test_thr, secs, {"window": window})
+    cfg = replace(setup.train, local_epochs=setup.train.local_epochs * setup.rounds)
+    scores = []
+    g = _np(init_params(setup.spec, setup.seed))
+    norms = [initial_normalizer([d]) for d in devices]
+    # one vmapped call per distinct normaliser is impossible; train all at once instead by
+    # giving every device its own standardised data (client_update standardises with norm)
+    from iot_fed.fl.detector import standardize
+    from iot_fed.fl.training import train_devices
+
+    data = []
+    for d, nm in zip(devices, norms, strict=True):
+        z = standardize(nm, d.train)
+        data.append((z, np.ascontiguousarray(z[:, : setup.spec.n_outputs])))
+    res = train_devices(
+        g, data, setup.spec, cfg, seed=setup.seed, device_ids=[d.moteid for d in devices]
+    )
+    for i, (d, nm, f) in enumerate(zip(devices, norms, test_feats, strict=True)):
+        b = ModelBundle(setup.spec, res.device_params(i), nm)
+        from iot_fed.fl.rounds import calibrate_bundle
+
+        calibrate_bundle(b, {d.moteid: d.held_out}, setup.server.quantile)
+        scores.append(device_scores(b, f, d.moteid) / b.threshold_for(d.moteid)[0])
+    return Scored(np.concatenate(scores), time.perf_counter() - t0, {"epochs": cfg.local_epochs})
+
+
+def run_centralised(
+    devices: Sequence[DeviceData], test_feats: Sequence[np.ndarray], setup: Setup
+) -> Scored:
+    """Pooled data (each device standardised by its own normaliser, as in the federation),
+    ``rounds x local_epochs`` epochs in ``rounds`` chunks, keeping the chunk with the best
+    held-out validation loss (early stopping); per-device calibration."""
+    from iot_fed.fl.detector import standardize
+    from iot_fed.fl.rounds import calibrate_bundle, device_normalizer, feature_stats
+    from iot_fed.fl.training import train_devices
+
+    t0 = time.perf_counter()
+    fleet = initial_normalizer(devices)
+    norms = {d.moteid: device_normalizer(feature_stats(d.train), fleet) for d in devices}
+    z = np.concatenate([standardize(norms[d.moteid], d.train) for d in devices])
+    data = [(z, np.ascontiguousarray(z[:, : setup.spec.n_outputs]))]
+    params = _np(init_params(setup.spec, setup.seed))
+    held = {d.moteid: d.held_out for d in devices}
+    best: tuple[float, ModelBundle] | None = None
+    history = []
+    for r in range(setup.rounds):
+        res = train_devices(params, data, setup.spec, setup.train, seed=setup.seed + r)
+        params = res.device_params(0)
+        b = ModelBundle(setup.spec, params, fleet, device_norms=norms)
+        vl = validation_loss(b, held, fleet)
+        history.append(round(vl, 5))
+        if best is None or vl < best[0]:
+            best = (vl, b)
+    assert best is not None
+    bundle = best[1]
+    calibrate_bundle(bundle, held, setup.server.quantile)
+    scores = normalised_test_scores(bundle, test_feats, [d.moteid for d in devices])
+    return Scored(
+        scores,
+        time.perf_counter() - t0,
+        {"epochs": setup.rounds * setup.train.local_epochs, "val_loss": history},
+    )
+
+
+def calibrated_baseline(
+    train_scores: Sequence[np.ndarray],
+    test_scores: Sequence[np.ndarray],
+    ids: Sequence[int],
+    quantile: float,
+) -> np.ndarray:
+    """Baseline scores normalised by thresholds calibrated with the detector's rule on the
+    (clean) training-part scores."""
+    thr = calibrate({m: s for m, s in zip(ids, train_scores, strict=True)}, quantile)
+    out = []
+    for m, s in zip(ids, test_scores, strict=True):
+        out.append(s / thr.device.get(m, thr.global_threshold))
+    return np.concatenate(out)

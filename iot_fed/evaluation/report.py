@@ -16,72 +16,73 @@ def _f(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
-def methods_table(methods: dict[str, Any]) -> str:
-    """One row per (method, fault type): precision, recall, F1, ROC-AUC."""
+def overall_table(methods: dict[str, Any]) -> str:
     lines = [
-        "| method | fault type | n faulty | precision | recall | F1 | ROC-AUC |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| method | precision | recall | F1 | F1 (clean context) | PR-AUC | ROC-AUC "
+        "| false alarms / device-day | same, clean context | s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, res in methods.items():
-        for t in TYPES:
-            m = res["metrics"].get(t)
-            if m is None:
-                continue
-            lines.append(
-                f"| {name} | {t} | {m['n_pos']} | {_f(m['precision'])} | "
-                f"{_f(m['recall'])} | {_f(m['f1'])} | {_f(m.get('roc_auc'))} |"
-            )
+    for name, r in methods.items():
+        if "skipped" in r:
+            lines.append(f"| {name} | skipped: {r['skipped'][:60]} |||||||")
+            continue
+        o = r["overall"]
+        lines.append(
+            f"| {name} | {_f(o['precision'])} | {_f(o['recall'])} | {_f(o['f1'])} | "
+            f"{_f(o['f1_clean_context'])} | {_f(o['pr_auc'])} | {_f(o['roc_auc'])} | "
+            f"{_f(r['false_alarms_per_device_day'], 2)} | "
+            f"{_f(r['false_alarms_per_device_day_clean_context'], 2)} | {r.get('seconds', '-')} |"
+        )
     return "\n".join(lines)
 
 
-def f1_matrix(methods: dict[str, Any], key: str = "f1") -> str:
-    """Compact view: methods x fault types, one metric."""
-    head = "| method | " + " | ".join(TYPES) + " | seconds |"
-    lines = [head, "|---|" + "---:|" * (len(TYPES) + 1)]
-    for name, res in methods.items():
-        cells = [_f(res["metrics"].get(t, {}).get(key)) for t in TYPES]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {res.get('seconds', '-')} |")
-    return "\n".join(lines)
-
-
-def failing_table(fd: dict[str, Any]) -> str:
-    """F1 per round, one column per run (clean/<strategy>, failing/<strategy>)."""
-    runs = fd["runs"]
-    names = list(runs)
-    n = max(len(r["f1"]) for r in runs.values())
-    lines = ["| round | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
-    for i in range(n):
-        cells = [_f(runs[k]["f1"][i]) if i < len(runs[k]["f1"]) else "-" for k in names]
-        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| final ROC-AUC | " + " | ".join(_f(runs[k]["roc_auc"][-1]) for k in names) + " |"
-    )
+def per_type_table(methods: dict[str, Any], key: str, digits: int = 3) -> str:
+    lines = ["| method | " + " | ".join(FAULT_TYPES) + " |", "|---|" + "---:|" * len(FAULT_TYPES)]
+    for name, r in methods.items():
+        if "skipped" in r:
+            continue
+        cells = [_f(r["per_type"][t].get(key), digits) for t in FAULT_TYPES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def detection_markdown(results: dict[str, Any]) -> str:
-    out: list[str] = []
-    for name, d in results["datasets"].items():
-        if "skipped" in d:
-            out.append(f"### {name}\n\nskipped: {d['skipped']}\n")
-            continue
-        note = f"\n{d['note']}\n" if "note" in d else ""
+    d, m = results["dataset"], results["methods"]
+    out = [
+        f"### {d['devices']} devices, {d['train_rows']} train / {d['test_rows']} test rows, "
+        f"injected rows {d['injected_rows']}\n",
+        "Overall (flag = score above the device's calibrated threshold):\n\n"
+        + overall_table(m)
+        + "\n",
+        "Event recall per fault type:\n\n" + per_type_table(m, "event_recall") + "\n",
+        "Median detection delay (readings) per fault type:\n\n"
+        + per_type_table(m, "median_delay", 1)
+        + "\n",
+        "Reading recall per fault type:\n\n" + per_type_table(m, "reading_recall") + "\n",
+    ]
+    rb = results.get("robust")
+    if rb:
+        cols = list(next(iter(rb["f1"].values())))
+        lines = ["| strategy | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for s, v in rb["f1"].items():
+            lines.append(f"| {s} | " + " | ".join(_f(v[c]) for c in cols) + " |")
         out.append(
-            f"### {name}: {d['devices']} devices, {d['train_rows']} train / "
-            f"{d['test_rows']} test rows, injected {d['injected']}\n{note}"
+            "Robustness, F1 on the healthy motes (failing: half dying battery, half "
+            "stuck sensors):\n\n" + "\n".join(lines) + "\n"
         )
-        out.append("F1 per fault type:\n\n" + f1_matrix(d["methods"]) + "\n")
-        out.append("ROC-AUC per fault type:\n\n" + f1_matrix(d["methods"], "roc_auc") + "\n")
-        out.append("All metrics:\n\n" + methods_table(d["methods"]) + "\n")
-    fd = results.get("failing_device")
-    if fd:
+    dp = results.get("dp")
+    if dp:
         out.append(
-            f"### Failing devices: motes {fd['failing_motes']} (last "
-            f"{fd['failing_fraction']:.0%} of their training window = dying-battery "
-            f"garbage, {fd['garbage_rows']} rows), trim_ratio {fd['trim_ratio']}; "
-            f"global-model F1 on {fd['evaluated_on']}\n"
+            f"DP (clip {dp['clip_norm']}), F1 by noise multiplier: "
+            + ", ".join(f"{k}: {_f(v)}" for k, v in dp["f1"].items())
+            + "\n"
         )
-        out.append(failing_table(fd) + "\n")
+    ev = results.get("engine_vs_bare")
+    if ev:
+        out.append(
+            f"Engine client update {ev['engine_s']} s vs bare jit(vmap) {ev['bare_s']} s: "
+            f"**{ev['ratio']}x** ({ev['devices']} devices x {ev['rows']} rows)\n"
+        )
     return "\n".join(out)
 
 

@@ -1,16 +1,10 @@
-"""Reading stored model bundles, and the normalisation floor every round uses."""
+"""Reading stored model bundles (the normalisation floor lives in :mod:`iot_fed.fl.rounds`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
-
-FEATURE_STD_FLOOR = np.array([0.5, 1.0, 10.0, 0.01, 0.1, 0.1])
-"""Smallest std per feature (degC, %RH, lux, V, sin, cos): a short window where a channel
-is flat (lights off all night) must not turn ordinary changes into huge z-scores."""
 
 
 class ModelLoadError(RuntimeError):

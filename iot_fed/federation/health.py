@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from iot_fed.fl.rounds import validation_verdict
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
 
 MAX_LOSS_RATIO = 2.0
@@ -34,14 +35,8 @@ def local_model_health(doc: Mapping[str, Any]) -> tuple[bool, str]:
 
 
 def promotion_verdict(doc: Mapping[str, Any], tolerance: float) -> tuple[bool, str]:
-    """May this global version replace the promoted one? Compares held-out validation loss."""
+    """May this global version replace the promoted one? The round's validation verdict
+    (:func:`iot_fed.fl.rounds.validation_verdict`) on the stored held-out losses."""
     m = doc.get("metrics") or {}
-    new, old = m.get("val_loss"), m.get("parent_val_loss")
-    if new is None or not math.isfinite(new):
-        return False, f"validation loss is {new}"
-    if old is None or not math.isfinite(old):
-        return True, f"no promoted model to compare with (val_loss {new:.4g})"
-    limit = old * (1.0 + tolerance)
-    if new <= limit:
-        return True, f"val_loss {new:.4g} <= {limit:.4g} (promoted {old:.4g} + {tolerance:.0%})"
-    return False, f"val_loss {new:.4g} > {limit:.4g} (promoted {old:.4g} + {tolerance:.0%})"
+    v = validation_verdict(m.get("val_loss"), m.get("parent_val_loss"), tolerance)
+    return v.ok, v.reason

@@ -1,4 +1,5 @@
-"""Train a set of devices in one vmapped call, warm-started from the promoted global model."""
+"""The client half of a round in the product: train a set of devices in one vmapped call
+(:func:`iot_fed.fl.rounds.client_update`), warm-started from the promoted global model."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ import numpy as np
 from pymongo.database import Database
 
 from iot_fed.config import Settings
-from iot_fed.federation.bundles import FEATURE_STD_FLOOR, ModelLoadError, load_bundle
+from iot_fed.federation.bundles import ModelLoadError, load_bundle
 from iot_fed.federation.health import local_model_health
 from iot_fed.federation.outcomes import DeviceOutcome
 from iot_fed.federation.windows import DeviceWindow, training_windows
 from iot_fed.fl.compile_cache import enable_compilation_cache
 from iot_fed.fl.model import init_params
-from iot_fed.fl.normalization import Normalizer, SufficientStats, make_xy
+from iot_fed.fl.rounds import ServerConfig, calibrate_bundle, client_update, initial_normalizer
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec
-from iot_fed.fl.training import TrainConfig, train_devices
+from iot_fed.fl.training import TrainConfig
 from iot_fed.store import repository as repo
 
 
@@ -47,32 +48,25 @@ def starting_point(db: Database, spec: ModelSpec, seed: int) -> StartingPoint:
     return StartingPoint(bundle, int(doc["version"]))
 
 
-def _normalizer(start: StartingPoint, windows: Sequence[DeviceWindow]) -> Normalizer:
-    """The global model's normaliser; before any global model, one merged from the
-    devices' sufficient statistics (never from pooled raw readings)."""
-    if start.bundle.norm is not None:
-        return start.bundle.norm
-    stats = SufficientStats.total(SufficientStats.from_array(w.features) for w in windows)
-    return stats.normalizer(FEATURE_STD_FLOOR)
-
-
 def train_local_models(
     db: Database, devices: Sequence[str], settings: Settings, seed: int = 0
 ) -> list[DeviceOutcome]:
     """Train ``devices`` (partition keys = mote ids) on readings since their last model.
 
     Devices with no new readings keep their current version (``skipped`` says why).
-    Each trained device is stored as its next version in ``local_models``.
+    Each trained device is stored as its next version in ``local_models``, with its own
+    thresholds calibrated on its held-out readings of the window.
     """
     enable_compilation_cache(settings.data_dir / "jax_cache")
     spec = ModelSpec.from_settings(settings)
     cfg = TrainConfig.from_settings(settings)
+    quantile = ServerConfig.from_settings(settings).quantile
     start = starting_point(db, spec, settings.seed)
     windows: list[DeviceWindow] = []
     outcomes: list[DeviceOutcome] = []
     last = repo.latest_local_models(db, devices)
     since = {int(d): (last[d].get("last_epoch") if d in last else None) for d in devices}
-    found = training_windows(db, since, settings.training_window)
+    found = training_windows(db, since, settings.training_window, spec)
     for device in devices:
         w = found[int(device)]
         if w.n == 0:
@@ -83,21 +77,21 @@ def train_local_models(
             windows.append(w)
     if not windows:
         return outcomes
-    norm = _normalizer(start, windows)
-    data = [make_xy(w.features, norm, spec.n_outputs) for w in windows]
-    result = train_devices(
-        start.bundle.params, data, spec, cfg, seed=seed, device_ids=[w.moteid for w in windows]
-    )
+    norm = start.bundle.norm or initial_normalizer([w.data for w in windows])
+    upd = client_update(start.bundle.params, norm, [w.data for w in windows], spec, cfg, seed=seed)
     for i, w in enumerate(windows):
-        stats = SufficientStats.from_array(w.features)
         metrics = {
-            "loss_before": float(result.loss_before[i]),
-            "loss_after": float(result.loss_after[i]),
+            "loss_before": float(upd.loss_before[i]),
+            "loss_after": float(upd.loss_after[i]),
             "n_faulty_excluded": w.n_faulty,
-            "stats": stats.to_dict(),
+            "stats": upd.stats[i].to_dict(),
             "kafka_offsets": w.offsets,
         }
-        bundle = ModelBundle(spec, result.device_params(i), norm, float(result.thresholds[i]))
+        own = {w.moteid: upd.device_norms[w.moteid]}
+        bundle = ModelBundle(spec, upd.device_params(i), norm, device_norms=own)
+        held = {w.moteid: w.data.held_out if len(w.data.held_out) else w.data.train}
+        calibrate_bundle(bundle, held, quantile)
+        threshold = float(bundle.threshold)
         doc = repo.save_local_model(
             db,
             str(w.moteid),
@@ -105,7 +99,7 @@ def train_local_models(
             n_samples=w.n,
             base_version=start.version,
             last_epoch=w.last_epoch,
-            threshold=float(result.thresholds[i]),
+            threshold=threshold,
             metrics=metrics,
             config={
                 "spec": spec.to_dict(),
@@ -120,17 +114,16 @@ def train_local_models(
         ok, why = local_model_health(doc)
         outcomes.append(
             DeviceOutcome(
-                str(w.moteid),
-                w.n,
-                doc["version"],
-                metrics["loss_before"],
-                metrics["loss_after"],
-                float(result.thresholds[i]),
-                w.n_faulty,
-                None,
-                w.offsets,
-                start.version,
-                None if ok else why,
+                device=str(w.moteid),
+                n_samples=w.n,
+                version=doc["version"],
+                loss_before=metrics["loss_before"],
+                loss_after=metrics["loss_after"],
+                threshold=threshold,
+                n_faulty=w.n_faulty,
+                offsets=w.offsets,
+                base_version=start.version,
+                unhealthy=None if ok else why,
             )
         )
     return outcomes

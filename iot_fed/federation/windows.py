@@ -1,9 +1,12 @@
-"""Device data windows read from MongoDB: training windows and the held-out validation set.
+"""Device data for a round, read through :mod:`iot_fed.store`: window features of the
+training readings and of the held-out validation readings.
 
-A reading belongs to the validation set when ``epoch % HOLDOUT_MODULUS == 0`` (10 %),
+A reading belongs to the held-out set when ``epoch % HOLDOUT_MODULUS == 0`` (10 %),
 decided by the reading itself, so the split is stable across rounds and devices and
-training never sees a validation reading. Physically impossible readings (the parser's
-``mark_faults`` rule) are excluded from both: they are what the model must flag.
+training never sees a validation reading. The window features of every reading use the
+device's preceding readings as context (held-out ones included: they are normal readings
+the device really sent). Physically impossible readings (the parser's ``mark_faults``
+rule) and non-finite ones are left out of both sets and out of the context.
 """
 
 from __future__ import annotations
@@ -17,39 +20,34 @@ import pandas as pd
 from pymongo.database import Database
 
 from iot_fed.data.parse import CHANNELS, mark_faults
-from iot_fed.fl.features import features_from_columns
-from iot_fed.store.collections import SENSOR_READINGS
+from iot_fed.fl.rounds import DeviceData
+from iot_fed.fl.spec import ModelSpec
+from iot_fed.fl.window_features import window_features
 from iot_fed.store.repository import readings_for_devices
 
 HOLDOUT_MODULUS = 10
-_PROJECTION = {
-    "_id": 0,
-    "ts": 1,
-    "epoch": 1,
-    "moteid": 1,
-    "kafka_partition": 1,
-    "kafka_offset": 1,
-    **{c: 1 for c in CHANNELS},
-}
+CONTEXT_EPOCHS = 4
+"""Readings before ``since`` are fetched back to ``window x CONTEXT_EPOCHS`` epochs, as
+context only (motes drop readings, so a window spans more epochs than readings)."""
 
 
 @dataclass
 class DeviceWindow:
-    """One device's usable readings as raw (un-normalised) features."""
+    """One device's usable readings of a round as window features."""
 
     moteid: int
-    features: np.ndarray  # (n, 6) float32, see iot_fed.fl.features
-    epochs: np.ndarray  # (n,) int64
+    data: DeviceData
+    epochs: np.ndarray  # (n,) epochs of the training rows
     n_faulty: int = 0
     offsets: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
-        return int(self.features.shape[0])
+        return self.data.n
 
     @property
     def last_epoch(self) -> int | None:
-        return int(self.epochs.max()) if self.n else None
+        return int(self.epochs.max()) if self.epochs.size else None
 
 
 def _offset_ranges(docs: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -64,45 +62,65 @@ def _offset_ranges(docs: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
-def to_window(moteid: int, docs: Sequence[dict[str, Any]]) -> DeviceWindow:
-    """Readings -> window of non-faulty readings (faulty ones only counted)."""
+def _usable(docs: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
+    """In-range, finite readings in epoch order, and how many were left out."""
     if not docs:
-        return DeviceWindow(moteid, np.zeros((0, 6), np.float32), np.zeros(0, np.int64))
+        return pd.DataFrame(columns=["epoch", "ts", *CHANNELS]), 0
     df = mark_faults(pd.DataFrame.from_records(docs))
-    ok = ~df["fault"].to_numpy()
-    vals = df.loc[ok, list(CHANNELS)].to_numpy(np.float64)
-    finite = np.isfinite(vals).all(axis=1)
-    good = df.loc[ok].loc[finite]
-    feats = features_from_columns(
-        *(good[c].to_numpy() for c in CHANNELS), pd.to_datetime(good["ts"], utc=True)
+    vals = df[list(CHANNELS)].to_numpy(np.float64)
+    good = df[~df["fault"].to_numpy() & np.isfinite(vals).all(axis=1)]
+    return good.sort_values("epoch", kind="stable"), int(len(df) - len(good))
+
+
+def _ts_ms(frame: pd.DataFrame) -> np.ndarray:
+    ts = pd.to_datetime(frame["ts"], utc=True).dt.tz_localize(None).to_numpy()
+    return ts.astype("datetime64[ms]").astype(np.int64)
+
+
+def to_window(
+    moteid: int,
+    docs: Sequence[dict[str, Any]],
+    spec: ModelSpec,
+    since: int | None = None,
+    limit: int | None = None,
+) -> DeviceWindow:
+    """Readings -> window features; rows with ``epoch <= since`` are context only and
+    ``limit`` keeps the newest training rows."""
+    good, n_bad = _usable(docs)
+    ep = good["epoch"].to_numpy(np.int64)
+    feats, _ = window_features(
+        _ts_ms(good) if len(good) else np.zeros(0, np.int64),
+        good[list(CHANNELS)].to_numpy(np.float64),
+        len(good),
+        spec.window_config(),
     )
-    return DeviceWindow(
-        moteid,
-        feats,
-        good["epoch"].to_numpy(np.int64),
-        n_faulty=int(len(df) - len(good)),
-        offsets=_offset_ranges(docs),
+    new = ep > since if since is not None else np.ones(ep.size, bool)
+    hold = ep % HOLDOUT_MODULUS == 0
+    train = np.flatnonzero(new & ~hold)
+    if limit is not None:
+        train = train[-limit:] if limit > 0 else train[:0]
+    held = new & hold
+    data = DeviceData(int(moteid), feats[train], feats[held])
+    n_faulty = (
+        n_bad if since is None else sum(1 for d in docs if d["epoch"] > since) - int(new.sum())
     )
+    return DeviceWindow(int(moteid), data, ep[train], max(n_faulty, 0), _offset_ranges(docs))
 
 
 def training_windows(
-    db: Database, since_epochs: Mapping[int, int | None], limit: int
+    db: Database, since_epochs: Mapping[int, int | None], limit: int, spec: ModelSpec
 ) -> dict[int, DeviceWindow]:
-    """Per device, the newest ``limit`` training readings with ``epoch > since``: ONE query
-    for all devices (FerretDB scans a collection per filtered query)."""
-    found = readings_for_devices(db, since_epochs)
-    return {
-        m: to_window(m, [d for d in docs if d["epoch"] % HOLDOUT_MODULUS != 0][-limit:])
-        for m, docs in found.items()
-    }
+    """Per device, the newest ``limit`` training readings with ``epoch > since`` (and their
+    context): ONE query for all devices (FerretDB scans a collection per filtered query)."""
+    back = spec.window * CONTEXT_EPOCHS
+    query = {m: (None if e is None else max(int(e) - back, -1)) for m, e in since_epochs.items()}
+    found = readings_for_devices(db, query)
+    return {m: to_window(m, docs, spec, since_epochs[m], limit) for m, docs in found.items()}
 
 
-def validation_windows(db: Database, motes: Sequence[int], limit: int) -> dict[int, DeviceWindow]:
-    """Per device, the newest ``limit`` held-out readings (one query)."""
-    query = {"moteid": {"$in": [int(m) for m in motes]}, "epoch": {"$mod": [HOLDOUT_MODULUS, 0]}}
-    docs: dict[int, list[dict[str, Any]]] = {int(m): [] for m in motes}
-    for d in db[SENSOR_READINGS].find(query, _PROJECTION):
-        docs[int(d["moteid"])].append(d)
-    return {
-        m: to_window(m, sorted(ds, key=lambda d: d["epoch"])[-limit:]) for m, ds in docs.items()
-    }
+def validation_windows(
+    db: Database, motes: Sequence[int], limit: int, spec: ModelSpec
+) -> dict[int, np.ndarray]:
+    """Per device, window features of its newest ``limit`` held-out readings (one query)."""
+    found = readings_for_devices(db, {int(m): None for m in motes}, limit * HOLDOUT_MODULUS)
+    return {m: to_window(m, docs, spec).data.held_out[-limit:] for m, docs in found.items()}

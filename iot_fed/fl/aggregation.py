@@ -31,7 +31,7 @@ import numpy as np
 from iot_fed.fl.pytrees import flatten_single, flatten_stacked, unflatten
 from iot_fed.fl.spec import Params
 
-STRATEGIES = ("fedavg", "median", "trimmed_mean")
+STRATEGIES = ("fedavg", "median", "trimmed_mean", "krum")
 
 
 class AggregationError(ValueError):
@@ -54,6 +54,20 @@ def _trimmed_mean(a: np.ndarray, trim_ratio: float) -> tuple[np.ndarray, int]:
         return a.mean(axis=0, dtype=np.float64), 0
     part = np.partition(np.ascontiguousarray(a.T), [t, k - t - 1], axis=1)
     return part[:, t : k - t].mean(axis=1, dtype=np.float64), t
+
+
+def _krum(a: np.ndarray, trim_ratio: float) -> np.ndarray:
+    """Krum (Blanchard et al. 2017): the update closest to its ``k - f - 2`` nearest
+    neighbours, ``f = floor(trim_ratio * k)`` assumed Byzantine."""
+    k = a.shape[0]
+    f = int(np.floor(trim_ratio * k))
+    m = max(k - f - 2, 1)
+    a64 = a.astype(np.float64)
+    sq = np.einsum("ij,ij->i", a64, a64)
+    d = np.maximum(sq[:, None] + sq[None, :] - 2.0 * a64 @ a64.T, 0.0)
+    np.fill_diagonal(d, np.inf)
+    score = np.sort(d, axis=1)[:, : min(m, k - 1)].sum(axis=1) if k > 1 else np.zeros(1)
+    return a64[int(np.argmin(score))]
 
 
 def aggregate(
@@ -123,6 +137,8 @@ def aggregate(
         agg = _fedavg(a, wa)
     elif strategy == "median":
         agg = _median(a)
+    elif strategy == "krum":
+        agg = _krum(a, trim_ratio)
     else:
         agg, t = _trimmed_mean(a, trim_ratio)
         info.update(trim_ratio=float(trim_ratio), n_trimmed_each_side=t)

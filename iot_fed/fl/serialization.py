@@ -24,7 +24,8 @@ from iot_fed.fl.normalization import Normalizer
 from iot_fed.fl.spec import ModelSpec, Params
 
 FORMAT = "iot_fed.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: window-feature autoencoder with residual scales and per-device thresholds."""
 _META = "__meta__"
 _MAGIC = b"IOTFEDM1"
 _DIGEST = 32
@@ -45,7 +46,11 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
 
 @dataclass
 class ModelBundle:
-    """Everything needed to score readings: spec, params, normalisation, threshold."""
+    """Everything needed to score readings: spec, params, normalisation, thresholds.
+
+    ``threshold`` is the global (fallback) threshold; ``device_thresholds`` maps a mote id
+    to its own calibrated threshold; ``residual_scale`` ``(n_outputs,)`` standardises the
+    reconstruction residuals (see :mod:`iot_fed.fl.detector`)."""
 
     spec: ModelSpec
     params: Params
@@ -53,6 +58,26 @@ class ModelBundle:
     threshold: float | None = None
     version: int | str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    residual_scale: np.ndarray | None = None
+    device_thresholds: dict[int, float] = field(default_factory=dict)
+    device_norms: dict[int, Normalizer] = field(default_factory=dict)
+    """Each device's own feature normaliser (from its sufficient statistics); ``norm``
+    is the fleet's, the fallback for a device without one."""
+
+    def norm_for(self, moteid: int) -> Normalizer:
+        n = self.device_norms.get(int(moteid), self.norm)
+        if n is None:
+            raise ModelBlobError("bundle has no normaliser")
+        return n
+
+    def threshold_for(self, moteid: int) -> tuple[float, bool]:
+        """``(threshold, is_fallback)``: the device's own, else the global one."""
+        t = self.device_thresholds.get(int(moteid))
+        if t is not None:
+            return float(t), False
+        if self.threshold is None:
+            raise ModelBlobError("bundle has no global threshold to fall back on")
+        return float(self.threshold), True
 
     def to_bytes(self) -> bytes:
         arrays: dict[str, np.ndarray] = {}
@@ -69,6 +94,22 @@ class ModelBundle:
         if self.norm is not None:
             arrays["norm/mean"] = self.norm.mean.astype(np.float64)
             arrays["norm/std"] = self.norm.std.astype(np.float64)
+        if self.residual_scale is not None:
+            rs = np.asarray(self.residual_scale, np.float64)
+            if rs.shape != (self.spec.n_outputs,):
+                raise ModelBlobError(f"residual_scale must have shape ({self.spec.n_outputs},)")
+            arrays["residual_scale"] = rs
+        if self.device_thresholds:
+            ids = sorted(int(k) for k in self.device_thresholds)
+            arrays["thr/devices"] = np.asarray(ids, np.int64)
+            arrays["thr/values"] = np.asarray(
+                [float(self.device_thresholds[i]) for i in ids], np.float64
+            )
+        if self.device_norms:
+            ids = sorted(int(k) for k in self.device_norms)
+            arrays["dnorm/devices"] = np.asarray(ids, np.int64)
+            arrays["dnorm/mean"] = np.stack([self.device_norms[i].mean for i in ids])
+            arrays["dnorm/std"] = np.stack([self.device_norms[i].std for i in ids])
         header = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -116,7 +157,8 @@ class ModelBundle:
                     raise ModelBlobError(f"{name} contains non-finite values")
                 params.setdefault(layer, {})[leaf] = a
         extra = set(arrays) - {f"params/{k}/{m}" for k, v in params.items() for m in v}
-        extra -= {"norm/mean", "norm/std"}
+        extra -= {"norm/mean", "norm/std", "residual_scale", "thr/devices", "thr/values"}
+        extra -= {"dnorm/devices", "dnorm/mean", "dnorm/std"}
         if extra:
             raise ModelBlobError(f"model blob has unexpected arrays {sorted(extra)}")
         norm = None
@@ -133,6 +175,28 @@ class ModelBundle:
                 norm = Normalizer(mean, std)
             except ValueError as exc:
                 raise ModelBlobError(f"invalid normalisation stats: {exc}") from None
+        rs = arrays.get("residual_scale")
+        if rs is not None and (
+            rs.shape != (spec.n_outputs,) or not np.all(np.isfinite(rs)) or np.any(rs <= 0)
+        ):
+            raise ModelBlobError(f"residual_scale must be ({spec.n_outputs},) finite and > 0")
+        ids, vals = arrays.get("thr/devices"), arrays.get("thr/values")
+        if (ids is None) != (vals is None) or (ids is not None and ids.shape != vals.shape):
+            raise ModelBlobError("per-device thresholds: devices and values do not match")
+        dev_thr = {} if ids is None else {int(i): float(v) for i, v in zip(ids, vals, strict=True)}
+        dn_ids, dn_mean, dn_std = (arrays.get(f"dnorm/{k}") for k in ("devices", "mean", "std"))
+        dev_norms: dict[int, Normalizer] = {}
+        if dn_ids is not None:
+            want = (dn_ids.shape[0], spec.n_inputs)
+            if dn_mean is None or dn_std is None or dn_mean.shape != want or dn_std.shape != want:
+                raise ModelBlobError(f"per-device normalisers must have shape {want}")
+            try:
+                dev_norms = {
+                    int(i): Normalizer(m, sd)
+                    for i, m, sd in zip(dn_ids, dn_mean, dn_std, strict=True)
+                }
+            except ValueError as exc:
+                raise ModelBlobError(f"invalid per-device normaliser: {exc}") from None
         thr = header.get("threshold")
         return cls(
             spec,
@@ -141,6 +205,9 @@ class ModelBundle:
             None if thr is None else float(thr),
             header.get("version"),
             dict(header.get("meta") or {}),
+            rs,
+            dev_thr,
+            dev_norms,
         )
 
 
@@ -174,7 +241,10 @@ def _read(blob: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelBlobError("not an iot_fed model blob (format tag missing)")
     if header.get("format_version") != FORMAT_VERSION:
-        raise ModelBlobError(f"unsupported model blob version {header.get('format_version')}")
+        raise ModelBlobError(
+            f"incompatible model blob format version {header.get('format_version')} "
+            f"(this code reads {FORMAT_VERSION}: the window detector); retrain the model"
+        )
     declared = header.get("arrays", {})
     for name, a in arrays.items():
         d = declared.get(name)

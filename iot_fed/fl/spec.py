@@ -13,20 +13,28 @@ from typing import Any
 
 import numpy as np
 
+from iot_fed.fl.window_features import N_CHANNEL_FEATURES, N_FEATURES, WindowConfig
+
 Params = dict[str, dict[str, Any]]
 """A params pytree: ``{"layer_<i>": {"w": array, "b": array}}``."""
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
+KIND = "window_ae/1"
+"""The model family and feature-set version; a bundle of another kind is not loadable."""
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Feedforward reconstruction network ``n_inputs -> hidden... -> n_outputs``."""
+    """Feedforward autoencoder over window features ``n_inputs -> hidden... -> n_outputs``
+    (see :mod:`iot_fed.fl.window_features`; ``window``/``spread_k`` fix the context)."""
 
     hidden: tuple[int, ...] = (32, 16)
     activation: str = "relu"
-    n_inputs: int = 6
-    n_outputs: int = 4
+    n_inputs: int = N_FEATURES
+    n_outputs: int = N_CHANNEL_FEATURES
+    window: int = 32
+    spread_k: int = 8
+    kind: str = KIND
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -34,6 +42,14 @@ class ModelSpec:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if any(h < 1 for h in self.hidden) or self.n_inputs < 1 or self.n_outputs < 1:
             raise ValueError(f"layer sizes must be >= 1: {self}")
+        if self.kind != KIND:
+            raise ValueError(f"model kind {self.kind!r} is not supported (this code: {KIND!r})")
+        if self.n_outputs > self.n_inputs:
+            raise ValueError(f"n_outputs must be <= n_inputs: {self}")
+        self.window_config()  # validates window / spread_k
+
+    def window_config(self) -> WindowConfig:
+        return WindowConfig(window=self.window, spread_k=self.spread_k)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -71,11 +87,21 @@ class ModelSpec:
             "activation": self.activation,
             "n_inputs": self.n_inputs,
             "n_outputs": self.n_outputs,
+            "window": self.window,
+            "spread_k": self.spread_k,
+            "kind": self.kind,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        if d.get("kind") != KIND:
+            raise ValueError(
+                f"model kind {d.get('kind')!r} is not {KIND!r} (a per-reading model from an "
+                "older version?); retrain to get a compatible model"
+            )
         return cls(
+            window=int(d["window"]),
+            spread_k=int(d["spread_k"]),
             hidden=tuple(d["hidden"]),
             activation=str(d["activation"]),
             n_inputs=int(d["n_inputs"]),
@@ -85,4 +111,8 @@ class ModelSpec:
     @classmethod
     def from_settings(cls, settings: Any) -> ModelSpec:
         """Build from :class:`iot_fed.config.Settings` (``model_hidden``, ``model_activation``)."""
-        return cls(hidden=tuple(settings.model_hidden), activation=settings.model_activation)
+        return cls(
+            hidden=tuple(settings.model_hidden),
+            activation=settings.model_activation,
+            window=getattr(settings, "model_window", 32),
+        )

@@ -1,12 +1,18 @@
-"""Scoring of one device's readings with its recent history (numpy only, no JAX).
+"""Score one device's readings in a stream or a batch, with the same result (numpy only).
 
-PROVISIONAL (branch i11): the contract of CONTRACTS.md section 1 on top of today's
-per-reading model (:mod:`iot_fed.fl.scoring`). Branch i10 replaces this file with the
-temporal model; callers rely only on the names and signatures below.
+``score_device(bundle, history, moteid=..., epochs=..., ts_ms=..., values=...)`` scores
+new readings of one device (ascending, all newer than ``history``) and returns the
+:class:`ScoredReadings` and the new :class:`DeviceHistory` (the last ``window - 1``
+finite readings: the context the next call needs). Scoring a series in one call gives
+exactly the same result as scoring it chunk by chunk while threading the history.
 
-Here a reading's score does not depend on its history (the per-reading model needs no
-context); the history still keeps the last :data:`WINDOW` valid readings so that the
-stateful stream and the API thread it exactly as the temporal model will need.
+* A reading with a NaN / inf / missing channel is a *data fault*: score NaN, flagged,
+  reason ``"data_fault:<channel> is nan"``; it never enters the history, so the readings
+  after it are scored on clean context.
+* A reading with fewer than ``window - 1`` readings of context (a new device, or after a
+  gap longer than the window's reset gap) is scored with the global threshold and reason
+  ``"fallback:short_history"``. A device with no calibrated threshold of its own is
+  scored with the global threshold too (reason ``"fallback:no_device_threshold"``).
 """
 
 from __future__ import annotations
@@ -16,21 +22,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from iot_fed.fl.features import features_from_columns
-from iot_fed.fl.scoring import forward_numpy
+from iot_fed.fl.detector import channel_errors, standardize
 from iot_fed.fl.serialization import ModelBundle
+from iot_fed.fl.window_features import CHANNELS, window_features
 
-CHANNELS = ("temperature", "humidity", "light", "voltage")
-WINDOW = 8
+__all__ = ["CHANNELS", "DeviceHistory", "ScoredReadings", "score_device"]
 
 
 @dataclass(frozen=True)
 class DeviceHistory:
     """The most recent readings of one device that the model's window needs (its context)."""
 
-    epochs: tuple[int, ...]  # ascending
-    ts_ms: tuple[int, ...]  # reading time, ms since epoch
-    values: tuple[tuple[float, float, float, float], ...]  # CHANNELS order
+    epochs: tuple[int, ...]
+    ts_ms: tuple[int, ...]
+    values: tuple[tuple[float, float, float, float], ...]
 
     def to_json(self) -> str:
         return json.dumps(
@@ -39,46 +44,49 @@ class DeviceHistory:
 
     @classmethod
     def from_json(cls, text: str) -> DeviceHistory:
-        d = json.loads(text)
-        return cls(
-            tuple(int(e) for e in d["epochs"]),
-            tuple(int(t) for t in d["ts_ms"]),
-            tuple(tuple(float(x) for x in v) for v in d["values"]),  # type: ignore[misc]
-        )
+        """Parse :meth:`to_json` output; anything else raises ``ValueError`` saying why."""
+        try:
+            d = json.loads(text)
+            hist = cls(
+                tuple(int(e) for e in d["epochs"]),
+                tuple(int(t) for t in d["ts_ms"]),
+                tuple(tuple(float(v) for v in row) for row in d["values"]),  # type: ignore[misc]
+            )
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"not a DeviceHistory: {exc!r}") from None
+        if not len(hist.epochs) == len(hist.ts_ms) == len(hist.values):
+            raise ValueError("not a DeviceHistory: epochs, ts_ms and values differ in length")
+        if any(len(row) != 4 for row in hist.values):
+            raise ValueError("not a DeviceHistory: each values row needs 4 channels")
+        return hist
+
+    @property
+    def last_epoch(self) -> int | None:
+        """The newest epoch in the context, None when empty."""
+        return self.epochs[-1] if self.epochs else None
 
     @classmethod
     def empty(cls) -> DeviceHistory:
         return cls((), (), ())
 
-    @property
-    def last_epoch(self) -> int | None:
-        return self.epochs[-1] if self.epochs else None
-
 
 @dataclass(frozen=True)
 class ScoredReadings:
-    score: np.ndarray  # (n,) float64; NaN for a data-fault reading
-    channel_errors: np.ndarray  # (n, 4) float64, per-channel contribution, CHANNELS order
-    flag: np.ndarray  # (n,) bool: anomaly (score > threshold) OR data fault
-    threshold: np.ndarray  # (n,) float64: the threshold applied to each reading
-    reason: tuple[str | None, ...]  # None normally; e.g. "data_fault:humidity is nan"
-
-
-def device_threshold(bundle: ModelBundle, moteid: int) -> float:
-    """Per-device threshold from ``bundle.meta["device_thresholds"]``, else the global one."""
-    per_device = (bundle.meta or {}).get("device_thresholds") or {}
-    t = per_device.get(str(moteid))
-    if t is None:
-        t = bundle.threshold
-    if t is None:
-        raise ValueError("model bundle has no anomaly threshold")
-    return float(t)
+    score: np.ndarray
+    """(n,) float64; NaN for a data-fault reading."""
+    channel_errors: np.ndarray
+    """(n, 4) float64, per-channel contribution, CHANNELS order (NaN on a data fault)."""
+    flag: np.ndarray
+    """(n,) bool: anomaly (score > threshold) OR data fault."""
+    threshold: np.ndarray
+    """(n,) float64: the threshold applied to each reading."""
+    reason: tuple[str | None, ...]
 
 
 def _fault_reason(row: np.ndarray) -> str | None:
-    for name, v in zip(CHANNELS, row, strict=True):
+    for c, v in zip(CHANNELS, row, strict=True):
         if not np.isfinite(v):
-            return f"data_fault:{name} is {'nan' if np.isnan(v) else 'inf'}"
+            return f"data_fault:{c} is {'nan' if np.isnan(v) else 'inf'}"
     return None
 
 
@@ -91,37 +99,54 @@ def score_device(
     ts_ms: np.ndarray,
     values: np.ndarray,
 ) -> tuple[ScoredReadings, DeviceHistory]:
-    """Score one device's readings (ascending epochs, all newer than ``history``)."""
-    epochs = np.asarray(epochs, np.int64).reshape(-1)
-    ts_ms = np.asarray(ts_ms, np.int64).reshape(-1)
-    values = np.asarray(values, np.float64).reshape(-1, len(CHANNELS))
-    n = epochs.shape[0]
-    if ts_ms.shape[0] != n or values.shape[0] != n:
-        raise ValueError("epochs, ts_ms and values must have the same length")
-    if n > 1 and np.any(np.diff(epochs) <= 0):
-        raise ValueError("epochs must be strictly ascending")
-    if n and history.last_epoch is not None and epochs[0] <= history.last_epoch:
-        raise ValueError(f"epoch {int(epochs[0])} is not newer than the history")
-    thr = device_threshold(bundle, moteid)
-    reasons = [_fault_reason(v) for v in values]
-    ok = np.array([r is None for r in reasons], bool)
+    """Score one device's new readings; see the module docstring."""
+    if bundle.norm is None or bundle.threshold is None:
+        raise ValueError("bundle lacks a normaliser or a global threshold: not calibrated")
+    ep = np.asarray(epochs, np.int64).reshape(-1)
+    ts = np.asarray(ts_ms, np.int64).reshape(-1)
+    x = np.asarray(values, np.float64).reshape(-1, len(CHANNELS))
+    n = ep.shape[0]
+    if ts.shape[0] != n or x.shape[0] != n:
+        raise ValueError(f"{n} epochs, {ts.shape[0]} timestamps, {x.shape[0]} value rows")
+    ok = np.isfinite(x).all(axis=1)
+    h_ep = np.asarray(history.epochs, np.int64)
+    h_ts = np.asarray(history.ts_ms, np.int64)
+    h_x = np.asarray(history.values, np.float64).reshape(-1, len(CHANNELS))
+    all_ts = np.concatenate([h_ts, ts[ok]])
+    all_x = np.concatenate([h_x, x[ok]])
+    feats, n_ctx = window_features(all_ts, all_x, int(ok.sum()), bundle.spec.window_config())
+    err = channel_errors(
+        bundle.params,
+        bundle.spec,
+        standardize(bundle.norm_for(moteid), feats),
+        bundle.residual_scale,
+    )
+    dev_thr, no_own = bundle.threshold_for(moteid)
+    full = n_ctx >= bundle.spec.window - 1
     score = np.full(n, np.nan)
     errors = np.full((n, len(CHANNELS)), np.nan)
-    if ok.any():
-        v = values[ok]
-        x = features_from_columns(v[:, 0], v[:, 1], v[:, 2], v[:, 3], ts_ms[ok] / 1000.0)
-        if bundle.norm is not None:
-            x = bundle.norm.apply(x)
-        recon = forward_numpy(bundle.params, x, bundle.spec.activation)
-        k = bundle.spec.n_outputs
-        sq = np.square(recon - x[:, :k]).astype(np.float64) / k
-        errors[ok] = sq[:, : len(CHANNELS)]
-        score[ok] = np.float32(np.mean(np.square(recon - x[:, :k]), axis=-1))
-    flags = ~ok | (score > thr)
-    keep = np.flatnonzero(ok)
-    new = DeviceHistory(
-        (history.epochs + tuple(int(e) for e in epochs[keep]))[-WINDOW:],
-        (history.ts_ms + tuple(int(t) for t in ts_ms[keep]))[-WINDOW:],
-        (history.values + tuple(tuple(float(x) for x in values[i]) for i in keep))[-WINDOW:],  # type: ignore[operator]
+    thr = np.full(n, float(bundle.threshold))
+    score[ok] = err.max(axis=1) if err.size else np.zeros(0)
+    errors[ok] = err
+    thr_ok = np.where(full, dev_thr, float(bundle.threshold))
+    thr[ok] = thr_ok
+    flag = ~ok.copy()
+    flag[ok] = score[ok] > thr_ok
+    reason: list[str | None] = [None] * n
+    j = 0
+    for i in range(n):
+        if not ok[i]:
+            reason[i] = _fault_reason(x[i])
+            continue
+        if not full[j]:
+            reason[i] = "fallback:short_history"
+        elif no_own:
+            reason[i] = "fallback:no_device_threshold"
+        j += 1
+    keep = bundle.spec.window - 1
+    new_hist = DeviceHistory(
+        tuple(int(e) for e in np.concatenate([h_ep, ep[ok]])[-keep:]),
+        tuple(int(t) for t in all_ts[-keep:]),
+        tuple(tuple(float(v) for v in row) for row in all_x[-keep:]),  # type: ignore[misc]
     )
-    return ScoredReadings(score, errors, flags, np.full(n, thr), tuple(reasons)), new
+    return ScoredReadings(score, errors, flag, thr, tuple(reason)), new_hist

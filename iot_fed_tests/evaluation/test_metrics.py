@@ -20,8 +20,8 @@ from iot_fed.evaluation.metrics import (
 
 CASES = [
     ([1, 0, 1, 1, 0, 0], [1, 0, 0, 1, 1, 0]),
-    ([0, 0, 0, 1], [0, 0, 0, 0]),  # nothing predicted: precision 0 (zero_division=0)
-    ([0, 0, 0, 0], [1, 0, 1, 0]),  # no positives: recall 0
+    ([0, 0, 0, 1], [0, 0, 0, 0]),  # nothing predicted: precision undefined (None)
+    ([0, 0, 0, 0], [1, 0, 1, 0]),  # no positives: recall undefined (None)
     ([1, 1, 1], [1, 1, 1]),
     ([True, False, True, False, True], [True, True, True, False, False]),
 ]
@@ -29,10 +29,44 @@ CASES = [
 
 @pytest.mark.parametrize(("y", "p"), CASES)
 def test_precision_recall_f1_match_sklearn(y: list, p: list) -> None:
-    kw = {"zero_division": 0}
-    assert precision(y, p) == pytest.approx(precision_score(y, p, **kw))
-    assert recall(y, p) == pytest.approx(recall_score(y, p, **kw))
-    assert f1(y, p) == pytest.approx(f1_score(y, p, **kw))
+    """Where sklearn would need a zero_division choice we answer None (undefined)."""
+    nan = {"zero_division": np.nan}
+    for ours, theirs in ((precision, precision_score), (recall, recall_score), (f1, f1_score)):
+        want = theirs(y, p, **nan)
+        got = ours(y, p)
+        assert (got is None) if np.isnan(want) else got == pytest.approx(want)
+
+
+def test_average_precision_matches_sklearn() -> None:
+    from sklearn.metrics import average_precision_score
+
+    from iot_fed.evaluation.metrics import average_precision
+
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.2
+    s = np.round(rng.random(300) + y * 0.3, 2)  # with ties
+    assert average_precision(y, s) == pytest.approx(average_precision_score(y, s))
+
+
+def test_event_report_recall_and_delay() -> None:
+    from iot_fed.evaluation.metrics import event_report
+
+    flags = np.zeros(20, bool)
+    flags[[3, 12]] = True
+    events = [
+        {"type": "bias", "position": 0, "length": 5},  # flagged at +3
+        {"type": "bias", "position": 10, "length": 5},  # flagged at +2
+        {"type": "spike", "position": 7, "length": 1},  # missed
+    ]
+    rep = event_report(flags, events, ["bias", "spike", "noise"])
+    assert rep["bias"] == {
+        "n_events": 2,
+        "event_recall": 1.0,
+        "median_delay": 2.5,
+        "mean_delay": 2.5,
+    }
+    assert rep["spike"]["event_recall"] == 0.0 and rep["spike"]["median_delay"] is None
+    assert rep["noise"]["event_recall"] is None
 
 
 AUC_CASES = [

@@ -10,7 +10,7 @@ def _tree(w, b):
     return {"layer_0": {"w": np.array(w, np.float32), "b": np.array(b, np.float32)}}
 
 
-def _random_stacked(d, seed=0, spec=ModelSpec(hidden=(8,))):
+def _random_stacked(d, seed=0, spec=ModelSpec(hidden=(8,), n_inputs=6, n_outputs=4)):
     rng = np.random.default_rng(seed)
     return {
         k: {m: rng.normal(size=(d, *shape)).astype(np.float32) for m, shape in leaves.items()}
@@ -85,7 +85,7 @@ def test_median_and_trimmed_mean_values():
 
 
 def test_dp_noise_has_the_configured_scale():
-    spec = ModelSpec(hidden=(32, 16))
+    spec = ModelSpec(hidden=(32, 16), n_inputs=6, n_outputs=4)
     g = {k: {m: v[0] for m, v in layer.items()} for k, layer in _random_stacked(1, 3, spec).items()}
     stacked = stack_params([g] * 10)  # zero updates: the output is g + noise
     z, clip = 1.0, 2.0
@@ -110,7 +110,7 @@ def test_dp_noise_has_the_configured_scale():
 
 
 def test_dp_clipping_bounds_each_update():
-    spec = ModelSpec(hidden=(8,))
+    spec = ModelSpec(hidden=(8,), n_inputs=6, n_outputs=4)
     g = {k: {m: v[0] for m, v in layer.items()} for k, layer in _random_stacked(1, 4, spec).items()}
     stacked = _random_stacked(6, 5, spec)
     stacked = {k: {m: v * 50 for m, v in layer.items()} for k, layer in stacked.items()}
@@ -132,4 +132,4 @@ def test_config_from_settings_and_pytree_helpers():
     assert info["strategy"] == "median"
     assert len(unstack_params(stacked)) == 5
     mat, layout = flatten_stacked(stacked)
-    assert mat.shape == (5, ModelSpec(hidden=(8,)).n_params())
+    assert mat.shape == (5, ModelSpec(hidden=(8,), n_inputs=6, n_outputs=4).n_params())

@@ -35,7 +35,7 @@ def test_golden_forward_and_loss():
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "silu"])
 def test_numpy_forward_equals_jax_forward(activation):
-    spec = ModelSpec(hidden=(16, 8), activation=activation)
+    spec = ModelSpec(hidden=(16, 8), activation=activation, n_inputs=6, n_outputs=4)
     params = init_params(spec, 3)
     x = np.random.default_rng(0).normal(size=(257, 6)).astype(np.float32) * 3
     y = x[:, :4]
@@ -54,7 +54,7 @@ def test_numpy_forward_equals_jax_forward(activation):
 
 
 def test_spec_shapes_and_dict_round_trip():
-    spec = ModelSpec(hidden=[32, 16], activation="tanh")
+    spec = ModelSpec(hidden=[32, 16], activation="tanh", n_inputs=6, n_outputs=4)
     params = init_params(spec, 0)
     assert spec.hidden == (32, 16) and spec.sizes == (6, 32, 16, 4)
     assert {

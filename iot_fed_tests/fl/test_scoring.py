@@ -30,7 +30,7 @@ def test_scoring_module_does_not_import_jax():
 
 
 def test_score_batch_matches_jax_and_bundle_applies_normalisation():
-    spec = ModelSpec(hidden=(16, 8), activation="gelu")
+    spec = ModelSpec(hidden=(16, 8), activation="gelu", n_inputs=6, n_outputs=4)
     params = init_params(spec, 1)
     raw = device_readings(200, 0)
     norm = SufficientStats.from_array(raw).normalizer()
@@ -65,7 +65,7 @@ def test_trained_federated_model_flags_injected_spikes():
     raw = [device_readings(288, d, seed=11) for d in range(6)]
     norm = SufficientStats.total(SufficientStats.from_array(r) for r in raw).normalizer()
     data = [make_xy(r, norm) for r in raw]
-    spec = ModelSpec(hidden=(16, 8))
+    spec = ModelSpec(hidden=(16, 8), n_inputs=6, n_outputs=4)
     cfg = TrainConfig(learning_rate=5e-3, local_epochs=2, batch_size=32, threshold_quantile=0.99)
     g = init_params(spec, 0)
     for rnd in range(6):

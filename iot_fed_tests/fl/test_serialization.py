@@ -14,7 +14,7 @@ from iot_fed.fl.serialization import (
 )
 from iot_fed.fl.spec import ModelSpec
 
-SPEC = ModelSpec(hidden=(8, 4), activation="tanh")
+SPEC = ModelSpec(hidden=(8, 4), activation="tanh", n_inputs=6, n_outputs=4)
 
 
 def _params(spec=SPEC, seed=0):
@@ -62,9 +62,13 @@ def test_params_only_round_trip():
 def test_mismatched_spec_is_rejected():
     blob = _bundle().to_bytes()
     with pytest.raises(ModelBlobError, match="spec mismatch"):
-        ModelBundle.from_bytes(blob, expected_spec=ModelSpec(hidden=(32, 16)))
+        ModelBundle.from_bytes(
+            blob, expected_spec=ModelSpec(hidden=(32, 16), n_inputs=6, n_outputs=4)
+        )
     with pytest.raises(ModelBlobError, match="shape"):
-        ModelBundle(ModelSpec(hidden=(8, 5), activation="tanh"), _params()).to_bytes()
+        ModelBundle(
+            ModelSpec(hidden=(8, 5), activation="tanh", n_inputs=6, n_outputs=4), _params()
+        ).to_bytes()
 
 
 @pytest.mark.parametrize("where", [0.1, 0.5, 0.9])

@@ -23,7 +23,7 @@ from iot_fed.fl.training import (
 from .synthetic import device_readings
 from .test_model import TINY, TINY_SPEC
 
-SPEC = ModelSpec(hidden=(8,), activation="relu")
+SPEC = ModelSpec(hidden=(8,), activation="relu", n_inputs=6, n_outputs=4)
 CFG = TrainConfig(
     optimizer="adam", learning_rate=1e-2, local_epochs=2, batch_size=16, fedprox_mu=0.01
 )
@@ -176,7 +176,7 @@ def test_federated_rounds_reduce_loss_on_sensor_like_data():
     raw = [device_readings(n, d, seed=3) for d, n in enumerate([300, 250, 120, 288, 60, 0])]
     norm = SufficientStats.total(SufficientStats.from_array(r) for r in raw).normalizer()
     data = [make_xy(r, norm) for r in raw]
-    spec = ModelSpec(hidden=(16, 8))
+    spec = ModelSpec(hidden=(16, 8), n_inputs=6, n_outputs=4)
     cfg = TrainConfig(learning_rate=5e-3, local_epochs=2, batch_size=32)
     g = init_params(spec, 0)
     start = evaluate_devices(g, data, spec)

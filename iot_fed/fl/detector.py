@@ -1,0 +1,140 @@
+"""The temporal detector's numpy side: window features -> autoencoder residuals -> score.
+
+Why this model
+--------------
+The detector is an MLP autoencoder over the *window features* of
+:mod:`iot_fed.fl.window_features` (per channel: level, change since the previous reading,
+deviation from the window median, rolling spread, run length of identical values, trend
+across the window; plus gap and time of day). Each fault type moves at least one of them
+far from normal: spikes and bias onsets ``diff``/``dev``, stuck-at ``run``/``spread``,
+noise ``spread``/``diff``, drift ``trend``, dying batteries ``level`` (and the
+temperature/humidity/voltage relation). The autoencoder learns the joint normal
+distribution (diurnal levels, how temperature and humidity move together, which channels
+are often flat, e.g. light at night), so a reading is judged against what is normal for
+*that* combination, not per feature alone; and it is tiny, averages well and trains for
+all devices in one ``jit(vmap)``. The benchmark (``bench/bench_detection.py``) compares it
+with the per-reading MLP of earlier versions (which cannot see stuck-at, drift or noise),
+rolling z-score/MAD, River and PyOD.
+
+Score
+-----
+Features are standardised with the device's own normaliser (its sufficient statistics;
+the fleet's is the fallback). Each residual ``recon - z`` of the ``n_outputs`` channel
+features is divided by ``residual_scale``: that feature's target quantile of absolute
+residuals on held-out normal readings, fleet-wide, so every feature is on the same "how
+rare" scale. A channel's error (``channel_errors``, CHANNELS order) is the max of its
+features' squared standardised residuals, and the reading's score is the **max over
+channels**: one broken feature of one channel is enough, and a feature with heavy normal
+tails (light switching, heating steps) does not hide the others. (Averaging instead of
+the max diluted the stuck-at signal, which lives in one feature, ``run``, by five.)
+
+Thresholds
+----------
+Per device, calibrated on its held-out normal readings at the false-alarm target
+(``false_alarms_per_device_day / readings_per_device_day``): a device's scale is the
+median of its held-out scores, the fleet's scale-free quantile ``Q`` at the target is taken
+over all devices' ``score / scale`` (many readings, so an extreme quantile is stable), and
+the device threshold is ``Q * scale``. The global threshold (fallback for a device with
+no calibration yet, or with a short history) is the target quantile of all held-out scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from iot_fed.fl.normalization import Normalizer
+from iot_fed.fl.scoring import forward_numpy
+from iot_fed.fl.spec import ModelSpec, Params
+from iot_fed.fl.window_features import CHANNELS, PER_CHANNEL
+
+N_CHANNELS = len(CHANNELS)
+MIN_RESIDUAL_SCALE = 1e-3
+THRESHOLD_FLOOR = 1e-9
+
+
+def standardize(norm: Normalizer, feats: np.ndarray) -> np.ndarray:
+    """``(f - mean) / std`` as float32; undefined (NaN) features become 0 (the mean)."""
+    z = (np.asarray(feats, np.float64) - norm.mean) / norm.std
+    return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+def channel_errors(
+    params: Params,
+    spec: ModelSpec,
+    z: np.ndarray,
+    residual_scale: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-channel mean squared standardised residual ``(n, 4)`` of standardised inputs."""
+    recon = forward_numpy(params, z, spec.activation).astype(np.float64)
+    r = recon - z[:, : spec.n_outputs]
+    if residual_scale is not None:
+        r = r / residual_scale
+    k = len(PER_CHANNEL)
+    return np.square(r[:, : N_CHANNELS * k]).reshape(len(z), N_CHANNELS, k).max(axis=2)
+
+
+def combine(errors: np.ndarray) -> np.ndarray:
+    """A reading's score from its channel errors: the max over channels."""
+    return errors.max(axis=1) if errors.size else np.zeros(errors.shape[0])
+
+
+def residual_scale(
+    params: Params, spec: ModelSpec, zs: Sequence[np.ndarray], quantile: float
+) -> np.ndarray:
+    """Each output's ``quantile`` of absolute residuals over held-out normal inputs
+    (fleet-wide, floored): a standardised residual of 1 is as rare as the target."""
+    res = [
+        np.abs(
+            forward_numpy(params, z, spec.activation).astype(np.float64) - z[:, : spec.n_outputs]
+        )
+        for z in zs
+        if len(z)
+    ]
+    if not res:
+        return np.ones(spec.n_outputs)
+    return np.maximum(np.quantile(np.concatenate(res), quantile, axis=0), MIN_RESIDUAL_SCALE)
+
+
+def target_quantile(false_alarms_per_day: float, readings_per_day: int) -> float:
+    """The score quantile that leaves ``false_alarms_per_day`` of a day's readings above."""
+    q = 1.0 - float(false_alarms_per_day) / float(readings_per_day)
+    if not 0.0 < q < 1.0:
+        raise ValueError("false-alarm target must be below one alarm per reading")
+    return q
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The global threshold and per-device ones (devices with held-out readings)."""
+
+    global_threshold: float
+    device: dict[int, float]
+    quantile: float
+    scale_free_quantile: float
+
+
+def calibrate(
+    scores: Mapping[int, np.ndarray], quantile: float, min_readings: int = 20
+) -> Thresholds:
+    """Thresholds from held-out normal scores per device (see the module docstring)."""
+    good = {m: s[np.isfinite(s)] for m, s in scores.items()}
+    pooled = np.concatenate([s for s in good.values()] or [np.zeros(0)])
+    if pooled.size == 0:
+        raise ValueError("no held-out scores to calibrate thresholds on")
+    glob = max(float(np.quantile(pooled, quantile)), THRESHOLD_FLOOR)
+    scale = {
+        m: max(float(np.median(s)), THRESHOLD_FLOOR)
+        for m, s in good.items()
+        if s.size >= min_readings
+    }
+    if not scale:
+        return Thresholds(glob, {}, quantile, float("nan"))
+    # devices whose scale is far off the fleet's (failing motes) do not set the fleet's Q
+    typical = float(np.median(list(scale.values())))
+    pool = [m for m in scale if scale[m] <= 10.0 * typical] or list(scale)
+    u = np.concatenate([good[m] / scale[m] for m in pool])
+    qf = float(np.quantile(u, quantile))
+    return Thresholds(glob, {int(m): qf * sc for m, sc in scale.items()}, quantile, qf)

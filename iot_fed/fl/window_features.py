@@ -1,0 +1,175 @@
+"""Window features of one device's readings (numpy only; identical in stream and batch).
+
+Each reading ``t`` is described by itself and the readings before it in the device's
+*context*: the previous ``window - 1`` finite readings, cut at a long gap
+(``reset_gap_s``: after a long outage the old readings say nothing about the new ones).
+Per channel (:data:`CHANNELS` order) :data:`PER_CHANNEL` features, in raw units:
+
+* ``diff``: change since the median of the previous 3 readings, divided by
+  ``sqrt(dt / period)`` so a change across a short gap is judged like a random walk;
+* ``dev``: deviation from the median of the context (spikes, bias onsets);
+* ``spread``: ``log(1.4826 MAD + floor)`` of the last ``spread_k`` readings including this
+  one (noise bursts raise it; a stuck sensor drives it to the floor; one spike does not);
+* ``run``: ``log(1 + n)`` where ``n`` is how many readings before this one had exactly the
+  same value (stuck-at: grows by one per reading);
+* ``trend``: median of the last ``spread_k`` readings minus the median of the first
+  ``spread_k`` readings of a full window: the change across the window (drift), robust
+  to spikes.
+
+All statistics are medians, so one wild reading in the context does not raise alarms on
+the clean readings after it.
+
+Then the four ``level`` s (the readings themselves: conditioning inputs, not targets, as
+levels drift with seasons and batteries) and three shared features: ``gap``
+(``log(1 + missed periods)`` before this reading) and the time of day as ``sin``/``cos``.
+A feature that is undefined (no previous reading, too few readings for a spread or a
+trend) is NaN; the model's normaliser maps NaN to the
+feature's mean (neutral). ``n_context`` tells how many previous readings were used, so a
+caller can tell a short history (fallback scoring) from a full one.
+
+Every row's features depend only on that row's window contents, laid out the same way in
+every call, so scoring a series whole or chunk by chunk (threading the last
+``window - 1`` readings through) gives bit-identical features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+CHANNELS = ("temperature", "humidity", "light", "voltage")
+PER_CHANNEL = ("diff", "dev", "spread", "run", "trend")
+"""Per-channel *dynamics* features: the autoencoder's reconstruction targets."""
+SHARED = ("gap", "tod_sin", "tod_cos")
+FEATURE_NAMES = (
+    tuple(f"{c}_{f}" for c in CHANNELS for f in PER_CHANNEL)
+    + tuple(f"{c}_level" for c in CHANNELS)
+    + SHARED
+)
+"""Targets first (``N_CHANNEL_FEATURES``), then the conditioning inputs: levels and shared."""
+N_CHANNEL_FEATURES = len(CHANNELS) * len(PER_CHANNEL)
+N_FEATURES = len(FEATURE_NAMES)
+SPREAD_FLOOR = np.array([0.005, 0.01, 0.5, 0.0005])
+"""Added to a channel's std before the log (about the sensor's resolution)."""
+MS_PER_DAY = 86_400_000
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Shape of the context: stored in the model spec, so a bundle scores as it trained."""
+
+    window: int = 32
+    spread_k: int = 8
+    period_s: float = 31.0
+    reset_gap_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.window < 3 or not 2 <= self.spread_k <= self.window:
+            raise ValueError(f"need window >= 3 and 2 <= spread_k <= window: {self}")
+        if self.period_s <= 0 or self.reset_gap_s <= self.period_s:
+            raise ValueError(f"need 0 < period_s < reset_gap_s: {self}")
+
+
+def window_features(
+    ts_ms: np.ndarray, values: np.ndarray, n_new: int, cfg: WindowConfig = WindowConfig()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``(n_new, N_FEATURES)`` float64 of the last ``n_new`` rows, and each row's
+    number of context readings ``(n_new,)``.
+
+    ``ts_ms`` ``(m,)`` ascending ms; ``values`` ``(m, 4)`` finite raw readings; the first
+    ``m - n_new`` rows are history (context only).
+    """
+    ts = np.asarray(ts_ms, np.int64).reshape(-1)
+    x = np.asarray(values, np.float64).reshape(-1, len(CHANNELS))
+    m, w = x.shape[0], cfg.window
+    if ts.shape[0] != m or not 0 <= n_new <= m:
+        raise ValueError(f"{m} readings, {ts.shape[0]} timestamps, n_new={n_new}")
+    if n_new == 0:
+        return np.zeros((0, N_FEATURES)), np.zeros(0, np.int64)
+    dt = np.diff(ts.astype(np.float64)) / (1000.0 * cfg.period_s)  # in periods
+    reset = np.concatenate([[True], dt > cfg.reset_gap_s / cfg.period_s])
+    seg_start = np.maximum.accumulate(np.where(reset, np.arange(m), 0))
+    rows = np.arange(m - n_new, m)
+    # window j of row t holds row t - w + 1 + j; positions before the segment are NaN
+    pos = rows[:, None] - w + 1 + np.arange(w)[None, :]
+    valid = pos >= seg_start[rows][:, None]
+    xp = np.concatenate([np.full((w - 1, x.shape[1]), np.nan), x])
+    win = np.ascontiguousarray(sliding_window_view(xp, w, axis=0)[rows])  # (n, 4, w)
+    win[~np.broadcast_to(valid[:, None, :], win.shape)] = np.nan
+    tp = np.concatenate([np.zeros(w - 1), ts.astype(np.float64)])
+    twin = sliding_window_view(tp, w)[rows] / (1000.0 * cfg.period_s)
+    twin = np.where(valid, twin - twin[:, -1:], np.nan)  # periods before this reading
+
+    cur = win[:, :, -1]
+    ctx = win[:, :, :-1]
+    n_ctx = valid[:, :-1].sum(axis=1)
+    has_prev = valid[:, -2]
+    dtp = np.where(has_prev, -twin[:, -2], np.nan)
+    k = cfg.spread_k
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # change since the recent past: vs the median of the previous 3 readings, so the
+        # reading after a single spike is not judged against the spike
+        recent = _nanmedian(ctx[:, :, -3:], valid[:, -4:-1].sum(axis=1))
+        diff = (cur - recent) / np.sqrt(np.maximum(dtp, 1.0))[:, None]
+        med = _nanmedian(ctx, n_ctx)
+        dev = cur - med
+        last = win[:, :, -k:]
+        n_last = valid[:, -k:].sum(axis=1)
+        mad = _nanmedian(np.abs(last - _nanmedian(last, n_last)[..., None]), n_last)
+        spread = np.log(1.4826 * mad + SPREAD_FLOOR)
+        spread[n_last < 3] = np.nan
+        run = np.log1p(_trailing_equal(ctx, cur))
+        run[n_ctx == 0] = np.nan
+        first = win[:, :, :k]
+        trend = _nanmedian(last, n_last) - _nanmedian(first, valid[:, :k].sum(axis=1))
+        trend[~valid[:, 0]] = np.nan  # needs a full window
+    gap = np.where(has_prev, np.log1p(np.maximum(dtp - 1.0, 0.0)), np.nan)
+    phase = 2.0 * np.pi * (np.mod(ts[rows], MS_PER_DAY) / MS_PER_DAY)
+    per_channel = np.stack([diff, dev, spread, run, trend], axis=2)  # (n, 4, 5)
+    feats = np.concatenate(
+        [
+            per_channel.reshape(len(rows), -1),
+            cur,
+            np.stack([gap, np.sin(phase), np.cos(phase)], 1),
+        ],
+        axis=1,
+    )
+    return feats, n_ctx.astype(np.int64)
+
+
+def _nanmedian(a: np.ndarray, n: np.ndarray) -> np.ndarray:
+    out = np.full(a.shape[:2], np.nan)
+    ok = n > 0
+    if ok.any():
+        out[ok] = np.nanmedian(a[ok], axis=-1)
+    return out
+
+
+def _nanstd(a: np.ndarray) -> np.ndarray:
+    cnt = np.sum(~np.isnan(a), axis=-1)
+    mean = np.nansum(a, axis=-1) / np.maximum(cnt, 1)
+    var = np.nansum(np.square(a - mean[..., None]), axis=-1) / np.maximum(cnt, 1)
+    return np.sqrt(var)
+
+
+def _trailing_equal(ctx: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """How many of the most recent context values equal ``cur`` without interruption."""
+    eq = (ctx == cur[..., None])[..., ::-1]
+    return np.cumprod(eq, axis=-1).sum(axis=-1).astype(np.float64)
+
+
+def _slope(win: np.ndarray, twin: np.ndarray) -> np.ndarray:
+    """Least-squares slope of ``win`` (n, 4, w) against ``twin`` (n, w); NaN below 3 points."""
+    ok = ~np.isnan(twin)
+    cnt = ok.sum(axis=1)
+    t = np.where(ok, twin, 0.0)
+    tm = t.sum(axis=1) / np.maximum(cnt, 1)
+    tc = np.where(ok, t - tm[:, None], 0.0)
+    den = np.sum(tc * tc, axis=1)
+    y = np.where(ok[:, None, :], win, 0.0)
+    num = np.sum(tc[:, None, :] * y, axis=-1)
+    s = num / np.where(den > 0, den, np.nan)[:, None]
+    s[cnt < 3] = np.nan
+    return s

@@ -1,0 +1,209 @@
+"""The temporal detector: window features, stream scoring, thresholds, the round."""
+
+import numpy as np
+import pytest
+
+from iot_fed.fl import serialization
+from iot_fed.fl.detector import calibrate, target_quantile
+from iot_fed.fl.normalization import Normalizer
+from iot_fed.fl.rounds import FEATURE_STD_FLOOR, validation_verdict
+from iot_fed.fl.serialization import ModelBlobError, ModelBundle
+from iot_fed.fl.spec import ModelSpec
+from iot_fed.fl.stream_scoring import DeviceHistory, score_device
+from iot_fed.fl.window_features import (
+    FEATURE_NAMES,
+    N_FEATURES,
+    WindowConfig,
+    window_features,
+)
+
+P_MS = 31_000
+
+
+def _series(n, seed=0, step_ms=P_MS):
+    rng = np.random.default_rng(seed)
+    ts = 1_078_000_000_000 + np.arange(n, dtype=np.int64) * step_ms
+    t = np.arange(n)
+    vals = np.stack(
+        [
+            20 + np.sin(t / 200) + rng.normal(0, 0.03, n),
+            40 - np.sin(t / 200) + rng.normal(0, 0.15, n),
+            100 + rng.exponential(1.5, n),
+            2.7 - 1e-5 * t + rng.normal(0, 0.002, n),
+        ],
+        axis=1,
+    )
+    return ts, vals
+
+
+def _bundle(window=8, seed=0):
+    spec = ModelSpec(hidden=(8,), window=window, spread_k=4)
+    rng = np.random.default_rng(seed)
+    params = {
+        name: {
+            "w": rng.normal(0, 0.3, shp["w"]).astype(np.float32),
+            "b": np.zeros(shp["b"], np.float32),
+        }
+        for name, shp in spec.param_shapes().items()
+    }
+    ts, vals = _series(400, seed)
+    f, _ = window_features(ts, vals, len(ts), spec.window_config())
+    ok = np.isfinite(f).all(axis=1)
+    norm = Normalizer(f[ok].mean(0), np.maximum(f[ok].std(0), FEATURE_STD_FLOOR))
+    return ModelBundle(
+        spec,
+        params,
+        norm,
+        threshold=5.0,
+        residual_scale=np.ones(spec.n_outputs),
+        device_thresholds={1: 3.0},
+    )
+
+
+def _col(name):
+    return FEATURE_NAMES.index(name)
+
+
+def test_window_feature_golden_values():
+    cfg = WindowConfig(window=4, spread_k=3)
+    ts = np.arange(5, dtype=np.int64) * P_MS
+    vals = np.zeros((5, 4))
+    vals[:, 0] = [1.0, 2.0, 4.0, 4.0, 4.0]
+    f, n_ctx = window_features(ts, vals, 5, cfg)
+    assert f.shape == (5, N_FEATURES) and list(n_ctx) == [0, 1, 2, 3, 3]
+    t = {k: f[:, _col(f"temperature_{k}")] for k in ("diff", "dev", "spread", "run", "trend")}
+    # diff: vs the median of the previous (up to) 3 readings
+    assert np.isnan(t["diff"][0]) and list(t["diff"][1:]) == [1.0, 2.5, 2.0, 0.0]
+    # dev: vs the median of the previous window - 1 readings
+    assert list(t["dev"][1:]) == [1.0, 2.5, 2.0, 0.0]
+    # spread: log(1.4826 MAD of the last 3 + floor); row 4 = [4, 4, 4] -> floor only
+    assert t["spread"][4] == pytest.approx(np.log(0.005))
+    assert t["spread"][2] == pytest.approx(np.log(1.4826 * 1.0 + 0.005))
+    # run: identical previous readings
+    assert np.isnan(t["run"][0]) and list(t["run"][1:]) == pytest.approx(np.log1p([0, 0, 1, 2]))
+    # trend: median(last 3) - median(first 3) of a full window
+    assert np.isnan(t["trend"][:3]).all() and list(t["trend"][3:]) == [2.0, 0.0]
+    assert f[3, _col("temperature_level")] == 4.0
+    assert f[1, _col("gap")] == 0.0
+
+
+def test_gaps_scale_diff_and_a_long_gap_resets_the_context():
+    cfg = WindowConfig(window=4, spread_k=3, reset_gap_s=600)
+    ts = np.array([0, 1, 2, 6, 60], dtype=np.int64) * P_MS  # 4 periods, then 54 periods
+    vals = np.zeros((5, 4))
+    vals[:, 1] = [0.0, 0.0, 0.0, 2.0, 9.0]
+    f, n_ctx = window_features(ts, vals, 5, cfg)
+    assert f[3, _col("humidity_diff")] == pytest.approx(2.0 / np.sqrt(4.0))
+    assert f[3, _col("gap")] == pytest.approx(np.log1p(3.0))
+    assert n_ctx[4] == 0 and np.isnan(f[4, _col("humidity_diff")])  # context reset
+
+
+def test_stream_scores_equal_batch_scores():
+    b = _bundle()
+    ts, vals = _series(300, seed=3)
+    ep = np.arange(300)
+    whole, h_whole = score_device(
+        b, DeviceHistory.empty(), moteid=1, epochs=ep, ts_ms=ts, values=vals
+    )
+    hist, parts = DeviceHistory.empty(), []
+    for a, z in ((0, 1), (1, 5), (5, 50), (50, 51), (51, 300)):
+        out, hist = score_device(b, hist, moteid=1, epochs=ep[a:z], ts_ms=ts[a:z], values=vals[a:z])
+        hist = DeviceHistory.from_json(hist.to_json())  # as a stateful scorer stores it
+        parts.append(out)
+    np.testing.assert_array_equal(np.concatenate([p.score for p in parts]), whole.score)
+    np.testing.assert_array_equal(
+        np.concatenate([p.channel_errors for p in parts]), whole.channel_errors
+    )
+    assert sum((p.reason for p in parts), ()) == whole.reason
+    assert hist == h_whole and len(hist.epochs) == b.spec.window - 1
+
+
+def test_short_history_uses_the_global_threshold_with_a_reason():
+    b = _bundle()
+    ts, vals = _series(20, seed=1)
+    out, _ = score_device(
+        b, DeviceHistory.empty(), moteid=1, epochs=np.arange(20), ts_ms=ts, values=vals
+    )
+    w = b.spec.window
+    assert out.reason[: w - 1] == ("fallback:short_history",) * (w - 1)
+    assert (out.threshold[: w - 1] == 5.0).all() and (out.threshold[w - 1 :] == 3.0).all()
+    assert out.reason[w - 1 :] == (None,) * (20 - w + 1)
+    other, _ = score_device(
+        b, DeviceHistory.empty(), moteid=99, epochs=np.arange(20), ts_ms=ts, values=vals
+    )
+    assert other.reason[-1] == "fallback:no_device_threshold" and other.threshold[-1] == 5.0
+
+
+def test_data_fault_is_flagged_and_does_not_poison_later_readings():
+    b = _bundle()
+    ts, vals = _series(60, seed=2)
+    bad = vals.copy()
+    bad[30, 1] = np.nan
+    bad[40, 3] = np.inf
+    out, hist = score_device(
+        b, DeviceHistory.empty(), moteid=1, epochs=np.arange(60), ts_ms=ts, values=bad
+    )
+    assert out.reason[30] == "data_fault:humidity is nan"
+    assert out.reason[40] == "data_fault:voltage is inf"
+    assert out.flag[30] and out.flag[40] and np.isnan(out.score[[30, 40]]).all()
+    keep = np.setdiff1d(np.arange(60), [30, 40])
+    clean, hist_clean = score_device(
+        b,
+        DeviceHistory.empty(),
+        moteid=1,
+        epochs=keep,
+        ts_ms=ts[keep],
+        values=vals[keep],
+    )
+    np.testing.assert_array_equal(out.score[keep], clean.score)
+    assert hist == hist_clean
+    assert np.isfinite(np.asarray(hist.values)).all()
+
+
+def test_stuck_and_spike_move_their_features():
+    cfg = WindowConfig(window=16, spread_k=8)
+    ts, vals = _series(200, seed=4)
+    vals[120:160, 0] = vals[119, 0]  # stuck temperature
+    vals[60, 1] += 5.0  # humidity spike
+    f, _ = window_features(ts, vals, 200, cfg)
+    assert f[150, _col("temperature_run")] == pytest.approx(np.log1p(15))
+    assert f[150, _col("temperature_spread")] == pytest.approx(np.log(0.005))
+    assert f[60, _col("humidity_dev")] > 4.0
+    assert abs(f[61, _col("humidity_diff")]) < 1.0  # the reading after a spike is clean
+
+
+def test_bundle_round_trip_and_incompatible_bundles_are_rejected(monkeypatch):
+    b = _bundle()
+    back = ModelBundle.from_bytes(b.to_bytes())
+    assert back.spec == b.spec and back.device_thresholds == {1: 3.0}
+    np.testing.assert_array_equal(back.residual_scale, b.residual_scale)
+    assert back.threshold_for(1) == (3.0, False) and back.threshold_for(7) == (5.0, True)
+    monkeypatch.setattr(serialization, "FORMAT_VERSION", 1)
+    old = b.to_bytes()
+    monkeypatch.undo()
+    with pytest.raises(ModelBlobError, match="incompatible model blob format version 1"):
+        ModelBundle.from_bytes(old)
+    d = b.spec.to_dict()
+    d.pop("kind")
+    with pytest.raises(ValueError, match="retrain"):
+        ModelSpec.from_dict(d)
+
+
+def test_threshold_calibration_golden():
+    q = target_quantile(1.0, 4)  # 0.75
+    assert q == 0.75
+    s = {1: np.array([1.0, 1.0, 1.0, 5.0] * 5), 2: np.array([2.0, 2.0, 2.0, 10.0] * 5)}
+    thr = calibrate(s, q)
+    # pooled scores: quantile 0.75 of {1,2 x15, 5, 10 x5} lies between 2 and 5
+    assert thr.global_threshold == pytest.approx(np.quantile(np.concatenate(list(s.values())), q))
+    # scale-free: both devices give u = [1,1,1,5]; Q = quantile(u, 0.75) = 2.0
+    assert thr.scale_free_quantile == pytest.approx(2.0)
+    assert thr.device == {1: pytest.approx(2.0), 2: pytest.approx(4.0)}
+
+
+def test_validation_verdict_golden():
+    assert validation_verdict(1.0, None, 0.05).ok
+    assert validation_verdict(1.05, 1.0, 0.05).ok
+    v = validation_verdict(1.2, 1.0, 0.05)
+    assert not v.ok and "1.2 > 1.05" in v.reason
+    assert not validation_verdict(float("nan"), 1.0, 0.05).ok
