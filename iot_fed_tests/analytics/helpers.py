@@ -6,15 +6,15 @@ import numpy as np
 import pandas as pd
 from pymongo.database import Database
 
-from iot_fed.fl.features import features_from_columns
 from iot_fed.fl.model import init_params
-from iot_fed.fl.normalization import SufficientStats
-from iot_fed.fl.scoring import calibrate_threshold, flag, score_batch
+from iot_fed.fl.rounds import calibrate_bundle, feature_stats
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec
+from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
+from iot_fed.fl.window_features import window_features
 from iot_fed.store import readings_to_docs, save_global_model, save_local_model, upsert_readings
 
-SPEC = ModelSpec(hidden=(8, 4), activation="relu")
+SPEC = ModelSpec(hidden=(8, 4, 8), activation="relu", window=8, spread_k=4)
 
 
 def make_readings(
@@ -46,23 +46,31 @@ def make_readings(
     return df
 
 
-def features(df: pd.DataFrame) -> np.ndarray:
-    return features_from_columns(
-        df["temperature"], df["humidity"], df["light"], df["voltage"], df["ts"]
-    )
+def _ts_ms(df: pd.DataFrame) -> np.ndarray:
+    return (pd.to_datetime(df["ts"], utc=True).astype("int64") // 1_000_000).to_numpy()
+
+
+def features(df: pd.DataFrame) -> dict[int, np.ndarray]:
+    """Window features per mote (each mote's readings in epoch order, whole series as context)."""
+    out = {}
+    for mote, part in df.sort_values(["moteid", "epoch"]).groupby("moteid"):
+        vals = part[list(CHANNELS)].to_numpy(np.float64)
+        out[int(mote)], _ = window_features(_ts_ms(part), vals, len(part), SPEC.window_config())
+    return out
 
 
 def make_bundle(
     df: pd.DataFrame, seed: int, version: int | None = None, quantile: float = 0.9
 ) -> ModelBundle:
-    """Random-init params, normalisation from ``df``, threshold at a score quantile."""
+    """Random-init params, normalisation and thresholds calibrated on ``df`` (at ``quantile``)."""
     params = {
         k: {m: np.asarray(v) for m, v in layer.items()}
         for k, layer in init_params(SPEC, seed).items()
     }
-    x = features(df)
-    bundle = ModelBundle(SPEC, params, SufficientStats.from_array(x).normalizer(), version=version)
-    bundle.threshold = calibrate_threshold(score_batch(bundle, x), quantile)
+    feats = features(df)
+    norm = feature_stats(np.concatenate(list(feats.values()))).normalizer()
+    bundle = ModelBundle(SPEC, params, norm, version=version)
+    calibrate_bundle(bundle, feats, quantile)
     return bundle
 
 
@@ -91,6 +99,25 @@ def stored_readings(db: Database) -> pd.DataFrame:
     return df.sort_values(["moteid", "epoch"]).reset_index(drop=True)
 
 
+def expected(bundle: ModelBundle, df: pd.DataFrame) -> pd.DataFrame:
+    """``score_device`` per mote over its readings in epoch order (empty history first), in
+    ``df``'s row order: columns score, flag and the per-channel errors ``err_<channel>``."""
+    parts = []
+    for mote, part in df.sort_values(["moteid", "epoch"]).groupby("moteid"):
+        got, _ = score_device(
+            bundle,
+            DeviceHistory.empty(),
+            moteid=int(mote),
+            epochs=part["epoch"].to_numpy(np.int64),
+            ts_ms=_ts_ms(part),
+            values=part[list(CHANNELS)].to_numpy(np.float64),
+        )
+        cols = {"score": got.score, "flag": got.flag}
+        cols.update({f"err_{c}": got.channel_errors[:, i] for i, c in enumerate(CHANNELS)})
+        parts.append(pd.DataFrame(cols, index=part.index))
+    return pd.concat(parts).loc[df.index]
+
+
 def expected_scores(bundle: ModelBundle, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    s = score_batch(bundle, features(df)).astype(np.float64)
-    return s, flag(s, bundle.threshold)
+    e = expected(bundle, df)
+    return e["score"].to_numpy(np.float64), e["flag"].to_numpy(bool)
