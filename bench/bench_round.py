@@ -167,7 +167,11 @@ def round_once(args: argparse.Namespace, code_root: Path) -> dict:
                 )
     finally:
         daemon.terminate()
-        daemon.wait(30)
+        try:
+            daemon.wait(120)
+        except subprocess.TimeoutExpired:  # a loaded machine: do not lose the figures
+            daemon.kill()
+            daemon.wait(30)
         log.close()
     train = next(r for r in rows if "local_model" in r["assets"])
     agg = next(
@@ -212,7 +216,10 @@ def main() -> int:
 
     roots = {"baseline": args.baseline.resolve()} if args.baseline else {}
     roots["this"] = ROOT
-    results = {name: round_once(args, root) for name, root in roots.items()}
+    results = {}
+    for name, root in roots.items():
+        results[name] = round_once(args, root)
+        print(name, json.dumps(results[name]), flush=True)
     names = list(results)
     print("| step | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for k in results["this"]:
