@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,71 +16,21 @@ from pyspark.broadcast import Broadcast
 from pyspark.sql import types as T
 
 from iot_fed.analytics.models import bundle_from_blob
-from iot_fed.fl.features import features_from_columns
-from iot_fed.fl.scoring import flag, forward_numpy, score_batch
 from iot_fed.fl.serialization import ModelBundle
+from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
 
 
-def features_of(pdf: pd.DataFrame) -> np.ndarray:
-    """The ``(n, 6)`` feature matrix of a readings batch."""
-    return features_from_columns(
-        pdf["temperature"], pdf["humidity"], pdf["light"], pdf["voltage"], pdf["ts"]
-    )
-
-
-def mean_abs_error(bundle: ModelBundle, features: np.ndarray) -> np.ndarray:
-    """Per-reading mean absolute reconstruction error (standardised units), as ``score_batch``
-    but with ``|.|`` instead of ``(.)**2``."""
-    x = bundle.norm.apply(features) if bundle.norm is not None else features
-    recon = forward_numpy(bundle.params, x, bundle.spec.activation)
-    return np.mean(np.abs(recon - x[:, : bundle.spec.n_outputs]), axis=-1)
-
-
-# --- global-model scores (predictions, streaming, benchmark) ------------------------
-
-SCORES_SCHEMA = T.StructType(
-    [
-        T.StructField("ts", T.TimestampType(), False),
-        T.StructField("epoch", T.LongType(), False),
-        T.StructField("moteid", T.IntegerType(), False),
-        T.StructField("label", T.StringType(), True),
-        T.StructField("score", T.DoubleType(), False),
-        T.StructField("is_anomaly", T.BooleanType(), False),
-    ]
-)
-
-
-def score_with(bundle: ModelBundle, threshold: float, pdf: pd.DataFrame) -> pd.DataFrame:
-    """``pdf``'s key columns plus ``score`` and ``is_anomaly`` for one model."""
-    scores = score_batch(bundle, features_of(pdf)).astype(np.float64)
-    return pd.DataFrame(
-        {
-            "ts": pdf["ts"],
-            "epoch": pdf["epoch"],
-            "moteid": pdf["moteid"],
-            "label": pdf["label"],
-            "score": scores,
-            "is_anomaly": flag(scores, threshold),
-        }
-    )
-
-
-def score_devices(bundle: ModelBundle, threshold: float, pdf: pd.DataFrame) -> pd.DataFrame:
-    """As :func:`score_with`, but through :func:`iot_fed.fl.stream_scoring.score_device`
-    per device over its readings in epoch order (empty history first), so batch scores
-    equal the stream's. ``threshold`` (the model document's) overrides the bundle's."""
-    from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
-
-    if bundle.threshold != threshold:
-        bundle = copy.copy(bundle)
-        bundle.threshold = threshold
+def score_per_device(bundle: ModelBundle, pdf: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
+    """``pdf`` sorted by (moteid, epoch), deduplicated, and its :class:`ScoredReadings`
+    columns from :func:`score_device` run per device over its readings in epoch order
+    (empty history first): the same scores as the stream's."""
     pdf = pdf.sort_values(["moteid", "epoch"]).drop_duplicates(["moteid", "epoch"])
+    n = len(pdf)
     ts_ms = (pd.to_datetime(pdf["ts"], utc=True).astype("int64") // 1_000_000).to_numpy()
-    score = np.empty(len(pdf))
-    flags = np.empty(len(pdf), bool)
+    score, errors = np.full(n, np.nan), np.full((n, len(CHANNELS)), np.nan)
+    flags = np.zeros(n, bool)
     motes = pdf["moteid"].to_numpy()
-    bounds = np.flatnonzero(np.diff(motes)) + 1
-    for rows in np.split(np.arange(len(pdf)), bounds):
+    for rows in np.split(np.arange(n), np.flatnonzero(np.diff(motes)) + 1):
         if not len(rows):
             continue
         part = pdf.iloc[rows]
@@ -91,7 +42,23 @@ def score_devices(bundle: ModelBundle, threshold: float, pdf: pd.DataFrame) -> p
             ts_ms=ts_ms[rows],
             values=part[list(CHANNELS)].to_numpy(np.float64),
         )
-        score[rows], flags[rows] = got.score, got.flag
+        score[rows], errors[rows], flags[rows] = got.score, got.channel_errors, got.flag
+    return pdf, (score, errors, flags)
+
+
+def with_threshold(bundle: ModelBundle, threshold: float) -> ModelBundle:
+    """``bundle`` with the model document's global ``threshold`` (a copy when it differs)."""
+    if bundle.threshold == threshold:
+        return bundle
+    out = copy.copy(bundle)
+    out.threshold = threshold
+    return out
+
+
+def score_devices(bundle: ModelBundle, threshold: float, pdf: pd.DataFrame) -> pd.DataFrame:
+    """Key columns plus ``score`` and ``is_anomaly`` of every reading (see
+    :func:`score_per_device`); ``threshold`` (the model document's) overrides the bundle's."""
+    pdf, (score, _, flags) = score_per_device(with_threshold(bundle, threshold), pdf)
     return pd.DataFrame(
         {
             "ts": pdf["ts"].to_numpy(),
@@ -102,17 +69,6 @@ def score_devices(bundle: ModelBundle, threshold: float, pdf: pd.DataFrame) -> p
             "is_anomaly": flags,
         }
     )
-
-
-def global_scorer(blob: Broadcast, threshold: float):
-    """mapInPandas body: readings -> :data:`SCORES_SCHEMA` with the broadcast global model."""
-
-    def score(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        bundle = bundle_from_blob(blob.value)
-        for pdf in batches:
-            yield score_with(bundle, threshold, pdf)
-
-    return score
 
 
 # --- global vs local (evaluation) ---------------------------------------------------
@@ -132,27 +88,33 @@ EVAL_SCHEMA = T.StructType(
 )
 
 
+def _errors(bundle: ModelBundle, threshold: float, pdf: pd.DataFrame):
+    """(sorted pdf, mean squared and mean absolute channel error, flag) per reading."""
+    pdf, (_, err, flags) = score_per_device(with_threshold(bundle, threshold), pdf)
+    return pdf, np.mean(err**2, axis=1), np.mean(np.abs(err), axis=1), flags
+
+
 def evaluate_batch(
     global_bundle: ModelBundle,
     global_threshold: float,
     local: dict[int, tuple[ModelBundle, float]],
     pdf: pd.DataFrame,
 ) -> pd.DataFrame:
-    """Per-reading errors and flags of the global model and the reading's device model.
+    """Per-reading errors (mean squared / absolute of the detector's per-channel errors) and
+    flags of the global model and of the reading's device model.
 
     ``has_local`` is False (and the local columns 0 / False) for readings of devices
     without a local model.
     """
-    feats = features_of(pdf)
+    pdf, g_mse, g_mae, g_flag = _errors(global_bundle, global_threshold, pdf)
     n = len(pdf)
-    g_mse = score_batch(global_bundle, feats).astype(np.float64)
     out = pd.DataFrame(
         {
             "moteid": pdf["moteid"].to_numpy(np.int32),
             "is_fault": pdf["label"].notna().to_numpy(),
             "g_mse": g_mse,
-            "g_mae": mean_abs_error(global_bundle, feats).astype(np.float64),
-            "g_flag": flag(g_mse, global_threshold),
+            "g_mae": g_mae,
+            "g_flag": g_flag,
         }
     )
     has_local = np.zeros(n, bool)
@@ -162,13 +124,9 @@ def evaluate_batch(
         model = local.get(int(mote))
         if model is None:
             continue
-        bundle, threshold = model
         rows = np.flatnonzero(motes == mote)
         has_local[rows] = True
-        s = score_batch(bundle, feats[rows])
-        l_mse[rows] = s
-        l_mae[rows] = mean_abs_error(bundle, feats[rows])
-        l_flag[rows] = flag(s, threshold)
+        _, l_mse[rows], l_mae[rows], l_flag[rows] = _errors(*model, pdf.iloc[rows])
     out["has_local"], out["l_mse"], out["l_mae"], out["l_flag"] = has_local, l_mse, l_mae, l_flag
     return out
 
