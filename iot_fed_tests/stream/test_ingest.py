@@ -190,3 +190,22 @@ def test_long_lived_ingestor_retries_failed_batch(cfg: Settings, mongo_db, monke
         again = ing.run_batch(1000, 10.0, first.next_offsets, commit=False)
     assert again.n_inserted == 40 and again.reached_end
     assert mongo_db[SENSOR_READINGS].count_documents({}) == 50
+
+
+def test_shared_ingestor_is_built_once_per_process(
+    cfg: Settings, mongo_db, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sensor ticks reuse one consumer, DLQ producer, topic check and database init."""
+    from iot_fed.stream.ingest import shared_ingestor
+
+    s = cfg.model_copy(update={"mongodb_database": mongo_db.name})
+    produce_readings(s, s.kafka_topic, readings_frame(30, motes=3))
+    caplog.set_level("INFO")
+    first = shared_ingestor(s)
+    assert shared_ingestor(s) is first
+    a = first.run_batch(1000, 10.0, {})
+    b = shared_ingestor(s).run_batch(1000, 10.0, a.next_offsets)
+    assert a.n_inserted == 30 and b.n_messages == 0
+    inits = [r for r in caplog.records if "initialised database" in r.getMessage()]
+    assert len(inits) == 1
+    assert mongo_db[SENSOR_READINGS].count_documents({}) == 30
