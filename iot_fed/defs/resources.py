@@ -178,11 +178,16 @@ class SparkResource(dg.ConfigurableResource):
     @property
     def spark_session(self) -> SparkSession:
         if self._session is None:
+            import os
+            import sys
             from pathlib import Path
 
             from pyspark.sql import SparkSession
 
             conf = self.config()
             Path(conf["spark.local.dir"]).mkdir(parents=True, exist_ok=True)
+            # local mode starts Python workers with PYSPARK_PYTHON (default: `python3` on
+            # PATH, which lacks the project's packages), not with spark.pyspark.python
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             self._session = SparkSession.builder.config(map=conf).getOrCreate()
         return self._session

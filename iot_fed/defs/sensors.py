@@ -117,7 +117,11 @@ def stream_tick(
     nxt = StreamCursor({**cursor.offsets, **res.next_offsets}, pending)
     run_requests = []
     aggregate = False
-    if ready:
+    # One training run at a time: while one is queued or running, ready devices stay pending
+    # in the cursor (their readings are landed) and join the next run, so a slow machine
+    # never piles up a queue of training runs.
+    training_busy = bool(ready) and in_flight(context.instance, local_model.key)
+    if ready and not training_busy:
         covered = covering_range(known + new_devices, ready)
         for d in covered:  # the run trains every device in its range
             nxt.pending.pop(d, None)
@@ -131,13 +135,14 @@ def stream_tick(
         )
     context.log.info(
         "batch: %d messages, %d new readings, %d dead letters, %d new devices, %d ready "
-        "(aggregating in the same run: %s), lag %d",
+        "(aggregating in the same run: %s; waiting for the training run in flight: %s), lag %d",
         res.n_messages,
         res.n_inserted,
         res.n_dead,
         len(new_devices),
         len(ready),
         aggregate,
+        training_busy,
         res.lag,
     )
     return dg.SensorResult(

@@ -108,3 +108,21 @@ def test_training_only_run_while_a_global_version_is_fresh(pipeline_env, instanc
     produce_readings(settings, env["topic"], readings_frame(2 * 25, motes=2))
     [req] = tick(instance, env["resources"], None).run_requests
     assert req.asset_selection == [dg.AssetKey("local_model")], "aggregation is not due yet"
+
+
+def test_ready_devices_wait_while_a_training_run_is_in_flight(pipeline_env, instance, settings):
+    env = pipeline_env
+    produce_readings(settings, env["topic"], readings_frame(2 * 25, motes=2))
+    job = defs().resolve_implicit_global_asset_job_def()
+    queued = instance.create_run_for_job(
+        job_def=job,
+        asset_selection=frozenset({dg.AssetKey("local_model")}),
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    busy = tick(instance, env["resources"], None)
+    assert busy.run_requests == [], "one training run at a time: no queue of training runs"
+    assert StreamCursor.parse(busy.cursor).pending == {"1": 25, "2": 25}, "kept for later"
+    assert env["db"][SENSOR_READINGS].count_documents({}) == 50, "readings land meanwhile"
+    instance.report_run_canceled(queued)
+    [req] = tick(instance, env["resources"], busy.cursor).run_requests
+    assert (req.tags[RANGE_START_TAG], req.tags[RANGE_END_TAG]) == ("1", "2")
