@@ -22,12 +22,13 @@ if [ ! -x /usr/lib/postgresql/15/bin/postgres ] && command -v apt-get >/dev/null
 fi
 export UV_PYTHON_DOWNLOADS=never
 python3 -m uv sync --locked --quiet
-.venv/bin/iot-fed services install
-.venv/bin/iot-fed spark install
 # Dashboards: Apache Superset in its own virtualenv from its own lock (its pins conflict with
 # ours), and Debian's Chromium for the browser test (Playwright's own download is unreachable).
 UV_PROJECT_ENVIRONMENT="$PWD/assets_data/superset-venv" python3 -m uv sync --locked --quiet \
   --project superset_env || echo "bootstrap: Superset not installed (dashboards are optional)"
+# after Superset's environment: `services install` checks it is there
+.venv/bin/iot-fed services install
+.venv/bin/iot-fed spark install
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   echo "bootstrap: installing Chromium (apt package chromium) for the dashboard browser test"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
