@@ -15,6 +15,7 @@ from bson import ObjectId
 from pymongo import ASCENDING
 from pymongo.database import Database
 
+from iot_fed.readings import FIELDS
 from iot_fed.store.collections import (
     ANOMALIES,
     DEAD_LETTERS,
@@ -27,17 +28,8 @@ from iot_fed.store.collections import (
 
 Ranges = Mapping[int, tuple[dt.datetime, dt.datetime]]  # moteid -> [lo, hi) in reading time
 
-_READING_FIELDS = {
-    "_id": 0,
-    "moteid": 1,
-    "ts": 1,
-    "epoch": 1,
-    "temperature": 1,
-    "humidity": 1,
-    "light": 1,
-    "voltage": 1,
-    "fault": 1,
-}
+# the reading contract's fields (its label aside) plus the ingestion fault flag
+_READING_FIELDS = {"_id": 0, **{f: 1 for f in FIELDS if f != "label"}, "fault": 1}
 _PREDICTION_FIELDS = {
     "_id": 0,
     "moteid": 1,

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DUPLICATE_KEY = 11000
-READING_FIELDS = FIELDS
 WriteStrategy = Literal["insert", "upsert"]
 # insert_many(ordered=False) + counting duplicate-key errors measured faster on FerretDB
 # than bulk UpdateOne($setOnInsert, upsert) -- see bench/store_ingest.py.
@@ -66,7 +65,7 @@ def readings_to_docs(df: pd.DataFrame) -> list[dict[str, Any]]:
     """DataFrame rows (reading columns, plus fault columns if present) -> MongoDB documents."""
     import pandas as pd  # only callers holding a DataFrame pay for pandas
 
-    cols = [c for c in (*READING_FIELDS, "fault", "fault_reason") if c in df.columns]
+    cols = [c for c in (*FIELDS, "fault", "fault_reason") if c in df.columns]
     frame = df[cols].astype(object).where(df[cols].notna(), None)
     frame["ts"] = list(pd.DatetimeIndex(pd.to_datetime(df["ts"], utc=True)).to_pydatetime())
     return frame.to_dict("records")
