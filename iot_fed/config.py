@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     sensor_interval_s: int = Field(30, ge=1, description="Kafka sensor cadence")
     aggregation_interval_s: int = Field(60, ge=0, description="min seconds between globals")
     min_new_samples: int = Field(20, ge=1, description="new readings before a device trains")
+    training_run_max_runtime_s: int = Field(
+        900, ge=10, description="a training run older than this is failed (and retried)"
+    )
     training_window: int = Field(2000, ge=1, description="max readings per local training")
     model_window: int = Field(32, ge=3, description="readings in the detector's window")
     false_alarms_per_device_day: float = Field(

@@ -40,6 +40,7 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
 ]
 AGGREGATION_KEYS = [global_model.key, promoted_model.key]
+MAX_RUNTIME_TAG = "dagster/max_runtime"
 
 aggregate_job = dg.define_asset_job(
     "aggregate_global_model",
@@ -130,7 +131,12 @@ def stream_tick(
             dg.RunRequest(
                 run_key=nxt.run_key(),
                 asset_selection=[local_model.key, *(AGGREGATION_KEYS if aggregate else [])],
-                tags={**range_tags(covered), "iot_fed/ready_devices": str(len(ready))},
+                tags={
+                    **range_tags(covered),
+                    "iot_fed/ready_devices": str(len(ready)),
+                    # run monitoring fails a run whose worker died with it (then retried)
+                    MAX_RUNTIME_TAG: str(s.training_run_max_runtime_s),
+                },
             )
         )
     context.log.info(

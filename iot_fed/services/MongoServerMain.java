@@ -15,15 +15,23 @@ import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoVersion;
 import de.bwaldvogel.mongo.backend.CursorRegistry;
 import de.bwaldvogel.mongo.backend.DatabaseResolver;
+import de.bwaldvogel.mongo.backend.Index;
+import de.bwaldvogel.mongo.backend.IndexKey;
+import de.bwaldvogel.mongo.backend.KeyValue;
+import de.bwaldvogel.mongo.backend.ValueComparator;
 import de.bwaldvogel.mongo.backend.h2.H2Backend;
 import de.bwaldvogel.mongo.backend.h2.H2Database;
 import de.bwaldvogel.mongo.bson.Document;
 import de.bwaldvogel.mongo.oplog.Oplog;
 import io.netty.channel.Channel;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.Set;
+import org.h2.mvstore.MVMap;
 import org.h2.mvstore.MVStore;
+import org.h2.mvstore.type.ObjectDataType;
 
 public final class MongoServerMain {
     /** The built-in versions stop at wire version 8; PyMongo 4.x needs at least 9 (4.4). */
@@ -107,10 +115,83 @@ public final class MongoServerMain {
         }
     }
 
-    /** ``insert`` answers ``n`` = all documents even when some hit write errors; fix it. */
+    /** Keys of index maps: KeyValues compared in MongoDB's value order, stored as before. */
+    static final class IndexKeyType extends ObjectDataType {
+        private static final ValueComparator ORDER = ValueComparator.asc();
+
+        @Override
+        public int compare(Object a, Object b) {
+            if (a instanceof KeyValue ka && b instanceof KeyValue kb) {
+                int n = Math.min(ka.size(), kb.size());
+                for (int i = 0; i < n; i++) {
+                    int c = ORDER.compare(ka.get(i), kb.get(i));
+                    if (c != 0) {
+                        return c;
+                    }
+                }
+                return Integer.compare(ka.size(), kb.size());
+            }
+            return super.compare(a, b);
+        }
+    }
+
+    private static final String INDEX_MAP = "._index_";
+    private static final String FORMAT_MAP = "iot_fed.format";
+    private static final String INDEX_ORDER = "index_key_order";
+
+    /** The one store of this process (H2Database keeps its own reference private). */
+    private static MVStore store;
+
+    static <K, V> MVMap<K, V> openIndexMap(MVStore mvStore, String name) {
+        return mvStore.openMap(name, new MVMap.Builder<K, V>().keyType(new IndexKeyType()));
+    }
+
+    /**
+     * Once per store: re-sort index maps written in H2's serialized-bytes key order into
+     * IndexKeyType's order (copy, drop, rename), then record the order in the store.
+     */
+    static void migrateIndexOrder(MVStore mvStore) {
+        MVMap<String, String> format = mvStore.openMap(FORMAT_MAP);
+        if ("value".equals(format.get(INDEX_ORDER))) {
+            return;
+        }
+        List<String> names = new ArrayList<>();
+        for (String name : mvStore.getMapNames()) {
+            if (name.contains(INDEX_MAP)) {
+                names.add(name);
+            }
+        }
+        for (String name : names) {
+            MVMap<Object, Object> old = mvStore.openMap(name);
+            MVMap<Object, Object> sorted = openIndexMap(mvStore, name + "#sorted");
+            for (Map.Entry<Object, Object> e : old.entrySet()) {
+                sorted.put(e.getKey(), e.getValue());
+            }
+            mvStore.removeMap(old);
+            mvStore.renameMap(sorted, name);
+        }
+        format.put(INDEX_ORDER, "value");
+        mvStore.commit();
+        if (!names.isEmpty()) {
+            System.err.println("MongoServerMain: re-sorted " + names.size() + " index maps");
+        }
+    }
+
+    /**
+     * Index maps opened with IndexKeyType; ``insert`` answers ``n`` = all documents even
+     * when some hit write errors: fixed.
+     */
     static final class Database extends H2Database {
         Database(String name, MVStore store, CursorRegistry cursors) {
             super(name, store, cursors);
+        }
+
+        @Override
+        protected Index<Object> openOrCreateUniqueIndex(
+                String collectionName, String indexName, List<IndexKey> keys, boolean sparse) {
+            // opened first with our key type; H2Database's openMap(name) then gets this map
+            openIndexMap(store, getFullCollectionNamespace(collectionName) + INDEX_MAP + indexName);
+            return super.openOrCreateUniqueIndex(collectionName, indexName, keys, sparse);
         }
 
         @Override
@@ -146,7 +227,8 @@ public final class MongoServerMain {
         // H2's default 16 MB page cache makes every query re-read and deserialize the
         // whole collection from disk once it outgrows the cache; a larger one keeps scans fast.
         int cacheMB = Integer.getInteger("mvstore.cacheMB", 512);
-        MVStore store = new MVStore.Builder().fileName(args[2]).cacheSize(cacheMB).open();
+        store = new MVStore.Builder().fileName(args[2]).cacheSize(cacheMB).open();
+        migrateIndexOrder(store);
         String durability = System.getProperty("mvstore.durability", "concern");
         if (!Set.of("concern", "always", "background").contains(durability)) {
             System.err.println("mvstore.durability must be concern, always or background");
