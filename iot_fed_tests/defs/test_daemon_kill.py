@@ -33,6 +33,7 @@ from iot_fed.store import repository as repo
 from iot_fed_tests.defs.test_models import diurnal_readings
 from iot_fed_tests.stream.helpers import produce_readings
 
+pytestmark = [pytest.mark.services, pytest.mark.slow]
 DEVICES, PER_DEVICE = 8, 40
 DAGSTER_DAEMON = str(Path(sys.executable).with_name("dagster-daemon"))
 
