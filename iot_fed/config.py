@@ -196,6 +196,9 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535, description="model API (FastAPI) port")
     dagster_port: int = Field(3000, ge=1, le=65535, description="Dagster UI port (iot-fed run)")
     scorer_trigger_s: float = Field(1.0, gt=0, description="streaming scorer trigger interval")
+    scorer_state_partitions: int = Field(
+        1, ge=1, description="state partitions of a new scorer checkpoint (1 on one machine)"
+    )
     scorer_max_lag_s: float = Field(60.0, gt=0, description="check fails when scorer is behind")
 
     @field_validator("kafka_bootstrap")

@@ -297,6 +297,10 @@ def start_streaming_evaluation(
     # no "no-data" micro-batches just to expire idle motes: expiry happens in the next
     # batch with data (an idle 3 s stateful batch per trigger would swamp 2 cores)
     spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
+    # The stateful step's partitions (fixed in the checkpoint when it is created): each one
+    # is a task, a Python worker call and a state-store commit per micro-batch. 4 -> 1 took
+    # a 10 rec/s micro-batch from ~6 s to ~2.3 s on 2 cores (bench/bench_latency.py).
+    spark.conf.set("spark.sql.shuffle.partitions", str(settings.scorer_state_partitions))
 
     def process_batch(batch: DataFrame, batch_id: int) -> None:
         pdf = batch.toPandas()
