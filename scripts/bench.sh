@@ -9,7 +9,7 @@ PY=.venv/bin/python
 QUICK_FLAG=""
 [ "${QUICK:-0}" = "1" ] && QUICK_FLAG="--quick"
 # Flower (and Ray) live in their own environment, built from the same lock.
-UV_PROJECT_ENVIRONMENT=assets_data/bench-venv python3 -m uv sync --locked --extra bench --quiet
+UV_PROJECT_ENVIRONMENT=assets_data/bench-venv python3 -m uv sync --locked --extra bench --quiet --compile-bytecode
 FLOWER_PY=assets_data/bench-venv/bin/python
 .venv/bin/iot-fed services up
 run() { echo; echo "=== $*"; "$@"; }
