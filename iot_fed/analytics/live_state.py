@@ -134,87 +134,127 @@ def executor_model(target: MongoTarget, refresh_s: float) -> ExecutorModel:
 
 @dataclass(frozen=True)
 class Decoded:
-    valid: pd.DataFrame  # moteid, epoch, ts_ms, channels, label, kafka_ts, kafka_offset
-    skipped: pd.DataFrame  # OUTPUT_COLUMNS rows of kind "skipped"
+    """One mote's records of a micro-batch: the valid readings as columns, in Kafka order,
+    and the malformed ones as ``skipped`` output rows."""
 
+    epoch: np.ndarray  # int64
+    ts_ms: np.ndarray  # int64
+    values: np.ndarray  # (n, channels) float64
+    kafka_ts: np.ndarray
+    kafka_offset: np.ndarray  # str ids "topic:partition:offset"
+    order: np.ndarray  # (partition, offset) sort key of each valid record
+    label: np.ndarray  # object
+    moteid: int | None
+    skipped: list[dict[str, Any]]
 
-def _offset_ids(raw: pd.DataFrame) -> list[str]:
-    return [
-        f"{t}:{int(p)}:{int(o)}"
-        for t, p, o in zip(raw["topic"], raw["partition"], raw["offset"], strict=True)
-    ]
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def take(self, idx: np.ndarray) -> Decoded:
+        return Decoded(
+            self.epoch[idx],
+            self.ts_ms[idx],
+            self.values[idx],
+            self.kafka_ts[idx],
+            self.kafka_offset[idx],
+            self.order[idx],
+            self.label[idx],
+            self.moteid,
+            [],
+        )
 
 
 def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
-    """Split one mote's Kafka records into valid readings and skipped (malformed) ones."""
-    ids = _offset_ids(raw)
-    good: list[dict[str, Any]] = []
-    bad: list[dict[str, Any]] = []
-    for key, value, kts, oid in zip(raw["key"], raw["value"], raw["timestamp"], ids, strict=True):
+    """Split one mote's Kafka records into valid readings and skipped (malformed) ones.
+
+    Plain lists and numpy arrays: this runs once per mote per micro-batch, where pandas'
+    per-call overhead used to be most of the stateful step's time."""
+    topics, parts, offs = raw["topic"].tolist(), raw["partition"].tolist(), raw["offset"].tolist()
+    kafka_ts = raw["timestamp"].to_numpy()
+    keep: list[int] = []
+    epoch: list[int] = []
+    ts_ms: list[int] = []
+    values: list[list[float]] = []
+    labels: list[Any] = []
+    skipped: list[dict[str, Any]] = []
+    moteid: int | None = None
+    for i, (key, value) in enumerate(zip(raw["key"].tolist(), raw["value"].tolist(), strict=True)):
+        oid = f"{topics[i]}:{int(parts[i])}:{int(offs[i])}"
         reading, reason = decode_value(
             None if value is None else bytes(value), max_bytes, None if key is None else bytes(key)
         )
         if reading is None:
-            bad.append({"kind": "skipped", "kafka_offset": oid, "reason": reason or "invalid"})
+            skipped.append({"kind": "skipped", "kafka_offset": oid, "reason": reason or "invalid"})
             continue
-        ts: dt.datetime = reading["ts"]
-        good.append(
-            {
-                "moteid": int(reading["moteid"]),
-                "epoch": int(reading["epoch"]),
-                "ts_ms": (ts - _EPOCH) // dt.timedelta(milliseconds=1),
-                **{c: float(reading[c]) for c in CHANNELS},
-                "label": reading.get("label"),
-                "kafka_ts": kts,
-                "kafka_offset": oid,
-            }
-        )
-    return Decoded(pd.DataFrame(good), pd.DataFrame(bad, columns=OUTPUT_COLUMNS))
+        keep.append(i)
+        moteid = int(reading["moteid"])
+        epoch.append(int(reading["epoch"]))
+        ts_ms.append((reading["ts"] - _EPOCH) // dt.timedelta(milliseconds=1))
+        values.append([float(reading[c]) for c in CHANNELS])
+        labels.append(reading.get("label"))
+    idx = np.asarray(keep, np.int64)
+    ids = np.array([f"{topics[i]}:{int(parts[i])}:{int(offs[i])}" for i in keep], dtype=object)
+    return Decoded(
+        epoch=np.asarray(epoch, np.int64),
+        ts_ms=np.asarray(ts_ms, np.int64),
+        values=np.asarray(values, np.float64).reshape(len(keep), len(CHANNELS)),
+        kafka_ts=kafka_ts[idx],
+        kafka_offset=ids,
+        order=np.array([(int(parts[i]), int(offs[i])) for i in keep], np.int64).reshape(-1, 2),
+        label=np.array(labels, dtype=object),
+        moteid=moteid,
+        skipped=skipped,
+    )
 
 
 def score_mote(
-    bundle: ModelBundle, version: int, history: DeviceHistory, valid: pd.DataFrame
+    bundle: ModelBundle, version: int, history: DeviceHistory, valid: Decoded
 ) -> tuple[pd.DataFrame, DeviceHistory]:
     """Score one mote's valid readings; out-of-order or repeated epochs (older than the
     history) are scored with an empty history and do not enter it."""
-    valid = valid.sort_values(["epoch", "kafka_offset"]).drop_duplicates("epoch")
+    # time order; a repeated epoch keeps its first record in Kafka order
+    by = np.lexsort((valid.order[:, 1], valid.order[:, 0], valid.epoch))
+    first = np.ones(len(by), bool)
+    first[1:] = valid.epoch[by][1:] != valid.epoch[by][:-1]
+    valid = valid.take(by[first])
     last = history.last_epoch
-    newer = valid if last is None else valid[valid["epoch"] > last]
-    older = valid.iloc[0:0] if last is None else valid[valid["epoch"] <= last]
-    moteid = int(valid["moteid"].iloc[0])
-    frames = []
-    for part, hist, fallback in ((newer, history, None), (older, None, "fallback:out_of_order")):
-        if part.empty:
+    is_new = np.ones(len(valid), bool) if last is None else valid.epoch > last
+    moteid = int(valid.moteid) if valid.moteid is not None else 0
+    columns: dict[str, list[np.ndarray]] = {c: [] for c in OUTPUT_COLUMNS}
+    for mask, hist, fallback in ((is_new, history, None), (~is_new, None, "fallback:out_of_order")):
+        if not mask.any():
             continue
+        part = valid.take(np.flatnonzero(mask))
         scored, new_hist = score_device(
             bundle,
             hist or DeviceHistory.empty(),
             moteid=moteid,
-            epochs=part["epoch"].to_numpy(np.int64),
-            ts_ms=part["ts_ms"].to_numpy(np.int64),
-            values=part[list(CHANNELS)].to_numpy(np.float64),
+            epochs=part.epoch,
+            ts_ms=part.ts_ms,
+            values=part.values,
         )
         if hist is not None:
             history = new_hist
-        out = pd.DataFrame(
-            {
-                "kind": "prediction",
-                "moteid": moteid,
-                "epoch": part["epoch"].to_numpy(),
-                "ts_ms": part["ts_ms"].to_numpy(),
-                "kafka_ts": part["kafka_ts"].to_numpy(),
-                "kafka_offset": part["kafka_offset"].to_numpy(),
-                "score": scored.score,
-                **{f"err_{c}": scored.channel_errors[:, i] for i, c in enumerate(CHANNELS)},
-                "flag": scored.flag,
-                "threshold": scored.threshold,
-                "reason": [r or fallback for r in scored.reason],
-                "model_version": version,
-                "label": part["label"].to_numpy(),
-            }
-        )
-        frames.append(out)
-    return pd.concat(frames, ignore_index=True)[OUTPUT_COLUMNS], history
+        n = len(part)
+        got = {
+            "kind": np.full(n, "prediction", dtype=object),
+            "moteid": np.full(n, moteid, np.int64),
+            "epoch": part.epoch,
+            "ts_ms": part.ts_ms,
+            "kafka_ts": part.kafka_ts,
+            "kafka_offset": part.kafka_offset,
+            "score": np.asarray(scored.score, np.float64),
+            **{f"err_{c}": scored.channel_errors[:, i] for i, c in enumerate(CHANNELS)},
+            "flag": np.asarray(scored.flag, bool),
+            "threshold": np.asarray(scored.threshold, np.float64),
+            "reason": np.array([r or fallback for r in scored.reason], dtype=object),
+            "model_version": np.full(n, version, np.int64),
+            "label": part.label,
+        }
+        for c in OUTPUT_COLUMNS:
+            columns[c].append(got[c])
+    out = pd.DataFrame({c: np.concatenate(v) for c, v in columns.items()}, columns=OUTPUT_COLUMNS)
+    return out, history
 
 
 def stateful_scorer(target: MongoTarget, max_bytes: int, refresh_s: float, timeout_ms: int):
@@ -228,13 +268,13 @@ def stateful_scorer(target: MongoTarget, max_bytes: int, refresh_s: float, timeo
             return
         raw = pd.concat(list(pdfs), ignore_index=True)
         decoded = decode_records(raw, max_bytes)
-        if not decoded.skipped.empty:
-            yield decoded.skipped
-        if decoded.valid.empty:
+        if decoded.skipped:
+            yield pd.DataFrame(decoded.skipped, columns=OUTPUT_COLUMNS)
+        if not len(decoded):
             return
         version, bundle = executor_model(target, refresh_s).current()
         history = DeviceHistory.from_json(state.get[0]) if state.exists else DeviceHistory.empty()
-        out, history = score_mote(bundle, version, history, decoded.valid)
+        out, history = score_mote(bundle, version, history, decoded)
         if key[0] is not None:
             state.update((history.to_json(),))
             state.setTimeoutDuration(timeout_ms)
