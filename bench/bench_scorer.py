@@ -4,9 +4,10 @@ Not a test, and no ``make run`` needed (``bench_latency.py`` measures the runnin
 pipeline): with the local services up, each configuration gets a fresh topic, database
 (with a small promoted model) and checkpoint; readings for 54 motes are produced at
 ``--rate`` for ``--seconds`` while the real query (:func:`start_streaming_evaluation`)
-scores them. Compared in one run, round-robin: the scorer's state partitions (each is a
-task, a Python worker call and a state-store commit per micro-batch) and a no-op stateful
-function (Spark's own floor for a stateful Python micro-batch on this machine).
+scores them; half-way a new global version is promoted (the time to the first prediction
+made with it is reported). Compared in one run, round-robin: the scorer's state
+partitions (each is a task, a Python worker call and a state-store commit per micro-batch)
+and a no-op stateful function (Spark's own floor for a stateful Python micro-batch on this machine).
 
     .venv/bin/python bench/bench_scorer.py [--rates 10,1000] [--partitions 1,4] [--seconds 40]
 
@@ -16,6 +17,7 @@ Prints a table; writes bench/results/scorer.json.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import time
 import uuid
@@ -129,7 +131,12 @@ def one(
     producer = Producer(producer_config(s))
     rows = readings(int(rate * seconds) + MOTES).to_dict("records")
     t0, n = time.time(), 0
+    promoted_at: float | None = None
     while time.time() - t0 < seconds and n < len(rows):
+        if promoted_at is None and not noop and time.time() - t0 > seconds / 2:
+            # a new version mid-stream: how long until the first prediction made with it
+            save_global_model(db, bundle.to_bytes(), threshold=bundle.threshold, promoted=True)
+            promoted_at = time.time()
         r = rows[n]
         producer.produce(s.kafka_topic, encode_reading(r), encode_key(r["moteid"]))
         producer.poll(0)
@@ -145,12 +152,19 @@ def one(
     run.stop()
     durs = [p["durationMs"]["triggerExecution"] for p in progress if p.get("numInputRows")]
     warm = durs[2:] or durs  # the first batches start the Python workers
-    lat = [
-        (d["scored_at"] - d["kafka_ts"]).total_seconds()
-        for d in db.predictions.find({}, {"scored_at": 1, "kafka_ts": 1})
-    ]
-    # steady state: the readings produced after the first 10 s
-    steady = sorted(lat)[: max(1, int(len(lat) * (1 - 10 / seconds)))] if lat else []
+    docs = list(db.predictions.find({}, {"scored_at": 1, "kafka_ts": 1}))
+    lat = [(d["scored_at"] - d["kafka_ts"]).total_seconds() for d in docs]
+    # steady state: the readings produced after the first 10 s (the query's start-up)
+    t_steady = dt.datetime.fromtimestamp(t0 + 10, dt.UTC).replace(tzinfo=None)
+    steady = [x for x, d in zip(lat, docs, strict=True) if d["kafka_ts"] >= t_steady]
+    first_v2 = next(
+        iter(db.predictions.find({"model_version": 2}).sort("scored_at", 1).limit(1)), None
+    )
+    promotion_s = (
+        None
+        if promoted_at is None or first_v2 is None
+        else first_v2["scored_at"].replace(tzinfo=dt.UTC).timestamp() - promoted_at
+    )
     db.client.drop_database(s.mongodb_database)
     delete_topics(s, [s.kafka_topic])
     return {
@@ -165,6 +179,7 @@ def one(
         "latency_p50_s": float(np.percentile(lat, 50)) if lat else None,
         "latency_p99_s": float(np.percentile(lat, 99)) if lat else None,
         "latency_p99_steady_s": float(np.percentile(steady, 99)) if steady else None,
+        "promotion_to_first_prediction_s": promotion_s,
     }
 
 
@@ -177,6 +192,7 @@ def main() -> int:
     settings = load_settings()
     spark = build_session(settings, "bench_scorer")
     bundle = promoted_bundle(settings)
+    one(spark, settings, bundle, 10, 15, 1, False)  # warm-up (JVM, Python workers): not reported
     rows = []
     for rate in [float(r) for r in args.rates.split(",")]:
         configs = [(int(p), False) for p in args.partitions.split(",")] + [(1, True)]
@@ -184,8 +200,17 @@ def main() -> int:
             rows.append(one(spark, settings, bundle, rate, args.seconds, parts, noop))
             print(json.dumps(rows[-1]), flush=True)
     spark.stop()
-    head = ("rate", "fn", "parts", "batches", "batch ms p50/p90", "e2e p50/p99 s", "p99 steady")
-    widths = (6, 6, 5, 7, 17, 14, 10)
+    head = (
+        "rate",
+        "fn",
+        "parts",
+        "batches",
+        "batch ms p50/p90",
+        "e2e p50/p99 s",
+        "p99 steady",
+        "promotion s",
+    )
+    widths = (6, 6, 5, 7, 17, 14, 10, 11)
     print("\n" + " ".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True)))
     for r in rows:
         b = f"{r['batch_ms_median'] or 0:.0f}/{r['batch_ms_p90'] or 0:.0f}"
