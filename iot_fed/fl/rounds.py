@@ -149,11 +149,10 @@ def client_update(
     from iot_fed.fl.training import train_devices  # JAX only here
 
     data, norms = [], {}
-    for d in devices:
+    stats = tuple(feature_stats(d.train) for d in devices)
+    for d, st in zip(devices, stats, strict=True):
         own = known.get(d.moteid)
-        norms[d.moteid] = (
-            own if own is not None else device_normalizer(feature_stats(d.train), norm)
-        )
+        norms[d.moteid] = own if own is not None else device_normalizer(st, norm)
         z = standardize(norms[d.moteid], d.train)
         data.append((z, np.ascontiguousarray(z[:, : spec.n_outputs])))
     res = train_devices(
@@ -165,7 +164,7 @@ def client_update(
         n_samples=res.n_samples,
         loss_before=res.loss_before,
         loss_after=res.loss_after,
-        stats=tuple(feature_stats(d.train) for d in devices),
+        stats=stats,
         norm=norm,
         device_norms=norms,
     )
