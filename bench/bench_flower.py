@@ -297,7 +297,8 @@ def main() -> None:
     res: dict[str, Any] = {
         "machine": machine_info(),
         "command": "assets_data/bench-venv/bin/python bench/bench_flower.py "
-        f"--devices {args.devices} --rounds {args.rounds}",
+        f"--devices {args.devices} --days {args.days:g} --samples {args.samples} "
+        f"--rounds {args.rounds}",
         "config": {
             "devices": len(p.devices),
             "samples": args.samples,
