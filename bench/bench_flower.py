@@ -56,7 +56,7 @@ def from_list(arrs: list[np.ndarray], spec: ModelSpec) -> Params:
 
 
 def evaluate(bundle: ModelBundle, p: Any) -> dict[str, float]:
-    s = mt.normalised_test_scores(bundle, p.test_feats, p.moteids)
+    s = mt.normalised_test_scores(bundle, p.test_series, p.moteids)
     rep = binary_report(p.fault_type != "", ~(s <= 1.0), s)
     return {k: round(float(rep[k] or 0.0), 4) for k in ("f1", "roc_auc", "precision", "recall")}
 

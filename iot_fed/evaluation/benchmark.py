@@ -125,6 +125,9 @@ class Prepared:
     moteids: list[int]
     devices: list[DeviceData]
     test_feats: list[np.ndarray]
+    """Window features of the test rows (every reading in the context; the baselines)."""
+    test_series: list[mt.Series]
+    """Per device: the training then test readings, to score the test rows as a stream."""
     test_slices: list[slice]
 
 
@@ -142,9 +145,10 @@ def split(frame: pd.DataFrame, cfg: DetectionBenchConfig) -> tuple[pd.DataFrame,
 
 def featurise(
     train: pd.DataFrame, test: pd.DataFrame, spec: ModelSpec
-) -> tuple[list[int], list[DeviceData], list[np.ndarray], list[slice]]:
-    """Per device: training/held-out window features and test features (train as context)."""
-    ids, devs, tests, slices = [], [], [], []
+) -> tuple[list[int], list[DeviceData], list[np.ndarray], list[mt.Series], list[slice]]:
+    """Per device: training/held-out window features, test features (train as context),
+    the raw series to score the test rows on, and the test rows' positions."""
+    ids, devs, tests, series, slices = [], [], [], [], []
     te_m = test["moteid"].to_numpy()
     tr_g = dict(tuple(train.groupby("moteid", sort=True)))
     for m in sorted(tr_g):
@@ -159,16 +163,17 @@ def featurise(
         vals = np.concatenate([v_tr, te[list(CHANNELS)].to_numpy(np.float64)])
         f, _ = window_features(ts, vals, len(te), spec.window_config())
         tests.append(f)
+        series.append(mt.Series(ts, vals, len(te)))
         slices.append(slice(int(idx[0]), int(idx[-1]) + 1))
         ids.append(int(m))
-    return ids, devs, tests, slices
+    return ids, devs, tests, series, slices
 
 
 def prepare(frame: pd.DataFrame, cfg: DetectionBenchConfig, faults: FaultConfig) -> Prepared:
     train, test = split(frame, cfg)
     inj = inject_faults(test, faults, seed=cfg.seed)
-    ids, devs, tests, slices = featurise(train, inj.frame, cfg.setup().spec)
-    return Prepared(train, inj.frame, inj.fault_type, inj.events, ids, devs, tests, slices)
+    ids, devs, tests, series, slices = featurise(train, inj.frame, cfg.setup().spec)
+    return Prepared(train, inj.frame, inj.fault_type, inj.events, ids, devs, tests, series, slices)
 
 
 def evaluate(
@@ -263,13 +268,13 @@ def compare_methods(p: Prepared, cfg: DetectionBenchConfig) -> dict[str, Any]:
         info: dict[str, Any] = {}
         try:
             if name == "federated":
-                sc = mt.run_federated(p.devices, p.test_feats, setup)
+                sc = mt.run_federated(p.devices, p.test_series, setup)
                 s, info = sc.scores, sc.info
                 out["_plot"] = plot_data(p, s)
             elif name == "local_only":
-                s = mt.run_local_only(p.devices, p.test_feats, setup).scores
+                s = mt.run_local_only(p.devices, p.test_series, setup).scores
             elif name == "centralised":
-                sc = mt.run_centralised(p.devices, p.test_feats, setup)
+                sc = mt.run_centralised(p.devices, p.test_series, setup)
                 s, info = sc.scores, sc.info
             elif name in ("zscore", "mad"):
                 s = _baseline_scores(name, p, cfg)
@@ -331,7 +336,7 @@ def robustness(p: Prepared, cfg: DetectionBenchConfig) -> dict[str, Any]:
         half = failing[: k // 2 + k % 2]
         poisoned, _ = dying_battery(p.train, half, cfg.failing_fraction, seed=cfg.seed)
         poisoned = _stuck_sensors(poisoned, failing[len(half) :], cfg.failing_fraction)
-        _, devs, _, _ = featurise(poisoned, p.test, setup.spec)
+        _, devs, _, _, _ = featurise(poisoned, p.test, setup.spec)
         runs[f"failing_{k}"] = (devs, failing)
     for strategy in cfg.strategies:
         results[strategy] = {}
@@ -339,7 +344,7 @@ def robustness(p: Prepared, cfg: DetectionBenchConfig) -> dict[str, Any]:
             bundle, _ = mt.federate(devs, setup, strategy, trim_ratio=cfg.trim_ratio)
             keep = [i for i, m in enumerate(p.moteids) if m not in set(failing)]
             s = mt.normalised_test_scores(
-                bundle, [p.test_feats[i] for i in keep], [p.moteids[i] for i in keep]
+                bundle, [p.test_series[i] for i in keep], [p.moteids[i] for i in keep]
             )
             rows = np.concatenate(
                 [np.arange(p.test_slices[i].start, p.test_slices[i].stop) for i in keep]
@@ -356,7 +361,7 @@ def dp_tradeoff(p: Prepared, cfg: DetectionBenchConfig) -> dict[str, Any]:
         bundle, _ = mt.federate(
             p.devices, setup, dp_clip_norm=cfg.dp_clip_norm, dp_noise_multiplier=z
         )
-        s = mt.normalised_test_scores(bundle, p.test_feats, p.moteids)
+        s = mt.normalised_test_scores(bundle, p.test_series, p.moteids)
         out[str(z)] = round(binary_report(p.fault_type != "", ~(s <= 1.0), s)["f1"] or 0.0, 4)
     return {"clip_norm": cfg.dp_clip_norm, "f1": out}
 
