@@ -39,6 +39,8 @@ __all__ = ["CHANNELS", "DeviceHistory", "ScoredReadings", "score_device", "score
 
 EXCLUDE_LEVEL = 2.0
 """A reading scored above this many times its threshold is left out of the context."""
+EXCLUDE_WINDOWS = 1
+"""At most this many windows of readings in a row stay out of the context."""
 BLOCK = 64
 """Rows solved together in a batch (iterated to the stream's result)."""
 
@@ -178,7 +180,7 @@ def score_series(
             ce = channel_errors(bundle.params, spec, standardize(norm, f), bundle.residual_scale)
             sc = combine(ce)
             th = np.where(nc >= spec.window - 1, dev_thr, glob)
-            new, run_end = _capped(sc > EXCLUDE_LEVEL * th, run, spec.window)
+            new, run_end = _capped(sc > EXCLUDE_LEVEL * th, run, EXCLUDE_WINDOWS * spec.window)
             if np.array_equal(new, ex[lo:hi]):
                 break
             ex[lo:hi] = new
