@@ -6,8 +6,10 @@
 1. clean generated readings of ``motes`` motes over ``days``; per device the first
    ``train_fraction`` (by time) trains, the rest is tested; every 10th epoch of the training
    part is held out (as in the product) and calibrates the thresholds;
-2. labelled faults are injected into the test part only; window features of a test row use
-   the device's preceding readings (train tail included) as context, as in the stream;
+2. labelled faults are injected into the test part only; test rows are scored as the
+   product's stream scores them (:func:`iot_fed.fl.stream_scoring.score_series`): the
+   device's preceding readings (train tail included) are the context, readings flagged
+   well above their threshold left out;
 3. every method is calibrated to the same false-alarm target on clean data and judged on
    event recall and delay per fault type, reading recall, false alarms per device-day on
    the clean test readings, and overall precision / recall / F1 / PR-AUC / ROC-AUC;
@@ -192,7 +194,8 @@ def evaluate(
     per_day = cfg.readings_per_device_day
     fa = float(flags[normal].mean()) * per_day if normal.any() else None
     # clean readings whose window still holds an injected reading (the recovery after an
-    # episode) are counted above; here only readings with a clean context
+    # episode) are counted above; here only readings more than a window after an episode
+    # (their context can still reach back into it when flagged readings were left out)
     after = np.zeros(len(s), bool)
     for e in p.events:
         end = e["position"] + e["length"]
