@@ -172,21 +172,36 @@ def score_series(
     score, thr = np.zeros(n_new), np.zeros(n_new)
     errs = np.zeros((n_new, len(CHANNELS)))
     n_ctx = np.zeros(n_new, np.int64)
-    run = int(excluded_run)
-    for b in range(0, n_new, BLOCK):
-        lo, hi = start + b, start + min(b + BLOCK, n_new)
-        while True:
-            f, nc = window_features(ts[:hi], x[:hi], hi - lo, cfg, ex[:hi])
-            ce = channel_errors(bundle.params, spec, standardize(norm, f), bundle.residual_scale)
-            sc = combine(ce)
-            th = np.where(nc >= spec.window - 1, dev_thr, glob)
-            new, run_end = _capped(sc > EXCLUDE_LEVEL * th, run, EXCLUDE_WINDOWS * spec.window)
-            if np.array_equal(new, ex[lo:hi]):
-                break
-            ex[lo:hi] = new
-        run = run_end
+    run, cap = int(excluded_run), EXCLUDE_WINDOWS * spec.window
+
+    def block(lo: int, hi: int) -> tuple[np.ndarray, ...]:
+        f, nc = window_features(ts[:hi], x[:hi], hi - lo, cfg, ex[:hi])
+        ce = channel_errors(bundle.params, spec, standardize(norm, f), bundle.residual_scale)
+        return combine(ce), ce, np.where(nc >= spec.window - 1, dev_thr, glob), nc
+
+    def keep(lo: int, hi: int, out: tuple[np.ndarray, ...]) -> None:
         i, j = lo - start, hi - start
-        score[i:j], errs[i:j], thr[i:j], n_ctx[i:j] = sc, ce, th, nc
+        score[i:j], errs[i:j], thr[i:j], n_ctx[i:j] = out
+
+    # all at once first: up to the first reading over the level nothing is excluded, so
+    # those rows are final (usually all of them, in one vectorised call)
+    lo = start
+    if n_new:
+        out = block(start, m)
+        hot = np.flatnonzero(out[0] > EXCLUDE_LEVEL * out[2])
+        lo = start + (int(hot[0]) if hot.size else n_new)
+        keep(start, lo, tuple(a[: lo - start] for a in out))
+        run = 0 if lo > start else run
+    for b in range(lo, m, BLOCK):
+        hi = min(b + BLOCK, m)
+        while True:
+            out = block(b, hi)
+            new, run_end = _capped(out[0] > EXCLUDE_LEVEL * out[2], run, cap)
+            if np.array_equal(new, ex[b:hi]):
+                break
+            ex[b:hi] = new
+        run = run_end
+        keep(b, hi, out)
     return SeriesScores(score, errs, thr, n_ctx, ex, run)
 
 
