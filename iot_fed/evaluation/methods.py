@@ -59,6 +59,8 @@ class Scored:
     scores: np.ndarray
     seconds: float
     info: dict[str, Any] = field(default_factory=dict)
+    bundle: ModelBundle | None = None
+    """The one model behind the scores (federated, centralised), to score more data."""
 
 
 def _np(p: Params) -> Params:
@@ -143,7 +145,10 @@ def run_federated(
     bundle, info = federate(devices, setup, **kw)
     secs = time.perf_counter() - t0
     return Scored(
-        normalised_test_scores(bundle, test_series, [d.moteid for d in devices]), secs, info
+        normalised_test_scores(bundle, test_series, [d.moteid for d in devices]),
+        secs,
+        info,
+        bundle,
     )
 
 
@@ -212,6 +217,7 @@ def run_centralised(
         scores,
         time.perf_counter() - t0,
         {"epochs": setup.rounds * setup.train.local_epochs, "val_loss": history},
+        bundle,
     )
 
 
