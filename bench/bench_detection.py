@@ -31,6 +31,11 @@ def summary(results: dict[str, Any], flower: dict[str, Any] | None) -> dict[str,
             k: {t: r["event_recall"] for t, r in v["per_type"].items()} for k, v in m.items()
         },
         "false_alarms_per_device_day": {k: v["false_alarms_per_device_day"] for k, v in m.items()},
+        "false_alarms_per_device_day_no_faults": {
+            k: v["false_alarms_per_device_day_no_faults"]
+            for k, v in m.items()
+            if "false_alarms_per_device_day_no_faults" in v
+        },
         "robust": rb,
         "flower": flower or {},
         "engine_vs_bare": results.get("engine_vs_bare", {}).get("ratio"),

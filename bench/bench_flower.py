@@ -56,7 +56,7 @@ def from_list(arrs: list[np.ndarray], spec: ModelSpec) -> Params:
 
 
 def evaluate(bundle: ModelBundle, p: Any) -> dict[str, float]:
-    s = mt.normalised_test_scores(bundle, p.test_feats, p.moteids)
+    s = mt.normalised_test_scores(bundle, p.test_series, p.moteids)
     rep = binary_report(p.fault_type != "", ~(s <= 1.0), s)
     return {k: round(float(rep[k] or 0.0), 4) for k in ("f1", "roc_auc", "precision", "recall")}
 
@@ -297,7 +297,8 @@ def main() -> None:
     res: dict[str, Any] = {
         "machine": machine_info(),
         "command": "assets_data/bench-venv/bin/python bench/bench_flower.py "
-        f"--devices {args.devices} --rounds {args.rounds}",
+        f"--devices {args.devices} --days {args.days:g} --samples {args.samples} "
+        f"--rounds {args.rounds}",
         "config": {
             "devices": len(p.devices),
             "samples": args.samples,

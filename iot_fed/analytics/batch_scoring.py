@@ -1,7 +1,7 @@
 """Vectorised scoring of pandas batches (the bodies of Spark ``mapInPandas`` calls).
 
 Everything here runs on executors, one whole Arrow batch at a time, with the numpy
-scoring of :mod:`iot_fed.fl.scoring` (no JAX, no per-row Python calls).
+scoring of :mod:`iot_fed.fl.stream_scoring` (no JAX, no per-row Python calls).
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ import pandas as pd
 
 from iot_fed.data.generator import EPOCH_S, START, generate
 from iot_fed.data.parse import READING_COLUMNS, parse_readings
-from iot_fed.fl.features import features_from_columns
 
 REAL_VOLTAGE = 2.7
 """Constant voltage given to the real single-mote series (it has no voltage column)."""
@@ -88,13 +87,6 @@ def split_in_time(
     train = df[is_train].reset_index(drop=True)
     test = df[pos >= cut].reset_index(drop=True)
     return train, test
-
-
-def features(frame: pd.DataFrame) -> np.ndarray:
-    """Raw ``(n, 6)`` model features of a readings frame (row order kept)."""
-    return features_from_columns(
-        frame["temperature"], frame["humidity"], frame["light"], frame["voltage"], frame["ts"]
-    )
 
 
 @dataclass

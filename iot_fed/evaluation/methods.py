@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,13 +29,13 @@ from iot_fed.fl.rounds import (
     DeviceData,
     ServerConfig,
     client_update,
-    device_scores,
     initial_normalizer,
     server_update,
     validation_loss,
 )
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec, Params
+from iot_fed.fl.stream_scoring import score_series
 from iot_fed.fl.training import TrainConfig
 
 HOLDOUT_MODULUS = 10
@@ -59,19 +59,32 @@ class Scored:
     scores: np.ndarray
     seconds: float
     info: dict[str, Any] = field(default_factory=dict)
+    bundle: ModelBundle | None = None
+    """The one model behind the scores (federated, centralised), to score more data."""
 
 
 def _np(p: Params) -> Params:
     return {k: {m: np.asarray(v) for m, v in layer.items()} for k, layer in p.items()}
 
 
+class Series(NamedTuple):
+    """One device's readings in time order; the last ``n_new`` are scored."""
+
+    ts_ms: np.ndarray
+    values: np.ndarray
+    n_new: int
+
+
 def normalised_test_scores(
-    bundle: ModelBundle, test_feats: Sequence[np.ndarray], ids
+    bundle: ModelBundle, series: Sequence[Series], ids: Sequence[int]
 ) -> np.ndarray:
+    """Each device's new readings scored as the product's stream scores them
+    (:func:`iot_fed.fl.stream_scoring.score_series`: anomalies stay out of the context),
+    over the threshold applied to each."""
     out = []
-    for m, f in zip(ids, test_feats, strict=True):
-        thr, _ = bundle.threshold_for(m)
-        out.append(device_scores(bundle, f, m) / thr)
+    for m, ser in zip(ids, series, strict=True):
+        res = score_series(bundle, m, ser.ts_ms, ser.values, ser.n_new)
+        out.append(res.score / res.threshold)
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -126,18 +139,21 @@ def federate(
 
 
 def run_federated(
-    devices: Sequence[DeviceData], test_feats: Sequence[np.ndarray], setup: Setup, **kw: Any
+    devices: Sequence[DeviceData], test_series: Sequence[Series], setup: Setup, **kw: Any
 ) -> Scored:
     t0 = time.perf_counter()
     bundle, info = federate(devices, setup, **kw)
     secs = time.perf_counter() - t0
     return Scored(
-        normalised_test_scores(bundle, test_feats, [d.moteid for d in devices]), secs, info
+        normalised_test_scores(bundle, test_series, [d.moteid for d in devices]),
+        secs,
+        info,
+        bundle,
     )
 
 
 def run_local_only(
-    devices: Sequence[DeviceData], test_feats: Sequence[np.ndarray], setup: Setup
+    devices: Sequence[DeviceData], test_series: Sequence[Series], setup: Setup
 ) -> Scored:
     """Each device alone for ``rounds x local_epochs`` epochs; own normaliser and threshold."""
     t0 = time.perf_counter()
@@ -157,17 +173,17 @@ def run_local_only(
     res = train_devices(
         g, data, setup.spec, cfg, seed=setup.seed, device_ids=[d.moteid for d in devices]
     )
-    for i, (d, nm, f) in enumerate(zip(devices, norms, test_feats, strict=True)):
+    for i, (d, nm, ser) in enumerate(zip(devices, norms, test_series, strict=True)):
         b = ModelBundle(setup.spec, res.device_params(i), nm)
         from iot_fed.fl.rounds import calibrate_bundle
 
         calibrate_bundle(b, {d.moteid: d.held_out}, setup.server.quantile)
-        scores.append(device_scores(b, f, d.moteid) / b.threshold_for(d.moteid)[0])
+        scores.append(normalised_test_scores(b, [ser], [d.moteid]))
     return Scored(np.concatenate(scores), time.perf_counter() - t0, {"epochs": cfg.local_epochs})
 
 
 def run_centralised(
-    devices: Sequence[DeviceData], test_feats: Sequence[np.ndarray], setup: Setup
+    devices: Sequence[DeviceData], test_series: Sequence[Series], setup: Setup
 ) -> Scored:
     """Pooled data (each device standardised by its own normaliser, as in the federation),
     ``rounds x local_epochs`` epochs in ``rounds`` chunks, keeping the chunk with the best
@@ -196,11 +212,12 @@ def run_centralised(
     assert best is not None
     bundle = best[1]
     calibrate_bundle(bundle, held, setup.server.quantile)
-    scores = normalised_test_scores(bundle, test_feats, [d.moteid for d in devices])
+    scores = normalised_test_scores(bundle, test_series, [d.moteid for d in devices])
     return Scored(
         scores,
         time.perf_counter() - t0,
         {"epochs": setup.rounds * setup.train.local_epochs, "val_loss": history},
+        bundle,
     )
 
 

@@ -6,7 +6,7 @@ when nothing was flagged, recall when there is no fault — never a made-up 0 or
 ``2 tp / (2 tp + fp + fn)``, which is defined (0) whenever there is a fault or a flag.
 ROC-AUC is the Mann-Whitney statistic with average ranks for ties (equal to
 ``roc_auc_score``), NaN when only one class is present. Non-finite scores rank highest
-(NaN is treated as +inf, matching :func:`iot_fed.fl.scoring.flag`, which flags them).
+(NaN is treated as +inf, as :mod:`iot_fed.fl.stream_scoring` flags non-finite scores).
 """
 
 from __future__ import annotations

@@ -36,6 +36,10 @@ median of its held-out scores, the fleet's scale-free quantile ``Q`` at the targ
 over all devices' ``score / scale`` (many readings, so an extreme quantile is stable), and
 the device threshold is ``Q * scale``. The global threshold (fallback for a device with
 no calibration yet, or with a short history) is the target quantile of all held-out scores.
+
+Under a robust aggregation strategy the fleet-wide quantiles (residual scales, ``Q``, the
+global threshold) are robust too (:mod:`iot_fed.fl.tails`): failing devices' held-out
+readings would otherwise inflate them and blind the detector on every healthy device.
 """
 
 from __future__ import annotations
@@ -45,9 +49,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iot_fed.fl.forward import forward_numpy
 from iot_fed.fl.normalization import Normalizer
-from iot_fed.fl.scoring import forward_numpy
 from iot_fed.fl.spec import ModelSpec, Params
+from iot_fed.fl.tails import combined_tail_quantile, trimmed_pool_quantile
 from iot_fed.fl.window_features import CHANNELS, PER_CHANNEL
 
 N_CHANNELS = len(CHANNELS)
@@ -82,10 +87,17 @@ def combine(errors: np.ndarray) -> np.ndarray:
 
 
 def residual_scale(
-    params: Params, spec: ModelSpec, zs: Sequence[np.ndarray], quantile: float
+    params: Params,
+    spec: ModelSpec,
+    zs: Sequence[np.ndarray],
+    quantile: float,
+    pooling: str = "pooled",
+    trim_ratio: float = 0.1,
 ) -> np.ndarray:
     """Each output's ``quantile`` of absolute residuals over held-out normal inputs
-    (fleet-wide, floored): a standardised residual of 1 is as rare as the target."""
+    (fleet-wide, floored): a standardised residual of 1 is as rare as the target. ``zs``
+    per device; a robust ``pooling`` leaves out the heaviest-tailed devices
+    (:func:`iot_fed.fl.tails.trimmed_pool_quantile`)."""
     res = [
         np.abs(
             forward_numpy(params, z, spec.activation).astype(np.float64) - z[:, : spec.n_outputs]
@@ -95,7 +107,8 @@ def residual_scale(
     ]
     if not res:
         return np.ones(spec.n_outputs)
-    return np.maximum(np.quantile(np.concatenate(res), quantile, axis=0), MIN_RESIDUAL_SCALE)
+    trim = 0.0 if pooling == "pooled" else trim_ratio
+    return np.maximum(trimmed_pool_quantile(res, quantile, trim), MIN_RESIDUAL_SCALE)
 
 
 def target_quantile(false_alarms_per_day: float, readings_per_day: int) -> float:
@@ -117,14 +130,28 @@ class Thresholds:
 
 
 def calibrate(
-    scores: Mapping[int, np.ndarray], quantile: float, min_readings: int = 20
+    scores: Mapping[int, np.ndarray],
+    quantile: float,
+    min_readings: int = 20,
+    pooling: str = "pooled",
+    trim_ratio: float = 0.1,
 ) -> Thresholds:
-    """Thresholds from held-out normal scores per device (see the module docstring)."""
+    """Thresholds from held-out normal scores per device (see the module docstring).
+
+    The fleet quantiles (global threshold, ``Q``) are pooled (empirical), or with a robust
+    ``pooling`` the median / trimmed mean of the devices' own tails
+    (:func:`iot_fed.fl.tails.combined_tail_quantile`), taken on ``sqrt(score)`` (a
+    residual's scale, whose tail is near exponential) and squared back."""
     good = {m: s[np.isfinite(s)] for m, s in scores.items()}
-    pooled = np.concatenate([s for s in good.values()] or [np.zeros(0)])
-    if pooled.size == 0:
+    if not any(s.size for s in good.values()):
         raise ValueError("no held-out scores to calibrate thresholds on")
-    glob = max(float(np.quantile(pooled, quantile)), THRESHOLD_FLOOR)
+
+    def fq(xs: list[np.ndarray]) -> float:
+        if pooling == "pooled":
+            return float(np.quantile(np.concatenate(xs), quantile))
+        return combined_tail_quantile([np.sqrt(x) for x in xs], quantile, pooling, trim_ratio) ** 2
+
+    glob = max(fq(list(good.values())), THRESHOLD_FLOOR)
     scale = {
         m: max(float(np.median(s)), THRESHOLD_FLOOR)
         for m, s in good.items()
@@ -135,6 +162,5 @@ def calibrate(
     # devices whose scale is far off the fleet's (failing motes) do not set the fleet's Q
     typical = float(np.median(list(scale.values())))
     pool = [m for m in scale if scale[m] <= 10.0 * typical] or list(scale)
-    u = np.concatenate([good[m] / scale[m] for m in pool])
-    qf = float(np.quantile(u, quantile))
+    qf = fq([good[m] / scale[m] for m in pool])
     return Thresholds(glob, {int(m): qf * sc for m, sc in scale.items()}, quantile, qf)

@@ -21,7 +21,7 @@ hidden sizes, activation) — and make the anomaly signal explicit:
 Why a reconstruction MLP rather than a classifier: labels are rare/absent in the stream,
 the model is tiny (FedAvg over thousands of motes stays cheap), it trains with plain
 mini-batch SGD/Adam and averages well, and the score is per-reading so it can be applied
-row-wise in Spark with :mod:`iot_fed.fl.scoring` (numpy only). Caveat: with wide hidden
+row-wise in Spark with :mod:`iot_fed.fl.forward` (numpy only). Caveat: with wide hidden
 layers the net *could* learn the identity; short local training (few epochs, warm start)
 and the time-of-day inputs keep it on the normal manifold, and readings far outside the
 training range (spikes, stuck/dying-battery values) reconstruct poorly. A bottleneck

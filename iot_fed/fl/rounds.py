@@ -36,10 +36,11 @@ from iot_fed.fl.detector import (
     standardize,
     target_quantile,
 )
+from iot_fed.fl.forward import forward_numpy
 from iot_fed.fl.normalization import Normalizer, SufficientStats
-from iot_fed.fl.scoring import forward_numpy
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec, Params
+from iot_fed.fl.tails import pooling_for
 from iot_fed.fl.window_features import CHANNELS, N_FEATURES, PER_CHANNEL, window_features
 
 _LEVEL = np.array([0.5, 1.0, 10.0, 0.01])
@@ -148,11 +149,10 @@ def client_update(
     from iot_fed.fl.training import train_devices  # JAX only here
 
     data, norms = [], {}
-    for d in devices:
+    stats = tuple(feature_stats(d.train) for d in devices)
+    for d, st in zip(devices, stats, strict=True):
         own = known.get(d.moteid)
-        norms[d.moteid] = (
-            own if own is not None else device_normalizer(feature_stats(d.train), norm)
-        )
+        norms[d.moteid] = own if own is not None else device_normalizer(st, norm)
         z = standardize(norms[d.moteid], d.train)
         data.append((z, np.ascontiguousarray(z[:, : spec.n_outputs])))
     res = train_devices(
@@ -164,7 +164,7 @@ def client_update(
         n_samples=res.n_samples,
         loss_before=res.loss_before,
         loss_after=res.loss_after,
-        stats=tuple(feature_stats(d.train) for d in devices),
+        stats=stats,
         norm=norm,
         device_norms=norms,
     )
@@ -256,14 +256,22 @@ def device_scores(bundle: ModelBundle, feats: np.ndarray, moteid: int) -> np.nda
 
 
 def calibrate_bundle(
-    bundle: ModelBundle, held_out: Mapping[int, np.ndarray], quantile: float
+    bundle: ModelBundle,
+    held_out: Mapping[int, np.ndarray],
+    quantile: float,
+    pooling: str = "pooled",
+    trim_ratio: float = 0.1,
 ) -> Thresholds:
-    """Residual scales and thresholds of ``bundle`` from held-out normal features (in place)."""
+    """Residual scales and thresholds of ``bundle`` from held-out normal features (in place).
+
+    ``pooling`` (:func:`iot_fed.fl.tails.pooling_for` of the aggregation strategy) says how
+    the devices' tails are combined: pooled for FedAvg, a median / trimmed mean of the
+    per-device tails for the robust strategies, so failing devices cannot inflate them."""
     zs = [standardize(bundle.norm_for(m), f) for m, f in held_out.items() if len(f)]
-    rs = residual_scale(bundle.params, bundle.spec, zs, quantile)
+    rs = residual_scale(bundle.params, bundle.spec, zs, quantile, pooling, trim_ratio)
     bundle.residual_scale = rs
     scores = {m: device_scores(bundle, f, m) for m, f in held_out.items() if len(f)}
-    thr = calibrate(scores, quantile)
+    thr = calibrate(scores, quantile, pooling=pooling, trim_ratio=trim_ratio)
     bundle.threshold, bundle.device_thresholds = thr.global_threshold, dict(thr.device)
     return thr
 
@@ -317,7 +325,10 @@ def server_update(
     bundle = ModelBundle(spec, params, norm, device_norms=dev_norms)
     held = {m: f for m, f in held_out.items() if len(f)}
     if held:
-        thr = calibrate_bundle(bundle, held, cfg.quantile)
+        agg = cfg.aggregation
+        thr = calibrate_bundle(
+            bundle, held, cfg.quantile, pooling_for(agg.strategy), agg.trim_ratio
+        )
     else:  # no held-out data yet: calibrate on the training statistics' model scale
         thr = Thresholds(float("inf"), {}, cfg.quantile, float("nan"))
         bundle.residual_scale, bundle.threshold = np.ones(spec.n_outputs), float("inf")

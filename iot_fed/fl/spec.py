@@ -19,8 +19,9 @@ Params = dict[str, dict[str, Any]]
 """A params pytree: ``{"layer_<i>": {"w": array, "b": array}}``."""
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
-KIND = "window_ae/1"
-"""The model family and feature-set version; a bundle of another kind is not loadable."""
+KIND = "window_ae/2"
+"""The model family and feature-set version (2: linear run length); a bundle of another
+kind is not loadable."""
 
 
 @dataclass(frozen=True)

@@ -397,7 +397,7 @@ def evaluate_devices(
     """Score one model (e.g. the global one) on every device's data in one vmapped call.
 
     Returns per-device mean score (validation loss) and score quantile; combine the
-    latter with :func:`iot_fed.fl.scoring.combine_thresholds` for a global threshold.
+    latter (e.g. a sample-weighted mean) for a global threshold.
     """
     data = _check(device_data, spec)
     d = len(data)

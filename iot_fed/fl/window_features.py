@@ -10,8 +10,10 @@ Per channel (:data:`CHANNELS` order) :data:`PER_CHANNEL` features, in raw units:
 * ``dev``: deviation from the median of the context (spikes, bias onsets);
 * ``spread``: ``log(1.4826 MAD + floor)`` of the last ``spread_k`` readings including this
   one (noise bursts raise it; a stuck sensor drives it to the floor; one spike does not);
-* ``run``: ``log(1 + n)`` where ``n`` is how many readings before this one had exactly the
-  same value (stuck-at: grows by one per reading);
+* ``run``: ``n``, how many readings before this one had exactly the same value (stuck-at:
+  grows by one per reading). Linear, not ``log(1 + n)``: runs of a quantised channel are
+  about geometric, ``P(run >= n) ~ p^n``, so a run's rarity grows linearly with ``n``;
+  the log took 12 readings to flag a stuck temperature, linear 5 (benchmark);
 * ``trend``: median of the last ``spread_k`` readings minus the median of the first
   ``spread_k`` readings of a full window: the change across the window (drift), robust
   to spikes.
@@ -37,7 +39,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 CHANNELS = ("temperature", "humidity", "light", "voltage")
 PER_CHANNEL = ("diff", "dev", "spread", "run", "trend")
@@ -72,14 +73,46 @@ class WindowConfig:
             raise ValueError(f"need 0 < period_s < reset_gap_s: {self}")
 
 
+def segment_start(ts_ms: np.ndarray, cfg: WindowConfig) -> np.ndarray:
+    """Per row, the first row of its segment: context is cut at gaps over ``reset_gap_s``."""
+    ts = np.asarray(ts_ms, np.int64).reshape(-1)
+    dt = np.diff(ts.astype(np.float64)) / (1000.0 * cfg.period_s)  # in periods
+    reset = np.concatenate([[True], dt > cfg.reset_gap_s / cfg.period_s])
+    return np.maximum.accumulate(np.where(reset, np.arange(ts.size), 0))
+
+
+def context_index(
+    n_rows: int, rows: np.ndarray, window: int, excluded: np.ndarray | None = None
+) -> np.ndarray:
+    """``(len(rows), window)`` row indices of each row's window: its context (the last
+    ``window - 1`` rows before it that are not ``excluded``; -1 where there are fewer),
+    then the row itself."""
+    if excluded is None:
+        return rows[:, None] - window + 1 + np.arange(window)[None, :]
+    ex = np.asarray(excluded, bool).reshape(-1)
+    if ex.shape[0] != n_rows:
+        raise ValueError(f"excluded has {ex.shape[0]} entries for {n_rows} rows")
+    acc = np.flatnonzero(~ex)
+    k = np.searchsorted(acc, rows)  # context rows before each row
+    j = k[:, None] - (window - 1) + np.arange(window - 1)[None, :]
+    ctx = acc[np.clip(j, 0, None)] if acc.size else np.zeros_like(j)
+    return np.concatenate([np.where(j >= 0, ctx, -1), rows[:, None]], axis=1)
+
+
 def window_features(
-    ts_ms: np.ndarray, values: np.ndarray, n_new: int, cfg: WindowConfig = WindowConfig()
+    ts_ms: np.ndarray,
+    values: np.ndarray,
+    n_new: int,
+    cfg: WindowConfig = WindowConfig(),
+    excluded: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features ``(n_new, N_FEATURES)`` float64 of the last ``n_new`` rows, and each row's
     number of context readings ``(n_new,)``.
 
     ``ts_ms`` ``(m,)`` ascending ms; ``values`` ``(m, 4)`` finite raw readings; the first
-    ``m - n_new`` rows are history (context only).
+    ``m - n_new`` rows are history (context only). ``excluded`` ``(m,)``: rows that are
+    never context (readings flagged as anomalous, see :mod:`iot_fed.fl.stream_scoring`);
+    they still count for ``gap`` and for the reset after a long gap.
     """
     ts = np.asarray(ts_ms, np.int64).reshape(-1)
     x = np.asarray(values, np.float64).reshape(-1, len(CHANNELS))
@@ -88,25 +121,23 @@ def window_features(
         raise ValueError(f"{m} readings, {ts.shape[0]} timestamps, n_new={n_new}")
     if n_new == 0:
         return np.zeros((0, N_FEATURES)), np.zeros(0, np.int64)
-    dt = np.diff(ts.astype(np.float64)) / (1000.0 * cfg.period_s)  # in periods
-    reset = np.concatenate([[True], dt > cfg.reset_gap_s / cfg.period_s])
-    seg_start = np.maximum.accumulate(np.where(reset, np.arange(m), 0))
+    seg_start = segment_start(ts, cfg)
     rows = np.arange(m - n_new, m)
-    # window j of row t holds row t - w + 1 + j; positions before the segment are NaN
-    pos = rows[:, None] - w + 1 + np.arange(w)[None, :]
-    valid = pos >= seg_start[rows][:, None]
-    xp = np.concatenate([np.full((w - 1, x.shape[1]), np.nan), x])
-    win = np.ascontiguousarray(sliding_window_view(xp, w, axis=0)[rows])  # (n, 4, w)
+    # window j of row t holds row idx[t, j]; rows before t's segment are NaN
+    idx = context_index(m, rows, w, excluded)
+    valid = idx >= seg_start[rows][:, None]
+    safe = np.where(valid, idx, rows[:, None])
+    win = np.ascontiguousarray(np.transpose(x[safe], (0, 2, 1)))  # (n, 4, w)
     win[~np.broadcast_to(valid[:, None, :], win.shape)] = np.nan
-    tp = np.concatenate([np.zeros(w - 1), ts.astype(np.float64)])
-    twin = sliding_window_view(tp, w)[rows] / (1000.0 * cfg.period_s)
-    twin = np.where(valid, twin - twin[:, -1:], np.nan)  # periods before this reading
+    tp = ts.astype(np.float64) / (1000.0 * cfg.period_s)
+    twin = np.where(valid, tp[safe] - tp[rows][:, None], np.nan)  # periods before this one
 
     cur = win[:, :, -1]
     ctx = win[:, :, :-1]
     n_ctx = valid[:, :-1].sum(axis=1)
-    has_prev = valid[:, -2]
-    dtp = np.where(has_prev, -twin[:, -2], np.nan)
+    dtp = np.where(valid[:, -2], -twin[:, -2], np.nan)  # since the newest context reading
+    has_prev = rows - 1 >= seg_start[rows]
+    dprev = np.where(has_prev, tp[rows] - tp[np.maximum(rows - 1, 0)], np.nan)
     k = cfg.spread_k
     with np.errstate(invalid="ignore", divide="ignore"):
         # change since the recent past: vs the median of the previous 3 readings, so the
@@ -120,12 +151,12 @@ def window_features(
         mad = _nanmedian(np.abs(last - _nanmedian(last, n_last)[..., None]), n_last)
         spread = np.log(1.4826 * mad + SPREAD_FLOOR)
         spread[n_last < 3] = np.nan
-        run = np.log1p(_trailing_equal(ctx, cur))
+        run = _trailing_equal(ctx, cur)
         run[n_ctx == 0] = np.nan
         first = win[:, :, :k]
         trend = _nanmedian(last, n_last) - _nanmedian(first, valid[:, :k].sum(axis=1))
         trend[~valid[:, 0]] = np.nan  # needs a full window
-    gap = np.where(has_prev, np.log1p(np.maximum(dtp - 1.0, 0.0)), np.nan)
+    gap = np.where(has_prev, np.log1p(np.maximum(dprev - 1.0, 0.0)), np.nan)
     phase = 2.0 * np.pi * (np.mod(ts[rows], MS_PER_DAY) / MS_PER_DAY)
     per_channel = np.stack([diff, dev, spread, run, trend], axis=2)  # (n, 4, 5)
     feats = np.concatenate(

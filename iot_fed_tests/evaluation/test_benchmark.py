@@ -84,6 +84,9 @@ def test_benchmark_runs_end_to_end_on_a_tiny_config(tmp_path: Path) -> None:
         assert 0.0 <= o["f1"] <= 1.0 and 0.0 <= o["roc_auc"] <= 1.0 and 0.0 <= o["pr_auc"] <= 1.0
         assert set(res["per_type"]) == set(FAULT_TYPES)
         assert res["false_alarms_per_device_day"] >= 0
+        if name in ("federated", "centralised"):  # the model on the fault-free test period
+            assert 0 <= res["false_alarms_per_device_day_no_faults"] < 2800
+    assert "false_alarms_per_device_day_no_faults" not in methods["local_only"]
     assert set(results["robust"]["f1"]) == {"fedavg", "median"}
     assert set(results["robust"]["f1"]["median"]) == {"clean", "failing_1"}
     assert set(results["dp"]["f1"]) == {"0.0", "1.0"}

@@ -2,8 +2,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from iot_fed.fl.forward import forward_numpy, reconstruction_error_numpy
 from iot_fed.fl.model import forward, init_params, masked_mean_loss, reconstruction_error
-from iot_fed.fl.scoring import forward_numpy, reconstruction_error_numpy
 from iot_fed.fl.spec import ModelSpec
 
 # 2 -> 2 (relu) -> 1 with hand-picked weights

@@ -109,3 +109,40 @@ def test_robust_strategies_keep_the_normaliser_away_from_failing_devices():
     assert np.abs(med.bundle.norm.mean).max() < 200 < np.abs(avg.bundle.norm.mean).max()
     with pytest.raises(ValueError):
         ServerConfig(false_alarms_per_device_day=5000.0).quantile  # noqa: B018
+
+
+def test_robust_strategies_keep_residual_scales_and_thresholds_away_from_failing_devices():
+    devs = _devices(6, 250)
+    g = _np(init_params(SPEC, 0))
+    upd = ClientUpdate(
+        moteids=tuple(d.moteid for d in devs),
+        params={k: {m: np.stack([v] * 6) for m, v in la.items()} for k, la in g.items()},
+        n_samples=np.ones(6),
+        loss_before=np.zeros(6),
+        loss_after=np.zeros(6),
+        stats=tuple(SufficientStats.zeros(N_FEATURES) for _ in devs),
+        norm=initial_normalizer(devs),
+    )
+    clean = {d.moteid: d.held_out for d in devs}
+    broken = dict(clean)
+    bad = np.nan_to_num(devs[0].held_out).copy()
+    bad[::3, :20] += 500.0  # a failing mote: every third held-out reading is garbage
+    broken[devs[0].moteid] = bad
+    out = {}
+    for strategy in ("fedavg", "median", "trimmed_mean"):
+        cfg = ServerConfig(AggregationConfig(strategy, trim_ratio=0.2))
+        out[strategy] = [server_update(upd, h, SPEC, cfg).bundle for h in (clean, broken)]
+
+    def top(b):  # the healthy devices' largest held-out score over their own threshold
+        return max(
+            float(np.max(device_scores(b, d.held_out, d.moteid))) / b.threshold_for(d.moteid)[0]
+            for d in devs[1:]
+        )
+
+    for strategy in ("median", "trimmed_mean"):
+        ok, hit = out[strategy]
+        np.testing.assert_allclose(hit.residual_scale, ok.residual_scale, rtol=0.5)
+        assert 0.5 < top(hit) / top(ok) < 2.0
+    ok, hit = out["fedavg"]  # plain pooling: the failing mote's garbage sets the tails
+    assert np.max(hit.residual_scale / ok.residual_scale) > 100
+    assert top(hit) < 1e-3 * top(ok)

@@ -80,7 +80,7 @@ def test_window_feature_golden_values():
     assert t["spread"][4] == pytest.approx(np.log(0.005))
     assert t["spread"][2] == pytest.approx(np.log(1.4826 * 1.0 + 0.005))
     # run: identical previous readings
-    assert np.isnan(t["run"][0]) and list(t["run"][1:]) == pytest.approx(np.log1p([0, 0, 1, 2]))
+    assert np.isnan(t["run"][0]) and list(t["run"][1:]) == [0, 0, 1, 2]
     # trend: median(last 3) - median(first 3) of a full window
     assert np.isnan(t["trend"][:3]).all() and list(t["trend"][3:]) == [2.0, 0.0]
     assert f[3, _col("temperature_level")] == 4.0
@@ -118,8 +118,15 @@ def test_stream_scores_equal_batch_scores():
     assert hist == h_whole and len(hist.epochs) == b.spec.window - 1
 
 
-def test_short_history_uses_the_global_threshold_with_a_reason():
+def _quiet_bundle():
+    """A bundle whose normal scores stay far below its thresholds (nothing is excluded)."""
     b = _bundle()
+    b.residual_scale = np.full(b.spec.n_outputs, 10.0)
+    return b
+
+
+def test_short_history_uses_the_global_threshold_with_a_reason():
+    b = _quiet_bundle()
     ts, vals = _series(20, seed=1)
     out, _ = score_device(
         b, DeviceHistory.empty(), moteid=1, epochs=np.arange(20), ts_ms=ts, values=vals
@@ -166,7 +173,7 @@ def test_stuck_and_spike_move_their_features():
     vals[120:160, 0] = vals[119, 0]  # stuck temperature
     vals[60, 1] += 5.0  # humidity spike
     f, _ = window_features(ts, vals, 200, cfg)
-    assert f[150, _col("temperature_run")] == pytest.approx(np.log1p(15))
+    assert f[150, _col("temperature_run")] == 15
     assert f[150, _col("temperature_spread")] == pytest.approx(np.log(0.005))
     assert f[60, _col("humidity_dev")] > 4.0
     assert abs(f[61, _col("humidity_diff")]) < 1.0  # the reading after a spike is clean
@@ -207,3 +214,76 @@ def test_validation_verdict_golden():
     v = validation_verdict(1.2, 1.0, 0.05)
     assert not v.ok and "1.2 > 1.05" in v.reason
     assert not validation_verdict(float("nan"), 1.0, 0.05).ok
+
+
+def test_excluded_rows_are_left_out_of_the_context_but_count_for_the_gap():
+    cfg = WindowConfig(window=8, spread_k=4)
+    ts, vals = _series(120, seed=4)
+    ex = np.zeros(120, bool)
+    ex[[30, 31, 32, 70]] = True
+    f, n_ctx = window_features(ts, vals, 120, cfg, ex)
+    keep = ~ex
+    g, g_ctx = window_features(ts[keep], vals[keep], int(keep.sum()), cfg)
+    others = [i for i, name in enumerate(FEATURE_NAMES) if name != "gap"]
+    np.testing.assert_array_equal(f[keep][:, others], g[:, others])
+    np.testing.assert_array_equal(n_ctx[keep], g_ctx)
+    gap = FEATURE_NAMES.index("gap")
+    assert f[33, gap] == pytest.approx(0.0) and g[30, gap] > 1.0  # row 33 follows row 32
+    with pytest.raises(ValueError, match="excluded"):
+        window_features(ts, vals, 120, cfg, ex[:-1])
+
+
+def _bias(n=200, at=100, length=6, offset=50.0):
+    ts, vals = _series(n, seed=5)
+    vals = vals.copy()
+    vals[at : at + length, 0] += offset
+    return ts, vals
+
+
+def test_anomalies_stay_out_of_the_context_so_recovery_is_not_flagged(monkeypatch):
+    from iot_fed.fl import stream_scoring
+
+    b = _quiet_bundle()
+    ts, vals = _bias()  # shorter than the window
+    ep = np.arange(len(ts))
+    out, hist = score_device(b, DeviceHistory.empty(), moteid=1, epochs=ep, ts_ms=ts, values=vals)
+    assert out.flag[100:106].all() and not out.flag[:100].any()
+    assert not out.flag[106:].any()  # back to normal: judged against the readings before
+    assert hist.last_epoch == len(ts) - 1 and hist.excluded_run == 0
+    monkeypatch.setattr(stream_scoring, "EXCLUDE_LEVEL", np.inf)  # the context takes all
+    plain, _ = score_device(b, DeviceHistory.empty(), moteid=1, epochs=ep, ts_ms=ts, values=vals)
+    assert plain.flag[106:].any()
+
+
+def test_a_lasting_level_shift_enters_the_context_after_a_window():
+    b = _quiet_bundle()
+    ts, vals = _bias(length=100)  # shifted from row 100 to the end
+    out, hist = score_device(
+        b, DeviceHistory.empty(), moteid=1, epochs=np.arange(len(ts)), ts_ms=ts, values=vals
+    )
+    w = b.spec.window
+    assert out.flag[100 : 100 + w].all()
+    # after `window` readings left out, the shifted readings are the context
+    assert len(hist.epochs) == w - 1 and hist.epochs[0] >= 100 + w
+    assert hist.values[-1][0] == vals[-1, 0] and hist.excluded_run > w
+
+
+def test_stream_equals_batch_while_anomalies_are_excluded():
+    b = _quiet_bundle()
+    ts, vals = _bias(length=30)
+    vals = vals.copy()
+    vals[[60, 61, 150], 1] += 80.0
+    vals[170, 2] = np.nan  # a data fault right after
+    ep = np.arange(len(ts))
+    whole, h_whole = score_device(
+        b, DeviceHistory.empty(), moteid=1, epochs=ep, ts_ms=ts, values=vals
+    )
+    assert whole.flag[100:130].all() and whole.flag[[60, 61, 150]].all()
+    hist, parts = DeviceHistory.empty(), []
+    for a, z in ((0, 61), (61, 62), (62, 105), (105, 106), (106, 171), (171, 200)):
+        out, hist = score_device(b, hist, moteid=1, epochs=ep[a:z], ts_ms=ts[a:z], values=vals[a:z])
+        hist = DeviceHistory.from_json(hist.to_json())
+        parts.append(out)
+    np.testing.assert_array_equal(np.concatenate([p.score for p in parts]), whole.score)
+    np.testing.assert_array_equal(np.concatenate([p.flag for p in parts]), whole.flag)
+    assert hist == h_whole
