@@ -155,8 +155,12 @@ def one(
     docs = list(db.predictions.find({}, {"scored_at": 1, "kafka_ts": 1}))
     lat = [(d["scored_at"] - d["kafka_ts"]).total_seconds() for d in docs]
     # steady state: the readings produced after the first 10 s (the query's start-up)
-    t_steady = dt.datetime.fromtimestamp(t0 + 10, dt.UTC).replace(tzinfo=None)
-    steady = [x for x, d in zip(lat, docs, strict=True) if d["kafka_ts"] >= t_steady]
+    t_steady = t0 + 10
+    steady = [
+        x
+        for x, d in zip(lat, docs, strict=True)
+        if d["kafka_ts"].replace(tzinfo=dt.UTC).timestamp() >= t_steady
+    ]
     first_v2 = next(
         iter(db.predictions.find({"model_version": 2}).sort("scored_at", 1).limit(1)), None
     )
@@ -229,7 +233,7 @@ def main() -> int:
             e,
             st,
         )
-        print(" ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)))
+        print(" ".join(f"{c!s:>{w}}" for c, w in zip(cells, widths, strict=True)))
     RESULTS.write_text(
         json.dumps(
             {"machine": machine_info(), "trigger_s": settings.scorer_trigger_s, "runs": rows},
