@@ -16,6 +16,11 @@ run() { echo; echo "=== $*"; "$@"; }
 run $PY bench/bench_train.py $QUICK_FLAG
 run $PY bench/bench_ingest.py $QUICK_FLAG
 run $PY bench/bench_spark.py $QUICK_FLAG
+if [ -n "$QUICK_FLAG" ]; then
+  run $PY bench/bench_scorer.py --rates 10 --seconds 20
+else
+  run $PY bench/bench_scorer.py
+fi
 run $PY bench/bench_detection.py $QUICK_FLAG
 if [ -n "$QUICK_FLAG" ]; then
   run $FLOWER_PY bench/bench_flower.py --devices 12 --samples 500 --rounds 2
