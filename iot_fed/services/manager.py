@@ -80,6 +80,22 @@ def _lock(settings: Settings):
     return file_lock(settings.state_dir / "services.lock")
 
 
+PORT_RELEASE_S = 5.0
+
+
+def _busy_ports(svc: Service, wait_s: float = PORT_RELEASE_S) -> list[int]:
+    """``svc``'s ports something else listens on, after up to ``wait_s`` for them to free.
+
+    A process killed a moment ago (kill -9) can still hold its listening sockets: its main
+    thread is already a zombie while the others (a JVM has dozens) are still exiting."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        busy = [p for p in svc.ports() if port_open(LOCAL_HOST, p)]
+        if not busy or time.monotonic() >= deadline:
+            return busy
+        time.sleep(0.2)
+
+
 def _own_record(svc: Service) -> ProcessRecord | None:
     """The record of a live process iot-fed started for ``svc``; stale records are removed."""
     rec = ProcessRecord.load(svc.record_path)
@@ -148,7 +164,7 @@ def _up_one(
         _wait_healthy(svc, rec, timeout)
         svc.after_start()
         return _status(svc, "already running", True, rec)
-    busy = [p for p in svc.ports() if port_open(LOCAL_HOST, p)]
+    busy = _busy_ports(svc)
     if busy:
         raise ServiceError(
             f"{svc.name}: port {LOCAL_HOST}:{busy[0]} is already in use by a process iot-fed "
