@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -151,17 +151,12 @@ class Decoded:
         return len(self.epoch)
 
     def take(self, idx: np.ndarray) -> Decoded:
-        return Decoded(
-            self.epoch[idx],
-            self.ts_ms[idx],
-            self.values[idx],
-            self.kafka_ts[idx],
-            self.kafka_offset[idx],
-            self.order[idx],
-            self.label[idx],
-            self.moteid,
-            [],
-        )
+        """The valid records at ``idx`` (no skipped ones)."""
+        arrays = {f.name: getattr(self, f.name)[idx] for f in fields(self) if f.name in _ROWS}
+        return replace(self, **arrays, skipped=[])
+
+
+_ROWS = ("epoch", "ts_ms", "values", "kafka_ts", "kafka_offset", "order", "label")
 
 
 def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
@@ -178,13 +173,15 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
     labels: list[Any] = []
     skipped: list[dict[str, Any]] = []
     moteid: int | None = None
+    oids = [f"{t}:{int(p)}:{int(o)}" for t, p, o in zip(topics, parts, offs, strict=True)]
     for i, (key, value) in enumerate(zip(raw["key"].tolist(), raw["value"].tolist(), strict=True)):
-        oid = f"{topics[i]}:{int(parts[i])}:{int(offs[i])}"
         reading, reason = decode_value(
             None if value is None else bytes(value), max_bytes, None if key is None else bytes(key)
         )
         if reading is None:
-            skipped.append({"kind": "skipped", "kafka_offset": oid, "reason": reason or "invalid"})
+            skipped.append(
+                {"kind": "skipped", "kafka_offset": oids[i], "reason": reason or "invalid"}
+            )
             continue
         keep.append(i)
         moteid = int(reading["moteid"])
@@ -193,13 +190,12 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
         values.append([float(reading[c]) for c in CHANNELS])
         labels.append(reading.get("label"))
     idx = np.asarray(keep, np.int64)
-    ids = np.array([f"{topics[i]}:{int(parts[i])}:{int(offs[i])}" for i in keep], dtype=object)
     return Decoded(
         epoch=np.asarray(epoch, np.int64),
         ts_ms=np.asarray(ts_ms, np.int64),
         values=np.asarray(values, np.float64).reshape(len(keep), len(CHANNELS)),
         kafka_ts=kafka_ts[idx],
-        kafka_offset=ids,
+        kafka_offset=np.array(oids, dtype=object)[idx],
         order=np.array([(int(parts[i]), int(offs[i])) for i in keep], np.int64).reshape(-1, 2),
         label=np.array(labels, dtype=object),
         moteid=moteid,

@@ -299,7 +299,7 @@ def start_streaming_evaluation(
     spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
     # The stateful step's partitions (fixed in the checkpoint when it is created): each one
     # is a task, a Python worker call and a state-store commit per micro-batch. 4 -> 1 took
-    # a 10 rec/s micro-batch from ~6 s to ~2.3 s on 2 cores (bench/bench_latency.py).
+    # a 10 rec/s micro-batch from 2.9 s to 1.7 s on 2 cores (bench/bench_scorer.py).
     spark.conf.set("spark.sql.shuffle.partitions", str(settings.scorer_state_partitions))
 
     def process_batch(batch: DataFrame, batch_id: int) -> None:
