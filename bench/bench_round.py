@@ -33,12 +33,16 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
+local_model_key = dg.AssetKey("local_model")
 sys.path.insert(0, str(ROOT))
 
 from iot_fed.config import load_settings  # noqa: E402
 from iot_fed.evaluation.report import machine_info  # noqa: E402
+from iot_fed.services.dagster_instance import DAGSTER_DATABASE, configure  # noqa: E402
 from iot_fed.store import repository as repo  # noqa: E402
 from iot_fed.store.client import connect  # noqa: E402
 from iot_fed.stream.admin import ensure_topics  # noqa: E402
@@ -96,12 +100,57 @@ def import_seconds(code_root: Path, module: str, repeat: int = 3) -> float:
     return best
 
 
-def round_once(args: argparse.Namespace, code_root: Path) -> dict:
-    """One daemon-driven round on the code in ``code_root``; the timings as a dict."""
+def run_timeline(instance: dg.DagsterInstance, record: dg.RunRecord) -> dict[str, float]:
+    """The training run's split: created -> enqueued (planned events) -> starting
+    (dequeued) -> started (worker process up, code loaded), then each step's duration."""
+    created = record.create_timestamp.timestamp()
+    first: dict[str, float] = {}
+    step_start: dict[str, float] = {}
+    out: dict[str, float] = {}
+    for e in instance.all_logs(record.dagster_run.run_id):
+        ev = e.dagster_event
+        if ev is None:
+            continue
+        first.setdefault(ev.event_type_value, e.timestamp)
+        if ev.event_type_value == "STEP_START":
+            step_start[e.step_key] = e.timestamp
+        elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and e.step_key in step_start:
+            out[f"step_{e.step_key}_s"] = e.timestamp - step_start[e.step_key]
+    enq, starting, start = (
+        first.get(k) for k in ("PIPELINE_ENQUEUED", "PIPELINE_STARTING", "PIPELINE_START")
+    )
+    if enq and starting and start:
+        out = {
+            "run_planned_events_s": enq - created,
+            "run_dequeue_s": starting - enq,
+            "run_worker_start_s": start - starting,
+            **out,
+        }
+    return out
+
+
+def create_pg_database(uri: str, name: str) -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_pg_database(uri: str, name: str) -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        stmt = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        conn.execute(stmt.format(sql.Identifier(name)))
+
+
+def round_once(args: argparse.Namespace, code_root: Path, storage: str) -> dict:
+    """One daemon-driven round on the code in ``code_root`` with the Dagster instance on
+    ``storage`` (``sqlite`` or ``postgres``, a throwaway database); the timings as a dict."""
     tag = uuid.uuid4().hex[:8]
     home = Path(tempfile.mkdtemp(prefix="iot_fed_bench_home_"))
-    shutil.copy(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
+    pg_database = f"bench_round_{tag}" if storage == "postgres" else None
+    if pg_database:
+        create_pg_database(load_settings().postgres_uri, pg_database)
+    instance = configure(home, load_settings(), storage, pg_database or DAGSTER_DATABASE)
     env = {
+        **instance.env,
         **os.environ,
         "PYTHONPATH": str(code_root),
         "DAGSTER_HOME": str(home),
@@ -150,6 +199,10 @@ def round_once(args: argparse.Namespace, code_root: Path) -> dict:
                     break
                 time.sleep(0.2)
             runs = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
+            steps = run_timeline(
+                instance,
+                next(r for r in runs if local_model_key in (r.dagster_run.asset_selection or ())),
+            )
             rows = []
             for r in runs:
                 st = instance.get_run_stats(r.dagster_run.run_id)
@@ -179,6 +232,7 @@ def round_once(args: argparse.Namespace, code_root: Path) -> dict:
     )
     result = {
         "code": str(code_root),
+        "storage": storage,
         "devices": args.devices,
         "readings": args.devices * args.per_device,
         "interval_s": args.interval,
@@ -197,12 +251,24 @@ def round_once(args: argparse.Namespace, code_root: Path) -> dict:
     if agg is train:  # one run trained, aggregated and promoted
         for k in ("aggregation_wait_s", "aggregation_launch_s", "aggregation_run_s"):
             result[k] = 0.0
+    result.update(steps)
     result["total_excluding_aggregation_wait_s"] = result["total_s"] - result["aggregation_wait_s"]
     result["import_definitions_s"] = import_seconds(code_root, "iot_fed.definitions")
     result["import_dagster_s"] = import_seconds(code_root, "dagster")
     db.client.drop_database(settings.mongodb_database)
-    shutil.rmtree(home, ignore_errors=True)
+    if pg_database and not args.keep_home:
+        drop_pg_database(settings.postgres_uri, pg_database)
+    if args.keep_home:
+        result["dagster_home"] = str(home)
+    else:
+        shutil.rmtree(home, ignore_errors=True)
     return result
+
+
+def median_round(rounds: list[dict]) -> dict:
+    """The round with the median total (its own step split, not a mix of rounds)."""
+    ordered = sorted(rounds, key=lambda r: r["total_s"])
+    return {**ordered[(len(ordered) - 1) // 2], "totals_s": [r["total_s"] for r in rounds]}
 
 
 def main() -> int:
@@ -212,19 +278,33 @@ def main() -> int:
     ap.add_argument("--interval", type=int, default=5, help="sensor + aggregation interval (s)")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--baseline", type=Path, help="another checkout to measure first")
+    ap.add_argument(
+        "--storage",
+        default="postgres",
+        help="comma-separated Dagster instance storages to compare: postgres (what make run "
+        "uses when its PostgreSQL is up; a throwaway database), sqlite",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="rounds per configuration")
+    ap.add_argument("--keep-home", action="store_true", help="keep each DAGSTER_HOME (events)")
     args = ap.parse_args()
 
     roots = {"baseline": args.baseline.resolve()} if args.baseline else {}
     roots["this"] = ROOT
-    results = {}
-    for name, root in roots.items():
-        results[name] = round_once(args, root)
-        print(name, json.dumps(results[name]), flush=True)
+    configs = [(name, storage) for name in roots for storage in args.storage.split(",")]
+    rounds: dict[str, list[dict]] = {f"{n}/{st}": [] for n, st in configs}
+    for _ in range(args.repeat):  # round-robin: a noisy minute hits every configuration
+        for name, storage in configs:
+            r = round_once(args, roots[name], storage)
+            rounds[f"{name}/{storage}"].append(r)
+            print(f"{name}/{storage}", json.dumps(r), flush=True)
+    results = {k: median_round(v) for k, v in rounds.items()}
     names = list(results)
+    print(f"median of {args.repeat} round(s) per configuration")
     print("| step | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
-    for k in results["this"]:
-        if k.endswith("_s") or k == "runs_in_round":
+    for k in results[names[-1]]:
+        if (k.endswith("_s") and k != "totals_s") or k == "runs_in_round":
             print(f"| {k} | " + " | ".join(f"{results[n][k]:.2f}" for n in names) + " |")
+    results["rounds"] = rounds
     out = ROOT / "bench" / "results" / "round.json"
     out.write_text(json.dumps({"machine": machine_info(), **results}, indent=2))
     print(f"wrote {out}")

@@ -28,6 +28,10 @@ from iot_fed.services.process import ServiceError
 PASSWORD_ENV = "IOT_FED_DAGSTER_PG_PASSWORD"
 DAGSTER_DATABASE = "dagster"
 Storage = Literal["auto", "postgres", "sqlite"]
+BATCH_ENV = {"DAGSTER_EVENT_BATCH_SIZE": "200"}
+"""Dagster writes a run's per-partition planned and materialization events (54 per round
+here) in one INSERT per batch on PostgreSQL instead of one transaction each (read by every
+process that writes events: daemon, webserver, run workers)."""
 BASE_DEFAULTS: dict[str, Any] = {"telemetry": {"enabled": False}}
 
 
@@ -56,23 +60,32 @@ def base_document() -> dict[str, Any]:
     return dict(BASE_DEFAULTS)
 
 
+POOLED_STORAGE_MODULE = "iot_fed.defs.instance_storage"
+POOLED_STORAGES = {
+    "run_storage": "PooledPostgresRunStorage",
+    "event_log_storage": "PooledPostgresEventLogStorage",
+    "schedule_storage": "PooledPostgresScheduleStorage",
+}
+"""dagster-postgres's storages on a connection pool (see that module); same tables."""
+
+
 def postgres_storage(uri: str, database: str) -> dict[str, Any]:
-    """dagster-postgres ``storage`` section; the password is an env reference."""
+    """The run / event log / schedule storage sections; the password is an env reference."""
     u = urlparse(uri)
     user, _, _ = uri_parts(uri)
+    db = {
+        "username": user,
+        "password": {"env": PASSWORD_ENV},
+        "hostname": u.hostname or "127.0.0.1",
+        "port": u.port or 5432,
+        "db_name": database,
+        # dagster-postgres binds NOTIFY parameters client-side: psycopg2, not the
+        # psycopg 3 driver SQLAlchemy 2.1 picks for a bare postgresql:// URL
+        "scheme": "postgresql+psycopg2",
+    }
     return {
-        "postgres": {
-            "postgres_db": {
-                "username": user,
-                "password": {"env": PASSWORD_ENV},
-                "hostname": u.hostname or "127.0.0.1",
-                "port": u.port or 5432,
-                "db_name": database,
-                # dagster-postgres binds NOTIFY parameters client-side: psycopg2, not the
-                # psycopg 3 driver SQLAlchemy 2.1 picks for a bare postgresql:// URL
-                "scheme": "postgresql+psycopg2",
-            }
-        }
+        key: {"module": POOLED_STORAGE_MODULE, "class": cls, "config": {"postgres_db": db}}
+        for key, cls in POOLED_STORAGES.items()
     }
 
 
@@ -93,16 +106,18 @@ def instance_config(
     ``postgres`` with an unreachable server raises :class:`ServiceError` naming it.
     """
     doc = base_document()
-    doc.pop("storage", None)
+    for key in ("storage", *POOLED_STORAGES):
+        doc.pop(key, None)
     uri = settings.postgres_uri
     if storage == "sqlite":
         return InstanceConfig("sqlite", doc, note="SQLite (asked for)")
     why = unreachable(uri, database)
     if why is None:
-        doc["storage"] = postgres_storage(uri, database)
+        doc.update(postgres_storage(uri, database))
         password = uri_parts(uri)[1]
         shown = redact(database_uri(uri, database))
-        return InstanceConfig("postgres", doc, {PASSWORD_ENV: password}, f"PostgreSQL {shown}")
+        env = {PASSWORD_ENV: password, **BATCH_ENV}
+        return InstanceConfig("postgres", doc, env, f"PostgreSQL {shown}")
     where = f"IOT_FED_POSTGRES_URI={redact(uri)}, database {database}"
     if storage == "postgres":
         raise ServiceError(
@@ -118,7 +133,8 @@ def previous_storage(home: Path) -> str | None:
     if not path.exists():
         return None
     doc = yaml.safe_load(path.read_text()) or {}
-    return "postgres" if "postgres" in (doc.get("storage") or {}) else "sqlite"
+    on_postgres = "postgres" in (doc.get("storage") or {}) or "run_storage" in doc
+    return "postgres" if on_postgres else "sqlite"
 
 
 def configure(

@@ -83,7 +83,11 @@ def is_alive(record: ProcessRecord) -> bool:
 
 def current_process(name: str) -> ProcessRecord:
     """A record describing the calling process (used for session leases)."""
-    pid = os.getpid()
+    return describe_process(name, os.getpid())
+
+
+def describe_process(name: str, pid: int) -> ProcessRecord:
+    """A record of the running process ``pid`` (start time and command line from /proc)."""
     stat = _proc_stat(pid)
     return ProcessRecord(
         name=name,

@@ -85,8 +85,10 @@ def test_sensor_cadences_come_from_settings_at_load(monkeypatch):
     monkeypatch.setenv("IOT_FED_SENSOR_INTERVAL_S", "7")
     monkeypatch.setenv("IOT_FED_AGGREGATION_INTERVAL_S", "11")
     d = defs()
-    assert d.get_sensor_def("iot_stream_sensor").minimum_interval_seconds == 7
-    assert d.get_sensor_def("aggregation_sensor").minimum_interval_seconds == 11
+    # one second under the cadence: the daemon's 5 s loop would otherwise skip every other
+    # tick by milliseconds (a 5 s cadence ticking every 10 s)
+    assert d.get_sensor_def("iot_stream_sensor").minimum_interval_seconds == 6
+    assert d.get_sensor_def("aggregation_sensor").minimum_interval_seconds == 10
 
 
 def test_settings_resource_has_a_typed_field_per_setting_but_no_secret():

@@ -41,13 +41,16 @@ def test_instance_on_postgres_stores_runs_and_events(
     config = di.configure(tmp_path, settings, "auto", dagster_db)
     assert config.storage == "postgres"
     text = (tmp_path / "dagster.yaml").read_text()
-    doc = yaml.safe_load(text)["storage"]["postgres"]["postgres_db"]
-    assert doc["password"] == {"env": di.PASSWORD_ENV} and doc["db_name"] == dagster_db
-    assert yaml.safe_load(text)["run_queue"]["max_concurrent_runs"] == 2  # project settings kept
+    for key in ("run_storage", "event_log_storage", "schedule_storage"):
+        doc = yaml.safe_load(text)[key]["config"]["postgres_db"]
+        assert doc["password"] == {"env": di.PASSWORD_ENV} and doc["db_name"] == dagster_db
+    coordinator = yaml.safe_load(text)["run_coordinator"]["config"]
+    assert coordinator["max_concurrent_runs"] == 2  # project settings kept
     for key, value in config.env.items():
         monkeypatch.setenv(key, value)
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
+        assert instance.run_storage._engine.pool.size() == 1  # pooled, not NullPool
         result = dg.materialize([probe_asset], instance=instance)
         assert result.success
         instance.report_runless_asset_event(
@@ -74,10 +77,9 @@ def test_auto_falls_back_to_sqlite_only_for_a_new_instance(tmp_path: Path) -> No
     settings = load_settings(postgres_uri=DOWN)
     config = di.configure(tmp_path, settings, "auto")
     assert config.storage == "sqlite" and "not reachable" in config.note and not config.env
-    assert "storage" not in yaml.safe_load((tmp_path / "dagster.yaml").read_text())
-    (tmp_path / "dagster.yaml").write_text(
-        yaml.safe_dump({"storage": di.postgres_storage(DOWN, "dagster")})
-    )
+    written = yaml.safe_load((tmp_path / "dagster.yaml").read_text())
+    assert "storage" not in written and "run_storage" not in written
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(di.postgres_storage(DOWN, "dagster")))
     with pytest.raises(ServiceError, match="not reachable"):  # no silent switch of history
         di.configure(tmp_path, settings, "auto")
     assert di.configure(tmp_path, settings, "sqlite").storage == "sqlite"
@@ -85,6 +87,6 @@ def test_auto_falls_back_to_sqlite_only_for_a_new_instance(tmp_path: Path) -> No
 
 def test_password_is_never_a_literal() -> None:
     text = di.InstanceConfig(
-        "postgres", {"storage": di.postgres_storage("postgresql://u:s3cret@h:6543/x", "dagster")}
+        "postgres", di.postgres_storage("postgresql://u:s3cret@h:6543/x", "dagster")
     ).text()
     assert "s3cret" not in text and di.PASSWORD_ENV in text and "6543" in text
