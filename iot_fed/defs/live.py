@@ -79,7 +79,7 @@ def streaming_evaluation_sensor(
     return dg.SkipReason(f"observed: {obs.get('state')}, behind {obs.get('behind_s')}s")
 
 
-SPARK_POOL_TAG = {"iot_fed/pool": "spark"}  # run_queue.tag_concurrency_limits: one at a time
+SPARK_POOL_TAG = {"iot_fed/pool": "spark"}  # run_coordinator tag_concurrency_limits: one at a time
 
 evaluation_report_job = dg.define_asset_job(
     "evaluation_report_job",
