@@ -1,20 +1,25 @@
 """One Dagster-orchestrated federated round under the real daemon (not a test).
 
 A burst of readings for D devices is produced into a fresh topic; ``dagster-daemon`` runs
-``iot_stream_sensor`` and ``aggregation_sensor`` on a temporary instance; the benchmark
+``iot_stream_sensor`` and ``aggregation_sensor`` on a temporary instance (the project's
+``scripts/dagster.yaml``, storage as ``make run`` writes it: ``--storage postgres`` is a
+throwaway database on the project's PostgreSQL, ``sqlite`` a file instance); the benchmark
 waits for a promoted global version in a fresh database and splits the wall time into:
 waiting for + evaluating the sensor tick, run launch (queued -> started), training
 (the local_model run), aggregation (the global run, after its sensor's interval) and the
 number of Dagster runs in the round (one when training, aggregation and promotion share a
-run). It also measures the import time of ``iot_fed.definitions`` (``python -X importtime``,
-best of 3) beside a bare ``import dagster``.
+run). The training run is split further from its event log: planned events at creation,
+dequeue, worker start (process up, code loaded) and each step. It also measures the
+import time of ``iot_fed.definitions`` (``python -X importtime``, best of 3) beside a bare
+``import dagster``. Configurations (storages x checkouts) run round-robin ``--repeat``
+times; each column is the round with the median total.
 
-``--baseline DIR`` runs the same round first on another checkout of the code (e.g. one
-made with ``git worktree add /tmp/base <commit>``; it uses this checkout's venv), so
-before and after are measured in one run, side by side. Prints a table, writes
-bench/results/round.json.
+``--baseline DIR`` runs the same rounds on another checkout of the code (e.g. one made with
+``git worktree add /tmp/base <commit>``; it uses this checkout's venv and instance
+settings). Prints a table, writes bench/results/round.json.
 
-    .venv/bin/python bench/bench_round.py [--devices 54] [--per-device 40] [--baseline DIR]
+    .venv/bin/python bench/bench_round.py [--storage postgres,sqlite] [--repeat 3]
+        [--devices 54] [--per-device 40] [--baseline DIR] [--keep-home]
 """
 
 from __future__ import annotations
