@@ -73,6 +73,10 @@ def train_local_models(
             outcomes.append(
                 DeviceOutcome(device, 0, n_faulty=w.n_faulty, skipped="no new usable readings")
             )
+        elif not np.isfinite(w.data.train).all(axis=1).any():
+            # a new device's first readings lack the context its window features need
+            why = "no complete window yet: too few readings for the window context"
+            outcomes.append(DeviceOutcome(device, 0, n_faulty=w.n_faulty, skipped=why))
         else:
             windows.append(w)
     if not windows:

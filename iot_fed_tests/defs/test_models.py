@@ -128,3 +128,22 @@ def test_blocking_check_keeps_poisoned_global_model_unpromoted(pipeline_env, ins
     assert repo.promoted_global_model(db)["version"] == 1, "but not promoted"
     mats = [e.asset_key for e in res.get_asset_materialization_events()]
     assert mats == [dg.AssetKey("global_model")], "promoted_model never ran"
+
+
+def test_devices_without_a_complete_window_are_skipped_not_failed(pipeline_env, instance):
+    """The first readings of new motes (fewer than a window's context) used to fail the
+    whole run ("cannot normalise from zero samples"); now those devices are skipped with
+    the reason, and a device with enough readings in the same run still trains."""
+    env, db = pipeline_env, pipeline_env["db"]
+    upsert_readings(db, readings_to_docs(diurnal_readings(2, 3)))  # motes 1, 2: 3 readings
+    instance.add_dynamic_partitions("devices", ["1", "2"])
+    res = run_devices(instance, env["resources"], ["1", "2"])
+    assert res.success and db.local_models.count_documents({}) == 0
+    (mat,) = res.get_asset_materialization_events()[:1]
+    table = mat.materialization.metadata["models"].value
+    assert table.count("no complete window yet") == 2
+
+    upsert_readings(db, readings_to_docs(diurnal_readings(3, 400)[lambda d: d.moteid == 3]))
+    instance.add_dynamic_partitions("devices", ["3"])
+    res = run_devices(instance, env["resources"], ["1", "2", "3"])
+    assert res.success and db.local_models.distinct("device") == ["3"]
