@@ -199,6 +199,11 @@ class WarmQueuedRunCoordinator(QueuedRunCoordinator):
 
 
 def _in_daemon() -> bool:
-    """The ``dagster-daemon`` process itself (its forked run workers inherit its argv)."""
-    is_child = multiprocessing.parent_process() is not None
-    return not is_child and os.path.basename(sys.argv[0]).startswith("dagster-daemon")
+    """The Dagster daemon process itself: ``dagster-daemon run``, or ``python -m
+    dagster._daemon run`` as ``dagster dev`` starts it (never one of its forked workers,
+    which inherit its argv)."""
+    if multiprocessing.parent_process() is not None:
+        return False
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    as_module = spec is not None and spec.name.startswith("dagster._daemon")
+    return as_module or os.path.basename(sys.argv[0]).startswith("dagster-daemon")

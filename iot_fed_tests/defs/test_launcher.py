@@ -110,5 +110,14 @@ def test_a_worker_killed_with_kill9_is_reported_failed(instance) -> None:
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
 
 
-def test_only_the_daemon_process_warms_the_forkserver() -> None:
-    assert not _in_daemon()  # pytest is not dagster-daemon
+def test_only_the_daemon_process_warms_the_forkserver(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    assert not _in_daemon()  # pytest is not the daemon
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/dagster-daemon", "run"])
+    assert _in_daemon()
+    monkeypatch.setattr(sys, "argv", ["/x/dagster/_daemon/__main__.py", "run"])
+    spec = importlib.util.spec_from_loader("dagster._daemon.__main__", loader=None)
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", spec, raising=False)
+    assert _in_daemon()  # how `dagster dev` (make run) starts it
