@@ -10,27 +10,41 @@
 // write; ``background`` is H2's own behaviour. -Dmvstore.fsync=true also forces the file to
 // the disk (survives a power loss, not only a killed process).
 
+import de.bwaldvogel.mongo.MongoCollection;
 import de.bwaldvogel.mongo.MongoDatabase;
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoVersion;
+import de.bwaldvogel.mongo.backend.CollectionOptions;
 import de.bwaldvogel.mongo.backend.CursorRegistry;
 import de.bwaldvogel.mongo.backend.DatabaseResolver;
 import de.bwaldvogel.mongo.backend.Index;
 import de.bwaldvogel.mongo.backend.IndexKey;
 import de.bwaldvogel.mongo.backend.KeyValue;
+import de.bwaldvogel.mongo.backend.Missing;
 import de.bwaldvogel.mongo.backend.ValueComparator;
 import de.bwaldvogel.mongo.backend.h2.H2Backend;
 import de.bwaldvogel.mongo.backend.h2.H2Database;
+import de.bwaldvogel.mongo.bson.Bson;
 import de.bwaldvogel.mongo.bson.Document;
+import de.bwaldvogel.mongo.bson.ObjectId;
 import de.bwaldvogel.mongo.oplog.Oplog;
+import de.bwaldvogel.mongo.wire.bson.BsonDecoder;
+import de.bwaldvogel.mongo.wire.bson.BsonEncoder;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
+import java.nio.ByteBuffer;
 import java.util.ArrayList;
+import java.util.Collection;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
+import java.util.UUID;
+import org.h2.mvstore.DataUtils;
 import org.h2.mvstore.MVMap;
 import org.h2.mvstore.MVStore;
+import org.h2.mvstore.WriteBuffer;
 import org.h2.mvstore.type.ObjectDataType;
 
 public final class MongoServerMain {
@@ -115,16 +129,148 @@ public final class MongoServerMain {
         }
     }
 
-    /** Keys of index maps: KeyValues compared in MongoDB's value order, stored as before. */
-    static final class IndexKeyType extends ObjectDataType {
+    /**
+     * How keys and values of the collection and index maps are written to the MVStore.
+     *
+     * H2's ObjectDataType stores every object it does not know (Document, KeyValue,
+     * ObjectId, Missing) with Java serialization: a class descriptor and an
+     * ObjectOutputStream per value, most of the server's time on a durable insert. This
+     * type writes those as BSON (mongo-java-server's own encoder) behind a tag byte of
+     * 0x80 or above, which ObjectDataType never writes (its tags stop at 119), and leaves
+     * everything else (numbers, strings, UUIDs, null, and whatever BSON cannot encode) to
+     * ObjectDataType. Reading looks at the tag, so pages written before (Java-serialized)
+     * and after read alike: a store needs no rewrite. Order (compare) is ObjectDataType's,
+     * unchanged, so existing maps stay sorted.
+     */
+    static class StoreType extends ObjectDataType {
+        static final byte TAG_DOCUMENT = (byte) 0xB0; // BSON document (int32 length first)
+        static final byte TAG_BSON = (byte) 0xB1; // BSON type byte + BSON value
+        static final byte TAG_MISSING = (byte) 0xB2;
+        static final byte TAG_KEY = (byte) 0xB3; // KeyValue: var-int count + values
+        private static final ThreadLocal<ByteBuf> SCRATCH =
+                ThreadLocal.withInitial(() -> Unpooled.buffer(4096));
+
+        @Override
+        public void write(WriteBuffer buff, Object obj) {
+            if (obj instanceof Document doc) {
+                if (!writeBson(buff, TAG_DOCUMENT, doc)) {
+                    super.write(buff, obj);
+                }
+            } else if (obj instanceof KeyValue key) {
+                buff.put(TAG_KEY).putVarInt(key.size());
+                for (Object v : key) {
+                    write(buff, v);
+                }
+            } else if (obj instanceof Missing) {
+                buff.put(TAG_MISSING);
+            } else if (obj == null || obj instanceof Integer || obj instanceof Long
+                    || obj instanceof Double || obj instanceof String || obj instanceof Boolean
+                    || obj instanceof UUID) {
+                super.write(buff, obj); // ObjectDataType's compact native encodings
+            } else if (!writeBson(buff, TAG_BSON, obj)) {
+                super.write(buff, obj);
+            }
+        }
+
+        /** Tag + BSON of ``obj`` (a document, or one value); false: BSON cannot encode it. */
+        private static boolean writeBson(WriteBuffer buff, byte tag, Object obj) {
+            ByteBuf scratch = SCRATCH.get().clear();
+            try {
+                if (tag == TAG_DOCUMENT) {
+                    BsonEncoder.encodeDocument((Document) obj, scratch);
+                } else {
+                    byte type = BsonEncoder.determineType(obj);
+                    scratch.writeByte(type);
+                    BsonEncoder.encodeValue(type, obj, scratch);
+                }
+            } catch (RuntimeException unsupported) { // e.g. a Java type BSON has no type for
+                return false;
+            }
+            buff.put(tag).put(scratch.array(), scratch.arrayOffset(), scratch.writerIndex());
+            return true;
+        }
+
+        @Override
+        public Object read(ByteBuffer buff) {
+            byte tag = buff.get(buff.position());
+            switch (tag) {
+                case TAG_DOCUMENT, TAG_BSON -> {
+                    buff.get();
+                    ByteBuf in = Unpooled.wrappedBuffer(buff.slice());
+                    Object value = tag == TAG_DOCUMENT
+                            ? BsonDecoder.decodeBson(in)
+                            : BsonDecoder.decodeValue(in.readByte(), in);
+                    buff.position(buff.position() + in.readerIndex());
+                    return value;
+                }
+                case TAG_MISSING -> {
+                    buff.get();
+                    return Missing.getInstance();
+                }
+                case TAG_KEY -> {
+                    buff.get();
+                    int n = DataUtils.readVarInt(buff);
+                    Object[] values = new Object[n];
+                    for (int i = 0; i < n; i++) {
+                        values[i] = read(buff);
+                    }
+                    return new KeyValue(values);
+                }
+                default -> {
+                    return super.read(buff); // ObjectDataType's own (also every older page)
+                }
+            }
+        }
+
+        /** Heap estimate (page split and cache accounting), without encoding. */
+        @Override
+        public int getMemory(Object obj) {
+            return obj instanceof Bson || obj instanceof KeyValue ? estimate(obj) : super.getMemory(obj);
+        }
+
+        private static int estimate(Object v) {
+            if (v instanceof Document doc) {
+                int m = 64;
+                for (Map.Entry<String, Object> e : doc.entrySet()) {
+                    m += 48 + 2 * e.getKey().length() + estimate(e.getValue());
+                }
+                return m;
+            } else if (v instanceof KeyValue key) {
+                int m = 48;
+                for (Object x : key) {
+                    m += 8 + estimate(x);
+                }
+                return m;
+            } else if (v instanceof Collection<?> list) {
+                int m = 40;
+                for (Object x : list) {
+                    m += 8 + estimate(x);
+                }
+                return m;
+            } else if (v instanceof String str) {
+                return 48 + str.length();
+            } else if (v instanceof ObjectId) {
+                return 48;
+            }
+            return 24;
+        }
+    }
+
+    /**
+     * Keys of index maps: KeyValues compared in MongoDB's value order (ValueComparator),
+     * with shortcuts where the answer is the same (ints/longs within 2^53, strings,
+     * ObjectIds); stored as StoreType.
+     */
+    static final class IndexKeyType extends StoreType {
         private static final ValueComparator ORDER = ValueComparator.asc();
+        private static final long EXACT = 1L << 53; // longs a double holds exactly
 
         @Override
         public int compare(Object a, Object b) {
             if (a instanceof KeyValue ka && b instanceof KeyValue kb) {
                 int n = Math.min(ka.size(), kb.size());
                 for (int i = 0; i < n; i++) {
-                    int c = ORDER.compare(ka.get(i), kb.get(i));
+                    int c = compareValues(ka.get(i), kb.get(i));
                     if (c != 0) {
                         return c;
                     }
@@ -133,9 +279,28 @@ public final class MongoServerMain {
             }
             return super.compare(a, b);
         }
+
+        static int compareValues(Object a, Object b) {
+            if (a instanceof Integer x && b instanceof Integer y) {
+                return Integer.compare(x, y);
+            }
+            if ((a instanceof Long || a instanceof Integer) && (b instanceof Long || b instanceof Integer)) {
+                long x = ((Number) a).longValue();
+                long y = ((Number) b).longValue();
+                if (x >= -EXACT && x <= EXACT && y >= -EXACT && y <= EXACT) {
+                    return Long.compare(x, y);
+                }
+            } else if (a instanceof String x && b instanceof String y) {
+                return x.compareTo(y);
+            } else if (a instanceof ObjectId x && b instanceof ObjectId y) {
+                return x.compareTo(y);
+            }
+            return ORDER.compare(a, b);
+        }
     }
 
     private static final String INDEX_MAP = "._index_";
+    private static final String DATA_MAP = "databases."; // H2Database.DATABASES_PREFIX
     private static final String FORMAT_MAP = "iot_fed.format";
     private static final String INDEX_ORDER = "index_key_order";
 
@@ -143,7 +308,14 @@ public final class MongoServerMain {
     private static MVStore store;
 
     static <K, V> MVMap<K, V> openIndexMap(MVStore mvStore, String name) {
-        return mvStore.openMap(name, new MVMap.Builder<K, V>().keyType(new IndexKeyType()));
+        return mvStore.openMap(
+                name, new MVMap.Builder<K, V>().keyType(new IndexKeyType()).valueType(new StoreType()));
+    }
+
+    /** A collection's documents: _id (ObjectDataType order) -> document, both as StoreType. */
+    static <K, V> MVMap<K, V> openDataMap(MVStore mvStore, String name) {
+        return mvStore.openMap(
+                name, new MVMap.Builder<K, V>().keyType(new StoreType()).valueType(new StoreType()));
     }
 
     /**
@@ -192,6 +364,14 @@ public final class MongoServerMain {
             // opened first with our key type; H2Database's openMap(name) then gets this map
             openIndexMap(store, getFullCollectionNamespace(collectionName) + INDEX_MAP + indexName);
             return super.openOrCreateUniqueIndex(collectionName, indexName, keys, sparse);
+        }
+
+        @Override
+        protected MongoCollection<Object> openOrCreateCollection(
+                String collectionName, CollectionOptions options) {
+            // as above: H2Database's openMap(name) then gets this map, with StoreType
+            openDataMap(store, DATA_MAP + getFullCollectionNamespace(collectionName));
+            return super.openOrCreateCollection(collectionName, options);
         }
 
         @Override
