@@ -34,6 +34,7 @@ import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
 import java.nio.ByteBuffer;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.List;
@@ -258,12 +259,15 @@ public final class MongoServerMain {
 
     /**
      * Keys of index maps: KeyValues compared in MongoDB's value order (ValueComparator),
-     * with shortcuts where the answer is the same (ints/longs within 2^53, strings,
-     * ObjectIds); stored as StoreType.
+     * with shortcuts that give ValueComparator's answer without its type walk and number
+     * normalisation: the unique index holds normalised keys (numbers as doubles), so most
+     * comparisons are double-double; also ints/longs, strings, ObjectIds and dates.
+     * Stored as StoreType.
      */
     static final class IndexKeyType extends StoreType {
         private static final ValueComparator ORDER = ValueComparator.asc();
         private static final long EXACT = 1L << 53; // longs a double holds exactly
+        private static final double INT_RANGE = 1L << 31; // normalised to Integer, never Long
 
         @Override
         public int compare(Object a, Object b) {
@@ -281,10 +285,18 @@ public final class MongoServerMain {
         }
 
         static int compareValues(Object a, Object b) {
-            if (a instanceof Integer x && b instanceof Integer y) {
+            if (a instanceof Double x && b instanceof Double y) {
+                double p = x;
+                double q = y;
+                // ValueComparator: Double.compare after normalising (-0.0 -> 0); a value it
+                // normalises to Long (integral, |v| >= 2^31) is compared truncated: not here
+                if (Math.abs(p) < INT_RANGE && Math.abs(q) < INT_RANGE) { // false for NaN
+                    return p < q ? -1 : (p > q ? 1 : 0);
+                }
+            } else if (a instanceof Integer x && b instanceof Integer y) {
                 return Integer.compare(x, y);
-            }
-            if ((a instanceof Long || a instanceof Integer) && (b instanceof Long || b instanceof Integer)) {
+            } else if ((a instanceof Long || a instanceof Integer)
+                    && (b instanceof Long || b instanceof Integer)) {
                 long x = ((Number) a).longValue();
                 long y = ((Number) b).longValue();
                 if (x >= -EXACT && x <= EXACT && y >= -EXACT && y <= EXACT) {
@@ -293,6 +305,8 @@ public final class MongoServerMain {
             } else if (a instanceof String x && b instanceof String y) {
                 return x.compareTo(y);
             } else if (a instanceof ObjectId x && b instanceof ObjectId y) {
+                return x.compareTo(y);
+            } else if (a instanceof Instant x && b instanceof Instant y) {
                 return x.compareTo(y);
             }
             return ORDER.compare(a, b);

@@ -9,7 +9,8 @@ The older entry points are kept verbatim under ``legacy_mongo_server/``:
 * ``java_serialized``: index keys in value order, documents/keys Java-serialized
   (read as they are: the BSON format is told apart by its tag byte).
 
-Each server runs on a free port with its own store file under ``tmp_path``.
+Each server runs on a free port with its own store file under ``tmp_path``. Also:
+``IndexKeyType``'s comparison shortcuts give ValueComparator's order (``java/``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 LEGACY = Path(__file__).parent / "legacy_mongo_server"
+JAVA = Path(__file__).parent / "java"
 T0 = datetime(2004, 2, 28, tzinfo=UTC)
 
 
@@ -173,3 +175,18 @@ def test_older_store_opens_with_counts_lookups_and_unique_keys(
         assert coll.find_one({"_id": "seven"})["label"] == "str id"
     if version == "byte_order":
         assert "re-sorted" in log.read_text()
+
+
+def test_index_key_shortcuts_agree_with_value_comparator(
+    mjs_home: Path, settings: Settings, tmp_path: Path
+) -> None:
+    """Random pairs (edge doubles, longs past 2^53, mixed types): same sign both ways."""
+    cp = f"{artifacts.mongo_java_server_classes(settings.state_dir)}:{mjs_home / 'libs' / '*'}"
+    src = JAVA / "IndexOrderCheck.java"
+    subprocess.run(["javac", "-nowarn", "-d", str(tmp_path), "-cp", cp, str(src)], check=True)
+    res = subprocess.run(
+        ["java", "-cp", f"{tmp_path}:{cp}", "IndexOrderCheck", "300000"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0 and res.stdout.startswith("ok"), res.stdout + res.stderr
