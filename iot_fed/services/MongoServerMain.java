@@ -14,6 +14,7 @@ import de.bwaldvogel.mongo.MongoCollection;
 import de.bwaldvogel.mongo.MongoDatabase;
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoVersion;
+import de.bwaldvogel.mongo.backend.AbstractUniqueIndex;
 import de.bwaldvogel.mongo.backend.CollectionOptions;
 import de.bwaldvogel.mongo.backend.CursorRegistry;
 import de.bwaldvogel.mongo.backend.DatabaseResolver;
@@ -27,6 +28,7 @@ import de.bwaldvogel.mongo.backend.h2.H2Database;
 import de.bwaldvogel.mongo.bson.Bson;
 import de.bwaldvogel.mongo.bson.Document;
 import de.bwaldvogel.mongo.bson.ObjectId;
+import de.bwaldvogel.mongo.exception.DuplicateKeyError;
 import de.bwaldvogel.mongo.oplog.Oplog;
 import de.bwaldvogel.mongo.wire.bson.BsonDecoder;
 import de.bwaldvogel.mongo.wire.bson.BsonEncoder;
@@ -36,6 +38,7 @@ import io.netty.channel.Channel;
 import java.nio.ByteBuffer;
 import java.time.Instant;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collection;
 import java.util.List;
 import java.util.Locale;
@@ -313,6 +316,115 @@ public final class MongoServerMain {
         }
     }
 
+    /**
+     * H2UniqueIndex (same map, same keys) that handles the common document - top-level
+     * key fields, no arrays or sub-documents as values, not sparse - without the generic
+     * path: AbstractUniqueIndex builds the key values with streams and a path split three
+     * times per document and index (checkAdd, then add, which checks again) and looks the
+     * key up twice; here it is built once per call and ``add`` is one putIfAbsent (a
+     * taken key still raises DuplicateKeyError). Anything else goes the generic way.
+     */
+    static final class UniqueIndex extends AbstractUniqueIndex<Object> {
+        private final MVMap<KeyValue, Object> mvMap;
+        private final String[] fields; // null: some key is a path (a.b): generic only
+
+        UniqueIndex(MVMap<KeyValue, Object> mvMap, String name, List<IndexKey> keys, boolean sparse) {
+            super(name, keys, sparse);
+            this.mvMap = mvMap;
+            String[] f = keys.stream().map(IndexKey::getKey).toArray(String[]::new);
+            this.fields = sparse || Arrays.stream(f).anyMatch(k -> k.contains(".")) ? null : f;
+        }
+
+        /** The raw key of ``document`` (as in a DuplicateKeyError), or null: generic path. */
+        private KeyValue simpleKey(Document document) {
+            if (fields == null) {
+                return null;
+            }
+            Object[] values = new Object[fields.length];
+            for (int i = 0; i < fields.length; i++) {
+                Object v = document.getOrMissing(fields[i]);
+                if (v instanceof Map || v instanceof Collection) {
+                    return null;
+                }
+                values[i] = v;
+            }
+            return new KeyValue(values);
+        }
+
+        /** Utils.normalizeValue for scalars: numbers as doubles (unless a long needs 64 bits). */
+        private static KeyValue normalized(KeyValue raw) {
+            Object[] values = new Object[raw.size()];
+            for (int i = 0; i < values.length; i++) {
+                Object v = raw.get(i);
+                if (v instanceof Missing) {
+                    v = null;
+                } else if (v instanceof Number n
+                        && !(v instanceof Long l && l != (long) l.doubleValue())) { // 64-bit: kept
+                    double d = n.doubleValue();
+                    v = d == 0.0 ? 0.0 : d; // -0.0 -> 0.0
+                }
+                values[i] = v;
+            }
+            return new KeyValue(values);
+        }
+
+        @Override
+        public synchronized void checkAdd(Document document, MongoCollection<Object> collection) {
+            KeyValue raw = simpleKey(document);
+            if (raw == null) {
+                super.checkAdd(document, collection);
+            } else if (mvMap.containsKey(normalized(raw))) {
+                throw new DuplicateKeyError(this, collection, getKeys(), raw);
+            }
+        }
+
+        @Override
+        public synchronized void add(Document document, Object position, MongoCollection<Object> collection) {
+            KeyValue raw = simpleKey(document);
+            if (raw == null) {
+                super.add(document, position, collection);
+            } else if (!putKeyPosition(normalized(raw), position)) {
+                throw new DuplicateKeyError(this, collection, getKeys(), raw);
+            }
+        }
+
+        // --- as H2UniqueIndex -------------------------------------------------------
+        @Override
+        protected Object removeDocument(KeyValue keyValue) {
+            return mvMap.remove(keyValue);
+        }
+
+        @Override
+        protected boolean putKeyPosition(KeyValue keyValue, Object position) {
+            return mvMap.putIfAbsent(keyValue, Missing.ofNullable(position)) == null;
+        }
+
+        @Override
+        protected Iterable<Map.Entry<KeyValue, Object>> getIterable() {
+            return mvMap.entrySet();
+        }
+
+        @Override
+        protected Object getPosition(KeyValue keyValue) {
+            return mvMap.get(keyValue);
+        }
+
+        @Override
+        public long getCount() {
+            return mvMap.sizeAsLong();
+        }
+
+        @Override
+        public boolean isEmpty() {
+            return mvMap.isEmpty();
+        }
+
+        @Override
+        public long getDataSize() {
+            return getCount();
+        }
+    }
+
     private static final String INDEX_MAP = "._index_";
     private static final String DATA_MAP = "databases."; // H2Database.DATABASES_PREFIX
     private static final String FORMAT_MAP = "iot_fed.format";
@@ -364,8 +476,8 @@ public final class MongoServerMain {
     }
 
     /**
-     * Index maps opened with IndexKeyType; ``insert`` answers ``n`` = all documents even
-     * when some hit write errors: fixed.
+     * Index maps opened with IndexKeyType (as UniqueIndex), data maps with StoreType;
+     * ``insert`` answers ``n`` = all documents even when some hit write errors: fixed.
      */
     static final class Database extends H2Database {
         Database(String name, MVStore store, CursorRegistry cursors) {
@@ -375,9 +487,8 @@ public final class MongoServerMain {
         @Override
         protected Index<Object> openOrCreateUniqueIndex(
                 String collectionName, String indexName, List<IndexKey> keys, boolean sparse) {
-            // opened first with our key type; H2Database's openMap(name) then gets this map
-            openIndexMap(store, getFullCollectionNamespace(collectionName) + INDEX_MAP + indexName);
-            return super.openOrCreateUniqueIndex(collectionName, indexName, keys, sparse);
+            String name = getFullCollectionNamespace(collectionName) + INDEX_MAP + indexName;
+            return new UniqueIndex(openIndexMap(store, name), indexName, keys, sparse);
         }
 
         @Override
