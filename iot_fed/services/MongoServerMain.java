@@ -24,18 +24,21 @@ import de.bwaldvogel.mongo.backend.KeyValue;
 import de.bwaldvogel.mongo.backend.Missing;
 import de.bwaldvogel.mongo.backend.ValueComparator;
 import de.bwaldvogel.mongo.backend.h2.H2Backend;
+import de.bwaldvogel.mongo.backend.h2.H2Collection;
 import de.bwaldvogel.mongo.backend.h2.H2Database;
 import de.bwaldvogel.mongo.bson.Bson;
 import de.bwaldvogel.mongo.bson.Document;
 import de.bwaldvogel.mongo.bson.ObjectId;
 import de.bwaldvogel.mongo.exception.DuplicateKeyError;
 import de.bwaldvogel.mongo.oplog.Oplog;
+import de.bwaldvogel.mongo.wire.BsonConstants;
 import de.bwaldvogel.mongo.wire.bson.BsonDecoder;
 import de.bwaldvogel.mongo.wire.bson.BsonEncoder;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
 import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -134,6 +137,91 @@ public final class MongoServerMain {
     }
 
     /**
+     * BSON documents as mongo-java-server's BsonEncoder writes them (same bytes), walking
+     * the entries once (BsonEncoder looks every key up again), and their encoded size
+     * without encoding (what AbstractMongoCollection tracks as a collection's data size).
+     */
+    static final class BsonCodec {
+        private BsonCodec() {}
+
+        static void writeDocument(Map<String, ?> doc, ByteBuf out) {
+            int start = out.writerIndex();
+            out.writeIntLE(0); // total length, set below
+            for (Map.Entry<String, ?> e : doc.entrySet()) {
+                Object v = e.getValue();
+                byte type = BsonEncoder.determineType(v);
+                out.writeByte(type);
+                out.writeBytes(e.getKey().getBytes(StandardCharsets.UTF_8)).writeByte(0);
+                if (type == BsonConstants.TYPE_EMBEDDED_DOCUMENT) {
+                    @SuppressWarnings("unchecked")
+                    Map<String, ?> sub = (Map<String, ?>) v;
+                    writeDocument(sub, out);
+                } else {
+                    BsonEncoder.encodeValue(type, v, out);
+                }
+            }
+            out.writeByte(0);
+            out.setIntLE(start, out.writerIndex() - start);
+        }
+
+        static int documentSize(Map<String, ?> doc) {
+            int size = 5; // length + terminator
+            for (Map.Entry<String, ?> e : doc.entrySet()) {
+                size += 2 + utf8Length(e.getKey()) + valueSize(e.getValue());
+            }
+            return size;
+        }
+
+        private static int valueSize(Object v) {
+            if (v instanceof Double || v instanceof Long || v instanceof Instant) {
+                return 8;
+            } else if (v instanceof Integer) {
+                return 4;
+            } else if (v instanceof String str) {
+                return 5 + utf8Length(str);
+            } else if (v instanceof Map<?, ?> map) { // BsonEncoder: any Map is a document
+                @SuppressWarnings("unchecked")
+                Map<String, ?> sub = (Map<String, ?>) map;
+                return documentSize(sub);
+            } else if (v == null) {
+                return 0;
+            } else if (v instanceof Boolean) {
+                return 1;
+            } else if (v instanceof ObjectId) {
+                return 12;
+            }
+            ByteBuf buf = Unpooled.buffer(); // anything else: as BsonEncoder writes it
+            try {
+                BsonEncoder.encodeValue(BsonEncoder.determineType(v), v, buf);
+                return buf.writerIndex();
+            } finally {
+                buf.release();
+            }
+        }
+
+        /** Bytes of String.getBytes(UTF_8): a lone surrogate becomes '?'. */
+        static int utf8Length(String s) {
+            int n = s.length();
+            int bytes = n;
+            for (int i = 0; i < n; i++) {
+                char c = s.charAt(i);
+                if (c < 0x80) {
+                    continue;
+                } else if (c < 0x800) {
+                    bytes += 1;
+                } else if (Character.isHighSurrogate(c) && i + 1 < n
+                        && Character.isLowSurrogate(s.charAt(i + 1))) {
+                    bytes += 2; // 4 bytes for the pair
+                    i++;
+                } else if (!Character.isSurrogate(c)) {
+                    bytes += 2;
+                }
+            }
+            return bytes;
+        }
+    }
+
+    /**
      * How keys and values of the collection and index maps are written to the MVStore.
      *
      * H2's ObjectDataType stores every object it does not know (Document, KeyValue,
@@ -181,7 +269,7 @@ public final class MongoServerMain {
             ByteBuf scratch = SCRATCH.get().clear();
             try {
                 if (tag == TAG_DOCUMENT) {
-                    BsonEncoder.encodeDocument((Document) obj, scratch);
+                    BsonCodec.writeDocument((Document) obj, scratch);
                 } else {
                     byte type = BsonEncoder.determineType(obj);
                     scratch.writeByte(type);
@@ -426,9 +514,42 @@ public final class MongoServerMain {
     }
 
     private static final String INDEX_MAP = "._index_";
-    private static final String DATA_MAP = "databases."; // H2Database.DATABASES_PREFIX
+    private static final String DATA_MAP = "databases."; // as H2Database names its maps
+    private static final String META_MAP = "meta.";
     private static final String FORMAT_MAP = "iot_fed.format";
     private static final String INDEX_ORDER = "index_key_order";
+
+    /**
+     * H2Collection whose inserts size the document with BsonCodec.documentSize instead of
+     * encoding it (Utils.calculateSize) just to measure it; the same number.
+     */
+    static final class DataCollection extends H2Collection {
+        private boolean sizing = true; // false inside addDocument: sized there, cheaper
+
+        DataCollection(MongoDatabase db, String name, CollectionOptions options,
+                MVMap<Object, Document> data, MVMap<String, Object> meta, CursorRegistry cursors) {
+            super(db, name, options, data, meta, cursors);
+        }
+
+        @Override
+        protected boolean tracksDataSize() {
+            return sizing && super.tracksDataSize();
+        }
+
+        @Override
+        public synchronized void addDocument(Document document) {
+            boolean track = tracksDataSize();
+            sizing = false;
+            try {
+                super.addDocument(document);
+            } finally {
+                sizing = true;
+            }
+            if (track) {
+                updateDataSize(BsonCodec.documentSize(document));
+            }
+        }
+    }
 
     /** The one store of this process (H2Database keeps its own reference private). */
     private static MVStore store;
@@ -476,7 +597,8 @@ public final class MongoServerMain {
     }
 
     /**
-     * Index maps opened with IndexKeyType (as UniqueIndex), data maps with StoreType;
+     * Index maps opened with IndexKeyType (as UniqueIndex), data maps with StoreType (as
+     * DataCollection);
      * ``insert`` answers ``n`` = all documents even when some hit write errors: fixed.
      */
     static final class Database extends H2Database {
@@ -494,9 +616,10 @@ public final class MongoServerMain {
         @Override
         protected MongoCollection<Object> openOrCreateCollection(
                 String collectionName, CollectionOptions options) {
-            // as above: H2Database's openMap(name) then gets this map, with StoreType
-            openDataMap(store, DATA_MAP + getFullCollectionNamespace(collectionName));
-            return super.openOrCreateCollection(collectionName, options);
+            String fullName = getFullCollectionNamespace(collectionName);
+            MVMap<Object, Document> data = openDataMap(store, DATA_MAP + fullName);
+            MVMap<String, Object> meta = store.openMap(META_MAP + fullName);
+            return new DataCollection(this, collectionName, options, data, meta, cursorRegistry);
         }
 
         @Override
