@@ -18,9 +18,6 @@ subscribed, so a tick costs no join delay; run one ingester per group):
 
 Durability: the writes use the store's write concern (``j=true`` by default), so the
 server has made them durable before it answers; offsets are committed only after that.
-While the server writes chunk N (the driver waits on the socket without the GIL), the
-batch consumes and decodes chunk N+1 on its own thread; at most one write is in flight,
-and every write is waited for (its error raised) before the batch commits or returns.
 A broker or database that does not answer fails the batch with one :class:`IngestError`
 line naming the service; nothing is committed and the next batch re-reads the messages.
 Long-lived callers (the Dagster sensor) use :func:`shared_ingestor`: consumer, DLQ
@@ -34,8 +31,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -159,8 +154,6 @@ class Ingestor:
         self._assigned: dict[int, int] = {}  # partition -> consumer position we left it at
         self._dlq_errors: list[str] = []
         self._lock = threading.Lock()  # one batch at a time (the consumer is not shared)
-        # readings writes run here, one at a time, while the batch decodes the next chunk
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write")
         try:
             ensure_topics(settings, [self.topic, self.dlq_topic])
             ensure_database(db)
@@ -170,7 +163,6 @@ class Ingestor:
 
     # --- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
-        self._writer.shutdown(wait=True)
         if self._own[0]:
             self.consumer.close()
         if self._own[1]:
@@ -261,84 +253,66 @@ class Ingestor:
         reasons = Counter[str]()
         new_counts = Counter[int]()
         valid_counts = Counter[int]()
-        in_flight: tuple[Future[list[int]], list[dict[str, Any]]] | None = None
 
-        def settle() -> None:
-            """Wait for the readings write in flight (raising its error) and count it."""
-            nonlocal in_flight
-            if in_flight is None:
-                return
-            future, docs = in_flight
-            in_flight = None
-            t = time.monotonic()
-            new = future.result()
-            timings["write"] += time.monotonic() - t
-            res.n_valid += len(docs)
-            res.n_inserted += len(new)
-            for i in new:
-                new_counts[docs[i]["moteid"]] += 1
-            for d in docs:
-                valid_counts[d["moteid"]] += 1
-            ts_max = max(d["ts"] for d in docs)
-            res.max_ts = ts_max if res.max_ts is None else max(res.max_ts, ts_max)
-
-        try:
-            while pending and res.n_messages < max_messages:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                t0 = time.monotonic()
-                msgs = self.consumer.consume(
-                    min(self.chunk_size, max_messages - res.n_messages), timeout=min(timeout, 1.0)
-                )
-                t1 = time.monotonic()
-                timings["consume"] += t1 - t0
-                docs, dead = [], []
-                for msg in msgs:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            if msg.offset() >= marks[msg.partition()][1]:  # else stale
-                                pending.discard(msg.partition())
-                        elif err.fatal():
-                            raise KafkaException(err)
-                        else:
-                            log.warning("consumer: %s", err)
-                        continue
-                    p, off = msg.partition(), msg.offset()
-                    res.n_messages += 1
-                    res.next_offsets[p] = off + 1
-                    if off + 1 >= marks[p][1]:
-                        pending.discard(p)
-                    reading, reason = decode_value(
-                        msg.value(), self.settings.kafka_max_message_bytes, msg.key()
-                    )
-                    if reason is None:
-                        reading["kafka_partition"] = p  # flat: nested docs cost ~30% on FerretDB
-                        reading["kafka_offset"] = off
-                        docs.append(reading)
+        while pending and res.n_messages < max_messages:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            # no more than the partitions hold up to the batch's end marks: consume() returns
+            # once it has that many, instead of after its timeout (the last chunk of a batch)
+            left = sum(marks[p][1] - res.next_offsets[p] for p in pending)
+            want = min(self.chunk_size, max_messages - res.n_messages, max(left, 1))
+            t0 = time.monotonic()
+            msgs = self.consumer.consume(want, timeout=min(timeout, 1.0))
+            t1 = time.monotonic()
+            timings["consume"] += t1 - t0
+            docs, dead = [], []
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if msg.offset() >= marks[msg.partition()][1]:  # else stale
+                            pending.discard(msg.partition())
+                    elif err.fatal():
+                        raise KafkaException(err)
                     else:
-                        reasons[reason.split(":")[0]] += 1
-                        dead.append((self._dead_letter(msg, reason), msg.key()))
-                t2 = time.monotonic()
-                timings["decode"] += t2 - t1
-                if docs:
-                    settle()  # the previous chunk's write (overlapped with this decode)
-                    # decode_value already checked every field: skip the per-document schema check
-                    future = self._writer.submit(
-                        insert_readings, self.db, docs, self.strategy, validate=False
-                    )
-                    in_flight = (future, docs)
-                if dead:
-                    t3 = time.monotonic()
-                    insert_dead_letters(self.db, [d for d, _ in dead])
-                    self._send_dlq(dead)
-                    res.n_dead += len(dead)
-                    timings["dead_letters"] += time.monotonic() - t3
-            settle()
-        finally:
-            if in_flight is not None:  # failing: still never leave a write running behind
-                wait_futures([in_flight[0]])
+                        log.warning("consumer: %s", err)
+                    continue
+                p, off = msg.partition(), msg.offset()
+                res.n_messages += 1
+                res.next_offsets[p] = off + 1
+                if off + 1 >= marks[p][1]:
+                    pending.discard(p)
+                reading, reason = decode_value(
+                    msg.value(), self.settings.kafka_max_message_bytes, msg.key()
+                )
+                if reason is None:
+                    reading["kafka_partition"] = p  # flat: nested docs cost ~30% on FerretDB
+                    reading["kafka_offset"] = off
+                    docs.append(reading)
+                else:
+                    reasons[reason.split(":")[0]] += 1
+                    dead.append((self._dead_letter(msg, reason), msg.key()))
+            t2 = time.monotonic()
+            timings["decode"] += t2 - t1
+            if docs:
+                # decode_value already checked every field: skip the per-document schema check
+                new = insert_readings(self.db, docs, self.strategy, validate=False)
+                res.n_valid += len(docs)
+                res.n_inserted += len(new)
+                for i in new:
+                    new_counts[docs[i]["moteid"]] += 1
+                for d in docs:
+                    valid_counts[d["moteid"]] += 1
+                ts_max = max(d["ts"] for d in docs)
+                res.max_ts = ts_max if res.max_ts is None else max(res.max_ts, ts_max)
+            t3 = time.monotonic()
+            timings["write"] += t3 - t2
+            if dead:
+                insert_dead_letters(self.db, [d for d, _ in dead])
+                self._send_dlq(dead)
+                res.n_dead += len(dead)
+                timings["dead_letters"] += time.monotonic() - t3
 
         res.reached_end = not pending
         res.n_duplicates = res.n_valid - res.n_inserted
