@@ -521,10 +521,14 @@ public final class MongoServerMain {
 
     /**
      * H2Collection whose inserts size the document with BsonCodec.documentSize instead of
-     * encoding it (Utils.calculateSize) just to measure it; the same number.
+     * encoding it (Utils.calculateSize) just to measure it (the same number), and add an
+     * insert command's sizes to the stored data size once, not once per document (each
+     * update is a copy-on-write put into the collection's meta map).
      */
     static final class DataCollection extends H2Collection {
         private boolean sizing = true; // false inside addDocument: sized there, cheaper
+        private boolean batching; // inside insertDocuments: sizes add up in pendingSize
+        private int pendingSize;
 
         DataCollection(MongoDatabase db, String name, CollectionOptions options,
                 MVMap<Object, Document> data, MVMap<String, Object> meta, CursorRegistry cursors) {
@@ -537,6 +541,11 @@ public final class MongoServerMain {
         }
 
         @Override
+        protected int getDataSize() {
+            return super.getDataSize() + pendingSize;
+        }
+
+        @Override
         public synchronized void addDocument(Document document) {
             boolean track = tracksDataSize();
             sizing = false;
@@ -546,7 +555,27 @@ public final class MongoServerMain {
                 sizing = true;
             }
             if (track) {
-                updateDataSize(BsonCodec.documentSize(document));
+                int size = BsonCodec.documentSize(document);
+                if (batching) {
+                    pendingSize += size;
+                } else {
+                    updateDataSize(size);
+                }
+            }
+        }
+
+        @Override
+        public synchronized List<Document> insertDocuments(List<Document> documents, boolean ordered) {
+            batching = true;
+            try {
+                return super.insertDocuments(documents, ordered);
+            } finally {
+                batching = false;
+                int size = pendingSize;
+                pendingSize = 0;
+                if (size != 0) {
+                    updateDataSize(size);
+                }
             }
         }
     }

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import bson
 import pytest
 from bson import ObjectId
 from pymongo import ASCENDING, MongoClient
@@ -190,3 +191,23 @@ def test_store_type_codec_and_index_order_agree_with_mongo_java_server(
         ["java", "-cp", f"{tmp_path}:{cp}", "StoreCheck", "2000"], capture_output=True, text=True
     )
     assert res.returncode == 0 and res.stdout.startswith("ok"), res.stdout[:2000] + res.stderr
+
+
+def test_collection_data_size_is_the_documents_bson_size(
+    mjs_home: Path, settings: Settings, tmp_path: Path
+) -> None:
+    """collStats ``size`` (DataCollection's sizes, added once per insert command) is the sum
+    of the stored documents' BSON sizes, after inserts (one failing), a delete, an update."""
+    current = artifacts.mongo_java_server_classes(settings.state_dir)
+    with _server(current, mjs_home, tmp_path / "data.mv", tmp_path / "server.log") as coll:
+        coll.create_index([("moteid", ASCENDING), ("epoch", ASCENDING)], unique=True)
+        docs = _readings(range(1, 4), range(0, 50))
+        coll.insert_many(docs)
+        with pytest.raises(BulkWriteError):
+            coll.insert_many([{"moteid": 1, "epoch": 0}, {"moteid": 9, "epoch": 0}], ordered=False)
+        coll.delete_one({"moteid": 2, "epoch": 7})
+        coll.update_one({"moteid": 3, "epoch": 3}, {"$set": {"label": "ü" * 20}})
+        stored = list(coll.find({}))
+        assert len(stored) == 150
+        size = coll.database.command("collStats", coll.name)["size"]
+        assert size == sum(len(bson.encode(d)) for d in stored)
