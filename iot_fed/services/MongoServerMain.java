@@ -151,7 +151,7 @@ public final class MongoServerMain {
                 Object v = e.getValue();
                 byte type = BsonEncoder.determineType(v);
                 out.writeByte(type);
-                out.writeBytes(e.getKey().getBytes(StandardCharsets.UTF_8)).writeByte(0);
+                writeKey(e.getKey(), out);
                 if (type == BsonConstants.TYPE_EMBEDDED_DOCUMENT) {
                     @SuppressWarnings("unchecked")
                     Map<String, ?> sub = (Map<String, ?>) v;
@@ -162,6 +162,22 @@ public final class MongoServerMain {
             }
             out.writeByte(0);
             out.setIntLE(start, out.writerIndex() - start);
+        }
+
+        /** A field name as a BSON cstring: ASCII byte by byte (no array), else UTF-8. */
+        private static void writeKey(String key, ByteBuf out) {
+            int n = key.length();
+            for (int i = 0; i < n; i++) {
+                if (key.charAt(i) >= 0x80) {
+                    out.writeBytes(key.getBytes(StandardCharsets.UTF_8)).writeByte(0);
+                    return;
+                }
+            }
+            out.ensureWritable(n + 1);
+            for (int i = 0; i < n; i++) {
+                out.writeByte(key.charAt(i));
+            }
+            out.writeByte(0);
         }
 
         static int documentSize(Map<String, ?> doc) {

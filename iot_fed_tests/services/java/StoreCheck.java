@@ -79,6 +79,15 @@ public final class StoreCheck {
         return doc;
     }
 
+    /** A field name of random characters, lone surrogates included (BSON writes '?'). */
+    private static String oddKey(Random rnd) {
+        StringBuilder sb = new StringBuilder();
+        for (int j = rnd.nextInt(6); j > 0; j--) {
+            sb.append(CHARS[rnd.nextInt(CHARS.length)]);
+        }
+        return sb.toString();
+    }
+
     private static void fail(String what) {
         System.out.println("mismatch: " + what);
         System.exit(1);
@@ -146,6 +155,17 @@ public final class StoreCheck {
         ObjectDataType older = new ObjectDataType();
         for (int i = 0; i < n; i++) {
             Document doc = document(rnd, 0); // 2. BSON bytes and size
+            Document odd = new Document(doc);
+            odd.put(oddKey(rnd), odd.size());
+            for (Document d : List.of(doc, odd)) {
+                ByteBuf w = Unpooled.buffer();
+                ByteBuf g = Unpooled.buffer();
+                BsonEncoder.encodeDocument(d, w);
+                MongoServerMain.BsonCodec.writeDocument(d, g);
+                if (!ByteBufUtil.equals(w, g) || MongoServerMain.BsonCodec.documentSize(d) != w.writerIndex()) {
+                    fail("BSON bytes or size of " + d.keySet().stream().map(k -> k.chars().boxed().toList()).toList());
+                }
+            }
             ByteBuf want = Unpooled.buffer();
             ByteBuf got = Unpooled.buffer();
             BsonEncoder.encodeDocument(doc, want);
