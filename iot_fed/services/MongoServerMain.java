@@ -43,6 +43,7 @@ import java.time.Instant;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collection;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -545,6 +546,8 @@ public final class MongoServerMain {
         private boolean sizing = true; // false inside addDocument: sized there, cheaper
         private boolean batching; // inside insertDocuments: sizes add up in pendingSize
         private int pendingSize;
+        private static final int MAX_NAMES = 4096;
+        private final Map<String, String> names = new HashMap<>(); // top-level field names
 
         DataCollection(MongoDatabase db, String name, CollectionOptions options,
                 MVMap<Object, Document> data, MVMap<String, Object> meta, CursorRegistry cursors) {
@@ -559,6 +562,27 @@ public final class MongoServerMain {
         @Override
         protected int getDataSize() {
             return super.getDataSize() + pendingSize;
+        }
+
+        /**
+         * Stores a copy whose field names are one shared String each (the wire decoder
+         * makes new ones for every document): fewer live objects for the GC to copy.
+         */
+        @Override
+        protected Object addDocumentInternal(Document document) {
+            Document stored = new Document();
+            for (Map.Entry<String, Object> e : document.entrySet()) {
+                String name = e.getKey();
+                String shared = names.get(name);
+                if (shared == null) {
+                    shared = name;
+                    if (names.size() < MAX_NAMES) {
+                        names.put(name, name);
+                    }
+                }
+                stored.put(shared, e.getValue());
+            }
+            return super.addDocumentInternal(stored);
         }
 
         @Override

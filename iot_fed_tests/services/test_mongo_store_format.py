@@ -197,7 +197,8 @@ def test_collection_data_size_is_the_documents_bson_size(
     mjs_home: Path, settings: Settings, tmp_path: Path
 ) -> None:
     """collStats ``size`` (DataCollection's sizes, added once per insert command) is the sum
-    of the stored documents' BSON sizes, after inserts (one failing), a delete, an update."""
+    of the stored documents' BSON sizes, after inserts (one failing), a delete, an update
+    (of the stored copy with shared field names)."""
     current = artifacts.mongo_java_server_classes(settings.state_dir)
     with _server(current, mjs_home, tmp_path / "data.mv", tmp_path / "server.log") as coll:
         coll.create_index([("moteid", ASCENDING), ("epoch", ASCENDING)], unique=True)
@@ -209,5 +210,6 @@ def test_collection_data_size_is_the_documents_bson_size(
         coll.update_one({"moteid": 3, "epoch": 3}, {"$set": {"label": "ü" * 20}})
         stored = list(coll.find({}))
         assert len(stored) == 150
+        assert coll.find_one({"moteid": 3, "epoch": 3})["label"] == "ü" * 20
         size = coll.database.command("collStats", coll.name)["size"]
         assert size == sum(len(bson.encode(d)) for d in stored)
