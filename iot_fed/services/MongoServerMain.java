@@ -256,6 +256,7 @@ public final class MongoServerMain {
         static final byte TAG_BSON = (byte) 0xB1; // BSON type byte + BSON value
         static final byte TAG_MISSING = (byte) 0xB2;
         static final byte TAG_KEY = (byte) 0xB3; // KeyValue: var-int count + values
+        private static final int SCRATCH_KEEP = 1 << 20;
         private static final ThreadLocal<ByteBuf> SCRATCH =
                 ThreadLocal.withInitial(() -> Unpooled.buffer(4096));
 
@@ -296,6 +297,9 @@ public final class MongoServerMain {
                 return false;
             }
             buff.put(tag).put(scratch.array(), scratch.arrayOffset(), scratch.writerIndex());
+            if (scratch.capacity() > SCRATCH_KEEP) { // after a huge document: don't keep it
+                SCRATCH.remove();
+            }
             return true;
         }
 

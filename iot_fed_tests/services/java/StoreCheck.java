@@ -4,8 +4,8 @@
 //     at and beyond 2^31 and 2^53), strings, ObjectIds, dates, mixed; raw and normalised;
 //  2. BsonCodec writes BsonEncoder's bytes and documentSize is their length (utf8Length
 //     is String.getBytes(UTF_8)'s, lone surrogates included);
-//  3. StoreType reads back what it wrote (documents, keys, positions, Missing, and Java
-//     types BSON has no type for), and reads ObjectDataType's (older) encoding too.
+//  3. StoreType reads back what it wrote (documents, also one of 3 MB, keys, positions,
+//     Missing, and Java types BSON has no type for), and ObjectDataType's (older) encoding.
 // Usage: java -cp 'classes:libs/*:.' StoreCheck [n]; prints "ok" or a mismatch and exits 1.
 
 import de.bwaldvogel.mongo.backend.KeyValue;
@@ -122,6 +122,10 @@ public final class StoreCheck {
         return a instanceof Missing ? b instanceof Missing : Objects.equals(a, b);
     }
 
+    private static Document values0() {
+        return new Document("moteid", 1).append("t", 20.5);
+    }
+
     public static void main(String[] args) {
         int n = args.length > 0 ? Integer.parseInt(args[0]) : 2000;
         Random rnd = new Random(13);
@@ -188,6 +192,11 @@ public final class StoreCheck {
                     fail("round trip of " + v + ": " + back + " / " + old);
                 }
             }
+        }
+        Document big = new Document("s", "x".repeat(3 << 20)); // past the kept scratch size
+        if (!same(big, roundTrip(store, store, big))
+                || !same(values0(), roundTrip(store, store, values0()))) {
+            fail("round trip after a 3 MB document");
         }
         System.out.println("ok");
     }
