@@ -12,6 +12,10 @@ real ingestion core (:class:`iot_fed.stream.ingest.Ingestor`), and the durable d
 ``--repeat`` times (each row is the median round). Also times the pieces
 alone (decode+validate in Python, MongoDB writes of pre-decoded docs) to show where
 the time goes. Prints a table and writes ``bench/results/ingest.json``.
+
+``--baseline-uri mongodb://...`` adds every durable configuration against a second
+server (e.g. one built from another checkout's ``MongoServerMain.java``) to the same
+round-robin, so before and after are measured under the same load (``server`` column).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ def bench_ingest(
     batch: int,
     limit: int,
     concern: str = "j=true",
+    server: str = "this",
 ) -> dict:
     """Ingest the first ``min(n, limit)`` messages in bounded batches (cursor mode)."""
     n = min(n, limit)
@@ -95,6 +100,7 @@ def bench_ingest(
         wall = time.perf_counter() - t0
     assert db[SENSOR_READINGS].estimated_document_count() == inserted
     return {
+        "server": server,
         "concern": concern,
         "strategy": strategy,
         "chunk": chunk,
@@ -113,11 +119,17 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="fewer configurations")
     ap.add_argument("--repeat", type=int, default=3, help="rounds over all configurations")
+    ap.add_argument("--baseline-uri", help="a second MongoDB server, run in the same rounds")
     args = ap.parse_args()
     settings = get_settings()
     client: MongoClient = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000)
     db = client["iot_fed_bench"]
     client.drop_database(db.name)
+    dbs = {"this": db}
+    if args.baseline_uri:
+        base_client: MongoClient = MongoClient(args.baseline_uri, serverSelectionTimeoutMS=5000)
+        dbs["baseline"] = base_client[db.name]
+        base_client.drop_database(db.name)
     topic = f"bench_ingest_{uuid.uuid4().hex[:8]}"
 
     data = _data(args.n)
@@ -148,20 +160,26 @@ def main() -> int:
             for s, c in ([("insert", 5000)] if args.quick else [("insert", 5000), ("upsert", 5000)])
         ]
 
-        # 3. the real ingestion path (strategy, chunk, batch, readings)
-        configs: list[tuple] = [("insert", 5000, 50_000, n), ("insert", 5000, 50_000, n, "w=1")]
+        # 3. the real ingestion path (strategy, chunk, batch, readings, concern) x server
+        configs: list[tuple] = [
+            ("insert", 5000, 50_000, n, "j=true"),
+            ("insert", 5000, 50_000, n, "w=1"),
+        ]
         if not args.quick:
             configs += [
-                ("insert", 1000, 50_000, n),
-                ("insert", 20000, 50_000, n),
-                ("upsert", 5000, 50_000, SMALL),
+                ("insert", 1000, 50_000, n, "j=true"),
+                ("insert", 20000, 50_000, n, "j=true"),
+                ("upsert", 5000, 50_000, SMALL, "j=true"),
             ]
+        plan = [(c, "this") for c in configs]
+        if args.baseline_uri:  # the durable rows again, on the baseline server
+            plan += [(c, "baseline") for c in configs if c[4] == "j=true"]
         # round-robin, so a cold server or a noisy neighbour hits every configuration alike;
         # the first round also warms the server's JIT. Each row: the median round.
-        runs: list[list[dict]] = [[] for _ in configs]
+        runs: list[list[dict]] = [[] for _ in plan]
         for rnd in range(args.repeat):
-            for i, c in enumerate(configs):
-                runs[i].append(bench_ingest(settings, db, topic, n, *c))
+            for i, (c, server) in enumerate(plan):
+                runs[i].append(bench_ingest(settings, dbs[server], topic, n, *c, server=server))
                 print(f"round {rnd} ingest", runs[i][-1], flush=True)
         out["ingest"] = []
         for rs in runs:
@@ -172,9 +190,10 @@ def main() -> int:
             out["ingest"].append(row)
     finally:
         delete_topics(settings, [topic])
-        client.drop_database(db.name)
+        for d in dbs.values():
+            d.client.drop_database(d.name)
 
-    best = max(r["rate"] for r in out["ingest"])  # best median
+    best = max(r["rate"] for r in out["ingest"] if r["server"] == "this")  # best median
     base = out["ingest"][0]["rate"]
     print(f"\nproduce (max speed): {out['produce']['rate']:>10,.0f} rec/s")
     print(f"encode only:         {out['encode_rate']:>10,.0f} rec/s")
@@ -182,13 +201,13 @@ def main() -> int:
     for m in out["mongo_only"]:
         print(f"mongo {m['strategy']:<7} chunk {m['chunk']:>6}: {m['rate']:>10,.0f} docs/s")
     print(
-        f"\n{'concern':<8}{'strategy':<9}{'chunk':>7}{'batch':>8}{'msgs':>8}{'rate/s':>10}"
+        f"\n{'server':<9}{'concern':<8}{'strategy':<9}{'chunk':>7}{'batch':>8}{'msgs':>8}{'rate/s':>10}"
         f"{'x base':>8}  {'rounds':<26}shares"
     )
     for r in out["ingest"]:
         shares = " ".join(f"{k}={v:.0%}" for k, v in r["share"].items())
         print(
-            f"{r['concern']:<8}{r['strategy']:<9}{r['chunk']:>7}{r['batch']:>8}{r['messages']:>8}{r['rate']:>10,.0f}"
+            f"{r['server']:<9}{r['concern']:<8}{r['strategy']:<9}{r['chunk']:>7}{r['batch']:>8}{r['messages']:>8}{r['rate']:>10,.0f}"
             f"{r['rate'] / base:>8.2f}  {'/'.join(f'{x:,.0f}' for x in r['rates']):<26}{shares}"
         )
     verdict = "meets" if best >= GOAL else "below"

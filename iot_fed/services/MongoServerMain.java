@@ -10,27 +10,49 @@
 // write; ``background`` is H2's own behaviour. -Dmvstore.fsync=true also forces the file to
 // the disk (survives a power loss, not only a killed process).
 
+import de.bwaldvogel.mongo.MongoCollection;
 import de.bwaldvogel.mongo.MongoDatabase;
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoVersion;
+import de.bwaldvogel.mongo.backend.AbstractUniqueIndex;
+import de.bwaldvogel.mongo.backend.CollectionOptions;
 import de.bwaldvogel.mongo.backend.CursorRegistry;
 import de.bwaldvogel.mongo.backend.DatabaseResolver;
 import de.bwaldvogel.mongo.backend.Index;
 import de.bwaldvogel.mongo.backend.IndexKey;
 import de.bwaldvogel.mongo.backend.KeyValue;
+import de.bwaldvogel.mongo.backend.Missing;
 import de.bwaldvogel.mongo.backend.ValueComparator;
 import de.bwaldvogel.mongo.backend.h2.H2Backend;
+import de.bwaldvogel.mongo.backend.h2.H2Collection;
 import de.bwaldvogel.mongo.backend.h2.H2Database;
+import de.bwaldvogel.mongo.bson.Bson;
 import de.bwaldvogel.mongo.bson.Document;
+import de.bwaldvogel.mongo.bson.ObjectId;
+import de.bwaldvogel.mongo.exception.DuplicateKeyError;
 import de.bwaldvogel.mongo.oplog.Oplog;
+import de.bwaldvogel.mongo.wire.BsonConstants;
+import de.bwaldvogel.mongo.wire.bson.BsonDecoder;
+import de.bwaldvogel.mongo.wire.bson.BsonEncoder;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.time.Instant;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collection;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
+import java.util.UUID;
+import org.h2.mvstore.DataUtils;
 import org.h2.mvstore.MVMap;
 import org.h2.mvstore.MVStore;
+import org.h2.mvstore.WriteBuffer;
 import org.h2.mvstore.type.ObjectDataType;
 
 public final class MongoServerMain {
@@ -115,16 +137,256 @@ public final class MongoServerMain {
         }
     }
 
-    /** Keys of index maps: KeyValues compared in MongoDB's value order, stored as before. */
-    static final class IndexKeyType extends ObjectDataType {
+    /**
+     * BSON documents as mongo-java-server's BsonEncoder writes them (same bytes), walking
+     * the entries once (BsonEncoder looks every key up again), and their encoded size
+     * without encoding (what AbstractMongoCollection tracks as a collection's data size).
+     */
+    static final class BsonCodec {
+        private BsonCodec() {}
+
+        static void writeDocument(Map<String, ?> doc, ByteBuf out) {
+            int start = out.writerIndex();
+            out.writeIntLE(0); // total length, set below
+            for (Map.Entry<String, ?> e : doc.entrySet()) {
+                Object v = e.getValue();
+                byte type = BsonEncoder.determineType(v);
+                out.writeByte(type);
+                writeKey(e.getKey(), out);
+                if (type == BsonConstants.TYPE_EMBEDDED_DOCUMENT) {
+                    @SuppressWarnings("unchecked")
+                    Map<String, ?> sub = (Map<String, ?>) v;
+                    writeDocument(sub, out);
+                } else {
+                    BsonEncoder.encodeValue(type, v, out);
+                }
+            }
+            out.writeByte(0);
+            out.setIntLE(start, out.writerIndex() - start);
+        }
+
+        /** A field name as a BSON cstring: ASCII byte by byte (no array), else UTF-8. */
+        private static void writeKey(String key, ByteBuf out) {
+            int n = key.length();
+            for (int i = 0; i < n; i++) {
+                if (key.charAt(i) >= 0x80) {
+                    out.writeBytes(key.getBytes(StandardCharsets.UTF_8)).writeByte(0);
+                    return;
+                }
+            }
+            out.ensureWritable(n + 1);
+            for (int i = 0; i < n; i++) {
+                out.writeByte(key.charAt(i));
+            }
+            out.writeByte(0);
+        }
+
+        static int documentSize(Map<String, ?> doc) {
+            int size = 5; // length + terminator
+            for (Map.Entry<String, ?> e : doc.entrySet()) {
+                size += 2 + utf8Length(e.getKey()) + valueSize(e.getValue());
+            }
+            return size;
+        }
+
+        private static int valueSize(Object v) {
+            if (v instanceof Double || v instanceof Long || v instanceof Instant) {
+                return 8;
+            } else if (v instanceof Integer) {
+                return 4;
+            } else if (v instanceof String str) {
+                return 5 + utf8Length(str);
+            } else if (v instanceof Map<?, ?> map) { // BsonEncoder: any Map is a document
+                @SuppressWarnings("unchecked")
+                Map<String, ?> sub = (Map<String, ?>) map;
+                return documentSize(sub);
+            } else if (v == null) {
+                return 0;
+            } else if (v instanceof Boolean) {
+                return 1;
+            } else if (v instanceof ObjectId) {
+                return 12;
+            }
+            ByteBuf buf = Unpooled.buffer(); // anything else: as BsonEncoder writes it
+            try {
+                BsonEncoder.encodeValue(BsonEncoder.determineType(v), v, buf);
+                return buf.writerIndex();
+            } finally {
+                buf.release();
+            }
+        }
+
+        /** Bytes of String.getBytes(UTF_8): a lone surrogate becomes '?'. */
+        static int utf8Length(String s) {
+            int n = s.length();
+            int bytes = n;
+            for (int i = 0; i < n; i++) {
+                char c = s.charAt(i);
+                if (c < 0x80) {
+                    continue;
+                } else if (c < 0x800) {
+                    bytes += 1;
+                } else if (Character.isHighSurrogate(c) && i + 1 < n
+                        && Character.isLowSurrogate(s.charAt(i + 1))) {
+                    bytes += 2; // 4 bytes for the pair
+                    i++;
+                } else if (!Character.isSurrogate(c)) {
+                    bytes += 2;
+                }
+            }
+            return bytes;
+        }
+    }
+
+    /**
+     * How keys and values of the collection and index maps are written to the MVStore.
+     *
+     * H2's ObjectDataType stores every object it does not know (Document, KeyValue,
+     * ObjectId, Missing) with Java serialization: a class descriptor and an
+     * ObjectOutputStream per value, most of the server's time on a durable insert. This
+     * type writes those as BSON (mongo-java-server's own encoder) behind a tag byte of
+     * 0x80 or above, which ObjectDataType never writes (its tags stop at 119), and leaves
+     * everything else (numbers, strings, UUIDs, null, and whatever BSON cannot encode) to
+     * ObjectDataType. Reading looks at the tag, so pages written before (Java-serialized)
+     * and after read alike: a store needs no rewrite. Order (compare) is ObjectDataType's,
+     * unchanged, so existing maps stay sorted.
+     */
+    static class StoreType extends ObjectDataType {
+        static final byte TAG_DOCUMENT = (byte) 0xB0; // BSON document (int32 length first)
+        static final byte TAG_BSON = (byte) 0xB1; // BSON type byte + BSON value
+        static final byte TAG_MISSING = (byte) 0xB2;
+        static final byte TAG_KEY = (byte) 0xB3; // KeyValue: var-int count + values
+        private static final int SCRATCH_KEEP = 1 << 20;
+        private static final ThreadLocal<ByteBuf> SCRATCH =
+                ThreadLocal.withInitial(() -> Unpooled.buffer(4096));
+
+        @Override
+        public void write(WriteBuffer buff, Object obj) {
+            if (obj instanceof Document doc) {
+                if (!writeBson(buff, TAG_DOCUMENT, doc)) {
+                    super.write(buff, obj);
+                }
+            } else if (obj instanceof KeyValue key) {
+                buff.put(TAG_KEY).putVarInt(key.size());
+                for (Object v : key) {
+                    write(buff, v);
+                }
+            } else if (obj instanceof Missing) {
+                buff.put(TAG_MISSING);
+            } else if (obj == null || obj instanceof Integer || obj instanceof Long
+                    || obj instanceof Double || obj instanceof String || obj instanceof Boolean
+                    || obj instanceof UUID) {
+                super.write(buff, obj); // ObjectDataType's compact native encodings
+            } else if (!writeBson(buff, TAG_BSON, obj)) {
+                super.write(buff, obj);
+            }
+        }
+
+        /** Tag + BSON of ``obj`` (a document, or one value); false: BSON cannot encode it. */
+        private static boolean writeBson(WriteBuffer buff, byte tag, Object obj) {
+            ByteBuf scratch = SCRATCH.get().clear();
+            try {
+                if (tag == TAG_DOCUMENT) {
+                    BsonCodec.writeDocument((Document) obj, scratch);
+                } else {
+                    byte type = BsonEncoder.determineType(obj);
+                    scratch.writeByte(type);
+                    BsonEncoder.encodeValue(type, obj, scratch);
+                }
+            } catch (RuntimeException unsupported) { // e.g. a Java type BSON has no type for
+                return false;
+            }
+            buff.put(tag).put(scratch.array(), scratch.arrayOffset(), scratch.writerIndex());
+            if (scratch.capacity() > SCRATCH_KEEP) { // after a huge document: don't keep it
+                SCRATCH.remove();
+            }
+            return true;
+        }
+
+        @Override
+        public Object read(ByteBuffer buff) {
+            byte tag = buff.get(buff.position());
+            switch (tag) {
+                case TAG_DOCUMENT, TAG_BSON -> {
+                    buff.get();
+                    ByteBuf in = Unpooled.wrappedBuffer(buff.slice());
+                    Object value = tag == TAG_DOCUMENT
+                            ? BsonDecoder.decodeBson(in)
+                            : BsonDecoder.decodeValue(in.readByte(), in);
+                    buff.position(buff.position() + in.readerIndex());
+                    return value;
+                }
+                case TAG_MISSING -> {
+                    buff.get();
+                    return Missing.getInstance();
+                }
+                case TAG_KEY -> {
+                    buff.get();
+                    int n = DataUtils.readVarInt(buff);
+                    Object[] values = new Object[n];
+                    for (int i = 0; i < n; i++) {
+                        values[i] = read(buff);
+                    }
+                    return new KeyValue(values);
+                }
+                default -> {
+                    return super.read(buff); // ObjectDataType's own (also every older page)
+                }
+            }
+        }
+
+        /** Heap estimate (page split and cache accounting), without encoding. */
+        @Override
+        public int getMemory(Object obj) {
+            return obj instanceof Bson || obj instanceof KeyValue ? estimate(obj) : super.getMemory(obj);
+        }
+
+        private static int estimate(Object v) {
+            if (v instanceof Document doc) {
+                int m = 64;
+                for (Map.Entry<String, Object> e : doc.entrySet()) {
+                    m += 48 + 2 * e.getKey().length() + estimate(e.getValue());
+                }
+                return m;
+            } else if (v instanceof KeyValue key) {
+                int m = 48;
+                for (Object x : key) {
+                    m += 8 + estimate(x);
+                }
+                return m;
+            } else if (v instanceof Collection<?> list) {
+                int m = 40;
+                for (Object x : list) {
+                    m += 8 + estimate(x);
+                }
+                return m;
+            } else if (v instanceof String str) {
+                return 48 + str.length();
+            } else if (v instanceof ObjectId) {
+                return 48;
+            }
+            return 24;
+        }
+    }
+
+    /**
+     * Keys of index maps: KeyValues compared in MongoDB's value order (ValueComparator),
+     * with shortcuts that give ValueComparator's answer without its type walk and number
+     * normalisation: the unique index holds normalised keys (numbers as doubles), so most
+     * comparisons are double-double; also ints/longs, strings, ObjectIds and dates.
+     * Stored as StoreType.
+     */
+    static final class IndexKeyType extends StoreType {
         private static final ValueComparator ORDER = ValueComparator.asc();
+        private static final long EXACT = 1L << 53; // longs a double holds exactly
+        private static final double INT_RANGE = 1L << 31; // normalised to Integer, never Long
 
         @Override
         public int compare(Object a, Object b) {
             if (a instanceof KeyValue ka && b instanceof KeyValue kb) {
                 int n = Math.min(ka.size(), kb.size());
                 for (int i = 0; i < n; i++) {
-                    int c = ORDER.compare(ka.get(i), kb.get(i));
+                    int c = compareValues(ka.get(i), kb.get(i));
                     if (c != 0) {
                         return c;
                     }
@@ -133,17 +395,247 @@ public final class MongoServerMain {
             }
             return super.compare(a, b);
         }
+
+        static int compareValues(Object a, Object b) {
+            if (a instanceof Double x && b instanceof Double y) {
+                double p = x;
+                double q = y;
+                // ValueComparator: Double.compare after normalising (-0.0 -> 0); a value it
+                // normalises to Long (integral, |v| >= 2^31) is compared truncated: not here
+                if (Math.abs(p) < INT_RANGE && Math.abs(q) < INT_RANGE) { // false for NaN
+                    return p < q ? -1 : (p > q ? 1 : 0);
+                }
+            } else if (a instanceof Integer x && b instanceof Integer y) {
+                return Integer.compare(x, y);
+            } else if ((a instanceof Long || a instanceof Integer)
+                    && (b instanceof Long || b instanceof Integer)) {
+                long x = ((Number) a).longValue();
+                long y = ((Number) b).longValue();
+                if (x >= -EXACT && x <= EXACT && y >= -EXACT && y <= EXACT) {
+                    return Long.compare(x, y);
+                }
+            } else if (a instanceof String x && b instanceof String y) {
+                return x.compareTo(y);
+            } else if (a instanceof ObjectId x && b instanceof ObjectId y) {
+                return x.compareTo(y);
+            } else if (a instanceof Instant x && b instanceof Instant y) {
+                return x.compareTo(y);
+            }
+            return ORDER.compare(a, b);
+        }
+    }
+
+    /**
+     * H2UniqueIndex (same map, same keys) that handles the common document - top-level
+     * key fields, no arrays or sub-documents as values, not sparse - without the generic
+     * path: AbstractUniqueIndex builds the key values with streams and a path split three
+     * times per document and index (checkAdd, then add, which checks again) and looks the
+     * key up twice; here it is built once per call and ``add`` is one putIfAbsent (a
+     * taken key still raises DuplicateKeyError). Anything else goes the generic way.
+     */
+    static final class UniqueIndex extends AbstractUniqueIndex<Object> {
+        private final MVMap<KeyValue, Object> mvMap;
+        private final String[] fields; // null: some key is a path (a.b): generic only
+
+        UniqueIndex(MVMap<KeyValue, Object> mvMap, String name, List<IndexKey> keys, boolean sparse) {
+            super(name, keys, sparse);
+            this.mvMap = mvMap;
+            String[] f = keys.stream().map(IndexKey::getKey).toArray(String[]::new);
+            this.fields = sparse || Arrays.stream(f).anyMatch(k -> k.contains(".")) ? null : f;
+        }
+
+        /** The raw key of ``document`` (as in a DuplicateKeyError), or null: generic path. */
+        private KeyValue simpleKey(Document document) {
+            if (fields == null) {
+                return null;
+            }
+            Object[] values = new Object[fields.length];
+            for (int i = 0; i < fields.length; i++) {
+                Object v = document.getOrMissing(fields[i]);
+                if (v instanceof Map || v instanceof Collection) {
+                    return null;
+                }
+                values[i] = v;
+            }
+            return new KeyValue(values);
+        }
+
+        /** Utils.normalizeValue for scalars: numbers as doubles (unless a long needs 64 bits). */
+        private static KeyValue normalized(KeyValue raw) {
+            Object[] values = new Object[raw.size()];
+            for (int i = 0; i < values.length; i++) {
+                Object v = raw.get(i);
+                if (v instanceof Missing) {
+                    v = null;
+                } else if (v instanceof Number n
+                        && !(v instanceof Long l && l != (long) l.doubleValue())) { // 64-bit: kept
+                    double d = n.doubleValue();
+                    v = d == 0.0 ? 0.0 : d; // -0.0 -> 0.0
+                }
+                values[i] = v;
+            }
+            return new KeyValue(values);
+        }
+
+        @Override
+        public synchronized void checkAdd(Document document, MongoCollection<Object> collection) {
+            KeyValue raw = simpleKey(document);
+            if (raw == null) {
+                super.checkAdd(document, collection);
+            } else if (mvMap.containsKey(normalized(raw))) {
+                throw new DuplicateKeyError(this, collection, getKeys(), raw);
+            }
+        }
+
+        @Override
+        public synchronized void add(Document document, Object position, MongoCollection<Object> collection) {
+            KeyValue raw = simpleKey(document);
+            if (raw == null) {
+                super.add(document, position, collection);
+            } else if (!putKeyPosition(normalized(raw), position)) {
+                throw new DuplicateKeyError(this, collection, getKeys(), raw);
+            }
+        }
+
+        // --- as H2UniqueIndex -------------------------------------------------------
+        @Override
+        protected Object removeDocument(KeyValue keyValue) {
+            return mvMap.remove(keyValue);
+        }
+
+        @Override
+        protected boolean putKeyPosition(KeyValue keyValue, Object position) {
+            return mvMap.putIfAbsent(keyValue, Missing.ofNullable(position)) == null;
+        }
+
+        @Override
+        protected Iterable<Map.Entry<KeyValue, Object>> getIterable() {
+            return mvMap.entrySet();
+        }
+
+        @Override
+        protected Object getPosition(KeyValue keyValue) {
+            return mvMap.get(keyValue);
+        }
+
+        @Override
+        public long getCount() {
+            return mvMap.sizeAsLong();
+        }
+
+        @Override
+        public boolean isEmpty() {
+            return mvMap.isEmpty();
+        }
+
+        @Override
+        public long getDataSize() {
+            return getCount();
+        }
     }
 
     private static final String INDEX_MAP = "._index_";
+    private static final String DATA_MAP = "databases."; // as H2Database names its maps
+    private static final String META_MAP = "meta.";
     private static final String FORMAT_MAP = "iot_fed.format";
     private static final String INDEX_ORDER = "index_key_order";
+
+    /**
+     * H2Collection whose inserts size the document with BsonCodec.documentSize instead of
+     * encoding it (Utils.calculateSize) just to measure it (the same number), and add an
+     * insert command's sizes to the stored data size once, not once per document (each
+     * update is a copy-on-write put into the collection's meta map).
+     */
+    static final class DataCollection extends H2Collection {
+        private boolean sizing = true; // false inside addDocument: sized there, cheaper
+        private boolean batching; // inside insertDocuments: sizes add up in pendingSize
+        private int pendingSize;
+        private static final int MAX_NAMES = 4096;
+        private final Map<String, String> names = new HashMap<>(); // top-level field names
+
+        DataCollection(MongoDatabase db, String name, CollectionOptions options,
+                MVMap<Object, Document> data, MVMap<String, Object> meta, CursorRegistry cursors) {
+            super(db, name, options, data, meta, cursors);
+        }
+
+        @Override
+        protected boolean tracksDataSize() {
+            return sizing && super.tracksDataSize();
+        }
+
+        @Override
+        protected int getDataSize() {
+            return super.getDataSize() + pendingSize;
+        }
+
+        /**
+         * Stores a copy whose field names are one shared String each (the wire decoder
+         * makes new ones for every document): fewer live objects for the GC to copy.
+         */
+        @Override
+        protected Object addDocumentInternal(Document document) {
+            Document stored = new Document();
+            for (Map.Entry<String, Object> e : document.entrySet()) {
+                String name = e.getKey();
+                String shared = names.get(name);
+                if (shared == null) {
+                    shared = name;
+                    if (names.size() < MAX_NAMES) {
+                        names.put(name, name);
+                    }
+                }
+                stored.put(shared, e.getValue());
+            }
+            return super.addDocumentInternal(stored);
+        }
+
+        @Override
+        public synchronized void addDocument(Document document) {
+            boolean track = tracksDataSize();
+            sizing = false;
+            try {
+                super.addDocument(document);
+            } finally {
+                sizing = true;
+            }
+            if (track) {
+                int size = BsonCodec.documentSize(document);
+                if (batching) {
+                    pendingSize += size;
+                } else {
+                    updateDataSize(size);
+                }
+            }
+        }
+
+        @Override
+        public synchronized List<Document> insertDocuments(List<Document> documents, boolean ordered) {
+            batching = true;
+            try {
+                return super.insertDocuments(documents, ordered);
+            } finally {
+                batching = false;
+                int size = pendingSize;
+                pendingSize = 0;
+                if (size != 0) {
+                    updateDataSize(size);
+                }
+            }
+        }
+    }
 
     /** The one store of this process (H2Database keeps its own reference private). */
     private static MVStore store;
 
     static <K, V> MVMap<K, V> openIndexMap(MVStore mvStore, String name) {
-        return mvStore.openMap(name, new MVMap.Builder<K, V>().keyType(new IndexKeyType()));
+        return mvStore.openMap(
+                name, new MVMap.Builder<K, V>().keyType(new IndexKeyType()).valueType(new StoreType()));
+    }
+
+    /** A collection's documents: _id (ObjectDataType order) -> document, both as StoreType. */
+    static <K, V> MVMap<K, V> openDataMap(MVStore mvStore, String name) {
+        return mvStore.openMap(
+                name, new MVMap.Builder<K, V>().keyType(new StoreType()).valueType(new StoreType()));
     }
 
     /**
@@ -178,8 +670,9 @@ public final class MongoServerMain {
     }
 
     /**
-     * Index maps opened with IndexKeyType; ``insert`` answers ``n`` = all documents even
-     * when some hit write errors: fixed.
+     * Index maps opened with IndexKeyType (as UniqueIndex), data maps with StoreType (as
+     * DataCollection);
+     * ``insert`` answers ``n`` = all documents even when some hit write errors: fixed.
      */
     static final class Database extends H2Database {
         Database(String name, MVStore store, CursorRegistry cursors) {
@@ -189,9 +682,17 @@ public final class MongoServerMain {
         @Override
         protected Index<Object> openOrCreateUniqueIndex(
                 String collectionName, String indexName, List<IndexKey> keys, boolean sparse) {
-            // opened first with our key type; H2Database's openMap(name) then gets this map
-            openIndexMap(store, getFullCollectionNamespace(collectionName) + INDEX_MAP + indexName);
-            return super.openOrCreateUniqueIndex(collectionName, indexName, keys, sparse);
+            String name = getFullCollectionNamespace(collectionName) + INDEX_MAP + indexName;
+            return new UniqueIndex(openIndexMap(store, name), indexName, keys, sparse);
+        }
+
+        @Override
+        protected MongoCollection<Object> openOrCreateCollection(
+                String collectionName, CollectionOptions options) {
+            String fullName = getFullCollectionNamespace(collectionName);
+            MVMap<Object, Document> data = openDataMap(store, DATA_MAP + fullName);
+            MVMap<String, Object> meta = store.openMap(META_MAP + fullName);
+            return new DataCollection(this, collectionName, options, data, meta, cursorRegistry);
         }
 
         @Override

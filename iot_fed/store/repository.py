@@ -83,6 +83,7 @@ def insert_readings(
     strategy: WriteStrategy = DEFAULT_READINGS_STRATEGY,
     *,
     validate: bool = True,
+    owned: bool = False,
 ) -> list[int]:
     """Store readings idempotently; return the indices (into ``docs``) actually inserted.
 
@@ -92,14 +93,16 @@ def insert_readings(
     (UpdateOne with ``$setOnInsert``, upsert=True, ordered=False). ``validate=False``
     skips the per-document Python schema check, for callers whose documents are already
     checked field by field (Kafka ingestion: ``iot_fed.stream.messages.decode_value``).
-    Returns after the server acknowledged the writes; ``docs`` are not modified.
+    Returns after the server acknowledged the writes; ``docs`` are not modified, unless
+    ``owned=True``: the caller hands over fresh dicts without ``_id``, written without a
+    copy (the driver adds ``_id`` to them).
     """
     if not docs:
         return []
     if validate:
         validator(SENSOR_READINGS).validate_many(list(docs))
     coll = durable(db, SENSOR_READINGS)
-    clean = _no_id(docs)
+    clean = list(docs) if owned else _no_id(docs)
     if strategy == "insert":
         try:
             coll.insert_many(clean, ordered=False)

@@ -17,6 +17,7 @@ from iot_fed.store import (
     database_status,
     init_database,
     insert_dead_letters,
+    insert_readings,
     latest_global_model,
     latest_local_models,
     next_version,
@@ -103,6 +104,20 @@ def test_upsert_readings_idempotent(db, strategy: str) -> None:
     stored = db.sensor_readings.find_one({"moteid": 1, "epoch": 9})
     assert stored["temperature"] == 20.0  # first write wins
     assert all("_id" not in d for d in docs)  # caller's dicts untouched
+
+
+@pytest.mark.parametrize("strategy", ["insert", "upsert"])
+def test_insert_readings_owned_writes_the_callers_dicts_uncopied(db, strategy: str) -> None:
+    """``owned=True`` (the ingester's fresh dicts): same result as a copy, same documents."""
+    docs = [reading(m, e) for m in (1, 2) for e in range(5)]
+    assert insert_readings(db, docs, strategy, owned=True) == list(range(10))
+    again = [reading(1, 4), reading(3, 0), reading(3, 0, temperature=1.0)]
+    assert insert_readings(db, again, strategy, owned=True) == [1]
+    stored = {(d["moteid"], d["epoch"]): d for d in db.sensor_readings.find({}, {"_id": 0})}
+    assert len(stored) == 11 and stored[(3, 0)]["temperature"] == 20.0
+    assert stored[(1, 2)] == {
+        k: v.replace(tzinfo=None) if k == "ts" else v for k, v in docs[2].items() if k != "_id"
+    }
 
 
 def test_readings_for_device_and_counts(db) -> None:

@@ -192,6 +192,18 @@ def test_long_lived_ingestor_retries_failed_batch(cfg: Settings, mongo_db, monke
     assert mongo_db[SENSOR_READINGS].count_documents({}) == 50
 
 
+def test_batch_that_drains_the_topic_does_not_wait_out_the_consume_timeout(
+    cfg: Settings, mongo_db
+) -> None:
+    """Asking for more than the partitions hold: consume() is capped at what is left below
+    the end marks, so it returns with it instead of after its 1 s timeout."""
+    produce_readings(cfg, cfg.kafka_topic, readings_frame(30, motes=3))
+    with Ingestor(cfg, mongo_db, chunk_size=10_000) as ing:
+        res = ing.run_batch(10_000, 20.0, {}, commit=False)
+    assert res.n_inserted == 30 and res.reached_end
+    assert res.timings["consume"] < 0.8  # uncapped: >= 1.0 (the last consume's timeout)
+
+
 def test_shared_ingestor_is_built_once_per_process(
     cfg: Settings, mongo_db, caplog: pytest.LogCaptureFixture
 ) -> None:
