@@ -54,6 +54,8 @@ DEFAULT_CHECKPOINT = DEFAULT_SCORER
 STATE_TIMEOUT_MS = 3_600_000  # a mote silent for an hour loses its window
 MODEL_REFRESH_S = 0.5
 TOP_CHANNELS = 2
+# Kafka consumer settings of the scorer's source, on top of the shared ones
+SOURCE_OPTIONS: dict[str, str] = {"kafka.fetch.max.wait.ms": "10"}
 
 
 @dataclass
@@ -327,7 +329,7 @@ def start_streaming_evaluation(
         heartbeat.write("running", counts)
 
     reader = spark.readStream.format("kafka").options(**spark_source_options(settings, topic))
-    reader = reader.option("startingOffsets", "earliest")
+    reader = reader.options(**SOURCE_OPTIONS).option("startingOffsets", "earliest")
     if max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
     source = reader.load().select(
