@@ -222,6 +222,7 @@ def one(
         time.sleep(3)  # the last readings' micro-batch
     progress = run.query.recentProgress
     run.stop()
+    per_batch = max(run.counts.batches, 1)
     if variant.checkpoint_dir:
         shutil.rmtree(run.checkpoint, ignore_errors=True)
     with_data = [p for p in progress if p.get("numInputRows")]
@@ -262,6 +263,9 @@ def one(
         "batch_ms_p90": float(np.percentile(durs, 90)) if durs else None,
         "duration_ms_median": breakdown,
         "state_operator_ms_median": state_ms,
+        # driver side of addBatch, mean per micro-batch: the Spark job, the MongoDB writes
+        "collect_ms_mean": run.counts.collect_ms / per_batch,
+        "store_ms_mean": run.counts.store_ms / per_batch,
         "latency_p50_s": float(np.percentile(lat, 50)) if lat else None,
         "latency_p99_s": float(np.percentile(lat, 99)) if lat else None,
         "latency_p99_steady_s": float(np.percentile(steady, 99)) if steady else None,
@@ -292,6 +296,8 @@ def summarize(rows: list[dict]) -> list[dict]:
                 "latency_p50_s": med(lambda r: r["latency_p50_s"]),
                 "latency_p99_s": med(lambda r: r["latency_p99_s"]),
                 "latency_p99_steady_s": med(lambda r: r["latency_p99_steady_s"]),
+                "collect_ms_mean": med(lambda r: r["collect_ms_mean"]),
+                "store_ms_mean": med(lambda r: r["store_ms_mean"]),
                 "duration_ms_median": {
                     k: med(lambda r, k=k: r["duration_ms_median"][k]) for k in DURATIONS
                 },
@@ -312,6 +318,7 @@ def print_table(summary: list[dict]) -> None:
         "p99 st",
         "trigger/addBatch/plan/wal/commit/latest ms",
         "py new/timeout/state commit ms",
+        "collect/store ms",
     )
     print("\n" + " | ".join(head))
     for r in summary:
@@ -326,6 +333,7 @@ def print_table(summary: list[dict]) -> None:
             g(r["latency_p99_steady_s"]),
             "/".join(f(d[k]) for k in DURATIONS[:6]),
             "/".join(f(so[k]) for k in STATE_TIMES),
+            f"{f(r['collect_ms_mean'])}/{f(r['store_ms_mean'])}",
         )
         print(" | ".join(str(c) for c in cells))
 

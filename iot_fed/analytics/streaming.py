@@ -72,6 +72,8 @@ class StreamCounts:
     stale: int = 0
     skipped: int = 0  # malformed: ingestion dead-letters them
     model_versions: list[int] = field(default_factory=list)  # in the order first used
+    collect_ms: float = 0.0  # in batch.toPandas(): the micro-batch's Spark job
+    store_ms: float = 0.0  # in store_batch: the MongoDB writes
     last_batch_id: int | None = None
     last_batch_at: dt.datetime | None = None
     last_batch: dict[str, Any] = field(default_factory=dict)
@@ -305,8 +307,16 @@ def start_streaming_evaluation(
     spark.conf.set("spark.sql.shuffle.partitions", str(settings.scorer_state_partitions))
 
     def process_batch(batch: DataFrame, batch_id: int) -> None:
+        # ONE Spark job per micro-batch: toPandas runs the whole query (Kafka read, shuffle,
+        # stateful step, state commit); everything after it is driver-side Python
+        t0 = time.perf_counter()
         pdf = batch.toPandas()
+        t1 = time.perf_counter()
         got = store_batch(target.shared(), pdf)
+        got["collect_ms"] = (t1 - t0) * 1000
+        got["store_ms"] = (time.perf_counter() - t1) * 1000
+        counts.collect_ms += got["collect_ms"]
+        counts.store_ms += got["store_ms"]
         counts.batches += 1
         counts.last_batch_id = batch_id
         counts.last_batch_at = dt.datetime.now(dt.UTC)
