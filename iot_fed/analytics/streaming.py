@@ -54,7 +54,11 @@ DEFAULT_CHECKPOINT = DEFAULT_SCORER
 STATE_TIMEOUT_MS = 3_600_000  # a mote silent for an hour loses its window
 MODEL_REFRESH_S = 0.5
 TOP_CHANNELS = 2
-# Kafka consumer settings of the scorer's source, on top of the shared ones
+# Kafka consumer settings of the scorer's source, on top of the shared ones. The broker's
+# default fetch.max.wait.ms (500) held the micro-batch's Kafka read stage for ~500 ms
+# (median, 10 rec/s, 3 topic partitions); with 10 ms it took ~170 ms (bench/bench_scorer.py,
+# variant daemon-only vs after). It only shortens the broker's wait at the log end: an
+# executor consumer polls only while its task reads its offset range.
 SOURCE_OPTIONS: dict[str, str] = {"kafka.fetch.max.wait.ms": "10"}
 
 
