@@ -1,17 +1,25 @@
 """Benchmark: the streaming scorer alone, micro-batch time and end-to-end latency.
 
 Not a test, and no ``make run`` needed (``bench_latency.py`` measures the running
-pipeline): with the local services up, each configuration gets a fresh topic, database
-(with a small promoted model) and checkpoint; readings for 54 motes are produced at
-``--rate`` for ``--seconds`` while the real query (:func:`start_streaming_evaluation`)
-scores them; half-way a new global version is promoted (the time to the first prediction
-made with it is reported). Compared in one run, round-robin: the scorer's state
-partitions (each is a task, a Python worker call and a state-store commit per micro-batch)
-and a no-op stateful function (Spark's own floor for a stateful Python micro-batch on this machine).
+pipeline): with the local services up, each run gets a fresh topic, database (with a small
+promoted model) and checkpoint; readings for 54 motes are produced at each ``--rates``
+value for ``--seconds`` while the real query (:func:`start_streaming_evaluation`) scores
+them; half-way a new global version is promoted (the time to the first prediction made
+with it is reported).
 
-    .venv/bin/python bench/bench_scorer.py [--rates 10,1000] [--partitions 1,4] [--seconds 40]
+Compared in one run, round-robin over ``--rounds`` (the machine may be shared: compare
+variants within a run, as ratios): ``--variants``, each a set of Spark settings on top of
+the product's (:data:`VARIANTS`; ``-noop`` = a no-op stateful function, Spark's own floor
+for the query shape). Variants that change SparkContext settings get their own session.
+Each run reports the query's ``durationMs`` breakdown (median over the warm micro-batches
+with data) and the stateful operator's own times (``allUpdatesTimeMs``: the Python call
+for new data; ``allRemovalsTimeMs``: the timeout pass, a second Python call;
+``commitTimeMs``: the state-store commit).
 
-Prints a table; writes bench/results/scorer.json.
+    .venv/bin/python bench/bench_scorer.py [--rates 10,1000] [--variants before,after]
+        [--rounds 2] [--seconds 40] [--partitions 1]
+
+Prints a table; writes bench/results/scorer.json (``--out`` to write elsewhere).
 """
 
 from __future__ import annotations
@@ -19,9 +27,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
+import statistics
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +58,51 @@ from iot_fed.stream.messages import encode_key, encode_reading
 
 RESULTS = Path(__file__).parent / "results" / "scorer.json"
 MOTES = 54
+ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+DURATIONS = (
+    "triggerExecution",
+    "addBatch",
+    "queryPlanning",
+    "walCommit",
+    "commitOffsets",
+    "latestOffset",
+    "getBatch",
+)
+STATE_TIMES = ("allUpdatesTimeMs", "allRemovalsTimeMs", "commitTimeMs")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Settings on top of the product's: ``session`` needs its own SparkContext,
+    ``sql`` is set on the session for the run's query only."""
+
+    session: dict[str, str] = field(default_factory=dict)
+    sql: dict[str, str] = field(default_factory=dict)
+    noop: bool = False
+    checkpoint_dir: str | None = None  # another data_dir for the checkpoint (comparison)
+    source: dict[str, str] | None = None  # instead of streaming.SOURCE_OPTIONS
+
+
+_BEFORE = {"spark.python.daemon.module": "pyspark.daemon"}  # Spark's own daemon
+VARIANTS: dict[str, Variant] = {
+    "before": Variant(session=_BEFORE, source={}),
+    "before-noop": Variant(session=_BEFORE, source={}, noop=True),
+    "daemon-only": Variant(source={}),
+    "fetch-wait-only": Variant(session=_BEFORE),
+    "after": Variant(),
+    "after-noop": Variant(noop=True),
+    "rocksdb": Variant(sql={"spark.sql.streaming.stateStore.providerClass": ROCKSDB}),
+    "rocksdb-changelog": Variant(
+        sql={
+            "spark.sql.streaming.stateStore.providerClass": ROCKSDB,
+            "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        }
+    ),
+    "shm-checkpoint": Variant(checkpoint_dir="/dev/shm/iot_fed_bench_scorer"),
+    "no-arrow-collect": Variant(sql={"spark.sql.execution.arrow.pyspark.enabled": "false"}),
+    "retain-10": Variant(sql={"spark.sql.streaming.minBatchesToRetain": "10"}),
+    "no-worker-reuse": Variant(session={"spark.python.worker.reuse": "false"}),
+}
 
 
 def readings(n: int, start_epoch: int = 0) -> pd.DataFrame:
@@ -93,6 +150,10 @@ def noop_scorer(*_a: Any, **_k: Any):
     return run
 
 
+def _median(xs: list[float]) -> float | None:
+    return float(statistics.median(xs)) if xs else None
+
+
 def one(
     spark: Any,
     settings: Any,
@@ -100,23 +161,30 @@ def one(
     rate: float,
     seconds: float,
     parts: int,
-    noop: bool,
+    variant: Variant,
 ) -> dict:
+    noop = variant.noop
     tag = uuid.uuid4().hex[:8]
-    s = settings.model_copy(
-        update={
-            "mongodb_database": f"bench_scorer_{tag}",
-            "kafka_topic": f"bench_scorer_{tag}",
-            "scorer_state_partitions": parts,
-        }
-    )
+    update: dict[str, Any] = {
+        "mongodb_database": f"bench_scorer_{tag}",
+        "kafka_topic": f"bench_scorer_{tag}",
+        "scorer_state_partitions": parts,
+    }
+    if variant.checkpoint_dir:
+        update["data_dir"] = Path(variant.checkpoint_dir)
+    s = settings.model_copy(update=update)
     db = connect(s.mongodb_uri, s.mongodb_database)
     init_database(db)
     save_global_model(db, bundle.to_bytes(), threshold=bundle.threshold, promoted=True)
     ensure_topics(s, [s.kafka_topic])
-    real = streaming.stateful_scorer
+    previous = {k: spark.conf.get(k, None) for k in variant.sql}
+    for k, v in variant.sql.items():
+        spark.conf.set(k, v)
+    real, source = streaming.stateful_scorer, streaming.SOURCE_OPTIONS
     if noop:
         streaming.stateful_scorer = noop_scorer
+    if variant.source is not None:
+        streaming.SOURCE_OPTIONS = variant.source
     try:
         run = streaming.start_streaming_evaluation(
             spark,
@@ -126,7 +194,9 @@ def one(
             trigger_seconds=settings.scorer_trigger_s,
         )
     finally:
-        streaming.stateful_scorer = real
+        streaming.stateful_scorer, streaming.SOURCE_OPTIONS = real, source
+        for k, v in previous.items():
+            spark.conf.unset(k) if v is None else spark.conf.set(k, v)
     time.sleep(3)
     producer = Producer(producer_config(s))
     rows = readings(int(rate * seconds) + MOTES).to_dict("records")
@@ -148,10 +218,21 @@ def one(
     deadline = time.time() + 120
     while time.time() < deadline and db.predictions.estimated_document_count() < (0 if noop else n):
         time.sleep(0.5)
+    if noop:
+        time.sleep(3)  # the last readings' micro-batch
     progress = run.query.recentProgress
     run.stop()
-    durs = [p["durationMs"]["triggerExecution"] for p in progress if p.get("numInputRows")]
-    warm = durs[2:] or durs  # the first batches start the Python workers
+    per_batch = max(run.counts.batches, 1)
+    if variant.checkpoint_dir:
+        shutil.rmtree(run.checkpoint, ignore_errors=True)
+    with_data = [p for p in progress if p.get("numInputRows")]
+    warm = with_data[2:] or with_data  # the first batches start the Python workers
+    durs = [p["durationMs"]["triggerExecution"] for p in warm]
+    breakdown = {k: _median([p["durationMs"].get(k, 0) for p in warm]) for k in DURATIONS}
+    state_ms = {
+        k: _median([p["stateOperators"][0][k] for p in warm if p.get("stateOperators")])
+        for k in STATE_TIMES
+    }
     docs = list(db.predictions.find({}, {"scored_at": 1, "kafka_ts": 1}))
     lat = [(d["scored_at"] - d["kafka_ts"]).total_seconds() for d in docs]
     # steady state: the readings produced after the first 10 s (the query's start-up)
@@ -177,9 +258,14 @@ def one(
         "stateful_fn": "noop" if noop else "score",
         "sent": n,
         "predictions": len(lat),
-        "batches": len(durs),
-        "batch_ms_median": float(np.median(warm)) if warm else None,
-        "batch_ms_p90": float(np.percentile(warm, 90)) if warm else None,
+        "batches": len(with_data),
+        "batch_ms_median": _median(durs),
+        "batch_ms_p90": float(np.percentile(durs, 90)) if durs else None,
+        "duration_ms_median": breakdown,
+        "state_operator_ms_median": state_ms,
+        # driver side of addBatch, mean per micro-batch: the Spark job, the MongoDB writes
+        "collect_ms_mean": run.counts.collect_ms / per_batch,
+        "store_ms_mean": run.counts.store_ms / per_batch,
         "latency_p50_s": float(np.percentile(lat, 50)) if lat else None,
         "latency_p99_s": float(np.percentile(lat, 99)) if lat else None,
         "latency_p99_steady_s": float(np.percentile(steady, 99)) if steady else None,
@@ -187,61 +273,142 @@ def one(
     }
 
 
+def _session_key(v: Variant) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(v.session.items()))
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (variant, rate): the median over rounds of each figure."""
+    out = []
+    keys = sorted({(r["variant"], r["rate"]) for r in rows}, key=lambda k: (k[1], k[0]))
+    for name, rate in keys:
+        rs = [r for r in rows if r["variant"] == name and r["rate"] == rate]
+
+        def med(get: Any, rs: list[dict] = rs) -> float | None:
+            return _median([x for x in (get(r) for r in rs) if x is not None])
+
+        out.append(
+            {
+                "variant": name,
+                "rate": rate,
+                "rounds": len(rs),
+                "batch_ms_median": med(lambda r: r["batch_ms_median"]),
+                "latency_p50_s": med(lambda r: r["latency_p50_s"]),
+                "latency_p99_s": med(lambda r: r["latency_p99_s"]),
+                "latency_p99_steady_s": med(lambda r: r["latency_p99_steady_s"]),
+                "collect_ms_mean": med(lambda r: r["collect_ms_mean"]),
+                "store_ms_mean": med(lambda r: r["store_ms_mean"]),
+                "duration_ms_median": {
+                    k: med(lambda r, k=k: r["duration_ms_median"][k]) for k in DURATIONS
+                },
+                "state_operator_ms_median": {
+                    k: med(lambda r, k=k: r["state_operator_ms_median"][k]) for k in STATE_TIMES
+                },
+            }
+        )
+    return out
+
+
+def print_table(summary: list[dict]) -> None:
+    head = (
+        "rate",
+        "variant",
+        "batch ms",
+        "e2e p50/p99 s",
+        "p99 st",
+        "trigger/addBatch/plan/wal/commit/latest ms",
+        "py new/timeout/state commit ms",
+        "collect/store ms",
+    )
+    print("\n" + " | ".join(head))
+    for r in summary:
+        d, so = r["duration_ms_median"], r["state_operator_ms_median"]
+        f = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
+        g = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+        cells = (
+            f"{r['rate']:.0f}",
+            r["variant"],
+            f(r["batch_ms_median"]),
+            f"{g(r['latency_p50_s'])}/{g(r['latency_p99_s'])}",
+            g(r["latency_p99_steady_s"]),
+            "/".join(f(d[k]) for k in DURATIONS[:6]),
+            "/".join(f(so[k]) for k in STATE_TIMES),
+            f"{f(r['collect_ms_mean'])}/{f(r['store_ms_mean'])}",
+        )
+        print(" | ".join(str(c) for c in cells))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="10,1000")
-    ap.add_argument("--partitions", default="1,4")
+    ap.add_argument("--variants", default="before,before-noop,after,after-noop")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--partitions", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=40)
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    rates = [float(r) for r in args.rates.split(",")]
     settings = load_settings()
-    spark = build_session(settings, "bench_scorer")
     bundle = promoted_bundle(settings)
-    one(spark, settings, bundle, 10, 15, 1, False)  # warm-up (JVM, Python workers): not reported
+    groups: dict[tuple, list[str]] = {}
+    for n in names:
+        groups.setdefault(_session_key(VARIANTS[n]), []).append(n)
     rows = []
-    for rate in [float(r) for r in args.rates.split(",")]:
-        configs = [(int(p), False) for p in args.partitions.split(",")] + [(1, True)]
-        for parts, noop in configs:
-            rows.append(one(spark, settings, bundle, rate, args.seconds, parts, noop))
-            print(json.dumps(rows[-1]), flush=True)
-    spark.stop()
-    head = (
-        "rate",
-        "fn",
-        "parts",
-        "batches",
-        "batch ms p50/p90",
-        "e2e p50/p99 s",
-        "p99 steady",
-        "promotion s",
-    )
-    widths = (6, 6, 5, 7, 17, 14, 10, 11)
-    print("\n" + " ".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True)))
-    for r in rows:
-        b = f"{r['batch_ms_median'] or 0:.0f}/{r['batch_ms_p90'] or 0:.0f}"
-        e = (
-            "-"
-            if r["latency_p50_s"] is None
-            else f"{r['latency_p50_s']:.2f}/{r['latency_p99_s']:.2f}"
-        )
-        st = "-" if r["latency_p99_steady_s"] is None else f"{r['latency_p99_steady_s']:.2f}"
-        cells = (
-            f"{r['rate']:.0f}",
-            r["stateful_fn"],
-            r["state_partitions"],
-            r["batches"],
-            b,
-            e,
-            st,
-        )
-        print(" ".join(f"{c!s:>{w}}" for c, w in zip(cells, widths, strict=True)))
-    RESULTS.write_text(
+    for rnd in range(args.rounds):
+        order = list(groups.items())
+        if rnd % 2:
+            order.reverse()
+        for key, members in order:
+            spark = build_session(settings, "bench_scorer", **dict(key))
+            try:
+                # warm-up (JVM, Python workers): not reported
+                one(spark, settings, bundle, 10, 15, args.partitions, VARIANTS[members[0]])
+                for rate in rates:
+                    for n in members if rnd % 2 == 0 else members[::-1]:
+                        row = one(
+                            spark,
+                            settings,
+                            bundle,
+                            rate,
+                            args.seconds,
+                            args.partitions,
+                            VARIANTS[n],
+                        )
+                        rows.append({"variant": n, "round": rnd, **row})
+                        print(json.dumps(rows[-1]), flush=True)
+            finally:
+                spark.stop()
+    summary = summarize(rows)
+    print_table(summary)
+    args.out.write_text(
         json.dumps(
-            {"machine": machine_info(), "trigger_s": settings.scorer_trigger_s, "runs": rows},
+            {
+                "machine": machine_info(),
+                "trigger_s": settings.scorer_trigger_s,
+                "command": " ".join(["bench/bench_scorer.py", *sys.argv[1:]]),
+                "variants": {
+                    n: {
+                        "session": v.session,
+                        "sql": v.sql,
+                        "source": v.source,
+                        "noop": v.noop,
+                        "checkpoint_dir": v.checkpoint_dir,
+                    }
+                    for n, v in VARIANTS.items()
+                    if n in names
+                },
+                "summary": summary,
+                "runs": rows,
+            },
             indent=2,
         )
         + "\n"
     )
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -17,7 +17,7 @@ run $PY bench/bench_train.py $QUICK_FLAG
 run $PY bench/bench_ingest.py $QUICK_FLAG
 run $PY bench/bench_spark.py $QUICK_FLAG
 if [ -n "$QUICK_FLAG" ]; then
-  run $PY bench/bench_scorer.py --rates 10 --seconds 20
+  run $PY bench/bench_scorer.py --rates 10 --seconds 20 --rounds 1
 else
   run $PY bench/bench_scorer.py
 fi

@@ -16,6 +16,7 @@ from iot_fed.config import Settings
 
 DRIVER_MEMORY = "2g"
 ARROW_BATCH_ROWS = 50_000
+DAEMON_MODULE = "iot_fed.analytics.spark_daemon"
 
 
 def spark_local_dir(settings: Settings) -> Path:
@@ -46,6 +47,11 @@ def spark_config(settings: Settings, with_jars: bool = True) -> dict[str, Any]:
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={local / 'derby'}",
         "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
         "spark.python.worker.reuse": "true",
+        # workers forked from a daemon that drops pyspark's zips and spark-core's jar from
+        # their import path: on Python 3.11 each Python task otherwise re-read ~20k zip
+        # entries in importlib.invalidate_caches(), 0.6 s per task, two tasks per scorer
+        # micro-batch (see iot_fed/analytics/spark_daemon.py, bench/bench_scorer.py)
+        "spark.python.daemon.module": DAEMON_MODULE,
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
     }

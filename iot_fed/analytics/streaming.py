@@ -54,6 +54,12 @@ DEFAULT_CHECKPOINT = DEFAULT_SCORER
 STATE_TIMEOUT_MS = 3_600_000  # a mote silent for an hour loses its window
 MODEL_REFRESH_S = 0.5
 TOP_CHANNELS = 2
+# Kafka consumer settings of the scorer's source, on top of the shared ones. The broker's
+# default fetch.max.wait.ms (500) held the micro-batch's Kafka read stage for ~500 ms
+# (median, 10 rec/s, 3 topic partitions); with 10 ms it took ~170 ms (bench/bench_scorer.py,
+# variant daemon-only vs after). It only shortens the broker's wait at the log end: an
+# executor consumer polls only while its task reads its offset range.
+SOURCE_OPTIONS: dict[str, str] = {"kafka.fetch.max.wait.ms": "10"}
 
 
 @dataclass
@@ -70,6 +76,8 @@ class StreamCounts:
     stale: int = 0
     skipped: int = 0  # malformed: ingestion dead-letters them
     model_versions: list[int] = field(default_factory=list)  # in the order first used
+    collect_ms: float = 0.0  # in batch.toPandas(): the micro-batch's Spark job
+    store_ms: float = 0.0  # in store_batch: the MongoDB writes
     last_batch_id: int | None = None
     last_batch_at: dt.datetime | None = None
     last_batch: dict[str, Any] = field(default_factory=dict)
@@ -303,8 +311,16 @@ def start_streaming_evaluation(
     spark.conf.set("spark.sql.shuffle.partitions", str(settings.scorer_state_partitions))
 
     def process_batch(batch: DataFrame, batch_id: int) -> None:
+        # ONE Spark job per micro-batch: toPandas runs the whole query (Kafka read, shuffle,
+        # stateful step, state commit); everything after it is driver-side Python
+        t0 = time.perf_counter()
         pdf = batch.toPandas()
+        t1 = time.perf_counter()
         got = store_batch(target.shared(), pdf)
+        got["collect_ms"] = (t1 - t0) * 1000
+        got["store_ms"] = (time.perf_counter() - t1) * 1000
+        counts.collect_ms += got["collect_ms"]
+        counts.store_ms += got["store_ms"]
         counts.batches += 1
         counts.last_batch_id = batch_id
         counts.last_batch_at = dt.datetime.now(dt.UTC)
@@ -327,7 +343,7 @@ def start_streaming_evaluation(
         heartbeat.write("running", counts)
 
     reader = spark.readStream.format("kafka").options(**spark_source_options(settings, topic))
-    reader = reader.option("startingOffsets", "earliest")
+    reader = reader.options(**SOURCE_OPTIONS).option("startingOffsets", "earliest")
     if max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
     source = reader.load().select(

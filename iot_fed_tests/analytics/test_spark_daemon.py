@@ -1,0 +1,54 @@
+"""The Python worker daemon's trimmed import path (``iot_fed.analytics.spark_daemon``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyspark
+
+from iot_fed.analytics.spark_daemon import worker_path
+
+SITE = str(Path(pyspark.__file__).parents[1])
+LIB = str(Path(pyspark.__file__).parent / "python" / "lib")
+JAR = str(Path(pyspark.__file__).parent / "jars" / "spark-core_2.13-4.0.5.jar")
+
+
+def test_drops_jars_and_the_installed_pysparks_own_zips():
+    path = ["/app", f"{LIB}/pyspark.zip", f"{LIB}/py4j-0.10.9.9-src.zip", JAR, SITE]
+    assert worker_path(path) == ["/app", SITE]
+
+
+def test_keeps_the_zips_when_they_are_the_only_pyspark(tmp_path):
+    other = tmp_path / "spark" / "python" / "lib"  # a cluster's SPARK_HOME, not installed
+    path = ["/app", str(other / "pyspark.zip"), str(other / "py4j-src.zip"), JAR]
+    assert worker_path(path) == ["/app", str(other / "pyspark.zip"), str(other / "py4j-src.zip")]
+
+
+def test_keeps_zips_of_another_spark_install(tmp_path):
+    other = str(tmp_path / "pyspark.zip")
+    assert worker_path([other, SITE]) == [other, SITE]
+
+
+def test_spark_workers_import_nothing_from_zips(spark):
+    def probe(batches):
+        import importlib
+        import sys
+        import time
+
+        import pandas as pd
+
+        for _ in batches:
+            pass
+        t = time.perf_counter()
+        importlib.invalidate_caches()  # what every Python task does first
+        took = time.perf_counter() - t
+        zips = [p for p in sys.path if p.endswith((".zip", ".jar")) and "pyspark" in p]
+        info = {"pyspark": pyspark.__file__, "zips": zips, "invalidate_s": took}
+        yield pd.DataFrame({"info": [json.dumps(info)]})
+
+    row = spark.range(1).mapInPandas(probe, "info string").collect()[0]
+    info = json.loads(row["info"])
+    assert info["zips"] == [], info
+    assert ".zip" not in info["pyspark"], info
+    assert info["invalidate_s"] < 0.1, info
