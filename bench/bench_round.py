@@ -151,12 +151,13 @@ def round_once(args: argparse.Namespace, code_root: Path, storage: str) -> dict:
     tag = uuid.uuid4().hex[:8]
     home = Path(tempfile.mkdtemp(prefix="iot_fed_bench_home_"))
     pg_database = f"bench_round_{tag}" if storage == "postgres" else None
+    base = load_settings()
     if pg_database:
-        create_pg_database(load_settings().postgres_uri, pg_database)
-    instance = configure(home, load_settings(), storage, pg_database or DAGSTER_DATABASE)
+        create_pg_database(base.postgres_uri, pg_database)
+    instance_config = configure(home, base, storage, pg_database or DAGSTER_DATABASE)
     env = {
-        **instance.env,
         **os.environ,
+        **instance_config.env,
         "PYTHONPATH": str(code_root),
         "DAGSTER_HOME": str(home),
         "IOT_FED_KAFKA_TOPIC": f"bench_round_{tag}",

@@ -28,7 +28,6 @@ Dagster's default.
 from __future__ import annotations
 
 import json
-import logging
 import multiprocessing
 import os
 import signal
@@ -51,11 +50,10 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_
 
 from iot_fed.services.process import ProcessRecord, describe_process, is_alive
 
-log = logging.getLogger(__name__)
-
 WORKER_TAG = "iot_fed/run_worker"
 """JSON: host, pid and start time (clock ticks) of the process executing the run."""
-DEFAULT_PRELOAD = ("dagster", "dagster._cli.api")
+ENTRY_POINT_MODULES = ("dagster", "dagster._cli.api")
+"""Always preloaded (the worker's entry point), before the configured ``preload_modules``."""
 
 
 def execute_run(input_json: str) -> None:
@@ -70,11 +68,11 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def __init__(
         self,
-        preload_modules: Sequence[str] = DEFAULT_PRELOAD,
+        preload_modules: Sequence[str] = (),
         inst_data: ConfigurableClassData | None = None,
     ) -> None:
         self._inst_data = inst_data
-        self._preload = list(preload_modules)
+        self._preload = list(dict.fromkeys([*ENTRY_POINT_MODULES, *preload_modules]))
         self._ctx: Any = None
         self._lock = threading.Lock()
         self._children: dict[str, multiprocessing.process.BaseProcess] = {}
@@ -90,8 +88,9 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             "preload_modules": Field(
                 Array(str),
                 is_required=False,
-                default_value=list(DEFAULT_PRELOAD),
-                description="modules the forkserver imports once, before any run is forked",
+                default_value=[],
+                description="modules the forkserver imports once, before any run is forked "
+                "(besides Dagster's run entry point)",
             )
         }
 
@@ -149,8 +148,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         w = json.loads(raw)
         if w.get("host") != socket.gethostname():
             return None
-        now = describe_process("run_worker", int(w["pid"]))  # pid + start time identify it
-        return ProcessRecord(now.name, now.pid, int(w["start_ticks"]), now.cmdline, "", 0.0)
+        # pid + start time identify it (no command line recorded: is_alive skips that check)
+        return ProcessRecord("run_worker", int(w["pid"]), int(w["start_ticks"]), [], "", 0.0)
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)

@@ -78,7 +78,8 @@ def is_alive(record: ProcessRecord) -> bool:
         _reap(record.pid)
         return False
     cmdline = _proc_cmdline(record.pid)
-    return not cmdline or cmdline == record.cmdline  # empty: unreadable right now
+    # empty: unreadable right now, or not recorded (pid + start time identify the process)
+    return not cmdline or not record.cmdline or cmdline == record.cmdline
 
 
 def current_process(name: str) -> ProcessRecord:
