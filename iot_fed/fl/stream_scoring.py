@@ -186,20 +186,23 @@ def score_series(
     # all at once first: up to the first reading over the level nothing is excluded, so
     # those rows are final (usually all of them, in one vectorised call)
     lo = start
+    whole: tuple[np.ndarray, ...] = ()
     if n_new:
-        out = block(start, m)
-        hot = np.flatnonzero(out[0] > EXCLUDE_LEVEL * out[2])
+        whole = block(start, m)
+        hot = np.flatnonzero(whole[0] > EXCLUDE_LEVEL * whole[2])
         lo = start + (int(hot[0]) if hot.size else n_new)
-        keep(start, lo, tuple(a[: lo - start] for a in out))
+        keep(start, lo, tuple(a[: lo - start] for a in whole))
         run = 0 if lo > start else run
     for b in range(lo, m, BLOCK):
         hi = min(b + BLOCK, m)
+        # the first block's first pass is the whole call's rows (same context so far)
+        out = tuple(a[b - start : hi - start] for a in whole) if b == lo else block(b, hi)
         while True:
-            out = block(b, hi)
             new, run_end = _capped(out[0] > EXCLUDE_LEVEL * out[2], run, cap)
             if np.array_equal(new, ex[b:hi]):
                 break
             ex[b:hi] = new
+            out = block(b, hi)
         run = run_end
         keep(b, hi, out)
     return SeriesScores(score, errs, thr, n_ctx, ex, run)

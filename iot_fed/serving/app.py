@@ -10,11 +10,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
+import math
 import threading
+import time
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Response
 from pydantic import BaseModel, Field, field_validator
 
 from iot_fed.analytics.models import ModelNotAvailableError, bundle_from_blob, load_global_model
@@ -80,23 +83,39 @@ def _jsonable(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _f(v: float) -> float | None:
-    return float(v) if np.isfinite(v) else None
+def _nullable(a: np.ndarray) -> list[Any]:
+    """``a.tolist()`` with each non-finite value as None (JSON has no NaN)."""
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out.tolist()
 
 
 class ModelCache:
-    """The promoted bundle, reloaded when the promoted version changes."""
+    """The promoted bundle, reloaded when the promoted version changes.
 
-    def __init__(self) -> None:
+    The promoted version is looked up at most every ``ttl_s`` seconds (a lookup is a
+    database round trip per request otherwise), so a promotion is served within
+    ``ttl_s``."""
+
+    def __init__(self, ttl_s: float = 1.0) -> None:
         self.lock = threading.Lock()
+        self.ttl_s = ttl_s
         self.version: int | None = None
         self.bundle: ModelBundle | None = None
+        self._checked = -math.inf
+        self._promoted: int | None = None
+
+    def _promoted_version(self, db: Any) -> int | None:
+        now = time.monotonic()
+        if now - self._checked >= self.ttl_s:
+            self._promoted, self._checked = promoted_version(db), now
+        return self._promoted
 
     def get(self, db: Any) -> tuple[int, ModelBundle]:
-        version = promoted_version(db)
-        if version is None:
-            raise HTTPException(409, "no promoted global model yet")
         with self.lock:
+            version = self._promoted_version(db)
+            if version is None:
+                raise HTTPException(409, "no promoted global model yet")
             if version != self.version:
                 try:
                     m = load_global_model(db, version)
@@ -112,12 +131,13 @@ class ModelCache:
 
 def score_readings(
     bundle: ModelBundle, readings: list[Reading], histories: dict[str, str]
-) -> tuple[list[ScoredReading], dict[str, str]]:
-    """Score readings grouped per device (each in time order) with ``score_device``."""
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Score readings grouped per device (each in time order) with ``score_device``:
+    one :class:`ScoredReading` dict per reading, in request order."""
     by_mote: dict[int, list[int]] = {}
     for i, r in enumerate(readings):
         by_mote.setdefault(r.moteid, []).append(i)
-    out: list[ScoredReading | None] = [None] * len(readings)
+    out: list[dict[str, Any] | None] = [None] * len(readings)
     new_hist: dict[str, str] = {}
     for mote, idx in by_mote.items():
         rs = [readings[i] for i in idx]
@@ -144,16 +164,27 @@ def score_readings(
         except ValueError as exc:
             raise HTTPException(400, f"mote {mote}: {exc}") from None
         new_hist[str(mote)] = h.to_json()
-        for j, i in enumerate(idx):
-            out[i] = ScoredReading(
-                moteid=mote,
-                epoch=int(epochs[j]),
-                score=_f(s.score[j]),
-                flag=bool(s.flag[j]),
-                threshold=float(s.threshold[j]),
-                channel_errors=[_f(e) for e in s.channel_errors[j]],
-                reason=s.reason[j],
-            )
+        # plain JSON-ready dicts (the ScoredReading schema): our own values, so they are
+        # not validated again
+        rows = zip(
+            epochs.tolist(),
+            _nullable(s.score),
+            s.flag.tolist(),
+            _nullable(s.threshold),
+            _nullable(s.channel_errors),
+            s.reason,
+            strict=True,
+        )
+        for i, (epoch, score, flag, thr, errors, reason) in zip(idx, rows, strict=True):
+            out[i] = {
+                "moteid": mote,
+                "epoch": epoch,
+                "score": score,
+                "flag": flag,
+                "threshold": thr,
+                "channel_errors": errors,
+                "reason": reason,
+            }
     return [o for o in out if o is not None], new_hist
 
 
@@ -211,11 +242,13 @@ def create_app(settings: Settings) -> FastAPI:
             "size": len(blob),
         }
 
-    @app.post("/api/score")
-    def score(req: ScoreRequest) -> ScoreResponse:
+    @app.post("/api/score", response_model=ScoreResponse)
+    def score(req: ScoreRequest) -> Response:
         """Score readings (time order per device) with the promoted model; a flag per reading."""
         version, bundle = cache.get(db)
         results, hist = score_readings(bundle, req.readings, req.histories)
-        return ScoreResponse(model_version=version, results=results, histories=hist)
+        body = {"model_version": version, "results": results, "histories": hist}
+        # serialised here: FastAPI would validate the whole response again first
+        return Response(json.dumps(body, allow_nan=False), media_type="application/json")
 
     return app
