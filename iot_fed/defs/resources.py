@@ -18,7 +18,6 @@ from iot_fed.config import Settings, load_settings
 from iot_fed.defs.settings_fields import config_class, overrides, public_settings
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient
     from pymongo.database import Database
     from pyspark.sql import SparkSession
@@ -89,22 +88,6 @@ class KafkaResource(dg.ConfigurableResource):
         from iot_fed.stream.kafka_config import client_config
 
         return client_config(self.settings())
-
-    def producer(self, **extra: Any) -> Producer:
-        """Idempotent producer (acks=all), as ``iot-fed stream`` uses."""
-        from confluent_kafka import Producer
-
-        from iot_fed.stream.kafka_config import producer_config
-
-        return Producer(producer_config(self.settings(), **extra))
-
-    def consumer(self, group_id: str | None = None, **extra: Any) -> Consumer:
-        """Manual-commit consumer, as the ingestion core uses."""
-        from confluent_kafka import Consumer
-
-        from iot_fed.stream.kafka_config import consumer_config
-
-        return Consumer(consumer_config(self.settings(), group_id, **extra))
 
     def admin(self) -> AdminClient:
         from confluent_kafka.admin import AdminClient

@@ -149,6 +149,7 @@ class Ingestor:
         self.strategy = strategy or settings.ingest_write_strategy
         self.chunk_size = chunk_size or settings.ingest_chunk_size
         self._own = consumer is None, dlq_producer is None
+        self._closed = False
         self.consumer = consumer or Consumer(consumer_config(settings, group))
         self.dlq = dlq_producer or Producer(producer_config(settings, **{"linger.ms": 1}))
         self._assigned: dict[int, int] = {}  # partition -> consumer position we left it at
@@ -163,10 +164,15 @@ class Ingestor:
 
     # --- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
+        """Close the clients this ingester made (once; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._own[0]:
             self.consumer.close()
         if self._own[1]:
             self.dlq.flush(10)
+            self.dlq.close()  # else its connections outlive us (and retry a broker for ever)
 
     def __enter__(self) -> Ingestor:
         return self

@@ -80,3 +80,30 @@ def test_poison_corpus_base_message_is_valid() -> None:
     obj["schema_version"] = 1
     reading, reason = decode_value(json.dumps(obj).encode(), MAX, b"3")
     assert reason is None and reading["moteid"] == 3
+
+
+def _with(**raw: bytes) -> bytes:
+    """The reading's wire value with fields replaced by raw JSON text."""
+    value = encode_reading(READING)
+    for field, text in raw.items():
+        obj = json.loads(value)
+        value = value.replace(
+            f'"{field}":{json.dumps(obj[field])}'.encode(), f'"{field}":'.encode() + text
+        )
+    return value
+
+
+def test_numbers_are_doubles_and_fallback_parse_keeps_reasons() -> None:
+    # a channel's number is a double (orjson reads integers beyond 64 bits as one); the
+    # integer fields refuse those
+    for digits in (17, 25):
+        got, reason = decode_value(_with(light=b"1" + b"0" * digits), MAX)
+        assert reason is None and got["light"] == 10.0**digits
+    assert decode_value(_with(light=b"1" + b"0" * 400), MAX)[1] == "bad light: out of range"
+    assert decode_value(_with(epoch=b"1" + b"0" * 25), MAX)[1].startswith("bad epoch")
+    assert decode_value(_with(voltage=b"1e999"), MAX)[1] == "bad voltage: non-finite"
+    # orjson refuses a lone surrogate, the standard parse reads it; no BSON string holds it
+    assert decode_value(_with(label=b'"\\ud800"'), MAX)[1].startswith("bad label: lone surrogate")
+    assert decode_value(_with(label=b'"caf\\u00e9"'), MAX)[0]["label"] == "caf\u00e9"
+    assert decode_value(b'{"a": NaN}', MAX)[1] == "non-finite number NaN"
+    assert decode_value(b"[" * 50_000, MAX)[1] == "not JSON"
