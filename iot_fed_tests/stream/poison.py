@@ -66,6 +66,7 @@ def poison_corpus(max_bytes: int) -> list[tuple[str, bytes | None, str]]:
         ("ts_garbage", _dumps(_valid_obj(ts="yesterday")), "bad ts"),
         ("ts_number", _dumps(_valid_obj(ts=1080704295)), "bad ts"),
         ("label_number", _dumps(_valid_obj(label=5)), "bad label"),
+        ("label_lone_surrogate", _dumps(_valid_obj(label="\ud800")), "bad label: lone surrogate"),
         ("key_mismatch", _dumps(_valid_obj(moteid=4)), "key"),
         ("oversized", _dumps(_valid_obj(pad="x" * max_bytes)), "oversized"),
         ("tombstone", None, "empty value"),
