@@ -16,14 +16,18 @@ the time goes. Prints a table and writes ``bench/results/ingest.json``.
 ``--baseline-uri mongodb://...`` adds every durable configuration against a second
 server (e.g. one built from another checkout's ``MongoServerMain.java``) to the same
 round-robin, so before and after are measured under the same load (``server`` column).
+``--decoders orjson,json`` adds the durable default again with the standard library's
+JSON parser in place of orjson (``decoder`` column; the decode-only rate for each too).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +37,7 @@ from pymongo.write_concern import WriteConcern
 from iot_fed.config import get_settings
 from iot_fed.evaluation.report import machine_info
 from iot_fed.store import SENSOR_READINGS, init_database, insert_readings
+from iot_fed.stream import messages
 from iot_fed.stream.admin import delete_topics
 from iot_fed.stream.ingest import Ingestor
 from iot_fed.stream.messages import decode_value, encode_reading
@@ -46,6 +51,30 @@ SMALL = 500  # upserts are very slow on FerretDB (no index pushdown): fewer read
 def _data(n: int) -> ReplayData:
     df = synthetic_readings(get_settings())
     return ReplayData.from_frame(df.head(n) if len(df) >= n else df)
+
+
+class _StdlibJson:
+    """Stands in for orjson in :mod:`iot_fed.stream.messages`: the standard parse (the
+    decoder before orjson); what it refuses takes the same fallback, so same reasons."""
+
+    JSONDecodeError = ValueError  # UnicodeDecodeError and a NaN constant's error too
+
+    @staticmethod
+    def loads(value: bytes) -> object:
+        return messages._decoder.decode(value.decode("utf-8"))
+
+
+@contextlib.contextmanager
+def json_decoder(name: str) -> Iterator[None]:
+    """Decode with ``orjson`` (the product) or ``json`` (the standard library) inside."""
+    if name == "orjson":
+        yield
+        return
+    saved, messages.orjson = messages.orjson, _StdlibJson  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        messages.orjson = saved
 
 
 def bench_decode(values: list[bytes], max_bytes: int) -> float:
@@ -76,13 +105,17 @@ def bench_ingest(
     limit: int,
     concern: str = "j=true",
     server: str = "this",
+    decoder: str = "orjson",
 ) -> dict:
     """Ingest the first ``min(n, limit)`` messages in bounded batches (cursor mode)."""
     n = min(n, limit)
     if concern == "w=1":  # the old behaviour: acknowledged, not yet durable
         db = db.with_options(write_concern=WriteConcern(w=1, j=False))
     db.drop_collection(SENSOR_READINGS)
-    with Ingestor(settings, db, topic=topic, strategy=strategy, chunk_size=chunk) as ing:
+    with (
+        json_decoder(decoder),
+        Ingestor(settings, db, topic=topic, strategy=strategy, chunk_size=chunk) as ing,
+    ):
         cursor: dict[int, int] = {}
         total, inserted, batches = 0, 0, 0
         timings: dict[str, float] = {}
@@ -101,6 +134,7 @@ def bench_ingest(
     assert db[SENSOR_READINGS].estimated_document_count() == inserted
     return {
         "server": server,
+        "decoder": decoder,
         "concern": concern,
         "strategy": strategy,
         "chunk": chunk,
@@ -120,7 +154,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer configurations")
     ap.add_argument("--repeat", type=int, default=3, help="rounds over all configurations")
     ap.add_argument("--baseline-uri", help="a second MongoDB server, run in the same rounds")
+    ap.add_argument("--decoders", default="orjson", help="e.g. orjson,json")
     args = ap.parse_args()
+    decoders = args.decoders.split(",")
     settings = get_settings()
     client: MongoClient = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000)
     db = client["iot_fed_bench"]
@@ -150,7 +186,11 @@ def main() -> int:
         for i, v in enumerate(values):
             d, _ = decode_value(v, settings.kafka_max_message_bytes)
             docs.append(d | {"kafka_partition": 0, "kafka_offset": i})
-        out["decode_rate"] = round(bench_decode(values, settings.kafka_max_message_bytes), 1)
+        for name in decoders:
+            with json_decoder(name):
+                rate = bench_decode(values, settings.kafka_max_message_bytes)
+            out.setdefault("decode_rates", {})[name] = round(rate, 1)
+        out["decode_rate"] = out["decode_rates"][decoders[0]]
         t = time.perf_counter()
         for r in readings:
             encode_reading(r)
@@ -171,15 +211,18 @@ def main() -> int:
                 ("insert", 20000, 50_000, n, "j=true"),
                 ("upsert", 5000, 50_000, SMALL, "j=true"),
             ]
-        plan = [(c, "this") for c in configs]
+        plan = [(c, "this", decoders[0]) for c in configs]
         if args.baseline_uri:  # the durable rows again, on the baseline server
-            plan += [(c, "baseline") for c in configs if c[4] == "j=true"]
+            plan += [(c, "baseline", decoders[0]) for c in configs if c[4] == "j=true"]
+        plan += [(configs[0], "this", d) for d in decoders[1:]]  # the default, other parsers
         # round-robin, so a cold server or a noisy neighbour hits every configuration alike;
         # the first round also warms the server's JIT. Each row: the median round.
         runs: list[list[dict]] = [[] for _ in plan]
         for rnd in range(args.repeat):
-            for i, (c, server) in enumerate(plan):
-                runs[i].append(bench_ingest(settings, dbs[server], topic, n, *c, server=server))
+            for i, (c, server, dec) in enumerate(plan):
+                runs[i].append(
+                    bench_ingest(settings, dbs[server], topic, n, *c, server=server, decoder=dec)
+                )
                 print(f"round {rnd} ingest", runs[i][-1], flush=True)
         out["ingest"] = []
         for rs in runs:
@@ -197,17 +240,18 @@ def main() -> int:
     base = out["ingest"][0]["rate"]
     print(f"\nproduce (max speed): {out['produce']['rate']:>10,.0f} rec/s")
     print(f"encode only:         {out['encode_rate']:>10,.0f} rec/s")
-    print(f"decode+validate:     {out['decode_rate']:>10,.0f} rec/s")
+    for name, rate in out["decode_rates"].items():
+        print(f"decode+validate {name:<7}{rate:>8,.0f} rec/s")
     for m in out["mongo_only"]:
         print(f"mongo {m['strategy']:<7} chunk {m['chunk']:>6}: {m['rate']:>10,.0f} docs/s")
     print(
-        f"\n{'server':<9}{'concern':<8}{'strategy':<9}{'chunk':>7}{'batch':>8}{'msgs':>8}{'rate/s':>10}"
+        f"\n{'server':<9}{'decoder':<8}{'concern':<8}{'strategy':<9}{'chunk':>7}{'batch':>8}{'msgs':>8}{'rate/s':>10}"
         f"{'x base':>8}  {'rounds':<26}shares"
     )
     for r in out["ingest"]:
         shares = " ".join(f"{k}={v:.0%}" for k, v in r["share"].items())
         print(
-            f"{r['server']:<9}{r['concern']:<8}{r['strategy']:<9}{r['chunk']:>7}{r['batch']:>8}{r['messages']:>8}{r['rate']:>10,.0f}"
+            f"{r['server']:<9}{r['decoder']:<8}{r['concern']:<8}{r['strategy']:<9}{r['chunk']:>7}{r['batch']:>8}{r['messages']:>8}{r['rate']:>10,.0f}"
             f"{r['rate'] / base:>8.2f}  {'/'.join(f'{x:,.0f}' for x in r['rates']):<26}{shares}"
         )
     verdict = "meets" if best >= GOAL else "below"
