@@ -200,6 +200,13 @@ class Settings(BaseSettings):
         1, ge=1, description="state partitions of a new scorer checkpoint (1 on one machine)"
     )
     scorer_max_lag_s: float = Field(60.0, gt=0, description="check fails when scorer is behind")
+    batch_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="niceness of Dagster under iot-fed run (training, batch Spark): the live "
+        "path (scorer, API) keeps the CPU when the machine is short of it",
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod

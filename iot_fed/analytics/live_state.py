@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -47,6 +48,14 @@ from iot_fed.stream.messages import decode_value
 log = logging.getLogger(__name__)
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# pyspark's applyInPandasWithState serializer concatenates frames with all-NA columns, and
+# pandas 2 warns about it on every micro-batch (in the workers, which import this module)
+warnings.filterwarnings(
+    "ignore",
+    message="The behavior of DataFrame concatenation with empty or all-NA entries",
+    category=FutureWarning,
+    module="pyspark.sql.pandas.serializers",
+)
 
 OUTPUT_SCHEMA = T.StructType(
     [

@@ -48,6 +48,7 @@ def children(settings: Settings, rate: float, root: Path) -> list[Child]:
             ],
             stop_grace_s=30,
             stop_signal=signal.SIGINT,  # dagster dev stops its code servers on SIGINT
+            niceness=settings.batch_niceness,  # its runs too: training, aggregation, batch Spark
         ),
         Child(
             "scorer",

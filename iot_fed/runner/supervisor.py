@@ -31,6 +31,7 @@ class Child:
     restart: bool = True  # restart when it exits (with backoff)
     stop_grace_s: float = 15.0
     stop_signal: int = signal.SIGTERM  # e.g. SIGINT for `dagster dev`, which then cleans up
+    niceness: int = 0  # added to ours: batch work yields the CPU to the live path
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             env={**os.environ, **r.child.env},
             start_new_session=True,  # Ctrl-C reaches us, not the children directly
+            preexec_fn=(lambda: os.nice(r.child.niceness)) if r.child.niceness else None,
         )
         out.close()
         r.started_at = time.monotonic()

@@ -287,6 +287,11 @@ def get_local_model(
     return db[LOCAL_MODELS].find_one(query, {"_id": 0}, sort=[("version", DESCENDING)])
 
 
+def local_model_devices(db: Database) -> list[str]:
+    """Every device with a local model (the fleet the global model serves), sorted."""
+    return sorted(db[LOCAL_MODELS].distinct("device"), key=lambda d: (len(d), d))
+
+
 def latest_local_models(
     db: Database,
     devices: Iterable[str | int] | None = None,
@@ -294,11 +299,7 @@ def latest_local_models(
 ) -> dict[str, dict[str, Any]]:
     """The latest model per device (all devices, or ``devices``), optionally only those
     created after ``fresher_than``; keyed by device."""
-    names = (
-        sorted(db[LOCAL_MODELS].distinct("device"))
-        if devices is None
-        else [str(d) for d in devices]
-    )
+    names = local_model_devices(db) if devices is None else [str(d) for d in devices]
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         doc = get_local_model(db, name)

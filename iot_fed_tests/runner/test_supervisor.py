@@ -35,3 +35,20 @@ def test_restart_with_backoff_and_stop(tmp_path):
     except ProcessLookupError:
         alive = False
     assert not alive
+
+
+def test_batch_child_runs_nicer_than_the_supervisor(tmp_path):
+    import os
+
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    batch = Child("batch", [sys.executable, "-c", "import time; time.sleep(600)"], niceness=7)
+    live = Child("live", [sys.executable, "-c", "import time; time.sleep(600)"])
+    sup = Supervisor([batch, live], tmp_path)
+    sup.poll()
+    try:
+        pids = sup.pids()
+        assert os.getpriority(os.PRIO_PROCESS, pids["batch"]) == min(ours + 7, 19)
+        assert os.getpriority(os.PRIO_PROCESS, pids["live"]) == ours
+    finally:
+        sup.shutdown()
+    assert sup.pids() == {"batch": None, "live": None}
