@@ -147,3 +147,20 @@ def test_devices_without_a_complete_window_are_skipped_not_failed(pipeline_env, 
     instance.add_dynamic_partitions("devices", ["3"])
     res = run_devices(instance, env["resources"], ["1", "2", "3"])
     assert res.success and db.local_models.distinct("device") == ["3"]
+
+
+def test_a_round_of_one_device_is_judged_on_the_whole_fleet(pipeline_env, instance):
+    env, db = pipeline_env, pipeline_env["db"]
+    upsert_readings(db, readings_to_docs(diurnal_readings(3, 400)))
+    instance.add_dynamic_partitions("devices", ["1", "2", "3"])
+    assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
+    assert aggregate(instance, env["resources"]).success
+    # only device 1 trains again: the new version serves all three, so its threshold and
+    # its gate use every device's held-out readings (40 each), not device 1's alone
+    upsert_readings(db, readings_to_docs(diurnal_readings(1, 200, start_epoch=400)))
+    assert run_devices(instance, env["resources"], ["1"]).success
+    assert aggregate(instance, env["resources"]).success
+    g2 = repo.get_global_model(db, 2)
+    assert [x["device"] for x in g2["lineage"]] == ["1"]
+    assert g2["metrics"]["n_validation"] == 60 + 40 + 40
+    assert g2["metrics"]["device_thresholds"] == 3
