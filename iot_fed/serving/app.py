@@ -107,7 +107,7 @@ class ModelCache:
 
     def _promoted_version(self, db: Any) -> int | None:
         now = time.monotonic()
-        if now - self._checked >= self.ttl_s:
+        if self._promoted is None or now - self._checked >= self.ttl_s:  # none yet: ask
             self._promoted, self._checked = promoted_version(db), now
         return self._promoted
 

@@ -110,6 +110,13 @@ def test_api_endpoints_and_scoring(api, mongo_db):
     assert [r["flag"] for r in res] == want.flag.tolist() and any(want.flag)
     assert DeviceHistory.from_json(body["histories"]["1"]).last_epoch == int(one["epoch"].max())
 
+    # a new promotion is served within the API's one-second cache of the promoted version
+    assert store_global(mongo_db, make_bundle(df, seed=2)) == 2
+    t0 = time.monotonic()
+    while api.post("/api/score", json={"readings": _payload(df)}).json()["model_version"] != 2:
+        assert time.monotonic() - t0 < 3.0, "promotion not served"
+        time.sleep(0.1)
+
 
 @pytest.mark.parametrize(
     "body, code",
