@@ -68,6 +68,14 @@ def aggregate(instance, resources, raise_on_error: bool = True):
     )
 
 
+def first_round(env, instance, per_mote: int) -> None:
+    """Devices 1-3 with ``per_mote`` readings each: trained in one run, then aggregated."""
+    upsert_readings(env["db"], readings_to_docs(diurnal_readings(3, per_mote)))
+    instance.add_dynamic_partitions("devices", ["1", "2", "3"])
+    assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
+    assert aggregate(instance, env["resources"]).success
+
+
 def test_three_devices_one_run_then_versions_and_lineage(pipeline_env, instance):
     env, db = pipeline_env, pipeline_env["db"]
     upsert_readings(db, readings_to_docs(diurnal_readings(3, 400)))
@@ -100,10 +108,7 @@ def test_three_devices_one_run_then_versions_and_lineage(pipeline_env, instance)
 
 def test_blocking_check_keeps_poisoned_global_model_unpromoted(pipeline_env, instance):
     env, db = pipeline_env, pipeline_env["db"]
-    upsert_readings(db, readings_to_docs(diurnal_readings(3, 300)))
-    instance.add_dynamic_partitions("devices", ["1", "2", "3"])
-    assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
-    assert aggregate(instance, env["resources"]).success
+    first_round(env, instance, 300)
     assert repo.promoted_global_model(db)["version"] == 1
 
     # Every device sends parameters scaled by 1e3, with plausible-looking metrics.
@@ -151,10 +156,7 @@ def test_devices_without_a_complete_window_are_skipped_not_failed(pipeline_env, 
 
 def test_a_round_of_one_device_is_judged_on_the_whole_fleet(pipeline_env, instance):
     env, db = pipeline_env, pipeline_env["db"]
-    upsert_readings(db, readings_to_docs(diurnal_readings(3, 400)))
-    instance.add_dynamic_partitions("devices", ["1", "2", "3"])
-    assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
-    assert aggregate(instance, env["resources"]).success
+    first_round(env, instance, 400)
     # only device 1 trains again: the new version serves all three, so its threshold and
     # its gate use every device's held-out readings (40 each), not device 1's alone
     upsert_readings(db, readings_to_docs(diurnal_readings(1, 200, start_epoch=400)))
