@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     promotion_tolerance: float = Field(
         0.05, ge=0, description="max relative validation-loss increase to promote"
     )
+    min_calibration_windows: int = Field(
+        100, ge=0, description="held-out windows a version's threshold needs to be promoted"
+    )
 
     # --- orchestration ---------------------------------------------------------
     sensor_interval_s: int = Field(30, ge=1, description="Kafka sensor cadence")

@@ -137,12 +137,14 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     )
 
 
-def promote_if_better(db: Database, version: int, tolerance: float) -> tuple[bool, str]:
+def promote_if_better(
+    db: Database, version: int, tolerance: float, min_windows: int = 0
+) -> tuple[bool, str]:
     """Promote ``version`` when :func:`promotion_verdict` allows it."""
     doc = repo.get_global_model(db, version)
     if doc is None:
         raise ModelLoadError(f"global model version {version} does not exist")
-    ok, why = promotion_verdict(doc, tolerance)
+    ok, why = promotion_verdict(doc, tolerance, min_windows)
     if ok:
         repo.promote(db, version)
     return ok, why

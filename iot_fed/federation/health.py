@@ -34,9 +34,14 @@ def local_model_health(doc: Mapping[str, Any]) -> tuple[bool, str]:
     return True, "ok"
 
 
-def promotion_verdict(doc: Mapping[str, Any], tolerance: float) -> tuple[bool, str]:
+def promotion_verdict(
+    doc: Mapping[str, Any], tolerance: float, min_windows: int = 0
+) -> tuple[bool, str]:
     """May this global version replace the promoted one? The round's validation verdict
-    (:func:`iot_fed.fl.rounds.validation_verdict`) on the stored held-out losses."""
+    (:func:`iot_fed.fl.rounds.validation_verdict`) on the stored held-out losses and
+    calibration size."""
     m = doc.get("metrics") or {}
-    v = validation_verdict(m.get("val_loss"), m.get("parent_val_loss"), tolerance)
+    v = validation_verdict(
+        m.get("val_loss"), m.get("parent_val_loss"), tolerance, m.get("n_validation"), min_windows
+    )
     return v.ok, v.reason

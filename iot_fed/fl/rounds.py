@@ -178,6 +178,7 @@ class ServerConfig:
     false_alarms_per_device_day: float = 1.0
     readings_per_device_day: int = 2800
     promotion_tolerance: float = 0.05
+    min_calibration_windows: int = 0
 
     @property
     def quantile(self) -> float:
@@ -190,6 +191,7 @@ class ServerConfig:
             false_alarms_per_device_day=settings.false_alarms_per_device_day,
             readings_per_device_day=settings.readings_per_device_day,
             promotion_tolerance=settings.promotion_tolerance,
+            min_calibration_windows=settings.min_calibration_windows,
         )
 
 
@@ -215,8 +217,21 @@ class ServerUpdate:
     verdict: Verdict
 
 
-def validation_verdict(val_loss: float | None, parent: float | None, tolerance: float) -> Verdict:
-    """Promote when the held-out loss is finite and within ``tolerance`` of the parent's."""
+def validation_verdict(
+    val_loss: float | None,
+    parent: float | None,
+    tolerance: float,
+    n_validation: int | None = None,
+    min_windows: int = 0,
+) -> Verdict:
+    """Promote when the held-out loss is finite and within ``tolerance`` of the parent's,
+    and the threshold was calibrated on at least ``min_windows`` held-out windows (fewer
+    make it an extreme of a tiny sample: a first version calibrated on 4 windows flagged
+    99 % of the readings it scored)."""
+    if n_validation is not None and n_validation < min_windows:
+        return Verdict(
+            False, f"calibrated on {n_validation} held-out windows, fewer than {min_windows}"
+        )
     if val_loss is None or not math.isfinite(val_loss):
         return Verdict(False, f"validation loss is {val_loss}")
     if parent is None or not math.isfinite(parent):
@@ -342,5 +357,11 @@ def server_update(
         val_loss=val,
         parent_val_loss=parent_val,
         n_validation=int(sum(len(f) for f in held.values())),
-        verdict=validation_verdict(val, parent_val, cfg.promotion_tolerance),
+        verdict=validation_verdict(
+            val,
+            parent_val,
+            cfg.promotion_tolerance,
+            int(sum(len(f) for f in held.values())),
+            cfg.min_calibration_windows,
+        ),
     )

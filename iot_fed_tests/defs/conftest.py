@@ -24,6 +24,9 @@ def pipeline_env(
     monkeypatch.setenv("IOT_FED_MONGODB_DATABASE", mongo_db.name)
     monkeypatch.setenv("IOT_FED_MIN_NEW_SAMPLES", "20")
     monkeypatch.setenv("IOT_FED_LOCAL_EPOCHS", "3")
+    # test fleets are a few devices x a few dozen readings: no calibration-size gate (it
+    # has its own test, test_models.py)
+    monkeypatch.setenv("IOT_FED_MIN_CALIBRATION_WINDOWS", "0")
     get_settings.cache_clear()
     resources = {
         "kafka": KafkaResource(),

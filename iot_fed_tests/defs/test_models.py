@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from iot_fed.config import get_settings
 from iot_fed.defs.assets.models import (
     global_model,
     local_model,
@@ -166,3 +167,24 @@ def test_a_round_of_one_device_is_judged_on_the_whole_fleet(pipeline_env, instan
     assert [x["device"] for x in g2["lineage"]] == ["1"]
     assert g2["metrics"]["n_validation"] == 60 + 40 + 40
     assert g2["metrics"]["device_thresholds"] == 3
+
+
+def test_a_version_calibrated_on_too_few_windows_is_not_promoted(
+    pipeline_env, instance, monkeypatch
+):
+    monkeypatch.setenv("IOT_FED_MIN_CALIBRATION_WINDOWS", "100")
+    get_settings.cache_clear()
+    env, db = pipeline_env, pipeline_env["db"]
+    upsert_readings(db, readings_to_docs(diurnal_readings(3, 300)))  # 30 held-out each
+    instance.add_dynamic_partitions("devices", ["1", "2", "3"])
+    assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
+    res = aggregate(instance, env["resources"], raise_on_error=False)
+    (check,) = res.get_asset_check_evaluations()
+    assert not check.passed
+    assert "calibrated on 90 held-out windows, fewer than 100" in check.metadata["verdict"].text
+    assert repo.promoted_global_model(db) is None and repo.latest_global_model(db) is not None
+    # more readings: the next version is founded on enough windows and promoted
+    upsert_readings(db, readings_to_docs(diurnal_readings(3, 200, start_epoch=300)))
+    assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
+    assert aggregate(instance, env["resources"]).success
+    assert repo.promoted_global_model(db)["version"] == 2

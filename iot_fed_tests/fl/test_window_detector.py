@@ -214,6 +214,9 @@ def test_validation_verdict_golden():
     v = validation_verdict(1.2, 1.0, 0.05)
     assert not v.ok and "1.2 > 1.05" in v.reason
     assert not validation_verdict(float("nan"), 1.0, 0.05).ok
+    few = validation_verdict(1.0, None, 0.05, n_validation=4, min_windows=100)
+    assert not few.ok and few.reason == "calibrated on 4 held-out windows, fewer than 100"
+    assert validation_verdict(1.0, None, 0.05, n_validation=100, min_windows=100).ok
 
 
 def test_excluded_rows_are_left_out_of_the_context_but_count_for_the_gap():

@@ -173,7 +173,8 @@ def global_model(
     blocking=True,
     name=PROMOTION_CHECK,
     description="held-out validation loss within promotion_tolerance of the "
-    "promoted version; otherwise the version stays unpromoted",
+    "promoted version, threshold calibrated on at least min_calibration_windows held-out "
+    "windows; otherwise the version stays unpromoted",
 )
 def not_worse_than_promoted(
     mongodb: MongoDBResource, settings: SettingsResource
@@ -184,7 +185,8 @@ def not_worse_than_promoted(
     doc = repo.latest_global_model(mongodb.db)
     if doc is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no global model stored"})
-    ok, why = promotion_verdict(doc, settings.get().promotion_tolerance)
+    s = settings.get()
+    ok, why = promotion_verdict(doc, s.promotion_tolerance, s.min_calibration_windows)
     return dg.AssetCheckResult(passed=ok, metadata={"version": doc["version"], "verdict": why})
 
 
@@ -203,7 +205,10 @@ def promoted_model(
     latest = repo.latest_global_model(db)
     if latest is None:
         raise dg.Failure("no global model to promote yet")
-    ok, why = promote_if_better(db, int(latest["version"]), settings.get().promotion_tolerance)
+    s = settings.get()
+    ok, why = promote_if_better(
+        db, int(latest["version"]), s.promotion_tolerance, s.min_calibration_windows
+    )
     current = repo.promoted_global_model(db)
     context.log.info("version %s: %s", latest["version"], why)
     return dg.MaterializeResult(
