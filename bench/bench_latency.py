@@ -54,11 +54,16 @@ def _reading(mote: int, epoch: int) -> dict[str, Any]:
 class BenchStream:
     """Bench readings at a fixed rate over ``motes`` motes with ever-increasing epochs."""
 
-    def __init__(self, settings, motes: int = 10) -> None:
+    def __init__(self, settings, db, motes: int = 10) -> None:
         self.settings = settings
         self.motes = motes
         self.producer = Producer(producer_config(settings, **{"linger.ms": 1}))
-        self.epoch = int(time.time())  # unique across bench runs, increasing
+        # after every bench reading already scored: a run sends more epochs than seconds
+        # pass between runs, so a clock-based start repeated the previous run's readings
+        last = db["predictions"].find_one(
+            {"moteid": {"$gte": BENCH_MOTE0, "$lt": BENCH_MOTE0 + motes}}, sort=[("epoch", -1)]
+        )
+        self.epoch = max(int(time.time()), int(last["epoch"]) + 1 if last else 0)
 
     def send(self, rate: float, seconds: float, stop=None) -> list[tuple[int, int]]:
         keys: list[tuple[int, int]] = []
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if hb.get("state") != "running":
         print(f"bench_latency: the scorer is not running ({hb.get('state')}); start `make run`")
         return 1
-    stream = BenchStream(settings)
+    stream = BenchStream(settings, db)
     res: dict[str, Any] = {
         "trigger_s": settings.scorer_trigger_s,
         "load_avg_1m_at_start": round(os.getloadavg()[0], 1),

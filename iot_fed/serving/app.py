@@ -24,8 +24,9 @@ from iot_fed.analytics.models import ModelNotAvailableError, bundle_from_blob, l
 from iot_fed.config import Settings
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
-from iot_fed.store import connect, get_global_model, promoted_version, reading_counts
+from iot_fed.store import connect, get_global_model, promoted_version
 from iot_fed.store.live import global_model_versions, read_scorer_status
+from iot_fed.store.repository import local_model_devices
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -199,7 +200,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/status")
     def status() -> dict[str, Any]:
-        """Promoted version, devices, last aggregation, scorer lag."""
+        """Promoted version, devices (with a local model), last aggregation, scorer lag."""
         versions = global_model_versions(db)
         hb = read_scorer_status(db) or {}
         now = dt.datetime.now(dt.UTC)
@@ -208,7 +209,7 @@ def create_app(settings: Settings) -> FastAPI:
             updated = updated.replace(tzinfo=dt.UTC)
         return {
             "promoted_version": promoted_version(db),
-            "devices": len(reading_counts(db)),
+            "devices": len(local_model_devices(db)),  # with a local model (not a readings scan)
             "global_versions": len(versions),
             "last_aggregation": versions[0].get("created_at") if versions else None,
             "scorer": {

@@ -437,8 +437,10 @@ def upsert_predictions(
     counts. Every document is stored under :func:`prediction_id` (any given ``_id`` is
     replaced), so the writes are ``insert_many(ordered=False)`` (duplicate-key errors mark
     the existing verdicts), one ``_id $in`` lookup per 1,000 of those, and
-    ``delete_many`` + insert for the ones to replace: no per-document filtered update,
-    which FerretDB v1 (SQLite) answers with a collection scan each.
+    ``delete_many`` by ``_id`` + insert for the ones to replace: every query is on ``_id``
+    alone, the one both mongo-java-server and FerretDB v1 answer from an index (any other
+    field makes them scan the collection). A newer verdict written by another writer
+    between the lookup and the delete is replaced by this one.
     """
     counts = {"inserted": 0, "updated": 0, "unchanged": 0, "stale": 0}
     if not docs:
@@ -457,7 +459,8 @@ def upsert_predictions(
             clauses = [{"moteid": d["moteid"], "ts": d["ts"]} for d in missing]
             for d in coll.find({"$or": clauses}):
                 stored[prediction_id(d["moteid"], d["ts"])] = d
-        replace: dict[int, list[tuple[Any, dict[str, Any]]]] = {}
+        replace: list[dict[str, Any]] = []
+        old_ids: list[Any] = []
         for d in part:
             old = stored.get(d["_id"])
             if old is not None and int(old["model_version"]) > int(d["model_version"]):
@@ -465,20 +468,17 @@ def upsert_predictions(
             elif old is not None and _same_verdict(old, d):
                 counts["unchanged"] += 1
             else:
-                version = int(d["model_version"])
-                replace.setdefault(version, []).append((None if old is None else old["_id"], d))
-        for version, group in replace.items():
-            # the version guard keeps a newer verdict written concurrently
-            coll.delete_many(
-                {
-                    "_id": {"$in": [old_id for old_id, _ in group if old_id is not None]},
-                    "model_version": {"$lte": version},
-                }
-            )
-            new = [d for _, d in group]
-            kept = len(_insert_new(coll, new))
-            counts["updated"] += len(new) - kept
-            counts["unchanged"] += kept
+                replace.append(d)
+                if old is not None:
+                    old_ids.append(old["_id"])
+        if old_ids:
+            # by _id alone: the version guard was applied to the stored verdicts read above
+            # (a filter with any other field makes mongo-java-server scan the collection,
+            # with it locked: 12 s per 1,000 ids at 45k predictions, against 0.3 s)
+            coll.delete_many({"_id": {"$in": old_ids}})
+        kept = len(_insert_new(coll, replace))
+        counts["updated"] += len(replace) - kept
+        counts["unchanged"] += kept
     return counts
 
 
