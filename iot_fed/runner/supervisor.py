@@ -88,6 +88,7 @@ class Supervisor:
             if code is None:
                 continue
             up = now - r.started_at
+            _reap_group(r.proc, r.child.name)
             r.proc = None
             if not r.child.restart:
                 log.info("%s exited with %d", r.child.name, code)
@@ -136,9 +137,32 @@ class Supervisor:
                 log.warning("%s did not stop in %.0fs; killing", r.child.name, r.child.stop_grace_s)
                 _signal_group(r.proc, signal.SIGKILL)
                 r.proc.wait()
+            _reap_group(r.proc, r.child.name)
             r.proc = None
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reap_group(proc: subprocess.Popen, name: str, grace_s: float = 5.0) -> None:
+    """After a child's leader exited: stop what is left of its process group (SIGTERM, then
+    SIGKILL after ``grace_s``). E.g. a Spark JVM whose run worker died while starting it
+    (its driver gone before the gateway was up) stays alive for ever otherwise."""
+    if not _group_alive(proc.pid):
+        return
+    log.warning("%s: stopping processes left in its group after it exited", name)
+    _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _signal_group(proc, signal.SIGKILL)

@@ -52,3 +52,40 @@ def test_batch_child_runs_nicer_than_the_supervisor(tmp_path):
     finally:
         sup.shutdown()
     assert sup.pids() == {"batch": None, "live": None}
+
+
+def test_processes_left_in_a_child_group_are_stopped(tmp_path):
+    import os
+
+    # the child starts a grandchild (like a run worker starting a Spark JVM) and exits
+    # without it; on shutdown a grandchild that ignores SIGTERM is killed too
+    spawn = (
+        "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
+        "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)']);"
+        "print(p.pid, flush=True)"
+    )
+    once = Child("once", [sys.executable, "-c", spawn], restart=False)
+    sup = Supervisor([once], tmp_path)
+    sup.poll()
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "once.log").read_text().strip():
+        assert time.monotonic() < deadline, "child did not start its grandchild"
+        time.sleep(0.05)
+    grandchild = int((tmp_path / "once.log").read_text().split()[0])
+    while sup.pids()["once"] is not None:  # the leader exits; poll reaps its group
+        assert time.monotonic() < deadline, "child did not exit"
+        sup.poll()
+        time.sleep(0.05)
+    while True:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        try:
+            with open(f"/proc/{grandchild}/stat") as f:  # killed, not yet reaped by init
+                if f.read().split()[2] == "Z":
+                    break
+        except FileNotFoundError:
+            break
+        assert time.monotonic() < deadline, "grandchild survived its group's reaping"
+        time.sleep(0.05)
