@@ -107,6 +107,14 @@ public final class MongoServerMain {
                 ok.put("ok", 1.0);
                 return ok;
             }
+            if (cmd.equals("collmod")) { // no server-side validators: say so, without the
+                // library's ERROR log and stack trace (every process's init_database asks)
+                Document err = new Document("ok", 0.0);
+                err.put("errmsg", "collMod is not supported: no server-side validators");
+                err.put("code", 59);
+                err.put("codeName", "CommandNotFound");
+                return err;
+            }
             Document result = super.handleCommand(channel, database, command, query);
             if (WRITES.contains(cmd) && wantsCommit(cmd, query)) {
                 makeDurable(fsync);

@@ -34,3 +34,22 @@ def test_unique_index_rejects_duplicate(mongo_db: Database) -> None:
 
 def test_mongo_db_fixture_is_fresh(mongo_db: Database) -> None:
     assert mongo_db.list_collection_names() == []
+
+
+def test_validators_are_refused_in_one_line_not_a_server_stack_trace(
+    mongo_db: Database, settings
+) -> None:
+    from iot_fed.services.mongodb import MongoService
+    from iot_fed.store import init_database
+
+    if settings.mongodb_server != "mongo-java-server" or not MongoService(settings).is_local:
+        pytest.skip("the project's mongo-java-server wrapper only")
+    log = MongoService(settings).log_path
+    before = log.stat().st_size
+    report = init_database(mongo_db)
+    refused = "unsupported by server (code 59: collMod is not supported: no server-side validators)"
+    assert refused in {r["validator"] for r in report.values()}  # asked once, then skipped
+    with open(log, "rb") as f:
+        f.seek(before)
+        added = f.read().decode(errors="replace")
+    assert "collMod" not in added and "Exception" not in added
