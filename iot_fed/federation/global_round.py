@@ -87,7 +87,7 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     # judged and calibrated on the whole fleet's held-out readings, not only this round's
     # devices: the version serves every device (a round of two devices once set a threshold
     # that flagged 94 % of the others' readings, and passed its gate on those two alone)
-    fleet = sorted({*update.moteids, *(int(d) for d in repo.local_model_devices(db))})
+    fleet = [int(d) for d in repo.local_model_devices(db)]  # this round's devices among them
     held_out = validation_windows(db, fleet, VALIDATION_PER_DEVICE, spec)
     scfg = ServerConfig.from_settings(settings)
     out = server_update(update, held_out, spec, scfg, parent=parent, prior_stats=prior, seed=seed)
@@ -137,14 +137,12 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     )
 
 
-def promote_if_better(
-    db: Database, version: int, tolerance: float, min_windows: int = 0
-) -> tuple[bool, str]:
+def promote_if_better(db: Database, version: int, cfg: ServerConfig) -> tuple[bool, str]:
     """Promote ``version`` when :func:`promotion_verdict` allows it."""
     doc = repo.get_global_model(db, version)
     if doc is None:
         raise ModelLoadError(f"global model version {version} does not exist")
-    ok, why = promotion_verdict(doc, tolerance, min_windows)
+    ok, why = promotion_verdict(doc, cfg)
     if ok:
         repo.promote(db, version)
     return ok, why

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from iot_fed.fl.rounds import validation_verdict
+from iot_fed.fl.rounds import ServerConfig
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
 
 MAX_LOSS_RATIO = 2.0
@@ -34,14 +34,10 @@ def local_model_health(doc: Mapping[str, Any]) -> tuple[bool, str]:
     return True, "ok"
 
 
-def promotion_verdict(
-    doc: Mapping[str, Any], tolerance: float, min_windows: int = 0
-) -> tuple[bool, str]:
+def promotion_verdict(doc: Mapping[str, Any], cfg: ServerConfig) -> tuple[bool, str]:
     """May this global version replace the promoted one? The round's validation verdict
-    (:func:`iot_fed.fl.rounds.validation_verdict`) on the stored held-out losses and
+    (:meth:`iot_fed.fl.rounds.ServerConfig.verdict`) on the stored held-out losses and
     calibration size."""
     m = doc.get("metrics") or {}
-    v = validation_verdict(
-        m.get("val_loss"), m.get("parent_val_loss"), tolerance, m.get("n_validation"), min_windows
-    )
+    v = cfg.verdict(m.get("val_loss"), m.get("parent_val_loss"), m.get("n_validation"))
     return v.ok, v.reason

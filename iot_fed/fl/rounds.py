@@ -184,6 +184,14 @@ class ServerConfig:
     def quantile(self) -> float:
         return target_quantile(self.false_alarms_per_device_day, self.readings_per_device_day)
 
+    def verdict(
+        self, val_loss: float | None, parent: float | None, n_validation: int | None
+    ) -> Verdict:
+        """:func:`validation_verdict` with this config's tolerance and calibration minimum."""
+        return validation_verdict(
+            val_loss, parent, self.promotion_tolerance, n_validation, self.min_calibration_windows
+        )
+
     @classmethod
     def from_settings(cls, settings: Any) -> ServerConfig:
         return cls(
@@ -349,6 +357,7 @@ def server_update(
         bundle.residual_scale, bundle.threshold = np.ones(spec.n_outputs), float("inf")
     val = validation_loss(bundle, held, norm)
     parent_val = validation_loss(parent, held, norm) if parent else None
+    n_val = int(sum(len(f) for f in held.values()))
     return ServerUpdate(
         bundle=bundle,
         norm_stats=norm_stats if norm_stats else SufficientStats.zeros(N_FEATURES),
@@ -356,12 +365,6 @@ def server_update(
         thresholds=thr,
         val_loss=val,
         parent_val_loss=parent_val,
-        n_validation=int(sum(len(f) for f in held.values())),
-        verdict=validation_verdict(
-            val,
-            parent_val,
-            cfg.promotion_tolerance,
-            int(sum(len(f) for f in held.values())),
-            cfg.min_calibration_windows,
-        ),
+        n_validation=n_val,
+        verdict=cfg.verdict(val, parent_val, n_val),
     )

@@ -289,7 +289,7 @@ def get_local_model(
 
 def local_model_devices(db: Database) -> list[str]:
     """Every device with a local model (the fleet the global model serves), sorted."""
-    return sorted(db[LOCAL_MODELS].distinct("device"), key=lambda d: (len(d), d))
+    return sorted(db[LOCAL_MODELS].distinct("device"), key=int)
 
 
 def latest_local_models(

@@ -180,13 +180,13 @@ def not_worse_than_promoted(
     mongodb: MongoDBResource, settings: SettingsResource
 ) -> dg.AssetCheckResult:
     from iot_fed.federation.health import promotion_verdict
+    from iot_fed.fl.rounds import ServerConfig
     from iot_fed.store import repository as repo
 
     doc = repo.latest_global_model(mongodb.db)
     if doc is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no global model stored"})
-    s = settings.get()
-    ok, why = promotion_verdict(doc, s.promotion_tolerance, s.min_calibration_windows)
+    ok, why = promotion_verdict(doc, ServerConfig.from_settings(settings.get()))
     return dg.AssetCheckResult(passed=ok, metadata={"version": doc["version"], "verdict": why})
 
 
@@ -199,15 +199,15 @@ def promoted_model(
     context: dg.AssetExecutionContext, mongodb: MongoDBResource, settings: SettingsResource
 ) -> dg.MaterializeResult:
     from iot_fed.federation.global_round import promote_if_better
+    from iot_fed.fl.rounds import ServerConfig
     from iot_fed.store import repository as repo
 
     db = mongodb.db
     latest = repo.latest_global_model(db)
     if latest is None:
         raise dg.Failure("no global model to promote yet")
-    s = settings.get()
     ok, why = promote_if_better(
-        db, int(latest["version"]), s.promotion_tolerance, s.min_calibration_windows
+        db, int(latest["version"]), ServerConfig.from_settings(settings.get())
     )
     current = repo.promoted_global_model(db)
     context.log.info("version %s: %s", latest["version"], why)
