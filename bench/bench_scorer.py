@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -81,6 +82,7 @@ class Variant:
     noop: bool = False
     checkpoint_dir: str | None = None  # another data_dir for the checkpoint (comparison)
     source: dict[str, str] | None = None  # instead of streaming.SOURCE_OPTIONS
+    java_options: str | None = None  # instead of the product's spark_java_options
 
 
 _BEFORE = {"spark.python.daemon.module": "pyspark.daemon"}  # Spark's own daemon
@@ -102,6 +104,8 @@ VARIANTS: dict[str, Variant] = {
     "no-arrow-collect": Variant(sql={"spark.sql.execution.arrow.pyspark.enabled": "false"}),
     "retain-10": Variant(sql={"spark.sql.streaming.minBatchesToRetain": "10"}),
     "no-worker-reuse": Variant(session={"spark.python.worker.reuse": "false"}),
+    "c2-jit": Variant(java_options=""),  # the JVM's default tiered JIT (C1 then C2)
+    "c1-jit": Variant(java_options="-XX:TieredStopAtLevel=1"),
 }
 
 
@@ -148,6 +152,48 @@ def noop_scorer(*_a: Any, **_k: Any):
         return iter(())
 
     return run
+
+
+def jvm_tree_cpu_s() -> float:
+    """CPU seconds used so far by the gateway JVM and its children (the Python workers)."""
+    from pyspark import SparkContext
+
+    root = SparkContext._gateway.proc.pid  # type: ignore[union-attr]
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            st = (p / "stat").read_text()
+        except OSError:
+            continue
+        f = st[st.rfind(")") + 2 :].split()
+        parents[int(p.name)] = int(f[1])
+        own = int(f[11]) + int(f[12])
+        ticks[int(p.name)] = own + (int(f[13]) + int(f[14]) if int(p.name) == root else 0)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += ticks.get(pid, 0)
+        todo.extend(c for c, par in parents.items() if par == pid)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def fresh_jvm() -> None:
+    """Stop pyspark's gateway JVM so that the next session launches a new one (JVM
+    options only apply at launch)."""
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is not None:
+        SparkContext._active_spark_context.stop()
+    gw = SparkContext._gateway
+    if gw is not None:
+        gw.shutdown()
+        gw.proc.stdin.close()  # type: ignore[attr-defined]
+        gw.proc.wait(30)  # type: ignore[attr-defined]
+    SparkContext._gateway = None  # type: ignore[assignment]
+    SparkContext._jvm = None  # type: ignore[assignment]
 
 
 def _median(xs: list[float]) -> float | None:
@@ -200,6 +246,7 @@ def one(
     time.sleep(3)
     producer = Producer(producer_config(s))
     rows = readings(int(rate * seconds) + MOTES).to_dict("records")
+    cpu0 = jvm_tree_cpu_s()
     t0, n = time.time(), 0
     promoted_at: float | None = None
     while time.time() - t0 < seconds and n < len(rows):
@@ -220,6 +267,7 @@ def one(
         time.sleep(0.5)
     if noop:
         time.sleep(3)  # the last readings' micro-batch
+    cores = (jvm_tree_cpu_s() - cpu0) / (time.time() - t0)
     progress = run.query.recentProgress
     run.stop()
     per_batch = max(run.counts.batches, 1)
@@ -270,11 +318,13 @@ def one(
         "latency_p99_s": float(np.percentile(lat, 99)) if lat else None,
         "latency_p99_steady_s": float(np.percentile(steady, 99)) if steady else None,
         "promotion_to_first_prediction_s": promotion_s,
+        "jvm_tree_cores": cores,
     }
 
 
 def _session_key(v: Variant) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(v.session.items()))
+    jvm = () if v.java_options is None else (("java_options", v.java_options),)
+    return tuple(sorted(v.session.items())) + jvm
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -297,6 +347,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                 "latency_p99_s": med(lambda r: r["latency_p99_s"]),
                 "latency_p99_steady_s": med(lambda r: r["latency_p99_steady_s"]),
                 "collect_ms_mean": med(lambda r: r["collect_ms_mean"]),
+                "jvm_tree_cores": med(lambda r: r["jvm_tree_cores"]),
                 "store_ms_mean": med(lambda r: r["store_ms_mean"]),
                 "duration_ms_median": {
                     k: med(lambda r, k=k: r["duration_ms_median"][k]) for k in DURATIONS
@@ -319,6 +370,7 @@ def print_table(summary: list[dict]) -> None:
         "trigger/addBatch/plan/wal/commit/latest ms",
         "py new/timeout/state commit ms",
         "collect/store ms",
+        "JVM+workers cores",
     )
     print("\n" + " | ".join(head))
     for r in summary:
@@ -334,6 +386,7 @@ def print_table(summary: list[dict]) -> None:
             "/".join(f(d[k]) for k in DURATIONS[:6]),
             "/".join(f(so[k]) for k in STATE_TIMES),
             f"{f(r['collect_ms_mean'])}/{f(r['store_ms_mean'])}",
+            g(r["jvm_tree_cores"]),
         )
         print(" | ".join(str(c) for c in cells))
 
@@ -363,7 +416,15 @@ def main() -> int:
         if rnd % 2:
             order.reverse()
         for key, members in order:
-            spark = build_session(settings, "bench_scorer", **dict(key))
+            conf = dict(key)
+            java = conf.pop("java_options", None)
+            s = (
+                settings
+                if java is None
+                else settings.model_copy(update={"spark_java_options": java})
+            )
+            fresh_jvm()  # every group in its own JVM: JVM options and JIT state per group
+            spark = build_session(s, "bench_scorer", **conf)
             try:
                 # warm-up (JVM, Python workers): not reported
                 one(spark, settings, bundle, 10, 15, args.partitions, VARIANTS[members[0]])
@@ -397,6 +458,7 @@ def main() -> int:
                         "source": v.source,
                         "noop": v.noop,
                         "checkpoint_dir": v.checkpoint_dir,
+                        "java_options": v.java_options,
                     }
                     for n, v in VARIANTS.items()
                     if n in names

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     # --- Spark -----------------------------------------------------------------
     spark_master: str = Field("local[*]", description="spark.master for batch and streaming")
     spark_shuffle_partitions: int = Field(4, ge=1)
+    spark_java_options: str = Field(
+        "-XX:TieredStopAtLevel=1",
+        description="extra JVM options of the Spark driver (local mode: the whole Spark "
+        "JVM); the default JITs with C1 only (bench/bench_scorer.py, bench/bench_report.py)",
+    )
 
     # --- data ------------------------------------------------------------------
     data_dir: Path = Field(default_factory=lambda: _project_root() / "assets_data")

@@ -44,7 +44,9 @@ def spark_config(settings: Settings, with_jars: bool = True) -> dict[str, Any]:
         "spark.sql.session.timeZone": "UTC",
         "spark.local.dir": str(local / "tmp"),
         "spark.sql.warehouse.dir": str(local / "warehouse"),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={local / 'derby'}",
+        "spark.driver.extraJavaOptions": " ".join(
+            o for o in (f"-Dderby.system.home={local / 'derby'}", settings.spark_java_options) if o
+        ),
         "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
         "spark.python.worker.reuse": "true",
         # workers forked from a daemon that drops pyspark's zips and spark-core's jar from

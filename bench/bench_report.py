@@ -1,0 +1,256 @@
+"""Benchmark: one ``evaluation_report`` as Dagster runs it, in a fresh process and JVM.
+
+Not a test. Every promoted version gets a report (``evaluation_report_sensor``), and each
+run starts its own Spark JVM, so under ``make run`` the report's fixed cost (JVM start-up,
+JIT compilation, query planning, Python workers) competes with the live scorer for the
+same 2 cores. This seeds a database with ``--readings`` readings of 54 motes, a promoted
+global model and a local model per mote, then times the report in a child process per
+run, round-robin over ``--variants`` (JVM options of the Spark driver, see
+:data:`VARIANTS`) ``--repeat`` times: wall time (process start to report stored) and the
+CPU seconds of the child and everything it waited for (the JVM and its Python workers).
+
+    .venv/bin/python bench/bench_report.py [--readings 20000] [--repeat 3]
+        [--variants c2-jit,c1-jit]
+
+Needs the local services (``iot-fed services up``). Prints a table, writes
+``bench/results/report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results" / "report.json"
+VARIANTS: dict[str, str] = {
+    "c2-jit": "",  # the JVM's default tiered JIT (C1, then C2 for hot code)
+    "c1-jit": "-XX:TieredStopAtLevel=1",  # C1 only
+    "c1-serial": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+    "c1-cds": "-XX:TieredStopAtLevel=1 -XX:SharedArchiveFile=/tmp/prof/spark.jsa",
+    "c1-cds-dump": "-XX:TieredStopAtLevel=1 -XX:ArchiveClassesAtExit=/tmp/prof/spark.jsa",
+}
+
+
+def seed(database: str, n: int) -> None:
+    """``n`` synthetic readings, a promoted global model, a local model per mote."""
+    from bench.bench_spark import make_model, synthetic
+    from iot_fed.config import load_settings
+    from iot_fed.fl.spec import ModelSpec
+    from iot_fed.store import (
+        connect,
+        init_database,
+        readings_to_docs,
+        save_global_model,
+        save_local_model,
+        upsert_readings,
+    )
+
+    s = load_settings()
+    db = connect(s.mongodb_uri, database)
+    init_database(db)
+    df = synthetic(n)
+    upsert_readings(db, readings_to_docs(df))
+    bundle = make_model(df, ModelSpec())
+    blob = bundle.to_bytes()
+    save_global_model(db, blob, threshold=bundle.threshold, promoted=True)
+    for mote in sorted(df["moteid"].unique()):
+        save_local_model(db, str(mote), blob, threshold=bundle.threshold, n_samples=10)
+    db.client.close()
+
+
+def child(database: str, java_options: str, out_dir: str) -> None:
+    """One report, as the ``evaluation_report`` asset makes it; prints its timings."""
+    t0 = time.monotonic()
+    from iot_fed.analytics.evaluation import evaluation_report
+    from iot_fed.analytics.session import build_session
+    from iot_fed.config import load_settings
+
+    s = load_settings().model_copy(
+        update={"mongodb_database": database, "spark_java_options": java_options}
+    )
+    t_import = time.monotonic()
+    spark = build_session(s, "bench_report")
+    t_session = time.monotonic()
+    rep = evaluation_report(spark, s, out_dir=Path(out_dir))
+    t_report = time.monotonic()
+    spark.stop()
+    print(
+        json.dumps(
+            {
+                "import_s": t_import - t0,
+                "session_s": t_session - t_import,
+                "report_s": t_report - t_session,
+                "n_readings": rep.summary["n_readings"],
+            }
+        ),
+        flush=True,
+    )
+
+
+def _procs() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent, start time, CPU ticks) of every process now."""
+    out = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                st = (p / "stat").read_text()
+            except OSError:
+                continue
+            f = st[st.rfind(")") + 2 :].split()
+            out[int(p.name)] = (int(f[1]), int(f[19]), int(f[11]) + int(f[12]))
+    return out
+
+
+def _descendants(procs: dict[int, tuple[int, int, int]], root: int) -> set[int]:
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(c for c, (parent, _, _) in procs.items() if parent == pid and c not in tree)
+    return tree
+
+
+def one(database: str, variant: str, out_dir: Path) -> dict:
+    """A report in a child process; CPU of its process tree, sampled every 0.2 s (the JVM
+    is not waited for by the child, so its rusage would not count it)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", database, f"--java-options={VARIANTS[variant]}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "IOT_FED_BENCH_OUT": str(out_dir)},
+    )
+    seen: dict[tuple[int, int], tuple[str, int]] = {}  # (pid, start) -> (role, CPU ticks)
+    while proc.poll() is None:
+        procs = _procs()
+        for pid in _descendants(procs, proc.pid):
+            _, start, ticks = procs[pid]
+            seen[(pid, start)] = (_role(pid, proc.pid), ticks)  # a script may exec java
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate()
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"report child failed:\n{stderr[-3000:]}")
+    timings = json.loads(stdout.strip().splitlines()[-1])
+    hz = os.sysconf("SC_CLK_TCK")
+    by_role: dict[str, float] = {}
+    for role, ticks in seen.values():
+        by_role[role] = by_role.get(role, 0.0) + ticks / hz
+    cpu = sum(by_role.values())
+    return {"variant": variant, "wall_s": wall, "cpu_s": cpu, "cpu_s_by": by_role, **timings}
+
+
+def _role(pid: int, root: int) -> str:
+    """driver (the child's Python), jvm, or python-workers (Spark's daemon and workers)."""
+    if pid == root:
+        return "driver"
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "other"
+    argv0 = cmd.split(b"\0")[0]
+    if argv0.endswith(b"java"):
+        return "jvm"
+    return "python-workers" if b"python" in argv0 and b"daemon" in cmd else "other"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--readings", type=int, default=20_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--java-options", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.java_options, os.environ["IOT_FED_BENCH_OUT"])
+        return 0
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    from iot_fed.config import load_settings
+    from iot_fed.evaluation.report import machine_info
+    from iot_fed.store import connect
+
+    database = f"bench_report_{uuid.uuid4().hex[:8]}"
+    out_dir = load_settings().data_dir / "bench" / database
+    seed(database, args.readings)
+    rows = []
+    try:
+        for rnd in range(args.repeat):
+            for name in names if rnd % 2 == 0 else names[::-1]:
+                rows.append({"round": rnd, **one(database, name, out_dir)})
+                print(json.dumps(rows[-1]), flush=True)
+    finally:
+        s = load_settings()
+        connect(s.mongodb_uri, database).client.drop_database(database)
+    summary = []
+    for name in names:
+        rs = [r for r in rows if r["variant"] == name]
+        summary.append(
+            {
+                "variant": name,
+                "java_options": VARIANTS[name],
+                "runs": len(rs),
+                **{
+                    k: statistics.median(r[k] for r in rs)
+                    for k in ("wall_s", "cpu_s", "import_s", "session_s", "report_s")
+                },
+                "cpu_s_by": {
+                    role: statistics.median(r["cpu_s_by"].get(role, 0.0) for r in rs)
+                    for role in ("driver", "jvm", "python-workers", "other")
+                },
+            }
+        )
+    print(f"\nevaluation_report, {args.readings} readings, 54 motes, median of {args.repeat}")
+    print(
+        "variant | JVM options | wall s | CPU s | driver / JVM / Python workers CPU s | "
+        "import / session / report s"
+    )
+    for r in summary:
+        by = r["cpu_s_by"]
+        print(
+            f"{r['variant']} | {r['java_options'] or '(default)'} | {r['wall_s']:.1f} | "
+            f"{r['cpu_s']:.1f} | {by['driver']:.1f} / {by['jvm']:.1f} / "
+            f"{by['python-workers']:.1f} | {r['import_s']:.1f} / {r['session_s']:.1f} / "
+            f"{r['report_s']:.1f}"
+        )
+    if len(summary) == 2:
+        a, b = summary
+        print(
+            f"{b['variant']} / {a['variant']}: wall {b['wall_s'] / a['wall_s']:.2f}x, "
+            f"CPU {b['cpu_s'] / a['cpu_s']:.2f}x"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": machine_info(),
+                "command": " ".join(["bench/bench_report.py", *sys.argv[1:]]),
+                "readings": args.readings,
+                "summary": summary,
+                "runs": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
