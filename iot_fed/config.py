@@ -173,7 +173,12 @@ class Settings(BaseSettings):
 
     # --- orchestration ---------------------------------------------------------
     sensor_interval_s: int = Field(30, ge=1, description="Kafka sensor cadence")
-    aggregation_interval_s: int = Field(60, ge=0, description="min seconds between globals")
+    aggregation_interval_s: int = Field(
+        300,
+        ge=0,
+        description="min seconds between global versions once one is promoted (each "
+        "promoted version gets a Spark evaluation report)",
+    )
     min_new_samples: int = Field(20, ge=1, description="new readings before a device trains")
     training_run_max_runtime_s: int = Field(
         900, ge=10, description="a training run older than this is failed (and retried)"

@@ -23,6 +23,16 @@ def spark_local_dir(settings: Settings) -> Path:
     return settings.data_dir / "spark"
 
 
+def driver_java_options(settings: Settings, archive: bool = True) -> str:
+    """The Spark JVM's options: Derby's home, ``spark_java_options`` and, when ``archive``
+    and it is built, the class-data-sharing archive (:mod:`iot_fed.analytics.jvm_archive`)."""
+    from iot_fed.analytics.jvm_archive import archive_option
+
+    derby = f"-Dderby.system.home={spark_local_dir(settings) / 'derby'}"
+    opts = (derby, settings.spark_java_options, archive_option(settings) if archive else "")
+    return " ".join(o for o in opts if o)
+
+
 def spark_config(settings: Settings, with_jars: bool = True) -> dict[str, Any]:
     """Spark settings for iot_fed (``spark.*`` keys, values as strings).
 
@@ -44,9 +54,7 @@ def spark_config(settings: Settings, with_jars: bool = True) -> dict[str, Any]:
         "spark.sql.session.timeZone": "UTC",
         "spark.local.dir": str(local / "tmp"),
         "spark.sql.warehouse.dir": str(local / "warehouse"),
-        "spark.driver.extraJavaOptions": " ".join(
-            o for o in (f"-Dderby.system.home={local / 'derby'}", settings.spark_java_options) if o
-        ),
+        "spark.driver.extraJavaOptions": driver_java_options(settings),
         "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
         "spark.python.worker.reuse": "true",
         # workers forked from a daemon that drops pyspark's zips and spark-core's jar from
@@ -65,11 +73,13 @@ def spark_config(settings: Settings, with_jars: bool = True) -> dict[str, Any]:
     return conf
 
 
-def build_session(settings: Settings, app_name: str = "iot_fed", **overrides: Any):
+def build_session(
+    settings: Settings, app_name: str = "iot_fed", with_jars: bool = True, **overrides: Any
+):
     """A (possibly existing) ``SparkSession`` configured by :func:`spark_config`."""
     from pyspark.sql import SparkSession
 
-    conf = {**spark_config(settings), "spark.app.name": app_name, **overrides}
+    conf = {**spark_config(settings, with_jars), "spark.app.name": app_name, **overrides}
     (spark_local_dir(settings) / "tmp").mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder

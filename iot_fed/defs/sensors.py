@@ -9,9 +9,10 @@ tick that fails (broker or store down) is a failed tick with the reason, and the
 retries the same batch (idempotent upserts make the re-read harmless). Unseen motes become
 ``devices`` partitions in the same tick; all ready devices go into ONE run (a
 partition-range run of ``local_model``, trained in one vmapped call). When no global version
-was made within ``aggregation_interval_s`` and none is being made, that run also aggregates
-and promotes (``global_model``, its blocking check, ``promoted_model``): a round is one run
-launch. The run key is derived from the offsets, so a re-evaluated tick never trains twice.
+was made within ``aggregation_interval_s`` (or none was promoted yet) and none is being
+made, that run also aggregates and promotes (``global_model``, its blocking check,
+``promoted_model``): a round is one run launch. The run key is derived from the offsets,
+so a re-evaluated tick never trains twice.
 
 ``aggregation_sensor`` aggregates local models that no global version has seen yet (a
 training-only run), at most once per ``aggregation_interval_s``.
@@ -57,9 +58,13 @@ def in_flight(instance: dg.DagsterInstance, key: dg.AssetKey) -> bool:
 
 
 def aggregation_due(instance: dg.DagsterInstance, interval_s: float) -> bool:
-    """No global version within ``interval_s`` and none being made now."""
+    """None being made now, and no global version within ``interval_s`` or none promoted
+    yet (until the fleet has a model, every round aggregates: a version held back by its
+    blocking check is retried with the next round's models, not ``interval_s`` later)."""
     if in_flight(instance, global_model.key):
         return False
+    if instance.get_latest_materialization_event(promoted_model.key) is None:
+        return True
     last = instance.get_latest_materialization_event(global_model.key)
     return last is None or time.time() - last.timestamp >= interval_s
 

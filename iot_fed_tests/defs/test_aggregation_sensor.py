@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from iot_fed.definitions import defs
+from iot_fed.defs.sensors import aggregation_due
 
 
 def evaluate(instance: dg.DagsterInstance, cursor: str | None):
@@ -35,3 +36,12 @@ def test_skips_local_models_already_aggregated_in_their_run(instance):
     instance.report_runless_asset_event(dg.AssetMaterialization("global_model"))
     data = evaluate(instance, None)
     assert data.run_requests == [] and data.cursor is not None
+
+
+def test_aggregation_is_due_every_round_until_a_version_is_promoted(instance):
+    assert aggregation_due(instance, 300)  # no version yet
+    instance.report_runless_asset_event(dg.AssetMaterialization("global_model"))
+    assert aggregation_due(instance, 300), "held back by its check: the next round tries again"
+    instance.report_runless_asset_event(dg.AssetMaterialization("promoted_model"))
+    assert not aggregation_due(instance, 300), "promoted and fresh: wait for the interval"
+    assert aggregation_due(instance, 0)

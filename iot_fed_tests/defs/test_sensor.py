@@ -105,6 +105,7 @@ def test_landed_batch_is_a_sensor_readings_materialization(pipeline_env, instanc
 def test_training_only_run_while_a_global_version_is_fresh(pipeline_env, instance, settings):
     env = pipeline_env
     instance.report_runless_asset_event(dg.AssetMaterialization("global_model"))
+    instance.report_runless_asset_event(dg.AssetMaterialization("promoted_model"))
     produce_readings(settings, env["topic"], readings_frame(2 * 25, motes=2))
     [req] = tick(instance, env["resources"], None).run_requests
     assert req.asset_selection == [dg.AssetKey("local_model")], "aggregation is not due yet"
