@@ -2,15 +2,17 @@
 
 Not a test. Every promoted version gets a report (``evaluation_report_sensor``), and each
 run starts its own Spark JVM, so under ``make run`` the report's fixed cost (JVM start-up,
-JIT compilation, query planning, Python workers) competes with the live scorer for the
-same 2 cores. This seeds a database with ``--readings`` readings of 54 motes, a promoted
-global model and a local model per mote, then times the report in a child process per
-run, round-robin over ``--variants`` (JVM options of the Spark driver, see
-:data:`VARIANTS`) ``--repeat`` times: wall time (process start to report stored) and the
-CPU seconds of the child and everything it waited for (the JVM and its Python workers).
+class loading, JIT compilation, query planning, Python workers) competes with the live
+scorer for the same 2 cores. This seeds a database with ``--readings`` readings of 54
+motes, a promoted global model and a local model per mote, then makes the report in a
+child process per run, round-robin over ``--variants`` ``--repeat`` times (:data:`VARIANTS`:
+the JVM's default JIT, C1 only, C1 only with the class-data-sharing archive that
+``iot-fed spark install`` builds: the product's default). Reported: wall time (process
+start to report stored) and the CPU seconds of the child's process tree (driver, JVM,
+Python workers), sampled every 0.2 s.
 
     .venv/bin/python bench/bench_report.py [--readings 20000] [--repeat 3]
-        [--variants c2-jit,c1-jit]
+        [--variants c2-jit,c1-jit,c1-cds]
 
 Needs the local services (``iot-fed services up``). Prints a table, writes
 ``bench/results/report.json``.
@@ -32,12 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "bench" / "results" / "report.json"
-VARIANTS: dict[str, str] = {
-    "c2-jit": "",  # the JVM's default tiered JIT (C1, then C2 for hot code)
-    "c1-jit": "-XX:TieredStopAtLevel=1",  # C1 only
-    "c1-serial": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-    "c1-cds": "-XX:TieredStopAtLevel=1 -XX:SharedArchiveFile=/tmp/prof/spark.jsa",
-    "c1-cds-dump": "-XX:TieredStopAtLevel=1 -XX:ArchiveClassesAtExit=/tmp/prof/spark.jsa",
+C1 = "-XX:TieredStopAtLevel=1"
+VARIANTS: dict[str, tuple[str, bool]] = {  # name -> (spark_java_options, map the archive)
+    "c2-jit": ("", False),  # the JVM's default tiered JIT (C1, then C2 for hot code)
+    "c1-jit": (C1, False),  # C1 only
+    "c1-cds": (C1, True),  # C1 only + the class archive: the product's default
 }
 
 
@@ -68,18 +69,20 @@ def seed(database: str, n: int) -> None:
     db.client.close()
 
 
-def child(database: str, java_options: str, out_dir: str) -> None:
+def child(database: str, variant: str, out_dir: str) -> None:
     """One report, as the ``evaluation_report`` asset makes it; prints its timings."""
     t0 = time.monotonic()
     from iot_fed.analytics.evaluation import evaluation_report
-    from iot_fed.analytics.session import build_session
+    from iot_fed.analytics.session import build_session, driver_java_options
     from iot_fed.config import load_settings
 
+    java_options, archive = VARIANTS[variant]
     s = load_settings().model_copy(
         update={"mongodb_database": database, "spark_java_options": java_options}
     )
     t_import = time.monotonic()
-    spark = build_session(s, "bench_report")
+    opts = driver_java_options(s, archive=archive)
+    spark = build_session(s, "bench_report", **{"spark.driver.extraJavaOptions": opts})
     t_session = time.monotonic()
     rep = evaluation_report(spark, s, out_dir=Path(out_dir))
     t_report = time.monotonic()
@@ -97,7 +100,7 @@ def child(database: str, java_options: str, out_dir: str) -> None:
     )
 
 
-def _procs() -> dict[int, tuple[int, int, int]]:
+def processes() -> dict[int, tuple[int, int, int]]:
     """pid -> (parent, start time, CPU ticks) of every process now."""
     out = {}
     for p in Path("/proc").iterdir():
@@ -111,7 +114,8 @@ def _procs() -> dict[int, tuple[int, int, int]]:
     return out
 
 
-def _descendants(procs: dict[int, tuple[int, int, int]], root: int) -> set[int]:
+def descendants(procs: dict[int, tuple[int, int, int]], root: int) -> set[int]:
+    """``root`` and every process below it."""
     tree, todo = set(), [root]
     while todo:
         pid = todo.pop()
@@ -120,12 +124,19 @@ def _descendants(procs: dict[int, tuple[int, int, int]], root: int) -> set[int]:
     return tree
 
 
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds used so far by ``root`` and the processes below it now."""
+    procs = processes()
+    ticks = sum(procs[pid][2] for pid in descendants(procs, root) if pid in procs)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def one(database: str, variant: str, out_dir: Path) -> dict:
     """A report in a child process; CPU of its process tree, sampled every 0.2 s (the JVM
     is not waited for by the child, so its rusage would not count it)."""
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", database, f"--java-options={VARIANTS[variant]}"],
+        [sys.executable, __file__, "--child", database, f"--variants={variant}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -133,8 +144,8 @@ def one(database: str, variant: str, out_dir: Path) -> dict:
     )
     seen: dict[tuple[int, int], tuple[str, int]] = {}  # (pid, start) -> (role, CPU ticks)
     while proc.poll() is None:
-        procs = _procs()
-        for pid in _descendants(procs, proc.pid):
+        procs = processes()
+        for pid in descendants(procs, proc.pid):
             _, start, ticks = procs[pid]
             seen[(pid, start)] = (_role(pid, proc.pid), ticks)  # a script may exec java
         time.sleep(0.2)
@@ -172,10 +183,9 @@ def main() -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--java-options", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.java_options, os.environ["IOT_FED_BENCH_OUT"])
+        child(args.child, args.variants, os.environ["IOT_FED_BENCH_OUT"])
         return 0
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
@@ -187,6 +197,10 @@ def main() -> int:
 
     database = f"bench_report_{uuid.uuid4().hex[:8]}"
     out_dir = load_settings().data_dir / "bench" / database
+    if any(VARIANTS[n][1] for n in names):
+        from iot_fed.analytics.jvm_archive import build_archive
+
+        build_archive(load_settings())  # what `iot-fed spark install` builds
     seed(database, args.readings)
     rows = []
     try:
@@ -203,7 +217,8 @@ def main() -> int:
         summary.append(
             {
                 "variant": name,
-                "java_options": VARIANTS[name],
+                "java_options": VARIANTS[name][0],
+                "class_archive": VARIANTS[name][1],
                 "runs": len(rs),
                 **{
                     k: statistics.median(r[k] for r in rs)
@@ -217,22 +232,23 @@ def main() -> int:
         )
     print(f"\nevaluation_report, {args.readings} readings, 54 motes, median of {args.repeat}")
     print(
-        "variant | JVM options | wall s | CPU s | driver / JVM / Python workers CPU s | "
+        "variant | JVM | wall s | CPU s | driver / JVM / Python workers CPU s | "
         "import / session / report s"
     )
     for r in summary:
         by = r["cpu_s_by"]
         print(
-            f"{r['variant']} | {r['java_options'] or '(default)'} | {r['wall_s']:.1f} | "
+            f"{r['variant']} | {r['java_options'] or '(default)'}"
+            f"{' + archive' if r['class_archive'] else ''} | {r['wall_s']:.1f} | "
             f"{r['cpu_s']:.1f} | {by['driver']:.1f} / {by['jvm']:.1f} / "
             f"{by['python-workers']:.1f} | {r['import_s']:.1f} / {r['session_s']:.1f} / "
             f"{r['report_s']:.1f}"
         )
-    if len(summary) == 2:
-        a, b = summary
+    base = summary[0]
+    for r in summary[1:]:
         print(
-            f"{b['variant']} / {a['variant']}: wall {b['wall_s'] / a['wall_s']:.2f}x, "
-            f"CPU {b['cpu_s'] / a['cpu_s']:.2f}x"
+            f"{r['variant']} / {base['variant']}: wall {r['wall_s'] / base['wall_s']:.2f}x, "
+            f"CPU {r['cpu_s'] / base['cpu_s']:.2f}x"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -56,6 +55,9 @@ from iot_fed.store import connect, init_database, save_global_model
 from iot_fed.stream.admin import delete_topics, ensure_topics
 from iot_fed.stream.kafka_config import producer_config
 from iot_fed.stream.messages import encode_key, encode_reading
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.bench_report import tree_cpu_s  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "scorer.json"
 MOTES = 54
@@ -158,26 +160,7 @@ def jvm_tree_cpu_s() -> float:
     """CPU seconds used so far by the gateway JVM and its children (the Python workers)."""
     from pyspark import SparkContext
 
-    root = SparkContext._gateway.proc.pid  # type: ignore[union-attr]
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            st = (p / "stat").read_text()
-        except OSError:
-            continue
-        f = st[st.rfind(")") + 2 :].split()
-        parents[int(p.name)] = int(f[1])
-        own = int(f[11]) + int(f[12])
-        ticks[int(p.name)] = own + (int(f[13]) + int(f[14]) if int(p.name) == root else 0)
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += ticks.get(pid, 0)
-        todo.extend(c for c, par in parents.items() if par == pid)
-    return total / os.sysconf("SC_CLK_TCK")
+    return tree_cpu_s(SparkContext._gateway.proc.pid)  # type: ignore[union-attr]
 
 
 def fresh_jvm() -> None:

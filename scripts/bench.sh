@@ -22,6 +22,11 @@ if [ -n "$QUICK_FLAG" ]; then
 else
   run $PY bench/bench_scorer.py
 fi
+if [ -n "$QUICK_FLAG" ]; then
+  run $PY bench/bench_report.py --readings 5000 --repeat 1
+else
+  run $PY bench/bench_report.py
+fi
 run $PY bench/bench_detection.py $QUICK_FLAG
 if [ -n "$QUICK_FLAG" ]; then
   run $FLOWER_PY bench/bench_flower.py --devices 12 --samples 500 --rounds 2

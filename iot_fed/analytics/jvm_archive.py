@@ -10,7 +10,8 @@ What: :func:`build_archive` runs a small batch job in a child process whose Spar
 the classes it loaded when it exits (``-XX:ArchiveClassesAtExit``, JDK 13+) into a
 temporary file, renamed into place once that JVM is gone; :func:`archive_option` names it
 for every later Spark JVM (``-XX:SharedArchiveFile``). The file name is keyed by the java
-binary and pyspark's jars, so another JDK or Spark never finds a stale archive (a JVM
+binary and pyspark's jars (their folder too: the class path must match), so another JDK,
+Spark or virtual environment never finds a stale archive (a JVM
 that cannot map an archive starts without it anyway). ``iot-fed spark install`` builds it.
 
 Run as ``python -m iot_fed.analytics.jvm_archive <file>`` it is that child.
@@ -54,8 +55,11 @@ def archive_key() -> str | None:
     if java is None:
         return None
     st = java.stat()
-    jars = sorted(p.name for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar"))
-    material = json.dumps([str(java), st.st_size, st.st_mtime_ns, pyspark.__version__, jars])
+    jars_dir = Path(pyspark.__file__).parent / "jars"  # the JVM's class path: its paths too
+    jars = sorted(p.name for p in jars_dir.glob("*.jar"))
+    material = json.dumps(
+        [str(java), st.st_size, st.st_mtime_ns, pyspark.__version__, str(jars_dir), jars]
+    )
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
@@ -112,6 +116,9 @@ def build_archive(settings: Settings, force: bool = False) -> Path:
     if not tmp.exists() or tmp.stat().st_size == 0:
         raise RuntimeError(f"the JVM wrote no archive to {tmp}: {proc.stderr[-2000:]}")
     os.replace(tmp, path)
+    for old in path.parent.glob("spark-*.jsa"):  # another JDK's or Spark's: never used again
+        if old != path:
+            old.unlink(missing_ok=True)
     log.info(
         "CDS archive %s (%.0f MB) in %.1fs", path, path.stat().st_size / 1e6, time.monotonic() - t0
     )

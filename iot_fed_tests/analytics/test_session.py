@@ -32,7 +32,11 @@ def test_the_class_archive_is_built_once_and_maps_in_a_jvm_with_sparks_class_pat
 ):
     s = settings.model_copy(update={"data_dir": tmp_path})
     assert archive_option(s) == ""  # not built: Spark JVMs start without one
+    stale = tmp_path / "spark" / "cds" / "spark-0123456789abcdef.jsa"  # another JDK's
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
     path = build_archive(s)
+    assert not stale.exists()
     assert path.parent == tmp_path / "spark" / "cds" and path.stat().st_size > 10_000_000
     assert archive_option(s) == f"-XX:SharedArchiveFile={path}"
     assert f"-XX:SharedArchiveFile={path}" in driver_java_options(s).split()
