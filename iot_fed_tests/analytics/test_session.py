@@ -9,11 +9,12 @@ from iot_fed.analytics.jvm_archive import archive_option, build_archive, java_bi
 from iot_fed.analytics.session import driver_java_options, spark_config
 
 
-def test_java_options_follow_the_derby_home(settings):
-    opts = spark_config(settings, with_jars=False)["spark.driver.extraJavaOptions"].split()
-    assert opts[0].startswith("-Dderby.system.home=")
+def test_java_options_follow_the_derby_home(settings, tmp_path):
+    s = settings.model_copy(update={"data_dir": tmp_path})  # no class archive built there
+    opts = spark_config(s, with_jars=False)["spark.driver.extraJavaOptions"].split()
+    assert opts[0] == f"-Dderby.system.home={tmp_path / 'spark' / 'derby'}"
     assert opts[1:] == ["-XX:TieredStopAtLevel=1"]  # the default: C1 only
-    none = settings.model_copy(update={"spark_java_options": ""})
+    none = s.model_copy(update={"spark_java_options": ""})
     assert len(spark_config(none, with_jars=False)["spark.driver.extraJavaOptions"].split()) == 1
 
 
