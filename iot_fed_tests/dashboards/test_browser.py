@@ -65,6 +65,11 @@ def test_every_dashboard_paints_every_chart(
     page = browser.new_page(viewport={"width": 1600, "height": 1200}, bypass_csp=True)
     page.set_default_timeout(120_000)
     page.goto(f"{superset.url}/login/")
+    # The login page posts its own event log as the anonymous user (POST /superset/log/);
+    # if that response lands after the login's, its session cookie replaces the logged-in
+    # one and the next page bounces back to /login. A person types for seconds; a test
+    # must let the page go quiet first.
+    page.wait_for_load_state("networkidle")
     page.fill("input[name='username'], #username", superset.user)
     page.fill("input[name='password'], #password", superset.password)
     page.keyboard.press("Enter")
