@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -211,6 +212,7 @@ def main() -> int:
     finally:
         s = load_settings()
         connect(s.mongodb_uri, database).client.drop_database(database)
+        shutil.rmtree(out_dir, ignore_errors=True)  # the reports' Parquet and plots
     summary = []
     for name in names:
         rs = [r for r in rows if r["variant"] == name]

@@ -57,7 +57,7 @@ from iot_fed.stream.kafka_config import producer_config
 from iot_fed.stream.messages import encode_key, encode_reading
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_report import tree_cpu_s  # noqa: E402
+from bench.bench_report import C1, tree_cpu_s  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "scorer.json"
 MOTES = 54
@@ -107,7 +107,7 @@ VARIANTS: dict[str, Variant] = {
     "retain-10": Variant(sql={"spark.sql.streaming.minBatchesToRetain": "10"}),
     "no-worker-reuse": Variant(session={"spark.python.worker.reuse": "false"}),
     "c2-jit": Variant(java_options=""),  # the JVM's default tiered JIT (C1 then C2)
-    "c1-jit": Variant(java_options="-XX:TieredStopAtLevel=1"),
+    "c1-jit": Variant(java_options=C1),
 }
 
 

@@ -85,14 +85,14 @@ def _exited(pid: int, timeout_s: float) -> bool:
     return False
 
 
-def build_archive(settings: Settings, force: bool = False) -> Path:
-    """Build this JDK + Spark's archive (kept unless ``force``); return its path.
+def build_archive(settings: Settings) -> Path:
+    """Build this JDK + Spark's archive (kept once built); return its path.
 
     Raises ``RuntimeError`` with the reason when the JVM wrote no archive."""
     path = archive_path(settings)
     if path is None:
         raise RuntimeError("no java found (JAVA_HOME or PATH): Spark cannot run either")
-    if path.exists() and not force:
+    if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -141,7 +141,7 @@ def _archive_job(out: Path) -> None:
         settings,
         "iot_fed-cds-archive",
         with_jars=False,
-        **{"spark.driver.extraJavaOptions": opts.strip()},
+        **{"spark.driver.extraJavaOptions": opts},
     )
     df = spark.createDataFrame(pd.DataFrame({"m": [1, 2, 3] * 100, "x": range(300)}))
 
