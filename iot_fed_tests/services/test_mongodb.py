@@ -53,3 +53,92 @@ def test_validators_are_refused_in_one_line_not_a_server_stack_trace(
         f.seek(before)
         added = f.read().decode(errors="replace")
     assert "collMod" not in added and "Exception" not in added
+
+
+def _index_range_queries(db: Database) -> int:
+    return int(db.command("iotFedIndexStats")["rangeQueries"])
+
+
+def test_range_queries_are_answered_from_the_unique_index_with_the_scans_answers(
+    mongo_db: Database, settings
+) -> None:
+    """Equality on an index prefix (+ a range on the next field), ``$in`` and ``$or`` of
+    them, read the ordered index instead of scanning the locked collection, and return
+    exactly what MongoDB's matcher returns for the same query (type bracketing too)."""
+    from iot_fed.services.mongodb import MongoService
+
+    if settings.mongodb_server != "mongo-java-server" or not MongoService(settings).is_local:
+        pytest.skip("the project's mongo-java-server wrapper only")
+    coll = mongo_db.readings
+    coll.create_index([("moteid", ASCENDING), ("ts", ASCENDING)], unique=True)
+    t0 = datetime(2004, 3, 1)
+    docs = [
+        {"moteid": m, "ts": t0.replace(day=d), "temperature": 18.0 + d + m / 10}
+        for m in (1, 2, 3, 11)
+        for d in range(1, 21)
+    ]
+    docs += [{"moteid": "2", "ts": t0, "temperature": 0.0}, {"moteid": 2.5, "ts": t0}]
+    docs += [{"moteid": 2, "ts": 5, "temperature": 30.0}]  # a number where dates are
+    coll.insert_many(docs)
+    t5, t10 = t0.replace(day=5), t0.replace(day=10)
+
+    def ids(query: dict, **kw) -> list:
+        cur = coll.find(query, {"moteid": 1, "ts": 1}, **kw)
+        return sorted((str(d["moteid"]), str(d["ts"])) for d in cur)
+
+    def brute(pred) -> list:
+        return sorted((str(d["moteid"]), str(d["ts"])) for d in docs if pred(d))
+
+    def is_date(v) -> bool:
+        return isinstance(v, datetime)
+
+    cases = [
+        ({"moteid": 2}, lambda d: d["moteid"] == 2),
+        ({"moteid": 2.0}, lambda d: d["moteid"] == 2),
+        ({"moteid": "2"}, lambda d: d["moteid"] == "2"),
+        (
+            {"moteid": 2, "ts": {"$gte": t5, "$lt": t10}},
+            lambda d: d["moteid"] == 2 and is_date(d["ts"]) and t5 <= d["ts"] < t10,
+        ),
+        (
+            {"moteid": {"$in": [1, 11]}, "ts": {"$gt": t10}},
+            lambda d: d["moteid"] in (1, 11) and is_date(d["ts"]) and d["ts"] > t10,
+        ),
+        (
+            {"$or": [{"moteid": 1, "ts": {"$lte": t5}}, {"moteid": 3, "ts": {"$gte": t10}}]},
+            lambda d: (
+                (d["moteid"] == 1 and is_date(d["ts"]) and d["ts"] <= t5)
+                or (d["moteid"] == 3 and is_date(d["ts"]) and d["ts"] >= t10)
+            ),
+        ),
+        (
+            {"moteid": 2, "ts": {"$gt": t5}, "temperature": {"$gt": 30}},
+            lambda d: (
+                d["moteid"] == 2
+                and is_date(d["ts"])
+                and d["ts"] > t5
+                and d.get("temperature", 0) > 30
+            ),
+        ),
+        ({"moteid": 2, "ts": {"$gte": 1}}, lambda d: d["moteid"] == 2 and d["ts"] == 5),
+        ({"moteid": {"$gt": 2, "$lt": 11}}, lambda d: d["moteid"] in (2.5, 3)),
+    ]
+    before = _index_range_queries(mongo_db)
+    for query, pred in cases:
+        assert ids(query) == brute(pred), query
+    assert _index_range_queries(mongo_db) - before == len(cases)
+
+    # the _id index answers a range too: "after this id", in _id order, limited
+    all_ids = [d["_id"] for d in coll.find({}, {"_id": 1}).sort("_id", ASCENDING)]
+    after = list(coll.find({"_id": {"$gt": all_ids[10]}}).sort("_id", ASCENDING).limit(5))
+    assert [d["_id"] for d in after] == all_ids[11:16]
+    assert coll.count_documents({"moteid": 3, "ts": {"$lt": t5}}) == 4
+
+    # not an index prefix (or a condition the index cannot bound): scanned as before
+    before = _index_range_queries(mongo_db)
+    assert ids({"temperature": {"$gt": 37}}) == brute(lambda d: d.get("temperature", 0) > 37)
+    assert ids({"moteid": {"$ne": 2}, "ts": t0}) == brute(
+        lambda d: d["moteid"] != 2 and d["ts"] == t0
+    )
+    assert ids({"moteid": {"$in": [None, 3]}}) == brute(lambda d: d["moteid"] == 3)
+    assert _index_range_queries(mongo_db) == before
