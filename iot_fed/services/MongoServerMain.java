@@ -646,8 +646,10 @@ public final class MongoServerMain {
             if (r.lo() != null) {
                 start[k] = r.lo();
             }
-            // a shorter key sorts before every key it is a prefix of (IndexKeyType)
-            Cursor<KeyValue, Object> cursor = mvMap.cursor(new KeyValue(start));
+            // a shorter key sorts before every key it is a prefix of (IndexKeyType); no
+            // prefix and no lower bound: from the first key (a KeyValue cannot be empty)
+            KeyValue from = start.length == 0 ? null : new KeyValue(start);
+            Cursor<KeyValue, Object> cursor = mvMap.cursor(from);
             scan:
             while (cursor.hasNext()) {
                 KeyValue key = cursor.next();

@@ -122,6 +122,8 @@ def test_range_queries_are_answered_from_the_unique_index_with_the_scans_answers
         ),
         ({"moteid": 2, "ts": {"$gte": 1}}, lambda d: d["moteid"] == 2 and d["ts"] == 5),
         ({"moteid": {"$gt": 2, "$lt": 11}}, lambda d: d["moteid"] in (2.5, 3)),
+        ({"moteid": {"$lte": 2}}, lambda d: d["moteid"] in (1, 2)),
+        ({"moteid": {"$gte": "2"}}, lambda d: d["moteid"] == "2"),
     ]
     before = _index_range_queries(mongo_db)
     for query, pred in cases:
