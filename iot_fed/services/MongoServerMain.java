@@ -875,6 +875,8 @@ public final class MongoServerMain {
      * ``insert`` answers ``n`` = all documents even when some hit write errors: fixed.
      */
     static final class Database extends H2Database {
+        private static final long SLOW_MS = Long.getLong("mongo.slowms", 500);
+
         Database(String name, MVStore store, CursorRegistry cursors) {
             super(name, store, cursors);
         }
@@ -903,7 +905,16 @@ public final class MongoServerMain {
                 Document stats = new Document("rangeQueries", UniqueIndex.RANGE_QUERIES.get());
                 return stats.append("ok", 1.0);
             }
+            long t0 = System.nanoTime();
             Document result = super.handleCommand(channel, command, query, resolver, oplog);
+            long ms = (System.nanoTime() - t0) / 1_000_000;
+            if (ms >= SLOW_MS && !"insert".equalsIgnoreCase(command)) {
+                // MongoDB's slow-operation log, in one line: what held the collection
+                String shape = String.valueOf(query.get("filter") != null ? query.get("filter")
+                        : query.get("pipeline") != null ? query.get("pipeline") : query.get("q"));
+                System.err.println("MongoServerMain: slow " + command + " " + query.get(command)
+                        + " " + ms + " ms: " + shape.substring(0, Math.min(300, shape.length())));
+            }
             if ("insert".equalsIgnoreCase(command)
                     && result.get("writeErrors") instanceof List<?> errors
                     && !errors.isEmpty()
