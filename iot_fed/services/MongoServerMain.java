@@ -480,7 +480,7 @@ public final class MongoServerMain {
             return new KeyValue(values);
         }
 
-        private static Object normalizedValue(Object v) {
+        static Object normalizedValue(Object v) {
             if (v instanceof Missing) {
                 return null;
             }
@@ -491,29 +491,9 @@ public final class MongoServerMain {
             return v;
         }
 
-        // --- key-range queries ------------------------------------------------------
-        // The library answers from a unique index only a query on all its fields by
-        // equality (or $in on a one-field index) and scans the whole collection, locked,
-        // for anything else: 3-4 s at 160k documents for the reporting store's per-mote
-        // time ranges, while every insert into that collection waited. Here a query whose
-        // conditions include equality ($eq, $in) on a prefix of the index's fields,
-        // optionally followed by a range ($gt, $gte, $lt, $lte) on the next field, or an
-        // $or of such clauses, reads the matching key ranges of the ordered index map.
-        // The positions are a superset of the answer (any other condition, and MongoDB's
-        // type bracketing of ranges, is left to the query matcher, which still checks
-        // every document), so the result is the same as the scan's.
-
-        /** Queries this process answered from key ranges (the iotFedIndexStats command). */
-        static final AtomicLong RANGE_QUERIES = new AtomicLong();
-        private static final int MAX_RANGES = 10_000;
-
-        /** Keys starting with ``prefix``, then (``bounded``) the next field within lo..hi. */
-        private record KeyRange(
-                Object[] prefix, boolean bounded, Object lo, boolean loIn, Object hi, boolean hiIn) {}
-
         @Override
         public synchronized boolean canHandle(Document query) {
-            return super.canHandle(query) || keyRanges(query) != null;
+            return super.canHandle(query) || KeyRanges.of(fields, query) != null;
         }
 
         @Override
@@ -521,180 +501,7 @@ public final class MongoServerMain {
             if (super.canHandle(query)) {
                 return super.getPositions(query);
             }
-            List<KeyRange> ranges = keyRanges(query);
-            RANGE_QUERIES.incrementAndGet();
-            Set<Object> positions = new LinkedHashSet<>();
-            for (KeyRange range : ranges) {
-                addPositions(range, positions);
-            }
-            return positions;
-        }
-
-        /** The key ranges that hold every answer to ``query``, or null: not by ranges. */
-        private List<KeyRange> keyRanges(Document query) {
-            if (fields == null || query.isEmpty()) {
-                return null;
-            }
-            if (query.size() == 1 && query.get("$or") instanceof List<?> clauses) {
-                List<KeyRange> all = new ArrayList<>();
-                for (Object clause : clauses) {
-                    List<KeyRange> part = clause instanceof Document d ? clauseRanges(d) : null;
-                    if (part == null || all.size() + part.size() > MAX_RANGES) {
-                        return null;
-                    }
-                    all.addAll(part);
-                }
-                return all.isEmpty() ? null : all;
-            }
-            return clauseRanges(query);
-        }
-
-        private List<KeyRange> clauseRanges(Document clause) {
-            List<Object[]> prefixes = new ArrayList<>();
-            prefixes.add(new Object[0]);
-            int k = 0;
-            for (; k < fields.length && clause.containsKey(fields[k]); k++) {
-                List<Object> values = equalityValues(clause.get(fields[k]));
-                if (values == null) {
-                    break; // a range on this field, or not for this index
-                }
-                List<Object[]> longer = new ArrayList<>();
-                for (Object[] p : prefixes) {
-                    for (Object v : values) {
-                        Object[] q = Arrays.copyOf(p, p.length + 1);
-                        q[p.length] = v;
-                        longer.add(q);
-                    }
-                }
-                if (longer.isEmpty() || longer.size() > MAX_RANGES) {
-                    return null;
-                }
-                prefixes = longer;
-            }
-            Object[] bound = {null, false, null, false}; // lo, loIn, hi, hiIn
-            boolean bounded = k < fields.length && clause.containsKey(fields[k]);
-            if (bounded && !rangeBounds(clause.get(fields[k]), bound)) {
-                return null;
-            }
-            if (k == 0 && !bounded) {
-                return null; // the first field is not constrained: nothing to seek to
-            }
-            List<KeyRange> ranges = new ArrayList<>(prefixes.size());
-            for (Object[] p : prefixes) {
-                ranges.add(new KeyRange(p, bounded, bound[0], (Boolean) bound[1], bound[2], (Boolean) bound[3]));
-            }
-            return ranges;
-        }
-
-        private static boolean isScalar(Object v) {
-            return v instanceof Number || v instanceof String || v instanceof Instant
-                    || v instanceof ObjectId || v instanceof Boolean;
-        }
-
-        /** The normalised values an equality or $eq / $in condition accepts, or null. */
-        private static List<Object> equalityValues(Object condition) {
-            if (isScalar(condition)) {
-                return List.of(normalizedValue(condition));
-            }
-            if (!(condition instanceof Document d) || d.size() != 1) {
-                return null;
-            }
-            Object eq = d.get("$eq");
-            if (isScalar(eq)) {
-                return List.of(normalizedValue(eq));
-            }
-            if (!(d.get("$in") instanceof Collection<?> in)) {
-                return null;
-            }
-            List<Object> values = new ArrayList<>(in.size());
-            for (Object v : in) {
-                if (!isScalar(v)) {
-                    return null; // null, a regex, an array: MongoDB matches more than the key
-                }
-                values.add(normalizedValue(v));
-            }
-            return values;
-        }
-
-        /** Fill ``bound`` (lo, loIn, hi, hiIn) from $gt/$gte/$lt/$lte; false: not a range. */
-        private static boolean rangeBounds(Object condition, Object[] bound) {
-            if (!(condition instanceof Document d) || d.isEmpty()) {
-                return false;
-            }
-            for (Map.Entry<String, Object> e : d.entrySet()) {
-                if (!isScalar(e.getValue())) {
-                    return false;
-                }
-                Object v = normalizedValue(e.getValue());
-                int at = switch (e.getKey()) {
-                    case "$gt", "$gte" -> 0;
-                    case "$lt", "$lte" -> 2;
-                    default -> -1;
-                };
-                if (at < 0 || bound[at] != null) {
-                    return false;
-                }
-                bound[at] = v;
-                bound[at + 1] = e.getKey().endsWith("e");
-            }
-            return true;
-        }
-
-        private void addPositions(KeyRange r, Set<Object> positions) {
-            int k = r.prefix().length;
-            Object[] start = r.lo() == null ? r.prefix() : Arrays.copyOf(r.prefix(), k + 1);
-            if (r.lo() != null) {
-                start[k] = r.lo();
-            }
-            // a shorter key sorts before every key it is a prefix of (IndexKeyType); no
-            // prefix and no lower bound: from the first key (a KeyValue cannot be empty)
-            KeyValue from = start.length == 0 ? null : new KeyValue(start);
-            Cursor<KeyValue, Object> cursor = mvMap.cursor(from);
-            scan:
-            while (cursor.hasNext()) {
-                KeyValue key = cursor.next();
-                if (key.size() < k + (r.bounded() ? 1 : 0)) {
-                    break;
-                }
-                for (int i = 0; i < k; i++) {
-                    if (IndexKeyType.compareValues(key.get(i), r.prefix()[i]) != 0) {
-                        break scan; // past the prefix's keys
-                    }
-                }
-                if (r.bounded()) {
-                    Object v = key.get(k);
-                    if (r.hi() != null) {
-                        int c = IndexKeyType.compareValues(v, r.hi());
-                        if (c > 0 || (c == 0 && !r.hiIn())) {
-                            break;
-                        }
-                    }
-                    if (r.lo() != null && !r.loIn() && IndexKeyType.compareValues(v, r.lo()) == 0) {
-                        continue;
-                    }
-                }
-                positions.add(cursor.getValue());
-            }
-        }
-
-        @Override
-        public synchronized void checkAdd(Document document, MongoCollection<Object> collection) {
-            KeyValue raw = simpleKey(document);
-            if (raw == null) {
-                super.checkAdd(document, collection);
-            } else if (mvMap.containsKey(normalized(raw))) {
-                throw new DuplicateKeyError(this, collection, getKeys(), raw);
-            }
-        }
-
-        @Override
-        public synchronized void add(Document document, Object position, MongoCollection<Object> collection) {
-            KeyValue raw = simpleKey(document);
-            if (raw == null) {
-                super.add(document, position, collection);
-            } else if (!putKeyPosition(normalized(raw), position)) {
-                throw new DuplicateKeyError(this, collection, getKeys(), raw);
-            }
+            return KeyRanges.positions(mvMap, KeyRanges.of(fields, query), null);
         }
 
         // --- as H2UniqueIndex -------------------------------------------------------
@@ -734,7 +541,289 @@ public final class MongoServerMain {
         }
     }
 
+    /**
+     * Key-range reads of an ordered index map (UniqueIndex, SecondaryIndex). The library
+     * answers from a unique index only a query on all its fields by equality (or $in on a
+     * one-field index), ignores non-unique indexes, and scans the whole collection, locked,
+     * for anything else: 3-5 s at 160k documents for the reporting store's per-mote time
+     * ranges, while every insert into that collection waited. Here a query whose conditions
+     * include equality ($eq, $in) on a prefix of the index's fields, optionally followed by
+     * a range ($gt, $gte, $lt, $lte) on the next field, or an $or of such clauses, reads
+     * the matching key ranges of the map. The positions are a superset of the answer (any
+     * other condition, and MongoDB's type bracketing of ranges, is left to the query
+     * matcher, which still checks every document), so the result is the scan's.
+     */
+    static final class KeyRanges {
+        /** Queries this process answered from key ranges (the iotFedIndexStats command). */
+        static final AtomicLong QUERIES = new AtomicLong();
+        private static final int MAX_RANGES = 10_000;
+
+        /** Keys starting with ``prefix``, then (``bounded``) the next field within lo..hi. */
+        record Range(
+                Object[] prefix, boolean bounded, Object lo, boolean loIn, Object hi, boolean hiIn) {}
+
+        private KeyRanges() {}
+
+        /** The key ranges that hold every answer to ``query``, or null: not by ranges. */
+        static List<Range> of(String[] fields, Document query) {
+            if (fields == null || query.isEmpty()) {
+                return null;
+            }
+            if (query.size() == 1 && query.get("$or") instanceof List<?> clauses) {
+                List<Range> all = new ArrayList<>();
+                for (Object clause : clauses) {
+                    List<Range> part = clause instanceof Document d ? clause(fields, d) : null;
+                    if (part == null || all.size() + part.size() > MAX_RANGES) {
+                        return null;
+                    }
+                    all.addAll(part);
+                }
+                return all.isEmpty() ? null : all;
+            }
+            return clause(fields, query);
+        }
+
+        private static List<Range> clause(String[] fields, Document clause) {
+            List<Object[]> prefixes = new ArrayList<>();
+            prefixes.add(new Object[0]);
+            int k = 0;
+            for (; k < fields.length && clause.containsKey(fields[k]); k++) {
+                List<Object> values = equalityValues(clause.get(fields[k]));
+                if (values == null) {
+                    break; // a range on this field, or not for this index
+                }
+                List<Object[]> longer = new ArrayList<>();
+                for (Object[] p : prefixes) {
+                    for (Object v : values) {
+                        Object[] q = Arrays.copyOf(p, p.length + 1);
+                        q[p.length] = v;
+                        longer.add(q);
+                    }
+                }
+                if (longer.isEmpty() || longer.size() > MAX_RANGES) {
+                    return null;
+                }
+                prefixes = longer;
+            }
+            Object[] bound = {null, false, null, false}; // lo, loIn, hi, hiIn
+            boolean bounded = k < fields.length && clause.containsKey(fields[k]);
+            if (bounded && !rangeBounds(clause.get(fields[k]), bound)) {
+                return null;
+            }
+            if (k == 0 && !bounded) {
+                return null; // the first field is not constrained: nothing to seek to
+            }
+            List<Range> ranges = new ArrayList<>(prefixes.size());
+            for (Object[] p : prefixes) {
+                ranges.add(new Range(p, bounded, bound[0], (Boolean) bound[1], bound[2], (Boolean) bound[3]));
+            }
+            return ranges;
+        }
+
+        private static boolean isScalar(Object v) {
+            return v instanceof Number || v instanceof String || v instanceof Instant
+                    || v instanceof ObjectId || v instanceof Boolean;
+        }
+
+        /** The normalised values an equality or $eq / $in condition accepts, or null. */
+        private static List<Object> equalityValues(Object condition) {
+            if (isScalar(condition)) {
+                return List.of(UniqueIndex.normalizedValue(condition));
+            }
+            if (!(condition instanceof Document d) || d.size() != 1) {
+                return null;
+            }
+            Object eq = d.get("$eq");
+            if (isScalar(eq)) {
+                return List.of(UniqueIndex.normalizedValue(eq));
+            }
+            if (!(d.get("$in") instanceof Collection<?> in)) {
+                return null;
+            }
+            List<Object> values = new ArrayList<>(in.size());
+            for (Object v : in) {
+                if (!isScalar(v)) {
+                    return null; // null, a regex, an array: MongoDB matches more than the key
+                }
+                values.add(UniqueIndex.normalizedValue(v));
+            }
+            return values;
+        }
+
+        /** Fill ``bound`` (lo, loIn, hi, hiIn) from $gt/$gte/$lt/$lte; false: not a range. */
+        private static boolean rangeBounds(Object condition, Object[] bound) {
+            if (!(condition instanceof Document d) || d.isEmpty()) {
+                return false;
+            }
+            for (Map.Entry<String, Object> e : d.entrySet()) {
+                if (!isScalar(e.getValue())) {
+                    return false;
+                }
+                Object v = UniqueIndex.normalizedValue(e.getValue());
+                int at = switch (e.getKey()) {
+                    case "$gt", "$gte" -> 0;
+                    case "$lt", "$lte" -> 2;
+                    default -> -1;
+                };
+                if (at < 0 || bound[at] != null) {
+                    return false;
+                }
+                bound[at] = v;
+                bound[at + 1] = e.getKey().endsWith("e");
+            }
+            return true;
+        }
+
+        /** The positions under ``ranges`` (plus those under ``alsoPrefix``, if given). */
+        static Set<Object> positions(MVMap<KeyValue, Object> map, List<Range> ranges, Object alsoPrefix) {
+            QUERIES.incrementAndGet();
+            Set<Object> out = new LinkedHashSet<>();
+            for (Range r : ranges) {
+                add(map, r, out);
+            }
+            if (alsoPrefix != null) {
+                add(map, new Range(new Object[] {alsoPrefix}, false, null, false, null, false), out);
+            }
+            return out;
+        }
+
+        private static void add(MVMap<KeyValue, Object> map, Range r, Set<Object> out) {
+            int k = r.prefix().length;
+            Object[] start = r.lo() == null ? r.prefix() : Arrays.copyOf(r.prefix(), k + 1);
+            if (r.lo() != null) {
+                start[k] = r.lo();
+            }
+            // a shorter key sorts before every key it is a prefix of (IndexKeyType); no
+            // prefix and no lower bound: from the first key (a KeyValue cannot be empty)
+            KeyValue from = start.length == 0 ? null : new KeyValue(start);
+            Cursor<KeyValue, Object> cursor = map.cursor(from);
+            scan:
+            while (cursor.hasNext()) {
+                KeyValue key = cursor.next();
+                if (key.size() < k + (r.bounded() ? 1 : 0)) {
+                    break;
+                }
+                for (int i = 0; i < k; i++) {
+                    if (IndexKeyType.compareValues(key.get(i), r.prefix()[i]) != 0) {
+                        break scan; // past the prefix's keys
+                    }
+                }
+                if (r.bounded()) {
+                    Object v = key.get(k);
+                    if (r.hi() != null) {
+                        int c = IndexKeyType.compareValues(v, r.hi());
+                        if (c > 0 || (c == 0 && !r.hiIn())) {
+                            break;
+                        }
+                    }
+                    if (r.lo() != null && !r.loIn() && IndexKeyType.compareValues(v, r.lo()) == 0) {
+                        continue;
+                    }
+                }
+                out.add(cursor.getValue());
+            }
+        }
+    }
+
+    /**
+     * A non-unique index (the library ignores them: EmptyIndex), for queries only: the
+     * map's keys are the document's field values then its position (its _id), so equal
+     * values stay distinct, in the same order as UniqueIndex's keys; KeyRanges reads it.
+     * A document with an array or sub-document in an indexed field is kept under one
+     * marker key that every query's positions include (MongoDB matches array elements;
+     * the matcher decides). Built from the collection's documents when its map is empty
+     * (AbstractMongoCollection.addIndex), so a store written before it gets it on open.
+     */
+    static final class SecondaryIndex extends Index<Object> {
+        private static final String MULTIKEY = "\u0000iot_fed:multikey";
+        private final MVMap<KeyValue, Object> mvMap;
+        private final String[] fields;
+
+        SecondaryIndex(MVMap<KeyValue, Object> mvMap, String name, List<IndexKey> keys) {
+            super(name, keys, false);
+            this.mvMap = mvMap;
+            this.fields = keys.stream().map(IndexKey::getKey).toArray(String[]::new);
+        }
+
+        private KeyValue key(Document document, Object position) {
+            Object[] values = new Object[fields.length + 1];
+            for (int i = 0; i < fields.length; i++) {
+                Object v = document.getOrMissing(fields[i]);
+                if (v instanceof Map || v instanceof Collection) {
+                    return new KeyValue(MULTIKEY, position);
+                }
+                values[i] = UniqueIndex.normalizedValue(v);
+            }
+            values[fields.length] = position;
+            return new KeyValue(values);
+        }
+
+        private static Object positionOf(Document document) {
+            return document.get("_id");
+        }
+
+        @Override
+        public Object getPosition(Document document) {
+            return null; // not unique: no document is "the" one with these values
+        }
+
+        @Override
+        public void checkAdd(Document document, MongoCollection<Object> collection) {}
+
+        @Override
+        public synchronized void add(Document document, Object position, MongoCollection<Object> collection) {
+            mvMap.put(key(document, position), Missing.ofNullable(position));
+        }
+
+        @Override
+        public synchronized Object remove(Document document) {
+            Object position = positionOf(document);
+            Object removed = mvMap.remove(key(document, position));
+            return removed != null ? removed : Missing.ofNullable(position);
+        }
+
+        @Override
+        public void checkUpdate(Document oldDocument, Document newDocument, MongoCollection<Object> collection) {}
+
+        @Override
+        public synchronized void updateInPlace(Document oldDocument, Document newDocument,
+                Object position, MongoCollection<Object> collection) {
+            KeyValue before = key(oldDocument, position);
+            KeyValue after = key(newDocument, position);
+            if (!before.equals(after)) {
+                mvMap.remove(before);
+                mvMap.put(after, Missing.ofNullable(position));
+            }
+        }
+
+        @Override
+        public synchronized boolean canHandle(Document query) {
+            return KeyRanges.of(fields, query) != null;
+        }
+
+        @Override
+        public synchronized Iterable<Object> getPositions(Document query) {
+            return KeyRanges.positions(mvMap, KeyRanges.of(fields, query), MULTIKEY);
+        }
+
+        @Override
+        public long getCount() {
+            return mvMap.sizeAsLong();
+        }
+
+        @Override
+        public long getDataSize() {
+            return getCount();
+        }
+
+        @Override
+        public void drop() {
+            mvMap.clear();
+        }
+    }
+
     private static final String INDEX_MAP = "._index_";
+    private static final String SECONDARY_MAP = "._secondary_";
     private static final String DATA_MAP = "databases."; // as H2Database names its maps
     private static final String META_MAP = "meta.";
     private static final String FORMAT_MAP = "iot_fed.format";
@@ -889,6 +978,26 @@ public final class MongoServerMain {
         }
 
         @Override
+        protected Index<Object> openOrCreateSecondaryIndex(
+                String collectionName, String indexName, List<IndexKey> keys, boolean sparse) {
+            if (sparse || keys.stream().anyMatch(k -> k.getKey().contains("."))) {
+                return super.openOrCreateSecondaryIndex(collectionName, indexName, keys, sparse);
+            }
+            String name = getFullCollectionNamespace(collectionName) + SECONDARY_MAP + indexName;
+            return new SecondaryIndex(openIndexMap(store, name), indexName, keys);
+        }
+
+        @Override
+        protected void dropIndex(MongoCollection<Object> collection, String indexName) {
+            super.dropIndex(collection, indexName);
+            String name = getFullCollectionNamespace(collection.getCollectionName())
+                    + SECONDARY_MAP + indexName;
+            if (store.hasMap(name)) {
+                store.removeMap(name);
+            }
+        }
+
+        @Override
         protected MongoCollection<Object> openOrCreateCollection(
                 String collectionName, CollectionOptions options) {
             String fullName = getFullCollectionNamespace(collectionName);
@@ -902,7 +1011,7 @@ public final class MongoServerMain {
                 Channel channel, String command, Document query, DatabaseResolver resolver,
                 Oplog oplog) {
             if ("iotFedIndexStats".equals(command)) {
-                Document stats = new Document("rangeQueries", UniqueIndex.RANGE_QUERIES.get());
+                Document stats = new Document("rangeQueries", KeyRanges.QUERIES.get());
                 return stats.append("ok", 1.0);
             }
             long t0 = System.nanoTime();

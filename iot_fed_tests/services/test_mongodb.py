@@ -144,3 +144,49 @@ def test_range_queries_are_answered_from_the_unique_index_with_the_scans_answers
     )
     assert ids({"moteid": {"$in": [None, 3]}}) == brute(lambda d: d["moteid"] == 3)
     assert _index_range_queries(mongo_db) == before
+
+
+def test_a_non_unique_index_answers_range_queries_through_inserts_updates_and_deletes(
+    mongo_db: Database, settings
+) -> None:
+    """A non-unique index (built over existing documents, then kept up to date) gives the
+    scan's answers: equal values, arrays (MongoDB matches their elements), updates that
+    move a document, deletes."""
+    from iot_fed.services.mongodb import MongoService
+
+    if settings.mongodb_server != "mongo-java-server" or not MongoService(settings).is_local:
+        pytest.skip("the project's mongo-java-server wrapper only")
+    coll = mongo_db.anomalies
+    t0 = datetime(2004, 3, 1)
+    coll.insert_many(
+        [{"_id": f"a{i}", "moteid": i % 3, "ts": t0.replace(day=1 + i)} for i in range(12)]
+    )
+    coll.create_index([("moteid", ASCENDING), ("ts", ASCENDING)])  # built over the 12
+    coll.insert_many(
+        [
+            {"_id": "dup", "moteid": 1, "ts": t0.replace(day=2)},  # same values as a1
+            {"_id": "arr", "moteid": [1, 7], "ts": t0.replace(day=3)},
+            {"_id": "sub", "moteid": {"x": 1}, "ts": t0},
+        ]
+    )
+    coll.update_one({"_id": "a4"}, {"$set": {"moteid": 2}})  # 1 -> 2
+    coll.delete_one({"_id": "a7"})
+    coll.update_one({"_id": "a10"}, {"$set": {"other": 1}})  # indexed values unchanged
+
+    def found(query: dict) -> list:
+        return sorted(d["_id"] for d in coll.find(query, {"_id": 1}))
+
+    docs = {d["_id"]: d for d in coll.find({})}  # the scan: no index field in the query
+    before = _index_range_queries(mongo_db)
+    assert found({"moteid": 1}) == sorted(
+        i for i, d in docs.items() if d["moteid"] == 1 or d["moteid"] == [1, 7]
+    )
+    assert found({"moteid": 1}) == ["a1", "a10", "arr", "dup"]  # a4 moved, a7 deleted
+    t3 = t0.replace(day=3)
+    assert found({"moteid": {"$in": [1, 2]}, "ts": {"$lte": t3}}) == ["a1", "a2", "arr", "dup"]
+    assert found({"moteid": 2, "ts": {"$gt": t3}}) == ["a11", "a4", "a5", "a8"]
+    assert found({"moteid": 7}) == ["arr"]
+    assert _index_range_queries(mongo_db) - before == 5
+    coll.drop_index("moteid_1_ts_1")
+    assert found({"moteid": 2, "ts": {"$gt": t3}}) == ["a11", "a4", "a5", "a8"]  # scanned
+    assert _index_range_queries(mongo_db) - before == 5
