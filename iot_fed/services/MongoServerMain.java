@@ -22,6 +22,7 @@ import de.bwaldvogel.mongo.backend.Index;
 import de.bwaldvogel.mongo.backend.IndexKey;
 import de.bwaldvogel.mongo.backend.KeyValue;
 import de.bwaldvogel.mongo.backend.Missing;
+import de.bwaldvogel.mongo.backend.QueryResult;
 import de.bwaldvogel.mongo.backend.ValueComparator;
 import de.bwaldvogel.mongo.backend.h2.H2Backend;
 import de.bwaldvogel.mongo.backend.h2.H2Collection;
@@ -444,7 +445,7 @@ public final class MongoServerMain {
      * key up twice; here it is built once per call and ``add`` is one putIfAbsent (a
      * taken key still raises DuplicateKeyError). Anything else goes the generic way.
      */
-    static final class UniqueIndex extends AbstractUniqueIndex<Object> {
+    static final class UniqueIndex extends AbstractUniqueIndex<Object> implements ScoredIndex {
         private final MVMap<KeyValue, Object> mvMap;
         private final String[] fields; // null: some key is a path (a.b): generic only
 
@@ -494,6 +495,11 @@ public final class MongoServerMain {
         @Override
         public synchronized boolean canHandle(Document query) {
             return super.canHandle(query) || KeyRanges.of(fields, query) != null;
+        }
+
+        @Override
+        public synchronized int score(Document query) {
+            return super.canHandle(query) ? Integer.MAX_VALUE : KeyRanges.score(KeyRanges.of(fields, query));
         }
 
         @Override
@@ -553,9 +559,16 @@ public final class MongoServerMain {
      * other condition, and MongoDB's type bracketing of ranges, is left to the query
      * matcher, which still checks every document), so the result is the scan's.
      */
+    /** An index that says how well it answers a query (0: not at all). */
+    interface ScoredIndex {
+        int score(Document query);
+    }
+
     static final class KeyRanges {
         /** Queries this process answered from key ranges (the iotFedIndexStats command). */
         static final AtomicLong QUERIES = new AtomicLong();
+        /** Candidate documents of the last such query (how tightly its index bounded it). */
+        static final AtomicLong LAST_CANDIDATES = new AtomicLong();
         private static final int MAX_RANGES = 10_000;
 
         /** Keys starting with ``prefix``, then (``bounded``) the next field within lo..hi. */
@@ -674,6 +687,19 @@ public final class MongoServerMain {
             return true;
         }
 
+        /** How many leading index fields ``ranges`` constrain (the fewest over an $or's
+         *  clauses): the query planner's measure of how tightly an index bounds a query. */
+        static int score(List<Range> ranges) {
+            if (ranges == null) {
+                return 0;
+            }
+            int fewest = Integer.MAX_VALUE;
+            for (Range r : ranges) {
+                fewest = Math.min(fewest, r.prefix().length + (r.bounded() ? 1 : 0));
+            }
+            return fewest;
+        }
+
         /** The positions under ``ranges`` (plus those under ``alsoPrefix``, if given). */
         static Set<Object> positions(MVMap<KeyValue, Object> map, List<Range> ranges, Object alsoPrefix) {
             QUERIES.incrementAndGet();
@@ -684,6 +710,7 @@ public final class MongoServerMain {
             if (alsoPrefix != null) {
                 add(map, new Range(new Object[] {alsoPrefix}, false, null, false, null, false), out);
             }
+            LAST_CANDIDATES.set(out.size());
             return out;
         }
 
@@ -734,7 +761,7 @@ public final class MongoServerMain {
      * the matcher decides). Built from the collection's documents when its map is empty
      * (AbstractMongoCollection.addIndex), so a store written before it gets it on open.
      */
-    static final class SecondaryIndex extends Index<Object> {
+    static final class SecondaryIndex extends Index<Object> implements ScoredIndex {
         private static final String MULTIKEY = "\u0000iot_fed:multikey";
         private final MVMap<KeyValue, Object> mvMap;
         private final String[] fields;
@@ -799,6 +826,11 @@ public final class MongoServerMain {
         @Override
         public synchronized boolean canHandle(Document query) {
             return KeyRanges.of(fields, query) != null;
+        }
+
+        @Override
+        public synchronized int score(Document query) {
+            return KeyRanges.score(KeyRanges.of(fields, query));
         }
 
         @Override
@@ -895,6 +927,31 @@ public final class MongoServerMain {
                     updateDataSize(size);
                 }
             }
+        }
+
+        /**
+         * The index that bounds the query most tightly (ScoredIndex.score), not the first
+         * that can answer it: a (moteid, epoch) unique index answers {moteid, ts range} by
+         * all of a mote's keys, a (moteid, ts) index by the range's keys only.
+         */
+        @Override
+        protected QueryResult queryDocuments(Document query, Document orderBy, int numberToSkip,
+                int limit, int batchSize, Document fieldSelector) {
+            Index<Object> best = null;
+            int bestScore = 0;
+            for (Index<Object> index : getIndexes()) {
+                int score = index instanceof ScoredIndex scored ? scored.score(query)
+                        : index.canHandle(query) ? 1 : 0;
+                if (score > bestScore) {
+                    best = index;
+                    bestScore = score;
+                }
+            }
+            if (best == null) {
+                return matchDocuments(query, orderBy, numberToSkip, limit, batchSize, fieldSelector);
+            }
+            return matchDocuments(query, best.getPositions(query), orderBy, numberToSkip, limit,
+                    batchSize, fieldSelector);
         }
 
         @Override
@@ -1011,7 +1068,8 @@ public final class MongoServerMain {
                 Channel channel, String command, Document query, DatabaseResolver resolver,
                 Oplog oplog) {
             if ("iotFedIndexStats".equals(command)) {
-                Document stats = new Document("rangeQueries", KeyRanges.QUERIES.get());
+                Document stats = new Document("rangeQueries", KeyRanges.QUERIES.get())
+                        .append("lastCandidates", KeyRanges.LAST_CANDIDATES.get());
                 return stats.append("ok", 1.0);
             }
             long t0 = System.nanoTime();

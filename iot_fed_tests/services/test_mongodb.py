@@ -190,3 +190,30 @@ def test_a_non_unique_index_answers_range_queries_through_inserts_updates_and_de
     coll.drop_index("moteid_1_ts_1")
     assert found({"moteid": 2, "ts": {"$gt": t3}}) == ["a11", "a4", "a5", "a8"]  # scanned
     assert _index_range_queries(mongo_db) - before == 5
+
+
+def test_the_index_that_bounds_a_query_most_tightly_answers_it(
+    mongo_db: Database, settings
+) -> None:
+    """(moteid, epoch) unique and (moteid, ts) non-unique: a per-mote time range is read
+    from the second (the range's keys), not from all of the mote's keys in the first."""
+    from iot_fed.services.mongodb import MongoService
+
+    if settings.mongodb_server != "mongo-java-server" or not MongoService(settings).is_local:
+        pytest.skip("the project's mongo-java-server wrapper only")
+    coll = mongo_db.sensor_readings
+    coll.create_index([("moteid", ASCENDING), ("epoch", ASCENDING)], unique=True)
+    coll.create_index([("moteid", ASCENDING), ("ts", ASCENDING)])
+    t0 = datetime(2004, 3, 1)
+    coll.insert_many(
+        [
+            {"moteid": 1, "epoch": e, "ts": t0.replace(minute=e // 60, second=e % 60)}
+            for e in range(2000)
+        ]
+    )
+    lo, hi = t0.replace(minute=10, second=0), t0.replace(minute=10, second=3)
+    got = list(coll.find({"moteid": 1, "ts": {"$gte": lo, "$lt": hi}}, {"epoch": 1}))
+    assert sorted(d["epoch"] for d in got) == [600, 601, 602]
+    assert mongo_db.command("iotFedIndexStats")["lastCandidates"] == 3
+    assert len(list(coll.find({"moteid": 1, "epoch": {"$gte": 1990}}))) == 10
+    assert mongo_db.command("iotFedIndexStats")["lastCandidates"] == 10
