@@ -28,7 +28,13 @@ import numpy as np
 from confluent_kafka import Producer
 
 from iot_fed.config import load_settings
-from iot_fed.store import connect, get_global_model, promoted_version, save_global_model
+from iot_fed.store import (
+    connect,
+    get_global_model,
+    prediction_id,
+    promoted_version,
+    save_global_model,
+)
 from iot_fed.store.live import read_scorer_status
 from iot_fed.stream.messages import encode_key, encode_reading
 from iot_fed.stream.producer import producer_config
@@ -90,24 +96,23 @@ def _pct(a: np.ndarray, q: float) -> float | None:
 
 
 def wait_stored(db, keys: list[tuple[int, int]], timeout: float) -> list[dict]:
-    """Poll until every (mote, epoch) has a prediction; add ``seen`` (first poll that saw it)."""
-    want = set(keys)
-    seen: dict[tuple[int, int], float] = {}
-    docs: dict[tuple[int, int], dict] = {}
-    motes = sorted({m for m, _ in keys})
-    lo = min(e for _, e in keys)
+    """Poll until every (mote, epoch) has a prediction; add ``seen`` (first poll that saw it).
+
+    By ``_id`` (:func:`prediction_id`), only the ones not seen yet: a filtered query on the
+    bench motes would read all their predictions each poll, on the server the scorer
+    writes to."""
+    want = {prediction_id(m, _reading(m, e)["ts"]): (m, e) for m, e in keys}
+    seen: dict[str, float] = {}
+    docs: dict[str, dict] = {}
+    fields = {"moteid": 1, "epoch": 1, "kafka_ts": 1, "scored_at": 1, "model_version": 1}
     deadline = time.time() + timeout
     while len(docs) < len(want) and time.time() < deadline:
         now = time.time()
-        cur = db["predictions"].find(
-            {"moteid": {"$in": motes}, "epoch": {"$gte": lo}},
-            {"moteid": 1, "epoch": 1, "kafka_ts": 1, "scored_at": 1, "model_version": 1},
-        )
-        for d in cur:
-            k = (d["moteid"], d["epoch"])
-            if k in want and k not in docs:
-                docs[k] = d
-                seen[k] = now
+        missing = [i for i in want if i not in docs]
+        for k in range(0, len(missing), 1000):
+            for d in db["predictions"].find({"_id": {"$in": missing[k : k + 1000]}}, fields):
+                docs[d["_id"]] = d
+                seen[d["_id"]] = now
         time.sleep(0.2)
     return [{**d, "seen": seen[k]} for k, d in docs.items()]
 
