@@ -565,7 +565,7 @@ public final class MongoServerMain {
     }
 
     static final class KeyRanges {
-        /** Queries this process answered from key ranges (the iotFedIndexStats command). */
+        /** Queries whose key ranges this process read (the iotFedIndexStats command). */
         static final AtomicLong QUERIES = new AtomicLong();
         /** Candidate documents of the last such query (how tightly its index bounded it). */
         static final AtomicLong LAST_CANDIDATES = new AtomicLong();
@@ -872,6 +872,7 @@ public final class MongoServerMain {
         private boolean batching; // inside insertDocuments: sizes add up in pendingSize
         private int pendingSize;
         private static final int MAX_NAMES = 4096;
+        private static final int SCAN_SHARE = 4; // index when it selects < 1/4 of the documents
         private final Map<String, String> names = new HashMap<>(); // top-level field names
 
         DataCollection(MongoDatabase db, String name, CollectionOptions options,
@@ -947,11 +948,15 @@ public final class MongoServerMain {
                     bestScore = score;
                 }
             }
-            if (best == null) {
+            Iterable<Object> positions = best == null ? null : best.getPositions(query);
+            if (positions == null
+                    || (positions instanceof Collection<?> c && c.size() > count() / SCAN_SHARE)) {
+                // a document by position costs ~3x its share of a scan (a B-tree lookup
+                // each): when the index selects a large share, the scan is cheaper
                 return matchDocuments(query, orderBy, numberToSkip, limit, batchSize, fieldSelector);
             }
-            return matchDocuments(query, best.getPositions(query), orderBy, numberToSkip, limit,
-                    batchSize, fieldSelector);
+            return matchDocuments(query, positions, orderBy, numberToSkip, limit, batchSize,
+                    fieldSelector);
         }
 
         @Override
