@@ -9,7 +9,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import CollectionInvalid, OperationFailure
 
-from iot_fed.store.collections import COLLECTIONS, INDEXES, load_schema
+from iot_fed.store.collections import COLLECTIONS, INDEXES, RETIRED_INDEXES, load_schema
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ def init_database(db: Database) -> dict[str, Any]:
             state = "skipped (server does not support validators)"
         coll = db[name]
         names = []
+        retired = set(RETIRED_INDEXES.get(name, ())) & set(coll.index_information())
+        for old in sorted(retired):
+            coll.drop_index(old)
+            log.info("%s.%s: dropped the retired index %s", db.name, name, old)
         for spec in INDEXES[name]:
             coll.create_index(list(spec.keys), name=spec.name, unique=spec.unique, **spec.options)
             names.append(spec.name)

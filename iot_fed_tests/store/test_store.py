@@ -67,6 +67,20 @@ def test_init_is_idempotent(mongo_db) -> None:
     assert all(s["count"] == 0 for s in status.values())
 
 
+def test_init_drops_retired_indexes_and_keeps_the_declared_ones(mongo_db) -> None:
+    """An index a store got from an older version and no longer declared (each index is
+    written on every insert) is dropped; the declared ones stay; data is untouched."""
+    mongo_db.sensor_readings.insert_one(reading(1, 1))
+    mongo_db.sensor_readings.create_index([("moteid", 1), ("ts", 1)], name="moteid_ts")
+    mongo_db.predictions.create_index([("model_version", 1)], name="model_version")
+    init_database(mongo_db)
+    readings = set(mongo_db.sensor_readings.index_information())
+    assert "moteid_ts" not in readings and "moteid_epoch_unique" in readings
+    assert "model_version" not in set(mongo_db.predictions.index_information())
+    assert {"moteid_ts", "flagged_at"} <= set(mongo_db.anomalies.index_information())
+    assert mongo_db.sensor_readings.count_documents({}) == 1
+
+
 def test_unique_indexes_reject_duplicates(db) -> None:
     db.sensor_readings.insert_one(reading(1, 1))
     with pytest.raises(DuplicateKeyError):
