@@ -186,3 +186,36 @@ def test_malformed_requests_get_4xx_with_reason(api, mongo_db, body, code):
     r = api.post("/api/score", **kw)
     assert r.status_code == code, r.text
     assert r.json()["detail"]
+
+
+def test_the_model_cache_refreshes_in_the_background_and_requests_never_query(mongo_db):
+    """Before a promotion a request is told 409; once a bundle is loaded, requests read
+    the cache only (no database round trip on the request path) and a new promotion is
+    picked up by the refresh thread within its interval."""
+    from fastapi import HTTPException
+
+    from iot_fed.serving.app import ModelCache
+
+    init_database(mongo_db)
+    cache = ModelCache(ttl_s=0.2)
+    with pytest.raises(HTTPException) as err:
+        cache.get(mongo_db)
+    assert err.value.status_code == 409
+    df = make_readings(motes=2, per_mote=50, seed=4)
+    assert store_global(mongo_db, make_bundle(df, seed=1)) == 1
+    assert cache.get(mongo_db)[0] == 1
+
+    class NoDatabase:  # a request path that touched the database would fail here
+        def __getitem__(self, name):
+            raise AssertionError("the request path queried the database")
+
+    assert cache.get(NoDatabase())[0] == 1
+    cache.start(mongo_db)
+    try:
+        assert store_global(mongo_db, make_bundle(df, seed=2)) == 2
+        deadline = time.monotonic() + 5
+        while cache.get(NoDatabase())[0] != 2:
+            assert time.monotonic() < deadline, "promotion not picked up"
+            time.sleep(0.05)
+    finally:
+        cache.stop()
