@@ -16,7 +16,7 @@ from pymongo import DESCENDING, DeleteOne, ReplaceOne
 from pymongo.database import Database
 
 from iot_fed.store.collections import ANOMALIES, GLOBAL_MODELS, SCORER_STATUS, validator
-from iot_fed.store.repository import prediction_id
+from iot_fed.store.repository import insert_new, prediction_id
 
 DEFAULT_SCORER = "streaming_evaluation"
 
@@ -25,14 +25,23 @@ def upsert_anomalies(
     db: Database, docs: Sequence[Mapping[str, Any]], cleared: Sequence[str] = ()
 ) -> int:
     """Store flagged readings (replacing by id) and delete the ``cleared`` ids (readings a
-    newer verdict no longer flags); return how many were written."""
+    newer verdict no longer flags); return how many were written.
+
+    New ids go in one ``insert_many`` (a replayed batch's ids fail as duplicates and are
+    replaced): mongo-java-server runs a bulk of upserts one update at a time, ~0.5 ms
+    each, on the scorer's path."""
     if not docs and not cleared:
         return 0
     batch = [{**d, "_id": prediction_id(d["moteid"], d["ts"])} for d in docs]
     validator(ANOMALIES).validate_many(batch)
-    ops: list[Any] = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in batch]
+    coll = db[ANOMALIES]
+    ops: list[Any] = [
+        ReplaceOne({"_id": batch[i]["_id"]}, batch[i], upsert=True)
+        for i in insert_new(coll, batch)
+    ]
     ops += [DeleteOne({"_id": i}) for i in cleared]
-    db[ANOMALIES].bulk_write(ops, ordered=False)
+    if ops:
+        coll.bulk_write(ops, ordered=False)
     return len(batch)
 
 

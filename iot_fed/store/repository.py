@@ -408,7 +408,7 @@ def prediction_id(moteid: int, ts: dt.datetime | int) -> str:
     return f"{int(moteid)}:{int(ms)}"
 
 
-def _insert_new(coll: Any, docs: list[dict[str, Any]]) -> list[int]:
+def insert_new(coll: Any, docs: list[dict[str, Any]]) -> list[int]:
     """insert_many(ordered=False); return the indices (into ``docs``) that already existed."""
     if not docs:
         return []
@@ -449,7 +449,7 @@ def upsert_predictions(
         validator(PREDICTIONS).validate_many(list(docs))
     coll = durable(db, PREDICTIONS)
     batch = [{**d, "_id": prediction_id(d["moteid"], d["ts"])} for d in docs]
-    dups = _insert_new(coll, batch)
+    dups = insert_new(coll, batch)
     counts["inserted"] = len(batch) - len(dups)
     for k in range(0, len(dups), _IN_CHUNK):
         part = [batch[i] for i in dups[k : k + _IN_CHUNK]]
@@ -476,7 +476,7 @@ def upsert_predictions(
             # (a filter with any other field makes mongo-java-server scan the collection,
             # with it locked: 12 s per 1,000 ids at 45k predictions, against 0.3 s)
             coll.delete_many({"_id": {"$in": old_ids}})
-        kept = len(_insert_new(coll, replace))
+        kept = len(insert_new(coll, replace))
         counts["updated"] += len(replace) - kept
         counts["unchanged"] += kept
     return counts
