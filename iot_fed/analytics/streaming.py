@@ -200,14 +200,19 @@ def store_batch(db: Any, pdf: pd.DataFrame) -> dict[str, Any]:
 
 
 class Heartbeat:
-    """Driver side: the ``scorer_status`` document, written after every batch and every
-    ``interval_s`` while idle (so a stopped scorer is visible as a stale heartbeat)."""
+    """Driver side: the ``scorer_status`` document, written by the run loop every few
+    seconds (so a stopped scorer is visible as a stale heartbeat) and after a batch when
+    the last write is ``batch_min_s`` old: a write per batch was a database round trip
+    inside every micro-batch."""
+
+    batch_min_s = 2.0
 
     def __init__(self, target: MongoTarget, name: str) -> None:
         self.db = target.connect()
         self.name = name
         self.started_at = dt.datetime.now(dt.UTC)
         self.lock = threading.Lock()
+        self.written_at = -float("inf")  # time.monotonic() of the last write
 
     def write(self, state: str, counts: StreamCounts, **extra: Any) -> None:
         last = counts.last_batch
@@ -228,6 +233,7 @@ class Heartbeat:
             **extra,
         }
         with self.lock:
+            self.written_at = time.monotonic()
             try:
                 write_scorer_status(self.db, doc, self.name)
             except Exception as exc:  # the heartbeat must never stop the scorer
@@ -348,7 +354,8 @@ def start_streaming_evaluation(
             if v not in counts.model_versions:
                 counts.model_versions.append(v)
                 log.info("micro-batch %d scored with global model v%d", batch_id, v)
-        heartbeat.write("running", counts)
+        if time.monotonic() - heartbeat.written_at >= heartbeat.batch_min_s:
+            heartbeat.write("running", counts)
 
     reader = spark.readStream.format("kafka").options(**spark_source_options(settings, topic))
     reader = reader.options(**SOURCE_OPTIONS).option("startingOffsets", "earliest")

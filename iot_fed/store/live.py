@@ -36,8 +36,7 @@ def upsert_anomalies(
     validator(ANOMALIES).validate_many(batch)
     coll = db[ANOMALIES]
     ops: list[Any] = [
-        ReplaceOne({"_id": batch[i]["_id"]}, batch[i], upsert=True)
-        for i in insert_new(coll, batch)
+        ReplaceOne({"_id": batch[i]["_id"]}, batch[i], upsert=True) for i in insert_new(coll, batch)
     ]
     ops += [DeleteOne({"_id": i}) for i in cleared]
     if ops:
