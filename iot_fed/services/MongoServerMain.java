@@ -547,6 +547,11 @@ public final class MongoServerMain {
         }
     }
 
+    /** An index that says how well it answers a query (0: not at all). */
+    interface ScoredIndex {
+        int score(Document query);
+    }
+
     /**
      * Key-range reads of an ordered index map (UniqueIndex, SecondaryIndex). The library
      * answers from a unique index only a query on all its fields by equality (or $in on a
@@ -559,11 +564,6 @@ public final class MongoServerMain {
      * other condition, and MongoDB's type bracketing of ranges, is left to the query
      * matcher, which still checks every document), so the result is the scan's.
      */
-    /** An index that says how well it answers a query (0: not at all). */
-    interface ScoredIndex {
-        int score(Document query);
-    }
-
     static final class KeyRanges {
         /** Queries whose key ranges this process read (the iotFedIndexStats command). */
         static final AtomicLong QUERIES = new AtomicLong();
