@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from iot_fed.config import Settings
 from iot_fed.stream.admin import ensure_topics, partitions_of
@@ -52,6 +52,27 @@ def produce_readings(settings: Settings, topic: str, df: pd.DataFrame) -> None:
     )
 
 
+_NO_LEADER_YET = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
+
+
+def watermarks(c: Consumer, topic: str, p: int, cached: bool = False) -> tuple[int, int]:
+    """``(low, high)`` of one partition, waiting (up to 30 s) while a topic created a moment
+    ago has no leader yet: the broker answers NOT_LEADER_FOR_PARTITION until it has one."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=cached)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() not in _NO_LEADER_YET or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_topic(settings: Settings, topic: str, timeout: float = 20.0) -> list[Any]:
     """Every message currently in ``topic`` (all partitions), in partition/offset order."""
     c = Consumer(
@@ -65,7 +86,7 @@ def read_topic(settings: Settings, topic: str, timeout: float = 20.0) -> list[An
         parts = partitions_of(settings, topic)
         ends = {}
         for p in parts:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = watermarks(c, topic, p)
             if high > low:
                 ends[p] = high
         c.assign([TopicPartition(topic, p, 0) for p in ends] or [])
@@ -84,9 +105,6 @@ def read_topic(settings: Settings, topic: str, timeout: float = 20.0) -> list[An
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     c = Consumer({**settings.kafka_client_config(), "group.id": "iot_fed_tests_reader"})
     try:
-        return {
-            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-            for p in partitions_of(settings, topic)
-        }
+        return {p: watermarks(c, topic, p)[1] for p in partitions_of(settings, topic)}
     finally:
         c.close()
