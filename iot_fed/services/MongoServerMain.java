@@ -1028,6 +1028,23 @@ public final class MongoServerMain {
     static final class Database extends H2Database {
         private static final long SLOW_MS = Long.getLong("mongo.slowms", 500);
 
+        /** What a slow command selected: find's filter, aggregate's pipeline, or the first
+         *  update's / delete's ``q`` (their filters live in ``updates[]`` / ``deletes[]``). */
+        private static Object slowShape(Document command) {
+            for (String key : List.of("filter", "pipeline")) {
+                if (command.get(key) != null) {
+                    return command.get(key);
+                }
+            }
+            for (String key : List.of("updates", "deletes")) {
+                if (command.get(key) instanceof List<?> ops && !ops.isEmpty()
+                        && ops.get(0) instanceof Document first) {
+                    return first.get("q") + (ops.size() > 1 ? " (+" + (ops.size() - 1) + " more)" : "");
+                }
+            }
+            return null;
+        }
+
         Database(String name, MVStore store, CursorRegistry cursors) {
             super(name, store, cursors);
         }
@@ -1082,8 +1099,7 @@ public final class MongoServerMain {
             long ms = (System.nanoTime() - t0) / 1_000_000;
             if (ms >= SLOW_MS && !"insert".equalsIgnoreCase(command)) {
                 // MongoDB's slow-operation log, in one line: what held the collection
-                String shape = String.valueOf(query.get("filter") != null ? query.get("filter")
-                        : query.get("pipeline") != null ? query.get("pipeline") : query.get("q"));
+                String shape = String.valueOf(slowShape(query));
                 System.err.println("MongoServerMain: slow " + command + " " + query.get(command)
                         + " " + ms + " ms: " + shape.substring(0, Math.min(300, shape.length())));
             }
