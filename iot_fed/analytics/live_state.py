@@ -63,7 +63,7 @@ OUTPUT_SCHEMA = T.StructType(
         T.StructField("moteid", T.IntegerType(), True),
         T.StructField("epoch", T.LongType(), True),
         T.StructField("ts_ms", T.LongType(), True),
-        T.StructField("kafka_ts", T.TimestampType(), True),
+        T.StructField("kafka_ts_ms", T.LongType(), True),
         T.StructField("kafka_offset", T.StringType(), True),
         T.StructField("score", T.DoubleType(), True),
         *[T.StructField(f"err_{c}", T.DoubleType(), True) for c in CHANNELS],
@@ -155,7 +155,7 @@ class Decoded:
     epoch: np.ndarray  # int64
     ts_ms: np.ndarray  # int64
     values: np.ndarray  # (n, channels) float64
-    kafka_ts: np.ndarray
+    kafka_ts_ms: np.ndarray  # int64 ms since the epoch (the Kafka record timestamp)
     kafka_offset: np.ndarray  # str ids "topic:partition:offset"
     order: np.ndarray  # (partition, offset) sort key of each valid record
     label: np.ndarray  # object
@@ -171,7 +171,7 @@ class Decoded:
         return replace(self, **arrays, skipped=[])
 
 
-_ROWS = ("epoch", "ts_ms", "values", "kafka_ts", "kafka_offset", "order", "label")
+_ROWS = ("epoch", "ts_ms", "values", "kafka_ts_ms", "kafka_offset", "order", "label")
 
 
 def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
@@ -180,7 +180,7 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
     Plain lists and numpy arrays: this runs once per mote per micro-batch, where pandas'
     per-call overhead used to be most of the stateful step's time."""
     topics, parts, offs = raw["topic"].tolist(), raw["partition"].tolist(), raw["offset"].tolist()
-    kafka_ts = raw["timestamp"].to_numpy()
+    kafka_ts_ms = raw["kafka_ts_ms"].to_numpy(np.int64)
     keep: list[int] = []
     epoch: list[int] = []
     ts_ms: list[int] = []
@@ -209,7 +209,7 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
         epoch=np.asarray(epoch, np.int64),
         ts_ms=np.asarray(ts_ms, np.int64),
         values=np.asarray(values, np.float64).reshape(len(keep), len(CHANNELS)),
-        kafka_ts=kafka_ts[idx],
+        kafka_ts_ms=kafka_ts_ms[idx],
         kafka_offset=np.array(oids, dtype=object)[idx],
         order=np.array([(int(parts[i]), int(offs[i])) for i in keep], np.int64).reshape(-1, 2),
         label=np.array(labels, dtype=object),
@@ -252,7 +252,7 @@ def score_mote(
             "moteid": np.full(n, moteid, np.int64),
             "epoch": part.epoch,
             "ts_ms": part.ts_ms,
-            "kafka_ts": part.kafka_ts,
+            "kafka_ts_ms": part.kafka_ts_ms,
             "kafka_offset": part.kafka_offset,
             "score": np.asarray(scored.score, np.float64),
             **{f"err_{c}": scored.channel_errors[:, i] for i, c in enumerate(CHANNELS)},
@@ -277,7 +277,8 @@ def stateful_scorer(target: MongoTarget, max_bytes: int, refresh_s: float, timeo
         if state.hasTimedOut:  # the mote was silent for the timeout: forget its window
             state.remove()
             return
-        raw = pd.concat(list(pdfs), ignore_index=True)
+        frames = list(pdfs)  # one frame per Arrow batch of the group: usually one
+        raw = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         decoded = decode_records(raw, max_bytes)
         if decoded.skipped:
             yield pd.DataFrame(decoded.skipped, columns=OUTPUT_COLUMNS)

@@ -1,7 +1,8 @@
 """The scorer's micro-batch log: where each batch's time went, from Spark's own progress.
 
-:class:`ProgressLog` is a ``StreamingQueryListener`` (driver side). For the one query it
-watches it logs
+:class:`ProgressLog` reads the query's progress (``StreamingQuery.lastProgress``, a dict)
+on the driver: the streaming loop feeds it after each micro-batch and every few seconds.
+For the one query it watches it logs
 
 * one line per *slow* micro-batch with data (longer than ``slow_factor`` x the trigger):
   rows, the trigger's total and its parts (``durationMs``: offsets, planning, WAL,
@@ -11,16 +12,18 @@ watches it logs
 * one summary line every ``summary_s``: batches, rows, rows/s, median and max batch time.
 
 Spark's own "falling behind" warning says only that a batch was slow; this says where.
+Not a ``StreamingQueryListener``: pyspark turns each progress event into Python objects
+field by field over py4j, ~5% of a core on the driver at 1,000 rec/s (py-spy), where
+``lastProgress`` is one JSON string.
 """
 
 from __future__ import annotations
 
 import logging
 import statistics
+import threading
 import time
 from typing import Any
-
-from pyspark.sql.streaming import StreamingQueryListener
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +31,21 @@ PARTS = ("latestOffset", "queryPlanning", "walCommit", "addBatch", "commitOffset
 STATE_PARTS = ("allUpdatesTimeMs", "allRemovalsTimeMs", "commitTimeMs")
 
 
-def batch_line(progress: Any, driver: dict[str, Any] | None) -> str:
+def batch_line(progress: dict[str, Any], driver: dict[str, Any] | None) -> str:
     """One micro-batch's breakdown, e.g. ``batch 12: 1530 rows in 1563 ms (...)``."""
-    d = progress.durationMs or {}
+    d = progress.get("durationMs") or {}
     parts = " ".join(f"{k}={int(d.get(k, 0))}" for k in PARTS)
-    line = f"batch {progress.batchId}: {progress.numInputRows} rows in "
+    line = f"batch {progress['batchId']}: {progress.get('numInputRows', 0)} rows in "
     line += f"{int(d.get('triggerExecution', 0))} ms ({parts}"
-    ops = progress.stateOperators or []
+    ops = progress.get("stateOperators") or []
     if ops:
-        line += " | state " + " ".join(f"{k[:-6]}={int(getattr(ops[0], k))}" for k in STATE_PARTS)
+        line += " | state " + " ".join(f"{k[:-6]}={int(ops[0].get(k, 0))}" for k in STATE_PARTS)
     if driver:
         line += f" | collect={driver['collect_ms']:.0f} store={driver['store_ms']:.0f}"
     return line + ")"
 
 
-class ProgressLog(StreamingQueryListener):
+class ProgressLog:
     """Logs the slow micro-batches of query ``name`` and a summary every ``summary_s``."""
 
     def __init__(
@@ -57,31 +60,35 @@ class ProgressLog(StreamingQueryListener):
         self.slow_ms = slow_factor * trigger_s * 1000
         self.driver_batches = driver_batches
         self.summary_s = summary_s
+        self.last_batch_id = -1  # the newest batch observed: each one is judged once
+        self._lock = threading.Lock()  # fed by the batch thread and the run loop
         self._since = time.monotonic()
         self._times: list[float] = []
         self._rows = 0
 
-    def onQueryStarted(self, event: Any) -> None:
-        pass
-
-    def onQueryIdle(self, event: Any) -> None:
-        pass
-
-    def onQueryTerminated(self, event: Any) -> None:
-        pass
-
-    def onQueryProgress(self, event: Any) -> None:
-        p = event.progress
-        if p.name != self.name or not p.numInputRows:
+    def observe(self, progress: dict[str, Any] | None) -> None:
+        """Judge one progress dict (a batch already observed is ignored)."""
+        if not progress or progress.get("name") != self.name:
             return
-        total = float((p.durationMs or {}).get("triggerExecution", 0))
-        driver = self.driver_batches.pop(p.batchId, None)
-        for old in [b for b in self.driver_batches if b < p.batchId]:
+        with self._lock:
+            self._observe(progress)
+
+    def _observe(self, progress: dict[str, Any]) -> None:
+        batch_id = int(progress.get("batchId", -1))
+        if batch_id <= self.last_batch_id:
+            return
+        self.last_batch_id = batch_id
+        driver = self.driver_batches.pop(batch_id, None)
+        for old in [b for b in list(self.driver_batches) if b < batch_id]:
             self.driver_batches.pop(old, None)
+        rows = int(progress.get("numInputRows") or 0)
+        if not rows:
+            return
+        total = float((progress.get("durationMs") or {}).get("triggerExecution", 0))
         self._times.append(total)
-        self._rows += int(p.numInputRows)
+        self._rows += rows
         if total > self.slow_ms:
-            log.info("slow %s", batch_line(p, driver))
+            log.info("slow %s", batch_line(progress, driver))
         now = time.monotonic()
         if now - self._since >= self.summary_s:
             self._summary(now)

@@ -1,16 +1,15 @@
-"""The scorer's micro-batch log (a StreamingQueryListener fed Spark's progress events)."""
+"""The scorer's micro-batch log (fed the query's progress dicts, ``lastProgress``)."""
 
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import pytest
 
 from iot_fed.analytics.stream_progress import ProgressLog
 
 
-def progress(batch_id: int, rows: int, total_ms: int, name: str = "scorer") -> SimpleNamespace:
+def progress(batch_id: int, rows: int, total_ms: int, name: str = "scorer") -> dict:
     durations = {
         "triggerExecution": total_ms,
         "latestOffset": 5,
@@ -19,12 +18,11 @@ def progress(batch_id: int, rows: int, total_ms: int, name: str = "scorer") -> S
         "addBatch": total_ms - 120,
         "commitOffsets": 45,
     }
-    state = SimpleNamespace(allUpdatesTimeMs=300, allRemovalsTimeMs=20, commitTimeMs=35)
-    p = SimpleNamespace(
-        name=name, batchId=batch_id, numInputRows=rows, durationMs=durations,
-        stateOperators=[state],
-    )  # fmt: skip
-    return SimpleNamespace(progress=p)
+    state = {"allUpdatesTimeMs": 300, "allRemovalsTimeMs": 20, "commitTimeMs": 35}
+    return {
+        "name": name, "batchId": batch_id, "numInputRows": rows, "durationMs": durations,
+        "stateOperators": [state],
+    }  # fmt: skip
 
 
 def test_slow_batches_are_logged_with_their_parts_and_a_summary_follows(
@@ -36,11 +34,12 @@ def test_slow_batches_are_logged_with_their_parts_and_a_summary_follows(
     monkeypatch.setattr("iot_fed.analytics.stream_progress.time.monotonic", lambda: next(clock))
     log._since = 95.0
     with caplog.at_level(logging.INFO, logger="iot_fed.analytics.stream_progress"):
-        log.onQueryProgress(progress(6, 12, 900))  # under 1.5 triggers: no line
-        log.onQueryProgress(progress(7, 1530, 1600))
-        log.onQueryProgress(progress(8, 0, 5000))  # no data: not a batch to judge
-        log.onQueryProgress(progress(9, 40, 700, name="other"))  # another query
-        log.onQueryProgress(progress(10, 20, 1000))
+        log.observe(progress(6, 12, 900))  # under 1.5 triggers: no line
+        log.observe(progress(7, 1530, 1600))
+        log.observe(progress(7, 1530, 1600))  # seen again (the loop and the batch both feed it)
+        log.observe(progress(8, 0, 5000))  # no data: not a batch to judge
+        log.observe(progress(9, 40, 700, name="other"))  # another query
+        log.observe(progress(10, 20, 1000))
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == (
         "slow batch 7: 1530 rows in 1600 ms (latestOffset=5 queryPlanning=30 walCommit=40 "
