@@ -62,7 +62,13 @@ THRESHOLD_FLOOR = 1e-9
 
 def standardize(norm: Normalizer, feats: np.ndarray) -> np.ndarray:
     """``(f - mean) / std`` as float32; undefined (NaN) features become 0 (the mean)."""
-    z = (np.asarray(feats, np.float64) - norm.mean) / norm.std
+    return standardize_by(norm.mean, norm.std, feats)
+
+
+def standardize_by(mean: np.ndarray, std: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """:func:`standardize` with ``mean`` and ``std`` per feature, or per row and feature
+    (rows of several devices, each with its own normaliser)."""
+    z = (np.asarray(feats, np.float64) - mean) / std
     return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 

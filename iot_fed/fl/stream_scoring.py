@@ -27,15 +27,24 @@ exactly the same result as scoring it chunk by chunk while threading the history
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from iot_fed.fl.detector import channel_errors, combine, standardize
+from iot_fed.fl.detector import channel_errors, combine, standardize_by
 from iot_fed.fl.serialization import ModelBundle
-from iot_fed.fl.window_features import CHANNELS, segment_start, window_features
+from iot_fed.fl.window_features import CHANNELS, segment_start, window_features_at
 
-__all__ = ["CHANNELS", "DeviceHistory", "ScoredReadings", "score_device", "score_series"]
+__all__ = [
+    "CHANNELS",
+    "DeviceHistory",
+    "DeviceReadings",
+    "ScoredReadings",
+    "score_device",
+    "score_many",
+    "score_series",
+]
 
 EXCLUDE_LEVEL = 2.0
 """A reading scored above this many times its threshold is left out of the context."""
@@ -144,6 +153,19 @@ def _capped(hot: np.ndarray, run: int, cap: int) -> tuple[np.ndarray, int]:
     return out, run
 
 
+@dataclass(frozen=True)
+class Series:
+    """One device's finite readings for :func:`score_many_series`: the last ``n_new`` are
+    scored, the rows before are context (``excluded``: those that are not)."""
+
+    moteid: int
+    ts_ms: np.ndarray
+    values: np.ndarray
+    n_new: int
+    excluded: np.ndarray | None = None
+    excluded_run: int = 0
+
+
 def score_series(
     bundle: ModelBundle,
     moteid: int,
@@ -154,58 +176,127 @@ def score_series(
     excluded: np.ndarray | None = None,
     excluded_run: int = 0,
 ) -> SeriesScores:
-    """Scores of the last ``n_new`` of one device's finite readings; the rows before are
-    context (``excluded``: those that are not, e.g. the newest reading seen when it was
-    left out). Solved in blocks of :data:`BLOCK` rows, each iterated until its exclusions
-    are stable: as every row depends on earlier rows only, that is the stream's result."""
+    """Scores of the last ``n_new`` of one device's finite readings (see :class:`Series`
+    and :func:`score_many_series`)."""
+    series = Series(moteid, ts_ms, values, n_new, excluded, excluded_run)
+    return score_many_series(bundle, [series])[0]
+
+
+def score_many_series(bundle: ModelBundle, series: Sequence[Series]) -> list[SeriesScores]:
+    """:class:`SeriesScores` of several devices' series, computed together: the series are
+    laid end to end with a context break before each one, so each call of the window
+    features and the network serves every device at once.
+
+    Per device, solved in blocks of :data:`BLOCK` rows, each iterated until its exclusions
+    are stable: as every row depends on earlier rows only, that is the stream's result.
+    The devices' blocks advance in lockstep (each recomputation covers every device whose
+    block is not stable yet); devices never share context, so each gets exactly what it
+    would get scored alone."""
     spec, cfg = bundle.spec, bundle.spec.window_config()
-    ts = np.asarray(ts_ms, np.int64).reshape(-1)
-    x = np.asarray(values, np.float64).reshape(-1, len(CHANNELS))
-    m = x.shape[0]
-    start = m - n_new
-    ex = np.zeros(m, bool)
-    if excluded is not None:
-        ex[:start] = np.asarray(excluded, bool).reshape(-1)[:start]
-    norm = bundle.norm_for(moteid)
-    dev_thr, _ = bundle.threshold_for(moteid)
+    tss = [np.asarray(s.ts_ms, np.int64).reshape(-1) for s in series]
+    xs = [np.asarray(s.values, np.float64).reshape(-1, len(CHANNELS)) for s in series]
+    lens = np.array([len(t) for t in tss], np.int64)
+    offs = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+    starts = [int(m - s.n_new) for m, s in zip(lens, series, strict=True)]
+    ts = np.concatenate(tss) if tss else np.zeros(0, np.int64)
+    x = np.concatenate(xs) if xs else np.zeros((0, len(CHANNELS)))
+    breaks = np.zeros(ts.size, bool)
+    breaks[offs[lens > 0]] = True
+    ex = np.zeros(ts.size, bool)
+    for s, o, st in zip(series, offs, starts, strict=True):
+        if s.excluded is not None:
+            ex[o : o + st] = np.asarray(s.excluded, bool).reshape(-1)[:st]
+    device = np.repeat(np.arange(len(series)), lens)
+    norms = [bundle.norm_for(s.moteid) for s in series]
+    means = np.stack([n.mean for n in norms]) if norms else np.zeros((0, 0))
+    stds = np.stack([n.std for n in norms]) if norms else np.zeros((0, 0))
+    dev_thr = np.array([bundle.threshold_for(s.moteid)[0] for s in series], np.float64)
     glob = float(bundle.threshold)
-    score, thr = np.zeros(n_new), np.zeros(n_new)
-    errs = np.zeros((n_new, len(CHANNELS)))
-    n_ctx = np.zeros(n_new, np.int64)
-    run, cap = int(excluded_run), EXCLUDE_WINDOWS * spec.window
+    cap = EXCLUDE_WINDOWS * spec.window
+    out = [
+        SeriesScores(
+            np.zeros(s.n_new),
+            np.zeros((s.n_new, len(CHANNELS))),
+            np.zeros(s.n_new),
+            np.zeros(s.n_new, np.int64),
+            ex[o : o + m],  # a view: the exclusions as they settle
+            int(s.excluded_run),
+        )
+        for s, o, m in zip(series, offs, lens, strict=True)
+    ]
 
-    def block(lo: int, hi: int) -> tuple[np.ndarray, ...]:
-        f, nc = window_features(ts[:hi], x[:hi], hi - lo, cfg, ex[:hi])
-        ce = channel_errors(bundle.params, spec, standardize(norm, f), bundle.residual_scale)
-        return combine(ce), ce, np.where(nc >= spec.window - 1, dev_thr, glob), nc
+    def compute(spans: list[tuple[int, int, int]]) -> list[tuple[np.ndarray, ...]]:
+        """Scores, errors, thresholds and context counts of rows ``[lo, hi)`` of each
+        ``(device, lo, hi)`` span (rows counted within the device's series)."""
+        rows = np.concatenate([np.arange(offs[d] + lo, offs[d] + hi) for d, lo, hi in spans])
+        f, nc = window_features_at(ts, x, rows, cfg, ex, breaks)
+        d = device[rows]
+        ce = channel_errors(
+            bundle.params, spec, standardize_by(means[d], stds[d], f), bundle.residual_scale
+        )
+        got = combine(ce), ce, np.where(nc >= spec.window - 1, dev_thr[d], glob), nc
+        cuts = np.cumsum([hi - lo for _, lo, hi in spans])[:-1]
+        return [tuple(part) for part in zip(*(np.split(a, cuts) for a in got), strict=True)]
 
-    def keep(lo: int, hi: int, out: tuple[np.ndarray, ...]) -> None:
-        i, j = lo - start, hi - start
-        score[i:j], errs[i:j], thr[i:j], n_ctx[i:j] = out
+    def keep(d: int, lo: int, got: tuple[np.ndarray, ...]) -> None:
+        i, j = lo - starts[d], lo - starts[d] + len(got[0])
+        r = out[d]
+        r.score[i:j], r.channel_errors[i:j], r.threshold[i:j], r.n_context[i:j] = got
 
-    # all at once first: up to the first reading over the level nothing is excluded, so
-    # those rows are final (usually all of them, in one vectorised call)
-    lo = start
-    whole: tuple[np.ndarray, ...] = ()
-    if n_new:
-        whole = block(start, m)
-        hot = np.flatnonzero(whole[0] > EXCLUDE_LEVEL * whole[2])
-        lo = start + (int(hot[0]) if hot.size else n_new)
-        keep(start, lo, tuple(a[: lo - start] for a in whole))
-        run = 0 if lo > start else run
-    for b in range(lo, m, BLOCK):
-        hi = min(b + BLOCK, m)
-        # the first block's first pass is the whole call's rows (same context so far)
-        out = tuple(a[b - start : hi - start] for a in whole) if b == lo else block(b, hi)
-        while True:
-            new, run_end = _capped(out[0] > EXCLUDE_LEVEL * out[2], run, cap)
-            if np.array_equal(new, ex[b:hi]):
-                break
-            ex[b:hi] = new
-            out = block(b, hi)
-        run = run_end
-        keep(b, hi, out)
-    return SeriesScores(score, errs, thr, n_ctx, ex, run)
+    # all at once first: up to a device's first reading over the level nothing is
+    # excluded, so those rows are final (usually all of them, in one vectorised call)
+    todo = [d for d, s in enumerate(series) if s.n_new]
+    spans = [(d, starts[d], int(lens[d])) for d in todo]
+    whole = dict(zip(todo, compute(spans) if todo else [], strict=True))
+    # per device with a reading over the level: its current block, and the block's scores
+    # when they are up to date with its exclusions (None: recompute)
+    blocks: dict[int, tuple[int, tuple[np.ndarray, ...] | None]] = {}
+    runs = [int(s.excluded_run) for s in series]
+    for d, got in whole.items():
+        hot = np.flatnonzero(got[0] > EXCLUDE_LEVEL * got[2])
+        first = int(hot[0]) if hot.size else series[d].n_new
+        keep(d, starts[d], tuple(a[:first] for a in got))
+        if first:
+            runs[d] = 0
+        if hot.size:  # the first block's first pass is the whole call's rows
+            lo = starts[d] + first
+            hi = min(lo + BLOCK, int(lens[d]))
+            blocks[d] = (lo, tuple(a[first : first + hi - lo] for a in got))
+    while blocks:
+        stale = [d for d, (_, got) in blocks.items() if got is None]
+        if stale:
+            spans = [(d, blocks[d][0], min(blocks[d][0] + BLOCK, int(lens[d]))) for d in stale]
+            for (d, lo, _), got in zip(spans, compute(spans), strict=True):
+                blocks[d] = (lo, got)
+        for d in list(blocks):
+            lo, got = blocks[d]
+            assert got is not None
+            hi = lo + len(got[0])
+            new, run_end = _capped(got[0] > EXCLUDE_LEVEL * got[2], runs[d], cap)
+            o = int(offs[d])
+            if not np.array_equal(new, ex[o + lo : o + hi]):
+                ex[o + lo : o + hi] = new
+                blocks[d] = (lo, None)
+                continue
+            runs[d] = run_end
+            keep(d, lo, got)
+            if hi < lens[d]:
+                blocks[d] = (hi, None)
+            else:
+                del blocks[d]
+    return [replace(r, excluded=r.excluded.copy(), excluded_run=runs[d]) for d, r in enumerate(out)]
+
+
+@dataclass(frozen=True)
+class DeviceReadings:
+    """One device's new readings (ascending, all newer than ``history``) for
+    :func:`score_many`."""
+
+    moteid: int
+    history: DeviceHistory
+    epochs: np.ndarray
+    ts_ms: np.ndarray
+    values: np.ndarray
 
 
 def score_device(
@@ -218,15 +309,28 @@ def score_device(
     values: np.ndarray,
 ) -> tuple[ScoredReadings, DeviceHistory]:
     """Score one device's new readings; see the module docstring."""
-    if bundle.norm is None or bundle.threshold is None:
-        raise ValueError("bundle lacks a normaliser or a global threshold: not calibrated")
-    ep = np.asarray(epochs, np.int64).reshape(-1)
-    ts = np.asarray(ts_ms, np.int64).reshape(-1)
-    x = np.asarray(values, np.float64).reshape(-1, len(CHANNELS))
+    return score_many(bundle, [DeviceReadings(moteid, history, epochs, ts_ms, values)])[0]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A device's readings checked, and its series with the history in front."""
+
+    ok: np.ndarray  # (n,) finite readings (the others are data faults)
+    x: np.ndarray
+    all_ep: np.ndarray
+    series: Series
+
+
+def _prepare(r: DeviceReadings) -> _Prepared:
+    ep = np.asarray(r.epochs, np.int64).reshape(-1)
+    ts = np.asarray(r.ts_ms, np.int64).reshape(-1)
+    x = np.asarray(r.values, np.float64).reshape(-1, len(CHANNELS))
     n = ep.shape[0]
     if ts.shape[0] != n or x.shape[0] != n:
         raise ValueError(f"{n} epochs, {ts.shape[0]} timestamps, {x.shape[0]} value rows")
     ok = np.isfinite(x).all(axis=1)
+    history = r.history
     h_ep = np.asarray(history.epochs, np.int64)
     h_ts = np.asarray(history.ts_ms, np.int64)
     h_x = np.asarray(history.values, np.float64).reshape(-1, len(CHANNELS))
@@ -237,14 +341,38 @@ def score_device(
         h_x = np.concatenate([h_x, np.zeros((1, len(CHANNELS)))])
     h_ex = np.zeros(h_ts.size, bool)
     h_ex[len(history.ts_ms) :] = True
-    all_ts = np.concatenate([h_ts, ts[ok]])
-    all_x = np.concatenate([h_x, x[ok]])
-    all_ep = np.concatenate([h_ep, ep[ok]])
-    n_ok = int(ok.sum())
-    res = score_series(
-        bundle, moteid, all_ts, all_x, n_ok, excluded=h_ex, excluded_run=history.excluded_run
+    series = Series(
+        int(r.moteid),
+        np.concatenate([h_ts, ts[ok]]),
+        np.concatenate([h_x, x[ok]]),
+        int(ok.sum()),
+        h_ex,
+        history.excluded_run,
     )
-    _, no_own = bundle.threshold_for(moteid)
+    return _Prepared(ok, x, np.concatenate([h_ep, ep[ok]]), series)
+
+
+def score_many(
+    bundle: ModelBundle, readings: Sequence[DeviceReadings]
+) -> list[tuple[ScoredReadings, DeviceHistory]]:
+    """:func:`score_device` of several devices at once (one :func:`score_many_series`
+    call): each device's result is exactly what it gets scored alone."""
+    if bundle.norm is None or bundle.threshold is None:
+        raise ValueError("bundle lacks a normaliser or a global threshold: not calibrated")
+    prepared = [_prepare(r) for r in readings]
+    scored = score_many_series(bundle, [p.series for p in prepared])
+    return [
+        _result(bundle, r, p, res) for r, p, res in zip(readings, prepared, scored, strict=True)
+    ]
+
+
+def _result(
+    bundle: ModelBundle, r: DeviceReadings, p: _Prepared, res: SeriesScores
+) -> tuple[ScoredReadings, DeviceHistory]:
+    """A device's :class:`ScoredReadings` (data faults and fallbacks told) and its next
+    history."""
+    ok, x, n = p.ok, p.x, p.ok.shape[0]
+    _, no_own = bundle.threshold_for(r.moteid)
     full = res.n_context >= bundle.spec.window - 1
     score = np.full(n, np.nan)
     errors = np.full((n, len(CHANNELS)), np.nan)
@@ -263,9 +391,10 @@ def score_device(
         elif no_own:
             reason[i] = "fallback:no_device_threshold"
         j += 1
-    if n_ok == 0:
-        return ScoredReadings(score, errors, flag, thr, tuple(reason)), history
+    if p.series.n_new == 0:
+        return ScoredReadings(score, errors, flag, thr, tuple(reason)), r.history
     # the next context: the newest non-excluded readings since the last reset
+    all_ts, all_x, all_ep = p.series.ts_ms, p.series.values, p.all_ep
     seg = segment_start(all_ts, bundle.spec.window_config())[-1]
     ctx = np.flatnonzero(~res.excluded)
     ctx = ctx[ctx >= seg][-(bundle.spec.window - 1) :]

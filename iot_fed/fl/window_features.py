@@ -73,11 +73,16 @@ class WindowConfig:
             raise ValueError(f"need 0 < period_s < reset_gap_s: {self}")
 
 
-def segment_start(ts_ms: np.ndarray, cfg: WindowConfig) -> np.ndarray:
-    """Per row, the first row of its segment: context is cut at gaps over ``reset_gap_s``."""
+def segment_start(
+    ts_ms: np.ndarray, cfg: WindowConfig, breaks: np.ndarray | None = None
+) -> np.ndarray:
+    """Per row, the first row of its segment: context is cut at gaps over ``reset_gap_s``
+    and before every row marked in ``breaks`` (the first row of another device's series)."""
     ts = np.asarray(ts_ms, np.int64).reshape(-1)
     dt = np.diff(ts.astype(np.float64)) / (1000.0 * cfg.period_s)  # in periods
     reset = np.concatenate([[True], dt > cfg.reset_gap_s / cfg.period_s])
+    if breaks is not None:
+        reset |= np.asarray(breaks, bool).reshape(-1)
     return np.maximum.accumulate(np.where(reset, np.arange(ts.size), 0))
 
 
@@ -114,15 +119,33 @@ def window_features(
     never context (readings flagged as anomalous, see :mod:`iot_fed.fl.stream_scoring`);
     they still count for ``gap`` and for the reset after a long gap.
     """
+    m = np.asarray(values).reshape(-1, len(CHANNELS)).shape[0]
+    if not 0 <= n_new <= m:
+        raise ValueError(f"{m} readings, n_new={n_new}")
+    return window_features_at(ts_ms, values, np.arange(m - n_new, m), cfg, excluded)
+
+
+def window_features_at(
+    ts_ms: np.ndarray,
+    values: np.ndarray,
+    rows: np.ndarray,
+    cfg: WindowConfig = WindowConfig(),
+    excluded: np.ndarray | None = None,
+    breaks: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`window_features` of the rows at ``rows`` (ascending indices), over several
+    devices' series laid end to end: ``breaks`` ``(m,)`` marks the first row of each
+    series, so no context crosses it. Each row's features are exactly those of the same
+    row scored in its own series alone (one call for many devices)."""
     ts = np.asarray(ts_ms, np.int64).reshape(-1)
     x = np.asarray(values, np.float64).reshape(-1, len(CHANNELS))
+    rows = np.asarray(rows, np.int64).reshape(-1)
     m, w = x.shape[0], cfg.window
-    if ts.shape[0] != m or not 0 <= n_new <= m:
-        raise ValueError(f"{m} readings, {ts.shape[0]} timestamps, n_new={n_new}")
-    if n_new == 0:
+    if ts.shape[0] != m:
+        raise ValueError(f"{m} readings, {ts.shape[0]} timestamps")
+    if rows.size == 0:
         return np.zeros((0, N_FEATURES)), np.zeros(0, np.int64)
-    seg_start = segment_start(ts, cfg)
-    rows = np.arange(m - n_new, m)
+    seg_start = segment_start(ts, cfg, breaks)
     # window j of row t holds row idx[t, j]; rows before t's segment are NaN
     idx = context_index(m, rows, w, excluded)
     valid = idx >= seg_start[rows][:, None]

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, field_validator
 from iot_fed.analytics.models import ModelNotAvailableError, bundle_from_blob, load_global_model
 from iot_fed.config import Settings
 from iot_fed.fl.serialization import ModelBundle
-from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
+from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, DeviceReadings, score_many
 from iot_fed.store import connect, get_global_model, promoted_version
 from iot_fed.store.live import global_model_versions, read_scorer_status
 from iot_fed.store.repository import local_model_devices
@@ -160,13 +160,12 @@ class ModelCache:
 def score_readings(
     bundle: ModelBundle, readings: list[Reading], histories: dict[str, str]
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Score readings grouped per device (each in time order) with ``score_device``:
-    one :class:`ScoredReading` dict per reading, in request order."""
+    """Score readings grouped per device (each in time order), all devices in one
+    ``score_many`` call: one :class:`ScoredReading` dict per reading, in request order."""
     by_mote: dict[int, list[int]] = {}
     for i, r in enumerate(readings):
         by_mote.setdefault(r.moteid, []).append(i)
-    out: list[dict[str, Any] | None] = [None] * len(readings)
-    new_hist: dict[str, str] = {}
+    batches: list[DeviceReadings] = []
     for mote, idx in by_mote.items():
         rs = [readings[i] for i in idx]
         epochs = np.array([r.epoch for r in rs], np.int64)
@@ -187,15 +186,19 @@ def score_readings(
             np.float64,
         )
         ts_ms = np.array([(r.ts - _EPOCH) // dt.timedelta(milliseconds=1) for r in rs], np.int64)
-        try:
-            s, h = score_device(bundle, hist, moteid=mote, epochs=epochs, ts_ms=ts_ms, values=vals)
-        except ValueError as exc:
-            raise HTTPException(400, f"mote {mote}: {exc}") from None
+        batches.append(DeviceReadings(mote, hist, epochs, ts_ms, vals))
+    try:
+        scored = score_many(bundle, batches)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+    out: list[dict[str, Any] | None] = [None] * len(readings)
+    new_hist: dict[str, str] = {}
+    for (mote, idx), b, (s, h) in zip(by_mote.items(), batches, scored, strict=True):
         new_hist[str(mote)] = h.to_json()
         # plain JSON-ready dicts (the ScoredReading schema): our own values, so they are
         # not validated again
         rows = zip(
-            epochs.tolist(),
+            b.epochs.tolist(),
             _nullable(s.score),
             s.flag.tolist(),
             _nullable(s.threshold),

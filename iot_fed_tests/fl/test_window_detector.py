@@ -290,3 +290,48 @@ def test_stream_equals_batch_while_anomalies_are_excluded():
     np.testing.assert_array_equal(np.concatenate([p.score for p in parts]), whole.score)
     np.testing.assert_array_equal(np.concatenate([p.flag for p in parts]), whole.flag)
     assert hist == h_whole
+
+
+def test_many_devices_scored_together_get_exactly_what_each_gets_alone():
+    """``score_many`` lays the devices' series end to end with a context break before
+    each: scores, flags, reasons and next histories equal per-device ``score_device``."""
+    from dataclasses import replace
+
+    from iot_fed.fl.stream_scoring import DeviceReadings, score_many
+
+    b = _quiet_bundle()
+    b = replace(b, device_norms={3: Normalizer(b.norm.mean + 0.1, b.norm.std * 1.5)})
+    devices = []
+    for mote, seed in ((1, 5), (2, 6), (3, 7), (4, 8), (5, 9)):
+        ts, vals = _series(160, seed=seed)
+        vals = vals.copy()
+        if mote in (1, 3):
+            vals[90:120, 0] += 50.0  # a bias: block iterations with exclusions
+        if mote == 2:
+            vals[[40, 41, 130], 1] += 80.0
+            vals[70, 2] = np.nan  # a data fault
+        if mote == 4:
+            ts = ts.copy()
+            ts[100:] += 7_200_000  # a gap over the reset gap
+        devices.append((mote, np.arange(160), ts, vals))
+    # each device's first 50 readings scored earlier: its history
+    hists = {}
+    for mote, ep, ts, vals in devices:
+        _, hists[mote] = score_device(
+            b, DeviceHistory.empty(), moteid=mote, epochs=ep[:50], ts_ms=ts[:50], values=vals[:50]
+        )
+    batch = [DeviceReadings(m, hists[m], ep[50:], ts[50:], v[50:]) for m, ep, ts, v in devices]
+    batch.append(DeviceReadings(6, DeviceHistory.empty(), ep[:0], ts[:0], vals[:0]))  # none new
+    together = score_many(b, batch)
+    for r, (got, got_hist) in zip(batch, together, strict=True):
+        alone, alone_hist = score_device(
+            b, r.history, moteid=r.moteid, epochs=r.epochs, ts_ms=r.ts_ms, values=r.values
+        )
+        np.testing.assert_array_equal(got.score, alone.score)
+        np.testing.assert_array_equal(got.channel_errors, alone.channel_errors)
+        np.testing.assert_array_equal(got.flag, alone.flag)
+        np.testing.assert_array_equal(got.threshold, alone.threshold)
+        assert got.reason == alone.reason
+        assert got_hist == alone_hist
+    flags = {r.moteid: got.flag for r, (got, _) in zip(batch, together, strict=True)}
+    assert flags[1][40:70].any() and flags[3][40:70].any() and flags[2][[20, 80]].all()
