@@ -21,7 +21,8 @@ task (``pyspark.daemon``), over every object of the modules it imported: 80 ms w
 pyarrow and the scorer's modules (~96k objects), twice per scorer micro-batch (py-spy: over
 half of the worker's CPU at 10 rec/s, and each one delays the next task). So the daemon
 imports those modules (:data:`PRELOAD`) and then ``gc.freeze()`` s its heap: the forked
-workers inherit it in the permanent generation, which collections skip, and start warm.
+workers inherit it in the permanent generation, which collections skip, and start warm
+(:func:`iot_fed.heap.freeze_heap`).
 
 Spark runs it as ``python -m iot_fed.analytics.spark_daemon pyspark.worker``; it must not
 import pyspark (or anything that does) before the path is trimmed.
@@ -29,7 +30,6 @@ import pyspark (or anything that does) before the path is trimmed.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import os
 import sys
@@ -73,10 +73,11 @@ def trim_import_path() -> list[str]:
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> None:
     """Import ``modules`` and move every object so far to the permanent generation."""
+    from iot_fed.heap import freeze_heap
+
     for name in modules:
         importlib.import_module(name)
-    gc.collect()
-    gc.freeze()
+    freeze_heap()
 
 
 def main() -> None:

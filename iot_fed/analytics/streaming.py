@@ -45,6 +45,7 @@ from iot_fed.analytics.readings import MongoTarget
 from iot_fed.analytics.stream_progress import ProgressLog
 from iot_fed.config import Settings
 from iot_fed.fl.stream_scoring import CHANNELS
+from iot_fed.heap import freeze_heap
 from iot_fed.store import promoted_version, upsert_predictions
 from iot_fed.store.live import DEFAULT_SCORER, upsert_anomalies, write_scorer_status
 from iot_fed.stream.kafka_config import spark_source_options
@@ -466,6 +467,7 @@ def run_streaming_evaluation(
             max_offsets_per_trigger=max_offsets_per_trigger,
             heartbeat=heartbeat,
         )
+        freeze_heap()  # the session, the query and their modules: no full GC over them
         while run.query.isActive and not stop.is_set():
             run.query.awaitTermination(heartbeat_s)
             heartbeat.write("running", run.counts, **progress_extra(run.observe_progress()))

@@ -19,11 +19,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from iot_fed.heap import freeze_heap
     from iot_fed.serving.app import create_app
 
     settings = get_settings()
+    app = create_app(settings)
+    freeze_heap()  # no full collection over FastAPI's and numpy's objects mid-request
     uvicorn.run(
-        create_app(settings),
+        app,
         host="127.0.0.1",
         port=args.port or settings.api_port,
         log_level="warning",
