@@ -95,33 +95,43 @@ def _pct(a: np.ndarray, q: float) -> float | None:
     return round(float(np.percentile(a, q)), 3) if a.size else None
 
 
-def wait_stored(db, keys: list[tuple[int, int]], timeout: float) -> list[dict]:
-    """Poll until every (mote, epoch) has a prediction; add ``seen`` (first poll that saw it).
+def wait_stored(db, keys: list[tuple[int, int]], timeout: float) -> tuple[list[dict], float]:
+    """Wait until every (mote, epoch) has a prediction; return them and the time of the
+    poll that found the last one.
 
-    By ``_id`` (:func:`prediction_id`), only the ones not seen yet: a filtered query on the
-    bench motes would read all their predictions each poll, on the server the scorer
-    writes to."""
+    The bench must not load the server the scorer writes to while it measures: it polls
+    only each mote's newest reading by ``_id`` (:func:`prediction_id`; the scorer stores
+    a mote's readings in order), then reads the rest once, by ``_id`` in chunks. Polling
+    every missing id five times a second (30,000 ids after the 1,000 rec/s burst) was a
+    query load on the server while the scorer caught up."""
     want = {prediction_id(m, _reading(m, e)["ts"]): (m, e) for m, e in keys}
-    seen: dict[str, float] = {}
-    docs: dict[str, dict] = {}
+    newest: dict[int, str] = {}
+    for i, (m, _) in want.items():
+        newest[m] = i  # keys are in send order: the last one per mote is its newest
     fields = {"moteid": 1, "epoch": 1, "kafka_ts": 1, "scored_at": 1, "model_version": 1}
     deadline = time.time() + timeout
-    while len(docs) < len(want) and time.time() < deadline:
-        now = time.time()
-        missing = [i for i in want if i not in docs]
-        for k in range(0, len(missing), 1000):
-            for d in db["predictions"].find({"_id": {"$in": missing[k : k + 1000]}}, fields):
-                docs[d["_id"]] = d
-                seen[d["_id"]] = now
+    docs: dict[str, dict] = {}
+    seen = time.time()
+    while time.time() < deadline:
+        seen = time.time()
+        probe = [i for i in newest.values() if i not in docs]
+        docs.update({d["_id"]: d for d in db["predictions"].find({"_id": {"$in": probe}}, fields)})
+        if all(i in docs for i in newest.values()):
+            missing = [i for i in want if i not in docs]
+            for k in range(0, len(missing), 1000):
+                chunk = {"_id": {"$in": missing[k : k + 1000]}}
+                docs.update({d["_id"]: d for d in db["predictions"].find(chunk, fields)})
+            if len(docs) == len(want):
+                break
         time.sleep(0.2)
-    return [{**d, "seen": seen[k]} for k, d in docs.items()]
+    return list(docs.values()), seen
 
 
 def bench_rate(db, stream: BenchStream, rate: float, seconds: float) -> dict[str, Any]:
     keys = stream.send(rate, seconds)
-    docs = wait_stored(db, keys, timeout=120 + seconds)
+    sent = time.time()
+    docs, seen = wait_stored(db, keys, timeout=120 + seconds)
     lat = np.array([(d["scored_at"] - d["kafka_ts"]).total_seconds() for d in docs])
-    seen = np.array([d["seen"] - d["kafka_ts"].timestamp() for d in docs])
     return {
         "rate_per_s": rate,
         "seconds": seconds,
@@ -130,7 +140,7 @@ def bench_rate(db, stream: BenchStream, rate: float, seconds: float) -> dict[str
         "p50_s": _pct(lat, 50),
         "p99_s": _pct(lat, 99),
         "max_s": _pct(lat, 100),
-        "poll_seen_p99_s": _pct(seen, 99),
+        "all_stored_after_send_s": round(seen - sent, 3),  # as polled (0.2 s)
     }
 
 
