@@ -22,6 +22,7 @@ import de.bwaldvogel.mongo.backend.Index;
 import de.bwaldvogel.mongo.backend.IndexKey;
 import de.bwaldvogel.mongo.backend.KeyValue;
 import de.bwaldvogel.mongo.backend.Missing;
+import de.bwaldvogel.mongo.backend.QueryParameters;
 import de.bwaldvogel.mongo.backend.QueryResult;
 import de.bwaldvogel.mongo.backend.ValueComparator;
 import de.bwaldvogel.mongo.backend.h2.H2Backend;
@@ -38,6 +39,7 @@ import de.bwaldvogel.mongo.wire.bson.BsonEncoder;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
+import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Instant;
@@ -49,9 +51,12 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Objects;
 import java.util.Set;
 import java.util.UUID;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.stream.Stream;
+import java.util.stream.StreamSupport;
 import org.h2.mvstore.Cursor;
 import org.h2.mvstore.DataUtils;
 import org.h2.mvstore.MVMap;
@@ -931,6 +936,32 @@ public final class MongoServerMain {
         }
 
         /**
+         * A find without the collection's lock (AbstractSynchronizedMongoCollection holds it
+         * for the whole query): a reporting scan of a large collection took 0.6-3 s, and
+         * every insert into that collection (the scorer's predictions) waited for it. Reads
+         * need no lock: the documents and the indexes are MVMaps (safe for readers while
+         * one writer, under the lock, changes them), SecondaryIndex locks itself, and the
+         * matcher checks every document a read returns. A read sees each document as it
+         * was before or after a concurrent write, like MongoDB's.
+         */
+        @Override
+        public QueryResult handleQuery(QueryParameters queryParameters) {
+            Document selector = queryParameters.getQuerySelector();
+            Document query = selector;
+            Document orderBy = null;
+            if (selector.containsKey("query")) {
+                query = (Document) selector.get("query");
+                orderBy = (Document) selector.get("orderby");
+            } else if (selector.containsKey("$query")) {
+                query = (Document) selector.get("$query");
+                orderBy = (Document) selector.get("$orderby");
+            }
+            return queryDocuments(query, orderBy, queryParameters.getNumberToSkip(),
+                    queryParameters.getLimit(), queryParameters.getBatchSize(),
+                    queryParameters.getProjection());
+        }
+
+        /**
          * The index that bounds the query most tightly (ScoredIndex.score), not the first
          * that can answer it: a (moteid, epoch) unique index answers {moteid, ts range} by
          * all of a mote's keys, a (moteid, ts) index by the range's keys only.
@@ -938,9 +969,13 @@ public final class MongoServerMain {
         @Override
         protected QueryResult queryDocuments(Document query, Document orderBy, int numberToSkip,
                 int limit, int batchSize, Document fieldSelector) {
+            List<Index<Object>> indexes;
+            synchronized (this) { // the list changes only with createIndex / dropIndex
+                indexes = new ArrayList<>(getIndexes());
+            }
             Index<Object> best = null;
             int bestScore = 0;
-            for (Index<Object> index : getIndexes()) {
+            for (Index<Object> index : indexes) {
                 int score = index instanceof ScoredIndex scored ? scored.score(query)
                         : index.canHandle(query) ? 1 : 0;
                 if (score > bestScore) {
@@ -955,8 +990,11 @@ public final class MongoServerMain {
                 // each): when the index selects a large share, the scan is cheaper
                 return matchDocuments(query, orderBy, numberToSkip, limit, batchSize, fieldSelector);
             }
-            return matchDocuments(query, positions, orderBy, numberToSkip, limit, batchSize,
-                    fieldSelector);
+            // a position a concurrent delete removed has no document any more
+            Stream<Document> documents = StreamSupport.stream(positions.spliterator(), false)
+                    .map(this::getDocument).filter(Objects::nonNull);
+            return matchDocumentsFromStream(documents, query, orderBy, numberToSkip, limit,
+                    batchSize, fieldSelector);
         }
 
         @Override
@@ -1146,7 +1184,11 @@ public final class MongoServerMain {
             System.err.println("MongoServerMain: shutting down, closing " + args[2]);
             server.shutdownNow(); // closes clients, then the backend (commits the MVStore)
         }, "shutdown"));
-        server.bind(host, port);
+        // Netty serves each connection on one event-loop thread, shared by every connection
+        // assigned to it (default: 2 x cores = 4): a long query stalled the other clients
+        // on its thread, whatever their collection. One thread per connection, in practice.
+        int workers = Integer.getInteger("mongo.workerThreads", 64);
+        server.bind(new InetSocketAddress(host, port), 1, workers);
         System.err.println("MongoServerMain: listening on " + host + ":" + port + " store " + args[2]
                 + " durability " + durability + (fsync ? "+fsync" : ""));
         Thread.currentThread().join(); // netty threads serve; wait for a signal

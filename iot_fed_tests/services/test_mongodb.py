@@ -217,3 +217,52 @@ def test_the_index_that_bounds_a_query_most_tightly_answers_it(
     assert mongo_db.command("iotFedIndexStats")["lastCandidates"] == 3
     assert len(list(coll.find({"moteid": 1, "epoch": {"$gte": 1990}}))) == 10
     assert mongo_db.command("iotFedIndexStats")["lastCandidates"] == 10
+
+
+def test_a_long_read_blocks_neither_writes_to_its_collection_nor_other_clients(
+    mongo_db: Database, settings
+) -> None:
+    """A find scans without the collection's lock, and each connection has an event-loop
+    thread of its own: while one client's scan runs, other clients' inserts into the same
+    collection (and another) are answered before it ends. Before, they waited for it."""
+    import threading
+    import time
+
+    from pymongo import MongoClient
+
+    from iot_fed.services.mongodb import MongoService
+
+    if settings.mongodb_server != "mongo-java-server" or not MongoService(settings).is_local:
+        pytest.skip("the project's mongo-java-server wrapper only")
+    coll = mongo_db.scanned
+    coll.insert_many([{"i": i, "s": f"reading-{i:07d}-" + "x" * 40} for i in range(60_000)])
+    scan = {"$or": [{"i": -k - 1} for k in range(60)]}  # no index on i, no match: a scan
+    t0 = time.perf_counter()
+    assert list(coll.find(scan)) == []
+    alone = time.perf_counter() - t0
+    span: dict[str, float] = {}
+
+    def long_read() -> None:
+        span["start"] = time.perf_counter()
+        list(coll.find(scan))
+        span["end"] = time.perf_counter()
+
+    clients = [MongoClient(settings.mongodb_uri, maxPoolSize=1) for _ in range(12)]
+    try:
+        for c in clients:  # each client's one connection, open before the scan starts
+            c[mongo_db.name].command("ping")
+        reader = threading.Thread(target=long_read)
+        reader.start()
+        time.sleep(min(0.3, alone / 4))
+        done = []
+        for k, c in enumerate(clients):
+            target = c[mongo_db.name]["scanned" if k % 2 else "other"]
+            target.insert_one({"i": 10**6 + k})
+            done.append(time.perf_counter())
+        reader.join()
+    finally:
+        for c in clients:
+            c.close()
+    assert alone > 0.5, f"the scan took {alone:.2f} s alone: too short to tell"
+    assert max(done) < span["end"], (span, done)
+    assert coll.count_documents({"i": {"$gte": 10**6}}) == 6
