@@ -1,9 +1,9 @@
 """Benchmark: a filter on ``_id`` alone vs ``_id`` plus another field, on the local server.
 
 mongo-java-server answers a query from the ``_id`` index only when ``_id`` is its only
-field; anything else scans the collection, and holds the collection's lock while it does
-(every other query on it waits). ``upsert_predictions`` therefore deletes and looks up by
-``_id`` alone. Run with the local services up::
+field (or the project's ``MongoServerMain`` range rules); anything else scans the
+collection. ``upsert_predictions`` therefore deletes and looks up by ``_id`` alone. Run
+with the local services up::
 
     .venv/bin/python bench/bench_id_queries.py [--n 45000] [--ids 1000]
 

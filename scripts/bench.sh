@@ -16,6 +16,7 @@ run() { echo; echo "=== $*"; "$@"; }
 run $PY bench/bench_train.py $QUICK_FLAG
 run $PY bench/bench_ingest.py $QUICK_FLAG
 run $PY bench/bench_id_queries.py
+run $PY bench/bench_mongo_reads.py
 run $PY bench/bench_spark.py $QUICK_FLAG
 if [ -n "$QUICK_FLAG" ]; then
   run $PY bench/bench_scorer.py --rates 10 --seconds 20 --rounds 1
