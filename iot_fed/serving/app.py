@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import json
 import logging
 import threading
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, HTTPException, Response
 from pydantic import BaseModel, Field, field_validator
 
@@ -280,7 +280,8 @@ def create_app(settings: Settings) -> FastAPI:
         version, bundle = cache.get(db)
         results, hist = score_readings(bundle, req.readings, req.histories)
         body = {"model_version": version, "results": results, "histories": hist}
-        # serialised here: FastAPI would validate the whole response again first
-        return Response(json.dumps(body, allow_nan=False), media_type="application/json")
+        # serialised here (orjson: a tenth of json's time): FastAPI would validate the whole
+        # response again first. Non-finite floats are None already (_nullable)
+        return Response(orjson.dumps(body), media_type="application/json")
 
     return app
