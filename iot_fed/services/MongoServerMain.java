@@ -942,7 +942,9 @@ public final class MongoServerMain {
          * need no lock: the documents and the indexes are MVMaps (safe for readers while
          * one writer, under the lock, changes them), SecondaryIndex locks itself, and the
          * matcher checks every document a read returns. A read sees each document as it
-         * was before or after a concurrent write, like MongoDB's.
+         * was before or after a concurrent write, like MongoDB's. The selector parsing is
+         * AbstractMongoCollection.handleQuery's, which cannot be called past the
+         * synchronized override in between.
          */
         @Override
         public QueryResult handleQuery(QueryParameters queryParameters) {
