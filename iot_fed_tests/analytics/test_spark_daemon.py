@@ -61,23 +61,20 @@ def test_spark_workers_start_with_the_scorer_preloaded_and_the_heap_frozen(spark
     def probe(batches):
         import gc
         import sys
-        import time
 
         import pandas as pd
 
         for _ in batches:
             pass
-        t = time.perf_counter()
-        gc.collect()
-        took = time.perf_counter() - t
         info = {
             "frozen": gc.get_freeze_count(),
+            "tracked": len(gc.get_objects()),  # what a collection walks (not the frozen)
             "preloaded": "iot_fed.analytics.live_state" in sys.modules,
-            "collect_s": took,
         }
         yield pd.DataFrame({"info": [json.dumps(info)]})
 
     info = json.loads(spark.range(1).mapInPandas(probe, "info string").collect()[0]["info"])
     assert info["preloaded"], info
     assert info["frozen"] > 50_000, info  # pyspark, pandas, pyarrow and the scorer
-    assert info["collect_s"] < 0.02, info  # 80 ms over an unfrozen heap
+    # a collection walks a small part of the heap (all of it, 80 ms, when unfrozen)
+    assert info["tracked"] < info["frozen"] / 4, info
