@@ -50,6 +50,20 @@ def spark_schema() -> StructType:
     )
 
 
+DEAD_LETTER_RAW_BYTES = 256 * 1024
+"""The most of a rejected value (and of its key) a dead letter keeps, in MongoDB and in the
+DLQ topic. A producer's compression lets the source topic hold a value far over the
+broker's 1 MB uncompressed record limit, which the DLQ producer then cannot send (and over
+16 MB, no document could hold it): the dead letter keeps the value's first bytes, its
+``raw_size`` and its source position, where the whole value stays for the topic's
+retention."""
+
+
+def dead_letter_raw(raw: bytes | None) -> bytes | None:
+    """``raw`` cut to :data:`DEAD_LETTER_RAW_BYTES`."""
+    return raw if raw is None or len(raw) <= DEAD_LETTER_RAW_BYTES else raw[:DEAD_LETTER_RAW_BYTES]
+
+
 def dead_letter_doc(
     *,
     doc_id: str,
@@ -61,19 +75,23 @@ def dead_letter_doc(
     offset: int,
     stage: str | None = None,
 ) -> dict[str, Any]:
-    """A ``dead_letters`` document: the reason, the original bytes and where they came from.
+    """A ``dead_letters`` document: the reason, the original bytes (their first
+    :data:`DEAD_LETTER_RAW_BYTES`; ``raw_size`` is the whole length) and where they came
+    from.
 
     ``doc_id`` is derived from the source position so re-consuming a message is a no-op;
     ``stage`` defaults to 'validate' or 'decode' from the reason.
     """
     if stage is None:
         stage = "validate" if reason.startswith(VALIDATE_REASONS) else "decode"
+    key = dead_letter_raw(key)
     return {
         "_id": doc_id,
         "ts": datetime.now(UTC),
         "reason": reason,
         "stage": stage,
-        "raw": raw,
+        "raw": dead_letter_raw(raw),
+        "raw_size": None if raw is None else len(raw),
         "key": None if key is None else key.decode("utf-8", "backslashreplace"),
         "topic": topic,
         "partition": partition,

@@ -75,6 +75,9 @@ OUTPUT_SCHEMA = T.StructType(
     ]
 )
 OUTPUT_COLUMNS = [f.name for f in OUTPUT_SCHEMA.fields]
+OUT_OF_ORDER = "fallback:out_of_order"
+"""Reason of a reading no newer than its device's history (late, or sent again), scored
+with no context: its verdict never replaces a stored one (see ``store_batch``)."""
 STATE_SCHEMA = T.StructType([T.StructField("history", T.StringType(), False)])
 
 
@@ -159,7 +162,7 @@ class Decoded:
     kafka_offset: np.ndarray  # str ids "topic:partition:offset"
     order: np.ndarray  # (partition, offset) sort key of each valid record
     label: np.ndarray  # object
-    moteid: int | None
+    moteid: np.ndarray  # int64: the reading's own mote (the group key unless unkeyed)
     skipped: list[dict[str, Any]]
 
     def __len__(self) -> int:
@@ -171,7 +174,7 @@ class Decoded:
         return replace(self, **arrays, skipped=[])
 
 
-_ROWS = ("epoch", "ts_ms", "values", "kafka_ts_ms", "kafka_offset", "order", "label")
+_ROWS = ("epoch", "ts_ms", "values", "kafka_ts_ms", "kafka_offset", "order", "label", "moteid")
 
 
 def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
@@ -187,7 +190,7 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
     values: list[list[float]] = []
     labels: list[Any] = []
     skipped: list[dict[str, Any]] = []
-    moteid: int | None = None
+    moteid: list[int] = []
     for i, (key, value) in enumerate(zip(raw["key"].tolist(), raw["value"].tolist(), strict=True)):
         reading, reason = decode_value(
             None if value is None else bytes(value), max_bytes, None if key is None else bytes(key)
@@ -198,7 +201,7 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
             )
             continue
         keep.append(i)
-        moteid = int(reading["moteid"])
+        moteid.append(int(reading["moteid"]))
         epoch.append(int(reading["epoch"]))
         ts_ms.append((reading["ts"] - _EPOCH) // dt.timedelta(milliseconds=1))
         values.append([float(reading[c]) for c in CHANNELS])
@@ -214,7 +217,7 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
             [[int(v) for v in oids[i].rsplit(":", 2)[1:]] for i in keep], np.int64
         ).reshape(-1, 2),
         label=np.array(labels, dtype=object),
-        moteid=moteid,
+        moteid=np.asarray(moteid, np.int64),
         skipped=skipped,
     )
 
@@ -222,8 +225,9 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
 def score_mote(
     bundle: ModelBundle, version: int, history: DeviceHistory, valid: Decoded
 ) -> tuple[pd.DataFrame, DeviceHistory]:
-    """Score one mote's valid readings; out-of-order or repeated epochs (older than the
-    history) are scored with an empty history and do not enter it."""
+    """Score one mote's valid readings (all of ``valid.moteid[0]``); out-of-order or
+    repeated epochs (older than the history) are scored with an empty history and do not
+    enter it."""
     # time order; a repeated epoch keeps its first record in Kafka order
     by = np.lexsort((valid.order[:, 1], valid.order[:, 0], valid.epoch))
     first = np.ones(len(by), bool)
@@ -231,9 +235,9 @@ def score_mote(
     valid = valid.take(by[first])
     last = history.last_epoch
     is_new = np.ones(len(valid), bool) if last is None else valid.epoch > last
-    moteid = int(valid.moteid) if valid.moteid is not None else 0
+    moteid = int(valid.moteid[0]) if len(valid) else 0
     columns: dict[str, list[np.ndarray]] = {c: [] for c in OUTPUT_COLUMNS}
-    for mask, hist, fallback in ((is_new, history, None), (~is_new, None, "fallback:out_of_order")):
+    for mask, hist, fallback in ((is_new, history, None), (~is_new, None, OUT_OF_ORDER)):
         if not mask.any():
             continue
         part = valid.take(np.flatnonzero(mask))
@@ -259,7 +263,14 @@ def score_mote(
             **{f"err_{c}": scored.channel_errors[:, i] for i, c in enumerate(CHANNELS)},
             "flag": np.asarray(scored.flag, bool),
             "threshold": np.asarray(scored.threshold, np.float64),
-            "reason": np.array([r or fallback for r in scored.reason], dtype=object),
+            # a late reading says so, whatever its context-free scoring said, but a data fault
+            "reason": np.array(
+                [
+                    r if fallback is None or (r or "").startswith("data_fault:") else fallback
+                    for r in scored.reason
+                ],
+                dtype=object,
+            ),
             "model_version": np.full(n, version, np.int64),
             "label": part.label,
         }
@@ -274,7 +285,13 @@ def score_mote(
 
 
 def stateful_scorer(target: MongoTarget, max_bytes: int, refresh_s: float, timeout_ms: int):
-    """The ``applyInPandasWithState`` function (key: ``(moteid,)`` from the Kafka key)."""
+    """The ``applyInPandasWithState`` function. Its key, ``(moteid,)``, is the Kafka key,
+    or for an unkeyed record the value's ``moteid`` (see ``mote_key`` in
+    :mod:`iot_fed.analytics.streaming`); null when neither is an integer.
+
+    Valid readings of another mote than the key (a null key, or a value whose fields
+    the two JSON parsers read differently) are scored per mote with no history, and do
+    not touch the state: one series per device, never a mix."""
 
     def run(
         key: tuple[Any, ...], pdfs: Iterable[pd.DataFrame], state: Any
@@ -290,11 +307,18 @@ def stateful_scorer(target: MongoTarget, max_bytes: int, refresh_s: float, timeo
         if not len(decoded):
             return
         version, bundle = executor_model(target, refresh_s).current()
-        history = DeviceHistory.from_json(state.get[0]) if state.exists else DeviceHistory.empty()
-        out, history = score_mote(bundle, version, history, decoded)
-        if key[0] is not None:
+        own = decoded.moteid == key[0] if key[0] is not None else np.zeros(len(decoded), bool)
+        if own.any():
+            history = (
+                DeviceHistory.from_json(state.get[0]) if state.exists else DeviceHistory.empty()
+            )
+            mine = decoded if own.all() else decoded.take(np.flatnonzero(own))
+            out, history = score_mote(bundle, version, history, mine)
             state.update((history.to_json(),))
             state.setTimeoutDuration(timeout_ms)
-        yield out
+            yield out
+        for mote in np.unique(decoded.moteid[~own]):
+            idx = np.flatnonzero(decoded.moteid == mote)
+            yield score_mote(bundle, version, DeviceHistory.empty(), decoded.take(idx))[0]
 
     return run

@@ -35,18 +35,28 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
-from iot_fed.analytics.live_state import OUTPUT_SCHEMA, STATE_SCHEMA, stateful_scorer
+from iot_fed.analytics.live_state import (
+    OUT_OF_ORDER,
+    OUTPUT_SCHEMA,
+    STATE_SCHEMA,
+    stateful_scorer,
+)
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.analytics.stream_progress import ProgressLog
 from iot_fed.config import Settings
 from iot_fed.fl.stream_scoring import CHANNELS
 from iot_fed.heap import freeze_heap
-from iot_fed.store import promoted_version, upsert_predictions
+from iot_fed.store import (
+    insert_new_predictions,
+    prediction_id,
+    promoted_version,
+    upsert_predictions,
+)
 from iot_fed.store.live import DEFAULT_SCORER, upsert_anomalies, write_scorer_status
 from iot_fed.stream.kafka_config import spark_source_options
 
@@ -90,6 +100,16 @@ class StreamCounts:
         d["model_versions"] = ",".join(str(v) for v in self.model_versions)
         d["last_batch_at"] = None if self.last_batch_at is None else self.last_batch_at.isoformat()
         return d
+
+
+def mote_key() -> Column:
+    """The stateful step's group key: the Kafka key as an integer, else (an unkeyed record,
+    as foreign producers often send) the value's ``moteid``; null when neither is one.
+
+    ``try_cast``: under ANSI mode (Spark 4's default) a plain cast of a key such as ``x``
+    fails the micro-batch, and the restarted scorer failed on the same record for ever."""
+    value_mote = F.get_json_object(F.col("value").cast("string"), "$.moteid")
+    return F.coalesce(F.col("key").cast("string").try_cast("int"), value_mote.try_cast("int"))
 
 
 def checkpoint_dir(settings: Settings, name: str = DEFAULT_CHECKPOINT) -> Path:
@@ -184,12 +204,19 @@ def store_batch(db: Any, pdf: pd.DataFrame) -> dict[str, Any]:
     if rows.empty:
         return counts
     preds, anomalies = prediction_and_anomaly_docs(rows, scored_at)
-    got = upsert_predictions(db, preds)
-    cleared = [
-        f"{d['moteid']}:{int(t)}"
-        for d, t in zip(preds, rows["ts_ms"], strict=True)
-        if not d["is_anomaly"]
-    ]
+    # a verdict made without context (a late or repeated reading) is stored only where
+    # none is: a producer that sends its readings again must not degrade the verdicts
+    late = [d for d in preds if d["reason"] == OUT_OF_ORDER]
+    in_order = [d for d in preds if d["reason"] != OUT_OF_ORDER] if late else preds
+    got = upsert_predictions(db, in_order)
+    kept = {
+        prediction_id(late[i]["moteid"], late[i]["ts"]) for i in insert_new_predictions(db, late)
+    }
+    got["inserted"] += len(late) - len(kept)
+    got["unchanged"] += len(kept)
+    if kept:
+        anomalies = [a for a in anomalies if prediction_id(a["moteid"], a["ts"]) not in kept]
+    cleared = [prediction_id(d["moteid"], d["ts"]) for d in in_order if not d["is_anomaly"]]
     upsert_anomalies(db, anomalies, cleared if got["updated"] else ())
     counts.update(got, anomalies=len(anomalies))
     lat = [(scored_at - d["kafka_ts"]).total_seconds() for d in preds if d["kafka_ts"]]
@@ -367,7 +394,7 @@ def start_streaming_evaluation(
     if max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
     source = reader.load().select(
-        F.col("key").cast("string").cast("int").alias("gkey"),
+        mote_key().alias("gkey"),
         "key",
         "value",
         # few columns, none a timestamp: pyspark builds each mote group's pandas frame

@@ -426,6 +426,19 @@ def _same_verdict(stored: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
     return norm(stored) == norm(doc)
 
 
+def insert_new_predictions(
+    db: Database, docs: Sequence[Mapping[str, Any]], *, validate: bool = True
+) -> list[int]:
+    """Store verdicts only where (moteid, ts) has none yet (under :func:`prediction_id`);
+    return the indices of ``docs`` whose (moteid, ts) already had one, which is kept."""
+    if not docs:
+        return []
+    if validate:
+        validator(PREDICTIONS).validate_many(list(docs))
+    batch = [{**d, "_id": prediction_id(d["moteid"], d["ts"])} for d in docs]
+    return insert_new(durable(db, PREDICTIONS), batch)
+
+
 def upsert_predictions(
     db: Database, docs: Sequence[Mapping[str, Any]], *, validate: bool = True
 ) -> dict[str, int]:

@@ -41,7 +41,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from iot_fed.config import Settings, get_settings
-from iot_fed.readings import dead_letter_doc
+from iot_fed.readings import dead_letter_doc, dead_letter_raw
 from iot_fed.store import (
     StoreConnectionError,
     connect,
@@ -374,7 +374,9 @@ class Ingestor:
         )
 
     def _send_dlq(self, dead: list[tuple[dict[str, Any], bytes | None]]) -> None:
-        """Original value and key to the DLQ topic; reason and source position as headers."""
+        """The dead letter's value and key (:func:`dead_letter_raw`: a value over 256 KiB is
+        cut, its ``raw_size`` header tells) to the DLQ topic; reason and source position
+        as headers."""
 
         def on_delivery(err: KafkaError | None, _msg: Any) -> None:
             if err is not None:
@@ -387,12 +389,14 @@ class Ingestor:
                 ("source_partition", str(d["partition"]).encode()),
                 ("source_offset", str(d["offset"]).encode()),
             ]
+            if d["raw_size"] is not None and d["raw_size"] > len(d["raw"]):
+                headers.append(("raw_size", str(d["raw_size"]).encode()))
             while True:
                 try:
                     self.dlq.produce(
                         self.dlq_topic,
                         d["raw"],
-                        key,
+                        dead_letter_raw(key),
                         headers=headers,
                         on_delivery=on_delivery,
                     )

@@ -6,9 +6,10 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from iot_fed.config import Settings
+from iot_fed.readings import DEAD_LETTER_RAW_BYTES
 from iot_fed.store import DEAD_LETTERS, SENSOR_READINGS, validator
 from iot_fed.stream import ingest
 from iot_fed.stream.admin import delete_topics, topic_status
@@ -85,6 +86,36 @@ def test_poison_is_dead_lettered_and_valid_readings_land(cfg: Settings, mongo_db
     assert sorted((m.value() or b"") for m in dlq) == sorted((v or b"") for _, v, _ in poison)
     headers = dict(dlq[0].headers())
     assert {"reason", "source_topic", "source_partition", "source_offset"} <= set(headers)
+
+
+def test_a_value_too_large_for_the_dlq_is_kept_cut_and_the_batch_commits(
+    cfg: Settings, mongo_db
+) -> None:
+    """A foreign producer's lz4 batch carries a 3 MB value (and a 300 KiB key) the source
+    topic accepts compressed; sent whole, the DLQ refused it (over the broker's 1 MB) and
+    every batch failed on it again, so ingestion stopped for good."""
+    records = readings_frame(20, motes=2).to_dict("records")
+    huge, key = b"x" * 3_000_000, b"k" * 300_000
+    p = Producer(
+        {**cfg.kafka_client_config(), "compression.type": "lz4", "message.max.bytes": 10_000_000}
+    )
+    for r in records[:10]:
+        p.produce(cfg.kafka_topic, encode_reading(r), encode_key(r["moteid"]))
+    p.produce(cfg.kafka_topic, huge, key)
+    for r in records[10:]:
+        p.produce(cfg.kafka_topic, encode_reading(r), encode_key(r["moteid"]))
+    assert p.flush(30) == 0
+
+    res = ingest_batch(cfg, mongo_db, 1000, 20.0, start_offsets={})
+
+    assert (res.n_valid, res.n_dead, res.committed) == (20, 1, True)
+    assert committed(cfg) == end_offsets(cfg, cfg.kafka_topic)
+    dead = mongo_db[DEAD_LETTERS].find_one()
+    assert dead["reason"].startswith("oversized") and dead["raw_size"] == len(huge)
+    assert dead["raw"] == huge[:DEAD_LETTER_RAW_BYTES] and len(dead["key"]) == DEAD_LETTER_RAW_BYTES
+    (dlq,) = read_topic(cfg, cfg.kafka_dlq_topic)
+    assert dlq.value() == huge[:DEAD_LETTER_RAW_BYTES] and dlq.key() == key[:DEAD_LETTER_RAW_BYTES]
+    assert dict(dlq.headers())["raw_size"] == str(len(huge)).encode()
 
 
 def test_same_batch_twice_adds_nothing(cfg: Settings, mongo_db) -> None:
