@@ -222,6 +222,14 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
     )
 
 
+def _reasons(reasons: Iterable[str | None], late: str | None) -> list[str | None]:
+    """The scorer's reasons; for late readings (``late`` given) that reason instead,
+    except a data fault, which stays one."""
+    if late is None:
+        return list(reasons)
+    return [r if r and r.startswith("data_fault:") else late for r in reasons]
+
+
 def score_mote(
     bundle: ModelBundle, version: int, history: DeviceHistory, valid: Decoded
 ) -> tuple[pd.DataFrame, DeviceHistory]:
@@ -263,14 +271,7 @@ def score_mote(
             **{f"err_{c}": scored.channel_errors[:, i] for i, c in enumerate(CHANNELS)},
             "flag": np.asarray(scored.flag, bool),
             "threshold": np.asarray(scored.threshold, np.float64),
-            # a late reading says so, whatever its context-free scoring said, but a data fault
-            "reason": np.array(
-                [
-                    r if fallback is None or (r or "").startswith("data_fault:") else fallback
-                    for r in scored.reason
-                ],
-                dtype=object,
-            ),
+            "reason": np.array(_reasons(scored.reason, fallback), dtype=object),
             "model_version": np.full(n, version, np.int64),
             "label": part.label,
         }

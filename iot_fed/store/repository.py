@@ -458,14 +458,14 @@ def upsert_predictions(
     counts = {"inserted": 0, "updated": 0, "unchanged": 0, "stale": 0}
     if not docs:
         return counts
-    if validate:
-        validator(PREDICTIONS).validate_many(list(docs))
+    dups = insert_new_predictions(db, docs, validate=validate)
+    counts["inserted"] = len(docs) - len(dups)
     coll = durable(db, PREDICTIONS)
-    batch = [{**d, "_id": prediction_id(d["moteid"], d["ts"])} for d in docs]
-    dups = insert_new(coll, batch)
-    counts["inserted"] = len(batch) - len(dups)
     for k in range(0, len(dups), _IN_CHUNK):
-        part = [batch[i] for i in dups[k : k + _IN_CHUNK]]
+        part = [
+            {**docs[i], "_id": prediction_id(docs[i]["moteid"], docs[i]["ts"])}
+            for i in dups[k : k + _IN_CHUNK]
+        ]
         stored = {d["_id"]: d for d in coll.find({"_id": {"$in": [d["_id"] for d in part]}})}
         missing = [d for d in part if d["_id"] not in stored]
         if missing:  # stored under another _id (written before ids were keyed)
