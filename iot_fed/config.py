@@ -205,6 +205,11 @@ class Settings(BaseSettings):
     postgres_bin_dir: Path = Field(
         Path("/usr/lib/postgresql/15/bin"), description="PostgreSQL server binaries (Debian)"
     )
+    reporting: bool = Field(
+        True,
+        description="the reporting store (PostgreSQL) and its Superset dashboards; false runs "
+        "the pipeline without them on purpose (they are required otherwise)",
+    )
     # --- live: streaming scorer and model API -----------------------------------
     api_port: int = Field(8000, ge=1, le=65535, description="model API (FastAPI) port")
     dagster_port: int = Field(3000, ge=1, le=65535, description="Dagster UI port (iot-fed run)")

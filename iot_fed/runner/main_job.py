@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from iot_fed.config import Settings
@@ -74,17 +75,30 @@ def dagster_home(settings: Settings, root: Path) -> Path:
 
 def start_dashboards(settings: Settings) -> None:
     """Start Superset in the background (it takes minutes to load; the pipeline does not wait
-    for it). It is an ``iot-fed services`` service: PID-tracked, stopped by ``services down``;
-    if it cannot start, its one-line error is in ``logs/superset-start.log``."""
+    for it). It is an ``iot-fed services`` service: PID-tracked, stopped by ``services down``.
+    If it cannot start, the reason and the fix are printed on this console."""
+    if not settings.reporting:
+        log.warning("dashboards off (IOT_FED_REPORTING=false): no reporting store, no Superset")
+        return
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / "superset-start.log", "ab") as out:
-        subprocess.Popen(
+    path = logs / "superset-start.log"
+    with open(path, "ab") as out:
+        proc = subprocess.Popen(
             [_bin("iot-fed"), "services", "up", "--only", "superset"],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    threading.Thread(target=_report_dashboards, args=(proc, path), daemon=True).start()
+
+
+def _report_dashboards(proc: subprocess.Popen, path: Path) -> None:
+    if proc.wait() == 0:
+        log.info("dashboards up (Superset)")
+        return
+    lines = path.read_text(errors="replace").strip().splitlines() or ["?"]
+    print(f"run: ERROR: the dashboards did not start: {lines[-1]} (log {path})", flush=True)
 
 
 def dataset_materialized() -> bool:

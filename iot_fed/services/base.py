@@ -16,7 +16,6 @@ class Service(ABC):
 
     name: str
     setting: str  # the IOT_FED_* variable that points at it
-    optional: bool = False  # True: `up` reports its failure and keeps the others running
     stop_signal: signal.Signals = signal.SIGTERM  # what `down` sends first
 
     def __init__(self, settings: Settings) -> None:
@@ -54,6 +53,21 @@ class Service(ABC):
     def log_path(self) -> Path:
         return self.home / f"{self.name}.log"
 
+    @property
+    def workdir(self) -> Path:
+        """The process's working directory (one its user can enter)."""
+        return self.home
+
+    def data_paths(self) -> list[Path]:
+        """Everything ``iot-fed services purge`` deletes for this service."""
+        return [self.home]
+
+    off_switch: str | None = None  # the setting that leaves this service out on purpose
+
+    def disabled(self) -> str | None:
+        """Why this service is switched off by a setting (None: it is on, and required)."""
+        return None
+
     # --- how -------------------------------------------------------------------
     @abstractmethod
     def installed(self) -> bool: ...
@@ -88,3 +102,16 @@ def redact(endpoint: str) -> str:
     if sep and "@" in rest.split("/", 1)[0]:
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return endpoint
+
+
+REPORTING_OFF = "IOT_FED_REPORTING=false"
+
+
+class ReportingService(Service):
+    """A service of the reporting store and its dashboards: on unless ``IOT_FED_REPORTING``
+    is false, and then required (a failure stops ``up``, with the reason and the switch)."""
+
+    off_switch = REPORTING_OFF
+
+    def disabled(self) -> str | None:
+        return None if self.settings.reporting else f"switched off ({REPORTING_OFF})"

@@ -40,9 +40,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     settings = get_settings()
     statuses = manager.status(settings, _only(args))
     _print(statuses)
-    # optional services (dashboards) count only when asked for by name
-    required = {s.name for s in manager.services_for(settings, _only(args)) if not s.optional}
-    return 0 if all(st.healthy for st in statuses if args.only or st.name in required) else 1
+    return 0 if all(st.healthy for st in statuses if st.state != "disabled") else 1
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    for path in manager.purge(get_settings(), _only(args)):
+        print(f"removed {path}")
+    return 0
 
 
 def _guard(func):
@@ -88,7 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("install", _cmd_install, "fetch/build the artifacts only (cached)"),
         ("up", _cmd_up, "start local services not yet running and wait until they answer"),
         ("down", _cmd_down, "stop the services iot-fed started (data is kept)"),
-        ("status", _cmd_status, "endpoints and health; exit 1 if a required one is unhealthy"),
+        ("status", _cmd_status, "endpoints and health; exit 1 if one that is on is unhealthy"),
+        ("purge", _cmd_purge, "stop the services and delete their data (cannot be undone)"),
     ]
     for name, func, help_ in specs:
         sp = sub.add_parser(name, help=help_)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 SERVICE_TYPES: dict[str, type[Service]] = {
     "mongodb": MongoService,
     "kafka": KafkaService,
-    "postgres": PostgresService,  # optional: its failure leaves the others running
-    "superset": SupersetService,  # optional, after postgres (its metadata database)
+    "postgres": PostgresService,  # reporting store: off only with IOT_FED_REPORTING=false
+    "superset": SupersetService,  # dashboards, after postgres (its metadata database)
 }
 SERVICE_NAMES = tuple(SERVICE_TYPES)
 DEFAULT_START_TIMEOUT_S = 90.0
@@ -175,7 +176,7 @@ def _up_one(
     svc.install()
     svc.prepare()
     t0 = time.monotonic()
-    rec = start_detached(svc.name, svc.command(), svc.log_path, cwd=svc.home, user=svc.run_as())
+    rec = start_detached(svc.name, svc.command(), svc.log_path, cwd=svc.workdir, user=svc.run_as())
     rec.save(svc.record_path)
     started.append((svc, rec))
     _wait_healthy(svc, rec, max(timeout, getattr(svc, "start_timeout", 0.0)))
@@ -215,21 +216,16 @@ def _up_locked(
 def _up_or_report(
     svc: Service, timeout: float, started: list[tuple[Service, ProcessRecord]]
 ) -> ServiceStatus:
-    """:func:`_up_one`; an optional service's failure is logged and reported, not raised."""
-    if not svc.optional:
-        return _up_one(svc, timeout, started)
-    mine: list[tuple[Service, ProcessRecord]] = []
+    """:func:`_up_one`, unless a setting switched ``svc`` off; a failure names that switch."""
+    off = svc.disabled()
+    if off:
+        return _status(svc, "disabled", None, detail=off)
     try:
-        st = _up_one(svc, timeout, mine)
+        return _up_one(svc, timeout, started)
     except ServiceError as exc:
-        for _, rec in mine:
-            stop(rec, DEFAULT_STOP_TIMEOUT_S, svc.stop_signal)
-            svc.record_path.unlink(missing_ok=True)
-        message = " ".join(str(exc).split())
-        log.error("%s (optional: the other services keep running)", message)
-        return _status(svc, "failed", False, detail=message)
-    started.extend(mine)
-    return st
+        if svc.off_switch is None:
+            raise
+        raise ServiceError(f"{exc} (to run without it on purpose, set {svc.off_switch})") from None
 
 
 def down(
@@ -249,6 +245,9 @@ def _down_locked(
     for svc in reversed(services_for(settings, only)):
         if not svc.is_local:
             out.append(_status(svc, "external, not managed", None))
+            continue
+        if svc.disabled() and not svc.record_path.exists():
+            out.append(_status(svc, "disabled", None, detail=svc.disabled() or ""))
             continue
         rec = _own_record(svc)
         if rec is not None:
@@ -305,6 +304,9 @@ def status(
     """Endpoint, process and health of each service (starts nothing)."""
     out = []
     for svc in services_for(settings, only):
+        if svc.disabled():
+            out.append(_status(svc, "disabled", None, detail=svc.disabled() or ""))
+            continue
         reason = svc.probe(timeout)
         healthy = reason is None
         if not svc.is_local:
@@ -334,13 +336,29 @@ def install(settings: Settings, only: Iterable[str] | None = None) -> dict[str, 
     spent = {}
     with _lock(settings):
         for svc in services_for(settings, only):
+            if svc.disabled():
+                continue
             t0 = time.monotonic()
             try:
                 svc.install()
             except ServiceError as exc:
-                if not svc.optional:
+                if svc.off_switch is None:
                     raise
-                log.error("%s (optional: skipped)", exc)
-                continue
+                raise ServiceError(f"{exc} (to run without it, set {svc.off_switch})") from None
             spent[svc.name] = time.monotonic() - t0
     return spent
+
+
+def purge(settings: Settings, only: Iterable[str] | None = None) -> list[Path]:
+    """Stop the services and delete their data (what :meth:`Service.data_paths` names)."""
+    with _lock(settings):
+        _down_locked(settings, only, DEFAULT_STOP_TIMEOUT_S)
+        removed = []
+        for svc in services_for(settings, only):
+            if not svc.is_local:
+                continue
+            for path in svc.data_paths():
+                if path.exists():
+                    shutil.rmtree(path)
+                    removed.append(path)
+        return removed

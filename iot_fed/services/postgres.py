@@ -1,13 +1,17 @@
 """The local PostgreSQL 15 server (Debian's binaries): reporting store, Superset and Dagster.
 
-Its cluster lives in ``<state_dir>/postgres/data`` (``initdb`` once), it listens on
-127.0.0.1 only plus a private Unix socket, and runs as the ``postgres`` system user when
-iot-fed runs as root (the server refuses root). Once it answers, the role and databases of
-``IOT_FED_POSTGRES_URI`` exist: the URI's database (reporting schema ``reporting``),
-``superset`` and ``dagster``, all owned by the URI's user. A non-local URI starts nothing.
+It listens on 127.0.0.1 only plus a private Unix socket, and runs as the ``postgres``
+system user when iot-fed runs as root (the server refuses root). Once it answers, the role
+and databases of ``IOT_FED_POSTGRES_URI`` exist: the URI's database (reporting schema
+``reporting``), ``superset`` and ``dagster``, all owned by the URI's user. A non-local URI
+starts nothing.
 
-The service is optional: dashboards and the Dagster instance on PostgreSQL need it, the
-pipeline does not (``iot-fed services up`` keeps the others running when it fails).
+Where the cluster lives: run as the caller, in ``<state_dir>/postgres/data``; run as the
+``postgres`` user, in that user's home (``~postgres/iot_fed/<name>-<digest of the state
+dir>``), because a clone in a private folder (mode 700, a home directory) cannot be entered
+by it. That directory records its owner; ``iot-fed services purge`` deletes it, and ``up``
+removes the ones whose owner folder is gone. It is required unless ``IOT_FED_REPORTING`` is
+false (see :class:`iot_fed.services.base.ReportingService`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import logging
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -25,8 +30,8 @@ from urllib.parse import unquote, urlparse
 import psycopg
 from psycopg import sql
 
-from iot_fed.services.base import LOCAL_HOST, Service
-from iot_fed.services.process import ServiceError, port_open
+from iot_fed.services.base import LOCAL_HOST, ReportingService
+from iot_fed.services.process import ServiceError, port_open, read_pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,8 @@ SYSTEM_USER = "postgres"
 SUPERUSER = "postgres"
 EXTRA_DATABASES = ("superset", "dagster")
 MAX_SOCKET_PATH = 100  # sockaddr_un.sun_path is 108 bytes
+CLUSTERS_DIR = "iot_fed"  # under the server user's home: one folder per project checkout
+OWNER_FILE = "owner"  # the state dir a cluster folder belongs to
 
 
 def uri_parts(uri: str) -> tuple[str, str, str]:
@@ -51,10 +58,9 @@ def database_uri(uri: str, database: str) -> str:
     return urlparse(uri)._replace(path=f"/{database}").geturl()
 
 
-class PostgresService(Service):
+class PostgresService(ReportingService):
     name = "postgres"
     setting = "IOT_FED_POSTGRES_URI"
-    optional = True
     stop_signal = signal.SIGINT  # fast shutdown: SIGTERM (smart) waits for every client
 
     @property
@@ -77,13 +83,32 @@ class PostgresService(Service):
         return Path(self.settings.postgres_bin_dir)
 
     @property
+    def cluster_dir(self) -> Path:
+        """Where the server's files live: a folder its user can reach (see the module doc)."""
+        if self.run_as() is None or (self.home / "data" / "PG_VERSION").exists():
+            return self.home  # the caller's own server, or a cluster initialised here before
+        digest = hashlib.sha1(str(self.home).encode()).hexdigest()[:12]
+        slug = "".join(c if c.isalnum() else "_" for c in self.state_dir.parents[1].name)[:24]
+        return self._clusters_root() / f"{slug}-{digest}"
+
+    def _clusters_root(self) -> Path:
+        return Path(pwd.getpwnam(SYSTEM_USER).pw_dir) / CLUSTERS_DIR
+
+    @property
     def data_dir(self) -> Path:
-        return self.home / "data"
+        return self.cluster_dir / "data"
+
+    @property
+    def workdir(self) -> Path:
+        return self.cluster_dir
+
+    def data_paths(self) -> list[Path]:
+        return [self.home] if self.cluster_dir == self.home else [self.home, self.cluster_dir]
 
     @property
     def socket_dir(self) -> Path:
         """The private socket directory (a short path under /tmp if the home is too deep)."""
-        here = self.home / "run"
+        here = self.cluster_dir / "run"
         if len(str(here / f".s.PGSQL.{self.port}")) <= MAX_SOCKET_PATH:
             return here
         digest = hashlib.sha1(str(self.home).encode()).hexdigest()[:10]
@@ -125,9 +150,48 @@ class PostgresService(Service):
             os.chown(path, *ids)
         path.chmod(0o700)
 
+    def _check_reachable(self) -> None:
+        """Fail with the reason and the fix when the server's user cannot enter its folder."""
+        user = self.run_as()
+        if user is None:
+            return
+        probe = subprocess.run(
+            ["test", "-x", str(self.cluster_dir), "-a", "-w", str(self.cluster_dir)],
+            user=user,
+            extra_groups=[],
+            group=self._owner_ids()[1],
+        )
+        if probe.returncode != 0:
+            raise ServiceError(
+                f"postgres: the system user {user!r} cannot enter {self.cluster_dir} (a parent "
+                "folder is private); move the project, or set IOT_FED_DATA_DIR to a folder it "
+                f"can reach; log {self.log_path}"
+            )
+
+    def _remove_orphans(self) -> None:
+        """Delete cluster folders whose owner (a project checkout's state dir) is gone."""
+        if self.cluster_dir == self.home or not self._clusters_root().is_dir():
+            return
+        for folder in self._clusters_root().iterdir():
+            owner = folder / OWNER_FILE
+            if folder == self.cluster_dir or not owner.is_file():
+                continue
+            if Path(owner.read_text().strip()).exists():
+                continue
+            if read_pid_alive(folder / "data" / "postmaster.pid"):
+                continue
+            log.info("postgres: removing %s (its project %s is gone)", folder, owner.read_text())
+            shutil.rmtree(folder, ignore_errors=True)
+
     def prepare(self) -> None:
         self.install()
-        self._own(self.home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.cluster_dir != self.home:
+            self._clusters_root().mkdir(mode=0o755, parents=True, exist_ok=True)
+        self._own(self.cluster_dir)
+        self._check_reachable()
+        (self.cluster_dir / OWNER_FILE).write_text(f"{self.home}\n")
+        self._remove_orphans()
         self._own(self.socket_dir)
         if (self.data_dir / "PG_VERSION").exists():
             return  # initialised before: keep the data
@@ -146,7 +210,7 @@ class PostgresService(Service):
                 "--auth-local=trust",  # the socket directory is private (0700, postgres)
                 "--auth-host=scram-sha-256",
             ],
-            cwd=self.home,
+            cwd=self.cluster_dir,
             capture_output=True,
             text=True,
             user=user,

@@ -82,6 +82,16 @@ def is_alive(record: ProcessRecord) -> bool:
     return not cmdline or not record.cmdline or cmdline == record.cmdline
 
 
+def read_pid_alive(pid_file: Path) -> bool:
+    """True when a server's pid file (the pid on its first line) names a live process."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
 def current_process(name: str) -> ProcessRecord:
     """A record describing the calling process (used for session leases)."""
     return describe_process(name, os.getpid())

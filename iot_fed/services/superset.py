@@ -9,7 +9,7 @@ the admin credentials (printed once). Every start runs ``superset_gunicorn.py``:
 (schema upgrade and init only when behind, admin, bundle import with overwrite), then
 gunicorn serving that same app.
 
-The service is optional: when it cannot start, the pipeline keeps running without dashboards.
+It is required unless ``IOT_FED_REPORTING`` is false (:class:`ReportingService`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 from iot_fed.dashboards import bundle
 from iot_fed.dashboards.urls import superset_url
-from iot_fed.services.base import LOCAL_HOST, Service
+from iot_fed.services.base import LOCAL_HOST, ReportingService
 from iot_fed.services.process import ServiceError
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,9 @@ DASHBOARD_DIR = Path(bundle.__file__).parent
 METADATA_DATABASE = "superset"
 
 
-class SupersetService(Service):
+class SupersetService(ReportingService):
     name = "superset"
     setting = "IOT_FED_SUPERSET_PORT"
-    optional = True  # read by the manager: a failure leaves the pipeline running
     # the process first upgrades the schema (first start) and imports the dashboards
     start_timeout = 420.0
 

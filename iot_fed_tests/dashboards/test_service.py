@@ -8,12 +8,14 @@ import stat
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from iot_fed.config import load_settings
 from iot_fed.dashboards import bundle, spec
 from iot_fed.dashboards.urls import dashboard_urls
 from iot_fed.services import manager
+from iot_fed.services.process import ServiceError
 from iot_fed.services.superset import SupersetService
 
 
@@ -57,19 +59,21 @@ def test_dashboard_urls_use_the_port() -> None:
     assert urls["Fleet"] == "http://127.0.0.1:18123/superset/dashboard/iot-fed-fleet/"
 
 
-def test_port_taken_is_a_one_line_failure_not_a_crash(tmp_path: Path) -> None:
+def test_port_taken_is_a_one_line_error_naming_log_and_switch(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         settings = load_settings(data_dir=tmp_path, superset_port=busy.getsockname()[1])
-        (st,) = manager.up(settings, only=["superset"], timeout=5)
-    assert st.state == "failed" and not st.healthy
-    assert "superset" in st.detail and "superset.log" in st.detail and "\n" not in st.detail
+        with pytest.raises(ServiceError) as exc:
+            manager.up(settings, only=["superset"], timeout=5)
+    message = str(exc.value)
+    assert "superset" in message and "superset.log" in message and "\n" not in message
+    assert "IOT_FED_REPORTING=false" in message
 
 
-def test_missing_virtualenv_is_a_one_line_failure(tmp_path: Path) -> None:
+def test_missing_virtualenv_is_a_one_line_error(tmp_path: Path) -> None:
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    (st,) = manager.up(load_settings(data_dir=tmp_path, superset_port=port), only=["superset"])
-    assert st.state == "failed" and "no Superset virtualenv" in st.detail
+    with pytest.raises(ServiceError, match="no Superset virtualenv"):
+        manager.up(load_settings(data_dir=tmp_path, superset_port=port), only=["superset"])

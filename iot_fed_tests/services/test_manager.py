@@ -62,7 +62,7 @@ def iso(tmp_path: Path, settings: Settings) -> Iterator[Settings]:
 
 
 def test_up_twice_is_idempotent(services, settings: Settings) -> None:
-    # superset (optional, slow to start) has its own session in iot_fed_tests/dashboards
+    # superset (slow to start) has its own session in iot_fed_tests/dashboards
     pipeline = [n for n in manager.SERVICE_NAMES if n != "superset"]
     first = manager.status(settings, pipeline)
     again = manager.up(settings, pipeline)
@@ -77,8 +77,13 @@ def test_status_prints_endpoints_and_health(services, capsys: pytest.CaptureFixt
     get_settings.cache_clear()
     rc = cli.main(["services", "status"])
     out = capsys.readouterr().out
-    assert rc == 0, out
     lines = {line.split()[0]: line for line in out.splitlines()}
+    assert set(lines) == set(manager.SERVICE_NAMES)
+    # every service that is on counts: superset (not started by this session) fails it
+    assert rc == (0 if "unhealthy" not in out else 1), out
+    for name in ("kafka", "mongodb"):
+        assert cli.main(["services", "status", "--only", name]) == 0
+    capsys.readouterr()
     assert services.kafka_bootstrap in lines["kafka"]
     assert services.mongodb_uri in lines["mongodb"]
     assert "healthy" in lines["kafka"] and "unhealthy" not in lines["kafka"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pwd
+import shutil
 import socket
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -12,6 +15,7 @@ import pytest
 from iot_fed.config import Settings, load_settings
 from iot_fed.services import manager
 from iot_fed.services.postgres import PostgresService, database_uri, uri_parts
+from iot_fed.services.process import ServiceError
 
 
 def _free_port() -> int:
@@ -54,17 +58,37 @@ def test_server_runs_as_postgres_user_and_is_idempotent(postgres: str, settings:
     PostgresService(settings).after_start()  # role and databases exist: no error, no change
 
 
-def test_missing_package_is_one_line_error_not_a_crash(tmp_path: Path) -> None:
+def test_missing_package_is_one_line_error_naming_the_switch(tmp_path: Path) -> None:
     settings = load_settings(
         data_dir=tmp_path,
         postgres_bin_dir=tmp_path / "no-such-bin",
         postgres_uri=f"postgresql://a:b@127.0.0.1:{_free_port()}/x",
     )
-    (st,) = manager.up(settings, only=["postgres"])
-    assert st.state == "failed" and st.healthy is False
-    assert "postgres" in st.detail and "binaries not found" in st.detail
-    assert str(PostgresService(settings).log_path) in st.detail and "\n" not in st.detail
-    assert manager.install(settings, only=["postgres"]) == {}  # skipped, not raised
+    with pytest.raises(ServiceError) as exc:
+        manager.up(settings, only=["postgres"])
+    message = str(exc.value)
+    assert "binaries not found" in message and "\n" not in message
+    assert str(PostgresService(settings).log_path) in message
+    assert "IOT_FED_REPORTING=false" in message
+    with pytest.raises(ServiceError, match="IOT_FED_REPORTING=false"):
+        manager.install(settings, only=["postgres"])
+
+
+def test_switched_off_on_purpose_starts_nothing(tmp_path: Path) -> None:
+    settings = load_settings(
+        data_dir=tmp_path,
+        postgres_bin_dir=tmp_path / "no-such-bin",
+        postgres_uri=f"postgresql://a:b@127.0.0.1:{_free_port()}/x",
+        reporting=False,
+    )
+    statuses = manager.up(settings, only=["postgres", "superset"])
+    assert [(s.name, s.state) for s in statuses] == [
+        ("postgres", "disabled"),
+        ("superset", "disabled"),
+    ]
+    assert all("IOT_FED_REPORTING=false" in s.detail for s in statuses)
+    assert manager.install(settings, only=["postgres", "superset"]) == {}
+    assert not (tmp_path / "services" / "postgres").exists()
 
 
 def test_port_taken_names_service_and_log(tmp_path: Path) -> None:
@@ -75,10 +99,57 @@ def test_port_taken_names_service_and_log(tmp_path: Path) -> None:
         settings = load_settings(
             data_dir=tmp_path, postgres_uri=f"postgresql://a:b@127.0.0.1:{port}/x"
         )
+        with pytest.raises(ServiceError) as exc:
+            manager.up(settings, only=["postgres"])
+    assert f"port 127.0.0.1:{port} is already in use" in str(exc.value)
+    assert "postgres.log" in str(exc.value)
+
+
+def test_a_private_project_folder_gets_a_cluster_its_server_can_reach(tmp_path: Path) -> None:
+    """A checkout in a mode-700 folder (a home directory): the server runs as ``postgres``,
+    which cannot enter it; the cluster lives in that user's home and ``purge`` removes it."""
+    if os.geteuid() != 0:
+        pytest.skip("the server runs as another user only when iot-fed runs as root")
+    private = tmp_path / "home with space"
+    private.mkdir(mode=0o700)
+    settings = load_settings(
+        data_dir=private / "assets_data",
+        postgres_uri=f"postgresql://iot_fed:pw@127.0.0.1:{_free_port()}/iot_fed",
+    )
+    svc = PostgresService(settings)
+    assert not svc.cluster_dir.is_relative_to(private)
+    try:
         (st,) = manager.up(settings, only=["postgres"])
-    assert st.state == "failed"
-    assert f"port 127.0.0.1:{port} is already in use" in st.detail
-    assert "postgres.log" in st.detail
+        assert st.state == "started" and st.healthy
+        with psycopg.connect(settings.postgres_uri) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert (svc.cluster_dir / "owner").read_text().strip() == str(svc.home)
+        assert (private.stat().st_mode & 0o777) == 0o700  # the user's folder is untouched
+    finally:
+        removed = manager.purge(settings, only=["postgres"])
+    assert svc.cluster_dir in removed and not svc.cluster_dir.exists()
+
+
+def test_clusters_of_deleted_checkouts_are_removed(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("clusters live outside the checkout only when iot-fed runs as root")
+    settings = load_settings(
+        data_dir=tmp_path / "assets_data",
+        postgres_uri=f"postgresql://iot_fed:pw@127.0.0.1:{_free_port()}/iot_fed",
+    )
+    svc = PostgresService(settings)
+    orphan = svc.cluster_dir.parent / f"gone-{uuid.uuid4().hex[:8]}"
+    kept = svc.cluster_dir.parent / f"kept-{uuid.uuid4().hex[:8]}"
+    for folder, owner in ((orphan, tmp_path / "deleted"), (kept, tmp_path)):
+        (folder / "data").mkdir(parents=True)
+        (folder / "owner").write_text(f"{owner}\n")
+    try:
+        svc.prepare()  # initdb of this checkout's cluster, and the sweep
+        assert not orphan.exists() and kept.exists()
+        assert (svc.data_dir / "PG_VERSION").exists()
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
+        manager.purge(settings, only=["postgres"])
 
 
 def test_external_server_is_probed_not_started(postgres: str, tmp_path: Path) -> None:
@@ -97,5 +168,5 @@ def test_external_server_is_probed_not_started(postgres: str, tmp_path: Path) ->
 
 def test_external_unreachable_is_reported(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, postgres_uri="postgresql://a:b@192.0.2.1:5432/x")
-    (st,) = manager.up(settings, only=["postgres"], timeout=2)
-    assert st.state == "failed" and "not reachable" in st.detail
+    with pytest.raises(ServiceError, match="not reachable"):
+        manager.up(settings, only=["postgres"], timeout=2)
