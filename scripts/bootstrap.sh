@@ -18,7 +18,7 @@ if [ ! -x /usr/lib/postgresql/15/bin/postgres ] && command -v apt-get >/dev/null
   APT=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
        -o Dpkg::Options::=--force-confold postgresql)
   { $SUDO "${APT[@]}" || { $SUDO apt-get update -q && $SUDO "${APT[@]}"; }; } \
-    || echo "bootstrap: PostgreSQL not installed (dashboards and the Dagster instance on it are optional)"
+    || echo "bootstrap: PostgreSQL not installed: the reporting store and dashboards need it (or set IOT_FED_REPORTING=false)"
 fi
 export UV_PYTHON_DOWNLOADS=never
 # --compile-bytecode: this machine sets PYTHONDONTWRITEBYTECODE, so without installed .pyc
@@ -29,7 +29,7 @@ python3 -m uv sync --locked --quiet --compile-bytecode
 # Dashboards: Apache Superset in its own virtualenv from its own lock (its pins conflict with
 # ours), and Debian's Chromium for the browser test (Playwright's own download is unreachable).
 UV_PROJECT_ENVIRONMENT="$PWD/assets_data/superset-venv" python3 -m uv sync --locked --quiet \
-  --compile-bytecode --project superset_env || echo "bootstrap: Superset not installed (dashboards are optional)"
+  --compile-bytecode --project superset_env || echo "bootstrap: Superset not installed: the dashboards need it (or set IOT_FED_REPORTING=false)"
 # after Superset's environment: `services install` checks it is there
 .venv/bin/iot-fed services install
 .venv/bin/iot-fed spark install

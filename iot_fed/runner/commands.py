@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from iot_fed.config import get_settings
@@ -10,10 +11,15 @@ from iot_fed.config import get_settings
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from iot_fed.runner.main_job import run_main_job
+    from iot_fed.services.process import ServiceError
 
     settings = get_settings()
     root = Path(__file__).resolve().parents[2]
-    return run_main_job(settings, args.rate or settings.producer_rate, root)
+    try:
+        return run_main_job(settings, args.rate or settings.producer_rate, root)
+    except ServiceError as exc:
+        print(f"iot-fed run: cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

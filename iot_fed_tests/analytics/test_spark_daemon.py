@@ -33,26 +33,21 @@ def test_keeps_zips_of_another_spark_install(tmp_path):
 
 def test_spark_workers_import_nothing_from_zips(spark):
     def probe(batches):
-        import importlib
         import sys
-        import time
 
         import pandas as pd
 
         for _ in batches:
             pass
-        t = time.perf_counter()
-        importlib.invalidate_caches()  # what every Python task does first
-        took = time.perf_counter() - t
+        # a zip on the path makes every task's importlib.invalidate_caches() re-read it
         zips = [p for p in sys.path if p.endswith((".zip", ".jar")) and "pyspark" in p]
-        info = {"pyspark": pyspark.__file__, "zips": zips, "invalidate_s": took}
+        info = {"pyspark": pyspark.__file__, "zips": zips}
         yield pd.DataFrame({"info": [json.dumps(info)]})
 
     row = spark.range(1).mapInPandas(probe, "info string").collect()[0]
     info = json.loads(row["info"])
     assert info["zips"] == [], info
     assert ".zip" not in info["pyspark"], info
-    assert info["invalidate_s"] < 0.1, info
 
 
 def test_spark_workers_start_with_the_scorer_preloaded_and_the_heap_frozen(spark):

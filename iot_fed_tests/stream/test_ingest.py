@@ -155,9 +155,9 @@ def test_cursor_mode_resumes_from_returned_offsets(cfg: Settings, mongo_db) -> N
             if res.reached_end:
                 break
     assert (seen, inserted) == (100, 100)
-    final = ingest_batch(cfg, mongo_db, 1000, 5.0, cursor)
+    final = ingest_batch(cfg, mongo_db, 1000, 120.0, cursor)
     assert final.n_messages == 0 and final.reached_end and not final.offsets_to_commit
-    assert final.duration_s < 5.0
+    assert final.duration_s < 120.0  # it stops at the topic's end, not at its time budget
 
 
 def test_group_mode_commits_only_after_writes(

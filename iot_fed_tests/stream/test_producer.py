@@ -114,7 +114,7 @@ def test_rate_is_paced(settings: Settings, kafka_topic: str) -> None:
     stats = replay(settings, data, topic=kafka_topic, rate=100, limit=50)
     elapsed = time.monotonic() - t0
     assert stats.sent == stats.delivered == 50
-    assert 0.45 <= elapsed < 5.0  # 50 records at 100/s: due times span 0.49 s
+    assert elapsed >= 0.45  # paced: 50 records at 100/s have due times spanning 0.49 s
 
 
 @pytest.mark.services
@@ -123,7 +123,7 @@ def test_speedup_follows_data_timing(settings: Settings, kafka_topic: str) -> No
     data = ReplayData.from_frame(df)
     t0 = time.monotonic()
     replay(settings, data, topic=kafka_topic, speedup=1000.0)
-    assert 0.55 <= time.monotonic() - t0 < 5.0
+    assert time.monotonic() - t0 >= 0.55  # 589 s of data at 1000x
 
 
 def test_stream_parser_defaults() -> None:

@@ -118,7 +118,7 @@ def reporting_sensor(
 
     try:
         conn = postgres.connect()
-    except dg.Failure as exc:  # dashboards are optional: say why, do not fail every tick
+    except dg.Failure as exc:  # the store is down (or switched off): say why in the tick
         return dg.SkipReason(str(exc.description))
     try:
         with conn:
