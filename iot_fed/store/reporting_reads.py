@@ -129,3 +129,19 @@ def evaluation_summaries(db: Database) -> list[dict[str, Any]]:
     """``report_id, created_at, global_version, summary`` of every evaluation report."""
     fields = {"_id": 0, "report_id": 1, "created_at": 1, "global_version": 1, "summary": 1}
     return list(db[EVALUATION_REPORTS].find({}, fields).sort("created_at", ASCENDING))
+
+
+def source_marks(db: Database) -> dict[str, Any]:
+    """What the reporting store is built from, in a few cheap reads: the newest reading's
+    ``_id``, each other source's document count and the promoted version. Equal marks:
+    nothing new to report (a decision for the reporting sensor, not the refresh)."""
+    newest = db[SENSOR_READINGS].find_one({}, {"_id": 1}, sort=[("_id", -1)])
+    promoted = db[GLOBAL_MODELS].find_one(
+        {"promoted": True}, {"_id": 0, "version": 1}, sort=[("version", -1)]
+    )
+    counted = (PREDICTIONS, ANOMALIES, DEAD_LETTERS, LOCAL_MODELS, GLOBAL_MODELS)
+    return {
+        "newest_reading": str(newest["_id"]) if newest else None,
+        **{name: db[name].estimated_document_count() for name in counted},
+        "promoted": promoted["version"] if promoted else None,
+    }

@@ -45,7 +45,7 @@ def test_instance_on_postgres_stores_runs_and_events(
         doc = yaml.safe_load(text)[key]["config"]["postgres_db"]
         assert doc["password"] == {"env": di.PASSWORD_ENV} and doc["db_name"] == dagster_db
     coordinator = yaml.safe_load(text)["run_coordinator"]["config"]
-    assert coordinator["max_concurrent_runs"] == 2  # project settings kept
+    assert coordinator["max_concurrent_runs"] == 3  # project settings kept
     for key, value in config.env.items():
         monkeypatch.setenv(key, value)
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:

@@ -1,14 +1,15 @@
 """Reporting group: the PostgreSQL reporting tables behind the dashboards.
 
-``reporting_sensor`` refreshes them every :data:`REPORTING_INTERVAL_S` seconds inside its
-tick (one bounded, transactional :func:`~iot_fed.reporting.refresh.refresh`; no run launch,
-so the tables stay well under 60 s behind MongoDB) and reports each refresh that changed
-something as a materialization of ``reporting_tables``. Materializing the asset by hand
-catches up completely (``--config '{"rebuild": true}'`` rebuilds from scratch). A failed
-refresh fails the tick with the reason; the watermarks did not move, so the next tick
-retries. Ingestion and scoring never wait on it.
+``reporting_sensor`` decides, every :data:`REPORTING_INTERVAL_S` seconds, whether MongoDB
+holds something the tables do not (:func:`~iot_fed.store.reporting_reads.source_marks`)
+and then launches a run of ``reporting_tables``, which refreshes them in bounded
+transactions until caught up (``--config '{"rebuild": true}'`` rebuilds from scratch). A
+failed run leaves the watermarks where they were; the sensor launches the next one after
+:data:`RETRY_AFTER_S`. Ingestion and scoring never wait on it.
 """
 
+import json
+import time
 from functools import cache
 from typing import Any
 
@@ -17,8 +18,9 @@ import psycopg
 
 from iot_fed.config import Settings, load_settings
 from iot_fed.defs.resources import MongoDBResource
+from iot_fed.defs.sensors import minimum_interval
 
-REPORTING_INTERVAL_S = 15
+REPORTING_INTERVAL_S = 10
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -84,7 +86,7 @@ def _dashboard_links() -> dict[str, Any]:
     group_name="reporting",
     description="PostgreSQL schema `reporting` (per-device per-minute aggregates, anomalies, "
     "model versions, local losses, dead letters, gaps) and its dashboard views, kept current "
-    "from MongoDB by reporting_sensor.",
+    "from MongoDB by runs that reporting_sensor launches.",
 )
 def reporting_tables(
     context: dg.AssetExecutionContext,
@@ -104,31 +106,44 @@ def reporting_tables(
     return dg.MaterializeResult(metadata=_metadata(results))
 
 
+REPORTING_POOL_TAGS = {"iot_fed/pool": "reporting"}
+RETRY_AFTER_S = 60  # after a failed refresh run (PostgreSQL down): one try a minute
+CURSOR_VERSION = 1
+
+
+def reporting_decision(
+    instance: dg.DagsterInstance, marks: dict[str, Any], cursor: str | None
+) -> dg.SensorResult | dg.SkipReason:
+    """A run of ``reporting_tables`` when the sources moved since the last one (or it failed
+    a while ago), none is in flight and reporting is on; otherwise the reason not to."""
+    if not load_settings().reporting:
+        return dg.SkipReason("reporting is switched off (IOT_FED_REPORTING=false)")
+    runs = instance.get_runs(filters=dg.RunsFilter(tags=REPORTING_POOL_TAGS), limit=1)
+    last = runs[0] if runs else None
+    if last is not None and not last.is_finished:
+        return dg.SkipReason(f"refresh run {last.run_id[:8]} is in flight")
+    state = json.dumps({"v": CURSOR_VERSION, **marks}, sort_keys=True)
+    if last is not None and last.status != dg.DagsterRunStatus.SUCCESS:
+        ended = instance.get_run_stats(last.run_id).end_time
+        if ended and time.time() - ended < RETRY_AFTER_S:
+            return dg.SkipReason(f"refresh run {last.run_id[:8]} failed; retrying within a minute")
+    elif state == cursor:
+        return dg.SkipReason("nothing new in MongoDB since the last refresh")
+    request = dg.RunRequest(asset_selection=[reporting_tables.key], tags=REPORTING_POOL_TAGS)
+    return dg.SensorResult(run_requests=[request], cursor=state)
+
+
 @dg.sensor(
     name="reporting_sensor",
-    minimum_interval_seconds=REPORTING_INTERVAL_S,
+    minimum_interval_seconds=minimum_interval(REPORTING_INTERVAL_S),
+    asset_selection=[reporting_tables.key],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Refreshes the PostgreSQL reporting tables from MongoDB (bounded, "
-    "transactional) and reports reporting_tables materializations.",
+    description="Launches a reporting_tables run (PostgreSQL reporting tables refreshed from "
+    "MongoDB, bounded and transactional) when MongoDB holds something new.",
 )
 def reporting_sensor(
-    context: dg.SensorEvaluationContext, mongodb: MongoDBResource, postgres: PostgresResource
+    context: dg.SensorEvaluationContext, mongodb: MongoDBResource
 ) -> dg.SensorResult | dg.SkipReason:
-    from iot_fed.reporting.refresh import ReportingError, refresh
+    from iot_fed.store.reporting_reads import source_marks
 
-    try:
-        conn = postgres.connect()
-    except dg.Failure as exc:  # the store is down (or switched off): say why in the tick
-        return dg.SkipReason(str(exc.description))
-    try:
-        with conn:
-            res = refresh(mongodb.db, conn, positions=_positions)
-    except ReportingError as exc:
-        raise dg.Failure(str(exc)) from exc
-    if not res.changed:
-        return dg.SkipReason("reporting tables are current")
-    return dg.SensorResult(
-        asset_events=[
-            dg.AssetMaterialization(asset_key=reporting_tables.key, metadata=_metadata([res]))
-        ]
-    )
+    return reporting_decision(context.instance, source_marks(mongodb.db), context.cursor)
