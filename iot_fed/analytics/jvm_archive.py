@@ -132,11 +132,12 @@ def _archive_job(out: Path) -> None:
     from pyspark import SparkContext
     from pyspark.sql import functions as F
 
-    from iot_fed.analytics.session import build_session, driver_java_options
+    from iot_fed.analytics.session import build_session, driver_java_options, jvm_option
     from iot_fed.config import load_settings
 
     settings = load_settings()
-    opts = f"{driver_java_options(settings, archive=False)} -XX:ArchiveClassesAtExit={out}"
+    archive_at_exit = jvm_option(f"-XX:ArchiveClassesAtExit={out}")
+    opts = f"{driver_java_options(settings, archive=False)} {archive_at_exit}"
     spark = build_session(  # the connector jars are not on the JVM's class path anyway
         settings,
         "iot_fed-cds-archive",

@@ -23,13 +23,22 @@ def spark_local_dir(settings: Settings) -> Path:
     return settings.data_dir / "spark"
 
 
+def jvm_option(option: str) -> str:
+    """``option`` as one word of a Spark ``extraJavaOptions`` string (quoted when it holds a
+    space, as in a project path: Spark splits that string on blanks outside quotes)."""
+    if not any(c.isspace() for c in option):
+        return option
+    return '"' + option.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def driver_java_options(settings: Settings, archive: bool = True) -> str:
     """The Spark JVM's options: Derby's home, ``spark_java_options`` and, when ``archive``
     and it is built, the class-data-sharing archive (:mod:`iot_fed.analytics.jvm_archive`)."""
     from iot_fed.analytics.jvm_archive import archive_option
 
-    derby = f"-Dderby.system.home={spark_local_dir(settings) / 'derby'}"
-    opts = (derby, settings.spark_java_options, archive_option(settings) if archive else "")
+    derby = jvm_option(f"-Dderby.system.home={spark_local_dir(settings) / 'derby'}")
+    shared = jvm_option(archive_option(settings)) if archive else ""
+    opts = (derby, settings.spark_java_options, shared)
     return " ".join(o for o in opts if o)
 
 

@@ -3,6 +3,7 @@ the class-data-sharing archive is built once and maps in a JVM with Spark's clas
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 
 from iot_fed.analytics.jvm_archive import archive_option, build_archive, java_binary
@@ -16,6 +17,14 @@ def test_java_options_follow_the_derby_home(settings, tmp_path):
     assert opts[1:] == ["-XX:TieredStopAtLevel=1"]  # the default: C1 only
     none = s.model_copy(update={"spark_java_options": ""})
     assert len(spark_config(none, with_jars=False)["spark.driver.extraJavaOptions"].split()) == 1
+
+
+def test_a_project_path_with_a_space_stays_one_java_option(settings, tmp_path):
+    """Spark splits ``extraJavaOptions`` on blanks outside quotes (as a POSIX shell does)."""
+    spaced = tmp_path / "my projects" / "assets_data"
+    s = settings.model_copy(update={"data_dir": spaced})
+    opts = shlex.split(spark_config(s, with_jars=False)["spark.driver.extraJavaOptions"])
+    assert opts == [f"-Dderby.system.home={spaced / 'spark' / 'derby'}", "-XX:TieredStopAtLevel=1"]
 
 
 def test_the_running_spark_jvm_jits_with_c1_only(spark):
