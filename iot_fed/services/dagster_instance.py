@@ -32,7 +32,8 @@ BATCH_ENV = {"DAGSTER_EVENT_BATCH_SIZE": "200"}
 """Dagster writes a run's per-partition planned and materialization events (54 per round
 here) in one INSERT per batch on PostgreSQL instead of one transaction each (read by every
 process that writes events: daemon, webserver, run workers)."""
-BASE_DEFAULTS: dict[str, Any] = {"telemetry": {"enabled": False}}
+BASE_DEFAULTS: dict[str, Any] = {"telemetry": {"enabled": False}, "nux": {"enabled": False}}
+"""Used when ``scripts/dagster.yaml`` is missing; ``nux`` off: no onboarding modal in the UI."""
 
 
 @dataclass(frozen=True)

@@ -90,3 +90,30 @@ def test_password_is_never_a_literal() -> None:
         "postgres", di.postgres_storage("postgresql://u:s3cret@h:6543/x", "dagster")
     ).text()
     assert "s3cret" not in text and di.PASSWORD_ENV in text and "6543" in text
+
+
+def _load(home: Path) -> None:
+    """Dagster's own instance loading: the yaml is validated against its instance schema."""
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
+
+
+@pytest.mark.parametrize("from_file", [True, False], ids=["scripts-dagster-yaml", "defaults"])
+def test_onboarding_modal_is_off_and_dagster_accepts_it(
+    from_file: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every written instance turns the UI's "Join the Dagster community" modal off
+    (``nux: enabled: false``), and Dagster loads that instance."""
+    if not from_file:  # no scripts/dagster.yaml: the built-in defaults
+        monkeypatch.setattr(di, "_project_root", lambda: tmp_path / "no-project")
+    home = tmp_path / "home"
+    di.configure(home, load_settings(postgres_uri=DOWN), "sqlite")
+    written = yaml.safe_load((home / "dagster.yaml").read_text())
+    assert written["nux"] == {"enabled": False}
+    assert written["telemetry"] == {"enabled": False}
+    _load(home)
+    # the loading really checks the section: a misspelt key is refused
+    written["nux"] = {"enable": False}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(written))
+    with pytest.raises(dg.DagsterInvalidConfigError, match="enable"):
+        _load(home)
