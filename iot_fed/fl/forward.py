@@ -22,14 +22,26 @@ _ACT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def dense(h: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``h @ w + b`` with one fixed summation order for every row, so a reading's score does
+    not depend on which other rows share its batch: BLAS picks its kernel and blocking by
+    the batch's shape (one row, a micro-batch, a whole series), and its sums then differ in
+    the last bits between stream and batch scoring on some CPUs."""
+    out = np.broadcast_to(b, (h.shape[0], w.shape[1])).copy()
+    for j in range(w.shape[0]):
+        out += h[:, j, None] * w[j]
+    return out
+
+
 def forward_numpy(params: Params, x: np.ndarray, activation: str) -> np.ndarray:
-    """Reconstruction of standardised inputs ``(n, n_inputs) -> (n, n_outputs)``, float32."""
+    """Reconstruction of standardised inputs ``(n, n_inputs) -> (n, n_outputs)``, float32;
+    each row's result is the same whatever rows it is computed with."""
     act = _ACT[activation]
     h = np.asarray(x, np.float32)
     n_layers = len(params)
     for i in range(n_layers):
         layer = params[f"layer_{i}"]
-        h = h @ np.asarray(layer["w"], np.float32) + np.asarray(layer["b"], np.float32)
+        h = dense(h, np.asarray(layer["w"], np.float32), np.asarray(layer["b"], np.float32))
         if i < n_layers - 1:
             h = act(h)
     return h

@@ -53,6 +53,21 @@ def test_numpy_forward_equals_jax_forward(activation):
     )
 
 
+def test_a_rows_numpy_score_does_not_depend_on_its_batch():
+    """Stream scoring (a few rows) and batch scoring (a whole series) give the same bits."""
+    spec = ModelSpec(hidden=(32, 16), activation="gelu", n_inputs=27, n_outputs=8)
+    params = init_params(spec, 5)
+    x = np.random.default_rng(1).normal(size=(500, 27)).astype(np.float32)
+    y = x[:, :8]
+    whole = reconstruction_error_numpy(params, x, y, "gelu")
+    for size in (1, 7, 64):
+        parts = [
+            reconstruction_error_numpy(params, x[i : i + size], y[i : i + size], "gelu")
+            for i in range(0, len(x), size)
+        ]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
 def test_spec_shapes_and_dict_round_trip():
     spec = ModelSpec(hidden=[32, 16], activation="tanh", n_inputs=6, n_outputs=4)
     params = init_params(spec, 0)
