@@ -56,6 +56,17 @@ def browser():
         b.close()
 
 
+def _wait_or_show(page, condition: str, shot: Path) -> None:
+    """Wait for ``condition``; on a timeout, fail with the page's address and a screenshot."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(condition, timeout=180_000)
+    except PlaywrightTimeout:
+        page.screenshot(path=str(shot), full_page=True)
+        raise AssertionError(f"{condition!r} not met at {page.url}; screenshot {shot}") from None
+
+
 def test_every_dashboard_paints_every_chart(
     browser, superset: Superset, dashboards: dict[str, dict], settings: Settings
 ) -> None:
@@ -84,11 +95,12 @@ def test_every_dashboard_paints_every_chart(
 
         page.on("response", on_response)
         page.goto(f"{superset.url}/superset/dashboard/{dashboards[dash.key]['slug']}/")
-        page.wait_for_function(
-            f"document.querySelectorAll('.dashboard-component-chart-holder').length >= {n_charts}"
-        )
-        page.wait_for_function(
-            f"({PAINTED_JS})().filter(c => c.painted).length >= {n_charts}", timeout=180_000
+        holders = "document.querySelectorAll('.dashboard-component-chart-holder').length"
+        _wait_or_show(page, f"{holders} >= {n_charts}", out / f"{dash.key}-timeout.png")
+        _wait_or_show(
+            page,
+            f"({PAINTED_JS})().filter(c => c.painted).length >= {n_charts}",
+            out / f"{dash.key}-timeout.png",
         )
         page.wait_for_timeout(1500)  # let animations settle for the screenshot
         page.screenshot(path=str(out / f"{dash.key}.png"), full_page=True)
