@@ -20,7 +20,7 @@ from pymongo.database import Database
 
 from iot_fed.config import Settings, load_settings
 from iot_fed.services import manager
-from iot_fed.stream.ingest import close_shared_ingestors
+from iot_fed.stream.shared_ingestors import close_shared_ingestors
 
 SERVICE_FIXTURES = {"services", "mongo_client", "mongo_db", "kafka_topic", "kafka_topic_factory"}
 

@@ -103,7 +103,7 @@ def stream_tick(
     settings: SettingsResource,
 ) -> dg.SensorResult:
     """One ``iot_stream_sensor`` tick (see the module docstring)."""
-    from iot_fed.stream.ingest import shared_ingestor  # the Kafka consumer: sensor ticks only
+    from iot_fed.stream.shared_ingestors import shared_ingestor  # sensor ticks only
 
     s = settings.get()
     cursor = StreamCursor.parse(context.cursor)

@@ -20,8 +20,8 @@ Durability: the writes use the store's write concern (``j=true`` by default), so
 server has made them durable before it answers; offsets are committed only after that.
 A broker or database that does not answer fails the batch with one :class:`IngestError`
 line naming the service; nothing is committed and the next batch re-reads the messages.
-Long-lived callers (the Dagster sensor) use :func:`shared_ingestor`: consumer, DLQ
-producer, topic check and database init are built once per process and reused.
+Long-lived callers (the Dagster sensor) use
+:func:`iot_fed.stream.shared_ingestors.shared_ingestor`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -43,88 +41,24 @@ from pymongo.errors import PyMongoError
 from iot_fed.config import Settings, get_settings
 from iot_fed.readings import dead_letter_doc, dead_letter_raw
 from iot_fed.store import (
-    StoreConnectionError,
-    connect,
     ensure_database,
     insert_dead_letters,
     insert_readings,
 )
-from iot_fed.store.client import _redact
 from iot_fed.store.repository import WriteStrategy
 from iot_fed.stream.admin import ensure_topics
+from iot_fed.stream.ingest_result import (
+    IngestError,
+    IngestResult,
+    normalise_offsets,
+    service_error,
+)
 from iot_fed.stream.kafka_config import consumer_config, producer_config
 from iot_fed.stream.messages import decode_value
 
 log = logging.getLogger(__name__)
 
-
-class IngestError(RuntimeError):
-    """The batch could not be made durable (nothing was committed)."""
-
-
-@dataclass
-class IngestResult:
-    """What one bounded batch did. Offsets are ``{partition: next offset to read}``."""
-
-    topic: str
-    n_messages: int = 0
-    n_valid: int = 0
-    n_inserted: int = 0
-    n_duplicates: int = 0
-    n_dead: int = 0
-    per_device_new_counts: dict[int, int] = field(default_factory=dict)
-    per_device_valid_counts: dict[int, int] = field(default_factory=dict)
-    """Valid readings consumed per device, new or already stored (a re-read batch counts
-    the same again: what a cursor-keyed trigger needs to be deterministic)."""
-    offsets_to_commit: dict[int, int] = field(default_factory=dict)
-    next_offsets: dict[int, int] = field(default_factory=dict)
-    end_offsets: dict[int, int] = field(default_factory=dict)
-    committed: bool = False
-    reached_end: bool = False
-    dead_reasons: dict[str, int] = field(default_factory=dict)
-    max_ts: datetime | None = None
-    duration_s: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly summary (partition keys as strings, ``max_ts`` ISO-8601)."""
-        d = asdict(self)
-        for k in (
-            "per_device_new_counts",
-            "per_device_valid_counts",
-            "offsets_to_commit",
-            "next_offsets",
-            "end_offsets",
-        ):
-            d[k] = {str(p): v for p, v in d[k].items()}
-        d["max_ts"] = self.max_ts.isoformat() if self.max_ts else None
-        d["lag"] = self.lag
-        return d
-
-    @property
-    def lag(self) -> int:
-        """Messages left after this batch (vs the end offsets seen at its start)."""
-        return sum(max(h - self.next_offsets.get(p, h), 0) for p, h in self.end_offsets.items())
-
-
-def _service_error(settings: Settings, exc: BaseException) -> IngestError:
-    """One line naming the service that failed (the batch committed nothing)."""
-    first = (str(exc).splitlines() or [""])[0][:300]
-    if isinstance(exc, PyMongoError | StoreConnectionError):
-        where = f"MongoDB at {_redact(settings.mongodb_uri)}"
-    else:
-        where = f"Kafka at {settings.kafka_bootstrap}"
-    return IngestError(
-        f"{where} unavailable ({type(exc).__name__}: {first}); nothing committed, "
-        "the batch will be re-read"
-    )
-
-
-def _normalise_offsets(offsets: Mapping[Any, Any] | None) -> dict[int, int] | None:
-    """Accept JSON-style cursors (string partition keys)."""
-    if offsets is None:
-        return None
-    return {int(p): int(o) for p, o in offsets.items()}
+__all__ = ["IngestError", "IngestResult", "Ingestor", "ingest_batch"]
 
 
 class Ingestor:
@@ -160,7 +94,7 @@ class Ingestor:
             ensure_database(db)
         except (KafkaException, PyMongoError) as exc:
             self.close()
-            raise _service_error(settings, exc) from exc
+            raise service_error(settings, exc) from exc
 
     # --- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
@@ -224,7 +158,7 @@ class Ingestor:
                 return self._run_batch(max_messages, max_seconds, start_offsets, commit)
             except (KafkaException, PyMongoError) as exc:
                 self._assigned = {}  # the consumer moved past unwritten messages
-                raise _service_error(self.settings, exc) from exc
+                raise service_error(self.settings, exc) from exc
 
     def _run_batch(
         self,
@@ -245,7 +179,7 @@ class Ingestor:
             p: self.consumer.get_watermark_offsets(TP(self.topic, p), timeout=10, cached=False)
             for p in parts
         }
-        pos = self._start_positions(parts, _normalise_offsets(start_offsets), marks)
+        pos = self._start_positions(parts, normalise_offsets(start_offsets), marks)
         res.end_offsets = {p: marks[p][1] for p in parts}
         res.next_offsets = dict(pos)
         pending = {p for p in parts if pos[p] < marks[p][1]}
@@ -433,56 +367,3 @@ def ingest_batch(
     settings = source or get_settings()
     with Ingestor(settings, db, topic=topic, strategy=strategy) as ing:
         return ing.run_batch(max_messages, max_seconds, start_offsets, commit=commit)
-
-
-_SHARED: dict[tuple, Ingestor] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def _shared_key(kafka: Settings, mongo: Settings, topic: str | None) -> tuple:
-    return (
-        tuple(sorted(kafka.kafka_client_config().items())),
-        topic or kafka.kafka_topic,
-        kafka.kafka_dlq_topic,
-        kafka.kafka_consumer_group,
-        mongo.mongodb_uri,
-        mongo.mongodb_database,
-    )
-
-
-def shared_ingestor(
-    kafka: Settings, mongo: Settings | None = None, *, topic: str | None = None
-) -> Ingestor:
-    """The process-wide :class:`Ingestor` for these settings, built on first use.
-
-    ``kafka`` gives the Kafka side (bootstrap, security, topic, group) and the ingest
-    knobs; ``mongo`` (default: ``kafka``) the MongoDB URI and database. Consumer, DLQ
-    producer, topic check, connection and database init are made once and reused by
-    every later call (e.g. every sensor tick). A service that is down raises
-    :class:`IngestError`; nothing is cached then, so the next call tries again.
-    """
-    mongo = mongo or kafka
-    key = _shared_key(kafka, mongo, topic)
-    with _SHARED_LOCK:
-        ing = _SHARED.get(key)
-        if ing is None:
-            try:
-                db = connect(mongo.mongodb_uri, mongo.mongodb_database, mongo.mongodb_timeout_s)
-            except StoreConnectionError as exc:
-                raise _service_error(mongo, exc) from exc
-            try:
-                ing = Ingestor(kafka, db, topic=topic)
-            except IngestError:
-                db.client.close()
-                raise
-            _SHARED[key] = ing
-        return ing
-
-
-def close_shared_ingestors() -> None:
-    """Close every process-wide ingester (tests; a process exiting needs not call it)."""
-    with _SHARED_LOCK:
-        for ing in _SHARED.values():
-            ing.close()
-            ing.db.client.close()
-        _SHARED.clear()

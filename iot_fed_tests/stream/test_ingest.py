@@ -239,7 +239,7 @@ def test_shared_ingestor_is_built_once_per_process(
     cfg: Settings, mongo_db, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Sensor ticks reuse one consumer, DLQ producer, topic check and database init."""
-    from iot_fed.stream.ingest import shared_ingestor
+    from iot_fed.stream.shared_ingestors import shared_ingestor
 
     s = cfg.model_copy(update={"mongodb_database": mongo_db.name})
     produce_readings(s, s.kafka_topic, readings_frame(30, motes=3))
