@@ -26,13 +26,13 @@ exactly the same result as scoring it chunk by chunk while threading the history
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from iot_fed.fl.detector import channel_errors, combine, standardize_by
+from iot_fed.fl.device_history import DeviceHistory
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.window_features import CHANNELS, segment_start, window_features_at
 
@@ -52,63 +52,6 @@ EXCLUDE_WINDOWS = 1
 """At most this many windows of readings in a row stay out of the context."""
 BLOCK = 64
 """Rows solved together in a batch (iterated to the stream's result)."""
-
-
-@dataclass(frozen=True)
-class DeviceHistory:
-    """What scoring one device's next readings needs: its context (the most recent
-    readings the window uses, anomalies left out), and the newest reading scored."""
-
-    epochs: tuple[int, ...]
-    ts_ms: tuple[int, ...]
-    values: tuple[tuple[float, float, float, float], ...]
-    last_seen: tuple[int, int] | None = None
-    """``(epoch, ts_ms)`` of the newest reading scored (in the context or not)."""
-    excluded_run: int = 0
-    """How many readings in a row, up to the newest, scored above the exclusion level."""
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "epochs": list(self.epochs),
-                "ts_ms": list(self.ts_ms),
-                "values": self.values,
-                "last_seen": None if self.last_seen is None else list(self.last_seen),
-                "excluded_run": self.excluded_run,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> DeviceHistory:
-        """Parse :meth:`to_json` output; anything else raises ``ValueError`` saying why."""
-        try:
-            d = json.loads(text)
-            seen = d.get("last_seen")
-            hist = cls(
-                tuple(int(e) for e in d["epochs"]),
-                tuple(int(t) for t in d["ts_ms"]),
-                tuple(tuple(float(v) for v in row) for row in d["values"]),  # type: ignore[misc]
-                None if seen is None else (int(seen[0]), int(seen[1])),
-                int(d.get("excluded_run", 0)),
-            )
-        except (TypeError, KeyError, ValueError, IndexError, AttributeError) as exc:
-            raise ValueError(f"not a DeviceHistory: {exc!r}") from None
-        if not len(hist.epochs) == len(hist.ts_ms) == len(hist.values):
-            raise ValueError("not a DeviceHistory: epochs, ts_ms and values differ in length")
-        if any(len(row) != 4 for row in hist.values):
-            raise ValueError("not a DeviceHistory: each values row needs 4 channels")
-        return hist
-
-    @property
-    def last_epoch(self) -> int | None:
-        """The newest epoch scored, None when nothing was."""
-        if self.last_seen is not None:
-            return self.last_seen[0]
-        return self.epochs[-1] if self.epochs else None
-
-    @classmethod
-    def empty(cls) -> DeviceHistory:
-        return cls((), (), ())
 
 
 @dataclass(frozen=True)
