@@ -26,6 +26,7 @@ from iot_fed.services.postgres import database_uri, uri_parts
 from iot_fed.services.process import ServiceError
 
 PASSWORD_ENV = "IOT_FED_DAGSTER_PG_PASSWORD"
+GENERATED_MARK = "# Written by `iot-fed dagster-instance`"  # a file without it is the user's
 DAGSTER_DATABASE = "dagster"
 Storage = Literal["auto", "postgres", "sqlite"]
 BATCH_ENV = {"DAGSTER_EVENT_BATCH_SIZE": "200"}
@@ -40,13 +41,13 @@ BASE_DEFAULTS: dict[str, Any] = {"telemetry": {"enabled": False}, "nux": {"enabl
 class InstanceConfig:
     """What ``dagster.yaml`` holds, and the environment the instance needs."""
 
-    storage: Literal["postgres", "sqlite"]
+    storage: Literal["postgres", "sqlite", "yours"]
     document: dict[str, Any]
     env: dict[str, str] = field(default_factory=dict)
     note: str = ""
 
     def text(self) -> str:
-        head = "# Written by `iot-fed dagster-instance` (storage: %s); edits are overwritten.\n"
+        head = f"{GENERATED_MARK} (storage: %s); edits are overwritten unless this line goes.\n"
         return head % self.storage + yaml.safe_dump(self.document, sort_keys=False)
 
     def exports(self) -> str:
@@ -138,12 +139,24 @@ def previous_storage(home: Path) -> str | None:
     return "postgres" if on_postgres else "sqlite"
 
 
+def users_own(home: Path) -> bool:
+    """True when ``home/dagster.yaml`` exists and was not written by the project."""
+    path = home / "dagster.yaml"
+    return path.exists() and not path.read_text().startswith(GENERATED_MARK)
+
+
 def configure(
     home: Path, settings: Settings, storage: Storage = "auto", database: str = DAGSTER_DATABASE
 ) -> InstanceConfig:
-    """Choose and write the instance. ``auto`` keeps an instance that is already on
-    PostgreSQL there (its runs, cursors and history live in it): an unreachable server is
-    then an error naming it, not a silent switch to an empty SQLite instance."""
+    """Choose and write the instance, unless ``home/dagster.yaml`` is the user's own (run
+    launcher, storage, keys we do not know: all left as they are). ``auto`` keeps an
+    instance that is already on PostgreSQL there (its runs, cursors and history live in
+    it): an unreachable server is then an error naming it, not a silent switch to an empty
+    SQLite instance."""
+    if users_own(home):
+        env = {PASSWORD_ENV: uri_parts(settings.postgres_uri)[1], **BATCH_ENV}
+        note = f"your own {home / 'dagster.yaml'}, left as it is"
+        return InstanceConfig("yours", {}, env, note)
     if storage == "auto" and previous_storage(home) == "postgres":
         storage = "postgres"
     config = instance_config(settings, storage, database)

@@ -79,10 +79,24 @@ def test_auto_falls_back_to_sqlite_only_for_a_new_instance(tmp_path: Path) -> No
     assert config.storage == "sqlite" and "not reachable" in config.note and not config.env
     written = yaml.safe_load((tmp_path / "dagster.yaml").read_text())
     assert "storage" not in written and "run_storage" not in written
-    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(di.postgres_storage(DOWN, "dagster")))
+    di.write_instance(tmp_path, di.InstanceConfig("postgres", di.postgres_storage(DOWN, "dagster")))
     with pytest.raises(ServiceError, match="not reachable"):  # no silent switch of history
         di.configure(tmp_path, settings, "auto")
     assert di.configure(tmp_path, settings, "sqlite").storage == "sqlite"
+
+
+def test_a_users_own_dagster_yaml_is_left_as_it_is(tmp_path: Path) -> None:
+    """A file without the project's first line (another run launcher, keys we do not know)
+    is never rewritten, whatever storage is asked for."""
+    own = (
+        "run_launcher:\n  module: dagster_k8s\n  class: K8sRunLauncher\n"
+        "some_future_key: {enabled: true}\n"
+    )
+    (tmp_path / "dagster.yaml").write_text(own)
+    for storage in ("auto", "sqlite", "postgres"):
+        config = di.configure(tmp_path, load_settings(postgres_uri=DOWN), storage)
+        assert config.storage == "yours" and "left as it is" in config.note
+        assert (tmp_path / "dagster.yaml").read_text() == own
 
 
 def test_password_is_never_a_literal() -> None:
