@@ -1,9 +1,9 @@
 """Dagster's PostgreSQL storages with a small pool of open connections.
 
 dagster-postgres opens a new connection for every storage call (``NullPool``) except in the
-webserver. A connection costs ~18 ms here (a PostgreSQL backend fork and a SCRAM
-handshake), and a federated round makes hundreds of storage calls across the daemon's
-threads, the code server and the run worker: seconds of CPU on two cores. These classes are
+webserver. A connection is a PostgreSQL backend fork and a SCRAM handshake, and a
+federated round makes hundreds of storage calls across the daemon's threads, the code
+server and the run worker (cost: docs/performance.md). These classes are
 the stock storages, switched at construction to the pooled engine dagster-postgres itself
 uses in the webserver (``optimize_for_webserver``, with no statement timeout). Same tables,
 same config (``postgres_db``); ``iot_fed.services.dagster_instance`` names them in

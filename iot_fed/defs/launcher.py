@@ -1,9 +1,10 @@
 """``WarmRunLauncher``: each Dagster run in a process forked from a warm forkserver.
 
 Dagster's default launcher has the code server *spawn* a fresh interpreter per run, which
-imports Dagster and the definitions (2-4 s on 2 cores) and then, inside the steps, JAX,
-optax and the store (~1.7 s): on the critical path of every federated round
-(``bench/bench_round.py``). Here a ``multiprocessing`` forkserver imports the modules named
+imports Dagster, the definitions, JAX, optax and the store again on the critical path of
+every federated round (seconds: ``bench/bench_round.py``, docs/performance.md). It is an
+optional local speed-up: the code runs under Dagster's stock launchers too. Here a
+``multiprocessing`` forkserver imports the modules named
 in ``preload_modules`` once; each run is a child forked from it that executes the body of
 ``dagster api execute_run`` (the entry point Dagster's container launchers run), so events,
 statuses, run monitoring and retries stay Dagster's own. The forkserver only imports: JAX

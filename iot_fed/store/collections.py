@@ -69,11 +69,8 @@ INDEXES: dict[str, tuple[IndexSpec, ...]] = {
 }
 
 # Indexes declared before and dropped by init_database: every index is written on every
-# insert (mongo-java-server keeps non-unique ones too), and no query needs these. On the
-# readings, (moteid, ts) is written 20,000 times a second at the ingest goal (with it:
-# 10,284 vs 14,410 readings/s against the previous server in one bench_ingest.py
-# --baseline-uri run); per-mote time ranges of readings are read from the (moteid, epoch)
-# index or scanned. No query selects predictions by model_version alone.
+# insert and no query needs these (per-mote time ranges of readings use (moteid, epoch);
+# nothing selects predictions by model_version alone). Cost: docs/performance.md.
 RETIRED_INDEXES: dict[str, tuple[str, ...]] = {
     SENSOR_READINGS: ("moteid_ts",),
     PREDICTIONS: ("model_version",),

@@ -28,8 +28,8 @@ def upsert_anomalies(
     newer verdict no longer flags); return how many were written.
 
     New ids go in one ``insert_many`` (a replayed batch's ids fail as duplicates and are
-    replaced): mongo-java-server runs a bulk of upserts one update at a time, ~0.5 ms
-    each, on the scorer's path."""
+    replaced): the local server runs a bulk of upserts one update at a time, on the
+    scorer's path (docs/performance.md)."""
     if not docs and not cleared:
         return 0
     batch = [{**d, "_id": prediction_id(d["moteid"], d["ts"])} for d in docs]
