@@ -1,7 +1,9 @@
+package iotfed.mongo;
+
 // Entry point for the local mongo-java-server: H2 MVStore file backend, one port, clean stop.
-// Compiled by iot_fed.services.artifacts at install time: javac -cp 'libs/*'.
+// Built by iot_fed.services.artifacts at install time (mvn package: one jar with its deps).
 // Usage: java [-Dmvstore.cacheMB=512] [-Dmvstore.durability=concern] [-Dmvstore.fsync=false]
-//        -cp 'classes:libs/*' MongoServerMain <host> <port> <file>
+//        -cp mongo-server.jar iotfed.mongo.MongoServerMain <host> <port> <file>
 //
 // Durability (-Dmvstore.durability): H2 saves its store in the background (about once a
 // second), so an acknowledged write can be lost to kill -9. With ``concern`` (default) a
