@@ -38,6 +38,7 @@ import de.bwaldvogel.mongo.oplog.Oplog;
 import de.bwaldvogel.mongo.wire.BsonConstants;
 import de.bwaldvogel.mongo.wire.bson.BsonDecoder;
 import de.bwaldvogel.mongo.wire.bson.BsonEncoder;
+import de.bwaldvogel.mongo.wire.message.MongoQuery;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
@@ -56,7 +57,11 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Set;
 import java.util.UUID;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
 import java.util.stream.Stream;
 import java.util.stream.StreamSupport;
 import org.h2.mvstore.Cursor;
@@ -90,17 +95,56 @@ public final class MongoServerMain {
             "create", "createindexes", "drop", "dropindexes", "dropdatabase", "renamecollection");
 
     /**
+     * Commands that never change the store (lower case): they run outside the commit gate,
+     * so a long scan never holds up a commit (and the j: true acknowledgements waiting for
+     * it). Any other command, known or not, is treated as a write. ``aggregate`` is a read
+     * unless its pipeline has an $out or $merge stage.
+     */
+    private static final Set<String> READS = Set.of(
+            "find", "getmore", "count", "distinct", "aggregate", "killcursors", "listcollections",
+            "listindexes", "listdatabases", "collstats", "dbstats", "datasize", "validate", "ping",
+            "hello", "ismaster", "buildinfo", "serverstatus", "getlasterror", "endsessions",
+            "connectionstatus", "whatsmyuri", "getparameter", "getlog", "hostinfo",
+            "getcmdlineopts", "getfreemonitoringstatus", "currentop", "iotfedindexstats");
+
+    /**
      * H2 backend whose databases report the real count of inserted documents, and which
      * commits the MVStore before acknowledging a write that asks for durability.
+     *
+     * Every commit of the store is a state between commands (the commit gate): a write
+     * command holds the gate's read lock (shared: writes to any collections run
+     * concurrently, as before), a commit its write lock. An insert puts the document into
+     * the collection's map, then its keys into each index map, so a commit in between
+     * (H2's own background commit, once a second, or another client's j: true commit)
+     * saved the document without its unique-index key; after kill -9 the client's retry of
+     * that unacknowledged insert was accepted: a second document with the same
+     * (moteid, epoch). Hence H2's auto-commit is off (the store is opened with
+     * autoCommitDisabled and a zero autoCommitBufferSize) and the background save and
+     * compaction are done here, through the gate.
      */
     static final class Backend extends H2Backend {
+        private static final long BACKGROUND_COMMIT_MS = 1000; // as H2's autoCommitDelay
+        private static final long COMPACT_EVERY_MS = 30_000;
+        private static final int COMPACT_FILL_RATE = 90; // H2's autoCompactFillRate
+        private static final int COMPACT_WRITE_BYTES = 16 << 20;
         private final String durability;
         private final boolean fsync;
+        private final ReentrantReadWriteLock gate = new ReentrantReadWriteLock();
+        private final ScheduledExecutorService saver;
 
         Backend(MVStore store, String durability, boolean fsync) {
             super(store); // reopens the stored databases: no fields of ours are set yet
             this.durability = durability;
             this.fsync = fsync;
+            this.saver = Executors.newSingleThreadScheduledExecutor(r -> {
+                Thread t = new Thread(r, "mvstore-saver");
+                t.setDaemon(true);
+                return t;
+            });
+            saver.scheduleWithFixedDelay(() -> commitGated(false), BACKGROUND_COMMIT_MS,
+                    BACKGROUND_COMMIT_MS, TimeUnit.MILLISECONDS);
+            saver.scheduleWithFixedDelay(this::compactGated, COMPACT_EVERY_MS, COMPACT_EVERY_MS,
+                    TimeUnit.MILLISECONDS);
         }
 
         @Override
@@ -113,7 +157,7 @@ public final class MongoServerMain {
                 Channel channel, String database, String command, Document query) {
             String cmd = command.toLowerCase(Locale.ROOT);
             if (cmd.equals("fsync")) { // the standard "flush everything to disk" command
-                makeDurable(true);
+                commitGated(true);
                 Document ok = new Document("numFiles", 1);
                 ok.put("ok", 1.0);
                 return ok;
@@ -126,11 +170,47 @@ public final class MongoServerMain {
                 err.put("codeName", "CommandNotFound");
                 return err;
             }
-            Document result = super.handleCommand(channel, database, command, query);
+            Document result;
+            if (isRead(cmd, query)) {
+                result = super.handleCommand(channel, database, command, query);
+            } else {
+                gate.readLock().lock();
+                try {
+                    result = super.handleCommand(channel, database, command, query);
+                } finally {
+                    gate.readLock().unlock();
+                }
+            }
             if (WRITES.contains(cmd) && wantsCommit(cmd, query)) {
-                makeDurable(fsync);
+                commitGated(fsync); // after the command: a commit waits for no lock of ours
             }
             return result;
+        }
+
+        /** Legacy OP_QUERY (also commands on ``$cmd``): inside the gate, as any write. */
+        @Override
+        public QueryResult handleQuery(MongoQuery query) {
+            gate.readLock().lock();
+            try {
+                return super.handleQuery(query);
+            } finally {
+                gate.readLock().unlock();
+            }
+        }
+
+        private static boolean isRead(String cmd, Document query) {
+            if (!READS.contains(cmd)) {
+                return false;
+            }
+            if (cmd.equals("aggregate") && query.get("pipeline") instanceof List<?> stages) {
+                for (Object stage : stages) {
+                    if (stage instanceof Document d
+                            && (d.containsKey("$out") || d.containsKey("$merge"))) {
+                        return false;
+                    }
+                }
+            }
+            return true;
         }
 
         private boolean wantsCommit(String cmd, Document query) {
@@ -146,12 +226,62 @@ public final class MongoServerMain {
                             || "majority".equals(wc.get("w")));
         }
 
-        /** Write all changes made so far to the file (kill -9 safe); optionally fsync it. */
-        private void makeDurable(boolean force) {
+        /**
+         * Write all changes made so far to the file (kill -9 safe), between commands;
+         * optionally fsync it. Clients waiting here together share one commit: whoever
+         * comes after it finds nothing unsaved.
+         */
+        void commitGated(boolean force) {
             MVStore store = getMvStore();
-            store.commit();
-            if (force) {
-                store.sync();
+            gate.writeLock().lock();
+            try {
+                if (store.isClosed()) {
+                    return;
+                }
+                if (store.hasUnsavedChanges()) {
+                    store.commit();
+                }
+                if (force) {
+                    store.sync();
+                }
+            } catch (RuntimeException e) { // the saver thread must survive a failed save
+                if (force || !Thread.currentThread().getName().equals("mvstore-saver")) {
+                    throw e;
+                }
+                System.err.println("MongoServerMain: background commit failed: " + e);
+            } finally {
+                gate.writeLock().unlock();
+            }
+        }
+
+        /** H2's background compaction (rewrite sparse chunks), between commands. */
+        private void compactGated() {
+            MVStore store = getMvStore();
+            gate.writeLock().lock();
+            try {
+                if (!store.isClosed() && store.getFillRate() < COMPACT_FILL_RATE) {
+                    store.compact(COMPACT_FILL_RATE, COMPACT_WRITE_BYTES);
+                    if (store.hasUnsavedChanges()) {
+                        store.commit();
+                    }
+                }
+            } catch (RuntimeException e) {
+                System.err.println("MongoServerMain: background compaction failed: " + e);
+            } finally {
+                gate.writeLock().unlock();
+            }
+        }
+
+        /** Clients are closed first (MongoServer.shutdownNow); the store closes between
+         *  commands, so its final commit is a consistent one too. */
+        @Override
+        public void close() {
+            saver.shutdownNow();
+            gate.writeLock().lock();
+            try {
+                super.close();
+            } finally {
+                gate.writeLock().unlock();
             }
         }
     }
@@ -1173,7 +1303,10 @@ public final class MongoServerMain {
         // H2's default 16 MB page cache makes every query re-read and deserialize the
         // whole collection from disk once it outgrows the cache; a larger one keeps scans fast.
         int cacheMB = Integer.getInteger("mvstore.cacheMB", 512);
-        store = new MVStore.Builder().fileName(args[2]).cacheSize(cacheMB).open();
+        // no auto-commit of H2's own (background thread, or inline once enough is unsaved):
+        // the Backend commits, between commands only
+        store = new MVStore.Builder().fileName(args[2]).cacheSize(cacheMB)
+                .autoCommitDisabled().autoCommitBufferSize(0).open();
         migrateIndexOrder(store);
         String durability = System.getProperty("mvstore.durability", "concern");
         if (!Set.of("concern", "always", "background").contains(durability)) {
