@@ -1293,6 +1293,17 @@ public final class MongoServerMain {
 
     private MongoServerMain() {}
 
+    /**
+     * The store, without H2's own auto-commit (a background thread once a second, and
+     * inline in a write once enough is unsaved): the Backend commits, between commands.
+     * It becomes the process's store (Database opens its maps there).
+     */
+    static MVStore openStore(String file, int cacheMB) {
+        store = new MVStore.Builder().fileName(file).cacheSize(cacheMB)
+                .autoCommitDisabled().autoCommitBufferSize(0).open();
+        return store;
+    }
+
     public static void main(String[] args) throws Exception {
         if (args.length != 3) {
             System.err.println("usage: MongoServerMain <host> <port> <mvstore-file>");
@@ -1303,10 +1314,7 @@ public final class MongoServerMain {
         // H2's default 16 MB page cache makes every query re-read and deserialize the
         // whole collection from disk once it outgrows the cache; a larger one keeps scans fast.
         int cacheMB = Integer.getInteger("mvstore.cacheMB", 512);
-        // no auto-commit of H2's own (background thread, or inline once enough is unsaved):
-        // the Backend commits, between commands only
-        store = new MVStore.Builder().fileName(args[2]).cacheSize(cacheMB)
-                .autoCommitDisabled().autoCommitBufferSize(0).open();
+        store = openStore(args[2], cacheMB);
         migrateIndexOrder(store);
         String durability = System.getProperty("mvstore.durability", "concern");
         if (!Set.of("concern", "always", "background").contains(durability)) {
