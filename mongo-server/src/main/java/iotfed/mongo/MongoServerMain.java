@@ -50,6 +50,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collection;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
@@ -647,6 +648,15 @@ public final class MongoServerMain {
             return KeyRanges.positions(mvMap, KeyRanges.of(fields, query), null);
         }
 
+        boolean sparse() {
+            return isSparse();
+        }
+
+        /** Remove every key (DataCollection.repair rebuilds it from the documents). */
+        synchronized void clearKeys() {
+            mvMap.clear();
+        }
+
         // --- as H2UniqueIndex -------------------------------------------------------
         @Override
         protected Object removeDocument(KeyValue keyValue) {
@@ -1015,6 +1025,54 @@ public final class MongoServerMain {
         DataCollection(MongoDatabase db, String name, CollectionOptions options,
                 MVMap<Object, Document> data, MVMap<String, Object> meta, CursorRegistry cursors) {
             super(db, name, options, data, meta, cursors);
+        }
+
+        /**
+         * An index opened with the collection (a store's start) whose key count disagrees
+         * with the documents is rebuilt from them: before the commit gate (Backend), kill -9
+         * could leave a document without its keys, or keys without their document. Only the
+         * count is compared (a full check would read every document at every start).
+         */
+        @Override
+        public synchronized void addIndex(Index<Object> index) {
+            boolean opened = getIndexes().stream().noneMatch(i -> i.getName().equals(index.getName()));
+            super.addIndex(index);
+            boolean checked = index instanceof UniqueIndex u ? !u.sparse() : index instanceof SecondaryIndex;
+            if (opened && checked && !index.isEmpty() && index.getCount() != count()) {
+                repair(index);
+            }
+        }
+
+        private void repair(Index<Object> index) {
+            long keys = index.getCount();
+            Set<KeyValue> expected = new HashSet<>();
+            List<Object> clashing = new ArrayList<>();
+            streamAllDocumentsWithPosition().forEach(d -> {
+                for (KeyValue key : index.getKeyValues(d.getDocument())) {
+                    if (!expected.add(key.normalized()) && index.isUnique()) {
+                        clashing.add(d.getDocument().get("_id"));
+                    }
+                }
+            });
+            String what = "MongoServerMain: " + getFullName() + " index " + index.getName() + ": "
+                    + keys + " keys for " + count() + " documents";
+            if (index.isUnique() && expected.size() == keys) {
+                return; // array values: a document has several keys
+            }
+            if (!clashing.isEmpty()) { // MongoDB would refuse to build it: left as it is
+                System.err.println(what + "; not rebuilt: " + clashing.size() + " documents have"
+                        + " a key another document has (delete them), _id "
+                        + clashing.subList(0, Math.min(20, clashing.size())));
+                return;
+            }
+            if (index instanceof UniqueIndex unique) {
+                unique.clearKeys(); // AbstractUniqueIndex.drop leaves its keys
+            } else {
+                index.drop();
+            }
+            streamAllDocumentsWithPosition().forEach(
+                    d -> index.add(d.getDocument(), d.getPosition(), this));
+            System.err.println(what + "; rebuilt from the documents: " + index.getCount() + " keys");
         }
 
         @Override
