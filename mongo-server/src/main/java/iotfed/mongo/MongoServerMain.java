@@ -38,7 +38,6 @@ import de.bwaldvogel.mongo.oplog.Oplog;
 import de.bwaldvogel.mongo.wire.BsonConstants;
 import de.bwaldvogel.mongo.wire.bson.BsonDecoder;
 import de.bwaldvogel.mongo.wire.bson.BsonEncoder;
-import de.bwaldvogel.mongo.wire.message.MongoQuery;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
@@ -171,6 +170,7 @@ public final class MongoServerMain {
                 err.put("codeName", "CommandNotFound");
                 return err;
             }
+            // (legacy OP_QUERY commands on $cmd come here too; its plain queries only read)
             Document result;
             if (isRead(cmd, query)) {
                 result = super.handleCommand(channel, database, command, query);
@@ -186,17 +186,6 @@ public final class MongoServerMain {
                 commitGated(fsync); // after the command: a commit waits for no lock of ours
             }
             return result;
-        }
-
-        /** Legacy OP_QUERY (also commands on ``$cmd``): inside the gate, as any write. */
-        @Override
-        public QueryResult handleQuery(MongoQuery query) {
-            gate.readLock().lock();
-            try {
-                return super.handleQuery(query);
-            } finally {
-                gate.readLock().unlock();
-            }
         }
 
         private static boolean isRead(String cmd, Document query) {
