@@ -3,7 +3,7 @@
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench bench-quick lint services-up services-down
+.PHONY: setup run test test-mongo-server bench bench-quick lint services-up services-down
 
 setup:
 	scripts/bootstrap.sh
@@ -11,8 +11,12 @@ setup:
 run: setup
 	scripts/run.sh
 
-test: setup
+test: setup test-mongo-server
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# the MongoDB-compatible server's own JUnit tests (its Maven module)
+test-mongo-server:
+	cd mongo-server && mvn -q -B test
 
 bench: setup
 	scripts/bench.sh

@@ -1,7 +1,8 @@
 """Fetch service artifacts into ``<state_dir>/artifacts``.
 
-Kafka jars and mongo-java-server jars come from Maven Central (via ``mvn``), FerretDB is
-built from the Go module proxy. Each install is cached and idempotent.
+Kafka jars come from Maven Central (via ``mvn``); the MongoDB-compatible server is the
+repository's ``mongo-server/`` Maven module, built with ``mvn package`` into one jar;
+FerretDB is built from the Go module proxy. Each install is cached and idempotent.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ log = logging.getLogger(__name__)
 KAFKA_VERSION = "4.1.1"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 FERRETDB_VERSION = "v1.24.2"
-MONGO_JAVA_SERVER_VERSION = "1.47.0"  # keep in step with mongo-java-server-pom.xml
-MONGO_JAVA_SERVER_MAIN = "MongoServerMain"
+MONGO_JAVA_SERVER_VERSION = "1.47.0"  # keep in step with mongo-server/pom.xml
+MONGO_JAVA_SERVER_MAIN = "iotfed.mongo.MongoServerMain"
+# the server's Maven module, next to the package in the repository (an editable install)
+MONGO_SERVER_MODULE = Path(__file__).resolve().parents[2] / "mongo-server"
 INSTALL_TIMEOUT_S = 1800
 
 
@@ -66,28 +69,34 @@ def ferretdb_binary(state_dir: Path) -> Path:
     return artifacts_dir(state_dir) / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
 
 
-def mongo_java_server_home(state_dir: Path) -> Path:
-    """``libs/`` (jars), ``classes-<digest>/`` (compiled entry points) and ``.complete``."""
-    return artifacts_dir(state_dir) / f"mongo-java-server-{MONGO_JAVA_SERVER_VERSION}"
+def mongo_server_sources(module: Path = MONGO_SERVER_MODULE) -> list[Path]:
+    """What the server jar is built from: the module's pom.xml and src/main, in order."""
+    if not (module / "pom.xml").is_file():
+        raise ServiceError(f"the mongo-server module is not at {module} (needs a source checkout)")
+    main = sorted(p for p in (module / "src" / "main").rglob("*") if p.is_file())
+    return [module / "pom.xml", *main]
 
 
-def _packaged(name: str) -> bytes:
-    return resources.files("iot_fed.services").joinpath(name).read_bytes()
+def mongo_server_digest(module: Path = MONGO_SERVER_MODULE) -> str:
+    """Digest of the module's build inputs (file names and bytes)."""
+    h = hashlib.sha256()
+    for path in mongo_server_sources(module):
+        h.update(path.relative_to(module).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
-def mongo_java_server_classes(state_dir: Path) -> Path:
-    """The entry point compiled from this checkout's source, keyed by its digest.
+def mongo_java_server_jar(state_dir: Path) -> Path:
+    """The server built from this checkout's module: one jar with its dependencies.
 
-    A changed ``MongoServerMain.java`` compiles into a new directory, so a server already
-    running from (or another checkout using) the old classes is never disturbed.
+    Keyed by the sources' digest: a changed source builds a new jar, so a server already
+    running from (or another checkout using) the old one is never disturbed.
     """
-    digest = hashlib.sha256(_packaged(f"{MONGO_JAVA_SERVER_MAIN}.java")).hexdigest()[:16]
-    return mongo_java_server_home(state_dir) / f"classes-{digest}"
+    return artifacts_dir(state_dir) / "mongo-server" / f"mongo-server-{mongo_server_digest()}.jar"
 
 
 def mongo_java_server_classpath(state_dir: Path) -> str:
-    home = mongo_java_server_home(state_dir)
-    return f"{mongo_java_server_classes(state_dir)}{os.pathsep}{home / 'libs' / '*'}"
+    return str(mongo_java_server_jar(state_dir))
 
 
 def kafka_installed(state_dir: Path) -> bool:
@@ -98,14 +107,8 @@ def ferretdb_installed(state_dir: Path) -> bool:
     return ferretdb_binary(state_dir).exists()
 
 
-def _mongo_java_server_libs_ready(state_dir: Path) -> bool:
-    return (mongo_java_server_home(state_dir) / ".complete").exists()
-
-
 def mongo_java_server_installed(state_dir: Path) -> bool:
-    classes = mongo_java_server_classes(state_dir)
-    main_class = classes / f"{MONGO_JAVA_SERVER_MAIN}.class"
-    return _mongo_java_server_libs_ready(state_dir) and main_class.exists()
+    return mongo_java_server_jar(state_dir).exists()
 
 
 def _maven_copy_dependencies(pom: str, staging: Path, what: str) -> None:
@@ -185,41 +188,28 @@ def install_ferretdb(state_dir: Path) -> Path:
 
 
 def install_mongo_java_server(state_dir: Path) -> Path:
-    """mongo-java-server + H2 jars from Maven Central and our compiled entry point; cached."""
-    home = mongo_java_server_home(state_dir)
-    if mongo_java_server_installed(state_dir):
-        return home
-    what = f"mongo-java-server {MONGO_JAVA_SERVER_VERSION}"
-    javac = require_tool("javac", f"to compile the {what} entry point (needs a JDK)")
-    require_tool("java", f"to run {what}")
+    """Build the ``mongo-server`` module (``mvn package``, tests skipped: ``make test`` runs
+    them) from a copy of its sources into the digest-keyed jar; cached."""
+    jar = mongo_java_server_jar(state_dir)
+    if jar.exists():
+        return jar
+    mvn = require_tool("mvn", "to build the mongo-server module (Maven)")
+    require_tool("java", "to run the mongo-server module")
     t0 = time.monotonic()
-    if not _mongo_java_server_libs_ready(state_dir):
-        require_tool("mvn", f"to fetch {what} from Maven Central")
-        work = home.with_name(home.name + ".build")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        log.info("fetching %s jars with Maven into %s", what, home)
-        _maven_copy_dependencies("mongo-java-server-pom.xml", work / "libs", what)
-        pom_digest = hashlib.sha256(_packaged("mongo-java-server-pom.xml")).hexdigest()[:16]
-        (work / ".complete").write_text(
-            f"mongo-java-server {MONGO_JAVA_SERVER_VERSION} {pom_digest}\n"
-        )
-        shutil.rmtree(home, ignore_errors=True)
-        work.rename(home)
-    classes = mongo_java_server_classes(state_dir)
-    staging = classes.with_name(f"{classes.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    source = staging / "src" / f"{MONGO_JAVA_SERVER_MAIN}.java"
-    source.parent.mkdir(parents=True)
-    source.write_bytes(_packaged(source.name))
-    run_checked(
-        [javac, "-nowarn", "-d", str(staging), "-cp", str(home / "libs" / "*"), str(source)],
-        f"compiling {source.name} (javac)",
-    )
-    shutil.rmtree(staging / "src")
+    work = jar.with_name(f"build-{os.getpid()}")  # a copy: the checkout stays clean
+    shutil.rmtree(work, ignore_errors=True)
+    for src in mongo_server_sources():
+        dst = work / src.relative_to(MONGO_SERVER_MODULE)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    log.info("building the mongo-server module with Maven into %s", jar)
     try:
-        staging.rename(classes)
-    except OSError:  # compiled concurrently by another process: keep theirs
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("%s ready in %.0fs", what, time.monotonic() - t0)
-    return home
+        run_checked(
+            [mvn, "-q", "-B", "package", "-DskipTests"], "building mongo-server (mvn package)", work
+        )
+        # rename is atomic: a concurrent build of the same digest leaves the same bytes
+        (work / "target" / "mongo-server.jar").replace(jar)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("mongo-server ready in %.0fs", time.monotonic() - t0)
+    return jar

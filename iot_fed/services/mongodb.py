@@ -78,7 +78,7 @@ class MongoJavaServer(ServerKind):
     name = "mongo-java-server"
     heap = "-Xmx2g"
     cache_mb = 512  # H2 MVStore page cache; the 16 MB default thrashes on full scans
-    durability = "concern"  # see MongoServerMain.java and bench/bench_durability.py
+    durability = "concern"  # see mongo-server/README.md and bench/bench_durability.py
 
     def installed(self) -> bool:
         return artifacts.mongo_java_server_installed(self.state_dir)

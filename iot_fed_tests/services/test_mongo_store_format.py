@@ -2,15 +2,16 @@
 with this one, with counts, lookups and unique-key rejection intact, also after new
 writes and another restart (pages of both formats in one map).
 
-The older entry points are kept verbatim under ``legacy_mongo_server/``:
+The older entry points are kept verbatim in the mongo-server module, under
+``src/test/resources/legacy/``:
 
 * ``byte_order``: index keys in H2's serialized-bytes order, everything Java-serialized
   (re-sorted once by ``migrateIndexOrder``);
 * ``java_serialized``: index keys in value order, documents/keys Java-serialized
   (read as they are: the BSON format is told apart by its tag byte).
 
-Each server runs on a free port with its own store file under ``tmp_path``. Also:
-the storage pieces against mongo-java-server's own on random data (``java/StoreCheck``).
+Each server runs on a free port with its own store file under ``tmp_path``. The storage
+pieces against mongo-java-server's own on random data: the module's JUnit StoreTypeTest.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ pytestmark = pytest.mark.skipif(
     shutil.which("javac") is None or shutil.which("java") is None, reason="needs a JDK"
 )
 
-LEGACY = Path(__file__).parent / "legacy_mongo_server"
-JAVA = Path(__file__).parent / "java"
+LEGACY = artifacts.MONGO_SERVER_MODULE / "src" / "test" / "resources" / "legacy"
 T0 = datetime(2004, 2, 28, tzinfo=UTC)
 
 
@@ -53,19 +53,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def mjs_home(settings: Settings) -> Path:
-    """The installed mongo-java-server (jars + this checkout's compiled entry point)."""
+def mjs_jar(settings: Settings) -> Path:
+    """The installed mongo-server jar (this checkout's module, with its dependencies)."""
     if settings.mongodb_server != "mongo-java-server":
         pytest.skip("the session uses another MongoDB-compatible server")
     manager.install(settings, ["mongodb"])
-    return artifacts.mongo_java_server_home(settings.state_dir)
+    return artifacts.mongo_java_server_jar(settings.state_dir)
 
 
-def _compile_legacy(version: str, home: Path, out: Path) -> Path:
+def _compile_legacy(version: str, jar: Path, out: Path) -> Path:
+    """An older entry point (default package) compiled against the jar's dependencies."""
     out.mkdir(parents=True)
     src = LEGACY / version / "MongoServerMain.java"
     subprocess.run(
-        ["javac", "-nowarn", "-d", str(out), "-cp", str(home / "libs" / "*"), str(src)],
+        ["javac", "-nowarn", "-d", str(out), "-cp", str(jar), str(src)],
         check=True,
         capture_output=True,
     )
@@ -73,13 +74,12 @@ def _compile_legacy(version: str, home: Path, out: Path) -> Path:
 
 
 @contextmanager
-def _server(classes: Path, home: Path, store: Path, log: Path) -> Iterator[Collection]:
+def _server(cp: str, main: str, store: Path, log: Path) -> Iterator[Collection]:
     """Run one MongoServerMain on ``store``; yields the readings collection (j=true)."""
     port = _free_port()
-    cp = f"{classes}:{home / 'libs' / '*'}"
     with log.open("a") as out:
         proc = subprocess.Popen(
-            ["java", "-Xmx256m", "-cp", cp, "MongoServerMain", "127.0.0.1", str(port), str(store)],
+            ["java", "-Xmx256m", "-cp", cp, main, "127.0.0.1", str(port), str(store)],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -146,10 +146,11 @@ def _check(coll: Collection, expected: list[dict]) -> None:
 
 @pytest.mark.parametrize("version", ["byte_order", "java_serialized"])
 def test_older_store_opens_with_counts_lookups_and_unique_keys(
-    version: str, mjs_home: Path, settings: Settings, tmp_path: Path
+    version: str, mjs_jar: Path, tmp_path: Path
 ) -> None:
-    legacy = _compile_legacy(version, mjs_home, tmp_path / "legacy-classes")
-    current = artifacts.mongo_java_server_classes(settings.state_dir)
+    legacy = _compile_legacy(version, mjs_jar, tmp_path / "legacy-classes")
+    legacy_cp = f"{legacy}:{mjs_jar}"  # the jar's MongoServerMain is in a package: no clash
+    current = (str(mjs_jar), artifacts.MONGO_JAVA_SERVER_MAIN)
     store, log = tmp_path / "data.mv", tmp_path / "server.log"
 
     old = _readings(range(1, 6), range(0, 120))
@@ -158,11 +159,11 @@ def test_older_store_opens_with_counts_lookups_and_unique_keys(
         {"_id": "seven", "moteid": 50, "epoch": 2, "label": "str id"},
         {"_id": ObjectId(), "moteid": 50, "epoch": 3, "label": "oid id"},
     ]
-    with _server(legacy, mjs_home, store, log) as coll:
+    with _server(legacy_cp, "MongoServerMain", store, log) as coll:
         coll.create_index([("moteid", ASCENDING), ("epoch", ASCENDING)], unique=True)
         coll.insert_many(old)  # adds the ObjectId _ids to `old`
 
-    with _server(current, mjs_home, store, log) as coll:
+    with _server(*current, store, log) as coll:
         _check(coll, old)
         new = _readings(range(3, 9), range(120, 200))  # new pages next to old ones
         coll.insert_many(new)
@@ -170,7 +171,7 @@ def test_older_store_opens_with_counts_lookups_and_unique_keys(
         kept = [d for d in old + new if not (d["moteid"] == 5 and d["epoch"] < 10)]
         _check(coll, kept)
 
-    with _server(current, mjs_home, store, log) as coll:  # both formats, after a restart
+    with _server(*current, store, log) as coll:  # both formats, after a restart
         _check(coll, kept)
         assert coll.find_one({"_id": 7})["label"] == "int id"
         assert coll.find_one({"_id": "seven"})["label"] == "str id"
@@ -178,29 +179,12 @@ def test_older_store_opens_with_counts_lookups_and_unique_keys(
         assert "re-sorted" in log.read_text()
 
 
-def test_store_type_codec_and_index_order_agree_with_mongo_java_server(
-    mjs_home: Path, settings: Settings, tmp_path: Path
-) -> None:
-    """java/StoreCheck.java on random data: IndexKeyType's shortcuts order as ValueComparator,
-    BsonCodec writes BsonEncoder's bytes and size, StoreType reads back its own and
-    ObjectDataType's encoding."""
-    cp = f"{artifacts.mongo_java_server_classes(settings.state_dir)}:{mjs_home / 'libs' / '*'}"
-    src = JAVA / "StoreCheck.java"
-    subprocess.run(["javac", "-nowarn", "-d", str(tmp_path), "-cp", cp, str(src)], check=True)
-    res = subprocess.run(
-        ["java", "-cp", f"{tmp_path}:{cp}", "StoreCheck", "2000"], capture_output=True, text=True
-    )
-    assert res.returncode == 0 and res.stdout.startswith("ok"), res.stdout[:2000] + res.stderr
-
-
-def test_collection_data_size_is_the_documents_bson_size(
-    mjs_home: Path, settings: Settings, tmp_path: Path
-) -> None:
+def test_collection_data_size_is_the_documents_bson_size(mjs_jar: Path, tmp_path: Path) -> None:
     """collStats ``size`` (DataCollection's sizes, added once per insert command) is the sum
     of the stored documents' BSON sizes, after inserts (one failing), a delete, an update
     (of the stored copy with shared field names)."""
-    current = artifacts.mongo_java_server_classes(settings.state_dir)
-    with _server(current, mjs_home, tmp_path / "data.mv", tmp_path / "server.log") as coll:
+    main = artifacts.MONGO_JAVA_SERVER_MAIN
+    with _server(str(mjs_jar), main, tmp_path / "data.mv", tmp_path / "server.log") as coll:
         coll.create_index([("moteid", ASCENDING), ("epoch", ASCENDING)], unique=True)
         docs = _readings(range(1, 4), range(0, 50))
         coll.insert_many(docs)

@@ -6,7 +6,8 @@
 //     is String.getBytes(UTF_8)'s, lone surrogates included);
 //  3. StoreType reads back what it wrote (documents, also one of 3 MB, keys, positions,
 //     Missing, and Java types BSON has no type for), and ObjectDataType's (older) encoding.
-// Usage: java -cp 'classes:libs/*:.' StoreCheck [n]; prints "ok" or a mismatch and exits 1.
+// A JUnit test (mvn test); a mismatch fails it with the values that disagree.
+package iotfed.mongo;
 
 import de.bwaldvogel.mongo.backend.KeyValue;
 import de.bwaldvogel.mongo.backend.Missing;
@@ -27,8 +28,9 @@ import java.util.Random;
 import java.util.UUID;
 import org.h2.mvstore.WriteBuffer;
 import org.h2.mvstore.type.ObjectDataType;
+import org.junit.jupiter.api.Test;
 
-public final class StoreCheck {
+class StoreTypeTest {
     private static final double[] EDGES = {
         0.0, -0.0, 1.0, -1.0, 0.5, Double.NaN, Double.POSITIVE_INFINITY,
         Double.NEGATIVE_INFINITY, 2147483647.0, 2147483648.0, -2147483648.0, 2147483648.5,
@@ -89,8 +91,7 @@ public final class StoreCheck {
     }
 
     private static void fail(String what) {
-        System.out.println("mismatch: " + what);
-        System.exit(1);
+        throw new AssertionError("mismatch: " + what);
     }
 
     private static Object roundTrip(ObjectDataType writer, ObjectDataType reader, Object v) {
@@ -126,8 +127,12 @@ public final class StoreCheck {
         return new Document("moteid", 1).append("t", 20.5);
     }
 
-    public static void main(String[] args) {
-        int n = args.length > 0 ? Integer.parseInt(args[0]) : 2000;
+    @Test
+    void orderCodecAndRoundTripsAgreeWithMongoJavaServer() {
+        check(2000);
+    }
+
+    static void check(int n) {
         Random rnd = new Random(13);
         ValueComparator order = ValueComparator.asc();
         for (int i = 0; i < 100 * n; i++) { // 1. order
@@ -198,6 +203,5 @@ public final class StoreCheck {
                 || !same(values0(), roundTrip(store, store, values0()))) {
             fail("round trip after a 3 MB document");
         }
-        System.out.println("ok");
     }
 }

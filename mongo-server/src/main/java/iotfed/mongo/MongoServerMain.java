@@ -1,7 +1,9 @@
+package iotfed.mongo;
+
 // Entry point for the local mongo-java-server: H2 MVStore file backend, one port, clean stop.
-// Compiled by iot_fed.services.artifacts at install time: javac -cp 'libs/*'.
+// Built by iot_fed.services.artifacts at install time (mvn package: one jar with its deps).
 // Usage: java [-Dmvstore.cacheMB=512] [-Dmvstore.durability=concern] [-Dmvstore.fsync=false]
-//        -cp 'classes:libs/*' MongoServerMain <host> <port> <file>
+//        -cp mongo-server.jar iotfed.mongo.MongoServerMain <host> <port> <file>
 //
 // Durability (-Dmvstore.durability): H2 saves its store in the background (about once a
 // second), so an acknowledged write can be lost to kill -9. With ``concern`` (default) a
@@ -47,6 +49,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collection;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
@@ -54,7 +57,11 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Set;
 import java.util.UUID;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
 import java.util.stream.Stream;
 import java.util.stream.StreamSupport;
 import org.h2.mvstore.Cursor;
@@ -88,17 +95,56 @@ public final class MongoServerMain {
             "create", "createindexes", "drop", "dropindexes", "dropdatabase", "renamecollection");
 
     /**
+     * Commands that never change the store (lower case): they run outside the commit gate,
+     * so a long scan never holds up a commit (and the j: true acknowledgements waiting for
+     * it). Any other command, known or not, is treated as a write. ``aggregate`` is a read
+     * unless its pipeline has an $out or $merge stage.
+     */
+    private static final Set<String> READS = Set.of(
+            "find", "getmore", "count", "distinct", "aggregate", "killcursors", "listcollections",
+            "listindexes", "listdatabases", "collstats", "dbstats", "datasize", "validate", "ping",
+            "hello", "ismaster", "buildinfo", "serverstatus", "getlasterror", "endsessions",
+            "connectionstatus", "whatsmyuri", "getparameter", "getlog", "hostinfo",
+            "getcmdlineopts", "getfreemonitoringstatus", "currentop", "iotfedindexstats");
+
+    /**
      * H2 backend whose databases report the real count of inserted documents, and which
      * commits the MVStore before acknowledging a write that asks for durability.
+     *
+     * Every commit of the store is a state between commands (the commit gate): a write
+     * command holds the gate's read lock (shared: writes to any collections run
+     * concurrently, as before), a commit its write lock. An insert puts the document into
+     * the collection's map, then its keys into each index map, so a commit in between
+     * (H2's own background commit, once a second, or another client's j: true commit)
+     * saved the document without its unique-index key; after kill -9 the client's retry of
+     * that unacknowledged insert was accepted: a second document with the same
+     * (moteid, epoch). Hence H2's auto-commit is off (the store is opened with
+     * autoCommitDisabled and a zero autoCommitBufferSize) and the background save and
+     * compaction are done here, through the gate.
      */
     static final class Backend extends H2Backend {
+        private static final long BACKGROUND_COMMIT_MS = 1000; // as H2's autoCommitDelay
+        private static final long COMPACT_EVERY_MS = 30_000;
+        private static final int COMPACT_FILL_RATE = 90; // H2's autoCompactFillRate
+        private static final int COMPACT_WRITE_BYTES = 16 << 20;
         private final String durability;
         private final boolean fsync;
+        private final ReentrantReadWriteLock gate = new ReentrantReadWriteLock();
+        private final ScheduledExecutorService saver;
 
         Backend(MVStore store, String durability, boolean fsync) {
             super(store); // reopens the stored databases: no fields of ours are set yet
             this.durability = durability;
             this.fsync = fsync;
+            this.saver = Executors.newSingleThreadScheduledExecutor(r -> {
+                Thread t = new Thread(r, "mvstore-saver");
+                t.setDaemon(true);
+                return t;
+            });
+            saver.scheduleWithFixedDelay(() -> commitGated(false), BACKGROUND_COMMIT_MS,
+                    BACKGROUND_COMMIT_MS, TimeUnit.MILLISECONDS);
+            saver.scheduleWithFixedDelay(this::compactGated, COMPACT_EVERY_MS, COMPACT_EVERY_MS,
+                    TimeUnit.MILLISECONDS);
         }
 
         @Override
@@ -111,7 +157,7 @@ public final class MongoServerMain {
                 Channel channel, String database, String command, Document query) {
             String cmd = command.toLowerCase(Locale.ROOT);
             if (cmd.equals("fsync")) { // the standard "flush everything to disk" command
-                makeDurable(true);
+                commitGated(true);
                 Document ok = new Document("numFiles", 1);
                 ok.put("ok", 1.0);
                 return ok;
@@ -124,11 +170,37 @@ public final class MongoServerMain {
                 err.put("codeName", "CommandNotFound");
                 return err;
             }
-            Document result = super.handleCommand(channel, database, command, query);
+            // (legacy OP_QUERY commands on $cmd come here too; its plain queries only read)
+            Document result;
+            if (isRead(cmd, query)) {
+                result = super.handleCommand(channel, database, command, query);
+            } else {
+                gate.readLock().lock();
+                try {
+                    result = super.handleCommand(channel, database, command, query);
+                } finally {
+                    gate.readLock().unlock();
+                }
+            }
             if (WRITES.contains(cmd) && wantsCommit(cmd, query)) {
-                makeDurable(fsync);
+                commitGated(fsync); // after the command: a commit waits for no lock of ours
             }
             return result;
+        }
+
+        private static boolean isRead(String cmd, Document query) {
+            if (!READS.contains(cmd)) {
+                return false;
+            }
+            if (cmd.equals("aggregate") && query.get("pipeline") instanceof List<?> stages) {
+                for (Object stage : stages) {
+                    if (stage instanceof Document d
+                            && (d.containsKey("$out") || d.containsKey("$merge"))) {
+                        return false;
+                    }
+                }
+            }
+            return true;
         }
 
         private boolean wantsCommit(String cmd, Document query) {
@@ -144,12 +216,62 @@ public final class MongoServerMain {
                             || "majority".equals(wc.get("w")));
         }
 
-        /** Write all changes made so far to the file (kill -9 safe); optionally fsync it. */
-        private void makeDurable(boolean force) {
+        /**
+         * Write all changes made so far to the file (kill -9 safe), between commands;
+         * optionally fsync it. Clients waiting here together share one commit: whoever
+         * comes after it finds nothing unsaved.
+         */
+        void commitGated(boolean force) {
             MVStore store = getMvStore();
-            store.commit();
-            if (force) {
-                store.sync();
+            gate.writeLock().lock();
+            try {
+                if (store.isClosed()) {
+                    return;
+                }
+                if (store.hasUnsavedChanges()) {
+                    store.commit();
+                }
+                if (force) {
+                    store.sync();
+                }
+            } catch (RuntimeException e) { // the saver thread must survive a failed save
+                if (force || !Thread.currentThread().getName().equals("mvstore-saver")) {
+                    throw e;
+                }
+                System.err.println("MongoServerMain: background commit failed: " + e);
+            } finally {
+                gate.writeLock().unlock();
+            }
+        }
+
+        /** H2's background compaction (rewrite sparse chunks), between commands. */
+        private void compactGated() {
+            MVStore store = getMvStore();
+            gate.writeLock().lock();
+            try {
+                if (!store.isClosed() && store.getFillRate() < COMPACT_FILL_RATE) {
+                    store.compact(COMPACT_FILL_RATE, COMPACT_WRITE_BYTES);
+                    if (store.hasUnsavedChanges()) {
+                        store.commit();
+                    }
+                }
+            } catch (RuntimeException e) {
+                System.err.println("MongoServerMain: background compaction failed: " + e);
+            } finally {
+                gate.writeLock().unlock();
+            }
+        }
+
+        /** Clients are closed first (MongoServer.shutdownNow); the store closes between
+         *  commands, so its final commit is a consistent one too. */
+        @Override
+        public void close() {
+            saver.shutdownNow();
+            gate.writeLock().lock();
+            try {
+                super.close();
+            } finally {
+                gate.writeLock().unlock();
             }
         }
     }
@@ -513,6 +635,15 @@ public final class MongoServerMain {
                 return super.getPositions(query);
             }
             return KeyRanges.positions(mvMap, KeyRanges.of(fields, query), null);
+        }
+
+        boolean sparse() {
+            return isSparse();
+        }
+
+        /** Remove every key (DataCollection.repair rebuilds it from the documents). */
+        synchronized void clearKeys() {
+            mvMap.clear();
         }
 
         // --- as H2UniqueIndex -------------------------------------------------------
@@ -885,6 +1016,54 @@ public final class MongoServerMain {
             super(db, name, options, data, meta, cursors);
         }
 
+        /**
+         * An index opened with the collection (a store's start) whose key count disagrees
+         * with the documents is rebuilt from them: before the commit gate (Backend), kill -9
+         * could leave a document without its keys, or keys without their document. Only the
+         * count is compared (a full check would read every document at every start).
+         */
+        @Override
+        public synchronized void addIndex(Index<Object> index) {
+            boolean opened = getIndexes().stream().noneMatch(i -> i.getName().equals(index.getName()));
+            super.addIndex(index);
+            boolean checked = index instanceof UniqueIndex u ? !u.sparse() : index instanceof SecondaryIndex;
+            if (opened && checked && !index.isEmpty() && index.getCount() != count()) {
+                repair(index);
+            }
+        }
+
+        private void repair(Index<Object> index) {
+            long keys = index.getCount();
+            Set<KeyValue> expected = new HashSet<>();
+            List<Object> clashing = new ArrayList<>();
+            streamAllDocumentsWithPosition().forEach(d -> {
+                for (KeyValue key : index.getKeyValues(d.getDocument())) {
+                    if (!expected.add(key.normalized()) && index.isUnique()) {
+                        clashing.add(d.getDocument().get("_id"));
+                    }
+                }
+            });
+            String what = "MongoServerMain: " + getFullName() + " index " + index.getName() + ": "
+                    + keys + " keys for " + count() + " documents";
+            if (index.isUnique() && expected.size() == keys) {
+                return; // array values: a document has several keys
+            }
+            if (!clashing.isEmpty()) { // MongoDB would refuse to build it: left as it is
+                System.err.println(what + "; not rebuilt: " + clashing.size() + " documents have"
+                        + " a key another document has (delete them), _id "
+                        + clashing.subList(0, Math.min(20, clashing.size())));
+                return;
+            }
+            if (index instanceof UniqueIndex unique) {
+                unique.clearKeys(); // AbstractUniqueIndex.drop leaves its keys
+            } else {
+                index.drop();
+            }
+            streamAllDocumentsWithPosition().forEach(
+                    d -> index.add(d.getDocument(), d.getPosition(), this));
+            System.err.println(what + "; rebuilt from the documents: " + index.getCount() + " keys");
+        }
+
         @Override
         protected boolean tracksDataSize() {
             return sizing && super.tracksDataSize();
@@ -1161,6 +1340,17 @@ public final class MongoServerMain {
 
     private MongoServerMain() {}
 
+    /**
+     * The store, without H2's own auto-commit (a background thread once a second, and
+     * inline in a write once enough is unsaved): the Backend commits, between commands.
+     * It becomes the process's store (Database opens its maps there).
+     */
+    static MVStore openStore(String file, int cacheMB) {
+        store = new MVStore.Builder().fileName(file).cacheSize(cacheMB)
+                .autoCommitDisabled().autoCommitBufferSize(0).open();
+        return store;
+    }
+
     public static void main(String[] args) throws Exception {
         if (args.length != 3) {
             System.err.println("usage: MongoServerMain <host> <port> <mvstore-file>");
@@ -1171,7 +1361,7 @@ public final class MongoServerMain {
         // H2's default 16 MB page cache makes every query re-read and deserialize the
         // whole collection from disk once it outgrows the cache; a larger one keeps scans fast.
         int cacheMB = Integer.getInteger("mvstore.cacheMB", 512);
-        store = new MVStore.Builder().fileName(args[2]).cacheSize(cacheMB).open();
+        store = openStore(args[2], cacheMB);
         migrateIndexOrder(store);
         String durability = System.getProperty("mvstore.durability", "concern");
         if (!Set.of("concern", "always", "background").contains(durability)) {
