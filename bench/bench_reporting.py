@@ -8,7 +8,9 @@ dead letters by reason), then times each query the Superset dashboards run on th
 and, in the same run, without the secondary ones (the ratio is what the indexes buy).
 It also times one steady-state :func:`~iot_fed.reporting.refresh.refresh` tick (54 new
 readings plus their verdicts in MongoDB) on top of that history. Prints a table, writes
-bench/results/reporting.json.
+bench/results/reporting.json. ``--against-running SECONDS`` instead measures, in a running
+``make run``, how far the reporting store is behind MongoDB (bench/results/
+reporting_freshness.json).
 
     .venv/bin/python bench/bench_reporting.py [--readings 1000000] [--repeat 15]
 """
@@ -204,12 +206,60 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def freshness(settings, seconds: float, every_s: float = 2.0) -> dict[str, float]:
+    """Against a running pipeline: the age of the oldest reading MongoDB holds that the
+    reporting store has not folded in yet (0 when caught up), sampled every ``every_s``."""
+    from bson import ObjectId
+
+    from iot_fed.store.collections import SENSOR_READINGS
+
+    db = connect(settings.mongodb_uri, settings.mongodb_database)
+    ages: list[float] = []
+    end = time.time() + seconds
+    with psycopg.connect(settings.postgres_uri, autocommit=True) as pg:
+        while time.time() < end:
+            row = pg.execute(
+                "SELECT value FROM reporting.watermarks WHERE source = 'readings'"
+            ).fetchone()
+            if row:
+                after = {"_id": {"$gt": ObjectId(row[0])}}
+                first = db[SENSOR_READINGS].find_one(after, {"_id": 1}, sort=[("_id", 1)])
+                now = dt.datetime.now(dt.UTC)
+                ages.append((now - first["_id"].generation_time).total_seconds() if first else 0)
+            time.sleep(every_s)
+    db.client.close()
+    ages.sort()
+    return {
+        "samples": len(ages),
+        "median_s": round(statistics.median(ages), 1) if ages else float("nan"),
+        "p95_s": round(ages[int(0.95 * (len(ages) - 1))], 1) if ages else float("nan"),
+        "max_s": round(ages[-1], 1) if ages else float("nan"),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--quick", action="store_true", help="100 k readings, 5 repeats")
+    ap.add_argument(
+        "--against-running",
+        type=float,
+        metavar="SECONDS",
+        help="measure the reporting store's freshness behind MongoDB in a running `make run` "
+        "for SECONDS (goal: the oldest unreported reading <= 30 s old)",
+    )
     args = ap.parse_args()
+    if args.against_running:
+        fresh = {**freshness(load_settings(), args.against_running), "machine": machine_info()}
+        print(
+            f"oldest reading not yet in the reporting store: median {fresh['median_s']} s, "
+            f"p95 {fresh['p95_s']} s, max {fresh['max_s']} s ({fresh['samples']} samples)"
+        )
+        path = ROOT / "bench" / "results" / "reporting_freshness.json"
+        path.write_text(json.dumps(fresh, indent=2, default=str))
+        print(f"wrote {path}")
+        return
     if args.quick:
         args.readings, args.repeat = 100_000, 5
     settings = load_settings()
