@@ -11,6 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from iot_fed.readings import CHANNELS as READING_CHANNELS
+
 NAMESPACE = uuid.UUID("6f1f0d5e-7a44-4d0c-9d1e-2b7f3c9a1e00")
 DATABASE_NAME = "iot_fed reporting"
 REFRESH_S = 10  # every dashboard re-queries this often
@@ -192,7 +194,7 @@ class Dashboard:
 
 READINGS_PER_S = metric("SUM(readings_per_s)", "readings per s")
 ANOMALIES = metric("SUM(anomalies)", "anomalies")
-CHANNELS = [metric(f"AVG({c})", c) for c in ("temperature", "humidity", "light", "voltage")]
+CHANNELS = [metric(f"AVG({c})", c) for c in READING_CHANNELS]
 
 FLEET = Dashboard(
     "fleet",

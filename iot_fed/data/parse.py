@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RAW_FIELDS = ("date", "time", "epoch", "moteid", "temperature", "humidity", "light", "voltage")
-CHANNELS = ("temperature", "humidity", "light", "voltage")
+from iot_fed.readings import CHANNELS
+
+RAW_FIELDS = ("date", "time", "epoch", "moteid", *CHANNELS)
 READING_COLUMNS = ("ts", "epoch", "moteid", *CHANNELS, "label")
 CLEAN_COLUMNS = (*READING_COLUMNS, "fault", "fault_reason")
 MALFORMED_COLUMNS = ("line_no", "line", "reason")

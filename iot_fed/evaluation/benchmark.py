@@ -38,6 +38,7 @@ from iot_fed.evaluation.faults import FAULT_TYPES, FaultConfig, inject_faults
 from iot_fed.evaluation.metrics import binary_report, event_report
 from iot_fed.evaluation.report import detection_markdown
 from iot_fed.fl.features import _seconds
+from iot_fed.fl.holdout import held_out
 from iot_fed.fl.rounds import DeviceData, ServerConfig, device_data
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.training import TrainConfig
@@ -163,7 +164,7 @@ def featurise(
         te = test.iloc[idx]
         v_tr = tr[list(CHANNELS)].to_numpy(np.float64)
         ts_tr = _ts_ms(tr)
-        hold = tr["epoch"].to_numpy() % mt.HOLDOUT_MODULUS == 0
+        hold = held_out(tr["epoch"].to_numpy())
         devs.append(device_data(int(m), ts_tr, v_tr, hold, spec))
         ts = np.concatenate([ts_tr, _ts_ms(te)])
         vals = np.concatenate([v_tr, te[list(CHANNELS)].to_numpy(np.float64)])

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from iot_fed.data.generator import FAIL_VOLTAGE
+
 FAULT_TYPES = ("spike", "stuck", "drift", "bias", "noise", "low_voltage")
 SEGMENT_FAULTS = ("stuck", "drift", "bias", "noise", "low_voltage")
 MIN_SCALE = {"temperature": 0.1, "humidity": 0.2, "light": 5.0, "voltage": 0.005}
 """Floor of a channel's per-device sigma (raw units), so flat channels still get faults."""
-FAIL_VOLTAGE = 2.3
 
 
 def _default_rates() -> dict[str, float]:

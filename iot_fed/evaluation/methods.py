@@ -38,8 +38,6 @@ from iot_fed.fl.spec import ModelSpec, Params
 from iot_fed.fl.stream_scoring import score_series
 from iot_fed.fl.training import TrainConfig
 
-HOLDOUT_MODULUS = 10
-
 
 @dataclass(frozen=True)
 class Setup:

@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 from pymongo.database import Database
 
-from iot_fed.data.parse import CHANNELS, mark_faults
+from iot_fed.data.parse import mark_faults
+from iot_fed.fl.holdout import HOLDOUT_MODULUS, held_out
 from iot_fed.fl.rounds import DeviceData
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.window_features import window_features
+from iot_fed.readings import CHANNELS
 from iot_fed.store.repository import readings_for_devices
 
-HOLDOUT_MODULUS = 10
 CONTEXT_EPOCHS = 4
 """Readings before ``since`` are fetched back to ``window x CONTEXT_EPOCHS`` epochs, as
 context only (motes drop readings, so a window spans more epochs than readings)."""
@@ -95,7 +96,7 @@ def to_window(
         spec.window_config(),
     )
     new = ep > since if since is not None else np.ones(ep.size, bool)
-    hold = ep % HOLDOUT_MODULUS == 0
+    hold = held_out(ep)
     train = np.flatnonzero(new & ~hold)
     if limit is not None:
         train = train[-limit:] if limit > 0 else train[:0]

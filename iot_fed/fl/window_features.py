@@ -40,7 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CHANNELS = ("temperature", "humidity", "light", "voltage")
+from iot_fed.readings import CHANNELS
+
 PER_CHANNEL = ("diff", "dev", "spread", "run", "trend")
 """Per-channel *dynamics* features: the autoencoder's reconstruction targets."""
 SHARED = ("gap", "tod_sin", "tod_cos")

@@ -9,7 +9,7 @@ import sys
 import psycopg
 
 from iot_fed.config import get_settings
-from iot_fed.services.base import redact
+from iot_fed.redact import redact
 from iot_fed.store.client import StoreConnectionError, connect
 
 

@@ -14,6 +14,7 @@ import psycopg
 from bson import ObjectId
 from pymongo.database import Database
 
+from iot_fed.readings import CHANNELS
 from iot_fed.reporting.increment import (
     OVERLAP,
     ZERO_OID,
@@ -37,7 +38,6 @@ from iot_fed.reporting.minute_sql import (
 )
 from iot_fed.store import reporting_reads as reads
 
-CHANNELS = ("temperature", "humidity", "light", "voltage")
 UNSCORED_RECHECK = dt.timedelta(minutes=10)
 
 

@@ -1,9 +1,11 @@
 """The SQL that folds one batch of staged buckets (``_stage``) into ``device_minute`` and
 the tables derived from it, and the per-range deletes before their re-insert."""
 
+from iot_fed.readings import CHANNELS
+
 STAGE_COLUMNS = (
     "moteid, minute, readings, faults, scored, anomalies, score_mean, score_max, "
-    "temperature, humidity, light, voltage, min_epoch, max_epoch, first_ts, last_ts"
+    f"{', '.join(CHANNELS)}, min_epoch, max_epoch, first_ts, last_ts"
 )
 
 DEVICES_DELTA = """

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iot_fed.services.process import wait_or_kill
+
 log = logging.getLogger(__name__)
 
 
@@ -131,13 +133,15 @@ class Supervisor:
             log.info("stopping %s (pid %d)", r.child.name, r.proc.pid)
             _signal_group(r.proc, r.child.stop_signal)
         for r in live:
-            try:
-                r.proc.wait(timeout=r.child.stop_grace_s)
-            except subprocess.TimeoutExpired:
+            proc = r.proc
+
+            def kill(r: _Running = r, proc: subprocess.Popen = proc) -> None:
                 log.warning("%s did not stop in %.0fs; killing", r.child.name, r.child.stop_grace_s)
-                _signal_group(r.proc, signal.SIGKILL)
-                r.proc.wait()
-            _reap_group(r.proc, r.child.name)
+                _signal_group(proc, signal.SIGKILL)
+
+            wait_or_kill(lambda proc=proc: proc.poll() is None, kill, r.child.stop_grace_s)
+            proc.wait()
+            _reap_group(proc, r.child.name)
             r.proc = None
 
 
@@ -162,7 +166,6 @@ def _reap_group(proc: subprocess.Popen, name: str, grace_s: float = 5.0) -> None
         return
     log.warning("%s: stopping processes left in its group after it exited", name)
     _signal_group(proc, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    _signal_group(proc, signal.SIGKILL)
+    wait_or_kill(
+        lambda: _group_alive(proc.pid), lambda: _signal_group(proc, signal.SIGKILL), grace_s
+    )

@@ -96,14 +96,6 @@ class Service(ABC):
         """None when the service answers a real client request, else the reason it does not."""
 
 
-def redact(endpoint: str) -> str:
-    """``endpoint`` with any ``user:password@`` replaced, for printing."""
-    scheme, sep, rest = endpoint.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return endpoint
-
-
 REPORTING_OFF = "IOT_FED_REPORTING=false"
 
 

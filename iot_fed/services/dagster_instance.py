@@ -21,7 +21,7 @@ import psycopg
 import yaml
 
 from iot_fed.config import Settings, _project_root
-from iot_fed.services.base import redact
+from iot_fed.redact import redact
 from iot_fed.services.postgres import database_uri, uri_parts
 from iot_fed.services.process import ServiceError
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iot_fed.config import Settings
-from iot_fed.services.base import LOCAL_HOST, Service, redact
+from iot_fed.redact import redact
+from iot_fed.services.base import LOCAL_HOST, Service
 from iot_fed.services.kafka import KafkaService
 from iot_fed.services.mongodb import MongoService
 from iot_fed.services.postgres import PostgresService

@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -167,6 +167,23 @@ def _user_group(user: str) -> int:
         raise ServiceError(f"no system user {user!r} to run the service as") from None
 
 
+KILL_WAIT_S = 10.0
+
+
+def wait_or_kill(alive: Callable[[], bool], kill: Callable[[], None], grace_s: float) -> None:
+    """Wait up to ``grace_s`` for ``alive()`` to turn False (a stop signal was sent); then
+    ``kill()`` and wait a little more. The one "terminate, then kill" of the project."""
+    deadline = time.monotonic() + grace_s
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not alive():
+        return
+    kill()
+    deadline = time.monotonic() + KILL_WAIT_S
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def stop(
     record: ProcessRecord, timeout: float = 30.0, sig: signal.Signals = signal.SIGTERM
 ) -> bool:
@@ -174,16 +191,7 @@ def stop(
     if not is_alive(record):
         return False
     _signal(record, sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_alive(record):
-            return True
-        time.sleep(0.1)
-    if is_alive(record):
-        _signal(record, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while is_alive(record) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    wait_or_kill(lambda: is_alive(record), lambda: _signal(record, signal.SIGKILL), timeout)
     return True
 
 

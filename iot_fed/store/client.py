@@ -8,21 +8,13 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError, InvalidURI, OperationFailure, PyMongoError
 
+from iot_fed.redact import redact
+
 log = logging.getLogger(__name__)
 
 
 class StoreConnectionError(RuntimeError):
     """The MongoDB server cannot be reached, or the URI / credentials are wrong."""
-
-
-def _redact(uri: str) -> str:
-    """The URI without a password (safe for messages)."""
-    scheme, sep, rest = uri.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at:
-        return uri
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
 
 
 def connect(uri: str, database: str, timeout: float = 5.0) -> Database:
@@ -31,7 +23,7 @@ def connect(uri: str, database: str, timeout: float = 5.0) -> Database:
     ``timeout`` (seconds) bounds server selection and connecting. Close it with
     ``db.client.close()``.
     """
-    shown = _redact(uri)
+    shown = redact(uri)
     ms = max(int(timeout * 1000), 1)
     try:
         client: MongoClient = MongoClient(

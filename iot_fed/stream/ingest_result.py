@@ -11,8 +11,8 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from iot_fed.config import Settings
+from iot_fed.redact import redact
 from iot_fed.store import StoreConnectionError
-from iot_fed.store.client import _redact
 
 
 class IngestError(RuntimeError):
@@ -68,7 +68,7 @@ def service_error(settings: Settings, exc: BaseException) -> IngestError:
     """One line naming the service that failed (the batch committed nothing)."""
     first = (str(exc).splitlines() or [""])[0][:300]
     if isinstance(exc, PyMongoError | StoreConnectionError):
-        where = f"MongoDB at {_redact(settings.mongodb_uri)}"
+        where = f"MongoDB at {redact(settings.mongodb_uri)}"
     else:
         where = f"Kafka at {settings.kafka_bootstrap}"
     return IngestError(

@@ -33,7 +33,7 @@ class PostgresResource(dg.ConfigurableResource):
 
     def connect(self, timeout_s: int = 5) -> psycopg.Connection:
         """A connection, or :class:`dagster.Failure` naming the unreachable server."""
-        from iot_fed.services.base import redact
+        from iot_fed.redact import redact
 
         uri = self.settings().postgres_uri
         try:
