@@ -115,8 +115,8 @@ def bench_batch(spark, df: pd.DataFrame, bundle: ModelBundle, repeats: int) -> d
 
         def score(pdf: pd.DataFrame) -> pd.DataFrame:
             return score_devices(bundle_from_blob(blob.value), threshold, pdf)[
-                ["moteid", "score", "is_anomaly"]
-            ]
+                ["moteid", "score", "flag"]
+            ].rename(columns={"flag": "is_anomaly"})
 
         scored = sdf.groupBy("moteid").applyInPandas(
             score, "moteid int, score double, is_anomaly boolean"

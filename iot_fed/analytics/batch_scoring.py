@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,15 +20,28 @@ from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
 
 
-def score_per_device(bundle: ModelBundle, pdf: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
-    """``pdf`` sorted by (moteid, epoch), deduplicated, and its :class:`ScoredReadings`
-    columns from :func:`score_device` run per device over its readings in epoch order
-    (empty history first): the same scores as the stream's."""
+@dataclass(frozen=True)
+class Scored:
+    """Per reading, in the order of the sorted frame: what :func:`score_device` said."""
+
+    ts_ms: np.ndarray
+    score: np.ndarray
+    errors: np.ndarray
+    flags: np.ndarray
+    threshold: np.ndarray
+    reasons: np.ndarray
+
+
+def score_per_device(bundle: ModelBundle, pdf: pd.DataFrame) -> tuple[pd.DataFrame, Scored]:
+    """``pdf`` sorted by (moteid, epoch), deduplicated, and its :class:`Scored` columns
+    from :func:`score_device` run per device over its readings in epoch order (empty
+    history first): the same verdicts as the stream's."""
     pdf = pdf.sort_values(["moteid", "epoch"]).drop_duplicates(["moteid", "epoch"])
     n = len(pdf)
     ts_ms = (pd.to_datetime(pdf["ts"], utc=True).astype("int64") // 1_000_000).to_numpy()
     score, errors = np.full(n, np.nan), np.full((n, len(CHANNELS)), np.nan)
-    flags = np.zeros(n, bool)
+    flags, thr = np.zeros(n, bool), np.full(n, np.nan)
+    reasons = np.full(n, None, dtype=object)
     motes = pdf["moteid"].to_numpy()
     for rows in np.split(np.arange(n), np.flatnonzero(np.diff(motes)) + 1):
         if not len(rows):
@@ -43,7 +56,8 @@ def score_per_device(bundle: ModelBundle, pdf: pd.DataFrame) -> tuple[pd.DataFra
             values=part[list(CHANNELS)].to_numpy(np.float64),
         )
         score[rows], errors[rows], flags[rows] = got.score, got.channel_errors, got.flag
-    return pdf, (score, errors, flags)
+        thr[rows], reasons[rows] = got.threshold, list(got.reason)
+    return pdf, Scored(ts_ms, score, errors, flags, thr, reasons)
 
 
 def with_threshold(bundle: ModelBundle, threshold: float) -> ModelBundle:
@@ -55,18 +69,25 @@ def with_threshold(bundle: ModelBundle, threshold: float) -> ModelBundle:
     return out
 
 
-def score_devices(bundle: ModelBundle, threshold: float, pdf: pd.DataFrame) -> pd.DataFrame:
-    """Key columns plus ``score`` and ``is_anomaly`` of every reading (see
-    :func:`score_per_device`); ``threshold`` (the model document's) overrides the bundle's."""
-    pdf, (score, _, flags) = score_per_device(with_threshold(bundle, threshold), pdf)
+def score_devices(
+    bundle: ModelBundle, threshold: float, pdf: pd.DataFrame, version: int = 0
+) -> pd.DataFrame:
+    """Every reading's verdict as the columns :func:`iot_fed.analytics.verdicts.verdict_docs`
+    takes (see :func:`score_per_device`); ``threshold`` (the model document's) overrides
+    the bundle's global one."""
+    pdf, got = score_per_device(with_threshold(bundle, threshold), pdf)
     return pd.DataFrame(
         {
-            "ts": pdf["ts"].to_numpy(),
-            "epoch": pdf["epoch"].to_numpy(),
-            "moteid": pdf["moteid"].to_numpy(),
+            "moteid": pdf["moteid"].to_numpy(np.int64),
+            "epoch": pdf["epoch"].to_numpy(np.int64),
+            "ts_ms": got.ts_ms,
+            "score": got.score,
+            "threshold": got.threshold,
+            "flag": got.flags,
+            "reason": got.reasons,
             "label": pdf["label"].to_numpy(),
-            "score": score,
-            "is_anomaly": flags,
+            "model_version": np.full(len(pdf), version, np.int64),
+            **{f"err_{c}": got.errors[:, i] for i, c in enumerate(CHANNELS)},
         }
     )
 
@@ -90,8 +111,9 @@ EVAL_SCHEMA = T.StructType(
 
 def _errors(bundle: ModelBundle, threshold: float, pdf: pd.DataFrame):
     """(sorted pdf, mean squared and mean absolute channel error, flag) per reading."""
-    pdf, (_, err, flags) = score_per_device(with_threshold(bundle, threshold), pdf)
-    return pdf, np.mean(err**2, axis=1), np.mean(np.abs(err), axis=1), flags
+    pdf, got = score_per_device(with_threshold(bundle, threshold), pdf)
+    err = got.errors
+    return pdf, np.mean(err**2, axis=1), np.mean(np.abs(err), axis=1), got.flags
 
 
 def evaluate_batch(

@@ -2,10 +2,11 @@
 
 Readings are grouped by mote (``applyInPandas``) and each device's series is scored in
 epoch order through ``score_device`` (:func:`~iot_fed.analytics.batch_scoring.score_devices`),
-the same function the stream uses, so batch == stream. Each Spark task and writes them with pymongo
-bulk writes keyed on ``(moteid, ts)`` (:func:`iot_fed.store.upsert_predictions`; never
-replacing a newer model's verdict), so re-running is idempotent and nothing large is
-collected on the driver.
+the same function the stream uses; the documents come from the same builder as the stream's
+(:mod:`iot_fed.analytics.verdicts`), so batch == stream. Each Spark task writes its verdicts
+and anomalies (:func:`iot_fed.store.live.store_verdicts`: a stored verdict is replaced only
+by a newer model version's), so re-running is idempotent and nothing large is collected on
+the driver.
 """
 
 from __future__ import annotations
@@ -23,19 +24,20 @@ from pyspark.sql import types as T
 from iot_fed.analytics.batch_scoring import score_devices
 from iot_fed.analytics.models import bundle_from_blob, load_global_model
 from iot_fed.analytics.readings import MongoTarget, read_readings
+from iot_fed.analytics.verdicts import verdict_docs
 from iot_fed.config import Settings
-from iot_fed.store import upsert_predictions
+from iot_fed.store.live import store_verdicts
 
 log = logging.getLogger(__name__)
 
 WRITE_CHUNK = 5_000
-COUNT_FIELDS = ("n", "anomalies", "inserted", "updated", "unchanged", "stale")
+COUNT_FIELDS = ("n", "anomalies", "inserted", "updated", "kept")
 COUNTS_SCHEMA = T.StructType([T.StructField(c, T.LongType(), False) for c in COUNT_FIELDS])
 
 
 @dataclass(frozen=True)
 class PredictionsResult:
-    """Counts of one predictions run (``inserted + updated + unchanged + stale == n``)."""
+    """Counts of one predictions run (``inserted + updated + kept == n``)."""
 
     model_version: int
     threshold: float
@@ -43,61 +45,27 @@ class PredictionsResult:
     anomalies: int
     inserted: int
     updated: int
-    unchanged: int
-    stale: int
+    kept: int
     seconds: float
 
     def summary(self) -> dict[str, float | int]:
         return asdict(self)
 
 
-def prediction_docs(
-    scored: pd.DataFrame, model_version: int, threshold: float, source: str, created_at: dt.datetime
-) -> list[dict]:
-    """``predictions`` documents from a scored frame (ts, epoch, moteid, label, score,
-    is_anomaly), with plain Python values for BSON."""
-    ts = pd.to_datetime(scored["ts"], utc=True).dt.floor("ms")  # MongoDB keeps milliseconds
-    ts_list = ts.array.to_pydatetime().tolist()
-    labels = scored["label"].astype(object).where(scored["label"].notna(), None).tolist()
-    return [
-        {
-            "moteid": m,
-            "ts": t,
-            "epoch": e,
-            "score": s,
-            "threshold": threshold,
-            "is_anomaly": a,
-            "model_version": model_version,
-            "label": lab,
-            "created_at": created_at,
-            "source": source,
-        }
-        for m, t, e, s, a, lab in zip(
-            scored["moteid"].astype("int64").tolist(),
-            ts_list,
-            scored["epoch"].astype("int64").tolist(),
-            scored["score"].astype(float).tolist(),
-            scored["is_anomaly"].astype(bool).tolist(),
-            labels,
-            strict=True,
-        )
-    ]
-
-
-def store_scored(
-    db, scored: pd.DataFrame, model_version: int, threshold: float, source: str
-) -> dict[str, int]:
-    """Upsert a scored frame in chunks; return :data:`COUNT_FIELDS` counts."""
+def store_scored(db, scored: pd.DataFrame, source: str) -> dict[str, int]:
+    """Store a verdict frame (:func:`score_devices`) chunk by chunk through the one document
+    builder (:func:`~iot_fed.analytics.verdicts.verdict_docs`) and the one verdict write
+    (:func:`~iot_fed.store.live.store_verdicts`); return the counts."""
     counts = dict.fromkeys(COUNT_FIELDS, 0)
     counts["n"] = len(scored)
-    counts["anomalies"] = int(scored["is_anomaly"].sum())
-    docs = prediction_docs(scored, model_version, threshold, source, dt.datetime.now(dt.UTC))
-    for i in range(0, len(docs), WRITE_CHUNK):
-        got = upsert_predictions(db, docs[i : i + WRITE_CHUNK])
-        # runs report an older model's skipped verdicts as kept (``unchanged``)
-        got["unchanged"] += got.pop("stale")
-        for k, v in got.items():
+    scored_at = dt.datetime.now(dt.UTC)
+    for i in range(0, len(scored), WRITE_CHUNK):
+        preds, anomalies = verdict_docs(
+            scored.iloc[i : i + WRITE_CHUNK], source=source, scored_at=scored_at
+        )
+        for k, v in store_verdicts(db, preds, anomalies).items():
             counts[k] += v
+    counts["anomalies"] = int(scored["flag"].sum())
     return counts
 
 
@@ -111,8 +79,7 @@ def _score_and_store(
         total = dict.fromkeys(COUNT_FIELDS, 0)
         if len(pdf):
             db = target.shared()
-            scored = score_devices(bundle, threshold, pdf)
-            total = store_scored(db, scored, version, threshold, source)
+            total = store_scored(db, score_devices(bundle, threshold, pdf, version), source)
         return pd.DataFrame([total])
 
     return run

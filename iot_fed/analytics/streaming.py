@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -48,16 +47,11 @@ from iot_fed.analytics.live_state import (
 )
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.analytics.stream_progress import ProgressLog
+from iot_fed.analytics.verdicts import verdict_docs
 from iot_fed.config import Settings
-from iot_fed.fl.stream_scoring import CHANNELS
 from iot_fed.heap import freeze_heap
-from iot_fed.store import (
-    insert_new_predictions,
-    prediction_id,
-    promoted_version,
-    upsert_predictions,
-)
-from iot_fed.store.live import DEFAULT_SCORER, upsert_anomalies, write_scorer_status
+from iot_fed.store import promoted_version
+from iot_fed.store.live import DEFAULT_SCORER, store_verdicts, write_scorer_status
 from iot_fed.stream.kafka_config import spark_source_options
 
 log = logging.getLogger(__name__)
@@ -65,7 +59,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CHECKPOINT = DEFAULT_SCORER
 STATE_TIMEOUT_MS = 3_600_000  # a mote silent for an hour loses its window
 MODEL_REFRESH_S = 0.5
-TOP_CHANNELS = 2
 # Kafka consumer settings of the scorer's source, on top of the shared ones. The broker's
 # default fetch.max.wait.ms (500) held the micro-batch's Kafka read stage for ~500 ms
 # (median, 10 rec/s, 3 topic partitions); with 10 ms it took ~170 ms (bench/bench_scorer.py,
@@ -84,8 +77,7 @@ class StreamCounts:
     anomalies: int = 0
     inserted: int = 0
     updated: int = 0
-    unchanged: int = 0
-    stale: int = 0
+    kept: int = 0  # a verdict of the same or a newer model version was already stored
     skipped: int = 0  # malformed: ingestion dead-letters them
     model_versions: list[int] = field(default_factory=list)  # in the order first used
     collect_ms: float = 0.0  # in batch.toPandas(): the micro-batch's Spark job
@@ -116,70 +108,6 @@ def checkpoint_dir(settings: Settings, name: str = DEFAULT_CHECKPOINT) -> Path:
     return settings.data_dir / "checkpoints" / name
 
 
-def _utc(ts_ms: np.ndarray) -> list[dt.datetime]:
-    return [_EPOCH + dt.timedelta(milliseconds=int(t)) for t in ts_ms]
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _py(v: Any) -> Any:
-    return None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v
-
-
-def prediction_and_anomaly_docs(
-    pdf: pd.DataFrame, scored_at: dt.datetime
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``predictions`` and ``anomalies`` documents of a micro-batch's prediction rows."""
-    ts = _utc(pdf["ts_ms"].to_numpy())
-    kts = _utc(pdf["kafka_ts_ms"].to_numpy())
-    errs = pdf[[f"err_{c}" for c in CHANNELS]].to_numpy(np.float64)
-    preds, anomalies = [], []
-    for i, row in enumerate(pdf.itertuples(index=False)):
-        score, thr = _py(float(row.score)), _py(float(row.threshold))
-        channel_errors = [_py(float(e)) for e in errs[i]]
-        doc = {
-            "moteid": int(row.moteid),
-            "ts": ts[i],
-            "epoch": int(row.epoch),
-            "score": score,
-            "threshold": thr,
-            "is_anomaly": bool(row.flag),
-            "model_version": int(row.model_version),
-            "label": row.label if isinstance(row.label, str) else None,
-            "created_at": scored_at,
-            "source": "streaming",
-            "channel_errors": channel_errors,
-            "reason": row.reason if isinstance(row.reason, str) else None,
-            "kafka_ts": kts[i],
-            "scored_at": scored_at,
-            "kafka_offset": row.kafka_offset,
-        }
-        preds.append(doc)
-        if doc["is_anomaly"]:
-            finite = np.nan_to_num(errs[i], nan=-1.0)
-            top = [CHANNELS[j] for j in np.argsort(-finite)[:TOP_CHANNELS] if finite[j] >= 0]
-            if doc["reason"] and doc["reason"].startswith("data_fault:"):
-                top = [doc["reason"].split(":", 1)[1].split(" ")[0]]
-            anomalies.append(
-                {
-                    "moteid": doc["moteid"],
-                    "ts": doc["ts"],
-                    "epoch": doc["epoch"],
-                    "score": score,
-                    "threshold": thr,
-                    "ratio": None if score is None or not thr else score / thr,
-                    "channels": top,
-                    "reason": doc["reason"],
-                    "model_version": doc["model_version"],
-                    "kafka_ts": doc["kafka_ts"],
-                    "flagged_at": scored_at,
-                    "source": "streaming",
-                }
-            )
-    return preds, anomalies
-
-
 def store_batch(db: Any, pdf: pd.DataFrame) -> dict[str, Any]:
     """Write one micro-batch's output rows; return its counts."""
     scored_at = dt.datetime.now(dt.UTC)
@@ -196,29 +124,17 @@ def store_batch(db: Any, pdf: pd.DataFrame) -> dict[str, Any]:
         "anomalies": 0,
         "inserted": 0,
         "updated": 0,
-        "unchanged": 0,
-        "stale": 0,
+        "kept": 0,
         "versions": sorted({int(v) for v in rows["model_version"]}) if len(rows) else [],
         "max_latency_s": None,
     }
     if rows.empty:
         return counts
-    preds, anomalies = prediction_and_anomaly_docs(rows, scored_at)
+    preds, anomalies = verdict_docs(rows, source="streaming", scored_at=scored_at)
     # a verdict made without context (a late or repeated reading) is stored only where
     # none is: a producer that sends its readings again must not degrade the verdicts
-    late = [d for d in preds if d["reason"] == OUT_OF_ORDER]
-    in_order = [d for d in preds if d["reason"] != OUT_OF_ORDER] if late else preds
-    got = upsert_predictions(db, in_order)
-    kept = {
-        prediction_id(late[i]["moteid"], late[i]["ts"]) for i in insert_new_predictions(db, late)
-    }
-    got["inserted"] += len(late) - len(kept)
-    got["unchanged"] += len(kept)
-    if kept:
-        anomalies = [a for a in anomalies if prediction_id(a["moteid"], a["ts"]) not in kept]
-    cleared = [prediction_id(d["moteid"], d["ts"]) for d in in_order if not d["is_anomaly"]]
-    upsert_anomalies(db, anomalies, cleared if got["updated"] else ())
-    counts.update(got, anomalies=len(anomalies))
+    late = [i for i, d in enumerate(preds) if d["reason"] == OUT_OF_ORDER]
+    counts.update(store_verdicts(db, preds, anomalies, insert_only=late))
     lat = [(scored_at - d["kafka_ts"]).total_seconds() for d in preds if d["kafka_ts"]]
     counts["max_latency_s"] = max(lat) if lat else None
     return counts
@@ -375,8 +291,7 @@ def start_streaming_evaluation(
             "anomalies",
             "inserted",
             "updated",
-            "unchanged",
-            "stale",
+            "kept",
             "skipped",
         ):
             setattr(counts, k, getattr(counts, k) + int(got[k]))

@@ -16,7 +16,12 @@ from pymongo import DESCENDING, DeleteOne, ReplaceOne
 from pymongo.database import Database
 
 from iot_fed.store.collections import ANOMALIES, GLOBAL_MODELS, SCORER_STATUS, validator
-from iot_fed.store.repository import insert_new, prediction_id
+from iot_fed.store.repository import (
+    insert_new,
+    insert_new_predictions,
+    prediction_id,
+    upsert_predictions,
+)
 
 DEFAULT_SCORER = "streaming_evaluation"
 
@@ -42,6 +47,39 @@ def upsert_anomalies(
     if ops:
         coll.bulk_write(ops, ordered=False)
     return len(batch)
+
+
+def store_verdicts(
+    db: Database,
+    preds: Sequence[Mapping[str, Any]],
+    anomalies: Sequence[Mapping[str, Any]],
+    *,
+    insert_only: Sequence[int] = (),
+) -> dict[str, int]:
+    """Write verdicts and their anomalies (the batch asset and the stream alike): the
+    predictions (:func:`upsert_predictions`: a stored verdict of the same or a newer model
+    version is kept), then the anomalies of the verdicts written, and the removal of the
+    anomalies of replaced verdicts that no longer flag. ``insert_only``: indices of
+    ``preds`` made without context (a late or repeated reading), stored only where the
+    reading has no verdict yet. Returns ``inserted``, ``updated``, ``kept``, ``anomalies``."""
+    only = set(insert_only)
+    main = [d for i, d in enumerate(preds) if i not in only]
+    late = [preds[i] for i in sorted(only)]
+    got = upsert_predictions(db, main)
+    late_kept = insert_new_predictions(db, late)
+    kept = {prediction_id(main[i]["moteid"], main[i]["ts"]) for i in got.kept}
+    kept |= {prediction_id(late[i]["moteid"], late[i]["ts"]) for i in late_kept}
+    fresh = set(got.inserted)
+    replaced = [d for i, d in enumerate(main) if i not in fresh and i not in set(got.kept)]
+    cleared = [prediction_id(d["moteid"], d["ts"]) for d in replaced if not d["is_anomaly"]]
+    flagged = [a for a in anomalies if prediction_id(a["moteid"], a["ts"]) not in kept]
+    upsert_anomalies(db, flagged, cleared)
+    return {
+        "inserted": len(got.inserted) + len(late) - len(late_kept),
+        "updated": len(replaced),
+        "kept": len(kept),
+        "anomalies": len(flagged),
+    }
 
 
 def recent_anomalies(db: Database, limit: int = 100) -> list[dict[str, Any]]:

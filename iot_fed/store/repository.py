@@ -11,9 +11,10 @@ import datetime as dt
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReplaceOne, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -388,7 +389,6 @@ def promote(db: Database, version: int) -> dict[str, Any]:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_IN_CHUNK = 1_000
 
 
 def _ms(ts: dt.datetime) -> int:
@@ -419,13 +419,6 @@ def insert_new(coll: Any, docs: list[dict[str, Any]]) -> list[int]:
         return sorted(_duplicate_indices(exc))
 
 
-def _same_verdict(stored: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
-    def norm(d: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: _ms(v) if isinstance(v, dt.datetime) else v for k, v in d.items() if k != "_id"}
-
-    return norm(stored) == norm(doc)
-
-
 def insert_new_predictions(
     db: Database, docs: Sequence[Mapping[str, Any]], *, validate: bool = True
 ) -> list[int]:
@@ -439,60 +432,39 @@ def insert_new_predictions(
     return insert_new(durable(db, PREDICTIONS), batch)
 
 
+@dataclass(frozen=True)
+class VerdictWrite:
+    """What :func:`upsert_predictions` did: counts, and which documents (by index) did not
+    replace the stored verdict (one of the same or a newer model version is kept)."""
+
+    inserted: tuple[int, ...]
+    updated: int
+    kept: tuple[int, ...]
+
+
 def upsert_predictions(
     db: Database, docs: Sequence[Mapping[str, Any]], *, validate: bool = True
-) -> dict[str, int]:
-    """Store one verdict per (moteid, ts), idempotently; fast on FerretDB.
-
-    New (moteid, ts) pairs are inserted; an existing verdict is replaced only by one from
-    the same or a newer ``model_version`` (``updated``; ``unchanged`` when the stored one
-    is identical); one from an older model is skipped (``stale``). Returns those four
-    counts. Every document is stored under :func:`prediction_id` (any given ``_id`` is
-    replaced), so the writes are ``insert_many(ordered=False)`` (duplicate-key errors mark
-    the existing verdicts), one ``_id $in`` lookup per 1,000 of those, and
-    ``delete_many`` by ``_id`` + insert for the ones to replace: every query is on ``_id``
-    alone, the one both mongo-java-server and FerretDB v1 answer from an index (any other
-    field makes them scan the collection). A newer verdict written by another writer
-    between the lookup and the delete is replaced by this one.
-    """
-    counts = {"inserted": 0, "updated": 0, "unchanged": 0, "stale": 0}
+) -> VerdictWrite:
+    """Store one verdict per (moteid, ts) under :func:`prediction_id`, idempotently: one
+    unordered ``bulk_write`` of ``ReplaceOne({_id, model_version < new}, doc, upsert=True)``.
+    A stored verdict is replaced only by a newer model version's; where the stored one is
+    as new or newer, the upsert's insert fails on the unique ``_id`` and it is kept."""
     if not docs:
-        return counts
-    dups = insert_new_predictions(db, docs, validate=validate)
-    counts["inserted"] = len(docs) - len(dups)
-    coll = durable(db, PREDICTIONS)
-    for k in range(0, len(dups), _IN_CHUNK):
-        part = [
-            {**docs[i], "_id": prediction_id(docs[i]["moteid"], docs[i]["ts"])}
-            for i in dups[k : k + _IN_CHUNK]
-        ]
-        stored = {d["_id"]: d for d in coll.find({"_id": {"$in": [d["_id"] for d in part]}})}
-        missing = [d for d in part if d["_id"] not in stored]
-        if missing:  # stored under another _id (written before ids were keyed)
-            clauses = [{"moteid": d["moteid"], "ts": d["ts"]} for d in missing]
-            for d in coll.find({"$or": clauses}):
-                stored[prediction_id(d["moteid"], d["ts"])] = d
-        replace: list[dict[str, Any]] = []
-        old_ids: list[Any] = []
-        for d in part:
-            old = stored.get(d["_id"])
-            if old is not None and int(old["model_version"]) > int(d["model_version"]):
-                counts["stale"] += 1
-            elif old is not None and _same_verdict(old, d):
-                counts["unchanged"] += 1
-            else:
-                replace.append(d)
-                if old is not None:
-                    old_ids.append(old["_id"])
-        if old_ids:
-            # by _id alone: the version guard was applied to the stored verdicts read above
-            # (a filter with any other field makes mongo-java-server scan the collection,
-            # with it locked: 12 s per 1,000 ids at 45k predictions, against 0.3 s)
-            coll.delete_many({"_id": {"$in": old_ids}})
-        kept = len(insert_new(coll, replace))
-        counts["updated"] += len(replace) - kept
-        counts["unchanged"] += kept
-    return counts
+        return VerdictWrite((), 0, ())
+    if validate:
+        validator(PREDICTIONS).validate_many(list(docs))
+    ops = []
+    for d in docs:
+        pid = prediction_id(d["moteid"], d["ts"])
+        guard = {"_id": pid, "model_version": {"$lt": int(d["model_version"])}}
+        ops.append(ReplaceOne(guard, {**d, "_id": pid}, upsert=True))
+    try:
+        res = durable(db, PREDICTIONS).bulk_write(ops, ordered=False)
+        return VerdictWrite(tuple(sorted(res.upserted_ids)), res.modified_count, ())
+    except BulkWriteError as exc:
+        kept = tuple(sorted(_duplicate_indices(exc)))
+        inserted = tuple(sorted(int(u["index"]) for u in exc.details.get("upserted", [])))
+        return VerdictWrite(inserted, int(exc.details["nModified"]), kept)
 
 
 # --- evaluation reports ---------------------------------------------------------------

@@ -159,7 +159,7 @@ def test_readings_sent_again_keep_their_verdicts_and_a_late_one_gets_its_own(
         spark, analytics_settings, topic=kafka_topic, checkpoint_name="again", timeout_s=300
     )
     after = {d["_id"]: d for d in mongo_db["predictions"].find({}, fields)}
-    assert (again.n, again.inserted, again.unchanged, again.updated) == (len(df), 1, len(df) - 1, 0)
+    assert (again.n, again.inserted, again.kept, again.updated) == (len(df), 1, len(df) - 1, 0)
     assert {i: after[i] for i in before} == before
     (new_id,) = set(after) - set(before)
     assert new_id.startswith("1:") and after[new_id]["reason"] == "fallback:out_of_order"

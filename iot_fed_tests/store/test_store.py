@@ -30,6 +30,9 @@ from iot_fed.store import (
     save_global_model,
     save_local_model,
     upsert_predictions,
+)
+from iot_fed.store.repository import (
+    VerdictWrite,
     upsert_readings,
 )
 
@@ -191,14 +194,16 @@ def test_model_versions_and_promotion(db) -> None:
 
 def test_predictions_idempotent_and_newer_model_wins(db) -> None:
     p = {"moteid": 1, "ts": T0, "score": 0.1, "is_anomaly": False, "model_version": 2}
-    assert upsert_predictions(db, [p])["inserted"] == 1
-    assert upsert_predictions(db, [p]) == {"inserted": 0, "updated": 0, "unchanged": 1, "stale": 0}
+    other = p | {"moteid": 2}
+    assert upsert_predictions(db, [p, other]).inserted == (0, 1)
+    same = p | {"score": 0.5}  # the same version again: the stored verdict stays
+    assert upsert_predictions(db, [same]) == VerdictWrite((), 0, (0,))
     newer = p | {"score": 0.9, "is_anomaly": True, "model_version": 3}
-    assert upsert_predictions(db, [newer])["updated"] == 1
-    assert upsert_predictions(db, [p])["stale"] == 1
+    assert upsert_predictions(db, [other, newer]) == VerdictWrite((), 1, (0,))
+    assert upsert_predictions(db, [p]).kept == (0,)  # an older model never replaces
     stored = db.predictions.find_one({"moteid": 1})
     assert stored["model_version"] == 3 and stored["is_anomaly"] is True
-    assert db.predictions.count_documents({}) == 1
+    assert stored["score"] == 0.9 and db.predictions.count_documents({}) == 2
 
 
 def test_dead_letters(db) -> None:

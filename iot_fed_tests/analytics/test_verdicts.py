@@ -1,0 +1,96 @@
+"""One verdict-document builder for the batch asset and the streaming scorer: the same
+reading scored by the same model version gives the same document on both paths, and a
+stored verdict is replaced only by a newer model version's."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+from pymongo.database import Database
+
+from iot_fed.analytics.batch_scoring import score_devices
+from iot_fed.analytics.live_state import decode_records, score_mote
+from iot_fed.analytics.verdicts import PROVENANCE, verdict_docs
+from iot_fed.fl.device_history import DeviceHistory
+from iot_fed.store.live import store_verdicts
+from iot_fed.stream.messages import encode_key, encode_reading
+from iot_fed_tests.analytics.helpers import make_bundle, make_readings
+
+T = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+VERSION = 7
+
+
+def _kafka_records(df: pd.DataFrame, first: int) -> pd.DataFrame:
+    """One mote's readings as the stateful step receives them from the Kafka source."""
+    rows = df.to_dict("records")
+    return pd.DataFrame(
+        {
+            "key": [encode_key(r["moteid"]) for r in rows],
+            "value": [encode_reading(r) for r in rows],
+            "kafka_offset": [f"t:0:{first + i}" for i in range(len(rows))],
+            "kafka_ts_ms": np.arange(len(rows), dtype=np.int64) + 1_700_000_000_000,
+        }
+    )
+
+
+def _streamed(bundle, df: pd.DataFrame, chunk: int) -> pd.DataFrame:
+    """The streaming path: each mote's readings in micro-batches of ``chunk``, its history
+    threaded from one to the next, as the scorer's state does."""
+    frames = []
+    for _, part in df.sort_values(["moteid", "epoch"]).groupby("moteid"):
+        history = DeviceHistory.empty()
+        for i in range(0, len(part), chunk):
+            decoded = decode_records(_kafka_records(part.iloc[i : i + chunk], i), 1 << 20)
+            out, history = score_mote(bundle, VERSION, history, decoded)
+            frames.append(out)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _verdicts(docs: list[dict]) -> dict[tuple[int, int], dict]:
+    return {
+        (d["moteid"], d["epoch"]): {k: v for k, v in d.items() if k not in PROVENANCE} for d in docs
+    }
+
+
+def test_the_same_reading_gets_the_same_document_from_batch_and_stream() -> None:
+    df = make_readings(motes=3, per_mote=90, seed=4)
+    bundle = make_bundle(df, seed=1)
+    batch_p, batch_a = verdict_docs(
+        score_devices(bundle, float(bundle.threshold), df, VERSION), source="batch", scored_at=T
+    )
+    stream_p, stream_a = verdict_docs(_streamed(bundle, df, 13), source="streaming", scored_at=T)
+    assert len(batch_p) == len(stream_p) == len(df)
+    assert _verdicts(batch_p) == _verdicts(stream_p)
+    assert _verdicts(batch_a) == _verdicts(stream_a) and batch_a
+    doc = next(iter(_verdicts(batch_p).values()))
+    assert {"threshold", "channel_errors", "reason", "score", "is_anomaly"} <= set(doc)
+    # the threshold each verdict was judged by: a device's own where it has one
+    own = {m for m in df["moteid"].unique() if int(m) in bundle.device_thresholds}
+    for d in batch_p:
+        if d["moteid"] in own and d["reason"] is None:
+            assert d["threshold"] == bundle.device_thresholds[d["moteid"]]
+
+
+def test_a_verdict_is_replaced_only_by_a_newer_model_version(mongo_db: Database) -> None:
+    df = make_readings(motes=2, per_mote=60, seed=5)
+    bundle = make_bundle(df, seed=2)
+    scored = score_devices(bundle, float(bundle.threshold), df, VERSION)
+
+    def store(version: int, source: str) -> dict[str, int]:
+        frame = scored.assign(model_version=version)
+        preds, anomalies = verdict_docs(frame, source=source, scored_at=T)
+        return store_verdicts(mongo_db, preds, anomalies)
+
+    n = len(df)
+    assert store(VERSION, "streaming")["inserted"] == n
+    assert store(VERSION, "batch") == {"inserted": 0, "updated": 0, "kept": n, "anomalies": 0}
+    assert set(mongo_db.predictions.distinct("source")) == {"streaming"}
+    assert store(VERSION - 1, "batch")["kept"] == n  # an older version never replaces
+    newer = store(VERSION + 1, "batch")
+    assert (newer["updated"], newer["kept"]) == (n, 0)
+    assert set(mongo_db.predictions.distinct("model_version")) == {VERSION + 1}
+    flagged = int(scored["flag"].sum())
+    assert mongo_db.anomalies.count_documents({}) == flagged
+    assert set(mongo_db.anomalies.distinct("model_version")) == {VERSION + 1}
