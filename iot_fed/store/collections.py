@@ -41,7 +41,7 @@ class IndexSpec:
 
 
 # predictions are keyed on (moteid, ts) as in the design: one current verdict per reading
-# (also its ``_id``, repository.prediction_id); a same-or-newer model version replaces it
+# (also its ``_id``, repository.prediction_id); only a newer model version replaces it
 # (see repository.upsert_predictions).
 INDEXES: dict[str, tuple[IndexSpec, ...]] = {
     SENSOR_READINGS: (
