@@ -13,18 +13,20 @@ from iot_fed.store.collections import (
     validator,
 )
 from iot_fed.store.durability import durable, write_concern
+from iot_fed.store.predictions import (
+    insert_new_predictions,
+    prediction_id,
+    upsert_predictions,
+)
+from iot_fed.store.reports import clean_value, latest_evaluation_report, save_evaluation_report
 from iot_fed.store.repository import (
-    clean_value,
     get_global_model,
     get_local_model,
     insert_dead_letters,
-    insert_new_predictions,
     insert_readings,
-    latest_evaluation_report,
     latest_global_model,
     latest_local_models,
     next_version,
-    prediction_id,
     promote,
     promoted_global_model,
     promoted_version,
@@ -32,10 +34,8 @@ from iot_fed.store.repository import (
     readings_for_device,
     readings_for_devices,
     readings_to_docs,
-    save_evaluation_report,
     save_global_model,
     save_local_model,
-    upsert_predictions,
     upsert_readings,
 )
 from iot_fed.store.setup import database_status, ensure_database, init_database

@@ -41,8 +41,8 @@ class IndexSpec:
 
 
 # predictions are keyed on (moteid, ts) as in the design: one current verdict per reading
-# (also its ``_id``, repository.prediction_id); only a newer model version replaces it
-# (see repository.upsert_predictions).
+# (also its ``_id``, predictions.prediction_id); only a newer model version replaces it
+# (see predictions.upsert_predictions).
 INDEXES: dict[str, tuple[IndexSpec, ...]] = {
     SENSOR_READINGS: (
         IndexSpec("moteid_epoch_unique", (("moteid", 1), ("epoch", 1)), unique=True),

@@ -1,7 +1,7 @@
 """The live side of the store: anomalies and the streaming scorer's heartbeat.
 
 ``anomalies`` holds one document per flagged reading, under the same ``_id`` as its
-prediction (:func:`~iot_fed.store.repository.prediction_id`), so a replayed micro-batch
+prediction (:func:`~iot_fed.store.predictions.prediction_id`), so a replayed micro-batch
 replaces rather than duplicates. ``scorer_status`` holds one heartbeat/progress document
 per scorer (``_id`` = its name), which the Dagster observation and the API read.
 """
@@ -16,7 +16,7 @@ from pymongo import DESCENDING, DeleteOne, ReplaceOne
 from pymongo.database import Database
 
 from iot_fed.store.collections import ANOMALIES, GLOBAL_MODELS, SCORER_STATUS, validator
-from iot_fed.store.repository import (
+from iot_fed.store.predictions import (
     insert_new,
     insert_new_predictions,
     prediction_id,

@@ -8,23 +8,18 @@ not the server enforces validators. Model ``params`` are opaque bytes (``iot_fed
 from __future__ import annotations
 
 import datetime as dt
-import math
-import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pymongo import ASCENDING, DESCENDING, ReplaceOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from iot_fed.readings import FIELDS
 from iot_fed.store.collections import (
     DEAD_LETTERS,
-    EVALUATION_REPORTS,
     GLOBAL_MODELS,
     LOCAL_MODELS,
-    PREDICTIONS,
     SENSOR_READINGS,
     validator,
 )
@@ -72,7 +67,7 @@ def readings_to_docs(df: pd.DataFrame) -> list[dict[str, Any]]:
     return frame.to_dict("records")
 
 
-def _duplicate_indices(exc: BulkWriteError) -> set[int]:
+def duplicate_indices(exc: BulkWriteError) -> set[int]:
     """Indices of the duplicate-key failures; re-raise when any error is something else."""
     _split_write_errors(exc)
     return {e["index"] for e in exc.details.get("writeErrors", [])}
@@ -109,7 +104,7 @@ def insert_readings(
             coll.insert_many(clean, ordered=False)
             return list(range(len(clean)))
         except BulkWriteError as exc:
-            dups = _duplicate_indices(exc)
+            dups = duplicate_indices(exc)
             return [i for i in range(len(clean)) if i not in dups]
     if strategy == "upsert":
         ops = [
@@ -121,7 +116,7 @@ def insert_readings(
         try:
             return sorted(coll.bulk_write(ops, ordered=False).upserted_ids)
         except BulkWriteError as exc:  # concurrent upserts of one key can race
-            _duplicate_indices(exc)
+            duplicate_indices(exc)
             return sorted(u["index"] for u in exc.details.get("upserted", []))
     raise ValueError(f"unknown write strategy {strategy!r}")
 
@@ -383,122 +378,3 @@ def promote(db: Database, version: int) -> dict[str, Any]:
     doc = get_global_model(db, version)
     assert doc is not None
     return doc
-
-
-# --- predictions --------------------------------------------------------------------
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _ms(ts: dt.datetime) -> int:
-    """Milliseconds since the Unix epoch (naive datetimes are UTC, as pymongo returns them)."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=dt.UTC)
-    return (ts - _EPOCH) // dt.timedelta(milliseconds=1)
-
-
-def prediction_id(moteid: int, ts: dt.datetime | int) -> str:
-    """The ``_id`` of the verdict for (moteid, ts): ``"<moteid>:<ts in ms>"``.
-
-    The same key as the unique (moteid, ts) index (MongoDB keeps milliseconds), so a
-    prediction is found by ``_id`` (cheap on FerretDB) rather than by a filtered scan.
-    """
-    ms = ts if isinstance(ts, int) else _ms(ts)
-    return f"{int(moteid)}:{int(ms)}"
-
-
-def insert_new(coll: Any, docs: list[dict[str, Any]]) -> list[int]:
-    """insert_many(ordered=False); return the indices (into ``docs``) that already existed."""
-    if not docs:
-        return []
-    try:
-        coll.insert_many(docs, ordered=False)
-        return []
-    except BulkWriteError as exc:
-        return sorted(_duplicate_indices(exc))
-
-
-def insert_new_predictions(
-    db: Database, docs: Sequence[Mapping[str, Any]], *, validate: bool = True
-) -> list[int]:
-    """Store verdicts only where (moteid, ts) has none yet (under :func:`prediction_id`);
-    return the indices of ``docs`` whose (moteid, ts) already had one, which is kept."""
-    if not docs:
-        return []
-    if validate:
-        validator(PREDICTIONS).validate_many(list(docs))
-    batch = [{**d, "_id": prediction_id(d["moteid"], d["ts"])} for d in docs]
-    return insert_new(durable(db, PREDICTIONS), batch)
-
-
-@dataclass(frozen=True)
-class VerdictWrite:
-    """What :func:`upsert_predictions` did: counts, and which documents (by index) did not
-    replace the stored verdict (one of the same or a newer model version is kept)."""
-
-    inserted: tuple[int, ...]
-    updated: int
-    kept: tuple[int, ...]
-
-
-def upsert_predictions(
-    db: Database, docs: Sequence[Mapping[str, Any]], *, validate: bool = True
-) -> VerdictWrite:
-    """Store one verdict per (moteid, ts) under :func:`prediction_id`, idempotently: one
-    unordered ``bulk_write`` of ``ReplaceOne({_id, model_version < new}, doc, upsert=True)``.
-    A stored verdict is replaced only by a newer model version's; where the stored one is
-    as new or newer, the upsert's insert fails on the unique ``_id`` and it is kept."""
-    if not docs:
-        return VerdictWrite((), 0, ())
-    if validate:
-        validator(PREDICTIONS).validate_many(list(docs))
-    ops = []
-    for d in docs:
-        pid = prediction_id(d["moteid"], d["ts"])
-        guard = {"_id": pid, "model_version": {"$lt": int(d["model_version"])}}
-        ops.append(ReplaceOne(guard, {**d, "_id": pid}, upsert=True))
-    try:
-        res = durable(db, PREDICTIONS).bulk_write(ops, ordered=False)
-        return VerdictWrite(tuple(sorted(res.upserted_ids)), res.modified_count, ())
-    except BulkWriteError as exc:
-        kept = tuple(sorted(_duplicate_indices(exc)))
-        inserted = tuple(sorted(int(u["index"]) for u in exc.details.get("upserted", [])))
-        return VerdictWrite(inserted, int(exc.details["nModified"]), kept)
-
-
-# --- evaluation reports ---------------------------------------------------------------
-
-
-def clean_value(v: Any) -> Any:
-    """BSON-friendly: numpy scalars -> Python, NaN/NA -> None, recursively."""
-    if isinstance(v, Mapping):
-        return {str(k): clean_value(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [clean_value(x) for x in v]
-    if hasattr(v, "item") and not isinstance(v, str | bytes):  # numpy scalar
-        v = v.item()
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return None
-    pd = sys.modules.get("pandas")  # without pandas loaded, v cannot be pd.NA / pd.NaT
-    if pd is not None and (v is pd.NA or v is pd.NaT):
-        return None
-    return v
-
-
-def save_evaluation_report(db: Database, doc: Mapping[str, Any]) -> str:
-    """Store (replace by ``report_id``) one report document; return its ``report_id``.
-
-    Values are made BSON-friendly first (:func:`clean_value`: NaN/NA -> None).
-    """
-    clean = clean_value(dict(doc))
-    clean.pop("_id", None)
-    validator(EVALUATION_REPORTS).validate(clean)
-    coll = durable(db, EVALUATION_REPORTS)
-    coll.replace_one({"report_id": clean["report_id"]}, clean, upsert=True)
-    return clean["report_id"]
-
-
-def latest_evaluation_report(db: Database) -> dict[str, Any] | None:
-    """The most recently created report (no ``_id``), or None."""
-    return db[EVALUATION_REPORTS].find_one({}, {"_id": 0}, sort=[("created_at", DESCENDING)])

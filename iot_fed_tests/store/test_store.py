@@ -31,8 +31,8 @@ from iot_fed.store import (
     save_local_model,
     upsert_predictions,
 )
+from iot_fed.store.predictions import VerdictWrite
 from iot_fed.store.repository import (
-    VerdictWrite,
     upsert_readings,
 )
 

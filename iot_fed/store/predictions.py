@@ -1,0 +1,95 @@
+"""Predictions: one current verdict per reading, stored under :func:`prediction_id` (the
+same key as the unique (moteid, ts) index), replaced only by a newer model version's."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ReplaceOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from iot_fed.store.collections import PREDICTIONS, validator
+from iot_fed.store.durability import durable
+from iot_fed.store.repository import duplicate_indices
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _ms(ts: dt.datetime) -> int:
+    """Milliseconds since the Unix epoch (naive datetimes are UTC, as pymongo returns them)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=dt.UTC)
+    return (ts - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def prediction_id(moteid: int, ts: dt.datetime | int) -> str:
+    """The ``_id`` of the verdict for (moteid, ts): ``"<moteid>:<ts in ms>"``.
+
+    The same key as the unique (moteid, ts) index (MongoDB keeps milliseconds), so a
+    prediction is found by ``_id`` (cheap on FerretDB) rather than by a filtered scan.
+    """
+    ms = ts if isinstance(ts, int) else _ms(ts)
+    return f"{int(moteid)}:{int(ms)}"
+
+
+def insert_new(coll: Any, docs: list[dict[str, Any]]) -> list[int]:
+    """insert_many(ordered=False); return the indices (into ``docs``) that already existed."""
+    if not docs:
+        return []
+    try:
+        coll.insert_many(docs, ordered=False)
+        return []
+    except BulkWriteError as exc:
+        return sorted(duplicate_indices(exc))
+
+
+def insert_new_predictions(
+    db: Database, docs: Sequence[Mapping[str, Any]], *, validate: bool = True
+) -> list[int]:
+    """Store verdicts only where (moteid, ts) has none yet (under :func:`prediction_id`);
+    return the indices of ``docs`` whose (moteid, ts) already had one, which is kept."""
+    if not docs:
+        return []
+    if validate:
+        validator(PREDICTIONS).validate_many(list(docs))
+    batch = [{**d, "_id": prediction_id(d["moteid"], d["ts"])} for d in docs]
+    return insert_new(durable(db, PREDICTIONS), batch)
+
+
+@dataclass(frozen=True)
+class VerdictWrite:
+    """What :func:`upsert_predictions` did: counts, and which documents (by index) did not
+    replace the stored verdict (one of the same or a newer model version is kept)."""
+
+    inserted: tuple[int, ...]
+    updated: int
+    kept: tuple[int, ...]
+
+
+def upsert_predictions(
+    db: Database, docs: Sequence[Mapping[str, Any]], *, validate: bool = True
+) -> VerdictWrite:
+    """Store one verdict per (moteid, ts) under :func:`prediction_id`, idempotently: one
+    unordered ``bulk_write`` of ``ReplaceOne({_id, model_version < new}, doc, upsert=True)``.
+    A stored verdict is replaced only by a newer model version's; where the stored one is
+    as new or newer, the upsert's insert fails on the unique ``_id`` and it is kept."""
+    if not docs:
+        return VerdictWrite((), 0, ())
+    if validate:
+        validator(PREDICTIONS).validate_many(list(docs))
+    ops = []
+    for d in docs:
+        pid = prediction_id(d["moteid"], d["ts"])
+        guard = {"_id": pid, "model_version": {"$lt": int(d["model_version"])}}
+        ops.append(ReplaceOne(guard, {**d, "_id": pid}, upsert=True))
+    try:
+        res = durable(db, PREDICTIONS).bulk_write(ops, ordered=False)
+        return VerdictWrite(tuple(sorted(res.upserted_ids)), res.modified_count, ())
+    except BulkWriteError as exc:
+        kept = tuple(sorted(duplicate_indices(exc)))
+        inserted = tuple(sorted(int(u["index"]) for u in exc.details.get("upserted", [])))
+        return VerdictWrite(inserted, int(exc.details["nModified"]), kept)
