@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +46,12 @@ from iot_fed.analytics.live_state import (
 )
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.analytics.stream_progress import ProgressLog
+from iot_fed.analytics.stream_status import Heartbeat, StreamCounts, progress_extra
 from iot_fed.analytics.verdicts import verdict_docs
 from iot_fed.config import Settings
 from iot_fed.heap import freeze_heap
 from iot_fed.store import promoted_version
-from iot_fed.store.live import DEFAULT_SCORER, store_verdicts, write_scorer_status
+from iot_fed.store.live import DEFAULT_SCORER, store_verdicts
 from iot_fed.stream.kafka_config import spark_source_options
 
 log = logging.getLogger(__name__)
@@ -65,33 +65,6 @@ MODEL_REFRESH_S = 0.5
 # variant daemon-only vs after). It only shortens the broker's wait at the log end: an
 # executor consumer polls only while its task reads its offset range.
 SOURCE_OPTIONS: dict[str, str] = {"kafka.fetch.max.wait.ms": "10"}
-
-
-@dataclass
-class StreamCounts:
-    """Totals over the micro-batches this process ran (driver side)."""
-
-    batches: int = 0
-    records: int = 0
-    n: int = 0  # valid records scored
-    anomalies: int = 0
-    inserted: int = 0
-    updated: int = 0
-    kept: int = 0  # a verdict of the same or a newer model version was already stored
-    skipped: int = 0  # malformed: ingestion dead-letters them
-    model_versions: list[int] = field(default_factory=list)  # in the order first used
-    collect_ms: float = 0.0  # in batch.toPandas(): the micro-batch's Spark job
-    store_ms: float = 0.0  # in store_batch: the MongoDB writes
-    last_batch_id: int | None = None
-    last_batch_at: dt.datetime | None = None
-    last_batch: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("last_batch")
-        d["model_versions"] = ",".join(str(v) for v in self.model_versions)
-        d["last_batch_at"] = None if self.last_batch_at is None else self.last_batch_at.isoformat()
-        return d
 
 
 def mote_key() -> Column:
@@ -138,64 +111,6 @@ def store_batch(db: Any, pdf: pd.DataFrame) -> dict[str, Any]:
     lat = [(scored_at - d["kafka_ts"]).total_seconds() for d in preds if d["kafka_ts"]]
     counts["max_latency_s"] = max(lat) if lat else None
     return counts
-
-
-class Heartbeat:
-    """Driver side: the ``scorer_status`` document, written by the run loop every few
-    seconds (so a stopped scorer is visible as a stale heartbeat) and after a batch when
-    the last write is ``batch_min_s`` old: a write per batch was a database round trip
-    inside every micro-batch."""
-
-    batch_min_s = 2.0
-
-    def __init__(self, target: MongoTarget, name: str) -> None:
-        self.db = target.connect()
-        self.name = name
-        self.started_at = dt.datetime.now(dt.UTC)
-        self.lock = threading.Lock()
-        self.written_at = -float("inf")  # time.monotonic() of the last write
-
-    def write(self, state: str, counts: StreamCounts, **extra: Any) -> None:
-        last = counts.last_batch
-        doc = {
-            "updated_at": dt.datetime.now(dt.UTC),
-            "state": state,
-            "pid": os.getpid(),
-            "started_at": self.started_at,
-            "last_batch_id": counts.last_batch_id,
-            "last_batch_at": counts.last_batch_at,
-            "batch_records": last.get("records"),
-            "batch_predictions": last.get("n"),
-            "batch_anomalies": last.get("anomalies"),
-            "batch_skipped": last.get("skipped"),
-            "batch_max_latency_s": last.get("max_latency_s"),
-            "model_version": counts.model_versions[-1] if counts.model_versions else None,
-            "totals": {k: v for k, v in counts.summary().items() if isinstance(v, int)},
-            **extra,
-        }
-        with self.lock:
-            self.written_at = time.monotonic()
-            try:
-                write_scorer_status(self.db, doc, self.name)
-            except Exception as exc:  # the heartbeat must never stop the scorer
-                log.warning("could not write the scorer heartbeat: %s", exc)
-
-    def close(self) -> None:
-        self.db.client.close()
-
-
-def progress_extra(progress: dict[str, Any] | None) -> dict[str, Any]:
-    """records/s and the offset backlog from a query progress (``lastProgress``)."""
-    p = progress or {}
-    backlog = 0
-    for src in p.get("sources", []):
-        end, latest = src.get("endOffset") or {}, src.get("latestOffset") or {}
-        if isinstance(end, dict) and isinstance(latest, dict):
-            for topic, parts in latest.items():
-                for part, off in (parts or {}).items():
-                    backlog += max(0, int(off) - int((end.get(topic) or {}).get(part, off)))
-    rate = p.get("processedRowsPerSecond")
-    return {"records_per_s": None if rate is None else float(rate), "backlog_records": backlog}
 
 
 @dataclass

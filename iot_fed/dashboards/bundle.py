@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from iot_fed.dashboards import spec
+from iot_fed.dashboards.datasets import DATASETS
 from iot_fed.dashboards.urls import dashboard_slug
 
 BUNDLE_DIR = Path(__file__).with_name("bundle")
@@ -42,7 +43,7 @@ def _database() -> dict[str, Any]:
 
 
 def _dataset(key: str) -> dict[str, Any]:
-    dttm, columns = spec.DATASETS[key]
+    dttm, columns = DATASETS[key]
     return {
         "table_name": key,
         "main_dttm_col": dttm or None,
@@ -203,7 +204,7 @@ def render() -> dict[str, str]:
         },
         "databases/iot_fed_reporting.yaml": _database(),
     }
-    for key in spec.DATASETS:
+    for key in DATASETS:
         docs[f"datasets/iot_fed_reporting/{key}.yaml"] = _dataset(key)
     for dash in spec.DASHBOARDS:
         docs[f"dashboards/{dash.key}.yaml"] = _dashboard(dash)

@@ -13,6 +13,7 @@ import yaml
 
 from iot_fed.config import load_settings
 from iot_fed.dashboards import bundle, spec
+from iot_fed.dashboards.datasets import DATASETS
 from iot_fed.dashboards.urls import dashboard_urls
 from iot_fed.services import manager
 from iot_fed.services.process import ServiceError
@@ -35,7 +36,7 @@ def test_zip_carries_the_uri_and_every_object() -> None:
     assert sum(n.startswith("iot_fed_dashboards/charts/") for n in names) == len(charts)
     assert sum(n.startswith("iot_fed_dashboards/dashboards/") for n in names) == 4
     used = {c.dataset for c in charts} | {f["dataset"] for d in spec.DASHBOARDS for f in d.filters}
-    assert used <= set(spec.DATASETS)
+    assert used <= set(DATASETS)
 
 
 def test_secret_and_admin_generated_once(tmp_path: Path, capsys) -> None:
