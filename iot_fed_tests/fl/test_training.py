@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from iot_fed.fl.aggregation import aggregate
+from iot_fed.fl.batching import bucket_size, epoch_orders
 from iot_fed.fl.forward import reconstruction_error_numpy
 from iot_fed.fl.model import init_params
 from iot_fed.fl.normalization import SufficientStats, make_xy
@@ -11,8 +12,6 @@ from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.training import (
     TrainConfig,
     _trainer_for,
-    bucket_size,
-    epoch_orders,
     evaluate_devices,
     padded_shape,
     trace_counts,
