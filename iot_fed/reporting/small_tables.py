@@ -11,40 +11,31 @@ from typing import Any
 import psycopg
 from pymongo.database import Database
 
-from iot_fed.reporting.increment import (
-    EPOCH_START,
-    OVERLAP,
-    RefreshResult,
-    finite,
-    minute_of,
-    runs,
-    set_watermark,
-    utc,
-    watermark,
-)
+from iot_fed.reporting import increment as inc
+from iot_fed.reporting.increment import RefreshResult
 from iot_fed.store import reporting_reads as reads
 
 
 def reason_class(reason: str) -> str:
-    """The reason without its detail: ``"bad humidity: non-finite"`` -> ``"bad humidity"``."""
+    """The reason without its detail: ``"bad humidity: non-inc.finite"`` -> ``"bad humidity"``."""
     return (reason or "unknown").split(":", 1)[0].strip()[:120] or "unknown"
 
 
 def refresh_dead_letters(
     db: Database, conn: psycopg.Connection, batch: int, res: RefreshResult
 ) -> None:
-    wm = watermark(conn, "dead_letters")
-    after = dt.datetime.fromisoformat(wm[0]) if wm else EPOCH_START
-    since = after - OVERLAP if wm and wm[1] else after
+    wm = inc.watermark(conn, "dead_letters")
+    after = dt.datetime.fromisoformat(wm[0]) if wm else inc.EPOCH_START
+    since = after - inc.OVERLAP if wm and wm[1] else after
     docs = reads.dead_letters_since(db, since, batch)
     res.dead_letters_seen = len(docs)
     if not docs:
         return
     counts: dict[tuple[dt.datetime, str], int] = defaultdict(int)
-    spans = runs(minute_of(d["ts"]) for d in docs)
+    spans = inc.runs(inc.minute_of(d["ts"]) for d in docs)
     for lo, hi in spans:
         for d in reads.dead_letters_between(db, lo, hi):
-            counts[(minute_of(d["ts"]), reason_class(d.get("reason", "")))] += 1
+            counts[(inc.minute_of(d["ts"]), reason_class(d.get("reason", "")))] += 1
     with conn.cursor() as cur:
         cur.executemany(
             "DELETE FROM reporting.dead_letters_minute WHERE minute >= %s AND minute < %s",
@@ -55,17 +46,17 @@ def refresh_dead_letters(
             "VALUES (%s, %s, %s)",
             [(m, r, n) for (m, r), n in counts.items()],
         )
-    newest = max(after, max(utc(d["ts"]) for d in docs))
-    set_watermark(conn, "dead_letters", newest.isoformat(), len(docs) < batch)
+    newest = max(after, max(inc.utc(d["ts"]) for d in docs))
+    inc.set_watermark(conn, "dead_letters", newest.isoformat(), len(docs) < batch)
 
 
 # --- models ------------------------------------------------------------------------------------
 
 
 def refresh_local_models(db: Database, conn: psycopg.Connection, res: RefreshResult) -> None:
-    wm = watermark(conn, "local_models")
-    after = dt.datetime.fromisoformat(wm[0]) if wm else EPOCH_START
-    docs = reads.local_model_summaries(db, after - OVERLAP)
+    wm = inc.watermark(conn, "local_models")
+    after = dt.datetime.fromisoformat(wm[0]) if wm else inc.EPOCH_START
+    docs = reads.local_model_summaries(db, after - inc.OVERLAP)
     rows = []
     for d in docs:
         if not str(d.get("device", "")).isdigit():
@@ -75,12 +66,12 @@ def refresh_local_models(db: Database, conn: psycopg.Connection, res: RefreshRes
             (
                 int(d["device"]),
                 int(d["version"]),
-                utc(d["created_at"]),
+                inc.utc(d["created_at"]),
                 d.get("base_version"),
                 d.get("n_samples"),
-                finite(m.get("loss_before")),
-                finite(m.get("loss_after")),
-                finite(d.get("threshold")),
+                inc.finite(m.get("loss_before")),
+                inc.finite(m.get("loss_after")),
+                inc.finite(d.get("threshold")),
             )
         )
     res.local_models = len(rows)
@@ -97,7 +88,7 @@ def refresh_local_models(db: Database, conn: psycopg.Connection, res: RefreshRes
             rows,
         )
     newest = max(after, max(r[2] for r in rows))
-    set_watermark(conn, "local_models", newest.isoformat(), True)
+    inc.set_watermark(conn, "local_models", newest.isoformat(), True)
 
 
 def version_rows(
@@ -121,21 +112,21 @@ def version_rows(
         rows.append(
             (
                 v,
-                utc(m["created_at"]),
+                inc.utc(m["created_at"]),
                 m.get("strategy"),
                 len(m.get("lineage") or []),
                 len(metrics.get("rejected_local_models") or {}),
-                finite(metrics.get("val_loss")),
+                inc.finite(metrics.get("val_loss")),
                 m.get("parent_version"),
-                finite(metrics.get("parent_val_loss")),
-                finite(m.get("threshold")),
+                inc.finite(metrics.get("parent_val_loss")),
+                inc.finite(m.get("threshold")),
                 ever,
-                utc(promoted_at) if promoted_at else None,
+                inc.utc(promoted_at) if promoted_at else None,
                 v == current,
                 status,
-                finite(summary.get("global_f1")),
-                finite(summary.get("global_precision")),
-                finite(summary.get("global_recall")),
+                inc.finite(summary.get("global_f1")),
+                inc.finite(summary.get("global_precision")),
+                inc.finite(summary.get("global_recall")),
                 (latest_report.get(v) or {}).get("report_id"),
             )
         )

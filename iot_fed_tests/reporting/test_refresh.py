@@ -19,10 +19,10 @@ from iot_fed.reporting.refresh import (
 from iot_fed.reporting.schema import VIEW_NAMES
 from iot_fed.store import reporting_reads
 from iot_fed.store.collections import DEAD_LETTERS, PREDICTIONS
+from iot_fed.store.reports import save_evaluation_report
 from iot_fed.store.repository import (
     insert_readings,
     promote,
-    save_evaluation_report,
     save_global_model,
     save_local_model,
 )
