@@ -57,6 +57,8 @@ def children(settings: Settings, rate: float, root: Path) -> list[Child]:
             stop_grace_s=30,
         ),
         Child("api", [iot_fed, "serve", "--port", str(settings.api_port)]),
+        # the services themselves: one killed or crashed is started again (data kept)
+        Child("services", [iot_fed, "services", "watch"]),
     ]
 
 

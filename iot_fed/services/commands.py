@@ -43,6 +43,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if all(st.healthy for st in statuses if st.state != "disabled") else 1
 
 
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    manager.watch(get_settings(), args.interval)
+    return 0
+
+
 def _cmd_purge(args: argparse.Namespace) -> int:
     for path in manager.purge(get_settings(), _only(args)):
         print(f"removed {path}")
@@ -94,10 +102,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("down", _cmd_down, "stop the services iot-fed started (data is kept)"),
         ("status", _cmd_status, "endpoints and health; exit 1 if one that is on is unhealthy"),
         ("purge", _cmd_purge, "stop the services and delete their data (cannot be undone)"),
+        ("watch", _cmd_watch, "start again, until stopped, the services iot-fed started that died"),
     ]
     for name, func, help_ in specs:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("--only", choices=manager.SERVICE_NAMES, help="just this service")
+        if name == "watch":
+            sp.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
         if name == "up":
             sp.add_argument(
                 "--timeout",

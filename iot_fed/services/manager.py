@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -325,6 +326,38 @@ def status(
         else:
             out.append(_status(svc, "not running", False))
     return out
+
+
+def revive(settings: Settings, timeout: float = DEFAULT_START_TIMEOUT_S) -> list[ServiceStatus]:
+    """Start again the local services iot-fed started whose process has died (killed, or
+    crashed): their record is there, their process is not. One stopped on purpose
+    (``down``) has no record and stays down. Returns the ones restarted."""
+    out = []
+    with _lock(settings):
+        for svc in services_for(settings):
+            if not svc.is_local or svc.disabled():
+                continue
+            rec = ProcessRecord.load(svc.record_path)
+            if rec is None or is_alive(rec):
+                continue
+            log.warning("%s: pid %d is gone (killed or crashed); starting it", svc.name, rec.pid)
+            svc.record_path.unlink(missing_ok=True)
+            _up_one(svc, timeout, [])
+            out.append(_status(svc, "restarted", True, ProcessRecord.load(svc.record_path)))
+    return out
+
+
+def watch(settings: Settings, interval_s: float = 5.0, stop: threading.Event | None = None) -> None:
+    """:func:`revive` every ``interval_s`` until ``stop`` is set (``iot-fed services watch``,
+    supervised by ``make run``); a service that cannot start yet is tried again later."""
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            for st in revive(settings):
+                log.warning("%s: restarted (%s)", st.name, st.line())
+        except ServiceError as exc:
+            log.error("could not restart a service, trying again: %s", " ".join(str(exc).split()))
+        stop.wait(interval_s)
 
 
 def running(settings: Settings) -> set[str]:

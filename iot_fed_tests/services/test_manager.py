@@ -8,21 +8,25 @@ artifacts through a symlink.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from pymongo import MongoClient
+from pymongo import MongoClient, WriteConcern
 
 from iot_fed import cli
 from iot_fed.config import Settings, get_settings, load_settings
 from iot_fed.services import manager
 from iot_fed.services.artifacts import artifacts_dir
-from iot_fed.services.process import ServiceError, port_open
+from iot_fed.services.mongodb import MongoService
+from iot_fed.services.process import ProcessRecord, ServiceError, is_alive, port_open
 
 CORE = ("mongodb", "kafka")  # the isolated pair; PostgreSQL has its own tests (test_postgres)
 
@@ -126,6 +130,28 @@ def test_external_services_are_not_managed(tmp_path: Path) -> None:
 
 
 @pytest.mark.services
+def test_a_killed_service_is_started_again_and_a_stopped_one_is_not(iso: Settings) -> None:
+    (st,) = manager.up(iso, ["mongodb"])
+    with MongoClient(iso.mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
+        docs = client.keep.get_collection("docs", write_concern=WriteConcern(w=1, j=True))
+        docs.insert_many([{"_id": i} for i in range(3)])  # journaled: durable when answered
+    record = ProcessRecord.load(MongoService(iso).record_path)
+    os.kill(st.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60  # a liveness bound: the JVM's threads are exiting
+    while is_alive(record):
+        assert time.monotonic() < deadline, "the killed server is still there"
+        time.sleep(0.2)
+    (again,) = manager.revive(iso)
+    assert (again.name, again.state, again.healthy) == ("mongodb", "restarted", True)
+    assert again.pid != st.pid
+    with MongoClient(iso.mongodb_uri, serverSelectionTimeoutMS=10_000) as client:
+        assert client.keep.docs.count_documents({}) == 3  # acknowledged data survived
+    assert manager.revive(iso) == []  # alive: nothing to do
+    manager.down(iso, ["mongodb"])
+    assert manager.revive(iso) == []  # stopped on purpose: stays down
+    assert not port_open("127.0.0.1", iso.mongodb_port)
+
+
 def test_data_survives_down_and_up(iso: Settings) -> None:
     started = manager.up(iso, CORE)
     assert [st.state for st in started] == ["started", "started"]
