@@ -47,7 +47,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    manager.watch(get_settings(), args.interval)
+    manager.watch(get_settings(), args.interval, _only(args))
     return 0
 
 

@@ -328,13 +328,17 @@ def status(
     return out
 
 
-def revive(settings: Settings, timeout: float = DEFAULT_START_TIMEOUT_S) -> list[ServiceStatus]:
+def revive(
+    settings: Settings,
+    only: Iterable[str] | None = None,
+    timeout: float = DEFAULT_START_TIMEOUT_S,
+) -> list[ServiceStatus]:
     """Start again the local services iot-fed started whose process has died (killed, or
     crashed): their record is there, their process is not. One stopped on purpose
     (``down``) has no record and stays down. Returns the ones restarted."""
     out = []
     with _lock(settings):
-        for svc in services_for(settings):
+        for svc in services_for(settings, only):
             if not svc.is_local or svc.disabled():
                 continue
             rec = ProcessRecord.load(svc.record_path)
@@ -347,13 +351,18 @@ def revive(settings: Settings, timeout: float = DEFAULT_START_TIMEOUT_S) -> list
     return out
 
 
-def watch(settings: Settings, interval_s: float = 5.0, stop: threading.Event | None = None) -> None:
+def watch(
+    settings: Settings,
+    interval_s: float = 5.0,
+    only: Iterable[str] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
     """:func:`revive` every ``interval_s`` until ``stop`` is set (``iot-fed services watch``,
     supervised by ``make run``); a service that cannot start yet is tried again later."""
     stop = stop or threading.Event()
     while not stop.is_set():
         try:
-            for st in revive(settings):
+            for st in revive(settings, only):
                 log.warning("%s: restarted (%s)", st.name, st.line())
         except ServiceError as exc:
             log.error("could not restart a service, trying again: %s", " ".join(str(exc).split()))
