@@ -147,30 +147,12 @@ class SparkResource(dg.ConfigurableResource):
             spark_master=self.master, spark_shuffle_partitions=self.shuffle_partitions
         )
 
-    def config(self) -> dict[str, Any]:
-        from iot_fed.analytics import session
-        from iot_fed.analytics.jars import SparkJarsError
-
-        s = self.settings()
-        try:
-            conf = session.spark_config(s)
-        except SparkJarsError:
-            conf = session.spark_config(s, with_jars=False)
-        return {**conf, **self.spark_conf}
-
     @property
     def spark_session(self) -> SparkSession:
         if self._session is None:
-            import os
-            import sys
-            from pathlib import Path
+            from iot_fed.analytics.jars import jars_installed
+            from iot_fed.analytics.session import build_session
 
-            from pyspark.sql import SparkSession
-
-            conf = self.config()
-            Path(conf["spark.local.dir"]).mkdir(parents=True, exist_ok=True)
-            # local mode starts Python workers with PYSPARK_PYTHON (default: `python3` on
-            # PATH, which lacks the project's packages), not with spark.pyspark.python
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-            self._session = SparkSession.builder.config(map=conf).getOrCreate()
+            s = self.settings()
+            self._session = build_session(s, with_jars=jars_installed(s), **self.spark_conf)
         return self._session
