@@ -137,12 +137,12 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     )
 
 
-def promote_if_better(db: Database, version: int, cfg: ServerConfig) -> tuple[bool, str]:
-    """Promote ``version`` when :func:`promotion_verdict` allows it."""
+def promote_if_better(db: Database, version: int) -> tuple[bool, str]:
+    """Promote ``version`` when its stored :func:`promotion_verdict` allows it."""
     doc = repo.get_global_model(db, version)
     if doc is None:
         raise ModelLoadError(f"global model version {version} does not exist")
-    ok, why = promotion_verdict(doc, cfg)
+    ok, why = promotion_verdict(doc)
     if ok:
         repo.promote(db, version)
     return ok, why

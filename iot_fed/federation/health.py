@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from iot_fed.fl.rounds import ServerConfig
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
 
 MAX_LOSS_RATIO = 2.0
@@ -34,10 +33,10 @@ def local_model_health(doc: Mapping[str, Any]) -> tuple[bool, str]:
     return True, "ok"
 
 
-def promotion_verdict(doc: Mapping[str, Any], cfg: ServerConfig) -> tuple[bool, str]:
-    """May this global version replace the promoted one? The round's validation verdict
-    (:meth:`iot_fed.fl.rounds.ServerConfig.verdict`) on the stored held-out losses and
-    calibration size."""
-    m = doc.get("metrics") or {}
-    v = cfg.verdict(m.get("val_loss"), m.get("parent_val_loss"), m.get("n_validation"))
-    return v.ok, v.reason
+def promotion_verdict(doc: Mapping[str, Any]) -> tuple[bool, str]:
+    """May this global version replace the promoted one? The verdict its round computed
+    (:meth:`iot_fed.fl.rounds.ServerConfig.verdict`) and stored with it, read, not redone."""
+    verdict = (doc.get("metrics") or {}).get("verdict")
+    if not isinstance(verdict, Mapping) or "ok" not in verdict:
+        return False, "no promotion verdict stored with this version (made by an older round)"
+    return bool(verdict["ok"]), str(verdict.get("reason", ""))

@@ -176,17 +176,14 @@ def global_model(
     "promoted version, threshold calibrated on at least min_calibration_windows held-out "
     "windows; otherwise the version stays unpromoted",
 )
-def not_worse_than_promoted(
-    mongodb: MongoDBResource, settings: SettingsResource
-) -> dg.AssetCheckResult:
+def not_worse_than_promoted(mongodb: MongoDBResource) -> dg.AssetCheckResult:
     from iot_fed.federation.health import promotion_verdict
-    from iot_fed.fl.rounds import ServerConfig
     from iot_fed.store import repository as repo
 
     doc = repo.latest_global_model(mongodb.db)
     if doc is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no global model stored"})
-    ok, why = promotion_verdict(doc, ServerConfig.from_settings(settings.get()))
+    ok, why = promotion_verdict(doc)
     return dg.AssetCheckResult(passed=ok, metadata={"version": doc["version"], "verdict": why})
 
 
@@ -196,19 +193,16 @@ def not_worse_than_promoted(
     description="The global version that serves predictions (promoted if it passed the check).",
 )
 def promoted_model(
-    context: dg.AssetExecutionContext, mongodb: MongoDBResource, settings: SettingsResource
+    context: dg.AssetExecutionContext, mongodb: MongoDBResource
 ) -> dg.MaterializeResult:
     from iot_fed.federation.global_round import promote_if_better
-    from iot_fed.fl.rounds import ServerConfig
     from iot_fed.store import repository as repo
 
     db = mongodb.db
     latest = repo.latest_global_model(db)
     if latest is None:
         raise dg.Failure("no global model to promote yet")
-    ok, why = promote_if_better(
-        db, int(latest["version"]), ServerConfig.from_settings(settings.get())
-    )
+    ok, why = promote_if_better(db, int(latest["version"]))
     current = repo.promoted_global_model(db)
     context.log.info("version %s: %s", latest["version"], why)
     return dg.MaterializeResult(
