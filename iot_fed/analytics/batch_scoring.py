@@ -6,7 +6,6 @@ scoring of :mod:`iot_fed.fl.stream_scoring` (no JAX, no per-row Python calls).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ import pandas as pd
 from pyspark.broadcast import Broadcast
 from pyspark.sql import types as T
 
-from iot_fed.analytics.models import bundle_from_blob
+from iot_fed.analytics.models import bundle_from_blob, with_threshold
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
 
@@ -58,15 +57,6 @@ def score_per_device(bundle: ModelBundle, pdf: pd.DataFrame) -> tuple[pd.DataFra
         score[rows], errors[rows], flags[rows] = got.score, got.channel_errors, got.flag
         thr[rows], reasons[rows] = got.threshold, list(got.reason)
     return pdf, Scored(ts_ms, score, errors, flags, thr, reasons)
-
-
-def with_threshold(bundle: ModelBundle, threshold: float) -> ModelBundle:
-    """``bundle`` with the model document's global ``threshold`` (a copy when it differs)."""
-    if bundle.threshold == threshold:
-        return bundle
-    out = copy.copy(bundle)
-    out.threshold = threshold
-    return out
 
 
 def score_devices(

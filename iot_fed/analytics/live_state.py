@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import types as T
 
-from iot_fed.analytics.models import bundle_from_blob
+from iot_fed.analytics.models import ModelNotAvailableError, scoring_bundle, scoring_model
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
 from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
@@ -97,12 +97,7 @@ class ExecutorModel:
         self.rejected: set[int] = set()
 
     def _load(self, db: Any, doc: dict[str, Any]) -> ModelBundle:
-        bundle = bundle_from_blob(bytes(doc["params"]))
-        if doc.get("threshold") is not None:
-            bundle.threshold = float(doc["threshold"])
-        if bundle.threshold is None:
-            raise ModelBlobError("no anomaly threshold in the document or the bundle")
-        return bundle
+        return scoring_bundle(scoring_model(doc, "global"))
 
     def current(self) -> tuple[int, ModelBundle]:
         now = time.monotonic()
@@ -126,7 +121,7 @@ class ExecutorModel:
                 continue
             try:
                 bundle = self._load(db, doc)
-            except (ModelBlobError, KeyError, TypeError, ValueError) as exc:
+            except (ModelNotAvailableError, ModelBlobError, KeyError, TypeError, ValueError) as exc:
                 self.rejected.add(int(doc["version"]))
                 log.error(
                     "global model v%s is unreadable (%s); keeping v%s",

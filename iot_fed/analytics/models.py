@@ -8,6 +8,7 @@ bytes (broadcast) and rebuild bundles through a small per-process cache.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,24 @@ def bundle_from_blob(blob: bytes) -> ModelBundle:
     return bundle
 
 
-def _scoring_model(doc: dict[str, Any], kind: str, device: str | None = None) -> ScoringModel:
+def with_threshold(bundle: ModelBundle, threshold: float) -> ModelBundle:
+    """``bundle`` with the model document's global ``threshold`` (a copy when it differs)."""
+    if bundle.threshold == threshold:
+        return bundle
+    out = copy.copy(bundle)
+    out.threshold = threshold
+    return out
+
+
+def scoring_bundle(model: ScoringModel) -> ModelBundle:
+    """The model's bundle judged by its document's threshold (a copy when that differs:
+    cached bundles are shared by every caller in the process)."""
+    return with_threshold(bundle_from_blob(model.blob), model.threshold)
+
+
+def scoring_model(doc: dict[str, Any], kind: str, device: str | None = None) -> ScoringModel:
+    """A stored model document, checked readable, with the threshold it scores by: the one
+    loader of stored models for scoring (batch, stream, API)."""
     version = int(doc["version"])
     label = (
         f"global model version {version}"
@@ -95,7 +113,7 @@ def load_global_model(db: Database, version: int | None = None) -> ScoringModel:
         raise ModelNotAvailableError(
             f"global model version {version} not found in {db.name}.{GLOBAL_MODELS}"
         )
-    return _scoring_model(doc, "global")
+    return scoring_model(doc, "global")
 
 
 def load_local_models(db: Database) -> dict[int, ScoringModel]:
@@ -106,5 +124,5 @@ def load_local_models(db: Database) -> dict[int, ScoringModel]:
             moteid = int(device)
         except ValueError:
             continue  # not a mote partition
-        out[moteid] = _scoring_model(doc, "local", device)
+        out[moteid] = scoring_model(doc, "local", device)
     return out
