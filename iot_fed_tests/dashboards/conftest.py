@@ -39,13 +39,22 @@ class Superset:
     password: str
     http: requests.Session
 
+    def _send(self, method: str, path: str, **kw) -> requests.Response:
+        """One request; once more after a new login when the access token expired (it
+        lives minutes, and a session-scoped client can outlive it on a busy machine)."""
+        resp = self.http.request(method, self.url + path, timeout=60, **kw)
+        if resp.status_code == 401:
+            self.http = _login(self.url, self.user, self.password)
+            resp = self.http.request(method, self.url + path, timeout=60, **kw)
+        return resp
+
     def get(self, path: str, **kw) -> dict:
-        resp = self.http.get(self.url + path, timeout=60, **kw)
+        resp = self._send("GET", path, **kw)
         assert resp.status_code == 200, f"GET {path}: {resp.status_code} {resp.text[:300]}"
         return resp.json()
 
     def post(self, path: str, **kw) -> requests.Response:
-        return self.http.post(self.url + path, timeout=60, **kw)
+        return self._send("POST", path, **kw)
 
     def import_bundle(self, reporting_uri: str) -> None:
         """The bundle through the REST import endpoints, each kind with overwrite."""
