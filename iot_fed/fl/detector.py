@@ -53,7 +53,8 @@ from iot_fed.fl.forward import forward_numpy
 from iot_fed.fl.normalization import Normalizer
 from iot_fed.fl.spec import ModelSpec, Params
 from iot_fed.fl.tails import combined_tail_quantile, trimmed_pool_quantile
-from iot_fed.fl.window_features import CHANNELS, PER_CHANNEL
+from iot_fed.fl.window_features import PER_CHANNEL
+from iot_fed.readings import CHANNELS
 
 N_CHANNELS = len(CHANNELS)
 MIN_RESIDUAL_SCALE = 1e-3

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from iot_fed.fl.serialization import ModelBundle
-from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
+from iot_fed.fl.stream_scoring import DeviceHistory, score_device
+from iot_fed.readings import CHANNELS
 from iot_fed.store import init_database
 from iot_fed.store.live import write_scorer_status
 from iot_fed_tests.analytics.helpers import make_bundle, make_readings, store_global
