@@ -31,7 +31,7 @@ from iot_fed.evaluation.report import machine_info
 from iot_fed.fl.aggregation import aggregate
 from iot_fed.fl.model import init_params
 from iot_fed.fl.spec import ModelSpec
-from iot_fed.fl.training import TrainConfig, train_devices, train_devices_loop
+from iot_fed.fl.training import TrainConfig, train_devices
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 
@@ -135,14 +135,15 @@ def bench_round(
         "loadavg_1m": os.getloadavg()[0],
     }
     if loop_cap_s is not None:
-        train_devices_loop(g, data[:2], spec, cfg, seed=1)  # warm up the per-step jit
+        # warm up the per-step jit
+        train_devices(g, data[:2], spec, cfg, seed=1, per_device_loop=True)
         loop_times = []
         for _ in range(max(1, min(repeats, 2))):
             t0 = time.perf_counter()
             done = 0
             chunk = max(1, min(d, 54))
             while done < d and time.perf_counter() - t0 < loop_cap_s:
-                train_devices_loop(g, data[done : done + chunk], spec, cfg, seed=1)
+                train_devices(g, data[done : done + chunk], spec, cfg, seed=1, per_device_loop=True)
                 done += min(chunk, d - done)
             loop_times.append((time.perf_counter() - t0) * d / done)
         row.update(

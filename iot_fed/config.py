@@ -156,7 +156,6 @@ class Settings(BaseSettings):
     local_epochs: int = Field(1, ge=1)
     batch_size: int = Field(50, ge=1)
     fedprox_mu: float = Field(0.0, ge=0)
-    threshold_quantile: float = Field(0.99, gt=0, lt=1)
     seed: int = 0
 
     # --- federation ------------------------------------------------------------

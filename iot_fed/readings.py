@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
     from pyspark.sql.types import StructType
 
 CHANNELS: tuple[str, ...] = ("temperature", "humidity", "light", "voltage")
@@ -48,6 +50,16 @@ def spark_schema() -> StructType:
     return T.StructType(
         [T.StructField(f, by_name[_SPARK_TYPES.get(f, "double")], f in _NULLABLE) for f in FIELDS]
     )
+
+
+def epoch_ms(ts: pd.Series) -> np.ndarray:
+    """A readings frame's ``ts`` column as int64 ms since the Unix epoch (UTC): the time
+    axis of the window features (imports pandas only when called)."""
+    import numpy as np
+    import pandas as pd
+
+    naive = pd.to_datetime(ts, utc=True).dt.tz_localize(None).to_numpy()
+    return naive.astype("datetime64[ms]").astype(np.int64)
 
 
 DEAD_LETTER_RAW_BYTES = 256 * 1024

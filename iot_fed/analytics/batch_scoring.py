@@ -16,7 +16,8 @@ from pyspark.sql import types as T
 
 from iot_fed.analytics.models import bundle_from_blob, with_threshold
 from iot_fed.fl.serialization import ModelBundle
-from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
+from iot_fed.fl.stream_scoring import DeviceHistory, score_device
+from iot_fed.readings import CHANNELS
 
 
 @dataclass(frozen=True)

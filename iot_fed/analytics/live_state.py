@@ -40,7 +40,8 @@ from pyspark.sql import types as T
 from iot_fed.analytics.models import ModelNotAvailableError, scoring_bundle, scoring_model
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
-from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
+from iot_fed.fl.stream_scoring import DeviceHistory, score_device
+from iot_fed.readings import CHANNELS
 from iot_fed.store import get_global_model, promoted_version
 from iot_fed.store.live import promoted_history
 from iot_fed.stream.messages import decode_value

@@ -3,6 +3,18 @@
 
 from __future__ import annotations
 
+from iot_fed.readings import CHANNELS
+
+_MINUTE_HEALTH = [
+    ("faults", "BIGINT"),
+    ("scored", "BIGINT"),
+    ("anomalies", "BIGINT"),
+    ("anomaly_rate", "DOUBLE PRECISION"),
+    ("score_mean", "DOUBLE PRECISION"),
+    ("score_max", "DOUBLE PRECISION"),
+]
+"""The fault and scoring columns of a minute, fleet-wide or per device."""
+
 DATASETS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "v_fleet_minute": (
         "minute",
@@ -11,12 +23,7 @@ DATASETS: dict[str, tuple[str, list[tuple[str, str]]]] = {
             ("readings", "BIGINT"),
             ("readings_per_s", "DOUBLE PRECISION"),
             ("devices", "BIGINT"),
-            ("faults", "BIGINT"),
-            ("scored", "BIGINT"),
-            ("anomalies", "BIGINT"),
-            ("anomaly_rate", "DOUBLE PRECISION"),
-            ("score_mean", "DOUBLE PRECISION"),
-            ("score_max", "DOUBLE PRECISION"),
+            *_MINUTE_HEALTH,
         ],
     ),
     "v_device_minute": (
@@ -25,16 +32,8 @@ DATASETS: dict[str, tuple[str, list[tuple[str, str]]]] = {
             ("moteid", "INTEGER"),
             ("minute", "TIMESTAMP WITH TIME ZONE"),
             ("readings", "BIGINT"),
-            ("faults", "BIGINT"),
-            ("scored", "BIGINT"),
-            ("anomalies", "BIGINT"),
-            ("anomaly_rate", "DOUBLE PRECISION"),
-            ("score_mean", "DOUBLE PRECISION"),
-            ("score_max", "DOUBLE PRECISION"),
-            ("temperature", "DOUBLE PRECISION"),
-            ("humidity", "DOUBLE PRECISION"),
-            ("light", "DOUBLE PRECISION"),
-            ("voltage", "DOUBLE PRECISION"),
+            *_MINUTE_HEALTH,
+            *((c, "DOUBLE PRECISION") for c in CHANNELS),
             ("x", "DOUBLE PRECISION"),
             ("y", "DOUBLE PRECISION"),
         ],

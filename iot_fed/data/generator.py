@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from iot_fed.readings import CHANNELS
+
 START = "2004-02-28 00:58:46"
 EPOCH_S = 31.0
 FAIL_VOLTAGE = 2.3
@@ -200,10 +202,7 @@ def generate(
         motes, days, seed, start, drop_rate, spike_rate, low_voltage_fraction, early_stop_fraction
     )
     keep = sim["keep"]
-    cols = {
-        k: np.asarray(sim[k])[keep]
-        for k in ("t_rel", "epoch", "moteid", "temperature", "humidity", "light", "voltage")
-    }
+    cols = {k: np.asarray(sim[k])[keep] for k in ("t_rel", "epoch", "moteid", *CHANNELS)}
     label = np.full(keep.sum(), "", dtype=object)
     label[sim["spike"][keep]] = LABEL_SPIKE
     label[sim["low"][keep]] = LABEL_LOW_VOLTAGE

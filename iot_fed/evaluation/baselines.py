@@ -15,6 +15,7 @@ history score 0.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,16 +41,19 @@ def _floor(x: np.ndarray, groups: pd.Series, fraction: float) -> np.ndarray:
     return np.maximum(np.nan_to_num(std) * fraction, 1e-9)
 
 
-def _score(
+def rolling_score(
     frame: pd.DataFrame,
     channels: Sequence[str],
-    window: int,
-    min_periods: int,
-    device_col: str,
-    order_col: str,
-    min_scale_fraction: float,
+    window: int = 60,
+    min_periods: int = 10,
+    *,
     robust: bool,
+    device_col: str = "moteid",
+    order_col: str = "ts",
+    min_scale_fraction: float = 0.05,
 ) -> np.ndarray:
+    """Per-row score, aligned to ``frame``: max over channels of the trailing-window
+    z-score (``robust``: median/MAD instead of mean/std)."""
     order, groups = _grouped(frame, device_col, order_col)
     best = np.zeros(len(frame), np.float64)
     for c in channels:
@@ -73,40 +77,7 @@ def _score(
     return out
 
 
-def rolling_zscore(
-    frame: pd.DataFrame,
-    channels: Sequence[str],
-    window: int = 60,
-    min_periods: int = 10,
-    *,
-    device_col: str = "moteid",
-    order_col: str = "ts",
-    min_scale_fraction: float = 0.05,
-) -> np.ndarray:
-    """Per-row score: max over channels of the trailing-window z-score (aligned to frame)."""
-    return _score(
-        frame,
-        channels,
-        window,
-        min_periods,
-        device_col,
-        order_col,
-        min_scale_fraction,
-        robust=False,
-    )
-
-
-def rolling_mad(
-    frame: pd.DataFrame,
-    channels: Sequence[str],
-    window: int = 60,
-    min_periods: int = 10,
-    *,
-    device_col: str = "moteid",
-    order_col: str = "ts",
-    min_scale_fraction: float = 0.05,
-) -> np.ndarray:
-    """Per-row score: max over channels of the trailing-window robust (median/MAD) z-score."""
-    return _score(
-        frame, channels, window, min_periods, device_col, order_col, min_scale_fraction, robust=True
-    )
+rolling_zscore = functools.partial(rolling_score, robust=False)
+"""Per-row score: max over channels of the trailing-window z-score (aligned to frame)."""
+rolling_mad = functools.partial(rolling_score, robust=True)
+"""Per-row score: max over channels of the trailing-window robust (median/MAD) z-score."""

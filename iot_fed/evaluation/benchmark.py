@@ -37,12 +37,12 @@ from iot_fed.evaluation import methods as mt
 from iot_fed.evaluation.faults import FAULT_TYPES, FaultConfig, inject_faults
 from iot_fed.evaluation.metrics import binary_report, event_report
 from iot_fed.evaluation.report import detection_markdown
-from iot_fed.fl.features import _seconds
 from iot_fed.fl.holdout import held_out
 from iot_fed.fl.rounds import DeviceData, ServerConfig, device_data
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.training import TrainConfig
-from iot_fed.fl.window_features import CHANNELS, window_features
+from iot_fed.fl.window_features import window_features
+from iot_fed.readings import CHANNELS, epoch_ms
 
 METHODS = ("federated", "local_only", "centralised", "zscore", "mad", "river_hst", "pyod_iforest")
 
@@ -115,10 +115,6 @@ class DetectionBenchConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _ts_ms(frame: pd.DataFrame) -> np.ndarray:
-    return np.round(_seconds(frame["ts"]) * 1000.0).astype(np.int64)
-
-
 @dataclass
 class Prepared:
     """Train/test split with faults injected into the test part, as window features."""
@@ -163,10 +159,10 @@ def featurise(
         idx = np.flatnonzero(te_m == m)
         te = test.iloc[idx]
         v_tr = tr[list(CHANNELS)].to_numpy(np.float64)
-        ts_tr = _ts_ms(tr)
+        ts_tr = epoch_ms(tr["ts"])
         hold = held_out(tr["epoch"].to_numpy())
         devs.append(device_data(int(m), ts_tr, v_tr, hold, spec))
-        ts = np.concatenate([ts_tr, _ts_ms(te)])
+        ts = np.concatenate([ts_tr, epoch_ms(te["ts"])])
         vals = np.concatenate([v_tr, te[list(CHANNELS)].to_numpy(np.float64)])
         f, _ = window_features(ts, vals, len(te), spec.window_config())
         tests.append(f)

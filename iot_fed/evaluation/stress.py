@@ -13,7 +13,7 @@ from iot_fed.evaluation.benchmark import DetectionBenchConfig, Prepared, featuri
 from iot_fed.evaluation.faults import dying_battery
 from iot_fed.evaluation.metrics import binary_report
 from iot_fed.fl.rounds import DeviceData
-from iot_fed.fl.window_features import CHANNELS
+from iot_fed.readings import CHANNELS
 
 
 def _stuck_sensors(frame: pd.DataFrame, motes: list[int], fraction: float) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from iot_fed.fl.holdout import HOLDOUT_MODULUS, held_out
 from iot_fed.fl.rounds import DeviceData
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.window_features import window_features
-from iot_fed.readings import CHANNELS
+from iot_fed.readings import CHANNELS, epoch_ms
 from iot_fed.store.repository import readings_for_devices
 
 CONTEXT_EPOCHS = 4
@@ -73,11 +73,6 @@ def _usable(docs: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
     return good.sort_values("epoch", kind="stable"), int(len(df) - len(good))
 
 
-def _ts_ms(frame: pd.DataFrame) -> np.ndarray:
-    ts = pd.to_datetime(frame["ts"], utc=True).dt.tz_localize(None).to_numpy()
-    return ts.astype("datetime64[ms]").astype(np.int64)
-
-
 def to_window(
     moteid: int,
     docs: Sequence[dict[str, Any]],
@@ -90,7 +85,7 @@ def to_window(
     good, n_bad = _usable(docs)
     ep = good["epoch"].to_numpy(np.int64)
     feats, _ = window_features(
-        _ts_ms(good) if len(good) else np.zeros(0, np.int64),
+        epoch_ms(good["ts"]) if len(good) else np.zeros(0, np.int64),
         good[list(CHANNELS)].to_numpy(np.float64),
         len(good),
         spec.window_config(),

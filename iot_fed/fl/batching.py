@@ -1,11 +1,11 @@
 """The training engine's shapes and orders: padding buckets (few distinct shapes, so few
-compilations), deterministic per-device shuffles, and quantiles over padded rows."""
+compilations) and deterministic per-device shuffles."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bucket_size", "epoch_orders", "masked_quantile_rows"]
+__all__ = ["bucket_size", "epoch_orders"]
 
 
 def bucket_size(n: int, minimum: int = 1) -> int:
@@ -53,17 +53,3 @@ def epoch_orders(
     )
     h = np.where(invalid, np.uint32(1 << 31) + np.arange(rows, dtype=np.uint32), h)
     return np.argsort(h, axis=-1).astype(np.int32)
-
-
-def masked_quantile_rows(err: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
-    """Per-row ``np.quantile(err[i, :n[i]], q)`` (linear interpolation); NaN where ``n == 0``."""
-    n = np.asarray(n)
-    s = np.sort(np.where(np.arange(err.shape[1]) < n[:, None], err, np.inf), axis=1)
-    pos = q * np.maximum(n - 1, 0)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
-    rows = np.arange(len(n))
-    frac = pos - lo
-    with np.errstate(invalid="ignore"):
-        v = s[rows, lo] + frac * (s[rows, hi] - s[rows, lo])
-    return np.where(n > 0, v, np.nan)

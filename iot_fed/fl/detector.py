@@ -13,8 +13,8 @@ distribution (diurnal levels, how temperature and humidity move together, which 
 are often flat, e.g. light at night), so a reading is judged against what is normal for
 *that* combination, not per feature alone; and it is tiny, averages well and trains for
 all devices in one ``jit(vmap)``. The benchmark (``bench/bench_detection.py``) compares it
-with the per-reading MLP of earlier versions (which cannot see stuck-at, drift or noise),
-rolling z-score/MAD, River and PyOD.
+with rolling z-score/MAD, River and PyOD; the per-reading MLP of earlier versions could
+not see stuck-at, drift or noise.
 
 Score
 -----
@@ -53,7 +53,8 @@ from iot_fed.fl.forward import forward_numpy
 from iot_fed.fl.normalization import Normalizer
 from iot_fed.fl.spec import ModelSpec, Params
 from iot_fed.fl.tails import combined_tail_quantile, trimmed_pool_quantile
-from iot_fed.fl.window_features import CHANNELS, PER_CHANNEL
+from iot_fed.fl.window_features import PER_CHANNEL
+from iot_fed.readings import CHANNELS
 
 N_CHANNELS = len(CHANNELS)
 MIN_RESIDUAL_SCALE = 1e-3

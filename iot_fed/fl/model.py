@@ -1,32 +1,27 @@
-"""The anomaly model in JAX: a feedforward reconstruction network on per-reading features.
+"""The anomaly model in JAX: a feedforward autoencoder over window features.
 
-Choice (and why)
-----------------
 The original FLEAD system trains a small feedforward network on each mote and averages
-the weights. We keep that network family — a configurable MLP (:class:`ModelSpec`:
-hidden sizes, activation) — and make the anomaly signal explicit:
+the weights. We keep that network family, a configurable MLP (:class:`ModelSpec`:
+hidden sizes, activation), over the standardised window features of
+:mod:`iot_fed.fl.window_features`:
 
-* inputs (6): standardised temperature, humidity, light, voltage + ``sin``/``cos`` of the
-  time of day (the Intel Lab channels are strongly diurnal);
-* outputs (4): the standardised sensor channels, i.e. an autoencoder-style MLP
-  ``6 -> hidden... -> 4`` that learns the joint normal operating manifold of a mote
-  (how temperature, humidity, light and voltage co-vary across the day);
-* score: mean squared reconstruction error over the 4 channels in standardised units,
-  so channels with different physical scales weigh equally and a score of ``1`` means
-  "off by one global standard deviation" on average;
-* thresholds: a quantile (``threshold_quantile``, default 0.99) of the scores on the
-  device's own training window for each local model, and for the global model a
-  sample-weighted combination of per-device quantiles (only scalars leave a device).
+* inputs (:data:`~iot_fed.fl.window_features.N_FEATURES`): every channel's dynamics
+  features (``diff``, ``dev``, ``spread``, ``run``, ``trend``), then the conditioning
+  inputs: the four channel levels, the gap before the reading and the time of day;
+* outputs (:data:`~iot_fed.fl.window_features.N_CHANNEL_FEATURES`): the dynamics
+  features again, i.e. ``n_inputs -> hidden... -> n_outputs`` learns what is normal for a
+  mote's dynamics given its levels and the time of day;
+* training loss (:func:`reconstruction_error`): mean squared reconstruction error over
+  the outputs, in standardised units.
 
-Why a reconstruction MLP rather than a classifier: labels are rare/absent in the stream,
-the model is tiny (FedAvg over thousands of motes stays cheap), it trains with plain
-mini-batch SGD/Adam and averages well, and the score is per-reading so it can be applied
-row-wise in Spark with :mod:`iot_fed.fl.forward` (numpy only). Caveat: with wide hidden
-layers the net *could* learn the identity; short local training (few epochs, warm start)
-and the time-of-day inputs keep it on the normal manifold, and readings far outside the
-training range (spikes, stuck/dying-battery values) reconstruct poorly. A bottleneck
-(e.g. ``hidden=(32, 3, 32)``) is available through the spec when stronger regularisation
-is wanted.
+Scoring and thresholds are not here: :mod:`iot_fed.fl.detector` scales each residual by
+its held-out normal spread, takes the max over channels and calibrates per-device
+thresholds on held-out readings. Why a reconstruction MLP rather than a classifier:
+labels are rare or absent in the stream, the model is tiny (averaging over thousands of
+motes stays cheap), it trains with plain mini-batch SGD/Adam, and its forward pass runs
+row-wise in Spark with :mod:`iot_fed.fl.forward` (numpy only). The outputs are also
+inputs, so the settings' hidden sizes (``IOT_FED_MODEL_HIDDEN``, default ``32,4,32``) are a
+narrow bottleneck: the net cannot learn the identity.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ from iot_fed.fl.normalization import Normalizer, SufficientStats
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec, Params
 from iot_fed.fl.tails import pooling_for
-from iot_fed.fl.window_features import CHANNELS, N_FEATURES, PER_CHANNEL, window_features
+from iot_fed.fl.window_features import N_FEATURES, PER_CHANNEL, window_features
+from iot_fed.readings import CHANNELS
 
 _LEVEL = np.array([0.5, 1.0, 10.0, 0.01])
 _STEP = np.array([0.01, 0.02, 1.0, 0.001])

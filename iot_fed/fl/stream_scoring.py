@@ -34,10 +34,10 @@ import numpy as np
 from iot_fed.fl.detector import channel_errors, combine, standardize_by
 from iot_fed.fl.device_history import DeviceHistory
 from iot_fed.fl.serialization import ModelBundle
-from iot_fed.fl.window_features import CHANNELS, segment_start, window_features_at
+from iot_fed.fl.window_features import segment_start, window_features_at
+from iot_fed.readings import CHANNELS
 
 __all__ = [
-    "CHANNELS",
     "DeviceHistory",
     "DeviceReadings",
     "ScoredReadings",

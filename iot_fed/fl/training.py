@@ -18,13 +18,12 @@ axis, where ``train_one`` is a ``lax.scan`` over mini-batch steps (all local epo
   so successive rounds with slightly different sizes reuse the compiled code. Every trace
   bumps :func:`trace_counts` (a Python side effect inside the traced function), which tests
   use to prove that no recompilation happened.
-* thresholds: the jitted call returns per-sample scores; the masked quantile is taken
-  on the host with numpy (again: no XLA sort).
 * warm start from the given global params, optax optimiser by name (adam, sgd, adamw),
   optional FedProx term ``mu / 2 * ||w - w_global||^2``.
 
-``train_devices_loop`` is the per-device Python-loop reference that calls the same
-jitted step per mini-batch (used by tests for vmap == loop, and by the benchmark).
+``train_devices(..., per_device_loop=True)`` is the per-device Python-loop reference that
+calls the same jitted step per mini-batch (used by tests for vmap == loop, and by the
+benchmark).
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from iot_fed.fl.batching import bucket_size, epoch_orders, masked_quantile_rows
+from iot_fed.fl.batching import bucket_size, epoch_orders
 from iot_fed.fl.model import masked_mean_loss, reconstruction_error
 from iot_fed.fl.spec import ModelSpec, Params
 
@@ -67,20 +66,17 @@ class TrainConfig:
     fedprox_mu: float = 0.0
     weight_decay: float = 1e-4
     momentum: float = 0.0
-    threshold_quantile: float = 0.99
     min_device_bucket: int = 8
     min_step_bucket: int = 1
     evaluate: bool = True
     """Score every device's data with the global and the trained params (loss_before,
-    loss_after, thresholds); ~2 extra forward passes. ``False``: those fields are NaN."""
+    loss_after); ~2 extra forward passes. ``False``: those fields are NaN."""
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.local_epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError(f"invalid training config: {self}")
-        if not 0.0 < self.threshold_quantile < 1.0:
-            raise ValueError("threshold_quantile must be in (0, 1)")
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> TrainConfig:
@@ -90,7 +86,6 @@ class TrainConfig:
             local_epochs=settings.local_epochs,
             batch_size=settings.batch_size,
             fedprox_mu=settings.fedprox_mu,
-            threshold_quantile=settings.threshold_quantile,
         )
         return replace(base, **overrides)
 
@@ -105,8 +100,6 @@ class TrainResult:
     loss_before: np.ndarray
     """Mean score of the warm-start (global) params on the device's data; NaN if no data."""
     loss_after: np.ndarray
-    thresholds: np.ndarray
-    """``threshold_quantile`` of the trained model's scores on its training data; NaN if none."""
 
     @property
     def n_devices(self) -> int:
@@ -118,11 +111,10 @@ class TrainResult:
 
 @dataclass
 class EvalResult:
-    """Per-device evaluation of one (global) model: mean score and score quantile."""
+    """Per-device evaluation of one (global) model: its mean score on each device's data."""
 
     n_samples: np.ndarray
     loss: np.ndarray
-    thresholds: np.ndarray
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
@@ -159,12 +151,12 @@ class _Trainer:
             keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(has, new, old))
             return keep(p_new, p), keep(s_new, s), loss
 
-        def evaluate_one(p: Params, x: jax.Array, y: jax.Array, n: jax.Array):
-            """Mean score over the first ``n`` rows and the per-row scores."""
+        def evaluate_one(p: Params, x: jax.Array, y: jax.Array, n: jax.Array) -> jax.Array:
+            """Mean score over the first ``n`` rows."""
             _TRACES["evaluate"] += 1
             err = reconstruction_error(p, x, y, act)
             valid = jnp.arange(x.shape[0]) < n
-            return jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(n, 1), err
+            return jnp.sum(jnp.where(valid, err, 0.0)) / jnp.maximum(n, 1)
 
         def train_one(g: Params, x: jax.Array, y: jax.Array, n: jax.Array, order: jax.Array):
             _TRACES["train_devices"] += 1
@@ -178,10 +170,8 @@ class _Trainer:
             (p, _), _ = jax.lax.scan(body, (g, tx.init(g)), batches)
             if not evaluate:
                 nan = jnp.full((), jnp.nan, x.dtype)
-                return p, nan, nan, jnp.full(x.shape[:1], jnp.nan, x.dtype)
-            loss_before, _ = evaluate_one(g, x, y, n)
-            loss_after, err = evaluate_one(p, x, y, n)
-            return p, loss_before, loss_after, err
+                return p, nan, nan
+            return p, evaluate_one(g, x, y, n), evaluate_one(p, x, y, n)
 
         self.train_many = jax.jit(jax.vmap(train_one, in_axes=(None, 0, 0, 0, 0)))
         self.evaluate_many = jax.jit(jax.vmap(evaluate_one, in_axes=(None, 0, 0, 0)))
@@ -196,10 +186,8 @@ def _get_trainer(spec: ModelSpec, cfg: TrainConfig) -> _Trainer:
 
 
 def _trainer_for(spec: ModelSpec, cfg: TrainConfig) -> _Trainer:
-    # the quantile and bucket minima are not part of the compiled computation's identity
-    return _get_trainer(
-        spec, replace(cfg, threshold_quantile=0.5, min_device_bucket=1, min_step_bucket=1)
-    )
+    # the bucket minima are not part of the compiled computation's identity
+    return _get_trainer(spec, replace(cfg, min_device_bucket=1, min_step_bucket=1))
 
 
 def _as_f32(params: Params) -> Params:
@@ -252,56 +240,51 @@ def train_devices(
     cfg: TrainConfig = TrainConfig(),
     seed: int = 0,
     device_ids: Sequence[int] | None = None,
+    per_device_loop: bool = False,
 ) -> TrainResult:
     """Train every device from ``global_params`` in one jitted, vmapped call.
 
     ``device_data[i] = (X_i, Y_i)``: standardised inputs ``(n_i, n_inputs)`` and targets
     ``(n_i, n_outputs)`` (see :func:`iot_fed.fl.normalization.make_xy`); ``n_i`` may be 0.
     ``device_ids`` (stable ints, e.g. mote ids) seed each device's shuffling; default: index.
-    Deterministic for a given seed.
+    Deterministic for a given seed. ``per_device_loop``: the reference instead, a Python
+    loop over devices and mini-batches calling the same jitted step (same bucketed rows and
+    batch order, so results agree to float tolerance; slow, for tests and the benchmark).
     """
     data = _check(device_data, spec)
     d = len(data)
     if d == 0:
         raise ValueError("no devices to train")
+    ids = _ids(device_ids, d)
+    if per_device_loop:
+        return _train_loop(global_params, data, spec, cfg, seed, ids)
     slots, rows = padded_shape(data, cfg)
     x, y, n = _pad(data, spec, slots, rows)
     order = np.tile(np.arange(rows, dtype=np.int32), (slots, cfg.local_epochs))
-    order[:d] = epoch_orders(seed, _ids(device_ids, d), n[:d], rows, cfg.local_epochs).reshape(
-        d, -1
-    )
+    order[:d] = epoch_orders(seed, ids, n[:d], rows, cfg.local_epochs).reshape(d, -1)
     tr = _trainer_for(spec, cfg)
-    out = jax.device_get(tr.train_many(_as_f32(global_params), x, y, n, order))
-    p, lb, la, err = out
-    thr = masked_quantile_rows(np.asarray(err)[:d], n[:d], cfg.threshold_quantile)
-    return _result(p, n[:d], lb, la, thr)
+    p, lb, la = jax.device_get(tr.train_many(_as_f32(global_params), x, y, n, order))
+    return _result(p, n[:d], lb, la)
 
 
-def _result(p: Any, n: np.ndarray, lb: Any, la: Any, thr: Any) -> TrainResult:
+def _result(p: Any, n: np.ndarray, lb: Any, la: Any) -> TrainResult:
     d = len(n)
     empty = n == 0
     fix = lambda a: np.where(empty, np.nan, np.asarray(a, np.float64)[:d])  # noqa: E731
     params = {k: {m: np.asarray(v)[:d] for m, v in layer.items()} for k, layer in p.items()}
-    return TrainResult(params, n.astype(np.int64), fix(lb), fix(la), fix(thr))
+    return TrainResult(params, n.astype(np.int64), fix(lb), fix(la))
 
 
-def train_devices_loop(
+def _train_loop(
     global_params: Params,
-    device_data: DeviceData,
+    data: list[tuple[np.ndarray, np.ndarray]],
     spec: ModelSpec,
-    cfg: TrainConfig = TrainConfig(),
-    seed: int = 0,
-    device_ids: Sequence[int] | None = None,
+    cfg: TrainConfig,
+    seed: int,
+    ids: np.ndarray,
 ) -> TrainResult:
-    """Reference: a Python loop over devices and mini-batches calling the same jitted step.
-
-    Uses the same bucketed row count and batch order as :func:`train_devices`, so results
-    agree to float tolerance. Slow on many devices; meant for tests and the benchmark.
-    """
-    data = _check(device_data, spec)
-    d = len(data)
+    """:func:`train_devices`' reference: one device and one mini-batch at a time."""
     _, rows = padded_shape(data, cfg)
-    ids = _ids(device_ids, d)
     tr = _trainer_for(spec, cfg)
     g = jax.tree.map(jnp.asarray, _as_f32(global_params))
     outs = []
@@ -316,28 +299,25 @@ def train_devices_loop(
             mb = bidx < ni
             if mb.any():
                 p, s, _ = tr.step(p, s, g, x[bidx], y[bidx], mb)
-        lb, _ = tr.evaluate_one(g, x, y, np.int32(ni))
-        la, err = tr.evaluate_one(p, x, y, np.int32(ni))
-        thr = masked_quantile_rows(np.asarray(err)[None], np.array([ni]), cfg.threshold_quantile)
-        outs.append((jax.device_get(p), float(lb), float(la), float(thr[0])))
+        lb = tr.evaluate_one(g, x, y, np.int32(ni))
+        la = tr.evaluate_one(p, x, y, np.int32(ni))
+        outs.append((jax.device_get(p), float(lb), float(la)))
     n = np.array([len(xi) for xi, _ in data], np.int32)
     stacked = {
         k: {m: np.stack([o[0][k][m] for o in outs]) for m in ("w", "b")} for k in spec.layer_names()
     }
-    return _result(stacked, n, [o[1] for o in outs], [o[2] for o in outs], [o[3] for o in outs])
+    return _result(stacked, n, [o[1] for o in outs], [o[2] for o in outs])
 
 
 def evaluate_devices(
     params: Params,
     device_data: DeviceData,
     spec: ModelSpec,
-    quantile: float = 0.99,
     min_device_bucket: int = 8,
 ) -> EvalResult:
     """Score one model (e.g. the global one) on every device's data in one vmapped call.
 
-    Returns per-device mean score (validation loss) and score quantile; combine the
-    latter (e.g. a sample-weighted mean) for a global threshold.
+    Returns the per-device mean score (validation loss).
     """
     data = _check(device_data, spec)
     d = len(data)
@@ -347,7 +327,6 @@ def evaluate_devices(
     slots, rows = padded_shape(data, cfg)
     x, y, n = _pad(data, spec, slots, rows)
     tr = _trainer_for(spec, cfg)
-    loss, err = jax.device_get(tr.evaluate_many(_as_f32(params), x, y, n))
-    thr = masked_quantile_rows(np.asarray(err)[:d], n[:d], quantile)
+    loss = jax.device_get(tr.evaluate_many(_as_f32(params), x, y, n))
     empty = n[:d] == 0
-    return EvalResult(n[:d].astype(np.int64), np.where(empty, np.nan, loss[:d]), thr)
+    return EvalResult(n[:d].astype(np.int64), np.where(empty, np.nan, loss[:d]))

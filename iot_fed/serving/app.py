@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field, field_validator
 from iot_fed.analytics.models import ModelNotAvailableError, bundle_from_blob, load_global_model
 from iot_fed.config import Settings
 from iot_fed.fl.serialization import ModelBundle
-from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, DeviceReadings, score_many
+from iot_fed.fl.stream_scoring import DeviceHistory, DeviceReadings, score_many
+from iot_fed.readings import CHANNELS
 from iot_fed.store import connect, get_global_model, promoted_version
 from iot_fed.store.live import global_model_versions, read_scorer_status
 from iot_fed.store.repository import local_model_devices

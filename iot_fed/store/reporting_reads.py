@@ -16,15 +16,7 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 
 from iot_fed.readings import FIELDS
-from iot_fed.store.collections import (
-    ANOMALIES,
-    DEAD_LETTERS,
-    EVALUATION_REPORTS,
-    GLOBAL_MODELS,
-    LOCAL_MODELS,
-    PREDICTIONS,
-    SENSOR_READINGS,
-)
+from iot_fed.store import collections as coll
 
 Ranges = Mapping[int, tuple[dt.datetime, dt.datetime]]  # moteid -> [lo, hi) in reading time
 
@@ -53,20 +45,20 @@ def _range_query(ranges: Ranges) -> dict[str, Any] | None:
 
 def reading_keys_after(db: Database, after: ObjectId, limit: int) -> list[dict[str, Any]]:
     """``_id, moteid, ts`` of up to ``limit`` readings inserted after ``after`` (``_id`` order)."""
-    cur = db[SENSOR_READINGS].find({"_id": {"$gt": after}}, {"moteid": 1, "ts": 1})
+    cur = db[coll.SENSOR_READINGS].find({"_id": {"$gt": after}}, {"moteid": 1, "ts": 1})
     return list(cur.sort("_id", ASCENDING).limit(int(limit)))
 
 
 def readings_in_ranges(db: Database, ranges: Ranges) -> list[dict[str, Any]]:
     """All readings of each mote with ``lo <= ts < hi`` (channels, epoch, fault)."""
     query = _range_query(ranges)
-    return [] if query is None else list(db[SENSOR_READINGS].find(query, _READING_FIELDS))
+    return [] if query is None else list(db[coll.SENSOR_READINGS].find(query, _READING_FIELDS))
 
 
 def predictions_in_ranges(db: Database, ranges: Ranges) -> list[dict[str, Any]]:
     """The current verdicts of each mote's readings with ``lo <= ts < hi``."""
     query = _range_query(ranges)
-    return [] if query is None else list(db[PREDICTIONS].find(query, _PREDICTION_FIELDS))
+    return [] if query is None else list(db[coll.PREDICTIONS].find(query, _PREDICTION_FIELDS))
 
 
 def anomalies_in_ranges(db: Database, ranges: Ranges) -> list[dict[str, Any]]:
@@ -74,19 +66,19 @@ def anomalies_in_ranges(db: Database, ranges: Ranges) -> list[dict[str, Any]]:
     query = _range_query(ranges)
     if query is None:
         return []
-    return list(db[ANOMALIES].find(query, {"_id": 0, "moteid": 1, "ts": 1, "channels": 1}))
+    return list(db[coll.ANOMALIES].find(query, {"_id": 0, "moteid": 1, "ts": 1, "channels": 1}))
 
 
 def dead_letters_since(db: Database, since: dt.datetime, limit: int) -> list[dict[str, Any]]:
     """``ts, reason`` of up to ``limit`` dead letters with ``ts >= since``, oldest first."""
-    cur = db[DEAD_LETTERS].find({"ts": {"$gte": since}}, {"_id": 0, "ts": 1, "reason": 1})
+    cur = db[coll.DEAD_LETTERS].find({"ts": {"$gte": since}}, {"_id": 0, "ts": 1, "reason": 1})
     return list(cur.sort("ts", ASCENDING).limit(int(limit)))
 
 
 def dead_letters_between(db: Database, lo: dt.datetime, hi: dt.datetime) -> list[dict[str, Any]]:
     """``ts, reason`` of every dead letter with ``lo <= ts < hi``."""
     query = {"ts": {"$gte": lo, "$lt": hi}}
-    return list(db[DEAD_LETTERS].find(query, {"_id": 0, "ts": 1, "reason": 1}))
+    return list(db[coll.DEAD_LETTERS].find(query, {"_id": 0, "ts": 1, "reason": 1}))
 
 
 def local_model_summaries(db: Database, since: dt.datetime) -> list[dict[str, Any]]:
@@ -102,7 +94,7 @@ def local_model_summaries(db: Database, since: dt.datetime) -> list[dict[str, An
         "metrics.loss_before": 1,
         "metrics.loss_after": 1,
     }
-    cur = db[LOCAL_MODELS].find({"created_at": {"$gte": since}}, fields)
+    cur = db[coll.LOCAL_MODELS].find({"created_at": {"$gte": since}}, fields)
     return list(cur.sort("created_at", ASCENDING))
 
 
@@ -122,24 +114,30 @@ def global_model_summaries(db: Database) -> list[dict[str, Any]]:
         "metrics.parent_val_loss": 1,
         "metrics.rejected_local_models": 1,
     }
-    return list(db[GLOBAL_MODELS].find({}, fields).sort("version", ASCENDING))
+    return list(db[coll.GLOBAL_MODELS].find({}, fields).sort("version", ASCENDING))
 
 
 def evaluation_summaries(db: Database) -> list[dict[str, Any]]:
     """``report_id, created_at, global_version, summary`` of every evaluation report."""
     fields = {"_id": 0, "report_id": 1, "created_at": 1, "global_version": 1, "summary": 1}
-    return list(db[EVALUATION_REPORTS].find({}, fields).sort("created_at", ASCENDING))
+    return list(db[coll.EVALUATION_REPORTS].find({}, fields).sort("created_at", ASCENDING))
 
 
 def source_marks(db: Database) -> dict[str, Any]:
     """What the reporting store is built from, in a few cheap reads: the newest reading's
     ``_id``, each other source's document count and the promoted version. Equal marks:
     nothing new to report (a decision for the reporting sensor, not the refresh)."""
-    newest = db[SENSOR_READINGS].find_one({}, {"_id": 1}, sort=[("_id", -1)])
-    promoted = db[GLOBAL_MODELS].find_one(
+    newest = db[coll.SENSOR_READINGS].find_one({}, {"_id": 1}, sort=[("_id", -1)])
+    promoted = db[coll.GLOBAL_MODELS].find_one(
         {"promoted": True}, {"_id": 0, "version": 1}, sort=[("version", -1)]
     )
-    counted = (PREDICTIONS, ANOMALIES, DEAD_LETTERS, LOCAL_MODELS, GLOBAL_MODELS)
+    counted = (
+        coll.PREDICTIONS,
+        coll.ANOMALIES,
+        coll.DEAD_LETTERS,
+        coll.LOCAL_MODELS,
+        coll.GLOBAL_MODELS,
+    )
     return {
         "newest_reading": str(newest["_id"]) if newest else None,
         **{name: db[name].estimated_document_count() for name in counted},

@@ -30,9 +30,10 @@ import pandas as pd
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from iot_fed.config import Settings
+from iot_fed.readings import CHANNELS
 from iot_fed.stream.admin import ensure_topics
 from iot_fed.stream.kafka_config import producer_config
-from iot_fed.stream.messages import CHANNELS, encode_reading, ts_from_ns
+from iot_fed.stream.messages import encode_reading, ts_from_ns
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ from iot_fed.fl.model import init_params
 from iot_fed.fl.rounds import calibrate_bundle, feature_stats
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec
-from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
+from iot_fed.fl.stream_scoring import DeviceHistory, score_device
 from iot_fed.fl.window_features import window_features
+from iot_fed.readings import CHANNELS, epoch_ms
 from iot_fed.store import readings_to_docs, save_global_model, save_local_model, upsert_readings
 
 SPEC = ModelSpec(hidden=(8, 4, 8), activation="relu", window=8, spread_k=4)
@@ -46,16 +47,13 @@ def make_readings(
     return df
 
 
-def _ts_ms(df: pd.DataFrame) -> np.ndarray:
-    return (pd.to_datetime(df["ts"], utc=True).astype("int64") // 1_000_000).to_numpy()
-
-
 def features(df: pd.DataFrame) -> dict[int, np.ndarray]:
     """Window features per mote (each mote's readings in epoch order, whole series as context)."""
     out = {}
     for mote, part in df.sort_values(["moteid", "epoch"]).groupby("moteid"):
         vals = part[list(CHANNELS)].to_numpy(np.float64)
-        out[int(mote)], _ = window_features(_ts_ms(part), vals, len(part), SPEC.window_config())
+        ts = epoch_ms(part["ts"])
+        out[int(mote)], _ = window_features(ts, vals, len(part), SPEC.window_config())
     return out
 
 
@@ -109,7 +107,7 @@ def expected(bundle: ModelBundle, df: pd.DataFrame) -> pd.DataFrame:
             DeviceHistory.empty(),
             moteid=int(mote),
             epochs=part["epoch"].to_numpy(np.int64),
-            ts_ms=_ts_ms(part),
+            ts_ms=epoch_ms(part["ts"]),
             values=part[list(CHANNELS)].to_numpy(np.float64),
         )
         cols = {"score": got.score, "flag": got.flag}

@@ -16,7 +16,6 @@ from iot_fed.fl.training import (
     padded_shape,
     trace_counts,
     train_devices,
-    train_devices_loop,
 )
 
 from .synthetic import device_readings
@@ -67,26 +66,23 @@ def test_vmapped_equals_per_device_loop_with_ragged_and_empty_devices():
     g = init_params(SPEC, 1)
     ids = [11, 3, 54, 7, 8, 9]
     vm = train_devices(g, data, SPEC, CFG, seed=5, device_ids=ids)
-    lp = train_devices_loop(g, data, SPEC, CFG, seed=5, device_ids=ids)
+    lp = train_devices(g, data, SPEC, CFG, seed=5, device_ids=ids, per_device_loop=True)
     assert _max_diff(vm.params, lp.params) < 1e-5
     np.testing.assert_allclose(vm.loss_after, lp.loss_after, rtol=1e-5)
-    np.testing.assert_allclose(vm.thresholds, lp.thresholds, rtol=1e-5)
     np.testing.assert_array_equal(vm.n_samples, [70, 5, 16, 0, 33, 41])
     # the zero-sample device keeps the global params exactly and reports NaN losses
     for k in g:
         for m in g[k]:
             np.testing.assert_array_equal(vm.params[k][m][3], np.asarray(g[k][m]))
     assert np.isnan(vm.loss_before[3]) and np.isnan(vm.loss_after[3])
-    assert np.isnan(vm.thresholds[3])
     assert np.all(vm.loss_after[[0, 1, 2, 4, 5]] < vm.loss_before[[0, 1, 2, 4, 5]])
 
 
-def test_thresholds_are_quantiles_of_the_trained_models_scores():
+def test_loss_after_is_the_trained_models_mean_score():
     data = _device_data([70, 5, 33])
     res = train_devices(init_params(SPEC, 1), data, SPEC, CFG, seed=0)
     for i, (x, _) in enumerate(data):
         s = reconstruction_error_numpy(res.device_params(i), x, x[:, :4], SPEC.activation)
-        assert res.thresholds[i] == pytest.approx(np.quantile(s, CFG.threshold_quantile), rel=1e-5)
         assert res.loss_after[i] == pytest.approx(s.mean(), rel=1e-5)
 
 
@@ -151,7 +147,7 @@ def test_second_round_with_other_sizes_does_not_recompile():
     traces = trace_counts()["train_devices"]
     jitted = _trainer_for(SPEC, cfg).train_many
     cache = jitted._cache_size()
-    r2 = train_devices(g2, second, SPEC, replace(cfg, threshold_quantile=0.9), seed=7)
+    r2 = train_devices(g2, second, SPEC, cfg, seed=7)
     assert trace_counts()["train_devices"] == traces
     assert jitted._cache_size() == cache
     assert r2.n_devices == 6
@@ -201,7 +197,7 @@ def test_config_from_settings_and_evaluate_off():
     res = train_devices(
         init_params(SPEC, 0), _device_data([70, 9]), SPEC, replace(CFG, evaluate=False)
     )
-    assert np.all(np.isnan(res.loss_after)) and np.all(np.isnan(res.thresholds))
+    assert np.all(np.isnan(res.loss_after)) and np.all(np.isnan(res.loss_before))
     assert (
         _max_diff(
             res.params, train_devices(init_params(SPEC, 0), _device_data([70, 9]), SPEC, CFG).params

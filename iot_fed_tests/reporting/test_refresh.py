@@ -17,8 +17,7 @@ from iot_fed.reporting.refresh import (
     runs,
 )
 from iot_fed.reporting.schema import VIEW_NAMES
-from iot_fed.store import reporting_reads
-from iot_fed.store.collections import DEAD_LETTERS, PREDICTIONS
+from iot_fed.store.collections import ANOMALIES, DEAD_LETTERS, PREDICTIONS
 from iot_fed.store.reports import save_evaluation_report
 from iot_fed.store.repository import (
     insert_readings,
@@ -102,7 +101,7 @@ def test_aggregates_exact_and_idempotent(mongo_db: Database, pg: psycopg.Connect
     insert_readings(mongo_db, docs)
     preds = [verdict(r, 2.0 if r["epoch"] == 5 else 0.5, r["epoch"] == 5) for r in docs]
     mongo_db[PREDICTIONS].insert_many(preds)
-    mongo_db[reporting_reads.ANOMALIES].insert_one(
+    mongo_db[ANOMALIES].insert_one(
         {"moteid": 2, "ts": docs[25]["ts"], "channels": ["humidity", "light"], "score": 2.0}
     )
     res = refresh(mongo_db, pg, positions=lambda: {1: (1.5, 2.5), 2: (3.0, 4.0)})

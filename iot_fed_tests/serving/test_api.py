@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from iot_fed.fl.serialization import ModelBundle
-from iot_fed.fl.stream_scoring import CHANNELS, DeviceHistory, score_device
+from iot_fed.fl.stream_scoring import DeviceHistory, score_device
+from iot_fed.readings import CHANNELS
 from iot_fed.store import init_database
 from iot_fed.store.live import write_scorer_status
 from iot_fed_tests.analytics.helpers import make_bundle, make_readings, store_global
@@ -118,62 +119,21 @@ def test_api_endpoints_and_scoring(api, mongo_db):
         time.sleep(0.1)
 
 
+def _reading(moteid: int, epoch: int) -> dict:
+    """A well-formed reading body (every channel 1)."""
+    channels = dict.fromkeys(CHANNELS, 1)
+    return {"moteid": moteid, "epoch": epoch, "ts": "2004-03-01T00:00:00Z", **channels}
+
+
 @pytest.mark.parametrize(
     "body, code",
     [
         ("not json", 422),
         ({"readings": []}, 422),
         ({"readings": [{"moteid": 1}]}, 422),
-        (
-            {
-                "readings": [
-                    {
-                        "moteid": 0,
-                        "epoch": 1,
-                        "ts": "2004-03-01T00:00:00Z",
-                        "temperature": 1,
-                        "humidity": 1,
-                        "light": 1,
-                        "voltage": 1,
-                    }
-                ]
-            },
-            422,
-        ),
-        (
-            {
-                "readings": [
-                    {
-                        "moteid": 1,
-                        "epoch": e,
-                        "ts": "2004-03-01T00:00:00Z",
-                        "temperature": 1,
-                        "humidity": 1,
-                        "light": 1,
-                        "voltage": 1,
-                    }
-                    for e in (5, 3)
-                ]
-            },
-            400,
-        ),
-        (
-            {
-                "readings": [
-                    {
-                        "moteid": 1,
-                        "epoch": 1,
-                        "ts": "2004-03-01T00:00:00Z",
-                        "temperature": 1,
-                        "humidity": 1,
-                        "light": 1,
-                        "voltage": 1,
-                    }
-                ],
-                "histories": {"1": "{"},
-            },
-            400,
-        ),
+        ({"readings": [_reading(0, 1)]}, 422),
+        ({"readings": [_reading(1, e) for e in (5, 3)]}, 400),
+        ({"readings": [_reading(1, 1)], "histories": {"1": "{"}}, 400),
     ],
 )
 def test_malformed_requests_get_4xx_with_reason(api, mongo_db, body, code):

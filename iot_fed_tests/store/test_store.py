@@ -8,33 +8,10 @@ import pandas as pd
 import pytest
 from pymongo.errors import DuplicateKeyError
 
+from iot_fed import store
 from iot_fed.data.parse import parse_lines
-from iot_fed.store import (
-    COLLECTIONS,
-    SchemaValidationError,
-    StoreConnectionError,
-    connect,
-    database_status,
-    init_database,
-    insert_dead_letters,
-    insert_readings,
-    latest_global_model,
-    latest_local_models,
-    next_version,
-    promote,
-    promoted_global_model,
-    reading_counts,
-    readings_for_device,
-    readings_for_devices,
-    readings_to_docs,
-    save_global_model,
-    save_local_model,
-    upsert_predictions,
-)
+from iot_fed.store import COLLECTIONS, SchemaValidationError, StoreConnectionError
 from iot_fed.store.predictions import VerdictWrite
-from iot_fed.store.repository import (
-    upsert_readings,
-)
 
 T0 = dt.datetime(2004, 2, 28, 1, 0, tzinfo=dt.UTC)
 
@@ -55,16 +32,16 @@ def reading(moteid: int, epoch: int, **kw) -> dict:
 
 @pytest.fixture
 def db(mongo_db):
-    init_database(mongo_db)
+    store.init_database(mongo_db)
     return mongo_db
 
 
 def test_init_is_idempotent(mongo_db) -> None:
-    first = init_database(mongo_db)
-    second = init_database(mongo_db)
+    first = store.init_database(mongo_db)
+    second = store.init_database(mongo_db)
     assert all(first[c]["created"] for c in COLLECTIONS)
     assert not any(second[c]["created"] for c in COLLECTIONS)
-    status = database_status(mongo_db)
+    status = store.database_status(mongo_db)
     assert set(status) == set(COLLECTIONS)
     assert "moteid_epoch_unique" in status["sensor_readings"]["indexes"]
     assert all(s["count"] == 0 for s in status.values())
@@ -76,7 +53,7 @@ def test_init_drops_retired_indexes_and_keeps_the_declared_ones(mongo_db) -> Non
     mongo_db.sensor_readings.insert_one(reading(1, 1))
     mongo_db.sensor_readings.create_index([("moteid", 1), ("ts", 1)], name="moteid_ts")
     mongo_db.predictions.create_index([("model_version", 1)], name="model_version")
-    init_database(mongo_db)
+    store.init_database(mongo_db)
     readings = set(mongo_db.sensor_readings.index_information())
     assert "moteid_ts" not in readings and "moteid_epoch_unique" in readings
     assert "model_version" not in set(mongo_db.predictions.index_information())
@@ -95,28 +72,28 @@ def test_unique_indexes_reject_duplicates(db) -> None:
         db.predictions.insert_one(
             {"moteid": 1, "ts": T0, "score": 2.0, "is_anomaly": True, "model_version": 2}
         )
-    save_global_model(db, b"g", version=1)
+    store.save_global_model(db, b"g", version=1)
     with pytest.raises(DuplicateKeyError):
-        save_global_model(db, b"g2", version=1)
-    save_local_model(db, "1", b"l", version=1)
+        store.save_global_model(db, b"g2", version=1)
+    store.save_local_model(db, "1", b"l", version=1)
     with pytest.raises(DuplicateKeyError):
-        save_local_model(db, "1", b"l2", version=1)
+        store.save_local_model(db, "1", b"l2", version=1)
 
 
 def test_python_schema_check_rejects_before_write(db) -> None:
     bad = reading(1, 2, ts="2004-02-28T01:00:00Z")
     with pytest.raises(SchemaValidationError, match=r"doc\[1\] ts: expected date, got string"):
-        upsert_readings(db, [reading(1, 1), bad])
+        store.upsert_readings(db, [reading(1, 1), bad])
     assert db.sensor_readings.count_documents({}) == 0  # nothing written
 
 
 @pytest.mark.parametrize("strategy", ["insert", "upsert"])
 def test_upsert_readings_idempotent(db, strategy: str) -> None:
     docs = [reading(m, e) for m in (1, 2) for e in range(5)]
-    assert upsert_readings(db, docs, strategy) == (10, 0)
-    assert upsert_readings(db, docs, strategy) == (0, 10)
+    assert store.upsert_readings(db, docs, strategy) == (10, 0)
+    assert store.upsert_readings(db, docs, strategy) == (0, 10)
     more = docs[:3] + [reading(1, 9), reading(1, 9, temperature=99.0)]
-    assert upsert_readings(db, more, strategy) == (1, 4)
+    assert store.upsert_readings(db, more, strategy) == (1, 4)
     assert db.sensor_readings.count_documents({}) == 11
     stored = db.sensor_readings.find_one({"moteid": 1, "epoch": 9})
     assert stored["temperature"] == 20.0  # first write wins
@@ -127,9 +104,9 @@ def test_upsert_readings_idempotent(db, strategy: str) -> None:
 def test_insert_readings_owned_writes_the_callers_dicts_uncopied(db, strategy: str) -> None:
     """``owned=True`` (the ingester's fresh dicts): same result as a copy, same documents."""
     docs = [reading(m, e) for m in (1, 2) for e in range(5)]
-    assert insert_readings(db, docs, strategy, owned=True) == list(range(10))
+    assert store.insert_readings(db, docs, strategy, owned=True) == list(range(10))
     again = [reading(1, 4), reading(3, 0), reading(3, 0, temperature=1.0)]
-    assert insert_readings(db, again, strategy, owned=True) == [1]
+    assert store.insert_readings(db, again, strategy, owned=True) == [1]
     stored = {(d["moteid"], d["epoch"]): d for d in db.sensor_readings.find({}, {"_id": 0})}
     assert len(stored) == 11 and stored[(3, 0)]["temperature"] == 20.0
     assert stored[(1, 2)] == {
@@ -138,13 +115,16 @@ def test_insert_readings_owned_writes_the_callers_dicts_uncopied(db, strategy: s
 
 
 def test_readings_for_device_and_counts(db) -> None:
-    upsert_readings(db, [reading(3, e) for e in range(10)] + [reading(4, 0)])
-    got = readings_for_device(db, 3, since_epoch=4)
+    store.upsert_readings(db, [reading(3, e) for e in range(10)] + [reading(4, 0)])
+    got = store.readings_for_device(db, 3, since_epoch=4)
     assert [d["epoch"] for d in got] == [5, 6, 7, 8, 9] and "_id" not in got[0]
-    assert [d["epoch"] for d in readings_for_device(db, 3, limit=3)] == [7, 8, 9]
-    many = readings_for_devices(db, {3: 6, 4: None, 5: None}, limit=2)
+    assert [d["epoch"] for d in store.readings_for_device(db, 3, limit=3)] == [7, 8, 9]
+    many = store.readings_for_devices(db, {3: 6, 4: None, 5: None}, limit=2)
     assert {m: [d["epoch"] for d in v] for m, v in many.items()} == {3: [8, 9], 4: [0], 5: []}
-    assert reading_counts(db) == {3: {"count": 10, "max_epoch": 9}, 4: {"count": 1, "max_epoch": 0}}
+    assert store.reading_counts(db) == {
+        3: {"count": 10, "max_epoch": 9},
+        4: {"count": 1, "max_epoch": 0},
+    }
 
 
 def test_readings_from_clean_frame(db) -> None:
@@ -154,9 +134,9 @@ def test_readings_from_clean_frame(db) -> None:
             "2004-03-31 03:38:15.757551 2 1 122.153 -3.91901 11.04 2.03397",
         ]
     ).readings
-    docs = readings_to_docs(df)
-    assert upsert_readings(db, docs) == (2, 0)
-    back = readings_for_device(db, 1)
+    docs = store.readings_to_docs(df)
+    assert store.upsert_readings(db, docs) == (2, 0)
+    back = store.readings_for_device(db, 1)
     assert [d["epoch"] for d in back] == [2, 3]
     assert back[0]["fault_reason"] == "temperature>85;humidity<0" and back[1]["fault"] is False
     assert back[1]["label"] is None
@@ -166,41 +146,41 @@ def test_readings_from_clean_frame(db) -> None:
 
 
 def test_model_versions_and_promotion(db) -> None:
-    assert next_version(db, "local_models", "7") == 1
-    a = save_local_model(db, 7, b"\x00\x01", n_samples=50, metrics={"loss": 0.5})
-    b = save_local_model(db, "7", b"\x00\x02", n_samples=60, base_version=1)
-    c = save_local_model(db, "8", b"\x00\x03")
+    assert store.next_version(db, "local_models", "7") == 1
+    a = store.save_local_model(db, 7, b"\x00\x01", n_samples=50, metrics={"loss": 0.5})
+    b = store.save_local_model(db, "7", b"\x00\x02", n_samples=60, base_version=1)
+    c = store.save_local_model(db, "8", b"\x00\x03")
     assert (a["version"], b["version"], c["version"]) == (1, 2, 1)
-    latest = latest_local_models(db)
+    latest = store.latest_local_models(db)
     assert {k: v["version"] for k, v in latest.items()} == {"7": 2, "8": 1}
     assert latest["7"]["params"] == b"\x00\x02"
     future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
-    assert latest_local_models(db, fresher_than=future) == {}
-    assert set(latest_local_models(db, devices=[8, 9])) == {"8"}
+    assert store.latest_local_models(db, fresher_than=future) == {}
+    assert set(store.latest_local_models(db, devices=[8, 9])) == {"8"}
 
-    assert promoted_global_model(db) is None
-    g1 = save_global_model(db, b"g1", lineage=[{"device": "7", "version": 2}])
+    assert store.promoted_global_model(db) is None
+    g1 = store.save_global_model(db, b"g1", lineage=[{"device": "7", "version": 2}])
     assert g1["version"] == 1 and not g1["promoted"]
-    g2 = save_global_model(db, b"g2", parent_version=1, promoted=True)
+    g2 = store.save_global_model(db, b"g2", parent_version=1, promoted=True)
     assert g2["version"] == 2 and g2["promoted"]
-    assert promoted_global_model(db)["version"] == 2
-    promote(db, 1)  # roll back
-    assert promoted_global_model(db)["version"] == 1
+    assert store.promoted_global_model(db)["version"] == 2
+    store.promote(db, 1)  # roll back
+    assert store.promoted_global_model(db)["version"] == 1
     assert db.global_models.count_documents({"promoted": True}) == 1
-    assert latest_global_model(db)["version"] == 2
+    assert store.latest_global_model(db)["version"] == 2
     with pytest.raises(KeyError):
-        promote(db, 99)
+        store.promote(db, 99)
 
 
 def test_predictions_idempotent_and_newer_model_wins(db) -> None:
     p = {"moteid": 1, "ts": T0, "score": 0.1, "is_anomaly": False, "model_version": 2}
     other = p | {"moteid": 2}
-    assert upsert_predictions(db, [p, other]).inserted == (0, 1)
+    assert store.upsert_predictions(db, [p, other]).inserted == (0, 1)
     same = p | {"score": 0.5}  # the same version again: the stored verdict stays
-    assert upsert_predictions(db, [same]) == VerdictWrite((), 0, (0,))
+    assert store.upsert_predictions(db, [same]) == VerdictWrite((), 0, (0,))
     newer = p | {"score": 0.9, "is_anomaly": True, "model_version": 3}
-    assert upsert_predictions(db, [other, newer]) == VerdictWrite((), 1, (0,))
-    assert upsert_predictions(db, [p]).kept == (0,)  # an older model never replaces
+    assert store.upsert_predictions(db, [other, newer]) == VerdictWrite((), 1, (0,))
+    assert store.upsert_predictions(db, [p]).kept == (0,)  # an older model never replaces
     stored = db.predictions.find_one({"moteid": 1})
     assert stored["model_version"] == 3 and stored["is_anomaly"] is True
     assert stored["score"] == 0.9 and db.predictions.count_documents({}) == 2
@@ -218,17 +198,17 @@ def test_dead_letters(db) -> None:
         "key": "1",
         "stage": "decode",
     }
-    assert insert_dead_letters(db, [d]) == 1
-    assert insert_dead_letters(db, [d]) == 0  # same source position: no second copy
-    assert insert_dead_letters(db, [{"ts": T0, "reason": "bad"}]) == 1
+    assert store.insert_dead_letters(db, [d]) == 1
+    assert store.insert_dead_letters(db, [d]) == 0  # same source position: no second copy
+    assert store.insert_dead_letters(db, [{"ts": T0, "reason": "bad"}]) == 1
     assert db.dead_letters.find_one({"_id": "iot_stream:0:5"})["raw"] == b"\xff{"
     with pytest.raises(SchemaValidationError, match="reason: required field missing"):
-        insert_dead_letters(db, [{"ts": T0}])
+        store.insert_dead_letters(db, [{"ts": T0}])
 
 
 def test_connect_errors() -> None:
     with pytest.raises(StoreConnectionError, match="invalid MongoDB URI"):
-        connect("mongodb://user:secret@:x", "db", timeout=0.5)
+        store.connect("mongodb://user:secret@:x", "db", timeout=0.5)
     with pytest.raises(StoreConnectionError, match="cannot reach MongoDB") as info:
-        connect("mongodb://u:secret@127.0.0.1:9/", "db", timeout=0.3)
+        store.connect("mongodb://u:secret@127.0.0.1:9/", "db", timeout=0.3)
     assert "secret" not in str(info.value)

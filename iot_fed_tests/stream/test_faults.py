@@ -1,7 +1,8 @@
 """Fault tests on the real services: kill -9 (via the PIDs the service manager tracks).
 
 Each counts exactly: every reading acknowledged/produced is stored once, none twice.
-The streaming scorer and Dagster daemon faults are tested by their own branches.
+The streaming scorer's and the Dagster daemon's faults have their own tests:
+``analytics/test_scorer_kill.py`` and ``defs/test_daemon_kill.py``.
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ TRAINING_FIELDS = (
     "local_epochs",
     "batch_size",
     "fedprox_mu",
-    "threshold_quantile",
     "training_window",
     "seed",
 )
@@ -44,7 +43,6 @@ AGGREGATION_FIELDS = (
     "trim_ratio",
     "dp_clip_norm",
     "dp_noise_multiplier",
-    "threshold_quantile",
     "seed",
 )
 

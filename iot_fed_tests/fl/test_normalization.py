@@ -1,34 +1,9 @@
 import numpy as np
-import pandas as pd
 import pytest
 
-from iot_fed.fl.features import FEATURE_NAMES, features_from_columns
 from iot_fed.fl.normalization import Normalizer, SufficientStats, make_xy
 
 from .synthetic import device_readings
-
-
-def test_features_time_encoding_accepts_seconds_datetime64_and_tz_aware_pandas():
-    ts = np.array(
-        ["2004-03-01T00:00:00", "2004-03-01T06:00:00", "2004-03-01T18:00:00"],
-        dtype="datetime64[ns]",
-    )
-    cols = ([20.0, 21.0, 22.0], [40.0, 41.0, 42.0], [1.0, 2.0, 3.0], [2.6, 2.6, 2.5])
-    f_dt = features_from_columns(*cols, ts)
-    f_sec = features_from_columns(*cols, ts.astype("datetime64[s]").astype(np.int64))
-    f_pd = features_from_columns(
-        *cols, pd.Series(pd.to_datetime(ts).tz_localize("UTC").tz_convert("America/Los_Angeles"))
-    )
-    assert f_dt.shape == (3, len(FEATURE_NAMES)) and f_dt.dtype == np.float32
-    np.testing.assert_allclose(f_dt[:, 4:], [[0, 1], [1, 0], [-1, 0]], atol=1e-6)
-    np.testing.assert_array_equal(f_dt, f_sec)
-    np.testing.assert_array_equal(f_dt, f_pd)
-    np.testing.assert_allclose(f_dt[:, :4], np.array(cols).T, rtol=1e-6)
-
-
-def test_features_reject_ragged_columns():
-    with pytest.raises(ValueError, match="same length"):
-        features_from_columns([1.0, 2.0], [1.0], [1.0, 2.0], [1.0, 2.0], [0, 1])
 
 
 def test_sufficient_stats_merge_equals_pooled_data():
