@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 from iot_fed.config import Settings
@@ -94,6 +95,31 @@ class Service(ABC):
     @abstractmethod
     def probe(self, timeout: float) -> str | None:
         """None when the service answers a real client request, else the reason it does not."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service after an operation: where it is and whether it answers."""
+
+    name: str
+    endpoint: str
+    managed: bool  # False: the setting points elsewhere, iot-fed does not start it
+    state: str  # started | already running | running | stopped | not running | external | ...
+    healthy: bool | None  # None: not probed
+    pid: int | None = None
+    log: Path | None = None
+    detail: str = ""
+
+    def line(self) -> str:
+        health = {True: "healthy", False: "unhealthy", None: "-"}[self.healthy]
+        parts = [f"{self.name:<8}", f"{self.endpoint:<28}", f"{self.state:<24}", f"{health:<9}"]
+        if self.pid:
+            parts.append(f"pid={self.pid}")
+        if self.log:
+            parts.append(f"log={self.log}")
+        if self.detail:
+            parts.append(f"({self.detail})")
+        return " ".join(parts).rstrip()
 
 
 REPORTING_OFF = "IOT_FED_REPORTING=false"

@@ -9,12 +9,11 @@ import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from iot_fed.config import Settings
 from iot_fed.redact import redact
-from iot_fed.services.base import LOCAL_HOST, Service
+from iot_fed.services.base import LOCAL_HOST, Service, ServiceStatus
 from iot_fed.services.kafka import KafkaService
 from iot_fed.services.mongodb import MongoService
 from iot_fed.services.postgres import PostgresService
@@ -43,31 +42,6 @@ SERVICE_TYPES: dict[str, type[Service]] = {
 SERVICE_NAMES = tuple(SERVICE_TYPES)
 DEFAULT_START_TIMEOUT_S = 90.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    """One service after an operation: where it is and whether it answers."""
-
-    name: str
-    endpoint: str
-    managed: bool  # False: the setting points elsewhere, iot-fed does not start it
-    state: str  # started | already running | running | stopped | not running | external | ...
-    healthy: bool | None  # None: not probed
-    pid: int | None = None
-    log: Path | None = None
-    detail: str = ""
-
-    def line(self) -> str:
-        health = {True: "healthy", False: "unhealthy", None: "-"}[self.healthy]
-        parts = [f"{self.name:<8}", f"{self.endpoint:<28}", f"{self.state:<24}", f"{health:<9}"]
-        if self.pid:
-            parts.append(f"pid={self.pid}")
-        if self.log:
-            parts.append(f"log={self.log}")
-        if self.detail:
-            parts.append(f"({self.detail})")
-        return " ".join(parts).rstrip()
 
 
 def services_for(settings: Settings, only: Iterable[str] | None = None) -> list[Service]:
