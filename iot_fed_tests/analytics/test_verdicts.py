@@ -12,6 +12,8 @@ from pymongo.database import Database
 
 from iot_fed.analytics.batch_scoring import score_devices
 from iot_fed.analytics.live_state import decode_records, score_mote
+from iot_fed.analytics.predictions import store_scored
+from iot_fed.analytics.streaming import store_batch
 from iot_fed.analytics.verdicts import PROVENANCE, verdict_docs
 from iot_fed.fl.device_history import DeviceHistory
 from iot_fed.store.live import store_verdicts
@@ -94,3 +96,48 @@ def test_a_verdict_is_replaced_only_by_a_newer_model_version(mongo_db: Database)
     flagged = int(scored["flag"].sum())
     assert mongo_db.anomalies.count_documents({}) == flagged
     assert set(mongo_db.anomalies.distinct("model_version")) == {VERSION + 1}
+
+
+def test_each_path_replaces_a_verdict_only_with_a_newer_model_version(mongo_db: Database) -> None:
+    """Through the paths' own writers: the batch asset's ``store_scored`` and the stream's
+    micro-batch ``store_batch``, each against the other's stored verdicts."""
+    df = make_readings(motes=2, per_mote=60, seed=6)
+    bundle = make_bundle(df, seed=3)
+    batch = score_devices(bundle, float(bundle.threshold), df, VERSION)
+    stream = _streamed(bundle, df, 17)
+    n = len(df)
+
+    def stored() -> dict[tuple[int, int], dict]:
+        return _verdicts(
+            [{k: v for k, v in d.items() if k != "_id"} for d in mongo_db.predictions.find()]
+        )
+
+    def by(frame: pd.DataFrame, version: int) -> dict[tuple[int, int], dict]:
+        preds, _ = verdict_docs(frame.assign(model_version=version), source="x", scored_at=T)
+        out = _verdicts(preds)
+        for d in out.values():  # as stored: BSON dates come back naive (UTC)
+            d["ts"] = d["ts"].replace(tzinfo=None)
+        return out
+
+    def sources() -> set[str]:
+        return set(mongo_db.predictions.distinct("source"))
+
+    assert store_batch(mongo_db, stream)["inserted"] == n
+    got = store_scored(mongo_db, batch, "batch")  # the same version: the stream's verdict stays
+    assert (got["inserted"], got["updated"], got["kept"]) == (0, 0, n) and sources() == {
+        "streaming"
+    }
+    assert stored() == by(batch, VERSION)
+
+    got = store_scored(mongo_db, batch.assign(model_version=VERSION + 1), "batch")
+    assert (got["updated"], got["kept"]) == (n, 0) and sources() == {"batch"}
+    got = store_batch(mongo_db, stream)  # the stream still on the older version: kept
+    assert (got["inserted"], got["updated"], got["kept"]) == (0, 0, n) and sources() == {"batch"}
+    assert stored() == by(batch, VERSION + 1)
+
+    got = store_batch(mongo_db, stream.assign(model_version=VERSION + 2))
+    assert (got["updated"], got["kept"]) == (n, 0) and sources() == {"streaming"}
+    assert stored() == by(stream, VERSION + 2)
+    flagged = int(stream["flag"].sum())
+    assert mongo_db.anomalies.count_documents({"model_version": VERSION + 2}) == flagged
+    assert mongo_db.anomalies.count_documents({}) == flagged

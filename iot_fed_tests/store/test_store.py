@@ -6,12 +6,12 @@ import datetime as dt
 
 import pandas as pd
 import pytest
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from iot_fed import store
 from iot_fed.data.parse import parse_lines
 from iot_fed.store import COLLECTIONS, SchemaValidationError, StoreConnectionError
-from iot_fed.store.predictions import VerdictWrite
+from iot_fed.store.predictions import VerdictWrite, prediction_id
 
 T0 = dt.datetime(2004, 2, 28, 1, 0, tzinfo=dt.UTC)
 
@@ -184,6 +184,54 @@ def test_predictions_idempotent_and_newer_model_wins(db) -> None:
     stored = db.predictions.find_one({"moteid": 1})
     assert stored["model_version"] == 3 and stored["is_anomaly"] is True
     assert stored["score"] == 0.9 and db.predictions.count_documents({}) == 2
+
+
+def test_a_verdict_that_lost_the_insert_race_to_an_older_one_replaces_it(db, monkeypatch) -> None:
+    """MongoDB retries an upsert that met a duplicate key only when its filter is an
+    equality on the unique key alone; the version guard is not. When another writer inserts
+    the reading's first verdict, older, between this upsert's match and its insert, the
+    insert fails as a duplicate: the stored version is read back, and the upsert runs again
+    and replaces it. (The project's server runs an upsert's match and insert as one step,
+    so the race is played here: its insert, then the answer a real MongoDB gives.)"""
+    from iot_fed.store import predictions as module
+
+    older = {"moteid": 1, "ts": T0, "score": 0.1, "is_anomaly": False, "model_version": 2}
+    newer = older | {"score": 0.9, "model_version": 3}
+    real_durable = module.durable
+
+    class Raced:
+        def __init__(self, coll) -> None:
+            self.coll, self.raced = coll, False
+
+        def bulk_write(self, ops, ordered=True):
+            if self.raced:
+                return self.coll.bulk_write(ops, ordered=ordered)
+            self.raced = True
+            self.coll.insert_one({**older, "_id": prediction_id(1, T0)})
+            dup = {"index": 0, "code": 11000, "errmsg": "E11000 duplicate key error", "op": {}}
+            raise BulkWriteError(
+                {
+                    "writeErrors": [dup],
+                    "writeConcernErrors": [],
+                    "nInserted": 0,
+                    "nUpserted": 0,
+                    "nMatched": 0,
+                    "nModified": 0,
+                    "nRemoved": 0,
+                    "upserted": [],
+                }
+            )
+
+        def __getattr__(self, name):
+            return getattr(self.coll, name)
+
+    monkeypatch.setattr(module, "durable", lambda db, name: Raced(real_durable(db, name)))
+    assert store.upsert_predictions(db, [newer]) == VerdictWrite((), 1, ())
+    stored = db.predictions.find_one({"moteid": 1})
+    assert stored["model_version"] == 3 and stored["score"] == 0.9
+    monkeypatch.setattr(module, "durable", real_durable)
+    # a duplicate that met a verdict as new or newer stays kept, after the read-back
+    assert store.upsert_predictions(db, [older, newer]) == VerdictWrite((), 0, (0, 1))
 
 
 def test_dead_letters(db) -> None:
