@@ -29,7 +29,7 @@ import datetime as dt
 import logging
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -37,12 +37,17 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import types as T
 
-from iot_fed.analytics.models import ModelNotAvailableError, scoring_bundle, scoring_model
+from iot_fed.analytics.models import (
+    ModelNotAvailableError,
+    load_scoring_bundle,
+    scoring_bundle,
+    scoring_model,
+)
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
 from iot_fed.fl.stream_scoring import DeviceHistory, score_device
 from iot_fed.readings import CHANNELS
-from iot_fed.store import get_global_model, promoted_version
+from iot_fed.store import promoted_version
 from iot_fed.store.live import promoted_history
 from iot_fed.stream.messages import decode_value
 
@@ -97,9 +102,6 @@ class ExecutorModel:
         self.checked = 0.0
         self.rejected: set[int] = set()
 
-    def _load(self, db: Any, doc: dict[str, Any]) -> ModelBundle:
-        return scoring_bundle(scoring_model(doc, "global"))
-
     def current(self) -> tuple[int, ModelBundle]:
         now = time.monotonic()
         if self.bundle is None or now - self.checked >= self.refresh_s:
@@ -110,30 +112,36 @@ class ExecutorModel:
         return self.version, self.bundle
 
     def _refresh(self) -> None:
+        """Load a newly promoted version through the one loader
+        (:func:`~iot_fed.analytics.models.load_scoring_bundle`); an unreadable one is
+        rejected for good and the current version kept, or, with none yet, the newest
+        readable version promoted before it."""
         db = self.target.shared()
         version = promoted_version(db)
         if version is None or version == self.version or version in self.rejected:
             return
-        candidates = [get_global_model(db, version)]
-        if self.bundle is None:  # nothing to keep: fall back to earlier promoted versions
-            candidates += promoted_history(db, version)
-        for doc in candidates:
-            if doc is None:
-                continue
-            try:
-                bundle = self._load(db, doc)
-            except (ModelNotAvailableError, ModelBlobError, KeyError, TypeError, ValueError) as exc:
-                self.rejected.add(int(doc["version"]))
-                log.error(
-                    "global model v%s is unreadable (%s); keeping v%s",
-                    doc["version"],
-                    exc,
-                    self.version,
-                )
-                continue
-            self.version, self.bundle = int(doc["version"]), bundle
-            log.warning("streaming scorer now uses global model v%d", self.version)
+        if self._take(version, lambda: load_scoring_bundle(db, version)[1]):
             return
+        if self.bundle is None:  # nothing to keep: fall back to earlier promoted versions
+            for doc in promoted_history(db, version):
+                old = int(doc["version"])
+                if old not in self.rejected and self._take(
+                    old, lambda doc=doc: scoring_bundle(scoring_model(doc, "global"))
+                ):
+                    return
+
+    def _take(self, version: int, load: Callable[[], ModelBundle]) -> bool:
+        try:
+            bundle = load()
+        except (ModelNotAvailableError, ModelBlobError, KeyError, TypeError, ValueError) as exc:
+            self.rejected.add(version)
+            log.error(
+                "global model v%s is unreadable (%s); keeping v%s", version, exc, self.version
+            )
+            return False
+        self.version, self.bundle = version, bundle
+        log.warning("streaming scorer now uses global model v%d", self.version)
+        return True
 
 
 _MODELS: dict[tuple[MongoTarget, float], ExecutorModel] = {}

@@ -1,9 +1,10 @@
-"""Model loading for scoring: the promoted global model and the newest local models.
+"""Models for scoring: the promoted global model and the newest local models, with the
+threshold each scores by.
 
-Blobs come from :mod:`iot_fed.store` and are verified with
-:class:`iot_fed.fl.serialization.ModelBundle` on the driver, so a missing or corrupted
-model fails early with a message naming its version. Executors receive the verified
-bytes (broadcast) and rebuild bundles through a small per-process cache.
+The promoted model is read by the one loader, :func:`iot_fed.federation.bundles.load_promoted`,
+and verified on the driver, so a missing or corrupted model fails early with a message
+naming its version. Executors receive the verified bytes (broadcast) and rebuild bundles
+through the loader's per-process cache (:func:`~iot_fed.federation.bundles.bundle_from_blob`).
 """
 
 from __future__ import annotations
@@ -15,19 +16,24 @@ from typing import Any
 
 from pymongo.database import Database
 
+from iot_fed.federation.bundles import ModelLoadError, bundle_from_blob, load_promoted
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
-from iot_fed.store import (
-    GLOBAL_MODELS,
-    get_global_model,
-    latest_local_models,
-    promoted_version,
-)
+from iot_fed.store import GLOBAL_MODELS, latest_local_models
 
-_BUNDLE_CACHE: dict[str, ModelBundle] = {}
-_CACHE_MAX = 256
+__all__ = [
+    "ModelNotAvailableError",
+    "ScoringModel",
+    "bundle_from_blob",
+    "load_global_model",
+    "load_local_models",
+    "load_scoring_bundle",
+    "scoring_bundle",
+    "scoring_model",
+    "with_threshold",
+]
 
 
-class ModelNotAvailableError(RuntimeError):
+class ModelNotAvailableError(ModelLoadError):
     """A model needed for scoring is missing, unreadable or has no threshold."""
 
 
@@ -50,17 +56,6 @@ class ScoringModel:
     @property
     def digest(self) -> str:
         return hashlib.sha1(self.blob).hexdigest()
-
-
-def bundle_from_blob(blob: bytes) -> ModelBundle:
-    """``ModelBundle.from_bytes`` with a per-process cache keyed by content (executors)."""
-    key = hashlib.sha1(blob).hexdigest()
-    bundle = _BUNDLE_CACHE.get(key)
-    if bundle is None:
-        if len(_BUNDLE_CACHE) >= _CACHE_MAX:
-            _BUNDLE_CACHE.clear()
-        bundle = _BUNDLE_CACHE[key] = ModelBundle.from_bytes(blob)
-    return bundle
 
 
 def with_threshold(bundle: ModelBundle, threshold: float) -> ModelBundle:
@@ -100,20 +95,28 @@ def scoring_model(doc: dict[str, Any], kind: str, device: str | None = None) -> 
 
 
 def load_global_model(db: Database, version: int | None = None) -> ScoringModel:
-    """Global ``version`` (default: the promoted one), verified; clear error otherwise."""
-    if version is None:
-        version = promoted_version(db)
+    """Global ``version`` (default: the promoted one) through the one loader
+    (:func:`~iot_fed.federation.bundles.load_promoted`), verified; clear error otherwise."""
+    try:
+        got = load_promoted(db, version)
+    except ModelLoadError as exc:
+        raise ModelNotAvailableError(str(exc)) from None
+    if got is None:
         if version is None:
             raise ModelNotAvailableError(
                 f"no promoted global model in {db.name}.{GLOBAL_MODELS}; "
                 "train, aggregate and promote one first"
             )
-    doc = get_global_model(db, version)
-    if doc is None:
         raise ModelNotAvailableError(
             f"global model version {version} not found in {db.name}.{GLOBAL_MODELS}"
         )
-    return scoring_model(doc, "global")
+    return scoring_model(got[0], "global")
+
+
+def load_scoring_bundle(db: Database, version: int | None = None) -> tuple[int, ModelBundle]:
+    """:func:`load_global_model` as (version, bundle judged by its document's threshold)."""
+    model = load_global_model(db, version)
+    return model.version, scoring_bundle(model)
 
 
 def load_local_models(db: Database) -> dict[int, ScoringModel]:

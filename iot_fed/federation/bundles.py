@@ -1,18 +1,64 @@
-"""Reading stored model bundles (the normalisation floor lives in :mod:`iot_fed.fl.rounds`)."""
+"""The one loader of stored models (the normalisation floor lives in :mod:`iot_fed.fl.rounds`).
+
+:func:`load_promoted` reads the promoted global model (or a given version) for every caller:
+the federated rounds (warm start, validation parent), the batch and streaming scorers
+(:mod:`iot_fed.analytics.models`, :class:`iot_fed.analytics.live_state.ExecutorModel`) and the
+model API (:class:`iot_fed.serving.app.ModelCache`); each caller keeps its own caching. Bundles
+are decoded through a per-process cache keyed by the blob's content, so one bundle object is
+shared by every caller in the process: read it, never change it (a caller that needs another
+threshold takes a copy: :func:`iot_fed.analytics.models.with_threshold`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+from pymongo.database import Database
+
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
+from iot_fed.store import repository as repo
+
+_BUNDLE_CACHE: dict[str, ModelBundle] = {}
+_CACHE_MAX = 256
 
 
 class ModelLoadError(RuntimeError):
     """A stored model could not be read; the message names the version."""
 
 
+def bundle_from_blob(blob: bytes) -> ModelBundle:
+    """``ModelBundle.from_bytes`` with a per-process cache keyed by content (shared: read
+    only)."""
+    key = hashlib.sha1(blob).hexdigest()
+    bundle = _BUNDLE_CACHE.get(key)
+    if bundle is None:
+        if len(_BUNDLE_CACHE) >= _CACHE_MAX:
+            _BUNDLE_CACHE.clear()
+        bundle = _BUNDLE_CACHE[key] = ModelBundle.from_bytes(blob)
+    return bundle
+
+
 def load_bundle(doc: dict[str, Any], what: str) -> ModelBundle:
+    """The bundle of a stored model document; :class:`ModelLoadError` names ``what`` and
+    the version when it cannot be read."""
     try:
-        return ModelBundle.from_bytes(doc["params"])
-    except (ModelBlobError, KeyError) as exc:
-        raise ModelLoadError(f"{what} version {doc.get('version')}: {exc}") from exc
+        return bundle_from_blob(bytes(doc["params"]))
+    except (ModelBlobError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{what} version {doc.get('version')} is unreadable: {exc}") from exc
+
+
+def load_promoted(
+    db: Database, version: int | None = None
+) -> tuple[dict[str, Any], ModelBundle] | None:
+    """The promoted global model (or global ``version``): its stored document and its
+    bundle; None when nothing is promoted (or there is no such version).
+    :class:`ModelLoadError` when its blob cannot be read."""
+    if version is None:
+        doc = repo.promoted_global_model(db)
+    else:
+        doc = repo.get_global_model(db, int(version))
+    if doc is None:
+        return None
+    what = "promoted global model" if version is None else "global model"
+    return doc, load_bundle(doc, what)

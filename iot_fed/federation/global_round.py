@@ -13,7 +13,7 @@ import numpy as np
 from pymongo.database import Database
 
 from iot_fed.config import Settings
-from iot_fed.federation.bundles import ModelLoadError, load_bundle
+from iot_fed.federation.bundles import ModelLoadError, load_bundle, load_promoted
 from iot_fed.federation.health import local_model_health, promotion_verdict
 from iot_fed.federation.windows import validation_windows
 from iot_fed.fl.normalization import SufficientStats
@@ -47,7 +47,8 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     The new version is stored unpromoted with lineage and validation metrics; promotion is
     :func:`promote_if_better` (the Dagster layer runs it behind a blocking asset check).
     """
-    promoted = repo.promoted_global_model(db)
+    promoted_model = load_promoted(db)  # the parent: what the new version must not be worse than
+    promoted = promoted_model[0] if promoted_model else None
     latest = repo.latest_global_model(db)
     since = _as_utc(latest["created_at"]) if latest else None
     candidates = repo.latest_local_models(db, fresher_than=since)
@@ -68,7 +69,7 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
             reason="no new healthy local models since the latest global version",
         )
     spec = healthy[0][1].spec
-    parent = load_bundle(promoted, "promoted global model") if promoted else None
+    parent = promoted_model[1] if promoted_model else None
     if parent is not None and parent.spec != spec:
         raise ModelLoadError(f"promoted global model version {parent_version} has another spec")
     nan = np.full(len(healthy), np.nan)

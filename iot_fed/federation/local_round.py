@@ -10,7 +10,7 @@ import numpy as np
 from pymongo.database import Database
 
 from iot_fed.config import Settings
-from iot_fed.federation.bundles import ModelLoadError, load_bundle
+from iot_fed.federation.bundles import ModelLoadError, load_promoted
 from iot_fed.federation.health import local_model_health
 from iot_fed.federation.outcomes import DeviceOutcome
 from iot_fed.federation.windows import DeviceWindow, training_windows
@@ -32,14 +32,14 @@ class StartingPoint:
 
 
 def starting_point(db: Database, spec: ModelSpec, seed: int) -> StartingPoint:
-    doc = repo.promoted_global_model(db)
-    if doc is None:
+    promoted = load_promoted(db)
+    if promoted is None:
         params = {
             k: {n: np.asarray(v) for n, v in layer.items()}
             for k, layer in init_params(spec, seed).items()
         }
         return StartingPoint(ModelBundle(spec, params), None)
-    bundle = load_bundle(doc, "promoted global model")
+    doc, bundle = promoted
     if bundle.spec != spec:
         raise ModelLoadError(
             f"promoted global model version {doc['version']} has spec "

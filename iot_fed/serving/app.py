@@ -19,7 +19,7 @@ import orjson
 from fastapi import FastAPI, HTTPException, Response
 from pydantic import BaseModel, Field, field_validator
 
-from iot_fed.analytics.models import ModelNotAvailableError, bundle_from_blob, load_global_model
+from iot_fed.analytics.models import ModelNotAvailableError, load_scoring_bundle
 from iot_fed.config import Settings
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import DeviceHistory, DeviceReadings, score_many
@@ -118,13 +118,13 @@ class ModelCache:
         if version == self.version:
             return
         try:
-            m = load_global_model(db, version)
+            # the one loader; a copy where the document's threshold differs from the blob's
+            # (the decoded bundle is shared by every caller in the process)
+            version, bundle = load_scoring_bundle(db, version)
         except ModelNotAvailableError as exc:
             if self.bundle is None:
                 raise HTTPException(503, str(exc)) from None
             return  # keep serving the previous version
-        bundle = bundle_from_blob(m.blob)
-        bundle.threshold = m.threshold
         with self.lock:
             self.version, self.bundle = version, bundle
 
