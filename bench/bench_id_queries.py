@@ -2,7 +2,8 @@
 
 mongo-java-server answers a query from the ``_id`` index only when ``_id`` is its only
 field (or the project's ``MongoServerMain`` range rules); anything else scans the
-collection. ``upsert_predictions`` therefore deletes and looks up by ``_id`` alone. Run
+collection. (Measured before the server's index planner; the verdict write is measured by
+``bench_verdict_write.py``.) Run
 with the local services up::
 
     .venv/bin/python bench/bench_id_queries.py [--n 45000] [--ids 1000]

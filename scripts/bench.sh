@@ -16,6 +16,11 @@ run() { echo; echo "=== $*"; "$@"; }
 run $PY bench/bench_train.py $QUICK_FLAG
 run $PY bench/bench_ingest.py $QUICK_FLAG
 run $PY bench/bench_id_queries.py
+if [ -n "$QUICK_FLAG" ]; then
+  run $PY bench/bench_verdict_write.py --n 5000 --repeat 1 --race 1
+else
+  run $PY bench/bench_verdict_write.py --n 200000 --repeat 5
+fi
 run $PY bench/bench_mongo_reads.py
 run $PY bench/bench_spark.py $QUICK_FLAG
 if [ -n "$QUICK_FLAG" ]; then
