@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pymongo import MongoClient
+from pymongo import MongoClient, ReplaceOne
 from pymongo.database import Database
 
 from iot_fed.config import get_settings
@@ -61,7 +61,22 @@ def standard_write(db: Database, docs: Sequence[dict[str, Any]]) -> None:
     upsert_predictions(db, docs, validate=False)
 
 
-VARIANTS: dict[str, Write] = {"legacy": legacy_write, "standard": standard_write}
+def insert_then_replace(db: Database, docs: Sequence[dict[str, Any]]) -> None:
+    """An alternative: insert_many, then version-guarded ReplaceOne (no upsert) of the
+    duplicates: no concurrent-insert race to check, two round trips for replacements."""
+    coll = durable(db, PREDICTIONS)
+    batch = [{**d, "_id": prediction_id(d["moteid"], d["ts"])} for d in docs]
+    dups = insert_new(coll, batch)
+    if dups:
+        guard = lambda d: {"_id": d["_id"], "model_version": {"$lt": d["model_version"]}}  # noqa: E731
+        coll.bulk_write([ReplaceOne(guard(batch[i]), batch[i]) for i in dups], ordered=False)
+
+
+VARIANTS: dict[str, Write] = {
+    "legacy": legacy_write,
+    "standard": standard_write,
+    "ins+repl": insert_then_replace,
+}
 
 
 def verdicts(moteid: int, n: int, version: int) -> list[dict[str, Any]]:
