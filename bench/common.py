@@ -21,8 +21,14 @@ from iot_fed.evaluation.report import machine_header, machine_info
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 QUICK_RESULTS = ROOT / "assets_data" / "bench-quick"
+C1 = "-XX:TieredStopAtLevel=1"  # the JVM option "C1 JIT only" (the product's default)
 
 __all__ = [
+    "C1",
+    "descendants",
+    "processes",
+    "process_role",
+    "tree_cpu_s",
     "QUICK_RESULTS",
     "RESULTS",
     "ROOT",
@@ -89,3 +95,49 @@ def pct(xs: Sequence[float], q: float) -> float | None:
 
 def median(xs: Sequence[float]) -> float | None:
     return statistics.median(xs) if len(xs) else None
+
+
+# --- CPU of a process tree (Spark's JVM and Python workers are not waited for) -----
+def processes() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent, start time, CPU ticks) of every process now."""
+    out = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                st = (p / "stat").read_text()
+            except OSError:
+                continue
+            f = st[st.rfind(")") + 2 :].split()
+            out[int(p.name)] = (int(f[1]), int(f[19]), int(f[11]) + int(f[12]))
+    return out
+
+
+def descendants(procs: dict[int, tuple[int, int, int]], root: int) -> set[int]:
+    """``root`` and every process below it."""
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(c for c, (parent, _, _) in procs.items() if parent == pid and c not in tree)
+    return tree
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds used so far by ``root`` and the processes below it now."""
+    procs = processes()
+    ticks = sum(procs[pid][2] for pid in descendants(procs, root) if pid in procs)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_role(pid: int, root: int) -> str:
+    """driver (the child's Python), jvm, or python-workers (Spark's daemon and workers)."""
+    if pid == root:
+        return "driver"
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "other"
+    argv0 = cmd.split(b"\0")[0]
+    if argv0.endswith(b"java"):
+        return "jvm"
+    return "python-workers" if b"python" in argv0 and b"daemon" in cmd else "other"
