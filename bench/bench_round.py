@@ -39,6 +39,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import psycopg
+from common import write_results
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,6 @@ local_model_key = dg.AssetKey("local_model")
 sys.path.insert(0, str(ROOT))
 
 from iot_fed.config import load_settings  # noqa: E402
-from iot_fed.evaluation.report import machine_info  # noqa: E402
 from iot_fed.services.dagster_instance import DAGSTER_DATABASE, configure  # noqa: E402
 from iot_fed.store import repository as repo  # noqa: E402
 from iot_fed.store.client import connect  # noqa: E402
@@ -292,7 +292,10 @@ def main() -> int:
     )
     ap.add_argument("--repeat", type=int, default=1, help="rounds per configuration")
     ap.add_argument("--keep-home", action="store_true", help="keep each DAGSTER_HOME (events)")
+    ap.add_argument("--quick", action="store_true", help="tiny: 6 devices, sqlite storage")
     args = ap.parse_args()
+    if args.quick:
+        args.devices, args.storage, args.interval = 6, "sqlite", 2
 
     roots = {"baseline": args.baseline.resolve()} if args.baseline else {}
     roots["this"] = ROOT
@@ -311,9 +314,7 @@ def main() -> int:
         if (k.endswith("_s") and k != "totals_s") or k == "runs_in_round":
             print(f"| {k} | " + " | ".join(f"{results[n][k]:.2f}" for n in names) + " |")
     results["rounds"] = rounds
-    out = ROOT / "bench" / "results" / "round.json"
-    out.write_text(json.dumps({"machine": machine_info(), **results}, indent=2))
-    print(f"wrote {out}")
+    write_results("round", {"round": results}, quick=args.quick)
     return 0
 
 
