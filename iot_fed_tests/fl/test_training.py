@@ -18,9 +18,9 @@ from iot_fed.fl.training import (
     train_devices,
     train_devices_loop,
 )
+from iot_fed_tests.fl.helpers import TINY, TINY_SPEC
 
 from .synthetic import device_readings
-from .test_model import TINY, TINY_SPEC
 
 SPEC = ModelSpec(hidden=(8,), activation="relu", n_inputs=6, n_outputs=4)
 CFG = TrainConfig(
