@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import print_table, write_results
+from common import parts_parser, print_table, run_parts
 from confluent_kafka import Consumer, TopicPartition
 from pymongo import MongoClient
 from pymongo.write_concern import WriteConcern
@@ -263,9 +263,7 @@ PARTS = {"kill9": kill9, "broker-outage": broker_outage}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
-    ap.add_argument("--quick", action="store_true", help="tiny: 2,000 docs, 2 modes, 3 s outage")
+    ap = parts_parser(__doc__, PARTS, "tiny: 2,000 docs, 2 modes, 3 s outage")
     ap.add_argument("--docs", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--small-batch", type=int, default=200, help="second series, small writes")
@@ -276,8 +274,7 @@ def main() -> None:
     if args.quick:
         args.docs, args.batch, args.small_batch = 2000, 1000, 200
         args.outage, args.n, args.rate = 3.0, 300, 100.0
-    for part in args.parts.split(","):
-        write_results("durability", {part.replace("-", "_"): PARTS[part](args)}, quick=args.quick)
+    run_parts("durability", PARTS, args)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Iterator
 
 import pandas as pd
-from common import write_results
+from common import parts_parser, run_parts
 from pymongo import MongoClient
 from pymongo.write_concern import WriteConcern
 from store_queries import concurrent_reads, id_queries
@@ -265,31 +265,26 @@ def ingest(args: argparse.Namespace) -> dict:
 PARTS = {
     "ingest": ingest,
     "concurrent-reads": lambda a: concurrent_reads(
-        get_settings().mongodb_uri, a.docs, a.readers, a.insert_batch, a.seconds
+        get_settings().mongodb_uri, a.docs, a.readers, batch=1000, seconds=a.seconds
     ),
-    "id-queries": lambda a: id_queries(get_settings().mongodb_uri, a.id_docs, a.ids),
+    "id-queries": lambda a: id_queries(get_settings().mongodb_uri, a.id_docs, n_ids=1000),
 }
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
-    ap.add_argument("--quick", action="store_true", help="tiny: fewer readings, configurations")
+    ap = parts_parser(__doc__, PARTS, "tiny: fewer readings, configurations")
     ap.add_argument("--n", type=int, default=100_000, help="readings ingested")
     ap.add_argument("--repeat", type=int, default=3, help="rounds over all configurations")
     ap.add_argument("--baseline-uri", help="a second MongoDB server, run in the same rounds")
     ap.add_argument("--decoders", default="orjson", help="e.g. orjson,json")
     ap.add_argument("--docs", type=int, default=200_000, help="concurrent-reads: docs/collection")
     ap.add_argument("--readers", type=int, default=3, help="concurrent-reads: scanning clients")
-    ap.add_argument("--insert-batch", type=int, default=1000, help="concurrent-reads: per insert")
     ap.add_argument("--seconds", type=float, default=40, help="concurrent-reads: per phase")
     ap.add_argument("--id-docs", type=int, default=45_000, help="id-queries: documents")
-    ap.add_argument("--ids", type=int, default=1000, help="id-queries: ids per query")
     args = ap.parse_args()
     if args.quick:
         args.n, args.repeat, args.docs, args.seconds, args.id_docs = 10_000, 1, 10_000, 3, 5000
-    for part in args.parts.split(","):
-        write_results("ingest", {part.replace("-", "_"): PARTS[part](args)}, quick=args.quick)
+    run_parts("ingest", PARTS, args)
     return 0
 
 

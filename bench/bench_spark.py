@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from common import print_table, write_results
+from common import parts_parser, print_table, run_parts
 from pyspark.sql import functions as F
 from spark_report import VARIANTS, report
 
@@ -166,9 +166,7 @@ PARTS = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
-    ap.add_argument("--quick", action="store_true", help="tiny: 50k readings, one report")
+    ap = parts_parser(__doc__, PARTS, "tiny: 50k readings, one report")
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--master", default="local[2]", help="Spark master (2 cores by default)")
@@ -179,8 +177,7 @@ def main() -> None:
     if args.quick:
         args.readings, args.repeats = 50_000, 1
         args.report_readings, args.report_repeat, args.variants = 5000, 1, "c1-cds"
-    for part in args.parts.split(","):
-        write_results("spark", {part: PARTS[part](args)}, quick=args.quick)
+    run_parts("spark", PARTS, args)
 
 
 if __name__ == "__main__":

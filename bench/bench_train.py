@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import write_results
+from common import parts_parser, run_parts
 from flower_engine import flower
 
 from iot_fed.fl.aggregation import aggregate
@@ -197,9 +197,9 @@ def round_part(args: argparse.Namespace) -> dict[str, Any]:
     repeats = args.repeats or (2 if args.quick else 5)
     cfg = TrainConfig(optimizer="adam", local_epochs=1, batch_size=50)
     scenarios = [(54, 500, 30.0), (1000, 200, 10.0), (10_000, 200, None)]
-    if args.quick:
-        scenarios = [(54, 200, 1.0), (500, 100, 1.0)]
     specs = [ModelSpec(hidden=(32,)), ModelSpec(hidden=(32, 4, 32))]
+    if args.quick:  # one small scenario, one model: compilation dominates a quick run
+        scenarios, specs = [(54, 200, 1.0)], specs[:1]
     rounds, aggs = [], []
     for spec in specs:
         for d, n, cap in scenarios:
@@ -235,9 +235,7 @@ PARTS = {"round": round_part, "flower": flower}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
-    ap.add_argument("--quick", action="store_true", help="smaller scenarios, fewer repeats")
+    ap = parts_parser(__doc__, PARTS, "smaller scenarios, fewer repeats")
     ap.add_argument("--repeats", type=int, default=None, help="round: timed repeats")
     ap.add_argument("--devices", type=int, default=54, help="flower: clients")
     ap.add_argument("--samples", type=int, default=2000, help="flower: readings per device")
@@ -249,8 +247,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.devices, args.samples, args.rounds, args.days = 6, 300, 2, 1.0
-    for part in args.parts.split(","):
-        write_results("train", {part: PARTS[part](args)}, quick=args.quick)
+    run_parts("train", PARTS, args)
 
 
 def _fmt_round(r: dict[str, Any]) -> str:

@@ -8,11 +8,12 @@ instead: tiny configurations never overwrite the canonical figures.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,11 @@ __all__ = [
     "machine_header",
     "machine_info",
     "median",
+    "parts_parser",
     "pct",
     "print_table",
     "results_path",
+    "run_parts",
     "table",
     "write_results",
 ]
@@ -63,6 +66,23 @@ def write_results(name: str, sections: dict[str, Any], *, quick: bool = False) -
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     print(f"wrote {path.relative_to(ROOT)} ({', '.join(sections)})")
     return path
+
+
+Part = Callable[[argparse.Namespace], dict[str, Any]]
+
+
+def parts_parser(doc: str, parts: dict[str, Part], quick_help: str) -> argparse.ArgumentParser:
+    """The options every benchmark with parts has: ``--parts`` and ``--quick``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--parts", default=",".join(parts), help="comma-separated: " + ", ".join(parts))
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    return ap
+
+
+def run_parts(name: str, parts: dict[str, Part], args: argparse.Namespace) -> None:
+    """Each chosen part in turn; its section (``a-b`` -> ``a_b``) written as soon as done."""
+    for part in args.parts.split(","):
+        write_results(name, {part.replace("-", "_"): parts[part](args)}, quick=args.quick)
 
 
 def _cell(v: Any) -> str:

@@ -265,13 +265,8 @@ def print_comparison(res: dict[str, Any]) -> None:
 def flower(args: Any) -> dict[str, Any]:
     """The same federated job on both engines; this run joins the section's earlier runs
     (another client count) in ``runs``."""
-    cfg = DetectionBenchConfig(
-        motes=args.devices,
-        days=args.days,
-        rounds=args.rounds,
-        local_epochs=args.local_epochs,
-        max_train_per_device=args.samples,
-    )
+    sizes = {"motes": args.devices, "days": args.days, "max_train_per_device": args.samples}
+    cfg = DetectionBenchConfig(**sizes, rounds=args.rounds, local_epochs=args.local_epochs)
     setup = cfg.setup()
     p = prepare(generated_readings(cfg.motes, cfg.days, cfg.seed), cfg, cfg.faults)
     from iot_fed.fl.rounds import initial_normalizer

@@ -161,7 +161,7 @@ def id_queries(uri: str, n: int, n_ids: int) -> dict:
         speedup[op] = a / b
     print_table(
         f"_id queries: {n:,} documents, {n_ids:,} ids per query; _id alone is "
-        + ", ".join(f"{k} {v:.0f}x" for k, v in speedup.items())
+        + ", ".join(f"{k} {v:.1f}x" for k, v in speedup.items())
         + " faster",
         ["query", "hit", "seconds"],
         [[r["query"], r["hit"], r["s"]] for r in rows],
