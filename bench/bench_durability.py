@@ -127,7 +127,10 @@ def run_case(durability: str, fsync: bool, wc: WriteConcern, n: int, batch: int)
         proc = start(store, port, durability, fsync)
         client = MongoClient(uri, serverSelectionTimeoutMS=10_000)
         kept = client["bench"]["readings"].count_documents({})
-        assert client["bench"]["readings"].count_documents({"moteid": 7, "epoch": {"$lt": 5}})
+        # what was kept reads back by index (a small w=1 run may keep nothing at all)
+        assert not kept or client["bench"]["readings"].count_documents(
+            {"moteid": 7, "epoch": {"$lt": 5}}
+        )
         client.close()
         proc.terminate()
         proc.wait(30)
@@ -245,7 +248,7 @@ def kill9(args: argparse.Namespace) -> dict:
     """Part 1: acknowledged MongoDB writes left after kill -9, per server mode."""
     cases = [c for c in CASES if not args.quick or c[0] in QUICK_CASES]
     rows = []
-    for batch in (args.batch, args.small_batch):
+    for batch in (args.batch,) if args.quick else (args.batch, args.small_batch):
         for label, durability, fsync, wc in cases:
             r = run_case(durability, fsync, wc, args.docs, batch)
             rows.append({"mode": label, "batch": batch, **r})
@@ -263,7 +266,7 @@ PARTS = {"kill9": kill9, "broker-outage": broker_outage}
 
 
 def main() -> None:
-    ap = parts_parser(__doc__, PARTS, "tiny: 2,000 docs, 2 modes, 3 s outage")
+    ap = parts_parser(__doc__, PARTS, "tiny: 2,000 docs, 2 modes, one batch size, 3 s outage")
     ap.add_argument("--docs", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--small-batch", type=int, default=200, help="second series, small writes")

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from common import C1, median, tree_cpu_s, write_results
+from common import C1, median, print_table, tree_cpu_s, write_results
 from confluent_kafka import Producer
 from live_pipeline import against_running
 
@@ -341,8 +341,27 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def print_table(summary: list[dict]) -> None:
-    head = (
+def print_summary(summary: list[dict]) -> None:
+    """One row per (rate, variant): medians over the rounds."""
+    f = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
+    g = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    rows = []
+    for r in summary:
+        d, so = r["duration_ms_median"], r["state_operator_ms_median"]
+        rows.append(
+            [
+                f"{r['rate']:.0f}",
+                r["variant"],
+                f(r["batch_ms_median"]),
+                f"{g(r['latency_p50_s'])}/{g(r['latency_p99_s'])}",
+                g(r["latency_p99_steady_s"]),
+                "/".join(f(d[k]) for k in DURATIONS[:6]),
+                "/".join(f(so[k]) for k in STATE_TIMES),
+                f"{f(r['collect_ms_mean'])}/{f(r['store_ms_mean'])}",
+                g(r["jvm_tree_cores"]),
+            ]
+        )
+    head = [
         "rate",
         "variant",
         "batch ms",
@@ -352,24 +371,8 @@ def print_table(summary: list[dict]) -> None:
         "py new/timeout/state commit ms",
         "collect/store ms",
         "JVM+workers cores",
-    )
-    print("\n" + " | ".join(head))
-    for r in summary:
-        d, so = r["duration_ms_median"], r["state_operator_ms_median"]
-        f = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
-        g = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-        cells = (
-            f"{r['rate']:.0f}",
-            r["variant"],
-            f(r["batch_ms_median"]),
-            f"{g(r['latency_p50_s'])}/{g(r['latency_p99_s'])}",
-            g(r["latency_p99_steady_s"]),
-            "/".join(f(d[k]) for k in DURATIONS[:6]),
-            "/".join(f(so[k]) for k in STATE_TIMES),
-            f"{f(r['collect_ms_mean'])}/{f(r['store_ms_mean'])}",
-            g(r["jvm_tree_cores"]),
-        )
-        print(" | ".join(str(c) for c in cells))
+    ]
+    print_table("The streaming scorer alone", head, rows)
 
 
 def main() -> int:
@@ -437,7 +440,7 @@ def main() -> int:
             finally:
                 spark.stop()
     summary = summarize(rows)
-    print_table(summary)
+    print_summary(summary)
     write_results(
         "scorer",
         {
