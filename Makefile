@@ -3,7 +3,7 @@
 BIN := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-mongo-server bench bench-quick lint services-up services-down
+.PHONY: setup run test test-fast test-mongo-server bench bench-quick lint services-up services-down
 
 setup:
 	scripts/bootstrap.sh
@@ -14,13 +14,22 @@ run: setup
 test: setup test-mongo-server
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# what needs no service and is not slow: numerics, assets and sensors on ephemeral instances,
+# parsers, configuration (markers in pyproject.toml; iot_fed_tests/conftest.py marks
+# service tests from their fixtures). Under a minute.
+FAST := not services and not slow and not spark
+test-fast: setup
+	$(BIN)/pytest -m "$(FAST)" $(PYTEST_ARGS)
+
 # the MongoDB-compatible server's own JUnit tests (its Maven module)
 test-mongo-server:
 	cd mongo-server && mvn -q -B test
 
+# every benchmark (bench/bench_*.py, one per question): tables, bench/results/<name>.json
 bench: setup
 	scripts/bench.sh
 
+# each benchmark on a tiny configuration (results in assets_data/bench-quick/): a few minutes
 bench-quick: setup
 	QUICK=1 scripts/bench.sh
 

@@ -2,8 +2,9 @@
 
 Not a test. ``assets_data/bench-venv/bin/python bench/bench_detection.py [--quick]``
 (the bench venv has the ``bench`` extra: River and PyOD baselines; with ``.venv`` they
-are reported as skipped). Writes ``bench/results/detection.json``, ``detection.md`` and
-the machine-readable ``bench/results/detection_summary.json``.
+are reported as skipped). Prints the tables; writes ``bench/results/detection.json`` (sections
+``detection``: every figure, and ``summary``: the machine-readable schema of issue #10,
+with the Flower comparison's summary from ``train.json``).
 """
 
 from __future__ import annotations
@@ -11,14 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from iot_fed.evaluation.benchmark import DetectionBenchConfig, run_detection_benchmark
-from iot_fed.evaluation.report import machine_header, machine_info
+from common import results_path, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+from iot_fed.evaluation.benchmark import DetectionBenchConfig, run_detection_benchmark
 
 
 def summary(results: dict[str, Any], flower: dict[str, Any] | None) -> dict[str, Any]:
@@ -44,42 +42,30 @@ def summary(results: dict[str, Any], flower: dict[str, Any] | None) -> dict[str,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="12 motes, 1.5 days, 3 rounds")
+    ap.add_argument("--quick", action="store_true", help="tiny: 6 motes, 1 day, 2 rounds")
     ap.add_argument("--motes", type=int, default=None)
     ap.add_argument("--days", type=float, default=None)
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
     cfg = DetectionBenchConfig()
     if args.quick:
-        cfg = replace(cfg, motes=12, days=1.5, rounds=3, failing=(2, 4))
+        cfg = replace(cfg, motes=6, days=1.0, rounds=2, failing=(2,))
     for k in ("motes", "days", "rounds"):
         if getattr(args, k) is not None:
             cfg = replace(cfg, **{k: getattr(args, k)})
     results, md = run_detection_benchmark(cfg)
     results.pop("plot", None)
-    machine = machine_info()
-    results = {"machine": machine, **results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "detection_quick" if args.quick else "detection"
-    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    flower_path = args.out / "flower.json"
-    flower = None
-    if flower_path.exists():
-        fj = json.loads(flower_path.read_text())
-        flower = fj.get("summary")
-    if not args.quick:
-        (args.out / "detection_summary.json").write_text(
-            json.dumps(summary(results, flower), indent=2) + "\n"
-        )
-    cmd = "assets_data/bench-venv/bin/python bench/bench_detection.py"
-    text = (
-        f"# Detection benchmark\n\n{machine_header(machine)}\n\n"
-        f"Command: `{cmd}{' --quick' if args.quick else ''}` ({results['seconds']} s)\n\n{md}"
+    train = results_path("train", args.quick)
+    flower = (
+        json.loads(train.read_text()).get("flower", {}).get("summary") if train.exists() else None
     )
-    (args.out / f"{stem}.md").write_text(text)
-    print(text)
+    print(f"\n# Detection benchmark ({results['seconds']} s)\n\n{md}")
+    write_results(
+        "detection",
+        {"detection": results, "summary": summary(results, flower)},
+        quick=args.quick,
+    )
 
 
 if __name__ == "__main__":

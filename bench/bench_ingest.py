@@ -18,24 +18,33 @@ server (e.g. one built from another checkout's ``MongoServerMain.java``) to the 
 round-robin, so before and after are measured under the same load (``server`` column).
 ``--decoders orjson,json`` adds the durable default again with the standard library's
 JSON parser in place of orjson (``decoder`` column; the decode-only rate for each too).
+
+Two more parts measure the MongoDB server under the pipeline's other query shapes
+(:mod:`store_queries`): ``concurrent-reads`` (the scorer's inserts while the reporting
+refresh and training reads scan) and ``id-queries`` (``_id`` alone vs ``_id`` + a field).
+Sections ``ingest``, ``concurrent_reads``, ``id_queries`` (and ``index_change``: the
+ingest part with ``--baseline-uri`` before the (moteid, ts) index was retired, kept as
+measured).
+
+    .venv/bin/python bench/bench_ingest.py [--parts ingest,concurrent-reads,id-queries]
+        [--quick] [--n 100000] [--repeat 3] [--baseline-uri URI] [--decoders orjson,json]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
+from common import parts_parser, run_parts
 from pymongo import MongoClient
 from pymongo.write_concern import WriteConcern
+from store_queries import concurrent_reads, id_queries
 
 from iot_fed.config import get_settings
-from iot_fed.evaluation.report import machine_info
 from iot_fed.store import SENSOR_READINGS, init_database, insert_readings
 from iot_fed.stream import messages
 from iot_fed.stream.admin import delete_topics
@@ -43,7 +52,6 @@ from iot_fed.stream.ingest import Ingestor
 from iot_fed.stream.messages import decode_value, encode_reading
 from iot_fed.stream.producer import ReplayData, replay, synthetic_readings
 
-RESULTS = Path(__file__).parent / "results" / "ingest.json"
 GOAL = 20_000
 SMALL = 500  # upserts are very slow on FerretDB (no index pushdown): fewer readings
 
@@ -148,14 +156,8 @@ def bench_ingest(
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--quick", action="store_true", help="fewer configurations")
-    ap.add_argument("--repeat", type=int, default=3, help="rounds over all configurations")
-    ap.add_argument("--baseline-uri", help="a second MongoDB server, run in the same rounds")
-    ap.add_argument("--decoders", default="orjson", help="e.g. orjson,json")
-    args = ap.parse_args()
+def ingest(args: argparse.Namespace) -> dict:
+    """Produce at full speed, the pieces alone, then the real ingestion path round-robin."""
     decoders = args.decoders.split(",")
     settings = get_settings()
     client: MongoClient = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000)
@@ -171,7 +173,7 @@ def main() -> int:
     data = _data(args.n)
     n = len(data)
     print(f"{n} readings, topic {topic}, {settings.kafka_partitions} partitions")
-    out: dict = {"n": n, "machine": machine_info(), "goal_rate": GOAL}
+    out: dict = {"n": n, "goal_rate": GOAL}
     try:
         # 1. produce at full speed (idempotent, acks=all)
         stats = replay(settings, data, topic=topic, rate=0, progress_interval_s=1e9)
@@ -257,9 +259,32 @@ def main() -> int:
     verdict = "meets" if best >= GOAL else "below"
     print(f"\nbest median ingest {best:,.0f} readings/s: {verdict} the {GOAL:,}/s goal")
     out["best_ingest_rate"] = best
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    return out
+
+
+PARTS = {
+    "ingest": ingest,
+    "concurrent-reads": lambda a: concurrent_reads(
+        get_settings().mongodb_uri, a.docs, a.readers, batch=1000, seconds=a.seconds
+    ),
+    "id-queries": lambda a: id_queries(get_settings().mongodb_uri, a.id_docs, n_ids=1000),
+}
+
+
+def main() -> int:
+    ap = parts_parser(__doc__, PARTS, "tiny: fewer readings, configurations")
+    ap.add_argument("--n", type=int, default=100_000, help="readings ingested")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds over all configurations")
+    ap.add_argument("--baseline-uri", help="a second MongoDB server, run in the same rounds")
+    ap.add_argument("--decoders", default="orjson", help="e.g. orjson,json")
+    ap.add_argument("--docs", type=int, default=200_000, help="concurrent-reads: docs/collection")
+    ap.add_argument("--readers", type=int, default=3, help="concurrent-reads: scanning clients")
+    ap.add_argument("--seconds", type=float, default=40, help="concurrent-reads: per phase")
+    ap.add_argument("--id-docs", type=int, default=45_000, help="id-queries: documents")
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.repeat, args.docs, args.seconds, args.id_docs = 10_000, 1, 10_000, 3, 5000
+    run_parts("ingest", PARTS, args)
     return 0
 
 

@@ -8,9 +8,9 @@ dead letters by reason), then times each query the Superset dashboards run on th
 and, in the same run, without the secondary ones (the ratio is what the indexes buy).
 It also times one steady-state :func:`~iot_fed.reporting.refresh.refresh` tick (54 new
 readings plus their verdicts in MongoDB) on top of that history. Prints a table, writes
-bench/results/reporting.json. ``--against-running SECONDS`` instead measures, in a running
-``make run``, how far the reporting store is behind MongoDB (bench/results/
-reporting_freshness.json).
+section ``queries`` of bench/results/reporting.json. ``--against-running SECONDS`` instead
+measures, in a running ``make run``, how far the reporting store is behind MongoDB
+(section ``freshness``).
 
     .venv/bin/python bench/bench_reporting.py [--readings 1000000] [--repeat 15]
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 import time
@@ -27,12 +26,12 @@ import uuid
 from pathlib import Path
 
 import psycopg
+from common import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from iot_fed.config import load_settings  # noqa: E402
-from iot_fed.evaluation.report import machine_info  # noqa: E402
 from iot_fed.reporting.refresh import refresh  # noqa: E402
 from iot_fed.reporting.schema import ensure_schema  # noqa: E402
 from iot_fed.services import manager  # noqa: E402
@@ -241,7 +240,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=15)
-    ap.add_argument("--quick", action="store_true", help="100 k readings, 5 repeats")
+    ap.add_argument("--quick", action="store_true", help="20 k readings, 3 repeats")
     ap.add_argument(
         "--against-running",
         type=float,
@@ -251,17 +250,15 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.against_running:
-        fresh = {**freshness(load_settings(), args.against_running), "machine": machine_info()}
+        fresh = freshness(load_settings(), args.against_running)
         print(
             f"oldest reading not yet in the reporting store: median {fresh['median_s']} s, "
             f"p95 {fresh['p95_s']} s, max {fresh['max_s']} s ({fresh['samples']} samples)"
         )
-        path = ROOT / "bench" / "results" / "reporting_freshness.json"
-        path.write_text(json.dumps(fresh, indent=2, default=str))
-        print(f"wrote {path}")
+        write_results("reporting", {"freshness": fresh})
         return
     if args.quick:
-        args.readings, args.repeat = 100_000, 5
+        args.readings, args.repeat = 20_000, 3
     settings = load_settings()
     manager.up(settings, only=["mongodb", "postgres"])
     name = f"bench_reporting_{uuid.uuid4().hex[:8]}"
@@ -292,7 +289,6 @@ def main() -> None:
         "worst_median_ms": worst,
         "worst_p95_ms": worst_p95,
         "refresh_tick": tick,
-        "machine": machine_info(),
     }
     print(f"reporting store: {args.readings:,} readings of history -> {counts} "
           f"(loaded in {load_s:.1f} s)")  # fmt: skip
@@ -300,10 +296,7 @@ def main() -> None:
     print(f"worst median {worst:.1f} ms, worst p95 {worst_p95:.1f} ms (goal <= 300 ms)")
     print(f"steady refresh tick on this history: {tick['tick_ms']:.0f} ms "
           f"({tick['buckets']} buckets)")  # fmt: skip
-    path = ROOT / "bench" / "results" / "reporting.json"
-    path.write_text(json.dumps(out, indent=2, default=str))
-    (ROOT / "bench" / "results" / "reporting.md").write_text(table(results) + "\n")
-    print(f"wrote {path}")
+    write_results("reporting", {"queries": out}, quick=args.quick)
 
 
 if __name__ == "__main__":

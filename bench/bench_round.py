@@ -39,6 +39,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import psycopg
+from common import write_results
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,6 @@ local_model_key = dg.AssetKey("local_model")
 sys.path.insert(0, str(ROOT))
 
 from iot_fed.config import load_settings  # noqa: E402
-from iot_fed.evaluation.report import machine_info  # noqa: E402
 from iot_fed.services.dagster_instance import DAGSTER_DATABASE, configure  # noqa: E402
 from iot_fed.store import repository as repo  # noqa: E402
 from iot_fed.store.client import connect  # noqa: E402
@@ -259,8 +259,10 @@ def round_once(args: argparse.Namespace, code_root: Path, storage: str) -> dict:
             result[k] = 0.0
     result.update(steps)
     result["total_excluding_aggregation_wait_s"] = result["total_s"] - result["aggregation_wait_s"]
-    result["import_definitions_s"] = import_seconds(code_root, "iot_fed.definitions")
-    result["import_dagster_s"] = import_seconds(code_root, "dagster")
+    result["import_definitions_s"] = import_seconds(
+        code_root, "iot_fed.definitions", args.import_repeat
+    )
+    result["import_dagster_s"] = import_seconds(code_root, "dagster", args.import_repeat)
     db.client.drop_database(settings.mongodb_database)
     if pg_database and not args.keep_home:
         drop_pg_database(settings.postgres_uri, pg_database)
@@ -291,8 +293,12 @@ def main() -> int:
         "uses when its PostgreSQL is up; a throwaway database), sqlite",
     )
     ap.add_argument("--repeat", type=int, default=1, help="rounds per configuration")
+    ap.add_argument("--import-repeat", type=int, default=3, help="import timings: best of N")
     ap.add_argument("--keep-home", action="store_true", help="keep each DAGSTER_HOME (events)")
+    ap.add_argument("--quick", action="store_true", help="one round, 2 s sensor interval")
     args = ap.parse_args()
+    if args.quick:  # fewer devices fail the promotion check (too little held-out data)
+        args.interval, args.repeat, args.import_repeat = 2, 1, 1
 
     roots = {"baseline": args.baseline.resolve()} if args.baseline else {}
     roots["this"] = ROOT
@@ -311,9 +317,7 @@ def main() -> int:
         if (k.endswith("_s") and k != "totals_s") or k == "runs_in_round":
             print(f"| {k} | " + " | ".join(f"{results[n][k]:.2f}" for n in names) + " |")
     results["rounds"] = rounds
-    out = ROOT / "bench" / "results" / "round.json"
-    out.write_text(json.dumps({"machine": machine_info(), **results}, indent=2))
-    print(f"wrote {out}")
+    write_results("round", {"round": results}, quick=args.quick)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Benchmark: the streaming scorer alone, micro-batch time and end-to-end latency.
 
-Not a test, and no ``make run`` needed (``bench_latency.py`` measures the running
-pipeline): with the local services up, each run gets a fresh topic, database (with a small
+Not a test, and no ``make run`` needed (``--against-running`` measures a running pipeline
+instead, see below): with the local services up, each run gets a fresh topic, database (with a small
 promoted model) and checkpoint; readings for 54 motes are produced at each ``--rates``
 value for ``--seconds`` while the real query (:func:`start_streaming_evaluation`) scores
 them; half-way a new global version is promoted (the time to the first prediction made
@@ -19,7 +19,14 @@ for new data; ``allRemovalsTimeMs``: the timeout pass, a second Python call;
     .venv/bin/python bench/bench_scorer.py [--rates 10,1000] [--variants before,after]
         [--rounds 2] [--seconds 40] [--partitions 1]
 
-Prints a table; writes bench/results/scorer.json (``--out`` to write elsewhere).
+``--against-running`` measures a RUNNING ``make run`` / ``iot-fed run`` instead
+(:mod:`live_pipeline`): Kafka append -> stored prediction at each ``--rates`` for
+``--seconds``, promotion -> first prediction with the new version, and ``POST /api/score``
+p50/p99 (section ``running``).
+
+Prints a table; writes bench/results/scorer.json: section ``--section`` (default
+``variants``; the C1-vs-C2 JIT comparison, ``--variants c2-jit,c1-jit``, is kept as
+``jit``) or ``running``.
 """
 
 from __future__ import annotations
@@ -28,8 +35,6 @@ import argparse
 import datetime as dt
 import json
 import shutil
-import statistics
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,12 +44,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from common import C1, median, print_table, tree_cpu_s, write_results
 from confluent_kafka import Producer
+from live_pipeline import against_running
 
 import iot_fed.analytics.streaming as streaming
 from iot_fed.analytics.session import build_session
 from iot_fed.config import load_settings
-from iot_fed.evaluation.report import machine_info
 from iot_fed.fl.model import init_params
 from iot_fed.fl.rounds import calibrate_bundle, feature_stats
 from iot_fed.fl.serialization import ModelBundle
@@ -56,10 +62,6 @@ from iot_fed.stream.admin import delete_topics, ensure_topics
 from iot_fed.stream.kafka_config import producer_config
 from iot_fed.stream.messages import encode_key, encode_reading
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_report import C1, tree_cpu_s  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "scorer.json"
 MOTES = 54
 ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 DURATIONS = (
@@ -179,10 +181,6 @@ def fresh_jvm() -> None:
     SparkContext._jvm = None  # type: ignore[assignment]
 
 
-def _median(xs: list[float]) -> float | None:
-    return float(statistics.median(xs)) if xs else None
-
-
 def one(
     spark: Any,
     settings: Any,
@@ -259,9 +257,9 @@ def one(
     with_data = [p for p in progress if p.get("numInputRows")]
     warm = with_data[2:] or with_data  # the first batches start the Python workers
     durs = [p["durationMs"]["triggerExecution"] for p in warm]
-    breakdown = {k: _median([p["durationMs"].get(k, 0) for p in warm]) for k in DURATIONS}
+    breakdown = {k: median([p["durationMs"].get(k, 0) for p in warm]) for k in DURATIONS}
     state_ms = {
-        k: _median([p["stateOperators"][0][k] for p in warm if p.get("stateOperators")])
+        k: median([p["stateOperators"][0][k] for p in warm if p.get("stateOperators")])
         for k in STATE_TIMES
     }
     docs = list(db.predictions.find({}, {"scored_at": 1, "kafka_ts": 1}))
@@ -290,7 +288,7 @@ def one(
         "sent": n,
         "predictions": len(lat),
         "batches": len(with_data),
-        "batch_ms_median": _median(durs),
+        "batch_ms_median": median(durs),
         "batch_ms_p90": float(np.percentile(durs, 90)) if durs else None,
         "duration_ms_median": breakdown,
         "state_operator_ms_median": state_ms,
@@ -318,7 +316,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         rs = [r for r in rows if r["variant"] == name and r["rate"] == rate]
 
         def med(get: Any, rs: list[dict] = rs) -> float | None:
-            return _median([x for x in (get(r) for r in rs) if x is not None])
+            return median([x for x in (get(r) for r in rs) if x is not None])
 
         out.append(
             {
@@ -343,8 +341,27 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def print_table(summary: list[dict]) -> None:
-    head = (
+def print_summary(summary: list[dict]) -> None:
+    """One row per (rate, variant): medians over the rounds."""
+    f = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
+    g = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    rows = []
+    for r in summary:
+        d, so = r["duration_ms_median"], r["state_operator_ms_median"]
+        rows.append(
+            [
+                f"{r['rate']:.0f}",
+                r["variant"],
+                f(r["batch_ms_median"]),
+                f"{g(r['latency_p50_s'])}/{g(r['latency_p99_s'])}",
+                g(r["latency_p99_steady_s"]),
+                "/".join(f(d[k]) for k in DURATIONS[:6]),
+                "/".join(f(so[k]) for k in STATE_TIMES),
+                f"{f(r['collect_ms_mean'])}/{f(r['store_ms_mean'])}",
+                g(r["jvm_tree_cores"]),
+            ]
+        )
+    head = [
         "rate",
         "variant",
         "batch ms",
@@ -354,24 +371,8 @@ def print_table(summary: list[dict]) -> None:
         "py new/timeout/state commit ms",
         "collect/store ms",
         "JVM+workers cores",
-    )
-    print("\n" + " | ".join(head))
-    for r in summary:
-        d, so = r["duration_ms_median"], r["state_operator_ms_median"]
-        f = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
-        g = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-        cells = (
-            f"{r['rate']:.0f}",
-            r["variant"],
-            f(r["batch_ms_median"]),
-            f"{g(r['latency_p50_s'])}/{g(r['latency_p99_s'])}",
-            g(r["latency_p99_steady_s"]),
-            "/".join(f(d[k]) for k in DURATIONS[:6]),
-            "/".join(f(so[k]) for k in STATE_TIMES),
-            f"{f(r['collect_ms_mean'])}/{f(r['store_ms_mean'])}",
-            g(r["jvm_tree_cores"]),
-        )
-        print(" | ".join(str(c) for c in cells))
+    ]
+    print_table("The streaming scorer alone", head, rows)
 
 
 def main() -> int:
@@ -381,8 +382,19 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--partitions", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=40)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--section", default="variants", help="the results section written")
+    ap.add_argument("--quick", action="store_true", help="tiny: one variant, 10 rec/s, 10 s")
+    ap.add_argument("--against-running", action="store_true", help="measure a running make run")
+    ap.add_argument("--api-requests", type=int, default=300, help="--against-running only")
+    ap.add_argument("--skip-promotion", action="store_true", help="--against-running only")
     args = ap.parse_args()
+    if args.quick:
+        args.variants, args.rates, args.seconds, args.rounds = "after", "10", 10.0, 1
+    if args.against_running:
+        res = against_running(args.rates, args.seconds, args.api_requests, args.skip_promotion)
+        if res is not None:
+            write_results("scorer", {"running": res}, quick=args.quick)
+        return 0
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -410,7 +422,8 @@ def main() -> int:
             spark = build_session(s, "bench_scorer", **conf)
             try:
                 # warm-up (JVM, Python workers): not reported
-                one(spark, settings, bundle, 10, 15, args.partitions, VARIANTS[members[0]])
+                warm = min(15.0, args.seconds)
+                one(spark, settings, bundle, 10, warm, args.partitions, VARIANTS[members[0]])
                 for rate in rates:
                     for n in members if rnd % 2 == 0 else members[::-1]:
                         row = one(
@@ -427,13 +440,12 @@ def main() -> int:
             finally:
                 spark.stop()
     summary = summarize(rows)
-    print_table(summary)
-    args.out.write_text(
-        json.dumps(
-            {
-                "machine": machine_info(),
+    print_summary(summary)
+    write_results(
+        "scorer",
+        {
+            args.section: {
                 "trigger_s": settings.scorer_trigger_s,
-                "command": " ".join(["bench/bench_scorer.py", *sys.argv[1:]]),
                 "variants": {
                     n: {
                         "session": v.session,
@@ -448,12 +460,10 @@ def main() -> int:
                 },
                 "summary": summary,
                 "runs": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+            }
+        },
+        quick=args.quick,
     )
-    print(f"wrote {args.out}")
     return 0
 
 

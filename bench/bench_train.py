@@ -1,8 +1,11 @@
-"""Benchmark: one federated round, vmapped (one jitted call) vs a per-device Python loop.
+"""Training benchmark: the federated round's cost, and iot_fed against Flower.
 
-Not a test. ``.venv/bin/python bench/bench_train.py [--quick] [--repeats R]``
-Prints a table and writes ``bench/results/train.json``.
+Not a test. ``assets_data/bench-venv/bin/python bench/bench_train.py [--parts
+round,flower] [--quick] [--repeats R]`` (the bench venv has Flower; with ``.venv`` the
+``flower`` part records why Flower could not run). Prints tables; writes
+``bench/results/train.json`` (sections ``round`` and ``flower``).
 
+``round``: one round, vmapped (one jitted call) vs a per-device Python loop.
 For each model (bench default hidden=(32,), project default (32, 16)) and each scenario
 (devices x samples) it reports compile time (first call minus best steady call), best and
 median wall time of the round (padding + transfer + compute), samples/s and achieved
@@ -10,30 +13,32 @@ GFLOP/s (analytic: 2*in*out per layer per sample, x3 for forward + backward, rea
 only). The loop baseline calls the same jitted optimiser step per mini-batch; for large
 device counts it runs on a prefix of devices until a time cap and is extrapolated.
 Aggregation of 10,000 stacked models is timed for each strategy.
+
+``flower`` (:mod:`flower_engine`): the same federated job (generated partition, model,
+:func:`iot_fed.fl.rounds.client_update` / ``server_update``) on iot_fed's engine and on
+Flower's simulation engine (Ray): wall time per round (first, median of the later ones),
+total, and the final model's F1 / ROC-AUC on the same fault-injected test data.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from common import parts_parser, run_parts
+from flower_engine import flower
 
-from iot_fed.evaluation.report import machine_info
 from iot_fed.fl.aggregation import aggregate
 from iot_fed.fl.model import init_params
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.training import TrainConfig, train_devices
-
-RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 
 
 def make_data(
@@ -188,18 +193,14 @@ def bench_aggregation(spec: ModelSpec, d: int, repeats: int) -> list[dict[str, A
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller scenarios, fewer repeats")
-    ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args()
+def round_part(args: argparse.Namespace) -> dict[str, Any]:
+    """vmapped round vs loop per scenario and model, then aggregation of 10,000 models."""
     repeats = args.repeats or (2 if args.quick else 5)
     cfg = TrainConfig(optimizer="adam", local_epochs=1, batch_size=50)
     scenarios = [(54, 500, 30.0), (1000, 200, 10.0), (10_000, 200, None)]
-    if args.quick:
-        scenarios = [(54, 500, 10.0), (1000, 200, 3.0)]
     specs = [ModelSpec(hidden=(32,)), ModelSpec(hidden=(32, 4, 32))]
+    if args.quick:  # one small scenario, one model: compilation dominates a quick run
+        scenarios, specs = [(54, 200, 1.0)], specs[:1]
     rounds, aggs = [], []
     for spec in specs:
         for d, n, cap in scenarios:
@@ -207,7 +208,7 @@ def main() -> None:
             rounds.append(row)
             print(_fmt_round(row), flush=True)
     for spec in specs:
-        for row in bench_aggregation(spec, 10_000, repeats):
+        for row in bench_aggregation(spec, 1000 if args.quick else 10_000, repeats):
             aggs.append(row)
             print(
                 f"aggregate {row['strategy']:<13} hidden={row['hidden']} d={row['devices']} "
@@ -217,8 +218,8 @@ def main() -> None:
             )
     print()
     print(_table(rounds, aggs))
-    out = {
-        "machine": {**machine_info(), "backend": jax.default_backend()},
+    return {
+        "backend": jax.default_backend(),
         "config": {
             "optimizer": cfg.optimizer,
             "epochs": cfg.local_epochs,
@@ -229,9 +230,25 @@ def main() -> None:
         "rounds": rounds,
         "aggregation": aggs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
-    print(f"\nwrote {args.out}")
+
+
+PARTS = {"round": round_part, "flower": flower}
+
+
+def main() -> None:
+    ap = parts_parser(__doc__, PARTS, "smaller scenarios, fewer repeats")
+    ap.add_argument("--repeats", type=int, default=None, help="round: timed repeats")
+    ap.add_argument("--devices", type=int, default=54, help="flower: clients")
+    ap.add_argument("--samples", type=int, default=2000, help="flower: readings per device")
+    ap.add_argument("--days", type=float, default=2.0, help="flower: generated days")
+    ap.add_argument("--rounds", type=int, default=3, help="flower: rounds")
+    ap.add_argument("--local-epochs", type=int, default=2, help="flower: local epochs")
+    ap.add_argument("--client-cpus", type=float, default=1.0, help="flower: CPUs per client")
+    ap.add_argument("--skip-flower", action="store_true", help="flower: iot_fed's side only")
+    args = ap.parse_args()
+    if args.quick:
+        args.devices, args.samples, args.rounds, args.days = 6, 300, 2, 1.0
+    run_parts("train", PARTS, args)
 
 
 def _fmt_round(r: dict[str, Any]) -> str:

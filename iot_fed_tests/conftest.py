@@ -1,9 +1,10 @@
 """Shared session fixtures: real local services (Kafka, MongoDB-compatible), settings, and
 per-test fresh resources (a MongoDB database, a Kafka topic).
 
-Tests that use ``services``, ``mongo_db``, ``mongo_client``, ``kafka_topic`` or
-``kafka_topic_factory`` are marked ``services`` automatically (deselect with
-``-m "not services"``).
+Tests that use ``services``, ``mongo_db``, ``mongo_client``, ``kafka_topic``,
+``kafka_topic_factory``, ``postgres`` or a fixture that starts a server of its own are
+marked ``services`` automatically (deselect with ``-m "not services"``). ``make test-fast``
+runs what is left that is not ``slow`` either (markers in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -23,12 +24,25 @@ from iot_fed.services import manager
 from iot_fed.stream.shared_ingestors import close_shared_ingestors
 
 SERVICE_FIXTURES = {"services", "mongo_client", "mongo_db", "kafka_topic", "kafka_topic_factory"}
+# fixtures of services/ tests that start servers of their own: an isolated Kafka + MongoDB
+# pair (iso), the JVM MongoDB-compatible server's jar for a server the test starts
+SERVICE_FIXTURES |= {"iso", "server_jar", "mjs_jar"}
+# slow tests in services/ (they wait out a start-up timeout or create a PostgreSQL cluster),
+# by name: that folder's owners may mark them in place and drop them from here
+SLOW_TESTS = {
+    "test_foreign_listener_on_port_is_a_clear_error",
+    "test_port_taken_names_service_and_log",
+    "test_a_private_project_folder_gets_a_cluster_its_server_can_reach",
+    "test_clusters_of_deleted_checkouts_are_removed",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.services)
+        if item.name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @dataclass(frozen=True)

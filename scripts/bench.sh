@@ -1,44 +1,29 @@
 #!/usr/bin/env bash
-# `make bench`: every benchmark, one after another (tables on stdout, JSON/Markdown in
-# bench/results/). QUICK=1 runs the small configurations. Services are started if needed.
-# The Flower comparison needs the optional `bench` extra (flwr), installed here into
-# assets_data/bench-venv so the project's .venv stays lean.
+# `make bench`: every benchmark, one per question, one after another: a table on stdout and
+# one canonical JSON file each in bench/results/. QUICK=1 (`make bench-quick`) runs each on a
+# tiny configuration and writes to assets_data/bench-quick/ (the canonical figures stay).
+# Services are started if needed. Flower (the `bench` extra: flwr, Ray, River, PyOD) lives
+# in its own environment, assets_data/bench-venv, built from the same lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-QUICK_FLAG=""
-[ "${QUICK:-0}" = "1" ] && QUICK_FLAG="--quick"
-# Flower (and Ray) live in their own environment, built from the same lock.
+Q=()
+[ "${QUICK:-0}" = "1" ] && Q=(--quick)
 UV_PROJECT_ENVIRONMENT=assets_data/bench-venv python3 -m uv sync --locked --extra bench --quiet --compile-bytecode
-FLOWER_PY=assets_data/bench-venv/bin/python
+BENCH_PY=assets_data/bench-venv/bin/python
 .venv/bin/iot-fed services up
-run() { echo; echo "=== $*"; "$@"; }
-run $PY bench/bench_train.py $QUICK_FLAG
-run $PY bench/bench_ingest.py $QUICK_FLAG
-run $PY bench/bench_id_queries.py
-if [ -n "$QUICK_FLAG" ]; then
-  run $PY bench/bench_verdict_write.py --n 5000 --repeat 1 --race 1
-else
-  run $PY bench/bench_verdict_write.py --n 200000 --repeat 5
-fi
-run $PY bench/bench_mongo_reads.py
-run $PY bench/bench_spark.py $QUICK_FLAG
-if [ -n "$QUICK_FLAG" ]; then
-  run $PY bench/bench_scorer.py --rates 10 --seconds 20 --rounds 1
-else
-  run $PY bench/bench_scorer.py
-fi
-if [ -n "$QUICK_FLAG" ]; then
-  run $PY bench/bench_report.py --readings 5000 --repeat 1
-else
-  run $PY bench/bench_report.py
-fi
-run $PY bench/bench_detection.py $QUICK_FLAG
-if [ -n "$QUICK_FLAG" ]; then
-  run $FLOWER_PY bench/bench_flower.py --devices 12 --samples 500 --rounds 2
-else
-  run $FLOWER_PY bench/bench_flower.py
-fi
-run $PY bench/bench_round.py
-run $PY bench/bench_reporting.py $QUICK_FLAG
-echo; echo "results in bench/results/"
+run() { echo; echo "=== $*"; local t0=$SECONDS; "$@"; echo "=== ${2##*/}: $((SECONDS - t0)) s"; }
+t_all=$SECONDS
+run $BENCH_PY bench/bench_train.py "${Q[@]}"      # vmapped round vs loop, aggregation, Flower
+run $PY bench/bench_ingest.py "${Q[@]}"           # Kafka -> MongoDB, the store's query shapes
+if [ "${QUICK:-0}" = "1" ]; then VW=(--n 5000 --repeat 1 --race 1); else VW=(); fi
+run $PY bench/bench_verdict_write.py "${VW[@]}"   # the verdict write: standard vs replaced
+run $PY bench/bench_round.py "${Q[@]}"            # one daemon-driven round, burst -> promoted
+run $PY bench/bench_scorer.py "${Q[@]}"           # the streaming scorer alone
+run $PY bench/bench_scorer.py --against-running "${Q[@]}"  # the live pipeline, if one runs
+run $PY bench/bench_spark.py "${Q[@]}"            # batch scoring, the evaluation report
+run $BENCH_PY bench/bench_detection.py "${Q[@]}"  # detection quality vs baselines
+run $PY bench/bench_reporting.py "${Q[@]}"        # the dashboards' queries
+run $PY bench/bench_durability.py "${Q[@]}"       # kill -9: MongoDB writes, a broker outage
+echo; echo "all benchmarks: $((SECONDS - t_all)) s; results in" \
+  "$([ ${#Q[@]} -gt 0 ] && echo assets_data/bench-quick/ || echo bench/results/)"

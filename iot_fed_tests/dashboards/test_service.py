@@ -60,6 +60,7 @@ def test_dashboard_urls_use_the_port() -> None:
     assert urls["Fleet"] == "http://127.0.0.1:18123/superset/dashboard/iot-fed-fleet/"
 
 
+@pytest.mark.slow  # waits out the 5 s start-up timeout
 def test_port_taken_is_a_one_line_error_naming_log_and_switch(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import pytest
 
 from iot_fed.config import get_settings
 from iot_fed.defs.assets.benchmark import anomaly_benchmark
 from iot_fed.defs.resources import SettingsResource
 
 
+@pytest.mark.slow  # the detection benchmark end to end (~10 s)
 def test_anomaly_benchmark_tiny(monkeypatch, tmp_path):
     monkeypatch.setenv("IOT_FED_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()

@@ -30,7 +30,7 @@ import yaml
 from iot_fed.defs.assets.models import local_model
 from iot_fed.services.dagster_instance import base_document
 from iot_fed.store import repository as repo
-from iot_fed_tests.defs.test_models import diurnal_readings
+from iot_fed_tests.defs.helpers import diurnal_readings
 from iot_fed_tests.stream.helpers import produce_readings
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

@@ -6,8 +6,7 @@ import dagster as dg
 
 from iot_fed.definitions import defs
 from iot_fed.store import repository as repo
-from iot_fed_tests.defs.test_models import ASSETS, diurnal_readings
-from iot_fed_tests.defs.test_sensor import tick
+from iot_fed_tests.defs.helpers import ASSETS, diurnal_readings, tick
 from iot_fed_tests.stream.helpers import produce_readings
 
 

@@ -21,6 +21,9 @@ from dagster._core.launcher import LaunchRunContext, WorkerStatus
 from iot_fed.defs.launcher import WORKER_TAG, WarmRunLauncher, _in_daemon
 from iot_fed_tests.defs import launcher_jobs
 
+# every test forks run workers from a preloaded server and waits for them: seconds each
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def instance(tmp_path: Path):

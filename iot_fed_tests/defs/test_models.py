@@ -3,60 +3,16 @@
 from __future__ import annotations
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from iot_fed.config import get_settings
 from iot_fed.defs.assets.models import (
     global_model,
-    local_model,
-    not_worse_than_promoted,
     promoted_model,
 )
-from iot_fed.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.store import repository as repo
 from iot_fed.store.repository import readings_to_docs, upsert_readings
-
-ASSETS = [local_model, global_model, promoted_model, not_worse_than_promoted]
-
-
-def diurnal_readings(
-    motes: int, per_mote: int, start_epoch: int = 0, period_h: float = 1.0
-) -> pd.DataFrame:
-    """Readings with a temperature/humidity cycle of ``period_h`` hours (short, so a few
-    hundred readings cover whole cycles and successive rounds see the same distribution)."""
-    rows = []
-    for m in range(1, motes + 1):
-        e = np.arange(start_epoch, start_epoch + per_mote)
-        ts = pd.Timestamp("2004-03-01", tz="UTC") + pd.to_timedelta(e * 31, unit="s")
-        hours = e * 31 / 3600
-        rows.append(
-            pd.DataFrame(
-                {
-                    "ts": ts,
-                    "epoch": e,
-                    "moteid": m,
-                    "temperature": 21 + 3 * np.sin(2 * np.pi * hours / period_h) + 0.1 * m,
-                    "humidity": 38 - 4 * np.sin(2 * np.pi * hours / period_h),
-                    "light": np.where((hours % period_h) < period_h / 2, 400.0, 5.0),
-                    "voltage": 2.7 - 1e-5 * e,
-                    "label": None,
-                }
-            )
-        )
-    return pd.concat(rows, ignore_index=True)
-
-
-def run_devices(instance, resources, keys: list[str], selection=None):
-    tags = {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}
-    return dg.materialize(
-        ASSETS,
-        instance=instance,
-        resources=resources,
-        tags=tags,
-        selection=selection or [local_model],
-    )
+from iot_fed_tests.defs.helpers import ASSETS, diurnal_readings, run_devices
 
 
 def aggregate(instance, resources, raise_on_error: bool = True):

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from iot_fed.defs.resources import MongoDBResource, SettingsResource
 from iot_fed.store import repository as repo
 from iot_fed.store.repository import readings_to_docs, upsert_readings
-from iot_fed_tests.defs.test_models import ASSETS, diurnal_readings, run_devices
+from iot_fed_tests.defs.helpers import ASSETS, diurnal_readings, run_devices
 
 
 def ops_config(op: str, **values) -> dict:

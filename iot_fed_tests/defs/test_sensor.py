@@ -10,23 +10,10 @@ from iot_fed.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from iot_fed.defs.resources import MongoDBResource
 from iot_fed.store.collections import SENSOR_READINGS
 from iot_fed.stream.cursor import StreamCursor
+from iot_fed_tests.defs.helpers import tick
 from iot_fed_tests.stream.helpers import produce_raw, produce_readings, readings_frame
 
 ROUND = [dg.AssetKey("local_model"), dg.AssetKey("global_model"), dg.AssetKey("promoted_model")]
-
-
-def tick(instance: dg.DagsterInstance, resources: dict, cursor: str | None):
-    definitions = defs()
-    sensor = definitions.get_sensor_def("iot_stream_sensor")
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=resources, definitions=definitions
-    ) as ctx:
-        data = sensor.evaluate_tick(ctx)
-    for req in data.dynamic_partitions_requests or []:  # what the daemon does
-        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-    for event in data.asset_events:  # what the daemon does with reported materializations
-        instance.report_runless_asset_event(event)
-    return data
 
 
 def test_new_devices_become_partitions_and_ready_ones_share_one_run(

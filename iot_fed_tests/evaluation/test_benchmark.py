@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from iot_fed.evaluation import datasets as ds
 from iot_fed.evaluation.benchmark import DetectionBenchConfig, run_detection_benchmark
 from iot_fed.evaluation.faults import FAULT_TYPES, FaultConfig
-from iot_fed_tests.evaluation.conftest import make_frame
+from iot_fed_tests.evaluation.helpers import make_frame
 
 
 def test_split_in_time_per_device() -> None:
@@ -51,6 +52,15 @@ def test_real_single_mote_loader(tmp_path: Path) -> None:
     assert (df["light"] == 0).all() and df["voltage"].nunique() == 1
 
 
+# Quality floors on the seeded tiny configuration below (deterministic given its seed).
+# Measured: F1 federated 0.803, centralised 0.865, local-only 0.665, MAD 0.596; ROC-AUC
+# 0.972 / 0.982 / 0.985 / 0.875; robust F1 (clean) fedavg 0.803, median 0.805. Each floor
+# sits ~0.1 below its value: a regression in the detector, not float noise, trips it.
+F1_FLOOR = {"federated": 0.70, "centralised": 0.75, "local_only": 0.55, "mad": 0.45}
+ROC_AUC_FLOOR = {"federated": 0.90, "centralised": 0.90, "local_only": 0.90, "mad": 0.75}
+
+
+@pytest.mark.slow
 def test_benchmark_runs_end_to_end_on_a_tiny_config(tmp_path: Path) -> None:
     cfg = DetectionBenchConfig(
         motes=4,
@@ -82,6 +92,8 @@ def test_benchmark_runs_end_to_end_on_a_tiny_config(tmp_path: Path) -> None:
             continue
         o = res["overall"]
         assert 0.0 <= o["f1"] <= 1.0 and 0.0 <= o["roc_auc"] <= 1.0 and 0.0 <= o["pr_auc"] <= 1.0
+        assert o["f1"] >= F1_FLOOR.get(name, 0.0), (name, o["f1"])
+        assert o["roc_auc"] >= ROC_AUC_FLOOR.get(name, 0.0), (name, o["roc_auc"])
         assert set(res["per_type"]) == set(FAULT_TYPES)
         assert res["false_alarms_per_device_day"] >= 0
         if name in ("federated", "centralised"):  # the model on the fault-free test period
@@ -89,6 +101,7 @@ def test_benchmark_runs_end_to_end_on_a_tiny_config(tmp_path: Path) -> None:
     assert "false_alarms_per_device_day_no_faults" not in methods["local_only"]
     assert set(results["robust"]["f1"]) == {"fedavg", "median"}
     assert set(results["robust"]["f1"]["median"]) == {"clean", "failing_1"}
+    assert all(results["robust"]["f1"][s]["clean"] >= 0.70 for s in ("fedavg", "median"))
     assert set(results["dp"]["f1"]) == {"0.0", "1.0"}
     assert results["engine_vs_bare"]["ratio"] > 0
     plot = results["plot"]

@@ -13,7 +13,7 @@ from iot_fed.evaluation.faults import (
     inject_faults,
 )
 from iot_fed.readings import CHANNELS
-from iot_fed_tests.evaluation.conftest import make_frame
+from iot_fed_tests.evaluation.helpers import make_frame
 
 SHORT = {"stuck": 20, "drift": 30, "bias": 20, "noise": 10, "low_voltage": 50}
 

@@ -5,16 +5,8 @@ import pytest
 from iot_fed.fl.forward import forward_numpy, reconstruction_error_numpy
 from iot_fed.fl.model import forward, init_params, masked_mean_loss, reconstruction_error
 from iot_fed.fl.spec import ModelSpec
+from iot_fed_tests.fl.helpers import TINY
 
-# 2 -> 2 (relu) -> 1 with hand-picked weights
-TINY_SPEC = ModelSpec(hidden=(2,), activation="relu", n_inputs=2, n_outputs=1)
-TINY = {
-    "layer_0": {
-        "w": np.array([[1.0, -1.0], [2.0, 0.5]], np.float32),
-        "b": np.array([0.0, 1.0], np.float32),
-    },
-    "layer_1": {"w": np.array([[0.5], [-1.0]], np.float32), "b": np.array([0.25], np.float32)},
-}
 X = np.array([[1.0, 2.0], [-1.0, 0.0]], np.float32)
 Y = np.array([[1.0], [0.0]], np.float32)
 

@@ -18,8 +18,7 @@ from iot_fed.fl.rounds import (
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.training import TrainConfig, trace_counts
 from iot_fed.fl.window_features import N_FEATURES
-
-from .test_window_detector import _series
+from iot_fed_tests.fl.helpers import series
 
 SPEC = ModelSpec(hidden=(8,), window=8, spread_k=4)
 
@@ -27,7 +26,7 @@ SPEC = ModelSpec(hidden=(8,), window=8, spread_k=4)
 def _devices(k, n=200):
     out = []
     for m in range(1, k + 1):
-        ts, vals = _series(n, seed=m)
+        ts, vals = series(n, seed=m)
         out.append(device_data(m, ts, vals, np.arange(n) % 10 == 0, SPEC))
     return out
 

@@ -17,9 +17,9 @@ from iot_fed.fl.training import (
     trace_counts,
     train_devices,
 )
+from iot_fed_tests.fl.helpers import TINY, TINY_SPEC
 
 from .synthetic import device_readings
-from .test_model import TINY, TINY_SPEC
 
 SPEC = ModelSpec(hidden=(8,), activation="relu", n_inputs=6, n_outputs=4)
 CFG = TrainConfig(

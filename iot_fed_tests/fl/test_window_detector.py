@@ -16,24 +16,7 @@ from iot_fed.fl.window_features import (
     WindowConfig,
     window_features,
 )
-
-P_MS = 31_000
-
-
-def _series(n, seed=0, step_ms=P_MS):
-    rng = np.random.default_rng(seed)
-    ts = 1_078_000_000_000 + np.arange(n, dtype=np.int64) * step_ms
-    t = np.arange(n)
-    vals = np.stack(
-        [
-            20 + np.sin(t / 200) + rng.normal(0, 0.03, n),
-            40 - np.sin(t / 200) + rng.normal(0, 0.15, n),
-            100 + rng.exponential(1.5, n),
-            2.7 - 1e-5 * t + rng.normal(0, 0.002, n),
-        ],
-        axis=1,
-    )
-    return ts, vals
+from iot_fed_tests.fl.helpers import P_MS, series
 
 
 def _bundle(window=8, seed=0):
@@ -46,7 +29,7 @@ def _bundle(window=8, seed=0):
         }
         for name, shp in spec.param_shapes().items()
     }
-    ts, vals = _series(400, seed)
+    ts, vals = series(400, seed)
     f, _ = window_features(ts, vals, len(ts), spec.window_config())
     ok = np.isfinite(f).all(axis=1)
     norm = Normalizer(f[ok].mean(0), np.maximum(f[ok].std(0), FEATURE_STD_FLOOR))
@@ -100,7 +83,7 @@ def test_gaps_scale_diff_and_a_long_gap_resets_the_context():
 
 def test_stream_scores_equal_batch_scores():
     b = _bundle()
-    ts, vals = _series(300, seed=3)
+    ts, vals = series(300, seed=3)
     ep = np.arange(300)
     whole, h_whole = score_device(
         b, DeviceHistory.empty(), moteid=1, epochs=ep, ts_ms=ts, values=vals
@@ -127,7 +110,7 @@ def _quiet_bundle():
 
 def test_short_history_uses_the_global_threshold_with_a_reason():
     b = _quiet_bundle()
-    ts, vals = _series(20, seed=1)
+    ts, vals = series(20, seed=1)
     out, _ = score_device(
         b, DeviceHistory.empty(), moteid=1, epochs=np.arange(20), ts_ms=ts, values=vals
     )
@@ -143,7 +126,7 @@ def test_short_history_uses_the_global_threshold_with_a_reason():
 
 def test_data_fault_is_flagged_and_does_not_poison_later_readings():
     b = _bundle()
-    ts, vals = _series(60, seed=2)
+    ts, vals = series(60, seed=2)
     bad = vals.copy()
     bad[30, 1] = np.nan
     bad[40, 3] = np.inf
@@ -169,7 +152,7 @@ def test_data_fault_is_flagged_and_does_not_poison_later_readings():
 
 def test_stuck_and_spike_move_their_features():
     cfg = WindowConfig(window=16, spread_k=8)
-    ts, vals = _series(200, seed=4)
+    ts, vals = series(200, seed=4)
     vals[120:160, 0] = vals[119, 0]  # stuck temperature
     vals[60, 1] += 5.0  # humidity spike
     f, _ = window_features(ts, vals, 200, cfg)
@@ -221,7 +204,7 @@ def test_validation_verdict_golden():
 
 def test_excluded_rows_are_left_out_of_the_context_but_count_for_the_gap():
     cfg = WindowConfig(window=8, spread_k=4)
-    ts, vals = _series(120, seed=4)
+    ts, vals = series(120, seed=4)
     ex = np.zeros(120, bool)
     ex[[30, 31, 32, 70]] = True
     f, n_ctx = window_features(ts, vals, 120, cfg, ex)
@@ -237,7 +220,7 @@ def test_excluded_rows_are_left_out_of_the_context_but_count_for_the_gap():
 
 
 def _bias(n=200, at=100, length=6, offset=50.0):
-    ts, vals = _series(n, seed=5)
+    ts, vals = series(n, seed=5)
     vals = vals.copy()
     vals[at : at + length, 0] += offset
     return ts, vals
@@ -303,7 +286,7 @@ def test_many_devices_scored_together_get_exactly_what_each_gets_alone():
     b = replace(b, device_norms={3: Normalizer(b.norm.mean + 0.1, b.norm.std * 1.5)})
     devices = []
     for mote, seed in ((1, 5), (2, 6), (3, 7), (4, 8), (5, 9)):
-        ts, vals = _series(160, seed=seed)
+        ts, vals = series(160, seed=seed)
         vals = vals.copy()
         if mote in (1, 3):
             vals[90:120, 0] += 50.0  # a bias: block iterations with exclusions

@@ -25,8 +25,8 @@ from iot_fed.store.repository import (
     save_global_model,
     save_local_model,
 )
+from iot_fed_tests.reporting.helpers import T0, reading
 
-T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 TABLES = (
     "device_minute",
     "fleet_minute",
@@ -37,20 +37,6 @@ TABLES = (
     "local_losses",
     "model_versions",
 )
-
-
-def reading(moteid: int, epoch: int, **kw: Any) -> dict[str, Any]:
-    doc = {
-        "ts": T0 + dt.timedelta(seconds=30 * epoch),
-        "epoch": epoch,
-        "moteid": moteid,
-        "temperature": 20.0 + epoch,
-        "humidity": 40.0,
-        "light": 100.0,
-        "voltage": 2.7,
-        "label": None,
-    }
-    return {**doc, **kw}
 
 
 def verdict(r: dict[str, Any], score: float, flag: bool, **kw: Any) -> dict[str, Any]:

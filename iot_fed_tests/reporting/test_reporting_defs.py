@@ -10,7 +10,7 @@ from pymongo.database import Database
 from iot_fed.defs.assets.reporting import PostgresResource, reporting_sensor, reporting_tables
 from iot_fed.defs.resources import MongoDBResource
 from iot_fed.store.repository import insert_readings
-from iot_fed_tests.reporting.test_refresh import reading
+from iot_fed_tests.reporting.helpers import reading
 
 
 def _resources(mongo_db: Database, uri: str) -> dict[str, object]:

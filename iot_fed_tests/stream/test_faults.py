@@ -196,7 +196,8 @@ def test_broker_outage_during_stream_limit(
     settings: Settings, cfg: Settings, tmp_path: Path
 ) -> None:
     """``iot-fed stream --limit`` rides out a broker outage (IOT_FED_TEST_OUTAGE_S, 15 s
-    here; bench/bench_faults.py measures 60 s): 0 lost, 0 duplicated, exit 0."""
+    here; bench/bench_durability.py, part broker-outage, measures 60 s): 0 lost, 0
+    duplicated, exit 0."""
     outage = float(os.environ.get("IOT_FED_TEST_OUTAGE_S", "15"))
     n, rate = 1500, 100
     path = tmp_path / "clean.parquet"

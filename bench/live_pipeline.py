@@ -1,4 +1,5 @@
-"""Latency of the live pipeline, measured against a RUNNING `make run` / `iot-fed run`.
+"""``bench_scorer.py --against-running``: latency of the live pipeline, measured against a
+RUNNING `make run` / `iot-fed run`.
 
 1. End to end, Kafka record timestamp -> prediction stored (``scored_at``, set just before
    its bulk write; the poll-observed store time is reported too), at each ``--rates`` for
@@ -8,23 +9,21 @@
    promoted as a new global version while bench readings flow at 10 rec/s.
 3. ``POST /api/score`` with 100 readings: p50/p99 over ``--api-requests`` calls.
 
-Table on stdout; JSON + Markdown in bench/results/bench_latency.{json,md}.
+Table on stdout; section ``running`` of bench/results/scorer.json.
 Note: bench motes and the extra version stay in the pipeline's database.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+from common import print_table
 from confluent_kafka import Producer
 
 from iot_fed.config import load_settings
@@ -39,7 +38,6 @@ from iot_fed.store.live import read_scorer_status
 from iot_fed.stream.messages import encode_key, encode_reading
 from iot_fed.stream.producer import producer_config
 
-RESULTS = Path(__file__).parent / "results"
 BENCH_MOTE0 = 9001
 _T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
@@ -195,13 +193,10 @@ def bench_api(port: int, n_requests: int) -> dict[str, Any]:
     return {"readings": 100, "requests": n_requests, "p50_ms": _pct(a, 50), "p99_ms": _pct(a, 99)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rates", default="10,1000")
-    ap.add_argument("--seconds", type=float, default=30)
-    ap.add_argument("--api-requests", type=int, default=300)
-    ap.add_argument("--skip-promotion", action="store_true")
-    args = ap.parse_args(argv)
+def against_running(
+    rates: str, seconds: float, api_requests: int, skip_promotion: bool
+) -> dict[str, Any] | None:
+    """Every measurement above on the running pipeline; None (and says why) if none runs."""
     settings = load_settings()
     db = connect(settings.mongodb_uri, settings.mongodb_database, 10)
     db = db.client.get_database(
@@ -209,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     hb = read_scorer_status(db) or {}
     if hb.get("state") != "running":
-        print(f"bench_latency: the scorer is not running ({hb.get('state')}); start `make run`")
-        return 1
+        print(f"--against-running: the scorer is not running ({hb.get('state')}); start `make run`")
+        return None
     stream = BenchStream(settings, db)
     res: dict[str, Any] = {
         "trigger_s": settings.scorer_trigger_s,
@@ -219,13 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         "rates": [],
     }
     stream.send(10, 3)  # warm the bench motes
-    for rate in (float(r) for r in args.rates.split(",")):
-        res["rates"].append(bench_rate(db, stream, rate, args.seconds))
+    for rate in (float(r) for r in rates.split(",")):
+        res["rates"].append(bench_rate(db, stream, rate, seconds))
         print(json.dumps(res["rates"][-1]), flush=True)
-    if not args.skip_promotion:
+    if not skip_promotion:
         res["promotion"] = bench_promotion(db, stream)
         print(json.dumps(res["promotion"]), flush=True)
-    res["api"] = bench_api(settings.api_port, args.api_requests)
+    res["api"] = bench_api(settings.api_port, api_requests)
     rows = [
         (
             f"e2e p50 / p99 at {r['rate_per_s']:g} rec/s (s)",
@@ -249,15 +244,5 @@ def main(argv: list[str] | None = None) -> int:
             "p99 <= 50",
         )
     )
-    md = ["| metric | value | goal |", "|---|---|---|"] + [
-        f"| {a} | {b} | {c} |" for a, b, c in rows
-    ]
-    print("\n".join(md))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_latency.json").write_text(json.dumps(res, indent=2, default=str))
-    (RESULTS / "bench_latency.md").write_text("\n".join(md) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print_table("The running pipeline", ["metric", "value", "goal"], rows)
+    return res

@@ -1,9 +1,11 @@
-"""Benchmark: iot_fed's vmapped federated round vs Flower's simulation engine (Ray).
+"""The ``flower`` part of ``bench_train.py``: iot_fed's vmapped federated round vs Flower's
+simulation engine (Ray).
 
-Not a test. Needs the optional ``bench`` extra (``flwr[simulation]``); run it from an
-environment that has it, e.g. ``assets_data/bench-venv/bin/python bench/bench_flower.py``
-(created with ``UV_PROJECT_ENVIRONMENT=assets_data/bench-venv uv sync --locked --extra
-bench``). Writes ``bench/results/flower.json`` and ``bench/results/flower.md``.
+Needs the optional ``bench`` extra (``flwr[simulation]``): run ``bench_train.py`` from an
+environment that has it, e.g. ``assets_data/bench-venv/bin/python`` (created with
+``UV_PROJECT_ENVIRONMENT=assets_data/bench-venv uv sync --locked --extra bench``; ``make
+bench`` does). Section ``flower`` of ``bench/results/train.json``, one run per client
+count (``runs.clients_54``, ...), and their ``summary``.
 
 Both engines run the *same* federated job with the *same round code*: the same generated
 partition (each mote's most recent ``--samples`` training readings as window features),
@@ -20,29 +22,25 @@ start) to the end of ``aggregate_fit``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import tempfile
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import machine_info, print_table, results_path
 
 from iot_fed.evaluation import methods as mt
 from iot_fed.evaluation.benchmark import DetectionBenchConfig, prepare
 from iot_fed.evaluation.datasets import generated_readings
 from iot_fed.evaluation.metrics import binary_report
-from iot_fed.evaluation.report import machine_header, machine_info
 from iot_fed.fl.model import init_params
 from iot_fed.fl.rounds import ClientUpdate, DeviceData, client_update, server_update
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec, Params
-
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -235,59 +233,40 @@ def run_flower(
     return strategy.final, strategy.times
 
 
-# --- main ------------------------------------------------------------------------------------
-def markdown(res: dict[str, Any]) -> str:
+# --- the part ------------------------------------------------------------------------------
+def print_comparison(res: dict[str, Any]) -> None:
     c = res["config"]
-    lines = [
-        f"# Flower vs iot_fed: {c['devices']} devices x {c['samples']} samples, "
-        f"{c['rounds']} rounds x {c['local_epochs']} local epoch(s), model "
-        f"{c['spec']}\n",
-        machine_header(res["machine"]) + "\n",
-        f"Command: `{res['command']}`\n",
-        "| engine | first round (s) | median later round (s) | total (s) | final F1 "
-        "| final ROC-AUC |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for name in ("iot_fed", "flower"):
         e = res.get(name, {})
         if "median_round_s" not in e:
-            lines.append(f"| {name} | - | - | - | - | - |")
+            rows.append([name, None, None, None, None, None])
             continue
-        lines.append(
-            f"| {name} | {e['first_round_s']} | {e['median_round_s']} | "
-            f"{e['total_s']} | {e['final']['f1']} | {e['final']['roc_auc']} |"
+        f = e["final"]
+        rows.append(
+            [name, e["first_round_s"], e["median_round_s"], e["total_s"], f["f1"], f["roc_auc"]]
         )
+    print_table(
+        f"Flower vs iot_fed: {c['devices']} devices x {c['samples']} samples, {c['rounds']} "
+        f"rounds x {c['local_epochs']} local epoch(s)",
+        ["engine", "first round s", "median later round s", "total s", "final F1", "ROC-AUC"],
+        rows,
+    )
     if "ratio" in res:
         r = res["ratio"]
-        lines.append(
-            f"\nFlower / iot_fed per-round time (median of later rounds): "
-            f"**{r['median_round']:.0f}x**; total wall time: {r['total']:.0f}x; "
-            f"F1 difference (iot_fed - Flower): {r['f1_diff']:+.4f}."
+        print(
+            f"Flower / iot_fed per-round time (median of later rounds): {r['median_round']:.0f}x;"
+            f" total {r['total']:.0f}x; F1 difference (iot_fed - Flower): {r['f1_diff']:+.4f}"
         )
     if "error" in res.get("flower", {}):
-        lines.append(f"\nFlower could not run: {res['flower']['error']}")
-    return "\n".join(lines) + "\n"
+        print(f"Flower could not run: {res['flower']['error']}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--devices", type=int, default=54)
-    ap.add_argument("--samples", type=int, default=2000, help="training readings per device")
-    ap.add_argument("--days", type=float, default=2.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--local-epochs", type=int, default=2)
-    ap.add_argument("--client-cpus", type=float, default=1.0)
-    ap.add_argument("--skip-flower", action="store_true")
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args()
-
-    cfg = DetectionBenchConfig(
-        motes=args.devices,
-        days=args.days,
-        rounds=args.rounds,
-        local_epochs=args.local_epochs,
-        max_train_per_device=args.samples,
-    )
+def flower(args: Any) -> dict[str, Any]:
+    """The same federated job on both engines; this run joins the section's earlier runs
+    (another client count) in ``runs``."""
+    sizes = {"motes": args.devices, "days": args.days, "max_train_per_device": args.samples}
+    cfg = DetectionBenchConfig(**sizes, rounds=args.rounds, local_epochs=args.local_epochs)
     setup = cfg.setup()
     p = prepare(generated_readings(cfg.motes, cfg.days, cfg.seed), cfg, cfg.faults)
     from iot_fed.fl.rounds import initial_normalizer
@@ -296,9 +275,6 @@ def main() -> None:
     num_cpus = os.cpu_count() or 1
     res: dict[str, Any] = {
         "machine": machine_info(),
-        "command": "assets_data/bench-venv/bin/python bench/bench_flower.py "
-        f"--devices {args.devices} --days {args.days:g} --samples {args.samples} "
-        f"--rounds {args.rounds}",
         "config": {
             "devices": len(p.devices),
             "samples": args.samples,
@@ -347,12 +323,11 @@ def main() -> None:
                     "traceback": traceback.format_exc()[-4000:],
                 }
         print("flower:", res["flower"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    key = f"clients_{len(p.devices)}"
-    path = args.out / "flower.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
+    print_comparison(res)
+    path = results_path("train", args.quick)
+    old = json.loads(path.read_text()).get("flower", {}) if path.exists() else {}
     runs = old.get("runs", {}) if isinstance(old.get("runs"), dict) else {}
-    runs[key] = res
+    runs[f"clients_{len(p.devices)}"] = res
     summ = {
         k: {
             "ratio": round(v["ratio"]["median_round"], 2),
@@ -361,16 +336,4 @@ def main() -> None:
         for k, v in runs.items()
         if "ratio" in v
     }
-    path.write_text(json.dumps({"runs": runs, "summary": summ}, indent=2, default=str) + "\n")
-    summary_path = args.out / "detection_summary.json"
-    if summary_path.exists():  # keep the detection summary's "flower" block current
-        det = json.loads(summary_path.read_text())
-        det["flower"] = summ
-        summary_path.write_text(json.dumps(det, indent=2) + "\n")
-    md = markdown(res)
-    (args.out / f"flower_{key}.md").write_text(md)
-    print(md)
-
-
-if __name__ == "__main__":
-    main()
+    return {"runs": runs, "summary": summ}

@@ -1,21 +1,16 @@
-"""Benchmark: one ``evaluation_report`` as Dagster runs it, in a fresh process and JVM.
+"""The ``report`` part of ``bench_spark.py``: one ``evaluation_report`` as Dagster runs it,
+in a fresh process and JVM.
 
-Not a test. Every promoted version gets a report (``evaluation_report_sensor``), and each
-run starts its own Spark JVM, so under ``make run`` the report's fixed cost (JVM start-up,
-class loading, JIT compilation, query planning, Python workers) competes with the live
-scorer for the same 2 cores. This seeds a database with ``--readings`` readings of 54
-motes, a promoted global model and a local model per mote, then makes the report in a
-child process per run, round-robin over ``--variants`` ``--repeat`` times (:data:`VARIANTS`:
-the JVM's default JIT, C1 only, C1 only with the class-data-sharing archive that
-``iot-fed spark install`` builds: the product's default). Reported: wall time (process
-start to report stored) and the CPU seconds of the child's process tree (driver, JVM,
-Python workers), sampled every 0.2 s.
-
-    .venv/bin/python bench/bench_report.py [--readings 20000] [--repeat 3]
-        [--variants c2-jit,c1-jit,c1-cds]
-
-Needs the local services (``iot-fed services up``). Prints a table, writes
-``bench/results/report.json``.
+Every promoted version gets a report (``evaluation_report_sensor``), and each run starts
+its own Spark JVM, so under ``make run`` the report's fixed cost (JVM start-up, class
+loading, JIT compilation, query planning, Python workers) competes with the live scorer
+for the same 2 cores. This seeds a database with ``readings`` readings of 54 motes, a
+promoted global model and a local model per mote, then makes the report in a child
+process per run (this module run as a script with ``--child``), round-robin over the
+variants ``repeat`` times (:data:`VARIANTS`: the JVM's default JIT, C1 only, C1 only with
+the class-data-sharing archive that ``iot-fed spark install`` builds: the product's
+default). Reported: wall time (process start to report stored) and the CPU seconds of
+the child's process tree (driver, JVM, Python workers), sampled every 0.2 s.
 """
 
 from __future__ import annotations
@@ -31,11 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import C1, descendants, print_table, process_role, processes
 
-RESULTS = ROOT / "bench" / "results" / "report.json"
-C1 = "-XX:TieredStopAtLevel=1"
 VARIANTS: dict[str, tuple[str, bool]] = {  # name -> (spark_java_options, map the archive)
     "c2-jit": ("", False),  # the JVM's default tiered JIT (C1, then C2 for hot code)
     "c1-jit": (C1, False),  # C1 only
@@ -45,7 +37,8 @@ VARIANTS: dict[str, tuple[str, bool]] = {  # name -> (spark_java_options, map th
 
 def seed(database: str, n: int) -> None:
     """``n`` synthetic readings, a promoted global model, a local model per mote."""
-    from bench.bench_spark import make_model, synthetic
+    from bench_spark import make_model, synthetic
+
     from iot_fed.config import load_settings
     from iot_fed.fl.spec import ModelSpec
     from iot_fed.store import (
@@ -101,37 +94,6 @@ def child(database: str, variant: str, out_dir: str) -> None:
     )
 
 
-def processes() -> dict[int, tuple[int, int, int]]:
-    """pid -> (parent, start time, CPU ticks) of every process now."""
-    out = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                st = (p / "stat").read_text()
-            except OSError:
-                continue
-            f = st[st.rfind(")") + 2 :].split()
-            out[int(p.name)] = (int(f[1]), int(f[19]), int(f[11]) + int(f[12]))
-    return out
-
-
-def descendants(procs: dict[int, tuple[int, int, int]], root: int) -> set[int]:
-    """``root`` and every process below it."""
-    tree, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        tree.add(pid)
-        todo.extend(c for c, (parent, _, _) in procs.items() if parent == pid and c not in tree)
-    return tree
-
-
-def tree_cpu_s(root: int) -> float:
-    """CPU seconds used so far by ``root`` and the processes below it now."""
-    procs = processes()
-    ticks = sum(procs[pid][2] for pid in descendants(procs, root) if pid in procs)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def one(database: str, variant: str, out_dir: Path) -> dict:
     """A report in a child process; CPU of its process tree, sampled every 0.2 s (the JVM
     is not waited for by the child, so its rusage would not count it)."""
@@ -148,7 +110,7 @@ def one(database: str, variant: str, out_dir: Path) -> dict:
         procs = processes()
         for pid in descendants(procs, proc.pid):
             _, start, ticks = procs[pid]
-            seen[(pid, start)] = (_role(pid, proc.pid), ticks)  # a script may exec java
+            seen[(pid, start)] = (process_role(pid, proc.pid), ticks)  # a script may exec java
         time.sleep(0.2)
     stdout, stderr = proc.communicate()
     wall = time.monotonic() - t0
@@ -163,37 +125,12 @@ def one(database: str, variant: str, out_dir: Path) -> dict:
     return {"variant": variant, "wall_s": wall, "cpu_s": cpu, "cpu_s_by": by_role, **timings}
 
 
-def _role(pid: int, root: int) -> str:
-    """driver (the child's Python), jvm, or python-workers (Spark's daemon and workers)."""
-    if pid == root:
-        return "driver"
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return "other"
-    argv0 = cmd.split(b"\0")[0]
-    if argv0.endswith(b"java"):
-        return "jvm"
-    return "python-workers" if b"python" in argv0 and b"daemon" in cmd else "other"
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--readings", type=int, default=20_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        child(args.child, args.variants, os.environ["IOT_FED_BENCH_OUT"])
-        return 0
-    names = args.variants.split(",")
+def report(readings: int, repeat: int, names: list[str]) -> dict:
+    """The report in a fresh child process per run, round-robin over ``names``."""
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
-        ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+        raise SystemExit(f"unknown report variants {unknown}; known: {', '.join(VARIANTS)}")
     from iot_fed.config import load_settings
-    from iot_fed.evaluation.report import machine_info
     from iot_fed.store import connect
 
     database = f"bench_report_{uuid.uuid4().hex[:8]}"
@@ -202,10 +139,10 @@ def main() -> int:
         from iot_fed.analytics.jvm_archive import build_archive
 
         build_archive(load_settings())  # what `iot-fed spark install` builds
-    seed(database, args.readings)
+    seed(database, readings)
     rows = []
     try:
-        for rnd in range(args.repeat):
+        for rnd in range(repeat):
             for name in names if rnd % 2 == 0 else names[::-1]:
                 rows.append({"round": rnd, **one(database, name, out_dir)})
                 print(json.dumps(rows[-1]), flush=True)
@@ -232,43 +169,40 @@ def main() -> int:
                 },
             }
         )
-    print(f"\nevaluation_report, {args.readings} readings, 54 motes, median of {args.repeat}")
-    print(
-        "variant | JVM | wall s | CPU s | driver / JVM / Python workers CPU s | "
-        "import / session / report s"
+    print_table(
+        f"evaluation_report, {readings} readings, 54 motes, median of {repeat}",
+        [
+            "variant",
+            "JVM",
+            "wall s",
+            "CPU s",
+            "driver / JVM / Python workers CPU s",
+            "import / session / report s",
+        ],
+        [
+            [
+                r["variant"],
+                (r["java_options"] or "(default)") + (" + archive" if r["class_archive"] else ""),
+                r["wall_s"],
+                r["cpu_s"],
+                " / ".join(f"{r['cpu_s_by'][k]:.1f}" for k in ("driver", "jvm", "python-workers")),
+                " / ".join(f"{r[k]:.1f}" for k in ("import_s", "session_s", "report_s")),
+            ]
+            for r in summary
+        ],
     )
-    for r in summary:
-        by = r["cpu_s_by"]
-        print(
-            f"{r['variant']} | {r['java_options'] or '(default)'}"
-            f"{' + archive' if r['class_archive'] else ''} | {r['wall_s']:.1f} | "
-            f"{r['cpu_s']:.1f} | {by['driver']:.1f} / {by['jvm']:.1f} / "
-            f"{by['python-workers']:.1f} | {r['import_s']:.1f} / {r['session_s']:.1f} / "
-            f"{r['report_s']:.1f}"
-        )
     base = summary[0]
     for r in summary[1:]:
         print(
             f"{r['variant']} / {base['variant']}: wall {r['wall_s'] / base['wall_s']:.2f}x, "
             f"CPU {r['cpu_s'] / base['cpu_s']:.2f}x"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "machine": machine_info(),
-                "command": " ".join(["bench/bench_report.py", *sys.argv[1:]]),
-                "readings": args.readings,
-                "summary": summary,
-                "runs": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {args.out}")
-    return 0
+    return {"readings": readings, "summary": summary, "runs": rows}
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # the child: one report (see :func:`one`)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--child", required=True)
+    ap.add_argument("--variants", required=True)
+    a = ap.parse_args()
+    child(a.child, a.variants, os.environ["IOT_FED_BENCH_OUT"])
