@@ -1,4 +1,4 @@
-"""Benchmark: Kafka produce rate and sustained Kafka -> MongoDB ingest rate.
+"""Ingest benchmark: Kafka produce rate, sustained Kafka -> MongoDB ingest, the store's load.
 
 Run with the local services up (``.venv/bin/iot-fed services up``)::
 
