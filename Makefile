@@ -35,7 +35,7 @@ bench: setup
 	scripts/bench.sh
 
 # each benchmark on a tiny configuration (results in assets_data/bench-quick/): a few minutes
-bench-quick: setup
+bench-quick: $(BIN)/pytest
 	QUICK=1 scripts/bench.sh
 
 lint: setup
