@@ -283,7 +283,7 @@ def main() -> int:
     ap.add_argument("--id-docs", type=int, default=45_000, help="id-queries: documents")
     args = ap.parse_args()
     if args.quick:
-        args.n, args.repeat, args.docs, args.seconds, args.id_docs = 5000, 1, 5000, 2, 3000
+        args.n, args.repeat, args.docs, args.seconds, args.id_docs = 5000, 1, 5000, 2, 5000
     run_parts("ingest", PARTS, args)
     return 0
 

@@ -129,6 +129,8 @@ def concurrent_reads(uri: str, docs: int, readers: int, batch: int, seconds: flo
 
 def id_queries(uri: str, n: int, n_ids: int) -> dict:
     """find / delete by ``_id $in`` alone and with a second field, ``n_ids`` ids each."""
+    if n < 4 * n_ids:  # each of the four queries takes ids of its own
+        raise SystemExit(f"id-queries needs at least {4 * n_ids} documents, got {n}")
     client: MongoClient = MongoClient(uri, serverSelectionTimeoutMS=5000)
     db = client["iot_fed_bench_id_queries"]
     client.drop_database(db.name)
