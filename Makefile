@@ -18,8 +18,13 @@ test: setup test-mongo-server
 # parsers, configuration (markers in pyproject.toml; iot_fed_tests/conftest.py marks
 # service tests from their fixtures). Under a minute.
 FAST := not services and not slow and not spark
-test-fast: setup
+test-fast: $(BIN)/pytest
 	$(BIN)/pytest -m "$(FAST)" $(PYTEST_ARGS)
+
+# setup once, and again when the lock changes (test-fast skips bootstrap's checks otherwise)
+$(BIN)/pytest: uv.lock pyproject.toml
+	scripts/bootstrap.sh
+	touch $@
 
 # the MongoDB-compatible server's own JUnit tests (its Maven module)
 test-mongo-server:
@@ -30,7 +35,7 @@ bench: setup
 	scripts/bench.sh
 
 # each benchmark on a tiny configuration (results in assets_data/bench-quick/): a few minutes
-bench-quick: setup
+bench-quick: $(BIN)/pytest
 	QUICK=1 scripts/bench.sh
 
 lint: setup

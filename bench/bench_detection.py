@@ -42,7 +42,9 @@ def summary(results: dict[str, Any], flower: dict[str, Any] | None) -> dict[str,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny: 6 motes, 1 day, 2 rounds")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny: 6 motes, 1 day, 1 round, 2 strategies"
+    )
     ap.add_argument("--motes", type=int, default=None)
     ap.add_argument("--days", type=float, default=None)
     ap.add_argument("--rounds", type=int, default=None)
@@ -50,7 +52,8 @@ def main() -> None:
 
     cfg = DetectionBenchConfig()
     if args.quick:
-        cfg = replace(cfg, motes=6, days=1.0, rounds=2, failing=(2,))
+        cfg = replace(cfg, motes=6, days=1.0, rounds=1, local_epochs=1, failing=(2,))
+        cfg = replace(cfg, strategies=("fedavg", "median"), dp_noise=(0.0, 1.0))
     for k in ("motes", "days", "rounds"):
         if getattr(args, k) is not None:
             cfg = replace(cfg, **{k: getattr(args, k)})

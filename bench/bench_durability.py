@@ -106,34 +106,37 @@ def run_case(durability: str, fsync: bool, wc: WriteConcern, n: int, batch: int)
     with tempfile.TemporaryDirectory(prefix="bench_dur_") as tmp:
         store = Path(tmp) / "data.mv"
         port = free_port()
-        proc = start(store, port, durability, fsync)
         uri = f"mongodb://127.0.0.1:{port}/"
-        client: MongoClient = MongoClient(uri, serverSelectionTimeoutMS=10_000)
-        coll = client["bench"].get_collection("readings", write_concern=wc)
-        coll.create_index([("moteid", 1), ("epoch", 1)], unique=True)
-        payload = [docs(i, batch) for i in range(0, n, batch)]
-        warm = client["bench"].get_collection("warmup", write_concern=wc)
-        warm.create_index([("moteid", 1), ("epoch", 1)], unique=True)
-        for chunk in payload:  # JIT warm-up on the same workload (not timed)
-            warm.insert_many([dict(d) for d in chunk], ordered=False)
-        t0 = time.perf_counter()
-        acked = 0
-        for chunk in payload:
-            acked += len(coll.insert_many(chunk, ordered=False).inserted_ids)
-        elapsed = time.perf_counter() - t0
-        os.kill(proc.pid, signal.SIGKILL)  # right after the last acknowledgement
-        proc.wait()
-        client.close()
         proc = start(store, port, durability, fsync)
-        client = MongoClient(uri, serverSelectionTimeoutMS=10_000)
-        kept = client["bench"]["readings"].count_documents({})
-        # what was kept reads back by index (a small w=1 run may keep nothing at all)
-        assert not kept or client["bench"]["readings"].count_documents(
-            {"moteid": 7, "epoch": {"$lt": 5}}
-        )
-        client.close()
-        proc.terminate()
-        proc.wait(30)
+        try:  # the server is stopped however the case ends
+            client: MongoClient = MongoClient(uri, serverSelectionTimeoutMS=10_000)
+            coll = client["bench"].get_collection("readings", write_concern=wc)
+            coll.create_index([("moteid", 1), ("epoch", 1)], unique=True)
+            payload = [docs(i, batch) for i in range(0, n, batch)]
+            warm = client["bench"].get_collection("warmup", write_concern=wc)
+            warm.create_index([("moteid", 1), ("epoch", 1)], unique=True)
+            for chunk in payload:  # JIT warm-up on the same workload (not timed)
+                warm.insert_many([dict(d) for d in chunk], ordered=False)
+            t0 = time.perf_counter()
+            acked = 0
+            for chunk in payload:
+                acked += len(coll.insert_many(chunk, ordered=False).inserted_ids)
+            elapsed = time.perf_counter() - t0
+            os.kill(proc.pid, signal.SIGKILL)  # right after the last acknowledgement
+            proc.wait()
+            client.close()
+            proc = start(store, port, durability, fsync)
+            client = MongoClient(uri, serverSelectionTimeoutMS=10_000)
+            kept = client["bench"]["readings"].count_documents({})
+            # what was kept reads back by index (a small w=1 run may keep nothing at all)
+            assert not kept or client["bench"]["readings"].count_documents(
+                {"moteid": 7, "epoch": {"$lt": 5}}
+            )
+            client.close()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
     return {
         "acknowledged": acked,
         "kept_after_kill9": kept,

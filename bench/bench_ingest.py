@@ -1,4 +1,4 @@
-"""Benchmark: Kafka produce rate and sustained Kafka -> MongoDB ingest rate.
+"""Ingest benchmark: Kafka produce rate, sustained Kafka -> MongoDB ingest, the store's load.
 
 Run with the local services up (``.venv/bin/iot-fed services up``)::
 
@@ -283,7 +283,7 @@ def main() -> int:
     ap.add_argument("--id-docs", type=int, default=45_000, help="id-queries: documents")
     args = ap.parse_args()
     if args.quick:
-        args.n, args.repeat, args.docs, args.seconds, args.id_docs = 10_000, 1, 10_000, 3, 5000
+        args.n, args.repeat, args.docs, args.seconds, args.id_docs = 5000, 1, 5000, 2, 5000
     run_parts("ingest", PARTS, args)
     return 0
 

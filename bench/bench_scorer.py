@@ -383,13 +383,15 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=40)
     ap.add_argument("--section", default="variants", help="the results section written")
-    ap.add_argument("--quick", action="store_true", help="tiny: one variant, 10 rec/s, 10 s")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny: one variant, 10 rec/s, 8 s, no warm-up"
+    )
     ap.add_argument("--against-running", action="store_true", help="measure a running make run")
     ap.add_argument("--api-requests", type=int, default=300, help="--against-running only")
     ap.add_argument("--skip-promotion", action="store_true", help="--against-running only")
     args = ap.parse_args()
     if args.quick:
-        args.variants, args.rates, args.seconds, args.rounds = "after", "10", 10.0, 1
+        args.variants, args.rates, args.seconds, args.rounds = "after", "10", 8.0, 1
     if args.against_running:
         res = against_running(args.rates, args.seconds, args.api_requests, args.skip_promotion)
         if res is not None:
@@ -421,9 +423,9 @@ def main() -> int:
             fresh_jvm()  # every group in its own JVM: JVM options and JIT state per group
             spark = build_session(s, "bench_scorer", **conf)
             try:
-                # warm-up (JVM, Python workers): not reported
-                warm = min(15.0, args.seconds)
-                one(spark, settings, bundle, 10, warm, args.partitions, VARIANTS[members[0]])
+                if not args.quick:  # warm-up (JVM, Python workers): not reported
+                    v = VARIANTS[members[0]]
+                    one(spark, settings, bundle, 10, 15.0, args.partitions, v)
                 for rate in rates:
                     for n in members if rnd % 2 == 0 else members[::-1]:
                         row = one(

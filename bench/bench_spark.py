@@ -166,7 +166,7 @@ PARTS = {
 
 
 def main() -> None:
-    ap = parts_parser(__doc__, PARTS, "tiny: 50k readings, one report")
+    ap = parts_parser(__doc__, PARTS, "tiny: 20k readings, one report")
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--master", default="local[2]", help="Spark master (2 cores by default)")
@@ -175,8 +175,8 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS), help="report JVM variants")
     args = ap.parse_args()
     if args.quick:
-        args.readings, args.repeats = 50_000, 1
-        args.report_readings, args.report_repeat, args.variants = 5000, 1, "c1-cds"
+        args.readings, args.repeats = 20_000, 1
+        args.report_readings, args.report_repeat, args.variants = 2000, 1, "c1-cds"
     run_parts("spark", PARTS, args)
 
 

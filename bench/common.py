@@ -1,4 +1,4 @@
-"""What every benchmark shares: where results go, the machine header, tables, percentiles.
+"""What every benchmark shares: where results go, the machine record, tables, process CPU.
 
 Each benchmark writes ONE canonical file, ``bench/results/<name>.json``, made of sections
 (one per part it measures). A run replaces the sections it measured and keeps the others,
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from iot_fed.evaluation.report import machine_header, machine_info
+from iot_fed.evaluation.report import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -26,22 +26,20 @@ C1 = "-XX:TieredStopAtLevel=1"  # the JVM option "C1 JIT only" (the product's de
 
 __all__ = [
     "C1",
-    "descendants",
-    "processes",
-    "process_role",
-    "tree_cpu_s",
     "QUICK_RESULTS",
     "RESULTS",
     "ROOT",
-    "machine_header",
+    "descendants",
     "machine_info",
     "median",
     "parts_parser",
-    "pct",
     "print_table",
+    "process_role",
+    "processes",
     "results_path",
     "run_parts",
     "table",
+    "tree_cpu_s",
     "write_results",
 ]
 
@@ -102,15 +100,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     print(f"\n{title}\n\n{table(headers, rows)}\n", flush=True)
-
-
-def pct(xs: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0-100), None for no data."""
-    if not len(xs):
-        return None
-    import numpy as np
-
-    return float(np.percentile(np.asarray(xs, dtype=float), q))
 
 
 def median(xs: Sequence[float]) -> float | None:

@@ -64,7 +64,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     httpd = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), partial(RangeHandler, directory=str(root))
     )
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # a short poll interval: shutdown() waits up to one interval (0.5 s by default)
+    t = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
     t.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", root
     httpd.shutdown()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from iot_fed.data.generator import EPOCH_S, generate, generate_mote_locs, labels_path_for
 from iot_fed.data.parse import parse_mote_locs, parse_readings
@@ -33,6 +34,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert a.path.read_bytes() != c.path.read_bytes()
 
 
+@pytest.mark.slow  # 54 motes x 3 days
 def test_full_deployment_has_every_mote(tmp_path: Path) -> None:
     g = generate(tmp_path / "d.txt", motes=54, days=3.0, seed=7)
     assert g.metadata["motes"] == 54 and g.metadata["lines"] > 54 * 3 * 1500

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from iot_fed.config import get_settings
 from iot_fed.defs.assets.dataset import intel_lab_clean, intel_lab_raw, mote_locations
 from iot_fed.defs.resources import SettingsResource
 
 
+@pytest.mark.slow  # generates and cleans a whole offline dataset
 def test_dataset_group_offline_uses_generator(monkeypatch, tmp_path):
     monkeypatch.setenv("IOT_FED_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("IOT_FED_DATA_URL", "http://127.0.0.1:1/data.txt.gz")  # unreachable

@@ -153,6 +153,7 @@ def test_second_round_with_other_sizes_does_not_recompile():
     assert r2.n_devices == 6
 
 
+@pytest.mark.slow  # two more optimisers compiled and trained (adam's case is fast)
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_other_optimisers_reduce_the_loss(optimizer):
     data = _device_data([70, 48])
@@ -167,6 +168,7 @@ def test_other_optimisers_reduce_the_loss(optimizer):
     assert np.all(res.loss_after < res.loss_before)
 
 
+@pytest.mark.slow  # several rounds of training on generated sensor data
 def test_federated_rounds_reduce_loss_on_sensor_like_data():
     raw = [device_readings(n, d, seed=3) for d, n in enumerate([300, 250, 120, 288, 60, 0])]
     norm = SufficientStats.total(SufficientStats.from_array(r) for r in raw).normalizer()

@@ -6,6 +6,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from iot_fed.runner.supervisor import Child, Supervisor
 
 
@@ -54,6 +56,7 @@ def test_batch_child_runs_nicer_than_the_supervisor(tmp_path):
     assert sup.pids() == {"batch": None, "live": None}
 
 
+@pytest.mark.slow  # waits out the supervisor's grace period before it kills the grandchild
 def test_processes_left_in_a_child_group_are_stopped(tmp_path):
     import os
 
