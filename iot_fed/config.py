@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     spark_java_options: str = Field(
         "-XX:TieredStopAtLevel=1",
         description="extra JVM options of the Spark driver (local mode: the whole Spark "
-        "JVM); the default JITs with C1 only (bench/bench_scorer.py, bench/bench_report.py)",
+        "JVM); the default JITs with C1 only (bench/bench_scorer.py, bench/bench_spark.py)",
     )
 
     # --- data ------------------------------------------------------------------

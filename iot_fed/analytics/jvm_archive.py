@@ -4,7 +4,7 @@ Why: every Dagster run of a Spark asset (an evaluation report per promoted globa
 starts a new Spark JVM, which loads, parses and verifies thousands of Spark classes before
 it does any work; under ``make run`` that competes with the live scorer for the same
 cores. With the classes mapped from an archive, a report's JVM used 12 s of CPU instead
-of 20 (``bench/bench_report.py``, variants ``c1-jit`` vs ``c1-cds``).
+of 20 (``bench/bench_spark.py`` report part, variants ``c1-jit`` vs ``c1-cds``).
 
 What: :func:`build_archive` runs a small batch job in a child process whose Spark JVM dumps
 the classes it loaded when it exits (``-XX:ArchiveClassesAtExit``, JDK 13+) into a

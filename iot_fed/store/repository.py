@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 DUPLICATE_KEY = 11000
 WriteStrategy = Literal["insert", "upsert"]
 # insert_many(ordered=False) + counting duplicate-key errors measured faster on FerretDB
-# than bulk UpdateOne($setOnInsert, upsert) -- see bench/store_ingest.py.
+# than bulk UpdateOne($setOnInsert, upsert) -- see bench/bench_ingest.py.
 DEFAULT_READINGS_STRATEGY: WriteStrategy = "insert"
 _VERSION_RETRIES = 5
 
