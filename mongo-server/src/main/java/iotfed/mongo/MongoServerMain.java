@@ -269,6 +269,7 @@ public final class MongoServerMain {
             saver.shutdownNow();
             gate.writeLock().lock();
             try {
+                store.commit(); // what was acknowledged without j is saved on a clean stop too
                 super.close();
             } finally {
                 gate.writeLock().unlock();
