@@ -50,7 +50,8 @@ def robustness(p: Prepared, cfg: DetectionBenchConfig) -> dict[str, Any]:
         results[strategy] = {}
         for name, (devs, failing) in runs.items():
             bundle, _ = mt.federate(devs, setup, strategy, trim_ratio=cfg.trim_ratio)
-            keep = [i for i, m in enumerate(p.moteids) if m not in set(failing)]
+            out = set(failing)
+            keep = [i for i, m in enumerate(p.moteids) if m not in out]
             s = mt.normalised_test_scores(
                 bundle, [p.test_series[i] for i in keep], [p.moteids[i] for i in keep]
             )

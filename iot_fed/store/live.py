@@ -69,8 +69,8 @@ def store_verdicts(
     late_kept = insert_new_predictions(db, late)
     kept = {prediction_id(main[i]["moteid"], main[i]["ts"]) for i in got.kept}
     kept |= {prediction_id(late[i]["moteid"], late[i]["ts"]) for i in late_kept}
-    fresh = set(got.inserted)
-    replaced = [d for i, d in enumerate(main) if i not in fresh and i not in set(got.kept)]
+    not_replaced = set(got.inserted) | set(got.kept)
+    replaced = [d for i, d in enumerate(main) if i not in not_replaced]
     cleared = [prediction_id(d["moteid"], d["ts"]) for d in replaced if not d["is_anomaly"]]
     flagged = [a for a in anomalies if prediction_id(a["moteid"], a["ts"]) not in kept]
     upsert_anomalies(db, flagged, cleared)
