@@ -188,6 +188,9 @@ class Settings(BaseSettings):
         1.0, gt=0, description="false-alarm target the thresholds are calibrated to"
     )
     readings_per_device_day: int = Field(2800, ge=1, description="a device's readings per day")
+    ingesters: int = Field(
+        1, ge=0, description="`iot-fed ingest` consumer-group members make run supervises"
+    )
     ingest_max_messages: int = Field(50_000, ge=1, description="bounded consume: messages")
     ingest_max_seconds: float = Field(5.0, gt=0, description="bounded consume: seconds")
     ingest_write_strategy: Literal["insert", "upsert"] = Field(

@@ -21,7 +21,6 @@ from pymongo.database import Database
 
 from iot_fed.config import Settings, load_settings
 from iot_fed.services import manager
-from iot_fed.stream.shared_ingestors import close_shared_ingestors
 
 SERVICE_FIXTURES = {"services", "mongo_client", "mongo_db", "kafka_topic", "kafka_topic_factory"}
 # fixtures of services/ tests that start servers of their own: an isolated Kafka + MongoDB
@@ -57,14 +56,6 @@ class Services:
 def _unique(request: pytest.FixtureRequest, prefix: str) -> str:
     name = re.sub(r"[^a-zA-Z0-9]+", "_", request.node.name)[:40].strip("_")
     return f"{prefix}_{name}_{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(autouse=True)
-def _close_shared_ingestors() -> Iterator[None]:
-    """A test's process-wide ingesters (sensor ticks run in-process) are closed after it:
-    left open, their Kafka clients outlive the test's topic and, at the end, the broker."""
-    yield
-    close_shared_ingestors()
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,17 @@
-"""Sensors: the Kafka ingestion sensor (lands readings, triggers training) and the
-aggregation sensor.
+"""Sensors: the Kafka stream sensor (triggers training from what the ingesters landed) and
+the aggregation sensor.
 
-``iot_stream_sensor`` keeps the Kafka offsets and the per-device count of readings not yet
-trained on as its cursor. A tick consumes one bounded batch through the ingestion core,
-lands it in MongoDB, reports it as a ``sensor_readings`` materialization (offsets,
-per-device counts, dead letters by reason), and only then returns the advanced cursor: a
-tick that fails (broker or store down) is a failed tick with the reason, and the next tick
-retries the same batch (idempotent upserts make the re-read harmless). Unseen motes become
-``devices`` partitions in the same tick; all ready devices go into ONE run (a
-partition-range run of ``local_model``, trained in one vmapped call). When no global version
-was made within ``aggregation_interval_s`` (or none was promoted yet) and none is being
-made, that run also aggregates and promotes (``global_model``, its blocking check,
-``promoted_model``): a round is one run launch. The run key is derived from the offsets,
-so a re-evaluated tick never trains twice.
+``iot_stream_sensor`` does not consume Kafka: the ingestion consumer group (``iot-fed ingest``,
+:mod:`iot_fed.stream.group_ingest`) lands readings and keeps per-device landed counts and
+per-partition offsets in MongoDB. A tick reads those (two queries), reports a
+``sensor_readings`` materialization when more landed (offsets, new readings, devices),
+adds unseen motes as ``devices`` partitions and puts all ready devices (``min_new_samples``
+landed since their last training request) into ONE run (a partition-range run of
+``local_model``, trained in one vmapped call). When no global version was made within
+``aggregation_interval_s`` (or none was promoted yet) and none is being made, that run also
+aggregates and promotes (``global_model``, its blocking check, ``promoted_model``): a round
+is one run launch. The cursor keeps each device's landed count at its last request; the run
+key is derived from it, so a re-evaluated tick never trains twice.
 
 ``aggregation_sensor`` aggregates local models that no global version has seen yet (a
 training-only run), at most once per ``aggregation_interval_s``.
@@ -31,7 +30,7 @@ from iot_fed.config import Settings
 from iot_fed.defs.assets.models import global_model, local_model, promoted_model
 from iot_fed.defs.assets.stream import sensor_readings
 from iot_fed.defs.partitions import covering_range, devices, range_tags
-from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource
+from iot_fed.defs.resources import MongoDBResource, SettingsResource
 from iot_fed.stream.cursor import StreamCursor
 
 IN_FLIGHT = [
@@ -69,68 +68,63 @@ def aggregation_due(instance: dg.DagsterInstance, interval_s: float) -> bool:
     return last is None or time.time() - last.timestamp >= interval_s
 
 
-def _str_keys(d: Mapping[Any, Any]) -> dict[str, Any]:
-    return {str(k): v for k, v in sorted(d.items(), key=lambda kv: int(kv[0]))}
-
-
-def landed_batch(start: Mapping[int, int], res: Any) -> dg.AssetMaterialization:
-    """The ``sensor_readings`` materialization of one landed batch (an ``IngestResult``)."""
+def landed_report(
+    topic: str, cursor: StreamCursor, landed: Mapping[int, int], offsets: list[Any]
+) -> dg.AssetMaterialization:
+    """The ``sensor_readings`` materialization of what landed since the last report."""
+    before = cursor.offsets
+    grew = {str(d): n - cursor.trained.get(str(d), 0) for d, n in sorted(landed.items())}
     return dg.AssetMaterialization(
         asset_key=sensor_readings.key,
-        description=f"{res.n_inserted} new readings from {res.topic}",
+        description=f"{sum(landed.values()) - cursor.landed} new readings from {topic}",
         metadata={
-            "topic": res.topic,
-            "offsets_from": _str_keys(start),
-            "offsets_to": _str_keys(res.next_offsets),
-            "messages": res.n_messages,
-            "new_readings": res.n_inserted,
-            "duplicates": res.n_duplicates,
-            "readings_per_device": _str_keys(res.per_device_valid_counts),
-            "new_readings_per_device": _str_keys(res.per_device_new_counts),
-            "dead_letters": res.n_dead,
-            "dead_letters_by_reason": dict(sorted(res.dead_reasons.items())) or "none",
-            "lag": dg.MetadataValue.int(res.lag),
-            "max_ts": res.max_ts.isoformat() if res.max_ts else None,
-            "seconds": round(res.duration_s, 3),
+            "topic": topic,
+            "offsets_from": {str(p): o for p, o in sorted(before.items())},
+            "offsets_to": {str(o.partition): o.next_offset for o in offsets},
+            "landed_by": sorted({o.landed_by for o in offsets if o.landed_by}),
+            "new_readings": sum(landed.values()) - cursor.landed,
+            "readings_total": sum(landed.values()),
+            "devices": len(landed),
+            "untrained_readings_per_device": grew if len(grew) <= REPORT_DEVICES else "omitted",
         },
     )
 
 
+REPORT_DEVICES = 200
+"""Per-device counts go into the materialization's metadata up to this many devices."""
+
+
 def stream_tick(
     context: dg.SensorEvaluationContext,
-    kafka: KafkaResource,
     mongodb: MongoDBResource,
     settings: SettingsResource,
 ) -> dg.SensorResult:
     """One ``iot_stream_sensor`` tick (see the module docstring)."""
-    from iot_fed.stream.shared_ingestors import shared_ingestor  # sensor ticks only
+    from iot_fed.store.ingest_progress import landed_offsets, landed_per_device
 
     s = settings.get()
     cursor = StreamCursor.parse(context.cursor)
-    # built once per process (consumer, DLQ producer, topic check, db init); a service that
-    # is down raises IngestError (one line naming it): the tick fails, the cursor stays.
-    ingestor = shared_ingestor(kafka.settings(), mongodb.settings())
-    res = ingestor.run_batch(
-        s.ingest_max_messages, s.ingest_max_seconds, start_offsets=cursor.offsets, commit=True
-    )
-    # The writes are durable (acknowledged with j=true) here; only now may the cursor advance.
+    db = mongodb.db
+    # what the ingesters made durable (a store that does not answer fails the tick)
+    landed = landed_per_device(db)
+    offsets = landed_offsets(db, s.kafka_topic)
+    total = sum(landed.values())
     known = list(context.instance.get_dynamic_partitions(devices.name))
-    new_devices = sorted({str(d) for d in res.per_device_valid_counts} - set(known), key=int)
-    pending = dict(cursor.pending)
-    for d, n in res.per_device_valid_counts.items():
-        pending[str(d)] = pending.get(str(d), 0) + int(n)
+    new_devices = sorted({str(d) for d in landed} - set(known), key=int)
+    pending = cursor.pending(landed)
     ready = [d for d, n in pending.items() if n >= s.min_new_samples]
-    nxt = StreamCursor({**cursor.offsets, **res.next_offsets}, pending)
+    nxt = StreamCursor(dict(cursor.trained), total, {o.partition: o.next_offset for o in offsets})
     run_requests = []
     aggregate = False
     # One training run at a time: while one is queued or running, ready devices stay pending
-    # in the cursor (their readings are landed) and join the next run, so a slow machine
-    # never piles up a queue of training runs.
+    # (their readings are landed) and join the next run, so a slow machine never piles up a
+    # queue of training runs.
     training_busy = bool(ready) and in_flight(context.instance, local_model.key)
     if ready and not training_busy:
         covered = covering_range(known + new_devices, ready)
         for d in covered:  # the run trains every device in its range
-            nxt.pending.pop(d, None)
+            if int(d) in landed:
+                nxt.trained[d] = landed[int(d)]
         aggregate = aggregation_due(context.instance, s.aggregation_interval_s)
         run_requests.append(
             dg.RunRequest(
@@ -145,20 +139,20 @@ def stream_tick(
             )
         )
     context.log.info(
-        "batch: %d messages, %d new readings, %d dead letters, %d new devices, %d ready "
-        "(aggregating in the same run: %s; waiting for the training run in flight: %s), lag %d",
-        res.n_messages,
-        res.n_inserted,
-        res.n_dead,
+        "landed: %d readings (%d new since the last tick), %d devices (%d new), %d ready "
+        "(aggregating in the same run: %s; waiting for the training run in flight: %s)",
+        total,
+        total - cursor.landed,
+        len(landed),
         len(new_devices),
         len(ready),
         aggregate,
         training_busy,
-        res.lag,
     )
+    grew = total != cursor.landed
     return dg.SensorResult(
         run_requests=run_requests,
-        asset_events=[landed_batch(cursor.offsets, res)] if res.n_messages else [],
+        asset_events=[landed_report(s.kafka_topic, cursor, landed, offsets)] if grew else [],
         dynamic_partitions_requests=[devices.build_add_request(new_devices)] if new_devices else [],
         cursor=nxt.dump(),
     )
@@ -216,17 +210,16 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         minimum_interval_seconds=minimum_interval(settings.sensor_interval_s),
         asset_selection=[local_model.key, *AGGREGATION_KEYS],
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Consumes iot_stream in bounded batches, lands readings in MongoDB "
+        description="Watches what the ingestion consumer group landed from iot_stream "
         "(sensor_readings), adds new devices as partitions and trains all ready devices in "
         "one run, which also aggregates and promotes when aggregation is due.",
     )
     def iot_stream_sensor(
         context: dg.SensorEvaluationContext,
-        kafka: KafkaResource,
         mongodb: MongoDBResource,
         settings: SettingsResource,
     ) -> dg.SensorResult:
-        return stream_tick(context, kafka, mongodb, settings)
+        return stream_tick(context, mongodb, settings)
 
     @dg.sensor(
         name="aggregation_sensor",

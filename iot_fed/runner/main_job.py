@@ -35,6 +35,11 @@ def children(settings: Settings, rate: float, root: Path) -> list[Child]:
     iot_fed = _bin("iot-fed")
     return [
         Child("producer", [iot_fed, "stream", "--loop", "--rate", f"{rate:g}"]),
+        # the ingestion consumer group: Kafka -> MongoDB (the stream sensor only triggers)
+        *(
+            Child(f"ingester-{i}", [iot_fed, "ingest", "--name", f"ingester-{i}"])
+            for i in range(1, settings.ingesters + 1)
+        ),
         Child(
             "dagster",
             [
@@ -120,6 +125,7 @@ def prepare(settings: Settings, root: Path) -> None:
     for status in manager.up(settings, core):
         print(status.line(), flush=True)
     subprocess.run([iot_fed, "db", "init"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([iot_fed, "kafka", "create-topics"], check=True, stdout=subprocess.DEVNULL)
     home = dagster_home(settings, root)
     start_dashboards(settings)
     from iot_fed.stream.producer import default_data_path

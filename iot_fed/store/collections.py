@@ -18,6 +18,8 @@ DEAD_LETTERS = "dead_letters"
 EVALUATION_REPORTS = "evaluation_reports"
 ANOMALIES = "anomalies"
 SCORER_STATUS = "scorer_status"
+INGEST_DEVICES = "ingest_devices"
+INGEST_OFFSETS = "ingest_offsets"
 COLLECTIONS = (
     SENSOR_READINGS,
     LOCAL_MODELS,
@@ -27,6 +29,8 @@ COLLECTIONS = (
     EVALUATION_REPORTS,
     ANOMALIES,
     SCORER_STATUS,
+    INGEST_DEVICES,
+    INGEST_OFFSETS,
 )
 
 
@@ -66,6 +70,8 @@ INDEXES: dict[str, tuple[IndexSpec, ...]] = {
         IndexSpec("flagged_at", (("flagged_at", -1),)),
     ),
     SCORER_STATUS: (),
+    INGEST_DEVICES: (),
+    INGEST_OFFSETS: (),
 }
 
 # Indexes declared before and dropped by init_database: every index is written on every

@@ -93,6 +93,28 @@ def partitions_of(settings: Settings, topic: str, timeout: float = 10.0) -> list
     return sorted(md.partitions)
 
 
+def committed_topics(settings: Settings, group: str, timeout: float = 30.0) -> set[str]:
+    """Topics ``group`` has committed offsets for (empty for a new group). Retries while
+    the group coordinator is loading (a broker that just started)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    admin = admin_client(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        futures = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=5
+        )
+        try:
+            got = futures[group].result(10)
+            return {tp.topic for tp in got.topic_partitions or [] if tp.offset >= 0}
+        except (KafkaException, TimeoutError) as exc:
+            retriable = isinstance(exc, TimeoutError) or exc.args[0].retriable()
+            if not retriable or time.monotonic() > deadline:
+                raise
+            log.info("group %s offsets not readable yet (%s); retrying", group, exc)
+            time.sleep(0.5)
+
+
 @dataclass
 class PartitionStatus:
     partition: int

@@ -1,4 +1,5 @@
-"""CLI: ``iot-fed stream``, ``iot-fed consume``, ``iot-fed kafka status|create-topics``."""
+"""CLI: ``iot-fed stream``, ``iot-fed ingest``, ``iot-fed consume``,
+``iot-fed kafka status|create-topics``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "forever with --loop, else 300); then exit 1 with the count not delivered",
     )
     p.set_defaults(func=cmd_stream)
+
+    g = sub.add_parser(
+        "ingest",
+        help="land readings from Kafka in MongoDB: one member of the ingestion consumer group",
+        description="Runs until SIGINT/SIGTERM. Start N of them (on any hosts) to share the "
+        "topic's partitions; make run supervises IOT_FED_INGESTERS of them.",
+    )
+    g.add_argument("--name", help="member name in logs and progress (default host-pid)")
+    g.add_argument("--group", help="default: settings.kafka_consumer_group")
+    g.add_argument("--topic", help="default: settings.kafka_topic")
+    g.add_argument(
+        "--idle-exit", type=float, default=0.0, help="exit after N s without a message (0: never)"
+    )
+    g.set_defaults(func=cmd_ingest)
 
     c = sub.add_parser(
         "consume",
@@ -90,6 +105,42 @@ def cmd_stream(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from pymongo.errors import PyMongoError
+
+    from iot_fed.store import StoreConnectionError, connect, ensure_database
+    from iot_fed.stream.group_ingest import GroupIngester
+    from iot_fed.stream.ingest_result import IngestError
+    from iot_fed.stream.producer import StopFlag
+
+    settings = get_settings()
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    stop = StopFlag()
+    restore = stop.install()
+    try:
+        db = connect(settings.mongodb_uri, settings.mongodb_database, settings.mongodb_timeout_s)
+        ensure_database(db)
+        member = GroupIngester(settings, db, name=name, group=args.group, topic=args.topic)
+    except (IngestError, StoreConnectionError, PyMongoError) as exc:
+        print(f"iot-fed ingest: cannot start: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"iot-fed ingest: {name} joins group {member.group} on {member.topic} "
+        f"({settings.kafka_bootstrap} -> {settings.mongodb_database})",
+        flush=True,
+    )
+    try:
+        stats = member.run(lambda: bool(stop), idle_exit_s=args.idle_exit)
+    finally:
+        member.close()
+        restore()
+    print(json.dumps(stats.__dict__), flush=True)
     return 0
 
 

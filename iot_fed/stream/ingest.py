@@ -1,18 +1,18 @@
-"""Bounded Kafka -> MongoDB ingestion: the core the Dagster sensor calls each tick.
+"""Bounded Kafka -> MongoDB ingestion from explicit or committed offsets.
 
-One batch: pick start offsets (explicit cursor, or the consumer group's committed
-offsets), assign, consume in chunks until ``max_messages`` / ``max_seconds`` / the
-end of every partition (as of the batch start), validate each message, write valid
-readings idempotently to ``sensor_readings`` (unique ``(moteid, epoch)``) and rejected
-ones to ``dead_letters`` + the DLQ topic, then - only after the writes returned and the
+The service that ingests continuously is the consumer-group member
+(:mod:`iot_fed.stream.group_ingest`, ``iot-fed ingest``). This is the bounded batch
+underneath benchmarks, fault tests and backfills: pick start offsets (explicit cursor, or
+the consumer group's committed offsets), assign, consume in chunks until ``max_messages`` /
+``max_seconds`` / the end of every partition (as of the batch start), land each chunk
+(:class:`iot_fed.stream.landing.Lander`), then - only after the writes returned and the
 DLQ producer flushed - commit the next offsets. Re-consuming a batch adds nothing.
 
-Start-offset modes (no group rebalance either way: partitions are assigned, not
-subscribed, so a tick costs no join delay; run one ingester per group):
+Start-offset modes (partitions are assigned, not subscribed: never run it while
+``iot-fed ingest`` members of the same group are up):
 
-* cursor mode: ``start_offsets={partition: next_offset}`` (e.g. the sensor cursor);
-  partitions missing from it start at the beginning. Use ``result.next_offsets`` as
-  the next cursor.
+* cursor mode: ``start_offsets={partition: next_offset}``; partitions missing from it
+  start at the beginning. Use ``result.next_offsets`` as the next cursor.
 * group mode: ``start_offsets=None`` starts from the group's committed offsets
   (earliest when none). ``commit=True`` (default) commits after the writes in both modes.
 
@@ -20,8 +20,6 @@ Durability: the writes use the store's write concern (``j=true`` by default), so
 server has made them durable before it answers; offsets are committed only after that.
 A broker or database that does not answer fails the batch with one :class:`IngestError`
 line naming the service; nothing is committed and the next batch re-reads the messages.
-Long-lived callers (the Dagster sensor) use
-:func:`iot_fed.stream.shared_ingestors.shared_ingestor`.
 """
 
 from __future__ import annotations
@@ -39,12 +37,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from iot_fed.config import Settings, get_settings
-from iot_fed.readings import dead_letter_doc, dead_letter_raw
-from iot_fed.store import (
-    ensure_database,
-    insert_dead_letters,
-    insert_readings,
-)
+from iot_fed.store import ensure_database
 from iot_fed.store.repository import WriteStrategy
 from iot_fed.stream.admin import ensure_topics
 from iot_fed.stream.ingest_result import (
@@ -53,8 +46,8 @@ from iot_fed.stream.ingest_result import (
     normalise_offsets,
     service_error,
 )
-from iot_fed.stream.kafka_config import consumer_config, producer_config
-from iot_fed.stream.messages import decode_value
+from iot_fed.stream.kafka_config import consumer_config
+from iot_fed.stream.landing import Lander
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +73,14 @@ class Ingestor:
         self.db = db
         self.topic = topic or settings.kafka_topic
         self.dlq_topic = settings.kafka_dlq_topic
-        self.strategy = strategy or settings.ingest_write_strategy
         self.chunk_size = chunk_size or settings.ingest_chunk_size
-        self._own = consumer is None, dlq_producer is None
+        self._own_consumer = consumer is None
         self._closed = False
         self.consumer = consumer or Consumer(consumer_config(settings, group))
-        self.dlq = dlq_producer or Producer(producer_config(settings, **{"linger.ms": 1}))
+        self.lander = Lander(
+            settings, db, self.topic, strategy=strategy, dlq_producer=dlq_producer, name="batch"
+        )
         self._assigned: dict[int, int] = {}  # partition -> consumer position we left it at
-        self._dlq_errors: list[str] = []
         self._lock = threading.Lock()  # one batch at a time (the consumer is not shared)
         try:
             ensure_topics(settings, [self.topic, self.dlq_topic])
@@ -102,11 +95,9 @@ class Ingestor:
         if self._closed:
             return
         self._closed = True
-        if self._own[0]:
+        if self._own_consumer:
             self.consumer.close()
-        if self._own[1]:
-            self.dlq.flush(10)
-            self.dlq.close()  # else its connections outlive us (and retry a broker for ever)
+        self.lander.close()
 
     def __enter__(self) -> Ingestor:
         return self
@@ -190,10 +181,6 @@ class Ingestor:
         left_at, self._assigned = self._assigned, {}
         if pending:
             self._assign(pos, pending, left_at)
-        reasons = Counter[str]()
-        new_counts = Counter[int]()
-        valid_counts = Counter[int]()
-
         while pending and res.n_messages < max_messages:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
@@ -206,7 +193,7 @@ class Ingestor:
             msgs = self.consumer.consume(want, timeout=min(timeout, 1.0))
             t1 = time.monotonic()
             timings["consume"] += t1 - t0
-            docs, dead = [], []
+            data = []
             for msg in msgs:
                 err = msg.error()
                 if err is not None:
@@ -218,53 +205,23 @@ class Ingestor:
                     else:
                         log.warning("consumer: %s", err)
                     continue
-                p, off = msg.partition(), msg.offset()
-                res.n_messages += 1
-                res.next_offsets[p] = off + 1
-                if off + 1 >= marks[p][1]:
+                data.append(msg)
+                p = msg.partition()
+                res.next_offsets[p] = msg.offset() + 1
+                if msg.offset() + 1 >= marks[p][1]:
                     pending.discard(p)
-                reading, reason = decode_value(
-                    msg.value(), self.settings.kafka_max_message_bytes, msg.key()
-                )
-                if reason is None:
-                    reading["kafka_partition"] = p  # flat: nested docs cost ~30% on FerretDB
-                    reading["kafka_offset"] = off
-                    docs.append(reading)
-                else:
-                    reasons[reason.split(":")[0]] += 1
-                    dead.append((self._dead_letter(msg, reason), msg.key()))
-            t2 = time.monotonic()
-            timings["decode"] += t2 - t1
-            if docs:
-                # decode_value already checked every field: skip the per-document schema check;
-                # the dicts are fresh and ours: written without a copy
-                new = insert_readings(self.db, docs, self.strategy, validate=False, owned=True)
-                res.n_valid += len(docs)
-                res.n_inserted += len(new)
-                for i in new:
-                    new_counts[docs[i]["moteid"]] += 1
-                for d in docs:
-                    valid_counts[d["moteid"]] += 1
-                ts_max = max(d["ts"] for d in docs)
-                res.max_ts = ts_max if res.max_ts is None else max(res.max_ts, ts_max)
-            t3 = time.monotonic()
-            timings["write"] += t3 - t2
-            if dead:
-                insert_dead_letters(self.db, [d for d, _ in dead])
-                self._send_dlq(dead)
-                res.n_dead += len(dead)
-                timings["dead_letters"] += time.monotonic() - t3
+            if data:
+                landed = self.lander.land(data)
+                res.add(landed)
+                timings.update(landed.timings)
 
         res.reached_end = not pending
         res.n_duplicates = res.n_valid - res.n_inserted
-        res.per_device_new_counts = dict(sorted(new_counts.items()))
-        res.per_device_valid_counts = dict(sorted(valid_counts.items()))
-        res.dead_reasons = dict(reasons)
         res.offsets_to_commit = {p: o for p, o in res.next_offsets.items() if o != pos[p]}
 
         t4 = time.monotonic()
         if res.n_dead:
-            self._flush_dlq()
+            self.lander.flush_dlq()
         if commit and res.offsets_to_commit:
             self.consumer.commit(
                 offsets=[TP(self.topic, p, o) for p, o in res.offsets_to_commit.items()],
@@ -293,57 +250,6 @@ class Ingestor:
         if want == left_at and assigned == set(want):
             return
         self.consumer.assign([TP(self.topic, p, o) for p, o in want.items()])
-
-    # --- dead letters ------------------------------------------------------------
-    def _dead_letter(self, msg: Any, reason: str) -> dict[str, Any]:
-        """A ``dead_letters`` document; ``_id`` is the source position (re-consuming is a no-op)."""
-        return dead_letter_doc(
-            doc_id=f"{msg.topic()}:{msg.partition()}:{msg.offset()}",
-            reason=reason,
-            raw=msg.value(),
-            key=msg.key(),
-            topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
-        )
-
-    def _send_dlq(self, dead: list[tuple[dict[str, Any], bytes | None]]) -> None:
-        """The dead letter's value and key (:func:`dead_letter_raw`: a value over 256 KiB is
-        cut, its ``raw_size`` header tells) to the DLQ topic; reason and source position
-        as headers."""
-
-        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
-            if err is not None:
-                self._dlq_errors.append(str(err))
-
-        for d, key in dead:
-            headers = [
-                ("reason", d["reason"].encode()),
-                ("source_topic", d["topic"].encode()),
-                ("source_partition", str(d["partition"]).encode()),
-                ("source_offset", str(d["offset"]).encode()),
-            ]
-            if d["raw_size"] is not None and d["raw_size"] > len(d["raw"]):
-                headers.append(("raw_size", str(d["raw_size"]).encode()))
-            while True:
-                try:
-                    self.dlq.produce(
-                        self.dlq_topic,
-                        d["raw"],
-                        dead_letter_raw(key),
-                        headers=headers,
-                        on_delivery=on_delivery,
-                    )
-                    break
-                except BufferError:
-                    self.dlq.poll(0.05)
-        self.dlq.poll(0)
-
-    def _flush_dlq(self) -> None:
-        left = self.dlq.flush(30)
-        errors, self._dlq_errors = self._dlq_errors, []
-        if left or errors:
-            raise IngestError(f"DLQ not durable ({left} undelivered, errors: {errors[:3]})")
 
 
 def ingest_batch(

@@ -3,16 +3,20 @@ durable (naming the service that failed; nothing was committed)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import PyMongoError
 
 from iot_fed.config import Settings
 from iot_fed.redact import redact
 from iot_fed.store import StoreConnectionError
+
+if TYPE_CHECKING:
+    from iot_fed.stream.landing import Landed
 
 
 class IngestError(RuntimeError):
@@ -57,6 +61,23 @@ class IngestResult:
         d["max_ts"] = self.max_ts.isoformat() if self.max_ts else None
         d["lag"] = self.lag
         return d
+
+    def add(self, landed: Landed) -> None:
+        """Count one landed chunk in."""
+        self.n_valid += landed.n_valid
+        self.n_inserted += landed.n_inserted
+        self.n_dead += landed.n_dead
+        self.n_messages += landed.n_messages
+        for name, counts in (
+            ("per_device_new_counts", landed.new_counts),
+            ("per_device_valid_counts", landed.valid_counts),
+            ("dead_reasons", landed.dead_reasons),
+        ):
+            total = Counter(getattr(self, name))
+            total.update(counts)
+            setattr(self, name, dict(sorted(total.items())))
+        if landed.max_ts is not None:
+            self.max_ts = landed.max_ts if self.max_ts is None else max(self.max_ts, landed.max_ts)
 
     @property
     def lag(self) -> int:

@@ -108,3 +108,19 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         return {p: watermarks(c, topic, p)[1] for p in partitions_of(settings, topic)}
     finally:
         c.close()
+
+
+def ingest_all(settings: Settings, db: Any, messages: int, *, timeout_s: float = 120.0) -> Any:
+    """Run one ``iot-fed ingest`` member in-process until it has landed ``messages``
+    (readings and dead letters) of ``settings.kafka_topic``; return its stats."""
+    from iot_fed.stream.group_ingest import GroupIngester
+
+    member = GroupIngester(settings, db, name="test-ingester")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while member.stats.messages < messages:
+            assert time.monotonic() < deadline, f"landed {member.stats.messages} of {messages}"
+            member.poll_once()
+        return member.stats
+    finally:
+        member.close()

@@ -11,9 +11,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from iot_fed.config import Settings
 from iot_fed.readings import DEAD_LETTER_RAW_BYTES
 from iot_fed.store import DEAD_LETTERS, SENSOR_READINGS, validator
-from iot_fed.stream import ingest
+from iot_fed.stream import landing
 from iot_fed.stream.admin import delete_topics, topic_status
 from iot_fed.stream.ingest import IngestError, Ingestor, ingest_batch
+from iot_fed.stream.landing import Lander
 from iot_fed.stream.messages import encode_key, encode_reading
 from iot_fed_tests.stream.helpers import (
     end_offsets,
@@ -169,7 +170,7 @@ def test_group_mode_commits_only_after_writes(
     def broken(*_a, **_k):
         raise RuntimeError("mongo down")
 
-    monkeypatch.setattr(ingest, "insert_readings", broken)
+    monkeypatch.setattr(landing, "insert_readings", broken)
     with pytest.raises(RuntimeError, match="mongo down"):
         ingest_batch(cfg, mongo_db, 1000, 20.0)
     assert committed(cfg) == {}
@@ -194,7 +195,7 @@ def test_dlq_failure_blocks_commit(cfg: Settings, mongo_db, monkeypatch) -> None
     def fail_flush(self) -> None:
         raise IngestError("DLQ not durable")
 
-    monkeypatch.setattr(Ingestor, "_flush_dlq", fail_flush)
+    monkeypatch.setattr(Lander, "flush_dlq", fail_flush)
     with pytest.raises(IngestError):
         ingest_batch(cfg, mongo_db, 100, 10.0)
     assert committed(cfg) == {}
@@ -203,7 +204,7 @@ def test_dlq_failure_blocks_commit(cfg: Settings, mongo_db, monkeypatch) -> None
 def test_long_lived_ingestor_retries_failed_batch(cfg: Settings, mongo_db, monkeypatch) -> None:
     """A failed batch moved the consumer; retrying the same cursor must not skip messages."""
     produce_readings(cfg, cfg.kafka_topic, readings_frame(50, motes=5))
-    real = ingest.insert_readings
+    real = landing.insert_readings
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -212,7 +213,7 @@ def test_long_lived_ingestor_retries_failed_batch(cfg: Settings, mongo_db, monke
             raise RuntimeError("transient")
         return real(*a, **k)
 
-    monkeypatch.setattr(ingest, "insert_readings", flaky)
+    monkeypatch.setattr(landing, "insert_readings", flaky)
     with Ingestor(cfg, mongo_db, chunk_size=10) as ing:
         first = ing.run_batch(10, 10.0, {}, commit=False)
         assert first.n_inserted == 10
@@ -233,22 +234,3 @@ def test_batch_that_drains_the_topic_does_not_wait_out_the_consume_timeout(
         res = ing.run_batch(10_000, 20.0, {}, commit=False)
     assert res.n_inserted == 30 and res.reached_end
     assert res.timings["consume"] < 0.8  # uncapped: >= 1.0 (the last consume's timeout)
-
-
-def test_shared_ingestor_is_built_once_per_process(
-    cfg: Settings, mongo_db, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Sensor ticks reuse one consumer, DLQ producer, topic check and database init."""
-    from iot_fed.stream.shared_ingestors import shared_ingestor
-
-    s = cfg.model_copy(update={"mongodb_database": mongo_db.name})
-    produce_readings(s, s.kafka_topic, readings_frame(30, motes=3))
-    caplog.set_level("INFO")
-    first = shared_ingestor(s)
-    assert shared_ingestor(s) is first
-    a = first.run_batch(1000, 10.0, {})
-    b = shared_ingestor(s).run_batch(1000, 10.0, a.next_offsets)
-    assert a.n_inserted == 30 and b.n_messages == 0
-    inits = [r for r in caplog.records if "initialised database" in r.getMessage()]
-    assert len(inits) == 1
-    assert mongo_db[SENSOR_READINGS].count_documents({}) == 30

@@ -1,9 +1,9 @@
 """The stream group: the Kafka topic (observable) and the readings landed from it.
 
-``iot_stream`` is observed for end offsets and lag. ``sensor_readings`` is landed by
-``iot_stream_sensor`` (consuming in the sensor keeps a round to one run launch); every
-landed batch is reported as a materialization with its offsets, per-device counts and
-dead letters by reason, so the lineage runs topic -> readings -> local models.
+``iot_stream`` is observed for end offsets and lag. ``sensor_readings`` is landed by the
+ingestion consumer group (``iot-fed ingest``); ``iot_stream_sensor`` reports what landed
+since its last tick as a materialization with the offsets and counts the ingesters keep in
+MongoDB, so the lineage runs topic -> readings -> local models.
 """
 
 import dagster as dg
@@ -16,8 +16,9 @@ sensor_readings = dg.AssetSpec(
     group_name="stream",
     kinds={"kafka", "mongodb"},
     description="Validated readings in MongoDB sensor_readings (unique (moteid, epoch)), "
-    "landed in bounded batches by iot_stream_sensor; rejected messages go to dead_letters "
-    "and iot_stream_dlq with their reason. One materialization per landed batch.",
+    "landed by the ingestion consumer group (iot-fed ingest); rejected messages go to "
+    "dead_letters and iot_stream_dlq with their reason. iot_stream_sensor reports what "
+    "landed since its last tick as one materialization.",
 )
 
 
