@@ -9,8 +9,10 @@ tick that fails (broker or store down) is a failed tick with the reason, and the
 retries the same batch (idempotent upserts make the re-read harmless). Unseen motes become
 ``devices`` partitions in the same tick; all ready devices go into ONE run (a
 partition-range run of ``local_model``, trained in one vmapped call). When no global version
-was made within ``aggregation_interval_s`` (or none was promoted yet) and none is being
-made, that run also aggregates and promotes (``global_model``, its blocking check,
+was made within ``aggregation_interval_s`` (or none was promoted yet, or a device of the
+run or with a new local model has no calibrated threshold in the promoted version: it is
+*learning*, not alarmed, until a version calibrates it) and none is being made, that run
+also aggregates and promotes (``global_model``, its blocking check,
 ``promoted_model``): a round is one run launch. The run key is derived from the offsets,
 so a re-evaluated tick never trains twice.
 
@@ -22,7 +24,7 @@ cadences from the settings (nothing is read at import).
 """
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -57,16 +59,25 @@ def in_flight(instance: dg.DagsterInstance, key: dg.AssetKey) -> bool:
     return any(key in (r.asset_selection or ()) for r in runs)
 
 
-def aggregation_due(instance: dg.DagsterInstance, interval_s: float) -> bool:
-    """None being made now, and no global version within ``interval_s`` or none promoted
+def aggregation_due(
+    instance: dg.DagsterInstance,
+    interval_s: float,
+    awaiting_calibration: Callable[[], Sequence[int]] = tuple,
+) -> bool:
+    """None being made now, and no global version within ``interval_s``, or none promoted
     yet (until the fleet has a model, every round aggregates: a version held back by its
-    blocking check is retried with the next round's models, not ``interval_s`` later)."""
+    blocking check is retried with the next round's models, not ``interval_s`` later), or
+    learning devices that a new version would calibrate now (``awaiting_calibration``,
+    asked only when the interval has not passed): their readings are not judged until
+    then."""
     if in_flight(instance, global_model.key):
         return False
     if instance.get_latest_materialization_event(promoted_model.key) is None:
         return True
     last = instance.get_latest_materialization_event(global_model.key)
-    return last is None or time.time() - last.timestamp >= interval_s
+    if last is None or time.time() - last.timestamp >= interval_s:
+        return True
+    return bool(awaiting_calibration())
 
 
 def _str_keys(d: Mapping[Any, Any]) -> dict[str, Any]:
@@ -103,7 +114,8 @@ def stream_tick(
     settings: SettingsResource,
 ) -> dg.SensorResult:
     """One ``iot_stream_sensor`` tick (see the module docstring)."""
-    from iot_fed.stream.shared_ingestors import shared_ingestor  # sensor ticks only
+    from iot_fed.federation.calibration import awaiting_calibration  # sensor ticks only
+    from iot_fed.stream.shared_ingestors import shared_ingestor
 
     s = settings.get()
     cursor = StreamCursor.parse(context.cursor)
@@ -131,7 +143,11 @@ def stream_tick(
         covered = covering_range(known + new_devices, ready)
         for d in covered:  # the run trains every device in its range
             nxt.pending.pop(d, None)
-        aggregate = aggregation_due(context.instance, s.aggregation_interval_s)
+        aggregate = aggregation_due(
+            context.instance,
+            s.aggregation_interval_s,
+            lambda: awaiting_calibration(mongodb.db, covered),
+        )
         run_requests.append(
             dg.RunRequest(
                 run_key=nxt.run_key(),
