@@ -66,13 +66,16 @@ def split_fleet(version: int, calibrated: Iterable[int], fleet: Iterable[int]) -
     )
 
 
-def fleet_calibration(db: Database) -> FleetCalibration | None:
-    """The promoted version's calibration of every device with a local model; None when
-    nothing is promoted."""
+def fleet_calibration(
+    db: Database, fleet: Iterable[str | int] | None = None
+) -> FleetCalibration | None:
+    """The promoted version's calibration of every device with a local model (``fleet``
+    when the caller has it); None when nothing is promoted."""
     got = promoted_calibrated(db)
     if got is None:
         return None
-    return split_fleet(got[0], got[1], (int(d) for d in repo.local_model_devices(db)))
+    devices = repo.local_model_devices(db) if fleet is None else fleet
+    return split_fleet(got[0], got[1], (int(d) for d in devices))
 
 
 def awaiting_calibration(db: Database, about_to_train: Sequence[str | int]) -> list[int]:

@@ -317,14 +317,15 @@ def save_global_model(
     strategy: str = "fedavg",
     parent_version: int | None = None,
     threshold: float | None = None,
-    calibrated_devices: Iterable[int] = (),
+    calibrated_devices: Iterable[int] | None = None,
     metrics: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     promoted: bool = False,
     version: int | None = None,
 ) -> dict[str, Any]:
     """Store an aggregated model as the next global version (promoted if asked);
-    ``calibrated_devices``: the motes its bundle has a threshold of their own for."""
+    ``calibrated_devices``: the motes its bundle has a threshold of their own for (None:
+    not stored, readers take them from the bundle)."""
     doc: dict[str, Any] = {
         "version": version,
         "params": bytes(params),
@@ -335,10 +336,11 @@ def save_global_model(
         "parent_version": parent_version,
         "lineage": [dict(x) for x in lineage],
         "threshold": threshold,
-        "calibrated_devices": sorted(int(d) for d in calibrated_devices),
         "metrics": dict(metrics or {}),
         "config": dict(config or {}),
     }
+    if calibrated_devices is not None:
+        doc["calibrated_devices"] = sorted(int(d) for d in calibrated_devices)
     doc = _insert_versioned(db, GLOBAL_MODELS, doc, None)
     return promote(db, doc["version"]) if promoted else doc
 
