@@ -178,3 +178,18 @@ def test_learning_and_sanity_verdicts_are_the_same_on_every_path() -> None:
     assert [d for d in learning if d["is_anomaly"]] == [verdicts[(3, 60)]]
     assert {d["reason"] for d in learning} == {LEARNING_NO_THRESHOLD, verdicts[(3, 60)]["reason"]}
     assert any(d["is_anomaly"] and d["reason"] is None for d in batch_p), "calibrated: alarms"
+
+
+def test_a_late_reading_is_flagged_only_by_a_data_fault_or_the_sanity_rule() -> None:
+    from iot_fed.analytics.live_state import OUT_OF_ORDER
+
+    df = make_readings(motes=1, per_mote=60, seed=8)
+    bundle = make_bundle(df, seed=1)
+    _, history = score_mote(
+        bundle, VERSION, DeviceHistory.empty(), decode_records(_kafka_records(df, 0), 1 << 20)
+    )
+    late = df.iloc[[10, 20]].copy()
+    late.loc[late.index[1], "voltage"] = 2.0
+    out, _ = score_mote(bundle, VERSION, history, decode_records(_kafka_records(late, 60), 1 << 20))
+    assert out["reason"].tolist() == [OUT_OF_ORDER, "sanity:voltage 2 < 2.3"]
+    assert out["flag"].tolist() == [False, True]
