@@ -98,12 +98,15 @@ def calibration_metadata(
     fleet = sorted((*cal.calibrated, *cal.learning))
     if len(fleet) <= TABLE_DEVICES:
         own = set(cal.calibrated)
-        rows = ["| device | state | held-out windows |", "|---|---|---|"]
-        rows += [
-            f"| {d} | {'calibrated' if d in own else 'learning'} | "
-            f"{'' if held_out is None else held_out.get(d, 0)} |"
-            for d in fleet
+        # with held_out: what the version was calibrated on, per device
+        extra = held_out is not None
+        rows = [
+            "| device | state |" + (" held-out windows |" if extra else ""),
+            "|---|---|" + ("---|" if extra else ""),
         ]
+        for d in fleet:
+            n = f" {held_out.get(d, 0)} |" if held_out is not None else ""
+            rows.append(f"| {d} | {'calibrated' if d in own else 'learning'} |{n}")
         meta["device_states"] = dg.MetadataValue.md("\n".join(rows))
     return meta
 
