@@ -7,26 +7,27 @@ Only finite values are judged here (a NaN / inf channel is a data fault, told el
 
 The ranges are the sensors' physical limits (SHT11 temperature -40..125 C, relative
 humidity 0..100 %, light >= 0) and the battery level below which a mote fails
-(:data:`~iot_fed.data.generator.FAIL_VOLTAGE`), wider than the parser's plausible ranges
-that keep readings out of training (:mod:`iot_fed.data.parse`).
+(:data:`~iot_fed.readings.FAIL_VOLTAGE`, which the generator drains to), wider than the
+parser's plausible ranges that keep readings out of training (:mod:`iot_fed.data.parse`,
+not imported: the scorers stay free of the data package's pandera and Spark imports).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from iot_fed.data.generator import FAIL_VOLTAGE
-from iot_fed.data.parse import HUMIDITY_RANGE
-from iot_fed.readings import CHANNELS
+from iot_fed.readings import CHANNELS, FAIL_VOLTAGE
 
 SANITY_PREFIX = "sanity:"
 TEMPERATURE_LIMITS = (-40.0, 125.0)
 """The temperature sensor's physical range, degrees C."""
+HUMIDITY_LIMITS = (0.0, 100.0)
+"""Relative humidity, percent."""
 
 # (channel, lower bound or None, upper bound or None), checked in this order
 RULES: tuple[tuple[str, float | None, float | None], ...] = (
     ("voltage", FAIL_VOLTAGE, None),
-    ("humidity", *HUMIDITY_RANGE),
+    ("humidity", *HUMIDITY_LIMITS),
     ("temperature", *TEMPERATURE_LIMITS),
     ("light", 0.0, None),
 )

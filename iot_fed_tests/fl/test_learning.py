@@ -1,6 +1,8 @@
 """No verdict without calibration: a learning device is scored, not alarmed; the fixed
 sanity rule alarms with or without a calibrated threshold."""
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -133,3 +135,14 @@ def test_stream_equals_batch_with_learning_and_sanity():
         assert sum((p.reason for p in parts), ()) == whole.reason
         assert hist == h_whole
         assert whole.flag[[30, 90, 120]].all()
+
+
+def test_the_scorers_rule_imports_no_data_package():
+    """The rule takes the generator's FAIL_VOLTAGE from the reading contract: scoring
+    stays free of pandera / Spark (the data package's imports)."""
+    code = (
+        "import sys, iot_fed.fl.stream_scoring\n"
+        "print([m for m in ('iot_fed.data', 'pandera', 'pyspark', 'jax') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
