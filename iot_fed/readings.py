@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 CHANNELS: tuple[str, ...] = ("temperature", "humidity", "light", "voltage")
+FAIL_VOLTAGE = 2.3
+"""Battery voltage below which a mote fails (the generator drains to it; the scorers'
+sanity rule alarms below it)."""
 FIELDS: tuple[str, ...] = ("ts", "epoch", "moteid", *CHANNELS, "label")
 """Every field of a reading, in wire / storage order."""
 

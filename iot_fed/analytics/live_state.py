@@ -44,6 +44,7 @@ from iot_fed.analytics.models import (
     scoring_model,
 )
 from iot_fed.analytics.readings import MongoTarget
+from iot_fed.fl.sanity import SANITY_PREFIX
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
 from iot_fed.fl.stream_scoring import DeviceHistory, score_device
 from iot_fed.readings import CHANNELS
@@ -83,7 +84,8 @@ OUTPUT_SCHEMA = T.StructType(
 OUTPUT_COLUMNS = [f.name for f in OUTPUT_SCHEMA.fields]
 OUT_OF_ORDER = "fallback:out_of_order"
 """Reason of a reading no newer than its device's history (late, or sent again), scored
-with no context: its verdict never replaces a stored one (see ``store_batch``)."""
+with no context (so never flagged by the model, only by a data fault or the sanity rule):
+its verdict never replaces a stored one (see ``store_batch``)."""
 STATE_SCHEMA = T.StructType([T.StructField("history", T.StringType(), False)])
 
 
@@ -228,10 +230,10 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
 
 def _reasons(reasons: Iterable[str | None], late: str | None) -> list[str | None]:
     """The scorer's reasons; for late readings (``late`` given) that reason instead,
-    except a data fault, which stays one."""
+    except a data fault or a sanity rule (the only verdicts that flag a late reading)."""
     if late is None:
         return list(reasons)
-    return [r if r and r.startswith("data_fault:") else late for r in reasons]
+    return [r if r and r.startswith(("data_fault:", SANITY_PREFIX)) else late for r in reasons]
 
 
 def score_mote(

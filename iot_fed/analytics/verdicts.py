@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from iot_fed.fl.sanity import SANITY_PREFIX
 from iot_fed.readings import CHANNELS
 
 VERDICT_COLUMNS = (
@@ -48,8 +49,9 @@ def _text(v: Any) -> str | None:
 
 
 def _channels(errors: np.ndarray, reason: str | None) -> list[str]:
-    """The channels responsible: a data fault's own, else the largest errors."""
-    if reason and reason.startswith("data_fault:"):
+    """The channels responsible: a data fault's or a sanity rule's own, else the largest
+    errors."""
+    if reason and reason.startswith(("data_fault:", SANITY_PREFIX)):
         return [reason.split(":", 1)[1].split(" ")[0]]
     finite = np.nan_to_num(errors, nan=-1.0)
     return [CHANNELS[j] for j in np.argsort(-finite)[:TOP_CHANNELS] if finite[j] >= 0]

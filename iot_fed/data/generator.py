@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iot_fed.readings import CHANNELS
+from iot_fed.readings import CHANNELS, FAIL_VOLTAGE  # the level failing motes drain to
 
 START = "2004-02-28 00:58:46"
 EPOCH_S = 31.0
-FAIL_VOLTAGE = 2.3
 SHT11_T_STEP = 0.0098  # SHT11 14-bit temperature resolution: T = -38.4 + 0.0098 * raw
 LABEL_LOW_VOLTAGE = "low_voltage"
 LABEL_SPIKE = "spike"

@@ -8,7 +8,9 @@ per-partition offsets in MongoDB. A tick reads those (two queries), reports a
 adds unseen motes as ``devices`` partitions and puts all ready devices (``min_new_samples``
 landed since their last training request) into ONE run (a partition-range run of
 ``local_model``, trained in one vmapped call). When no global version was made within
-``aggregation_interval_s`` (or none was promoted yet) and none is being made, that run also
+``aggregation_interval_s`` (or none was promoted yet, or a device of the run or with a new
+local model has no calibrated threshold in the promoted version: it is *learning*, not
+alarmed, until a version calibrates it) and none is being made, that run also
 aggregates and promotes (``global_model``, its blocking check, ``promoted_model``): a round
 is one run launch. The cursor keeps each device's landed count at its last request; the run
 key is derived from it, so a re-evaluated tick never trains twice.
@@ -21,7 +23,7 @@ cadences from the settings (nothing is read at import).
 """
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -56,16 +58,25 @@ def in_flight(instance: dg.DagsterInstance, key: dg.AssetKey) -> bool:
     return any(key in (r.asset_selection or ()) for r in runs)
 
 
-def aggregation_due(instance: dg.DagsterInstance, interval_s: float) -> bool:
-    """None being made now, and no global version within ``interval_s`` or none promoted
+def aggregation_due(
+    instance: dg.DagsterInstance,
+    interval_s: float,
+    awaiting_calibration: Callable[[], Sequence[int]] = tuple,
+) -> bool:
+    """None being made now, and no global version within ``interval_s``, or none promoted
     yet (until the fleet has a model, every round aggregates: a version held back by its
-    blocking check is retried with the next round's models, not ``interval_s`` later)."""
+    blocking check is retried with the next round's models, not ``interval_s`` later), or
+    learning devices that a new version would calibrate now (``awaiting_calibration``,
+    asked only when the interval has not passed): their readings are not judged until
+    then."""
     if in_flight(instance, global_model.key):
         return False
     if instance.get_latest_materialization_event(promoted_model.key) is None:
         return True
     last = instance.get_latest_materialization_event(global_model.key)
-    return last is None or time.time() - last.timestamp >= interval_s
+    if last is None or time.time() - last.timestamp >= interval_s:
+        return True
+    return bool(awaiting_calibration())
 
 
 def landed_report(
@@ -100,6 +111,7 @@ def stream_tick(
     settings: SettingsResource,
 ) -> dg.SensorResult:
     """One ``iot_stream_sensor`` tick (see the module docstring)."""
+    from iot_fed.federation.calibration import awaiting_calibration  # sensor ticks only
     from iot_fed.store.ingest_progress import landed_offsets, landed_per_device
 
     s = settings.get()
@@ -125,7 +137,11 @@ def stream_tick(
         for d in covered:  # the run trains every device in its range
             if int(d) in landed:
                 nxt.trained[d] = landed[int(d)]
-        aggregate = aggregation_due(context.instance, s.aggregation_interval_s)
+        aggregate = aggregation_due(
+            context.instance,
+            s.aggregation_interval_s,
+            lambda: awaiting_calibration(db, covered),
+        )
         run_requests.append(
             dg.RunRequest(
                 run_key=nxt.run_key(),

@@ -14,6 +14,7 @@ from pymongo.database import Database
 
 from iot_fed.config import Settings
 from iot_fed.federation.bundles import ModelLoadError, load_bundle, load_promoted
+from iot_fed.federation.calibration import FleetCalibration, split_fleet
 from iot_fed.federation.health import local_model_health, promotion_verdict
 from iot_fed.federation.windows import validation_windows
 from iot_fed.fl.normalization import SufficientStats
@@ -35,6 +36,10 @@ class GlobalOutcome:
     rejected: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    calibration: FleetCalibration | None = None
+    """The fleet (devices with a local model) split into calibrated and learning."""
+    held_out: dict[int, int] = field(default_factory=dict)
+    """Held-out windows per device the thresholds were calibrated on."""
 
 
 def _as_utc(t: dt.datetime) -> dt.datetime:
@@ -123,6 +128,7 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
         strategy=agg.strategy,
         parent_version=parent_version,
         threshold=float(bundle.threshold),
+        calibrated_devices=bundle.device_thresholds,
         metrics=metrics,
         config={
             "strategy": agg.strategy,
@@ -134,7 +140,14 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
         },
     )
     return GlobalOutcome(
-        int(doc["version"]), parent_version, len(healthy), rejected, metrics, "stored"
+        int(doc["version"]),
+        parent_version,
+        len(healthy),
+        rejected,
+        metrics,
+        "stored",
+        split_fleet(int(doc["version"]), bundle.device_thresholds, fleet),
+        {m: len(f) for m, f in held_out.items()},
     )
 
 

@@ -18,10 +18,16 @@ exactly the same result as scoring it chunk by chunk while threading the history
   Readings just over the threshold stay in the context, so one false alarm does not
   start a chain of them. Each reading's flags depend on earlier ones only, so a batch
   is solved block by block to the same result as a stream.
-* A reading with fewer than ``window - 1`` readings of context (a new device, or after a
-  gap longer than the window's reset gap) is scored with the global threshold and reason
-  ``"fallback:short_history"``. A device with no calibrated threshold of its own is
-  scored with the global threshold too (reason ``"fallback:no_device_threshold"``).
+* A device is *learning* while its readings cannot be judged against its own calibrated
+  threshold: they are scored against the global threshold and stored, but never flagged
+  by the model. Reason ``"learning:no_device_threshold"`` (the served version has no
+  threshold for the device yet) or ``"learning:short_history"`` (fewer than
+  ``window - 1`` readings of context: a new device, or after a gap longer than the
+  window's reset gap). Otherwise the device is *calibrated* (reason None unless flagged
+  by a rule below).
+* The fixed sanity rule (:mod:`iot_fed.fl.sanity`) flags a physically impossible value
+  or a dying battery whether the device is learning or calibrated, reason
+  ``"sanity:<channel> <value> <op> <limit>"``.
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ import numpy as np
 
 from iot_fed.fl.detector import channel_errors, combine, standardize_by
 from iot_fed.fl.device_history import DeviceHistory
+from iot_fed.fl.sanity import insane, sanity_reason
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.window_features import segment_start, window_features_at
 from iot_fed.readings import CHANNELS
 
 __all__ = [
+    "LEARNING_NO_THRESHOLD",
+    "LEARNING_SHORT_HISTORY",
     "DeviceHistory",
     "DeviceReadings",
     "ScoredReadings",
@@ -65,6 +74,12 @@ class ScoredReadings:
     threshold: np.ndarray
     """(n,) float64: the threshold applied to each reading."""
     reason: tuple[str | None, ...]
+
+
+LEARNING_NO_THRESHOLD = "learning:no_device_threshold"
+"""The served version has no calibrated threshold for the device: scored, not flagged."""
+LEARNING_SHORT_HISTORY = "learning:short_history"
+"""Too little context for the device's own threshold: scored, not flagged."""
 
 
 def _fault_reason(row: np.ndarray) -> str | None:
@@ -312,8 +327,8 @@ def score_many(
 def _result(
     bundle: ModelBundle, r: DeviceReadings, p: _Prepared, res: SeriesScores
 ) -> tuple[ScoredReadings, DeviceHistory]:
-    """A device's :class:`ScoredReadings` (data faults and fallbacks told) and its next
-    history."""
+    """A device's :class:`ScoredReadings` (data faults, sanity rule and learning told) and
+    its next history. Verdict precedence: data fault, sanity rule, learning, model."""
     ok, x, n = p.ok, p.x, p.ok.shape[0]
     _, no_own = bundle.threshold_for(r.moteid)
     full = res.n_context >= bundle.spec.window - 1
@@ -321,18 +336,22 @@ def _result(
     errors = np.full((n, len(CHANNELS)), np.nan)
     thr = np.full(n, float(bundle.threshold))
     score[ok], errors[ok], thr[ok] = res.score, res.channel_errors, res.threshold
+    # the model flags only readings judged against the device's own threshold
+    judged = full & (not no_own)
     flag = ~ok.copy()
-    flag[ok] = res.score > res.threshold
+    flag[ok] = judged & (res.score > res.threshold)
+    bad = insane(x)
+    flag |= bad
     reason: list[str | None] = [None] * n
     j = 0
     for i in range(n):
         if not ok[i]:
             reason[i] = _fault_reason(x[i])
             continue
-        if not full[j]:
-            reason[i] = "fallback:short_history"
-        elif no_own:
-            reason[i] = "fallback:no_device_threshold"
+        if bad[i]:
+            reason[i] = sanity_reason(x[i])
+        elif not judged[j]:
+            reason[i] = LEARNING_NO_THRESHOLD if no_own else LEARNING_SHORT_HISTORY
         j += 1
     if p.series.n_new == 0:
         return ScoredReadings(score, errors, flag, thr, tuple(reason)), r.history

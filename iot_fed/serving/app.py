@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from iot_fed.analytics.models import ModelNotAvailableError, load_scoring_bundle
 from iot_fed.config import Settings
+from iot_fed.federation.calibration import fleet_calibration
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import DeviceHistory, DeviceReadings, score_many
 from iot_fed.readings import CHANNELS
@@ -232,8 +233,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/status")
     def status() -> dict[str, Any]:
-        """Promoted version, devices (with a local model), last aggregation, scorer lag."""
+        """Promoted version, devices (with a local model), their calibration state under
+        the promoted version (learning devices are scored, not alarmed; counts and at most
+        ``STATE_CAP`` ids), last aggregation, scorer lag."""
         versions = global_model_versions(db)
+        fleet = local_model_devices(db)
+        cal = fleet_calibration(db, fleet)
         hb = read_scorer_status(db) or {}
         now = dt.datetime.now(dt.UTC)
         updated = hb.get("updated_at")
@@ -241,9 +246,10 @@ def create_app(settings: Settings) -> FastAPI:
             updated = updated.replace(tzinfo=dt.UTC)
         return {
             "promoted_version": promoted_version(db),
-            "devices": len(local_model_devices(db)),  # with a local model (not a readings scan)
+            "devices": len(fleet),  # with a local model (not a readings scan)
             "global_versions": len(versions),
             "last_aggregation": versions[0].get("created_at") if versions else None,
+            "calibration": cal.summary() if cal else None,
             "scorer": {
                 "state": hb.get("state"),
                 "model_version": hb.get("model_version"),

@@ -105,8 +105,10 @@ def read_scorer_status(db: Database, name: str = DEFAULT_SCORER) -> dict[str, An
 
 
 def global_model_versions(db: Database) -> list[dict[str, Any]]:
-    """Every global version without its params, newest first (lineage and metrics)."""
-    return list(db[GLOBAL_MODELS].find({}, {"_id": 0, "params": 0}, sort=[("version", -1)]))
+    """Every global version without its params or device list, newest first (lineage and
+    metrics)."""
+    fields = {"_id": 0, "params": 0, "calibrated_devices": 0}
+    return list(db[GLOBAL_MODELS].find({}, fields, sort=[("version", -1)]))
 
 
 def promoted_history(db: Database, below: int, limit: int = 5) -> list[dict[str, Any]]:

@@ -317,12 +317,15 @@ def save_global_model(
     strategy: str = "fedavg",
     parent_version: int | None = None,
     threshold: float | None = None,
+    calibrated_devices: Iterable[int] | None = None,
     metrics: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     promoted: bool = False,
     version: int | None = None,
 ) -> dict[str, Any]:
-    """Store an aggregated model as the next global version (promoted if asked)."""
+    """Store an aggregated model as the next global version (promoted if asked);
+    ``calibrated_devices``: the motes its bundle has a threshold of their own for (None:
+    not stored, readers take them from the bundle)."""
     doc: dict[str, Any] = {
         "version": version,
         "params": bytes(params),
@@ -336,6 +339,8 @@ def save_global_model(
         "metrics": dict(metrics or {}),
         "config": dict(config or {}),
     }
+    if calibrated_devices is not None:
+        doc["calibrated_devices"] = sorted(int(d) for d in calibrated_devices)
     doc = _insert_versioned(db, GLOBAL_MODELS, doc, None)
     return promote(db, doc["version"]) if promoted else doc
 
@@ -362,6 +367,33 @@ def promoted_version(db: Database) -> int | None:
         {"promoted": True}, {"_id": 0, "version": 1}, sort=[("version", DESCENDING)]
     )
     return None if doc is None else int(doc["version"])
+
+
+def promoted_calibration(db: Database) -> dict[str, Any] | None:
+    """The promoted version's ``version`` and ``calibrated_devices`` (absent in a version
+    stored before the field existed) without its params; None when nothing is promoted."""
+    return db[GLOBAL_MODELS].find_one(
+        {"promoted": True},
+        {"_id": 0, "version": 1, "calibrated_devices": 1},
+        sort=[("version", DESCENDING)],
+    )
+
+
+def latest_global_created_at(db: Database) -> dt.datetime | None:
+    """When the highest global version was stored (UTC), without its params."""
+    doc = db[GLOBAL_MODELS].find_one(
+        {}, {"_id": 0, "created_at": 1}, sort=[("version", DESCENDING)]
+    )
+    if doc is None:
+        return None
+    t = doc["created_at"]
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def devices_with_models_since(db: Database, since: dt.datetime | None) -> list[str]:
+    """Devices with a local model created after ``since`` (all with one when None), sorted."""
+    query = {} if since is None else {"created_at": {"$gt": since}}
+    return sorted(db[LOCAL_MODELS].distinct("device", query), key=int)
 
 
 def promote(db: Database, version: int) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from iot_fed.analytics.predictions import store_scored
 from iot_fed.analytics.streaming import store_batch
 from iot_fed.analytics.verdicts import PROVENANCE, verdict_docs
 from iot_fed.fl.device_history import DeviceHistory
+from iot_fed.fl.stream_scoring import LEARNING_NO_THRESHOLD
 from iot_fed.store.live import store_verdicts
 from iot_fed.stream.messages import encode_key, encode_reading
 from iot_fed_tests.analytics.helpers import make_bundle, make_readings
@@ -141,3 +142,54 @@ def test_each_path_replaces_a_verdict_only_with_a_newer_model_version(mongo_db: 
     flagged = int(stream["flag"].sum())
     assert mongo_db.anomalies.count_documents({"model_version": VERSION + 2}) == flagged
     assert mongo_db.anomalies.count_documents({}) == flagged
+
+
+def test_learning_and_sanity_verdicts_are_the_same_on_every_path() -> None:
+    """Batch asset, streaming scorer and the API's scorer: a device the version has not
+    calibrated (mote 3) is never alarmed but for the sanity rule, which alarms on
+    calibrated devices too and names its channel."""
+    from iot_fed.serving.app import Reading, score_readings
+
+    df = make_readings(motes=3, per_mote=90, seed=7)
+    bundle = make_bundle(df[df["moteid"] != 3], seed=1)
+    assert sorted(bundle.device_thresholds) == [1, 2]
+    df = df.copy()
+    bad = {(1, 50): ("voltage", 2.1), (3, 60): ("humidity", 120.0), (2, 70): ("light", -3.0)}
+    for (mote, epoch), (channel, value) in bad.items():
+        df.loc[(df["moteid"] == mote) & (df["epoch"] == epoch), channel] = value
+    batch_p, batch_a = verdict_docs(
+        score_devices(bundle, float(bundle.threshold), df, VERSION), source="batch", scored_at=T
+    )
+    stream_p, stream_a = verdict_docs(_streamed(bundle, df, 11), source="streaming", scored_at=T)
+    assert _verdicts(batch_p) == _verdicts(stream_p)
+    assert _verdicts(batch_a) == _verdicts(stream_a)
+    rows = df.sort_values(["moteid", "epoch"]).to_dict("records")
+    api, _ = score_readings(bundle, [Reading(**r) for r in rows], {})
+    verdicts = _verdicts(batch_p)
+    for r in api:
+        doc = verdicts[(r["moteid"], r["epoch"])]
+        assert (r["flag"], r["reason"]) == (doc["is_anomaly"], doc["reason"])
+    for key, (channel, value) in bad.items():
+        assert verdicts[key]["is_anomaly"]
+        assert verdicts[key]["reason"].startswith(f"sanity:{channel} {value:.4g} ")
+    channels = {(a["moteid"], a["epoch"]): a["channels"] for a in batch_a}
+    assert {k: channels[k] for k in bad} == {k: [c] for k, (c, _) in bad.items()}
+    learning = [d for (m, _), d in verdicts.items() if m == 3]
+    assert [d for d in learning if d["is_anomaly"]] == [verdicts[(3, 60)]]
+    assert {d["reason"] for d in learning} == {LEARNING_NO_THRESHOLD, verdicts[(3, 60)]["reason"]}
+    assert any(d["is_anomaly"] and d["reason"] is None for d in batch_p), "calibrated: alarms"
+
+
+def test_a_late_reading_is_flagged_only_by_a_data_fault_or_the_sanity_rule() -> None:
+    from iot_fed.analytics.live_state import OUT_OF_ORDER
+
+    df = make_readings(motes=1, per_mote=60, seed=8)
+    bundle = make_bundle(df, seed=1)
+    _, history = score_mote(
+        bundle, VERSION, DeviceHistory.empty(), decode_records(_kafka_records(df, 0), 1 << 20)
+    )
+    late = df.iloc[[10, 20]].copy()
+    late.loc[late.index[1], "voltage"] = 2.0
+    out, _ = score_mote(bundle, VERSION, history, decode_records(_kafka_records(late, 60), 1 << 20))
+    assert out["reason"].tolist() == [OUT_OF_ORDER, "sanity:voltage 2 < 2.3"]
+    assert out["flag"].tolist() == [False, True]

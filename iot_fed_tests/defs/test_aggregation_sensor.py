@@ -45,3 +45,22 @@ def test_aggregation_is_due_every_round_until_a_version_is_promoted(instance):
     instance.report_runless_asset_event(dg.AssetMaterialization("promoted_model"))
     assert not aggregation_due(instance, 300), "promoted and fresh: wait for the interval"
     assert aggregation_due(instance, 0)
+
+
+def test_learning_devices_make_aggregation_due_before_the_interval(instance):
+    instance.report_runless_asset_event(dg.AssetMaterialization("global_model"))
+    instance.report_runless_asset_event(dg.AssetMaterialization("promoted_model"))
+    asked: list[bool] = []
+
+    def awaiting(devices):
+        def ask():
+            asked.append(True)
+            return devices
+
+        return ask
+
+    assert aggregation_due(instance, 300, awaiting([2])), "mote 2 has no threshold yet"
+    assert not aggregation_due(instance, 300, awaiting([])), "all calibrated: wait"
+    asked.clear()
+    assert aggregation_due(instance, 0, awaiting([]))
+    assert asked == [], "the interval has passed: the store is not asked"

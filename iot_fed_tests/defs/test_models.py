@@ -144,3 +144,54 @@ def test_a_version_calibrated_on_too_few_windows_is_not_promoted(
     assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
     assert aggregate(instance, env["resources"]).success
     assert repo.promoted_global_model(db)["version"] == 2
+
+
+def test_a_new_device_is_learning_until_a_version_calibrates_it(pipeline_env, instance):
+    """Device 4 trains after version 1: learning (scored, not alarmed; aggregation due at
+    once), then version 2 calibrates it, told in the materializations' metadata."""
+    from iot_fed.federation.bundles import load_promoted
+    from iot_fed.federation.calibration import awaiting_calibration, fleet_calibration
+    from iot_fed.fl.stream_scoring import LEARNING_NO_THRESHOLD, DeviceHistory, score_device
+
+    env, db = pipeline_env, pipeline_env["db"]
+    first_round(env, instance, 400)
+    assert repo.promoted_global_model(db)["calibrated_devices"] == [1, 2, 3]
+    four = diurnal_readings(4, 400)
+    four = four[four["moteid"] == 4]
+    upsert_readings(db, readings_to_docs(four))
+    assert awaiting_calibration(db, ["4"]) == [4], "about to train, no threshold"
+    instance.add_dynamic_partitions("devices", ["4"])
+    assert run_devices(instance, env["resources"], ["4"]).success
+    assert awaiting_calibration(db, []) == [4], "a local model no version has seen"
+    assert fleet_calibration(db).summary()["learning_devices"] == [4]
+
+    def score(bundle):
+        x = four[["temperature", "humidity", "light", "voltage"]].to_numpy()
+        ts_ms = four["ts"].astype("int64").to_numpy() // 1_000_000
+        out, _ = score_device(
+            bundle,
+            DeviceHistory.empty(),
+            moteid=4,
+            epochs=four["epoch"].to_numpy(),
+            ts_ms=ts_ms,
+            values=x,
+        )
+        return out
+
+    learning = score(load_promoted(db)[1])
+    assert not learning.flag.any() and set(learning.reason) == {LEARNING_NO_THRESHOLD}
+    res = aggregate(instance, env["resources"])
+    assert res.success
+    assert repo.promoted_global_model(db)["calibrated_devices"] == [1, 2, 3, 4]
+    assert awaiting_calibration(db, ["4"]) == [] and fleet_calibration(db).learning == ()
+    calibrated = score(load_promoted(db)[1])
+    assert LEARNING_NO_THRESHOLD not in calibrated.reason
+    assert calibrated.reason[-1] is None  # a full window: judged by its own threshold
+    meta = {
+        m.asset_key.path[-1]: m.metadata
+        for m in (e.materialization for e in res.get_asset_materialization_events())
+    }
+    for key in ("global_model", "promoted_model"):
+        assert meta[key]["devices_calibrated"].value == 4
+        assert meta[key]["devices_learning"].value == 0
+        assert "| 4 | calibrated |" in meta[key]["device_states"].value

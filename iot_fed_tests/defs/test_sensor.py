@@ -12,6 +12,7 @@ from iot_fed.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from iot_fed.defs.resources import MongoDBResource
 from iot_fed.store.collections import SENSOR_READINGS
 from iot_fed.store.ingest_progress import landed_per_device
+from iot_fed.store.repository import save_global_model
 from iot_fed.stream.cursor import StreamCursor
 from iot_fed_tests.defs.helpers import tick
 from iot_fed_tests.stream.helpers import (
@@ -125,6 +126,22 @@ def test_training_only_run_while_a_global_version_is_fresh(pipeline_env, instanc
     ingest_all(get_settings(), env["db"], 50)
     [req] = tick(instance, env["resources"], None).run_requests
     assert req.asset_selection == [dg.AssetKey("local_model")], "aggregation is not due yet"
+
+
+@pytest.mark.parametrize(("calibrated", "aggregates"), [([1], True), ([1, 2], False)])
+def test_a_learning_device_in_the_run_makes_it_aggregate(
+    pipeline_env, instance, settings, calibrated, aggregates
+):
+    """A fresh promoted version: the run aggregates only when one of its devices has no
+    threshold in it (a new version would calibrate it; until then it is learning)."""
+    env = pipeline_env
+    save_global_model(env["db"], b"bundle", calibrated_devices=calibrated, promoted=True)
+    instance.report_runless_asset_event(dg.AssetMaterialization("global_model"))
+    instance.report_runless_asset_event(dg.AssetMaterialization("promoted_model"))
+    produce_readings(settings, env["topic"], readings_frame(2 * 25, motes=2))
+    ingest_all(get_settings(), env["db"], 50)
+    [req] = tick(instance, env["resources"], None).run_requests
+    assert req.asset_selection == (ROUND if aggregates else [dg.AssetKey("local_model")])
 
 
 def test_ready_devices_wait_while_a_training_run_is_in_flight(pipeline_env, instance, settings):

@@ -9,7 +9,12 @@ from iot_fed.fl.normalization import Normalizer
 from iot_fed.fl.rounds import FEATURE_STD_FLOOR, validation_verdict
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
 from iot_fed.fl.spec import ModelSpec
-from iot_fed.fl.stream_scoring import DeviceHistory, score_device
+from iot_fed.fl.stream_scoring import (
+    LEARNING_NO_THRESHOLD,
+    LEARNING_SHORT_HISTORY,
+    DeviceHistory,
+    score_device,
+)
 from iot_fed.fl.window_features import (
     FEATURE_NAMES,
     N_FEATURES,
@@ -108,20 +113,21 @@ def _quiet_bundle():
     return b
 
 
-def test_short_history_uses_the_global_threshold_with_a_reason():
+def test_short_history_uses_the_global_threshold_and_is_learning():
     b = _quiet_bundle()
     ts, vals = series(20, seed=1)
     out, _ = score_device(
         b, DeviceHistory.empty(), moteid=1, epochs=np.arange(20), ts_ms=ts, values=vals
     )
     w = b.spec.window
-    assert out.reason[: w - 1] == ("fallback:short_history",) * (w - 1)
+    assert out.reason[: w - 1] == (LEARNING_SHORT_HISTORY,) * (w - 1)
     assert (out.threshold[: w - 1] == 5.0).all() and (out.threshold[w - 1 :] == 3.0).all()
     assert out.reason[w - 1 :] == (None,) * (20 - w + 1)
     other, _ = score_device(
         b, DeviceHistory.empty(), moteid=99, epochs=np.arange(20), ts_ms=ts, values=vals
     )
-    assert other.reason[-1] == "fallback:no_device_threshold" and other.threshold[-1] == 5.0
+    # no threshold of its own: learning on every reading, short history or not
+    assert other.reason == (LEARNING_NO_THRESHOLD,) * 20 and other.threshold[-1] == 5.0
 
 
 def test_data_fault_is_flagged_and_does_not_poison_later_readings():
@@ -283,7 +289,11 @@ def test_many_devices_scored_together_get_exactly_what_each_gets_alone():
     from iot_fed.fl.stream_scoring import DeviceReadings, score_many
 
     b = _quiet_bundle()
-    b = replace(b, device_norms={3: Normalizer(b.norm.mean + 0.1, b.norm.std * 1.5)})
+    b = replace(
+        b,
+        device_norms={3: Normalizer(b.norm.mean + 0.1, b.norm.std * 1.5)},
+        device_thresholds={1: 3.0, 3: 3.0},  # 2, 4, 5: learning
+    )
     devices = []
     for mote, seed in ((1, 5), (2, 6), (3, 7), (4, 8), (5, 9)):
         ts, vals = series(160, seed=seed)

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from iot_fed.fl.serialization import ModelBundle
-from iot_fed.fl.stream_scoring import DeviceHistory, score_device
+from iot_fed.fl.stream_scoring import LEARNING_NO_THRESHOLD, DeviceHistory, score_device
 from iot_fed.readings import CHANNELS
 from iot_fed.store import init_database
 from iot_fed.store.live import write_scorer_status
-from iot_fed_tests.analytics.helpers import make_bundle, make_readings, store_global
+from iot_fed_tests.analytics.helpers import make_bundle, make_readings, store_global, store_local
 
 IOT_FED = str(Path(sys.executable).with_name("iot-fed"))
 
@@ -117,6 +117,32 @@ def test_api_endpoints_and_scoring(api, mongo_db):
     while api.post("/api/score", json={"readings": _payload(df)}).json()["model_version"] != 2:
         assert time.monotonic() < deadline, "promotion not served"
         time.sleep(0.1)
+
+
+def test_status_tells_learning_devices_and_scoring_does_not_alarm_them(api, mongo_db):
+    """Mote 3 has a local model but no threshold in the promoted version: learning, its
+    readings scored and not flagged, but for the sanity rule."""
+    df = make_readings(motes=2, per_mote=50, seed=4)
+    bundle = make_bundle(df, seed=1)
+    assert sorted(bundle.device_thresholds) == [1, 2]
+    store_global(mongo_db, bundle)
+    for mote in (1, 2, 3):
+        store_local(mongo_db, mote, bundle)
+    cal = api.get("/api/status").json()["calibration"]
+    assert cal == {
+        "model_version": 1,
+        "calibrated": 2,
+        "learning": 1,
+        "learning_devices": [3],
+        "learning_devices_truncated": False,
+    }
+    three = make_readings(motes=3, per_mote=50, seed=5)
+    three = three[three["moteid"] == 3].sort_values("epoch").reset_index(drop=True)
+    three.loc[45, "voltage"] = 2.21
+    res = api.post("/api/score", json={"readings": _payload(three)}).json()["results"]
+    assert [r["flag"] for r in res] == [i == 45 for i in range(50)]
+    assert res[45]["reason"] == "sanity:voltage 2.21 < 2.3"
+    assert {r["reason"] for i, r in enumerate(res) if i != 45} == {LEARNING_NO_THRESHOLD}
 
 
 def _reading(moteid: int, epoch: int) -> dict:

@@ -136,9 +136,8 @@ def test_a_member_killed_during_a_rebalance_loses_and_duplicates_nothing(cfg, mo
         for p in procs:
             p.wait(timeout=60)
     stored = mongo_db[SENSOR_READINGS].count_documents({})
-    keys = len(
-        list(mongo_db[SENSOR_READINGS].aggregate([{"$group": {"_id": {"m": "$moteid", "e": "$epoch"}}}]))
-    )
+    by_key = [{"$group": {"_id": {"m": "$moteid", "e": "$epoch"}}}]
+    keys = len(list(mongo_db[SENSOR_READINGS].aggregate(by_key)))
     assert (stored, keys) == (n, n), "none lost, none twice"
     assert b.returncode == 0 and c.returncode == 0, "SIGTERM leaves the group cleanly"
     logs = (tmp_path / "b.log").read_text() + (tmp_path / "c.log").read_text()

@@ -10,8 +10,8 @@ store) is imported inside the assets: loading the code location does not pay for
 """
 
 import math
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -20,6 +20,7 @@ from iot_fed.defs.resources import MongoDBResource, SettingsResource
 from iot_fed.defs.settings_fields import config_class, overrides
 
 if TYPE_CHECKING:
+    from iot_fed.federation.calibration import FleetCalibration
     from iot_fed.federation.outcomes import DeviceOutcome
 
 LOCAL_HEALTH_CHECK = "params_finite_loss_not_diverging"
@@ -77,6 +78,37 @@ def outcomes_table(outcomes: Sequence["DeviceOutcome"]) -> str:
         for o in outcomes
     ]
     return "\n".join(rows)
+
+
+TABLE_DEVICES = 60
+"""Up to this many devices, calibration metadata carries a per-device table."""
+
+
+def calibration_metadata(
+    cal: "FleetCalibration", held_out: Mapping[int, int] | None = None
+) -> dict[str, Any]:
+    """Devices calibrated vs learning under a version: counts, the (capped) learning
+    devices, and per device state and held-out windows when the fleet is small."""
+    summary = cal.summary()
+    meta: dict[str, Any] = {
+        "devices_calibrated": summary["calibrated"],
+        "devices_learning": summary["learning"],
+        "learning_devices": summary["learning_devices"] or "none",
+    }
+    fleet = sorted((*cal.calibrated, *cal.learning))
+    if len(fleet) <= TABLE_DEVICES:
+        own = set(cal.calibrated)
+        # with held_out: what the version was calibrated on, per device
+        extra = held_out is not None
+        rows = [
+            "| device | state |" + (" held-out windows |" if extra else ""),
+            "|---|---|" + ("---|" if extra else ""),
+        ]
+        for d in fleet:
+            n = f" {held_out.get(d, 0)} |" if held_out is not None else ""
+            rows.append(f"| {d} | {'calibrated' if d in own else 'learning'} |{n}")
+        meta["device_states"] = dg.MetadataValue.md("\n".join(rows))
+    return meta
 
 
 @dg.asset(
@@ -161,6 +193,7 @@ def global_model(
             "train_loss_after": m["train_loss_after"],
             "rejected_local_models": out.rejected or "none",
             "dp": {"clip_norm": s.dp_clip_norm, "noise_multiplier": s.dp_noise_multiplier},
+            **(calibration_metadata(out.calibration, out.held_out) if out.calibration else {}),
         },
         data_version=dg.DataVersion(str(out.version)),
     )
@@ -193,6 +226,7 @@ def not_worse_than_promoted(mongodb: MongoDBResource) -> dg.AssetCheckResult:
 def promoted_model(
     context: dg.AssetExecutionContext, mongodb: MongoDBResource
 ) -> dg.MaterializeResult:
+    from iot_fed.federation.calibration import fleet_calibration
     from iot_fed.federation.global_round import promote_if_better
     from iot_fed.store import repository as repo
 
@@ -201,13 +235,14 @@ def promoted_model(
     if latest is None:
         raise dg.Failure("no global model to promote yet")
     ok, why = promote_if_better(db, int(latest["version"]))
-    current = repo.promoted_global_model(db)
     context.log.info("version %s: %s", latest["version"], why)
+    cal = fleet_calibration(db)  # what the scorers serve now: calibrated vs learning
     return dg.MaterializeResult(
         metadata={
             "candidate_version": latest["version"],
             "promoted": ok,
             "verdict": why,
-            "promoted_version": current["version"] if current else None,
+            "promoted_version": cal.version if cal else None,
+            **(calibration_metadata(cal) if cal else {}),
         }
     )
