@@ -180,6 +180,14 @@ def round_once(args: argparse.Namespace, code_root: Path, storage: str) -> dict:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    # the ingestion consumer group (one member): the sensor triggers from what it lands
+    ingester = subprocess.Popen(
+        [str(ROOT / ".venv/bin/iot-fed"), "ingest", "--name", f"bench-{tag}"],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         with dg.DagsterInstance.get() as instance:
             # Let the daemon start and run the sensor once on the empty topic.
@@ -225,6 +233,8 @@ def round_once(args: argparse.Namespace, code_root: Path, storage: str) -> dict:
                     }
                 )
     finally:
+        ingester.terminate()
+        ingester.wait(60)
         daemon.terminate()
         try:
             daemon.wait(120)
