@@ -36,7 +36,12 @@ from iot_fed.defs.live import (
     streaming_evaluation,
     streaming_evaluation_sensor,
 )
-from iot_fed.defs.resources import KafkaResource, MongoDBResource, SettingsResource, SparkResource
+from iot_fed.defs.resources import (
+    KafkaResource,
+    MongoDBResource,
+    PySparkFactory,
+    SettingsResource,
+)
 from iot_fed.defs.sensors import aggregate_job, build_sensors
 
 ASSETS = [
@@ -86,7 +91,7 @@ def resources_for(deployment: str) -> dict[str, object]:
         "kafka": kafka,
         "mongodb": mongodb,
         "settings": SettingsResource(),
-        "pyspark": SparkResource(),
+        "pyspark": PySparkFactory(),  # dagster_pyspark.PySparkResource, made in the run
         "postgres": PostgresResource(),
     }
 

@@ -1,13 +1,15 @@
 """Spark session configuration: one dict for Dagster's PySparkResource and the CLI.
 
-``spark_config(settings)`` is the single source of truth; ``build_session`` turns it into
-a ``SparkSession`` for the CLI, tests and benchmarks.
+``spark_config(settings)`` is the single source of truth; ``start_session`` turns such a
+dict into a ``SparkSession``: for the Dagster assets (``iot_fed.defs.spark``, a
+``PySparkResource``) and, through ``build_session``, the CLI, tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +88,18 @@ def build_session(
     settings: Settings, app_name: str = "iot_fed", with_jars: bool = True, **overrides: Any
 ):
     """A (possibly existing) ``SparkSession`` configured by :func:`spark_config`."""
+    return start_session(
+        {**spark_config(settings, with_jars), "spark.app.name": app_name, **overrides}
+    )
+
+
+def start_session(conf: Mapping[str, Any]):
+    """A (possibly existing) ``SparkSession`` from ``conf`` (a :func:`spark_config` dict):
+    for :func:`build_session` and Dagster's ``PySparkResource`` (``iot_fed/defs/spark.py``)."""
     from pyspark.sql import SparkSession
 
-    conf = {**spark_config(settings, with_jars), "spark.app.name": app_name, **overrides}
-    (spark_local_dir(settings) / "tmp").mkdir(parents=True, exist_ok=True)
+    if local_dir := conf.get("spark.local.dir"):
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in conf.items():

@@ -1,4 +1,5 @@
-"""Dagster resources: settings, Kafka (confluent-kafka factory), MongoDB (pymongo), Spark.
+"""Dagster resources: settings, Kafka (confluent-kafka factory), MongoDB (pymongo), Spark
+(dagster-pyspark's ``PySparkResource``, made by ``PySparkFactory``).
 
 Every field defaults to ``None`` = "take it from :mod:`iot_fed.config` settings", so one
 definition serves local defaults, ``.env`` files and production environment variables.
@@ -9,7 +10,7 @@ pyspark) are imported where they are used, so loading the code location stays fa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -19,8 +20,8 @@ from iot_fed.defs.settings_fields import config_class, overrides, public_setting
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
+    from dagster_pyspark import PySparkResource
     from pymongo.database import Database
-    from pyspark.sql import SparkSession
 
 
 def _settings_with(**values: Any) -> Settings:
@@ -127,32 +128,35 @@ class MongoDBResource(dg.ConfigurableResource):
         return self._db
 
 
-class SparkResource(dg.ConfigurableResource):
-    """A SparkSession configured by :func:`iot_fed.analytics.session.spark_config`.
+class PySparkFactory(dg.ConfigurableResource["PySparkResource"]):
+    """Makes the ``pyspark`` resource: a ``dagster_pyspark.PySparkResource``
+    (:class:`iot_fed.defs.spark.IotFedPySparkResource`) configured from the settings.
 
-    Same interface as dagster-pyspark's ``PySparkResource`` (``spark_session``), but
-    typed fields and a lazy pyspark import: only runs that use Spark pay for it. Without
-    the connector jars (``iot-fed spark install``) batch scoring still works and the
-    streaming asset says what is missing.
+    A factory (Dagster's documented ``create_resource`` override) because dagster_pyspark
+    imports pyspark at import: the code location loads only these typed fields; the runs that require ``pyspark`` import it when Dagster
+    creates the resource, and start the session on first use. Unset fields come from
+    ``IOT_FED_SPARK_MASTER`` (``local[*]``, or ``spark://host:7077``) and
+    ``IOT_FED_SPARK_SHUFFLE_PARTITIONS``.
     """
 
     master: str | None = None
     shuffle_partitions: int | None = None
     spark_conf: dict[str, str] = {}
     """Extra ``spark.*`` settings, applied last."""
-    _session: Any = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
         return _settings_with(
             spark_master=self.master, spark_shuffle_partitions=self.shuffle_partitions
         )
 
-    @property
-    def spark_session(self) -> SparkSession:
-        if self._session is None:
-            from iot_fed.analytics.jars import jars_installed
-            from iot_fed.analytics.session import build_session
+    def create_resource(self, context: dg.InitResourceContext) -> PySparkResource:
+        from iot_fed.defs.spark import IotFedPySparkResource
 
-            s = self.settings()
-            self._session = build_session(s, with_jars=jars_installed(s), **self.spark_conf)
-        return self._session
+        return IotFedPySparkResource.from_settings(self.settings(), **self.spark_conf)
+
+
+if TYPE_CHECKING:
+    PySparkParam: TypeAlias = dg.ResourceParam[PySparkResource]
+else:  # Dagster resolves annotations at load: the real class would import pyspark there
+    PySparkParam = dg.ResourceParam[Any]
+"""Annotation of an asset's ``pyspark`` parameter (what ``PySparkFactory`` makes)."""

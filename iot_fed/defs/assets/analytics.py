@@ -1,4 +1,5 @@
-"""Spark analytics assets (``SparkResource``): evaluation report, predictions, streaming.
+"""Spark analytics assets: evaluation report, predictions (dagster-pyspark's
+``PySparkResource`` as ``pyspark``, made by ``PySparkFactory``).
 
 The analytics modules are imported inside the assets: every Dagster run process loads this
 code location, and only runs of these assets need pyspark's Python side."""
@@ -7,7 +8,7 @@ import base64
 
 import dagster as dg
 
-from iot_fed.defs.resources import MongoDBResource, SparkResource
+from iot_fed.defs.resources import MongoDBResource, PySparkParam
 
 
 def _png_markdown(path) -> dg.MetadataValue:
@@ -31,7 +32,7 @@ class EvaluationReportConfig(dg.Config):
 def evaluation_report(
     context: dg.AssetExecutionContext,
     config: EvaluationReportConfig,
-    pyspark: SparkResource,
+    pyspark: PySparkParam,
     mongodb: MongoDBResource,
 ) -> dg.MaterializeResult:
     from iot_fed.analytics.evaluation import evaluation_report as build_report
@@ -55,7 +56,7 @@ def evaluation_report(
     description="Anomaly score and flag of the promoted global model for every stored "
     "reading, written to MongoDB predictions idempotently.",
 )
-def predictions(pyspark: SparkResource, mongodb: MongoDBResource) -> dg.MaterializeResult:
+def predictions(pyspark: PySparkParam, mongodb: MongoDBResource) -> dg.MaterializeResult:
     from iot_fed.analytics.predictions import write_predictions
 
     res = write_predictions(pyspark.spark_session, mongodb.settings())
