@@ -133,9 +133,10 @@ class PySparkFactory(dg.ConfigurableResource["PySparkResource"]):
     (:class:`iot_fed.defs.spark.IotFedPySparkResource`) configured from the settings.
 
     A factory (Dagster's documented ``create_resource`` override) because dagster_pyspark
-    imports pyspark at import: the code location loads only these typed fields; the runs that require ``pyspark`` import it when Dagster
-    creates the resource, and start the session on first use. Unset fields come from
-    ``IOT_FED_SPARK_MASTER`` (``local[*]``, or ``spark://host:7077``) and
+    imports pyspark at import: the code location loads only these typed fields; only runs
+    whose assets require ``pyspark`` (``evaluation_report``, ``predictions``) import it, when
+    Dagster creates the resource, and they start the session on first use. Unset fields come
+    from ``IOT_FED_SPARK_MASTER`` (``local[*]``, or ``spark://host:7077`` for a cluster) and
     ``IOT_FED_SPARK_SHUFFLE_PARTITIONS``.
     """
 
@@ -155,8 +156,8 @@ class PySparkFactory(dg.ConfigurableResource["PySparkResource"]):
         return IotFedPySparkResource.from_settings(self.settings(), **self.spark_conf)
 
 
+# the annotation of an asset's ``pyspark`` parameter (what ``PySparkFactory`` makes)
 if TYPE_CHECKING:
     PySparkParam: TypeAlias = dg.ResourceParam[PySparkResource]
 else:  # Dagster resolves annotations at load: the real class would import pyspark there
     PySparkParam = dg.ResourceParam[Any]
-"""Annotation of an asset's ``pyspark`` parameter (what ``PySparkFactory`` makes)."""

@@ -1,4 +1,5 @@
-"""The Spark assets materialize through the SparkResource (lazy pyspark, typed fields)."""
+"""The Spark assets materialize through dagster-pyspark's PySparkResource (made by
+``PySparkFactory``: typed fields, pyspark imported only in the run)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import dagster as dg
 
 from iot_fed.config import get_settings
 from iot_fed.defs.assets.analytics import evaluation_report, predictions
-from iot_fed.defs.resources import MongoDBResource, SparkResource
+from iot_fed.defs.resources import MongoDBResource, PySparkFactory
 from iot_fed.store.collections import PREDICTIONS
 from iot_fed_tests.analytics.helpers import (
     make_bundle,
@@ -24,7 +25,7 @@ def test_spark_assets_materialize(spark, monkeypatch, mongo_db, settings, tmp_pa
     store_readings(mongo_db, df)
     store_global(mongo_db, make_bundle(df, seed=1))
     resources = {
-        "pyspark": SparkResource(master="local[2]"),
+        "pyspark": PySparkFactory(master="local[2]"),
         "mongodb": MongoDBResource(database=mongo_db.name),
     }
     res = dg.materialize([evaluation_report, predictions], resources=resources)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from iot_fed.config import Settings
+from iot_fed.analytics.session import DAEMON_MODULE, driver_java_options
+from iot_fed.config import Settings, load_settings
 from iot_fed.definitions import defs
 from iot_fed.defs.resources import SettingsResource
 
@@ -100,3 +102,35 @@ def test_settings_resource_has_a_typed_field_per_setting_but_no_secret():
     assert SettingsResource().get().learning_rate == Settings().learning_rate
     with pytest.raises(ValueError, match="sensor_interval_s"):
         SettingsResource(sensor_interval_s=0)
+
+
+def test_pyspark_is_dagster_pysparks_resource_with_the_settings_spark_config(monkeypatch, tmp_path):
+    """Without starting Spark: a master from the environment, the project's JVM options
+    (Derby home under a path with a space stays one option, C1 only) and worker daemon."""
+    from dagster_pyspark import PySparkResource
+
+    spaced = tmp_path / "my projects" / "assets_data"
+    monkeypatch.setenv("IOT_FED_SPARK_MASTER", "spark://spark-head:7077")
+    monkeypatch.setenv("IOT_FED_SPARK_SHUFFLE_PARTITIONS", "24")
+    monkeypatch.setenv("IOT_FED_DATA_DIR", str(spaced))
+    with dg.build_resources({"pyspark": defs().resources["pyspark"]}) as built:
+        pyspark = built.pyspark
+    assert isinstance(pyspark, PySparkResource)
+    conf = pyspark.spark_config
+    assert conf["spark.master"] == "spark://spark-head:7077"
+    assert conf["spark.sql.shuffle.partitions"] == "24"
+    assert "spark.driver.host" not in conf  # 127.0.0.1 is for local masters only
+    assert conf["spark.driver.extraJavaOptions"] == driver_java_options(load_settings())
+    opts = shlex.split(conf["spark.driver.extraJavaOptions"])
+    assert opts == [f"-Dderby.system.home={spaced / 'spark' / 'derby'}", "-XX:TieredStopAtLevel=1"]
+    assert conf["spark.python.daemon.module"] == DAEMON_MODULE
+    assert "spark.jars" not in conf  # none installed under this data dir
+    assert pyspark._spark_session is None  # the session starts on first use, not at setup
+
+
+def test_pyspark_defaults_to_a_local_master():
+    with dg.build_resources({"pyspark": defs().resources["pyspark"]}) as built:
+        conf = built.pyspark.spark_config
+    assert conf["spark.master"] == load_settings().spark_master
+    if conf["spark.master"].startswith("local"):
+        assert conf["spark.driver.bindAddress"] == "127.0.0.1"
