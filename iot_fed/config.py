@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     kafka_dlq_topic: str = Field("iot_stream_dlq", description="dead-letter topic")
     kafka_partitions: int = Field(3, ge=1, description="partitions when iot-fed creates topics")
     kafka_replication: int = Field(1, ge=1, description="replication factor for new topics")
+    kafka_min_insync_replicas: int = Field(
+        1, ge=1, description="min.insync.replicas of new topics (2 with replication 3)"
+    )
     kafka_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, description="topic retention")
     kafka_consumer_group: str = Field("iot_fed_ingest", description="ingestion consumer group")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -279,13 +282,19 @@ class Settings(BaseSettings):
     # --- derived ---------------------------------------------------------------
     @property
     def kafka_is_local(self) -> bool:
-        """True when the bootstrap is a single broker on this machine (we may start it)."""
+        """True when every bootstrap broker is on this machine (we may start them: one
+        broker, or a KRaft cluster of one node per listed port)."""
         hosts = [hp.rpartition(":")[0].strip("[]") for hp in self.kafka_bootstrap.split(",")]
-        return len(hosts) == 1 and hosts[0] in LOCAL_HOSTS
+        return all(h in LOCAL_HOSTS for h in hosts)
 
     @property
     def kafka_port(self) -> int:
-        return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+        return self.kafka_ports[0]
+
+    @property
+    def kafka_ports(self) -> list[int]:
+        """The bootstrap's ports, in order (a local cluster's node i listens on the i-th)."""
+        return [int(hp.rpartition(":")[2]) for hp in self.kafka_bootstrap.split(",")]
 
     @property
     def mongodb_is_local(self) -> bool:

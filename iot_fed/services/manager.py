@@ -50,7 +50,13 @@ def services_for(settings: Settings, only: Iterable[str] | None = None) -> list[
     unknown = [n for n in names if n not in SERVICE_TYPES]
     if unknown:
         raise ServiceError(f"unknown service(s) {unknown}; choose from {list(SERVICE_NAMES)}")
-    return [SERVICE_TYPES[n](settings) for n in SERVICE_NAMES if n in names]
+    out: list[Service] = []
+    for n in SERVICE_NAMES:
+        if n == "kafka" and n in names:
+            out.extend(KafkaService.cluster(settings))  # one per node of a local cluster
+        elif n in names:
+            out.append(SERVICE_TYPES[n](settings))
+    return out
 
 
 def _lock(settings: Settings):

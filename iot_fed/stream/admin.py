@@ -39,11 +39,16 @@ def ensure_topics(
             t,
             num_partitions=partitions or settings.kafka_partitions,
             replication_factor=settings.kafka_replication,
-            config={"retention.ms": str(settings.kafka_retention_ms)},
+            config={
+                "retention.ms": str(settings.kafka_retention_ms),
+                "min.insync.replicas": str(settings.kafka_min_insync_replicas),
+            },
         )
         for t in topics
         if t not in existing
     ]
+    for line in topic_mismatches(settings, [t for t in topics if t in existing]):
+        log.warning("%s", line)
     created: list[str] = []
     for topic, fut in admin.create_topics(new, operation_timeout=timeout).items() if new else []:
         try:
@@ -56,6 +61,38 @@ def ensure_topics(
     if created:
         _wait_for_metadata(admin, created, timeout)
     return created
+
+
+def topic_mismatches(
+    settings: Settings, topics: list[str], *, partitions: int | None = None, timeout: float = 15.0
+) -> list[str]:
+    """One line per existing topic whose partitions, replication or min.insync.replicas
+    differ from the settings (Kafka applies them only when a topic is created)."""
+    admin = admin_client(settings)
+    md = admin.list_topics(timeout=timeout).topics
+    present = [t for t in topics if t in md and md[t].error is None]
+    if not present:
+        return []
+    from confluent_kafka.admin import ConfigResource
+
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in present]
+    configs = {r.name: f.result(timeout) for r, f in admin.describe_configs(resources).items()}
+    want_parts = partitions or settings.kafka_partitions
+    lines = []
+    for t in present:
+        parts = md[t].partitions
+        replication = min(len(p.replicas) for p in parts.values())
+        isr = int(configs[t]["min.insync.replicas"].value)
+        got = (len(parts), replication, isr)
+        want = (want_parts, settings.kafka_replication, settings.kafka_min_insync_replicas)
+        if got != want:
+            lines.append(
+                f"topic {t} has {got[0]} partitions, replication {got[1]}, "
+                f"min.insync.replicas {got[2]}; the settings ask for {want[0]}, {want[1]}, "
+                f"{want[2]} (IOT_FED_KAFKA_PARTITIONS / _REPLICATION / _MIN_INSYNC_REPLICAS "
+                "apply when a topic is created: alter or recreate it to match)"
+            )
+    return lines
 
 
 def _wait_for_metadata(admin: AdminClient, topics: list[str], timeout: float) -> None:
