@@ -38,8 +38,8 @@ from iot_fed.readings import CHANNELS, FAIL_VOLTAGE
 
 LOW_VOLTAGE = FAIL_VOLTAGE + 0.1
 """An episode whose flagged readings go below this voltage is a battery fault."""
-STUCK_TOLERANCE = 1e-6
-"""A channel whose flagged readings span less than this (relative) is stuck."""
+STUCK_SHARE = 0.5
+"""A channel that repeats its previous flagged value in this share of them is stuck."""
 DRIFT_CORRELATION = 0.6
 """Errors this correlated with their order in the episode: drift (they grow)."""
 OFFSET_CV = 0.5
@@ -73,7 +73,9 @@ class Episode:
     """Per channel, sum of k * err over the flagged readings (k = 0, 1, ...): the trend."""
     err_n: list[int] = field(default_factory=lambda: [0] * _N)
     vmin: list[float | None] = field(default_factory=lambda: [None] * _N)
-    vmax: list[float | None] = field(default_factory=lambda: [None] * _N)
+    prev: list[float | None] = field(default_factory=lambda: [None] * _N)
+    """Per channel, the previous flagged reading's value, and how often it repeated."""
+    repeats: list[int] = field(default_factory=lambda: [0] * _N)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def _add_flagged(ep: Episode, ts: int, row: Mapping[str, Any], errs: np.ndarray)
     counts, esum, esq, ek, en = (
         list(x) for x in (ep.channel_counts, ep.err_sum, ep.err_sq, ep.err_k, ep.err_n)
     )
-    vmin, vmax = list(ep.vmin), list(ep.vmax)
+    vmin, prev, repeats = list(ep.vmin), list(ep.prev), list(ep.repeats)
     for c in channels_responsible(errs, reason):
         counts[CHANNELS.index(c)] += 1
     for j, c in enumerate(CHANNELS):
@@ -123,7 +125,8 @@ def _add_flagged(ep: Episode, ts: int, row: Mapping[str, Any], errs: np.ndarray)
         v = _finite(row.get(c))
         if v is not None:
             vmin[j] = v if vmin[j] is None else min(vmin[j], v)
-            vmax[j] = v if vmax[j] is None else max(vmax[j], v)
+            repeats[j] += v == prev[j]
+        prev[j] = v
     peak = ratio is not None and (ep.peak_ratio is None or ratio > ep.peak_ratio)
     return replace(
         ep,
@@ -142,7 +145,8 @@ def _add_flagged(ep: Episode, ts: int, row: Mapping[str, Any], errs: np.ndarray)
         err_k=ek,
         err_n=en,
         vmin=vmin,
-        vmax=vmax,
+        prev=prev,
+        repeats=repeats,
     )
 
 
@@ -156,7 +160,8 @@ def fault_type(ep: Episode) -> str:
     """A guess at the fault, in this order: ``data_fault`` (most flagged readings are data
     faults), ``battery`` (a voltage sanity reason or voltage < :data:`LOW_VOLTAGE`),
     ``spike`` (1-2 flagged readings), then from the main channel (the one most often
-    responsible): ``stuck`` (its flagged values span ~nothing), ``drift`` (its errors grow
+    responsible): ``stuck`` (it repeats its previous flagged value in at least
+    :data:`STUCK_SHARE` of them), ``drift`` (its errors grow
     through the episode), ``offset`` (steady errors) or ``noise`` (erratic errors)."""
     if ep.n_data_fault * 2 >= ep.n_flagged:
         return "data_fault"
@@ -167,8 +172,7 @@ def fault_type(ep: Episode) -> str:
         return "spike"
     main = channels_of(ep)
     j = CHANNELS.index(main[0]) if main else int(np.argmax(ep.err_sum))
-    lo, hi = ep.vmin[j], ep.vmax[j]
-    if lo is not None and hi is not None and hi - lo <= STUCK_TOLERANCE * max(1.0, abs(hi)):
+    if ep.repeats[j] >= STUCK_SHARE * ep.n_flagged:
         return "stuck"
     n = ep.err_n[j]
     if n < 3:
