@@ -95,7 +95,7 @@ def store_batch(db: Any, pdf: pd.DataFrame, quiet_s: float) -> dict[str, Any]:
             "skipped malformed record %s: %s (ingestion dead-letters it)", r.kafka_offset, r.reason
         )
     counts: dict[str, Any] = {
-        "records": len(pdf),
+        "records": len(rows) + len(skipped),  # Kafka records (incident rows are not)
         "n": len(rows),
         "skipped": len(skipped),
         "anomalies": 0,

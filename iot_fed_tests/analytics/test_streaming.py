@@ -65,6 +65,18 @@ def test_available_now_scores_everything_and_skips_malformed(
     assert mongo_db["anomalies"].count_documents({}) == len(flagged) > 0
     a = mongo_db["anomalies"].find_one()
     assert a["channels"] and a["model_version"] == 1 and a["ratio"] > 1
+    # every anomaly belongs to exactly one incident of its mote (written by the scorer)
+    incidents = list(mongo_db["incidents"].find())
+    assert 0 < len(incidents) <= len(flagged)
+    assert {i["source"] for i in incidents} == {"streaming"}
+    for a in mongo_db["anomalies"].find():
+        inside = [
+            i
+            for i in incidents
+            if i["moteid"] == a["moteid"] and i["start"] <= a["ts"] <= i["last_seen"]
+        ]
+        assert len(inside) == 1, a
+    assert sum(i["n_flagged"] for i in incidents) == len(flagged)
 
     again = streaming_evaluation(
         spark, analytics_settings, topic=kafka_topic, checkpoint_name="avail", timeout_s=300
