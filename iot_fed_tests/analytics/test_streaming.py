@@ -165,6 +165,8 @@ def test_readings_sent_again_keep_their_verdicts_and_a_late_one_gets_its_own(
     fields = {"_id": 1, "score": 1, "is_anomaly": 1, "reason": 1, "scored_at": 1}
     before = {d["_id"]: d for d in mongo_db["predictions"].find({}, fields)}
     flagged = mongo_db["anomalies"].count_documents({})
+    incidents = {d.pop("_id"): d for d in mongo_db["incidents"].find({}, {"updated_at": 0})}
+    assert incidents
 
     produce_readings(analytics_settings, kafka_topic, df)  # all again, the late one too
     again = streaming_evaluation(
@@ -176,3 +178,7 @@ def test_readings_sent_again_keep_their_verdicts_and_a_late_one_gets_its_own(
     (new_id,) = set(after) - set(before)
     assert new_id.startswith("1:") and after[new_id]["reason"] == "fallback:out_of_order"
     assert mongo_db["anomalies"].count_documents({}) == flagged + int(after[new_id]["is_anomaly"])
+    # neither the readings sent again nor the late one open, extend or close an incident
+    assert {d.pop("_id"): d for d in mongo_db["incidents"].find({}, {"updated_at": 0})} == (
+        incidents
+    )
