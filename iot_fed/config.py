@@ -223,6 +223,9 @@ class Settings(BaseSettings):
         1, ge=1, description="state partitions of a new scorer checkpoint (1 on one machine)"
     )
     scorer_max_lag_s: float = Field(60.0, gt=0, description="check fails when scorer is behind")
+    incident_quiet_s: float = Field(
+        1800.0, gt=0, description="data time without a flagged reading that closes an incident"
+    )
     batch_niceness: int = Field(
         10,
         ge=0,

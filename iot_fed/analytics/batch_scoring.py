@@ -64,8 +64,8 @@ def score_devices(
     bundle: ModelBundle, threshold: float, pdf: pd.DataFrame, version: int = 0
 ) -> pd.DataFrame:
     """Every reading's verdict as the columns :func:`iot_fed.analytics.verdicts.verdict_docs`
-    takes (see :func:`score_per_device`); ``threshold`` (the model document's) overrides
-    the bundle's global one."""
+    takes (see :func:`score_per_device`), and its channel values; ``threshold`` (the model
+    document's) overrides the bundle's global one."""
     pdf, got = score_per_device(with_threshold(bundle, threshold), pdf)
     return pd.DataFrame(
         {
@@ -79,6 +79,7 @@ def score_devices(
             "label": pdf["label"].to_numpy(),
             "model_version": np.full(len(pdf), version, np.int64),
             **{f"err_{c}": got.errors[:, i] for i, c in enumerate(CHANNELS)},
+            **{c: pdf[c].to_numpy(np.float64) for c in CHANNELS},  # for the incidents
         }
     )
 

@@ -5,8 +5,12 @@ of a micro-batch, decodes them (:func:`iot_fed.stream.messages.decode_value`), s
 valid ones with :func:`iot_fed.fl.stream_scoring.score_device` threading the device's
 :class:`~iot_fed.fl.stream_scoring.DeviceHistory` (the group state, checkpointed by Spark),
 and emits one output row per record: ``kind`` ``prediction`` or ``skipped`` (malformed:
-ingestion dead-letters it; the scorer only counts it). A mote silent for the state timeout
-loses its state (``GroupStateTimeout.ProcessingTimeTimeout``).
+ingestion dead-letters it; the scorer only counts it), plus one ``incident`` row (its
+document as JSON) per incident the readings opened, extended or closed
+(:func:`iot_fed.analytics.incidents.advance`, whose per-device state rides in the same
+state string as the history). A mote silent for the state timeout loses its state
+(``GroupStateTimeout.ProcessingTimeTimeout``); its open incident is then closed by the
+fleet's data time.
 
 Why ``applyInPandasWithState`` and not ``transformWithStateInPandas``: in pyspark 4.0 the
 latter only runs on the RocksDB state store provider and is still marked experimental;
@@ -26,6 +30,7 @@ without a restart; an unreadable bundle keeps the previous version (logged).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 import warnings
@@ -37,6 +42,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import types as T
 
+from iot_fed.analytics.incidents import IncidentState, advance
 from iot_fed.analytics.models import (
     ModelNotAvailableError,
     load_scoring_bundle,
@@ -79,6 +85,9 @@ OUTPUT_SCHEMA = T.StructType(
         T.StructField("reason", T.StringType(), True),
         T.StructField("model_version", T.IntegerType(), True),
         T.StructField("label", T.StringType(), True),
+        # the reading's values (the incidents' fault-type guess) and an incident's document
+        *[T.StructField(c, T.DoubleType(), True) for c in CHANNELS],
+        T.StructField("incident", T.StringType(), True),
     ]
 )
 OUTPUT_COLUMNS = [f.name for f in OUTPUT_SCHEMA.fields]
@@ -87,6 +96,22 @@ OUT_OF_ORDER = "fallback:out_of_order"
 with no context (so never flagged by the model, only by a data fault or the sanity rule):
 its verdict never replaces a stored one (see ``store_batch``)."""
 STATE_SCHEMA = T.StructType([T.StructField("history", T.StringType(), False)])
+"""One JSON string: the :class:`DeviceHistory`, plus the device's incident state under
+``"incidents"`` (added later: a checkpoint written before has no such key, and keeps this
+schema, so it still loads; see :func:`load_state`)."""
+INCIDENTS_KEY = "incidents"
+
+
+def load_state(text: str) -> tuple[DeviceHistory, IncidentState | None]:
+    """A mote's state string: its history and incident state (None when not kept yet)."""
+    return DeviceHistory.from_json(text), IncidentState.from_json(
+        json.loads(text).get(INCIDENTS_KEY)
+    )
+
+
+def state_text(history: DeviceHistory, incidents: IncidentState) -> str:
+    """The state string of :func:`load_state`."""
+    return json.dumps({**json.loads(history.to_json()), INCIDENTS_KEY: incidents.to_json()})
 
 
 class NoModelError(RuntimeError):
@@ -280,6 +305,8 @@ def score_mote(
             "reason": np.array(_reasons(scored.reason, fallback), dtype=object),
             "model_version": np.full(n, version, np.int64),
             "label": part.label,
+            **{c: part.values[:, i] for i, c in enumerate(CHANNELS)},
+            "incident": np.full(n, None, dtype=object),
         }
         for c in OUTPUT_COLUMNS:
             columns[c].append(got[c])
@@ -291,14 +318,41 @@ def score_mote(
     return out, history
 
 
-def stateful_scorer(target: MongoTarget, max_bytes: int, refresh_s: float, timeout_ms: int):
+def step_mote(
+    bundle: ModelBundle,
+    version: int,
+    history: DeviceHistory,
+    incidents: IncidentState | None,
+    valid: Decoded,
+    quiet_s: float,
+) -> tuple[list[pd.DataFrame], DeviceHistory, IncidentState]:
+    """One mote's stateful step: :func:`score_mote`, then its incidents
+    (:func:`~iot_fed.analytics.incidents.advance`) from the readings newer than the history
+    (a late or repeated reading never touches an incident). Output frames: the predictions,
+    then the ``incident`` rows if any (built as the ``skipped`` ones are: all-null columns
+    convert to Arrow as they do)."""
+    if incidents is None:  # a state from before incidents: start from the history's end
+        incidents = IncidentState(last_epoch=history.last_epoch)
+    out, history = score_mote(bundle, version, history, valid)
+    incidents, docs = advance(int(valid.moteid[0]), incidents, out, quiet_s)
+    frames = [out]
+    if docs:
+        moteid = int(valid.moteid[0])
+        rows = [{"kind": "incident", "moteid": moteid, "incident": json.dumps(d)} for d in docs]
+        frames.append(pd.DataFrame(rows, columns=OUTPUT_COLUMNS))
+    return frames, history, incidents
+
+
+def stateful_scorer(
+    target: MongoTarget, max_bytes: int, refresh_s: float, timeout_ms: int, quiet_s: float
+):
     """The ``applyInPandasWithState`` function. Its key, ``(moteid,)``, is the Kafka key,
     or for an unkeyed record the value's ``moteid`` (see ``mote_key`` in
     :mod:`iot_fed.analytics.streaming`); null when neither is an integer.
 
     Valid readings of another mote than the key (a null key, or a value whose fields
     the two JSON parsers read differently) are scored per mote with no history, and do
-    not touch the state: one series per device, never a mix."""
+    not touch the state: one series per device, never a mix (nor any incident)."""
 
     def run(
         key: tuple[Any, ...], pdfs: Iterable[pd.DataFrame], state: Any
@@ -316,14 +370,16 @@ def stateful_scorer(target: MongoTarget, max_bytes: int, refresh_s: float, timeo
         version, bundle = executor_model(target, refresh_s).current()
         own = decoded.moteid == key[0] if key[0] is not None else np.zeros(len(decoded), bool)
         if own.any():
-            history = (
-                DeviceHistory.from_json(state.get[0]) if state.exists else DeviceHistory.empty()
+            history, incidents = (
+                load_state(state.get[0]) if state.exists else (DeviceHistory.empty(), None)
             )
             mine = decoded if own.all() else decoded.take(np.flatnonzero(own))
-            out, history = score_mote(bundle, version, history, mine)
-            state.update((history.to_json(),))
+            frames, history, incidents = step_mote(
+                bundle, version, history, incidents, mine, quiet_s
+            )
+            state.update((state_text(history, incidents),))
             state.setTimeoutDuration(timeout_ms)
-            yield out
+            yield from frames
         for mote in np.unique(decoded.moteid[~own]):
             idx = np.flatnonzero(decoded.moteid == mote)
             yield score_mote(bundle, version, DeviceHistory.empty(), decoded.take(idx))[0]

@@ -6,7 +6,10 @@ the same function the stream uses; the documents come from the same builder as t
 (:mod:`iot_fed.analytics.verdicts`), so batch == stream. Each Spark task writes its verdicts
 and anomalies (:func:`iot_fed.store.live.store_verdicts`: a stored verdict is replaced only
 by a newer model version's), so re-running is idempotent and nothing large is collected on
-the driver.
+the driver. Each task also builds its device's incidents over the whole series
+(:func:`iot_fed.analytics.incidents.advance`, as the stream does micro-batch by
+micro-batch) and upserts them; the driver then closes the open ones the fleet's newest
+reading has left quiet.
 """
 
 from __future__ import annotations
@@ -22,17 +25,20 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from iot_fed.analytics.batch_scoring import score_devices
+from iot_fed.analytics.incidents import advance
 from iot_fed.analytics.models import bundle_from_blob, load_global_model
 from iot_fed.analytics.readings import MongoTarget, read_readings
 from iot_fed.analytics.verdicts import verdict_docs
 from iot_fed.config import Settings
+from iot_fed.store.incidents import close_due_incidents, upsert_incidents
 from iot_fed.store.live import store_verdicts
 
 log = logging.getLogger(__name__)
 
 WRITE_CHUNK = 5_000
 COUNT_FIELDS = ("n", "anomalies", "inserted", "updated", "kept")
-COUNTS_SCHEMA = T.StructType([T.StructField(c, T.LongType(), False) for c in COUNT_FIELDS])
+TASK_FIELDS = (*COUNT_FIELDS, "incidents", "last_ts_ms")  # summed, except last_ts_ms: max
+COUNTS_SCHEMA = T.StructType([T.StructField(c, T.LongType(), False) for c in TASK_FIELDS])
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class PredictionsResult:
     updated: int
     kept: int
     seconds: float
+    incidents: int = 0
 
     def summary(self) -> dict[str, float | int]:
         return asdict(self)
@@ -70,16 +77,26 @@ def store_scored(db, scored: pd.DataFrame, source: str) -> dict[str, int]:
 
 
 def _score_and_store(
-    target: MongoTarget, blob: Broadcast, version: int, threshold: float, source: str
+    target: MongoTarget,
+    blob: Broadcast,
+    version: int,
+    threshold: float,
+    source: str,
+    quiet_s: float,
 ):
-    """applyInPandas body: score and upsert one mote's readings; return its counts."""
+    """applyInPandas body: score and upsert one mote's readings and its incidents; return
+    its counts and newest reading's time."""
 
     def run(pdf: pd.DataFrame) -> pd.DataFrame:
         bundle = bundle_from_blob(blob.value)
-        total = dict.fromkeys(COUNT_FIELDS, 0)
+        total = dict.fromkeys(TASK_FIELDS, 0)
         if len(pdf):
             db = target.shared()
-            total = store_scored(db, score_devices(bundle, threshold, pdf, version), source)
+            scored = score_devices(bundle, threshold, pdf, version)
+            total.update(store_scored(db, scored, source))
+            _, docs = advance(int(scored["moteid"].iloc[0]), None, scored, quiet_s)
+            total["incidents"] = upsert_incidents(db, docs, source=source)
+            total["last_ts_ms"] = int(scored["ts_ms"].max())
         return pd.DataFrame([total])
 
     return run
@@ -107,14 +124,23 @@ def score_and_store(
         rows = (
             readings.groupBy("moteid")
             .applyInPandas(
-                _score_and_store(target, blob, model.version, model.threshold, source),
+                _score_and_store(
+                    target, blob, model.version, model.threshold, source, settings.incident_quiet_s
+                ),
                 COUNTS_SCHEMA,
             )
             .collect()
         )
     finally:
         blob.unpersist()
-    sums = {c: int(sum(r[c] for r in rows)) for c in COUNT_FIELDS}
+    sums = {c: int(sum(r[c] for r in rows)) for c in (*COUNT_FIELDS, "incidents")}
+    if rows:  # the fleet's data time: its newest reading
+        db = target.connect()
+        try:
+            fleet_ms = max(int(r["last_ts_ms"]) for r in rows)
+            close_due_incidents(db, fleet_ms, settings.incident_quiet_s)
+        finally:
+            db.client.close()
     result = PredictionsResult(
         model.version, model.threshold, **sums, seconds=round(time.monotonic() - t0, 3)
     )

@@ -24,6 +24,7 @@ stop). Checkpoints live under ``<data_dir>/checkpoints/<name>``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import signal
 import threading
@@ -51,6 +52,7 @@ from iot_fed.analytics.verdicts import verdict_docs
 from iot_fed.config import Settings
 from iot_fed.heap import freeze_heap
 from iot_fed.store import promoted_version
+from iot_fed.store.incidents import close_due_incidents, upsert_incidents
 from iot_fed.store.live import DEFAULT_SCORER, store_verdicts
 from iot_fed.stream.kafka_config import spark_source_options
 
@@ -81,8 +83,10 @@ def checkpoint_dir(settings: Settings, name: str = DEFAULT_CHECKPOINT) -> Path:
     return settings.data_dir / "checkpoints" / name
 
 
-def store_batch(db: Any, pdf: pd.DataFrame) -> dict[str, Any]:
-    """Write one micro-batch's output rows; return its counts."""
+def store_batch(db: Any, pdf: pd.DataFrame, quiet_s: float) -> dict[str, Any]:
+    """Write one micro-batch's output rows (verdicts, then incidents, then the closing of
+    the open incidents the batch's data time has left quiet for ``quiet_s``); return its
+    counts."""
     scored_at = dt.datetime.now(dt.UTC)
     rows = pdf[pdf["kind"] == "prediction"]
     skipped = pdf[pdf["kind"] == "skipped"]
@@ -91,7 +95,7 @@ def store_batch(db: Any, pdf: pd.DataFrame) -> dict[str, Any]:
             "skipped malformed record %s: %s (ingestion dead-letters it)", r.kafka_offset, r.reason
         )
     counts: dict[str, Any] = {
-        "records": len(pdf),
+        "records": len(rows) + len(skipped),  # Kafka records (incident rows are not)
         "n": len(rows),
         "skipped": len(skipped),
         "anomalies": 0,
@@ -100,6 +104,7 @@ def store_batch(db: Any, pdf: pd.DataFrame) -> dict[str, Any]:
         "kept": 0,
         "versions": sorted({int(v) for v in rows["model_version"]}) if len(rows) else [],
         "max_latency_s": None,
+        "incidents": 0,
     }
     if rows.empty:
         return counts
@@ -108,6 +113,10 @@ def store_batch(db: Any, pdf: pd.DataFrame) -> dict[str, Any]:
     # none is: a producer that sends its readings again must not degrade the verdicts
     late = [i for i, d in enumerate(preds) if d["reason"] == OUT_OF_ORDER]
     counts.update(store_verdicts(db, preds, anomalies, insert_only=late))
+    incidents = [json.loads(t) for t in pdf.loc[pdf["kind"] == "incident", "incident"]]
+    counts["incidents"] = upsert_incidents(db, incidents, source="streaming", at=scored_at)
+    # the fleet's data time: the newest reading of the batch (closing is monotone in it)
+    close_due_incidents(db, int(rows["ts_ms"].max()), quiet_s, at=scored_at)
     lat = [(scored_at - d["kafka_ts"]).total_seconds() for d in preds if d["kafka_ts"]]
     counts["max_latency_s"] = max(lat) if lat else None
     return counts
@@ -190,7 +199,7 @@ def start_streaming_evaluation(
         t0 = time.perf_counter()
         pdf = batch.toPandas()
         t1 = time.perf_counter()
-        got = store_batch(target.shared(), pdf)
+        got = store_batch(target.shared(), pdf, settings.incident_quiet_s)
         got["collect_ms"] = (t1 - t0) * 1000
         got["store_ms"] = (time.perf_counter() - t1) * 1000
         driver_ms[batch_id] = {k: got[k] for k in ("collect_ms", "store_ms")}
@@ -235,7 +244,11 @@ def start_streaming_evaluation(
     )
     scored = source.groupBy("gkey").applyInPandasWithState(
         stateful_scorer(
-            target, settings.kafka_max_message_bytes, MODEL_REFRESH_S, state_timeout_ms
+            target,
+            settings.kafka_max_message_bytes,
+            MODEL_REFRESH_S,
+            state_timeout_ms,
+            settings.incident_quiet_s,
         ),
         outputStructType=OUTPUT_SCHEMA,
         stateStructType=STATE_SCHEMA,

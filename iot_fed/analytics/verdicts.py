@@ -48,7 +48,7 @@ def _text(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
-def _channels(errors: np.ndarray, reason: str | None) -> list[str]:
+def channels_responsible(errors: np.ndarray, reason: str | None) -> list[str]:
     """The channels responsible: a data fault's or a sanity rule's own, else the largest
     errors."""
     if reason and reason.startswith(("data_fault:", SANITY_PREFIX)):
@@ -98,7 +98,7 @@ def verdict_docs(
                     "score": score,
                     "threshold": threshold,
                     "ratio": None if score is None or not threshold else score / threshold,
-                    "channels": _channels(errs[i], reason),
+                    "channels": channels_responsible(errs[i], reason),
                     "reason": reason,
                     "model_version": doc["model_version"],
                     "kafka_ts": doc["kafka_ts"],

@@ -1,8 +1,8 @@
 """Read-only global model API (FastAPI, served by uvicorn on 127.0.0.1).
 
 ``GET /api/status``, ``GET /api/history``, ``GET /api/models/{version}``,
-``POST /api/score``; OpenAPI docs at ``/docs``. A malformed request gets a 4xx with the
-reason (FastAPI's 422 for schema errors, 400/404/409 for the rest), never a 500.
+``GET /api/incidents``, ``POST /api/score``; OpenAPI docs at ``/docs``. A malformed request
+gets a 4xx with the reason (FastAPI's 422 for schema errors, 400/404/409 for the rest), never a 500.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import datetime as dt
 import hashlib
 import logging
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
 from iot_fed.analytics.models import ModelNotAvailableError, load_scoring_bundle
@@ -26,10 +26,14 @@ from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import DeviceHistory, DeviceReadings, score_many
 from iot_fed.readings import CHANNELS
 from iot_fed.store import connect, get_global_model, promoted_version
+from iot_fed.store.incidents import find_incidents
 from iot_fed.store.live import global_model_versions, read_scorer_status
 from iot_fed.store.repository import local_model_devices
 
 log = logging.getLogger(__name__)
+
+MAX_INCIDENTS = 1000
+"""The most incidents one ``GET /api/incidents`` returns."""
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -280,6 +284,17 @@ def create_app(settings: Settings) -> FastAPI:
             "sha256": hashlib.sha256(blob).hexdigest(),
             "size": len(blob),
         }
+
+    @app.get("/api/incidents")
+    def incidents(
+        state: Literal["open", "resolved", "stale"] | None = None,
+        moteid: int | None = Query(None, ge=0),
+        limit: int = Query(100, ge=1, le=MAX_INCIDENTS),
+    ) -> list[dict[str, Any]]:
+        """Incidents (a device's consecutive flagged readings as one), newest start first,
+        optionally of one ``state`` and/or ``moteid``; at most ``limit``."""
+        docs = find_incidents(db, state=state, moteid=moteid, limit=limit)
+        return [{"id": d["_id"], **_jsonable(d)} for d in docs]
 
     @app.post("/api/score", response_model=ScoreResponse)
     def score(req: ScoreRequest) -> Response:

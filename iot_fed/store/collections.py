@@ -20,6 +20,7 @@ ANOMALIES = "anomalies"
 SCORER_STATUS = "scorer_status"
 INGEST_DEVICES = "ingest_devices"
 INGEST_OFFSETS = "ingest_offsets"
+INCIDENTS = "incidents"
 COLLECTIONS = (
     SENSOR_READINGS,
     LOCAL_MODELS,
@@ -31,6 +32,7 @@ COLLECTIONS = (
     SCORER_STATUS,
     INGEST_DEVICES,
     INGEST_OFFSETS,
+    INCIDENTS,
 )
 
 
@@ -72,6 +74,12 @@ INDEXES: dict[str, tuple[IndexSpec, ...]] = {
     SCORER_STATUS: (),
     INGEST_DEVICES: (),
     INGEST_OFFSETS: (),
+    # a device's incidents in time order (the API's moteid filter), and the open ones whose
+    # quiet period the fleet's data time has passed (closed stale/resolved by the scorers)
+    INCIDENTS: (
+        IndexSpec("moteid_start", (("moteid", 1), ("start", 1))),
+        IndexSpec("state_last_seen", (("state", 1), ("last_seen", 1))),
+    ),
 }
 
 # Indexes declared before and dropped by init_database: every index is written on every

@@ -101,8 +101,15 @@ def test_predictions_are_idempotent(spark, analytics_settings, mongo_db, stored)
     first = write_predictions(spark, analytics_settings)
     df = stored_readings(mongo_db)
     assert (first.n, first.inserted, first.model_version) == (len(df), len(df), 1)
+    incidents = {d.pop("_id"): d for d in mongo_db["incidents"].find({}, {"updated_at": 0})}
+    assert 0 < first.incidents == len(incidents) <= first.anomalies
+    assert {d["state"] for d in incidents.values()} <= {"open", "resolved", "stale"}
     again = write_predictions(spark, analytics_settings)
     assert (again.inserted, again.updated, again.kept) == (0, 0, len(df))
+    # the same incidents again: the same ids and documents, none twice
+    assert {d.pop("_id"): d for d in mongo_db["incidents"].find({}, {"updated_at": 0})} == (
+        incidents
+    )
     assert mongo_db["predictions"].count_documents({}) == len(df)
     preds = pd.DataFrame(list(mongo_db["predictions"].find({}, {"_id": 0})))
     preds = preds.sort_values(["moteid", "epoch"]).reset_index(drop=True)

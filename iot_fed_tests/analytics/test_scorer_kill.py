@@ -1,5 +1,6 @@
 """The long-running scorer (``iot-fed spark-stream``) killed with SIGKILL mid-stream:
-after a restart from its checkpoint every reading has exactly one prediction."""
+after a restart from its checkpoint every reading has exactly one prediction, and the
+incidents are those of the stored verdicts (none opened twice, none lost)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from iot_fed.analytics.incidents import advance, due_state
 from iot_fed.analytics.streaming import checkpoint_dir
+from iot_fed.readings import CHANNELS, epoch_ms
 from iot_fed.store.live import read_scorer_status
 from iot_fed_tests.analytics.helpers import make_bundle, make_readings, store_global
 from iot_fed_tests.stream.helpers import produce_readings
@@ -95,3 +101,43 @@ def test_kill_9_mid_stream_no_duplicate_no_gap(settings, mongo_db, kafka_topic, 
     assert all(d["kafka_ts"] <= d["scored_at"] for d in docs)
     flagged = preds.count_documents({"is_anomaly": True})
     assert mongo_db["anomalies"].count_documents({}) == flagged > 0
+    # the incidents survived the kill: those of the stored verdicts, none twice, none lost
+    assert _incidents(mongo_db) == _expected_incidents(mongo_db, df, settings.incident_quiet_s)
+
+
+_COMPARED = ("state", "n_flagged", "n_readings", "channels", "fault_type", "model_version", "rev")
+
+
+def _incidents(db) -> dict[str, dict]:
+    return {d["_id"]: {k: d[k] for k in _COMPARED} for d in db["incidents"].find()}
+
+
+def _expected_incidents(db, df: pd.DataFrame, quiet_s: float) -> dict[str, dict]:
+    """The incidents of the stored verdicts (with the readings' values), as the batch
+    asset builds them: one :func:`advance` per device over its whole series, then the
+    fleet's data time closes the quiet ones."""
+    preds = pd.DataFrame(list(db["predictions"].find()))
+    errs = np.array(preds["channel_errors"].tolist(), np.float64)
+    scored = pd.DataFrame(
+        {
+            "moteid": preds["moteid"],
+            "epoch": preds["epoch"],
+            "ts_ms": epoch_ms(preds["ts"]),
+            "score": preds["score"].astype(float),
+            "threshold": preds["threshold"].astype(float),
+            "flag": preds["is_anomaly"],
+            "reason": preds["reason"],
+            "model_version": preds["model_version"],
+            **{f"err_{c}": errs[:, j] for j, c in enumerate(CHANNELS)},
+        }
+    ).merge(df[["moteid", "epoch", *CHANNELS]], on=["moteid", "epoch"])
+    fleet_ms = int(scored["ts_ms"].max())
+    out = {}
+    for mote, part in scored.groupby("moteid"):
+        for d in advance(int(mote), None, part, quiet_s)[1]:
+            if d["state"] == "open":
+                closed = due_state(d["last_seen_ms"], d["last_reading_ms"], fleet_ms, quiet_s)
+                if closed is not None:
+                    d = {**d, "state": closed, "rev": d["rev"] | 1}
+            out[d["_id"]] = {k: d[k] for k in _COMPARED}
+    return out

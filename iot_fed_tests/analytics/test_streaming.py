@@ -65,6 +65,18 @@ def test_available_now_scores_everything_and_skips_malformed(
     assert mongo_db["anomalies"].count_documents({}) == len(flagged) > 0
     a = mongo_db["anomalies"].find_one()
     assert a["channels"] and a["model_version"] == 1 and a["ratio"] > 1
+    # every anomaly belongs to exactly one incident of its mote (written by the scorer)
+    incidents = list(mongo_db["incidents"].find())
+    assert 0 < len(incidents) <= len(flagged)
+    assert {i["source"] for i in incidents} == {"streaming"}
+    for a in mongo_db["anomalies"].find():
+        inside = [
+            i
+            for i in incidents
+            if i["moteid"] == a["moteid"] and i["start"] <= a["ts"] <= i["last_seen"]
+        ]
+        assert len(inside) == 1, a
+    assert sum(i["n_flagged"] for i in incidents) == len(flagged)
 
     again = streaming_evaluation(
         spark, analytics_settings, topic=kafka_topic, checkpoint_name="avail", timeout_s=300
@@ -153,6 +165,8 @@ def test_readings_sent_again_keep_their_verdicts_and_a_late_one_gets_its_own(
     fields = {"_id": 1, "score": 1, "is_anomaly": 1, "reason": 1, "scored_at": 1}
     before = {d["_id"]: d for d in mongo_db["predictions"].find({}, fields)}
     flagged = mongo_db["anomalies"].count_documents({})
+    incidents = {d.pop("_id"): d for d in mongo_db["incidents"].find({}, {"updated_at": 0})}
+    assert incidents
 
     produce_readings(analytics_settings, kafka_topic, df)  # all again, the late one too
     again = streaming_evaluation(
@@ -164,3 +178,7 @@ def test_readings_sent_again_keep_their_verdicts_and_a_late_one_gets_its_own(
     (new_id,) = set(after) - set(before)
     assert new_id.startswith("1:") and after[new_id]["reason"] == "fallback:out_of_order"
     assert mongo_db["anomalies"].count_documents({}) == flagged + int(after[new_id]["is_anomaly"])
+    # neither the readings sent again nor the late one open, extend or close an incident
+    assert {d.pop("_id"): d for d in mongo_db["incidents"].find({}, {"updated_at": 0})} == (
+        incidents
+    )

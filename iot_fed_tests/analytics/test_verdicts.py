@@ -5,24 +5,34 @@ stored verdict is replaced only by a newer model version's."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
 from pymongo.database import Database
 
 from iot_fed.analytics.batch_scoring import score_devices
-from iot_fed.analytics.live_state import decode_records, score_mote
+from iot_fed.analytics.incidents import advance
+from iot_fed.analytics.live_state import (
+    decode_records,
+    load_state,
+    score_mote,
+    state_text,
+    step_mote,
+)
 from iot_fed.analytics.predictions import store_scored
 from iot_fed.analytics.streaming import store_batch
 from iot_fed.analytics.verdicts import PROVENANCE, verdict_docs
 from iot_fed.fl.device_history import DeviceHistory
 from iot_fed.fl.stream_scoring import LEARNING_NO_THRESHOLD
+from iot_fed.store.incidents import close_due_incidents, upsert_incidents
 from iot_fed.store.live import store_verdicts
 from iot_fed.stream.messages import encode_key, encode_reading
 from iot_fed_tests.analytics.helpers import make_bundle, make_readings
 
 T = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 VERSION = 7
+QUIET_S = 300.0  # ~10 readings of a mote: several incidents per series
 
 
 def _kafka_records(df: pd.DataFrame, first: int) -> pd.DataFrame:
@@ -123,7 +133,7 @@ def test_each_path_replaces_a_verdict_only_with_a_newer_model_version(mongo_db: 
     def sources() -> set[str]:
         return set(mongo_db.predictions.distinct("source"))
 
-    assert store_batch(mongo_db, stream)["inserted"] == n
+    assert store_batch(mongo_db, stream, QUIET_S)["inserted"] == n
     got = store_scored(mongo_db, batch, "batch")  # the same version: the stream's verdict stays
     assert (got["inserted"], got["updated"], got["kept"]) == (0, 0, n) and sources() == {
         "streaming"
@@ -132,11 +142,11 @@ def test_each_path_replaces_a_verdict_only_with_a_newer_model_version(mongo_db: 
 
     got = store_scored(mongo_db, batch.assign(model_version=VERSION + 1), "batch")
     assert (got["updated"], got["kept"]) == (n, 0) and sources() == {"batch"}
-    got = store_batch(mongo_db, stream)  # the stream still on the older version: kept
+    got = store_batch(mongo_db, stream, QUIET_S)  # the stream still on the older version: kept
     assert (got["inserted"], got["updated"], got["kept"]) == (0, 0, n) and sources() == {"batch"}
     assert stored() == by(batch, VERSION + 1)
 
-    got = store_batch(mongo_db, stream.assign(model_version=VERSION + 2))
+    got = store_batch(mongo_db, stream.assign(model_version=VERSION + 2), QUIET_S)
     assert (got["updated"], got["kept"]) == (n, 0) and sources() == {"streaming"}
     assert stored() == by(stream, VERSION + 2)
     flagged = int(stream["flag"].sum())
@@ -193,3 +203,96 @@ def test_a_late_reading_is_flagged_only_by_a_data_fault_or_the_sanity_rule() -> 
     out, _ = score_mote(bundle, VERSION, history, decode_records(_kafka_records(late, 60), 1 << 20))
     assert out["reason"].tolist() == [OUT_OF_ORDER, "sanity:voltage 2 < 2.3"]
     assert out["flag"].tolist() == [False, True]
+
+
+def _streamed_steps(bundle, df: pd.DataFrame, chunk: int, resend: int = 0) -> pd.DataFrame:
+    """The scorer's whole stateful step (:func:`step_mote`), its state string threaded
+    through micro-batches of ``chunk`` as Spark keeps it; ``resend``: each micro-batch
+    after the first also carries the previous one's last ``resend`` records again."""
+    frames = []
+    for _, part in df.sort_values(["moteid", "epoch"]).groupby("moteid"):
+        text = None
+        for i in range(0, len(part), chunk):
+            lo = max(0, i - resend) if i else 0
+            decoded = decode_records(_kafka_records(part.iloc[lo : i + chunk], lo), 1 << 20)
+            history, incidents = load_state(text) if text else (DeviceHistory.empty(), None)
+            out, history, incidents = step_mote(
+                bundle, VERSION, history, incidents, decoded, QUIET_S
+            )
+            text = state_text(history, incidents)
+            frames += out
+    return pd.concat(frames, ignore_index=True)
+
+
+def _batch_incidents(scored: pd.DataFrame) -> dict[str, dict]:
+    docs = {}
+    for mote, part in scored.groupby("moteid"):
+        docs.update({d["_id"]: d for d in advance(int(mote), None, part, QUIET_S)[1]})
+    return docs
+
+
+def _faulty_readings(seed: int) -> pd.DataFrame:
+    """On top of the helpers' spikes: mote 1 stuck, then a fault and a silent half hour
+    (stale), mote 2 a dying battery, mote 3 a fault at the end (open)."""
+    df = make_readings(motes=3, per_mote=240, seed=seed)
+    one, two, three = (df["moteid"] == m for m in (1, 2, 3))
+    df.loc[one & df["epoch"].between(100, 115), "temperature"] = 30.0
+    df.loc[one & df["epoch"].between(135, 139), "temperature"] += 40.0
+    df.loc[two & df["epoch"].between(150, 160), "voltage"] = 2.2
+    df.loc[three & df["epoch"].between(234, 239), "temperature"] += 40.0
+    return df[~(one & df["epoch"].between(140, 200))].reset_index(drop=True)
+
+
+def test_the_same_incidents_from_batch_and_stream() -> None:
+    df = _faulty_readings(9)
+    bundle = make_bundle(df, seed=1)
+    batch = _batch_incidents(score_devices(bundle, float(bundle.threshold), df, VERSION))
+    out = _streamed_steps(bundle, df, 13)
+    stream: dict[str, dict] = {}
+    for text in out.loc[out["kind"] == "incident", "incident"]:  # the newest of each id
+        doc = json.loads(text)
+        stream[doc["_id"]] = doc
+    assert stream == batch
+    states = {d["state"] for d in batch.values()}
+    assert {"open", "resolved", "stale"} <= states, states
+    types = {d["fault_type"] for d in batch.values() if d["moteid"] == 2}
+    assert "battery" in types
+    # fewer incidents than alarms: an episode's flagged readings are one incident
+    assert len(batch) < int(out["flag"].fillna(False).astype(bool).sum())
+
+
+def test_stored_incidents_are_the_same_and_resent_readings_change_nothing(
+    mongo_db: Database,
+) -> None:
+    """Through the paths' writers: the stream's ``store_batch`` (with re-sent records in
+    every micro-batch) and the batch asset's task, into ``incidents``."""
+    df = _faulty_readings(10)
+    bundle = make_bundle(df, seed=2)
+
+    def stored() -> dict[str, dict]:
+        skip = {"updated_at", "source"}
+        return {
+            d["_id"]: {k: v for k, v in d.items() if k not in skip}
+            for d in mongo_db.incidents.find()
+        }
+
+    out = _streamed_steps(bundle, df, 11, resend=4)
+    for lo in range(0, len(out), 50):  # the driver's micro-batches
+        store_batch(mongo_db, out.iloc[lo : lo + 50], QUIET_S)
+    from_stream = stored()
+    scored = score_devices(bundle, float(bundle.threshold), df, VERSION)
+    mongo_db.incidents.delete_many({})
+    for mote, part in scored.groupby("moteid"):
+        upsert_incidents(mongo_db, advance(int(mote), None, part, QUIET_S)[1], source="batch")
+    close_due_incidents(mongo_db, int(scored["ts_ms"].max()), QUIET_S)
+    assert stored() == from_stream and from_stream
+    # the whole stream once more (a replay, a producer sending everything again): no change
+    for lo in range(0, len(out), 50):
+        store_batch(mongo_db, out.iloc[lo : lo + 50], QUIET_S)
+    assert stored() == from_stream
+    # an older revision written late never takes an incident back
+    first = {}
+    for text in out.loc[out["kind"] == "incident", "incident"]:
+        first.setdefault(json.loads(text)["_id"], json.loads(text))
+    upsert_incidents(mongo_db, list(first.values()), source="late")
+    assert stored() == from_stream

@@ -205,3 +205,26 @@ def test_the_model_cache_refreshes_in_the_background_and_requests_never_query(mo
             time.sleep(0.05)
     finally:
         cache.stop()
+
+
+def test_incidents_endpoint_filters_and_bounds(api, mongo_db):
+    from iot_fed.analytics.incidents import Episode, incident_doc
+    from iot_fed.store.incidents import upsert_incidents
+
+    step = 31_000
+    docs = []
+    for i in range(6):  # motes 17 and 18, every other one still open
+        start = 1_078_000_000_000 + i * 3_600_000
+        ep = Episode(start, start + 3 * step, start + 5 * step, n_flagged=4, n_readings=6)
+        docs.append(incident_doc(17 + i % 2, ep, "open" if i % 3 == 0 else "resolved"))
+    assert upsert_incidents(mongo_db, docs, source="test") == 6
+    got = api.get("/api/incidents").json()
+    assert [d["id"] for d in got] == [d["_id"] for d in reversed(docs)]  # newest first
+    assert {"start", "last_seen", "end", "state", "channels", "fault_type"} <= set(got[0])
+    got = api.get("/api/incidents", params={"state": "open", "moteid": 17, "limit": 100}).json()
+    assert [d["id"] for d in got] == [docs[0]["_id"]]
+    assert got[0]["end"] is None and got[0]["moteid"] == 17
+    assert len(api.get("/api/incidents", params={"limit": 2}).json()) == 2
+    for bad in ({"limit": 0}, {"limit": 10_001}, {"state": "closed"}, {"moteid": "x"}):
+        r = api.get("/api/incidents", params=bad)
+        assert r.status_code == 422, (bad, r.text)
