@@ -72,8 +72,8 @@ INDEXES: dict[str, tuple[IndexSpec, ...]] = {
         IndexSpec("flagged_at", (("flagged_at", -1),)),
     ),
     SCORER_STATUS: (),
-    INGEST_DEVICES: (),
-    INGEST_OFFSETS: (),
+    INGEST_DEVICES: (),  # one document per device, keyed by it, read whole by the sensor
+    INGEST_OFFSETS: (IndexSpec("topic", (("topic", 1),)),),
     # a device's incidents in time order (the API's moteid filter), and the open ones whose
     # quiet period the fleet's data time has passed (closed stale/resolved by the scorers)
     INCIDENTS: (

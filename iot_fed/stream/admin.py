@@ -130,6 +130,15 @@ def partitions_of(settings: Settings, topic: str, timeout: float = 10.0) -> list
     return sorted(md.partitions)
 
 
+_COORDINATOR_WAIT = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+
+
 def committed_topics(settings: Settings, group: str, timeout: float = 30.0) -> set[str]:
     """Topics ``group`` has committed offsets for (empty for a new group). Retries while
     the group coordinator is loading (a broker that just started)."""
@@ -145,8 +154,9 @@ def committed_topics(settings: Settings, group: str, timeout: float = 30.0) -> s
             got = futures[group].result(10)
             return {tp.topic for tp in got.topic_partitions or [] if tp.offset >= 0}
         except (KafkaException, TimeoutError) as exc:
-            retriable = isinstance(exc, TimeoutError) or exc.args[0].retriable()
-            if not retriable or time.monotonic() > deadline:
+            if time.monotonic() > deadline:
+                raise
+            if isinstance(exc, KafkaException) and exc.args[0].code() not in _COORDINATOR_WAIT:
                 raise
             log.info("group %s offsets not readable yet (%s); retrying", group, exc)
             time.sleep(0.5)

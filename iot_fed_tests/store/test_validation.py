@@ -6,7 +6,14 @@ import datetime as dt
 
 import pytest
 
-from iot_fed.store.collections import COLLECTIONS, INDEXES, SCORER_STATUS, load_schema, validator
+from iot_fed.store.collections import (
+    COLLECTIONS,
+    INDEXES,
+    INGEST_DEVICES,
+    SCORER_STATUS,
+    load_schema,
+    validator,
+)
 from iot_fed.store.validation import SchemaValidationError, bson_type, compile_schema
 
 TS = dt.datetime(2004, 2, 28, 1, 0, tzinfo=dt.UTC)
@@ -25,8 +32,8 @@ READING = {
 def test_every_collection_has_schema_and_indexes() -> None:
     for name in COLLECTIONS:
         assert load_schema(name)["bsonType"] == "object"
-        # scorer_status holds one heartbeat document per scorer, found by _id only
-        assert INDEXES[name] or name == SCORER_STATUS, name
+        # one heartbeat document per scorer / landed count per device, found by _id only
+        assert INDEXES[name] or name in (SCORER_STATUS, INGEST_DEVICES), name
         validator(name)  # compiles
 
 

@@ -123,7 +123,12 @@ def test_a_broker_killed_while_producing_and_ingesting_loses_and_duplicates_noth
         producer.start()
         deadline = time.monotonic() + 120
         while mongo_db[SENSOR_READINGS].estimated_document_count() < n // 10:
-            assert time.monotonic() < deadline, "nothing landed"
+            if time.monotonic() > deadline:
+                for m in members:
+                    m.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: their stacks to the log
+                    m.wait(30)
+                logs = "\n".join((tmp_path / f"{x}.log").read_text()[-3000:] for x in "ab")
+                pytest.fail(f"nothing landed; ingester logs:\n{logs}")
             time.sleep(0.2)
         [victim] = [s for s in manager.status(cfg, ["kafka"]) if s.name == "kafka-2"]
         os.kill(victim.pid, signal.SIGKILL)  # mid-stream: producing and landing go on
