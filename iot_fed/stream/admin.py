@@ -141,25 +141,34 @@ _COORDINATOR_WAIT = {
 
 def committed_topics(settings: Settings, group: str, timeout: float = 30.0) -> set[str]:
     """Topics ``group`` has committed offsets for (empty for a new group). Retries while
-    the group coordinator is loading (a broker that just started)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
+    the group coordinator is loading (a broker that just started).
 
-    admin = admin_client(settings)
+    Asks with a consumer's offset fetch over every topic's partitions: confluent-kafka's
+    ``AdminClient.list_consumer_group_offsets`` crashed the process (SIGSEGV) on a cluster
+    whose ``__consumer_offsets`` did not exist yet."""
+    md = admin_client(settings).list_topics(timeout=timeout).topics
+    parts = [
+        TopicPartition(t, p)
+        for t, tmd in md.items()
+        if not t.startswith("__") and tmd.error is None
+        for p in tmd.partitions
+    ]
+    if not parts:
+        return set()
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": group})
     deadline = time.monotonic() + timeout
-    while True:
-        futures = admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)], request_timeout=5
-        )
-        try:
-            got = futures[group].result(10)
-            return {tp.topic for tp in got.topic_partitions or [] if tp.offset >= 0}
-        except (KafkaException, TimeoutError) as exc:
-            if time.monotonic() > deadline:
-                raise
-            if isinstance(exc, KafkaException) and exc.args[0].code() not in _COORDINATOR_WAIT:
-                raise
-            log.info("group %s offsets not readable yet (%s); retrying", group, exc)
-            time.sleep(0.5)
+    try:
+        while True:
+            try:
+                got = consumer.committed(parts, timeout=10)
+                return {tp.topic for tp in got if tp.offset >= 0}
+            except KafkaException as exc:
+                if exc.args[0].code() not in _COORDINATOR_WAIT or time.monotonic() > deadline:
+                    raise
+                log.info("group %s offsets not readable yet (%s); retrying", group, exc)
+                time.sleep(0.5)
+    finally:
+        consumer.close()
 
 
 @dataclass
