@@ -68,15 +68,31 @@ def topic_mismatches(
 ) -> list[str]:
     """One line per existing topic whose partitions, replication or min.insync.replicas
     differ from the settings (Kafka applies them only when a topic is created)."""
-    admin = admin_client(settings)
-    md = admin.list_topics(timeout=timeout).topics
-    present = [t for t in topics if t in md and md[t].error is None]
-    if not present:
-        return []
     from confluent_kafka.admin import ConfigResource
 
+    admin = admin_client(settings)
+    settle = time.monotonic() + min(timeout, 5.0)
+    while True:  # a topic created a moment ago may be missing from this broker's metadata
+        md = admin.list_topics(timeout=timeout).topics
+        present = [t for t in topics if t in md and md[t].error is None]
+        if len(present) == len(topics) or time.monotonic() > settle:
+            break
+        time.sleep(0.2)
+    if not present:
+        return []
+
     resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in present]
-    configs = {r.name: f.result(timeout) for r, f in admin.describe_configs(resources).items()}
+    deadline = time.monotonic() + timeout
+    while True:  # ... or unknown to the broker asked for its configuration
+        try:
+            futures = admin.describe_configs(resources).items()
+            configs = {r.name: f.result(timeout) for r, f in futures}
+            break
+        except KafkaException as exc:
+            code = exc.args[0].code()
+            if code != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     want_parts = partitions or settings.kafka_partitions
     lines = []
     for t in present:
@@ -156,19 +172,26 @@ def committed_topics(settings: Settings, group: str, timeout: float = 30.0) -> s
     if not parts:
         return set()
     consumer = Consumer({**settings.kafka_client_config(), "group.id": group})
-    deadline = time.monotonic() + timeout
     try:
-        while True:
-            try:
-                got = consumer.committed(parts, timeout=10)
-                return {tp.topic for tp in got if tp.offset >= 0}
-            except KafkaException as exc:
-                if exc.args[0].code() not in _COORDINATOR_WAIT or time.monotonic() > deadline:
-                    raise
-                log.info("group %s offsets not readable yet (%s); retrying", group, exc)
-                time.sleep(0.5)
+        return {tp.topic for tp in fetch_committed(consumer, parts, timeout) if tp.offset >= 0}
     finally:
         consumer.close()
+
+
+def fetch_committed(
+    consumer: Consumer, parts: list[TopicPartition], timeout: float = 30.0
+) -> list[TopicPartition]:
+    """``consumer.committed(parts)``, waiting out a group coordinator that is moving or
+    loading (a broker of the cluster was killed or has just started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.committed(parts, timeout=10)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _COORDINATOR_WAIT or time.monotonic() > deadline:
+                raise
+            log.info("committed offsets not readable yet (%s); retrying", exc)
+            time.sleep(0.5)
 
 
 @dataclass
@@ -221,9 +244,7 @@ def topic_status(
             parts = sorted(tmd.partitions)
             committed = {
                 tp.partition: tp.offset
-                for tp in consumer.committed(
-                    [TopicPartition(name, p) for p in parts], timeout=timeout
-                )
+                for tp in fetch_committed(consumer, [TopicPartition(name, p) for p in parts])
             }
             status = TopicStatus(name)
             for p in parts:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as TP
 from pymongo.database import Database
 
@@ -26,6 +26,7 @@ from iot_fed.config import Settings
 from iot_fed.services import manager
 from iot_fed.services.process import ProcessRecord, is_alive
 from iot_fed.store import SENSOR_READINGS, connect
+from iot_fed.stream.admin import fetch_committed
 from iot_fed.stream.ingest import IngestError, Ingestor, IngestResult
 from iot_fed.stream.kafka_config import producer_config
 from iot_fed.stream.producer import ReplayData, replay
@@ -81,30 +82,11 @@ def stored_keys(db: Database) -> list[tuple[int, int]]:
     return [(d["moteid"], d["epoch"]) for d in db[SENSOR_READINGS].find({}, {"_id": 0})]
 
 
-COORDINATOR_MOVING = {
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError._TIMED_OUT,
-    KafkaError._TRANSPORT,
-}
-
-
-def committed(cfg: Settings, wait_s: float = 60.0) -> dict[int, int]:
-    """The group's committed offsets; waits out a coordinator that is still loading (a
-    broker restarted a moment ago answers NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS)."""
+def committed(cfg: Settings) -> dict[int, int]:
     c = Consumer({**cfg.kafka_client_config(), "group.id": cfg.kafka_consumer_group})
-    deadline = time.monotonic() + wait_s
-    try:
+    try:  # fetch_committed waits out a coordinator still loading after the broker restart
         parts = [TP(cfg.kafka_topic, p) for p in range(3)]
-        while True:
-            try:
-                got = c.committed(parts, timeout=10)
-                return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
-            except KafkaException as exc:
-                if exc.args[0].code() not in COORDINATOR_MOVING or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        return {tp.partition: tp.offset for tp in fetch_committed(c, parts, 60) if tp.offset >= 0}
     finally:
         c.close()
 
