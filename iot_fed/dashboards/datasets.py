@@ -125,4 +125,23 @@ DATASETS: dict[str, tuple[str, list[tuple[str, str]]]] = {
             ("missing_ratio", "DOUBLE PRECISION"),
         ],
     ),
+    "v_incidents": (
+        "start_ts",
+        [
+            ("id", "TEXT"),
+            ("moteid", "INTEGER"),
+            ("start_ts", "TIMESTAMP WITH TIME ZONE"),
+            ("last_seen", "TIMESTAMP WITH TIME ZONE"),
+            ("end_ts", "TIMESTAMP WITH TIME ZONE"),
+            ("state", "TEXT"),
+            ("channels", "TEXT"),
+            ("peak_ratio", "DOUBLE PRECISION"),
+            ("fault_type", "TEXT"),
+            ("model_version", "INTEGER"),
+            ("n_flagged", "INTEGER"),
+            ("duration_s", "DOUBLE PRECISION"),
+            ("x", "DOUBLE PRECISION"),
+            ("y", "DOUBLE PRECISION"),
+        ],
+    ),
 }

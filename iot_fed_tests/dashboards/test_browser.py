@@ -2,14 +2,18 @@
 
 Every chart's ``/api/v1/chart/data`` request must succeed and every chart must paint
 (a non-empty canvas or svg); a screenshot per dashboard goes to
-``assets_data/test-artifacts/dashboards/``.
+``assets_data/test-artifacts/dashboards/``. On the Device dashboard with the Mote filter
+set, every query of every chart must be narrowed to that mote.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from iot_fed.config import Settings
@@ -67,11 +71,8 @@ def _wait_or_show(page, condition: str, shot: Path) -> None:
         raise AssertionError(f"{condition!r} not met at {page.url}; screenshot {shot}") from None
 
 
-def test_every_dashboard_paints_every_chart(
-    browser, superset: Superset, dashboards: dict[str, dict], settings: Settings
-) -> None:
-    out = Path(settings.data_dir) / "test-artifacts" / "dashboards"
-    out.mkdir(parents=True, exist_ok=True)
+def _logged_in_page(browser, superset: Superset):
+    """A new page, logged in to Superset."""
     # bypass_csp: the checks below are evaluated JS, which our strict CSP forbids
     page = browser.new_page(viewport={"width": 1600, "height": 1200}, bypass_csp=True)
     page.set_default_timeout(120_000)
@@ -85,6 +86,15 @@ def test_every_dashboard_paints_every_chart(
     page.fill("input[name='password'], #password", superset.password)
     page.keyboard.press("Enter")
     page.wait_for_url(lambda url: "/login" not in url)
+    return page
+
+
+def test_every_dashboard_paints_every_chart(
+    browser, superset: Superset, dashboards: dict[str, dict], settings: Settings
+) -> None:
+    out = Path(settings.data_dir) / "test-artifacts" / "dashboards"
+    out.mkdir(parents=True, exist_ok=True)
+    page = _logged_in_page(browser, superset)
     for dash in spec.DASHBOARDS:
         n_charts = sum(len(row) for row in dash.rows)
         data: list[tuple[int, str]] = []
@@ -111,3 +121,69 @@ def test_every_dashboard_paints_every_chart(
         assert not failed, f"{dash.title}: chart data requests failed: {failed}"
         assert all(c["painted"] and not c["error"] for c in charts), f"{dash.title}: {charts}"
     page.close()
+
+
+MOTE = 3  # not the filter's first value, so the test sets it
+
+
+def _mote_filter_url(superset: Superset, slug: str, mote: int) -> str:
+    """The Device dashboard with its Mote filter set to ``mote`` (Superset's rison
+    ``native_filters`` parameter, what a shared link carries)."""
+    fid = "NATIVE_FILTER-device-mote"
+    state = (
+        f"(extraFormData:(filters:!((col:moteid,op:IN,val:!({mote})))),"
+        f"filterState:(label:'{mote}',validateStatus:!f,value:!({mote})),id:{fid},ownState:())"
+    )
+    return f"{superset.url}/superset/dashboard/{slug}/?native_filters=({fid}:{state})"
+
+
+def test_mote_filter_narrows_every_device_chart(
+    browser, superset: Superset, dashboards: dict[str, dict], seeded_uri: str, settings: Settings
+) -> None:
+    """Every query of every Device chart (each series of a chart included) is narrowed to
+    the selected mote: the filter applied, the SQL restricted, the rows that mote's only."""
+    out = Path(settings.data_dir) / "test-artifacts" / "dashboards"
+    out.mkdir(parents=True, exist_ok=True)
+    with psycopg.connect(seeded_uri) as conn:
+        mote_max = conn.execute(
+            "SELECT max(anomalies) FROM reporting.device_minute WHERE moteid = %s", (MOTE,)
+        ).fetchone()[0]
+        fleet_max = conn.execute(
+            "SELECT max(s) FROM (SELECT sum(anomalies) AS s FROM reporting.device_minute"
+            " GROUP BY minute) t"
+        ).fetchone()[0]
+    assert fleet_max > mote_max, "seed: a mote's anomalies must differ from the fleet's"
+    dash = spec.DEVICE
+    n_charts = sum(len(row) for row in dash.rows)
+    page = _logged_in_page(browser, superset)
+    answers: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    def on_response(resp) -> None:
+        if "/api/v1/chart/data" in resp.url and resp.request.method == "POST":
+            answers.append((resp.request.post_data_json or {}, resp.json()))
+
+    page.on("response", on_response)
+    page.goto(_mote_filter_url(superset, dashboards[dash.key]["slug"], MOTE))
+    _wait_or_show(
+        page,
+        f"({PAINTED_JS})().filter(c => c.painted).length >= {n_charts}",
+        out / "device-filtered-timeout.png",
+    )
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(out / "device-filtered.png"), full_page=True)
+    page.remove_listener("response", on_response)
+    page.close()
+    ids = {c["id"]: c["slice_name"] for c in dashboards[dash.key]["charts"]}
+    seen = {ids.get(req.get("form_data", {}).get("slice_id")) for req, _ in answers}
+    assert seen >= {c.title for row in dash.rows for c in row}, f"charts answered: {seen}"
+    sql_filter = re.compile(rf"moteid\W*\s+IN\s*\(\s*{MOTE}\s*\)", re.IGNORECASE)
+    for req, body in answers:
+        name = ids.get(req.get("form_data", {}).get("slice_id"))
+        for i, result in enumerate(body["result"]):
+            where = f"{name} (query {i})"
+            applied = [f.get("column") for f in result.get("applied_filters", [])]
+            assert "moteid" in applied, f"{where}: Mote filter not applied: {applied}"
+            assert sql_filter.search(result["query"]), f"{where}: SQL {result['query']}"
+            for row in result["data"]:
+                assert row.get("moteid", MOTE) == MOTE, f"{where}: another mote's row {row}"
+                assert (row.get("anomalies") or 0) <= mote_max, f"{where}: fleet anomalies {row}"
