@@ -158,6 +158,9 @@ def _native_filter(dash: spec.Dashboard, f: dict[str, Any]) -> dict[str, Any]:
             "searchAllOptions": False,
             "inverseSelection": False,
         },
+        # what Superset's filter editor saves with "select first value by default": without
+        # it the bar shows the first mote but the charts load (and stay) unfiltered
+        "requiredFirst": True,
         "cascadeParentIds": [],
         "scope": {"rootPath": ["ROOT_ID"], "excluded": []},
         "description": "",

@@ -123,38 +123,56 @@ def test_every_dashboard_paints_every_chart(
     page.close()
 
 
-MOTE = 3  # not the filter's first value, so the test sets it
+MOTE = 3  # not the filter's first value: chosen in the filter bar
 
 
-def _mote_filter_url(superset: Superset, slug: str, mote: int) -> str:
-    """The Device dashboard with its Mote filter set to ``mote`` (Superset's rison
-    ``native_filters`` parameter, what a shared link carries)."""
-    fid = "NATIVE_FILTER-device-mote"
-    state = (
-        f"(extraFormData:(filters:!((col:moteid,op:IN,val:!({mote})))),"
-        f"filterState:(label:'{mote}',validateStatus:!f,value:!({mote})),id:{fid},ownState:())"
-    )
-    return f"{superset.url}/superset/dashboard/{slug}/?native_filters=({fid}:{state})"
+def _mote_max(conn: psycopg.Connection, mote: int | None) -> int:
+    """The most anomalies in one minute: of ``mote``, or of the fleet (None)."""
+    where = "" if mote is None else f"WHERE moteid = {int(mote)}"
+    query = f"SELECT max(s) FROM (SELECT sum(anomalies) AS s FROM reporting.device_minute {where}"
+    return int(conn.execute(query + " GROUP BY minute) t").fetchone()[0])
+
+
+def _assert_narrowed(
+    answers: list[tuple[dict[str, Any], dict[str, Any]]],
+    names: dict[int, str],
+    mote: int,
+    mote_max: int,
+) -> None:
+    """Every query of every chart answer was narrowed to ``mote``: the filter applied, the
+    SQL restricted, no other mote's row and no more anomalies a minute than it had."""
+    answered = {names.get(req.get("form_data", {}).get("slice_id")) for req, _ in answers}
+    assert answered >= {c.title for row in spec.DEVICE.rows for c in row}, answered
+    sql_filter = re.compile(rf"moteid\W*\s+IN\s*\(\s*{mote}\s*\)", re.IGNORECASE)
+    for req, body in answers:
+        name = names.get(req.get("form_data", {}).get("slice_id"))
+        assert body.get("result"), f"{name}: no result: {str(body)[:300]}"
+        for i, result in enumerate(body["result"]):
+            where = f"mote {mote}, {name} (query {i})"
+            applied = [f.get("column") for f in result.get("applied_filters", [])]
+            assert "moteid" in applied, f"{where}: Mote filter not applied: {applied}"
+            assert sql_filter.search(result["query"]), f"{where}: SQL {result['query']}"
+            for row in result["data"]:
+                assert row.get("moteid", mote) == mote, f"{where}: another mote's row {row}"
+                assert (row.get("anomalies") or 0) <= mote_max, f"{where}: fleet's anomalies {row}"
 
 
 def test_mote_filter_narrows_every_device_chart(
     browser, superset: Superset, dashboards: dict[str, dict], seeded_uri: str, settings: Settings
 ) -> None:
-    """Every query of every Device chart (each series of a chart included) is narrowed to
-    the selected mote: the filter applied, the SQL restricted, the rows that mote's only."""
+    """Opened, the Device dashboard shows the first mote's data only (the filter's default
+    applied, not just displayed); a mote chosen in the filter bar, that mote's only. Every
+    query of every chart counts (a chart's second series too)."""
     out = Path(settings.data_dir) / "test-artifacts" / "dashboards"
     out.mkdir(parents=True, exist_ok=True)
     with psycopg.connect(seeded_uri) as conn:
-        mote_max = conn.execute(
-            "SELECT max(anomalies) FROM reporting.device_minute WHERE moteid = %s", (MOTE,)
-        ).fetchone()[0]
-        fleet_max = conn.execute(
-            "SELECT max(s) FROM (SELECT sum(anomalies) AS s FROM reporting.device_minute"
-            " GROUP BY minute) t"
-        ).fetchone()[0]
-    assert fleet_max > mote_max, "seed: a mote's anomalies must differ from the fleet's"
+        first = conn.execute("SELECT min(moteid) FROM reporting.device_minute").fetchone()[0]
+        fleet_max = _mote_max(conn, None)
+        maxima = {m: _mote_max(conn, m) for m in (first, MOTE)}
+    assert fleet_max > max(maxima.values()), "seed: a mote must have fewer anomalies than all"
     dash = spec.DEVICE
     n_charts = sum(len(row) for row in dash.rows)
+    names = {c["id"]: c["slice_name"] for c in dashboards[dash.key]["charts"]}
     page = _logged_in_page(browser, superset)
     answers: list[tuple[dict[str, Any], dict[str, Any]]] = []
 
@@ -166,27 +184,28 @@ def test_mote_filter_narrows_every_device_chart(
                 answers.append((req, resp.json()))
 
     page.on("response", on_response)
-    page.goto(_mote_filter_url(superset, dashboards[dash.key]["slug"], MOTE))
+    page.goto(f"{superset.url}/superset/dashboard/{dashboards[dash.key]['slug']}/")
     _wait_or_show(
         page,
         f"({PAINTED_JS})().filter(c => c.painted).length >= {n_charts}",
         out / "device-filtered-timeout.png",
     )
     page.wait_for_timeout(1500)
-    page.screenshot(path=str(out / "device-filtered.png"), full_page=True)
+    page.screenshot(path=str(out / "device-first-mote.png"), full_page=True)
+    _assert_narrowed(answers, names, first, maxima[first])
+
+    answers.clear()  # choose MOTE in the filter bar, as a person does, and apply
+    page.locator('[data-test="filter-bar"] .ant-select-selector').first.click()
+    page.keyboard.type(str(MOTE))
+    page.locator(f'.ant-select-item-option[title="{MOTE}"]').first.click()
+    page.get_by_role("button", name="Apply filters").click()
+    for _ in range(120):  # until every chart answered again
+        page.wait_for_timeout(1000)
+        ids = {req.get("form_data", {}).get("slice_id") for req, _ in answers}
+        if len(ids & set(names)) >= n_charts:
+            break
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(out / f"device-mote-{MOTE}.png"), full_page=True)
     page.remove_listener("response", on_response)
     page.close()
-    ids = {c["id"]: c["slice_name"] for c in dashboards[dash.key]["charts"]}
-    seen = {ids.get(req.get("form_data", {}).get("slice_id")) for req, _ in answers}
-    assert seen >= {c.title for row in dash.rows for c in row}, f"charts answered: {seen}"
-    sql_filter = re.compile(rf"moteid\W*\s+IN\s*\(\s*{MOTE}\s*\)", re.IGNORECASE)
-    for req, body in answers:
-        name = ids.get(req.get("form_data", {}).get("slice_id"))
-        for i, result in enumerate(body["result"]):
-            where = f"{name} (query {i})"
-            applied = [f.get("column") for f in result.get("applied_filters", [])]
-            assert "moteid" in applied, f"{where}: Mote filter not applied: {applied}"
-            assert sql_filter.search(result["query"]), f"{where}: SQL {result['query']}"
-            for row in result["data"]:
-                assert row.get("moteid", MOTE) == MOTE, f"{where}: another mote's row {row}"
-                assert (row.get("anomalies") or 0) <= mote_max, f"{where}: fleet anomalies {row}"
+    _assert_narrowed(answers, names, MOTE, maxima[MOTE])
