@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from iot_fed.dashboards import spec
-from iot_fed.dashboards.datasets import DATASETS
+from iot_fed.dashboards.datasets import DATASETS, VERBOSE_NAMES
 from iot_fed.dashboards.urls import dashboard_slug
 
 BUNDLE_DIR = Path(__file__).with_name("bundle")
@@ -65,7 +65,7 @@ def _dataset(key: str) -> dict[str, Any]:
                 "groupby": True,
                 "filterable": True,
                 "expression": None,
-                "verbose_name": None,
+                "verbose_name": VERBOSE_NAMES.get(key, {}).get(name),
                 "description": None,
                 "python_date_format": None,
                 "extra": None,

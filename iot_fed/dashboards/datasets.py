@@ -145,3 +145,17 @@ DATASETS: dict[str, tuple[str, list[tuple[str, str]]]] = {
         ],
     ),
 }
+
+VERBOSE_NAMES: dict[str, dict[str, str]] = {
+    "v_incidents": {
+        "moteid": "mote",
+        "start_ts": "since",
+        "last_seen": "last flagged",
+        "end_ts": "ended",
+        "fault_type": "fault type",
+        "peak_ratio": "peak (score / threshold)",
+        "model_version": "model version",
+        "n_flagged": "flagged readings",
+    },
+}
+"""Column headers shown instead of the names (tables), per view."""

@@ -199,8 +199,8 @@ DEVICE = Dashboard(
     "Device",
     [
         [
-            # two standard charts, not one mixed chart: a mixed chart's second query (its
-            # anomalies) ignored the Mote filter and summed every mote's anomalies
+            # two standard charts, one query each, rather than a mixed chart with a second
+            # query (its anomalies) that the browser test must also see narrowed to the mote
             Chart(
                 "device_channels",
                 "Channels over time",
