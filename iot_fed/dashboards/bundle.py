@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from iot_fed.dashboards import spec
-from iot_fed.dashboards.datasets import DATASETS
+from iot_fed.dashboards.datasets import DATASETS, VERBOSE_NAMES
 from iot_fed.dashboards.urls import dashboard_slug
 
 BUNDLE_DIR = Path(__file__).with_name("bundle")
@@ -65,7 +65,7 @@ def _dataset(key: str) -> dict[str, Any]:
                 "groupby": True,
                 "filterable": True,
                 "expression": None,
-                "verbose_name": None,
+                "verbose_name": VERBOSE_NAMES.get(key, {}).get(name),
                 "description": None,
                 "python_date_format": None,
                 "extra": None,
@@ -158,6 +158,9 @@ def _native_filter(dash: spec.Dashboard, f: dict[str, Any]) -> dict[str, Any]:
             "searchAllOptions": False,
             "inverseSelection": False,
         },
+        # what Superset's filter editor saves with "select first value by default": without
+        # it the bar shows the first mote but the charts load (and stay) unfiltered
+        "requiredFirst": True,
         "cascadeParentIds": [],
         "scope": {"rootPath": ["ROOT_ID"], "excluded": []},
         "description": "",

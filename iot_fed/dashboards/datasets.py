@@ -125,4 +125,37 @@ DATASETS: dict[str, tuple[str, list[tuple[str, str]]]] = {
             ("missing_ratio", "DOUBLE PRECISION"),
         ],
     ),
+    "v_incidents": (
+        "start_ts",
+        [
+            ("id", "TEXT"),
+            ("moteid", "INTEGER"),
+            ("start_ts", "TIMESTAMP WITH TIME ZONE"),
+            ("last_seen", "TIMESTAMP WITH TIME ZONE"),
+            ("end_ts", "TIMESTAMP WITH TIME ZONE"),
+            ("state", "TEXT"),
+            ("channels", "TEXT"),
+            ("peak_ratio", "DOUBLE PRECISION"),
+            ("fault_type", "TEXT"),
+            ("model_version", "INTEGER"),
+            ("n_flagged", "INTEGER"),
+            ("duration_s", "DOUBLE PRECISION"),
+            ("x", "DOUBLE PRECISION"),
+            ("y", "DOUBLE PRECISION"),
+        ],
+    ),
 }
+
+VERBOSE_NAMES: dict[str, dict[str, str]] = {
+    "v_incidents": {
+        "moteid": "mote",
+        "start_ts": "since",
+        "last_seen": "last flagged",
+        "end_ts": "ended",
+        "fault_type": "fault type",
+        "peak_ratio": "peak (score / threshold)",
+        "model_version": "model version",
+        "n_flagged": "flagged readings",
+    },
+}
+"""Column headers shown instead of the names (tables), per view."""

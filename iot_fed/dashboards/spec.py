@@ -65,6 +65,37 @@ class Dashboard:
     filters: list[dict[str, Any]] = field(default_factory=list)
 
 
+# the open-incidents table: mote, since, channels, fault type, peak, model version
+INCIDENT_COLUMNS = [
+    "moteid",
+    "start_ts",
+    "channels",
+    "fault_type",
+    "peak_ratio",
+    "model_version",
+]
+OPEN_ONLY = {
+    "expressionType": "SIMPLE",
+    "subject": "state",
+    "operator": "==",
+    "comparator": "open",
+    "clause": "WHERE",
+}
+
+
+def _incident_table(columns: list[str], filters: list[dict[str, Any]]) -> dict[str, Any]:
+    """Raw rows of ``v_incidents``, newest start first."""
+    return {
+        "query_mode": "raw",
+        "all_columns": columns,
+        "order_by_cols": ['["start_ts", false]'],
+        "adhoc_filters": filters,
+        "time_range": "No filter",
+        "row_limit": 200,
+        "server_pagination": False,
+    }
+
+
 READINGS_PER_S = metric("SUM(readings_per_s)", "readings per s")
 ANOMALIES = metric("SUM(anomalies)", "anomalies")
 CHANNELS = [metric(f"AVG({c})", c) for c in READING_CHANNELS]
@@ -137,6 +168,29 @@ FLEET = Dashboard(
                 height=70,
             ),
         ],
+        # incidents sit on Fleet, not a dashboard of their own: they are what an operator
+        # looks at first, fleet-wide; the Device dashboard lists one mote's
+        [
+            Chart(
+                "fleet_open_incidents",
+                "Open incidents",
+                "table",
+                "v_incidents",
+                _incident_table(INCIDENT_COLUMNS, [OPEN_ONLY]),
+            ),
+            Chart(
+                "fleet_incidents_per_hour",
+                "Incidents per hour by fault type (by start)",
+                "echarts_timeseries_bar",
+                "v_incidents",
+                {
+                    **_timeseries("start_ts", [metric("COUNT(*)", "incidents")]),
+                    "time_grain_sqla": "PT1H",
+                    "groupby": ["fault_type"],
+                    "stack": "Stack",
+                },
+            ),
+        ],
     ],
 )
 
@@ -145,27 +199,27 @@ DEVICE = Dashboard(
     "Device",
     [
         [
+            # two standard charts, one query each, rather than a mixed chart with a second
+            # query (its anomalies) that the browser test must also see narrowed to the mote
             Chart(
                 "device_channels",
-                "Channels over time with anomalies (right axis, dots)",
-                "mixed_timeseries",
+                "Channels over time",
+                "echarts_timeseries_line",
                 "v_device_minute",
-                {
-                    **_timeseries("minute", CHANNELS),
-                    "metrics_b": [ANOMALIES],
-                    "groupby_b": [],
-                    "adhoc_filters_b": [],
-                    "row_limit_b": 10000,
-                    "seriesType": "line",
-                    "seriesTypeB": "scatter",
-                    "yAxisIndex": 0,
-                    "yAxisIndexB": 1,
-                    "markerEnabledB": True,
-                    "markerSizeB": 8,
-                    "y_axis_format_secondary": "SMART_NUMBER",
-                },
+                _timeseries("minute", CHANNELS),
                 width=12,
-                height=70,
+                height=60,
+            ),
+        ],
+        [
+            Chart(
+                "device_anomalies",
+                "Anomalies per minute",
+                "echarts_timeseries_bar",
+                "v_device_minute",
+                _timeseries("minute", [ANOMALIES], show_legend=False),
+                width=12,
+                height=40,
             ),
         ],
         [
@@ -184,7 +238,20 @@ DEVICE = Dashboard(
                 width=12,
             ),
         ],
+        [
+            Chart(
+                "device_incidents",
+                "Incidents of this mote",
+                "table",
+                "v_incidents",
+                _incident_table(
+                    ["moteid", "start_ts", "last_seen", "state", *INCIDENT_COLUMNS[2:]], []
+                ),
+                width=12,
+            ),
+        ],
     ],
+    # a native filter narrows every chart in scope whose dataset has the column (moteid)
     filters=[{"key": "mote", "name": "Mote", "dataset": "v_device_minute", "column": "moteid"}],
 )
 

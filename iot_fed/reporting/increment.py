@@ -33,6 +33,7 @@ class RefreshResult:
     dead_letters_seen: int = 0
     local_models: int = 0
     global_versions: int = 0
+    incidents_seen: int = 0
     positions: int = 0
     caught_up: bool = True
     behind_s: float = 0.0
@@ -40,7 +41,13 @@ class RefreshResult:
 
     @property
     def changed(self) -> bool:
-        return bool(self.buckets or self.dead_letters_seen or self.local_models or self.positions)
+        return bool(
+            self.buckets
+            or self.dead_letters_seen
+            or self.local_models
+            or self.positions
+            or self.incidents_seen
+        )
 
     def metadata(self) -> dict[str, Any]:
         return asdict(self)

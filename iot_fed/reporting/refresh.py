@@ -17,6 +17,8 @@ How each table stays exact under re-runs and late data:
   recounted whole.
 - ``local_losses``: upserted on (moteid, version) from models created since the watermark.
 - ``model_versions``: every global version upserted on ``version`` (promotion changes).
+- ``incidents``: incidents written since the watermark (their ``updated_at``, ``_id``)
+  upserted on ``_id``, a newer ``rev`` kept (:mod:`iot_fed.reporting.incidents`).
 
 A verdict rewritten later for a bucket that was already fully scored (a newer model
 re-scoring old readings) shows once that bucket is redone; :func:`reset` + refresh
@@ -34,6 +36,7 @@ import psycopg
 from pymongo.database import Database
 
 from iot_fed.reporting.device_minutes import refresh_readings
+from iot_fed.reporting.incidents import refresh_incidents
 from iot_fed.reporting.increment import RefreshResult, ReportingError, runs
 from iot_fed.reporting.schema import ensure_schema
 from iot_fed.reporting.small_tables import (
@@ -77,7 +80,7 @@ def refresh(
 ) -> RefreshResult:
     """One bounded, transactional refresh of every reporting table (see the module doc).
 
-    ``batch`` bounds the readings (and dead letters) taken per call: call again while
+    ``batch`` bounds the readings (and dead letters, incidents) taken per call: call again while
     ``caught_up`` is False. ``positions`` returns {moteid: (x, y)} for motes without one.
     Raises :class:`ReportingError` (nothing committed) when PostgreSQL fails.
     """
@@ -93,6 +96,7 @@ def refresh(
             refresh_dead_letters(db, conn, batch, res)
             refresh_local_models(db, conn, res)
             refresh_global_models(db, conn, res)
+            refresh_incidents(db, conn, batch, res)
             _refresh_positions(conn, positions, res)
     except psycopg.Error as exc:
         host = conn.info.host if not conn.closed else "?"
@@ -113,12 +117,12 @@ def refresh_until_caught_up(
     positions: Callable[[], Positions] | None = None,
     max_rounds: int = 1000,
 ) -> list[RefreshResult]:
-    """:func:`refresh` until both readings and dead letters are caught up."""
+    """:func:`refresh` until readings, dead letters and incidents are caught up."""
     out = []
     for _ in range(max_rounds):
         res = refresh(db, conn, batch=batch, positions=positions)
         out.append(res)
-        if res.caught_up and res.dead_letters_seen < batch:
+        if res.caught_up and res.dead_letters_seen < batch and res.incidents_seen < batch:
             break
     return out
 
@@ -131,7 +135,8 @@ def reset(conn: psycopg.Connection) -> None:
         conn.execute(
             "TRUNCATE reporting.watermarks, reporting.devices, reporting.device_minute, "
             "reporting.fleet_minute, reporting.anomalies, reporting.model_versions, "
-            "reporting.local_losses, reporting.dead_letters_minute, reporting.gaps"
+            "reporting.local_losses, reporting.dead_letters_minute, reporting.gaps, "
+            "reporting.incidents"
         )
 
 

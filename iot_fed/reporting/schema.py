@@ -135,6 +135,25 @@ CREATE TABLE IF NOT EXISTS reporting.gaps (
     PRIMARY KEY (moteid, after_epoch)
 );
 CREATE INDEX IF NOT EXISTS gaps_to_ts ON reporting.gaps (moteid, to_ts);
+
+CREATE TABLE IF NOT EXISTS reporting.incidents (
+    id            text PRIMARY KEY,
+    moteid        integer NOT NULL,
+    start_ts      timestamptz NOT NULL,
+    last_seen     timestamptz NOT NULL,
+    end_ts        timestamptz,
+    state         text NOT NULL,
+    channels      text[] NOT NULL DEFAULT '{}',
+    peak_ratio    double precision,
+    fault_type    text,
+    model_version integer,
+    n_flagged     integer,
+    rev           bigint NOT NULL,
+    updated_at    timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_moteid_start ON reporting.incidents (moteid, start_ts);
+CREATE INDEX IF NOT EXISTS incidents_start ON reporting.incidents (start_ts);
+CREATE INDEX IF NOT EXISTS incidents_open ON reporting.incidents (start_ts) WHERE state = 'open';
 """
 
 VIEWS = """
@@ -193,6 +212,13 @@ FROM reporting.devices d
 LEFT JOIN (SELECT moteid, count(*) AS gaps, max(missing_epochs) AS longest_gap_epochs,
                   max(to_ts) AS last_gap_ts
            FROM reporting.gaps GROUP BY moteid) g USING (moteid);
+
+CREATE OR REPLACE VIEW reporting.v_incidents AS
+SELECT i.id, i.moteid, i.start_ts, i.last_seen, i.end_ts, i.state,
+       array_to_string(i.channels, ',') AS channels, i.peak_ratio, i.fault_type,
+       i.model_version, i.n_flagged,
+       EXTRACT(EPOCH FROM COALESCE(i.end_ts, i.last_seen) - i.start_ts) AS duration_s, d.x, d.y
+FROM reporting.incidents i LEFT JOIN reporting.devices d USING (moteid);
 """
 
 VIEW_NAMES = (
@@ -206,6 +232,7 @@ VIEW_NAMES = (
     "v_dead_letters_minute",
     "v_gaps",
     "v_gaps_device",
+    "v_incidents",
 )
 
 

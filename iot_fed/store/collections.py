@@ -75,10 +75,12 @@ INDEXES: dict[str, tuple[IndexSpec, ...]] = {
     INGEST_DEVICES: (),  # one document per device, keyed by it, read whole by the sensor
     INGEST_OFFSETS: (IndexSpec("topic", (("topic", 1),)),),
     # a device's incidents in time order (the API's moteid filter), and the open ones whose
-    # quiet period the fleet's data time has passed (closed stale/resolved by the scorers)
+    # quiet period the fleet's data time has passed (closed stale/resolved by the scorers);
+    # the reporting refresh reads those written since its watermark (updated_at, _id)
     INCIDENTS: (
         IndexSpec("moteid_start", (("moteid", 1), ("start", 1))),
         IndexSpec("state_last_seen", (("state", 1), ("last_seen", 1))),
+        IndexSpec("updated_at", (("updated_at", 1), ("_id", 1))),
     ),
 }
 

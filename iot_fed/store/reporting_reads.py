@@ -81,6 +81,40 @@ def dead_letters_between(db: Database, lo: dt.datetime, hi: dt.datetime) -> list
     return list(db[coll.DEAD_LETTERS].find(query, {"_id": 0, "ts": 1, "reason": 1}))
 
 
+_INCIDENT_FIELDS = {
+    "_id": 1,
+    "moteid": 1,
+    "start": 1,
+    "last_seen": 1,
+    "end": 1,
+    "state": 1,
+    "channels": 1,
+    "peak_ratio": 1,
+    "fault_type": 1,
+    "model_version": 1,
+    "n_flagged": 1,
+    "rev": 1,
+    "updated_at": 1,
+}
+
+
+def incidents_written_after(
+    db: Database, since: dt.datetime, after_id: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` incidents in (``updated_at``, ``_id``) order: with ``after_id`` those
+    after the key (``since``, ``after_id``), else all with ``updated_at >= since``."""
+    query: dict[str, Any] = {"updated_at": {"$gte": since}}
+    if after_id is not None:
+        query = {
+            "$or": [
+                {"updated_at": {"$gt": since}},
+                {"updated_at": since, "_id": {"$gt": after_id}},
+            ]
+        }
+    cur = db[coll.INCIDENTS].find(query, _INCIDENT_FIELDS)
+    return list(cur.sort([("updated_at", ASCENDING), ("_id", ASCENDING)]).limit(int(limit)))
+
+
 def local_model_summaries(db: Database, since: dt.datetime) -> list[dict[str, Any]]:
     """Device model versions created at or after ``since`` (no params): losses and sizes."""
     fields = {
@@ -125,9 +159,14 @@ def evaluation_summaries(db: Database) -> list[dict[str, Any]]:
 
 def source_marks(db: Database) -> dict[str, Any]:
     """What the reporting store is built from, in a few cheap reads: the newest reading's
-    ``_id``, each other source's document count and the promoted version. Equal marks:
-    nothing new to report (a decision for the reporting sensor, not the refresh)."""
+    ``_id``, each other source's document count, the promoted version and the newest
+    incident write (incidents change state in place, so their count alone misses it).
+    Equal marks: nothing new to report (a decision for the reporting sensor, not the
+    refresh)."""
     newest = db[coll.SENSOR_READINGS].find_one({}, {"_id": 1}, sort=[("_id", -1)])
+    incident = db[coll.INCIDENTS].find_one(
+        {}, {"_id": 1, "updated_at": 1}, sort=[("updated_at", -1), ("_id", -1)]
+    )
     promoted = db[coll.GLOBAL_MODELS].find_one(
         {"promoted": True}, {"_id": 0, "version": 1}, sort=[("version", -1)]
     )
@@ -142,4 +181,7 @@ def source_marks(db: Database) -> dict[str, Any]:
         "newest_reading": str(newest["_id"]) if newest else None,
         **{name: db[name].estimated_document_count() for name in counted},
         "promoted": promoted["version"] if promoted else None,
+        "incidents": (
+            f"{incident['updated_at'].isoformat()} {incident['_id']}" if incident else None
+        ),
     }

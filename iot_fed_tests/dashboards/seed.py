@@ -11,10 +11,12 @@ from iot_fed.reporting.schema import ensure_schema
 
 MOTES = 12
 MINUTES = 90
+FAULT_TYPES = ("spike", "stuck", "drift", "battery")
 
 
 def seed(conn: psycopg.Connection) -> None:
-    """Schema plus ``MOTES`` devices x ``MINUTES`` minutes of aggregates, versions, letters."""
+    """Schema plus ``MOTES`` devices x ``MINUTES`` minutes of aggregates, incidents,
+    versions, letters."""
     ensure_schema(conn)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     start = now - timedelta(minutes=MINUTES)
@@ -55,6 +57,26 @@ def seed(conn: psycopg.Connection) -> None:
                 " (%s, %s, %s, %s, %s, 0, %s, %s, 0, %s, %s) ON CONFLICT DO NOTHING",
                 (m, x, y, start, now, MINUTES * 6 - 1, readings, readings, anomalies),
             )
+            for k in range(3):  # three incidents per mote, the newest still open
+                begin = start + timedelta(minutes=25 * k + m)
+                last = begin + timedelta(minutes=4)
+                conn.execute(
+                    "INSERT INTO reporting.incidents (id, moteid, start_ts, last_seen, end_ts,"
+                    " state, channels, peak_ratio, fault_type, model_version, n_flagged, rev,"
+                    " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 4, 5, 1, now())"
+                    " ON CONFLICT DO NOTHING",
+                    (
+                        f"{m}:{int(begin.timestamp() * 1000)}",
+                        m,
+                        begin,
+                        last,
+                        None if k == 2 else last,
+                        "open" if k == 2 else "resolved",
+                        ["temperature", "humidity"][: 1 + (m + k) % 2],
+                        1.5 + m / 10 + k,
+                        FAULT_TYPES[(m + k) % len(FAULT_TYPES)],
+                    ),
+                )
             conn.execute(
                 "INSERT INTO reporting.gaps VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 (m, 17 - m % 17, 6, start, start + timedelta(minutes=1)),

@@ -2,14 +2,18 @@
 
 Every chart's ``/api/v1/chart/data`` request must succeed and every chart must paint
 (a non-empty canvas or svg); a screenshot per dashboard goes to
-``assets_data/test-artifacts/dashboards/``.
+``assets_data/test-artifacts/dashboards/``. On the Device dashboard with the Mote filter
+set, every query of every chart must be narrowed to that mote.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from iot_fed.config import Settings
@@ -67,11 +71,8 @@ def _wait_or_show(page, condition: str, shot: Path) -> None:
         raise AssertionError(f"{condition!r} not met at {page.url}; screenshot {shot}") from None
 
 
-def test_every_dashboard_paints_every_chart(
-    browser, superset: Superset, dashboards: dict[str, dict], settings: Settings
-) -> None:
-    out = Path(settings.data_dir) / "test-artifacts" / "dashboards"
-    out.mkdir(parents=True, exist_ok=True)
+def _logged_in_page(browser, superset: Superset):
+    """A new page, logged in to Superset."""
     # bypass_csp: the checks below are evaluated JS, which our strict CSP forbids
     page = browser.new_page(viewport={"width": 1600, "height": 1200}, bypass_csp=True)
     page.set_default_timeout(120_000)
@@ -85,6 +86,15 @@ def test_every_dashboard_paints_every_chart(
     page.fill("input[name='password'], #password", superset.password)
     page.keyboard.press("Enter")
     page.wait_for_url(lambda url: "/login" not in url)
+    return page
+
+
+def test_every_dashboard_paints_every_chart(
+    browser, superset: Superset, dashboards: dict[str, dict], settings: Settings
+) -> None:
+    out = Path(settings.data_dir) / "test-artifacts" / "dashboards"
+    out.mkdir(parents=True, exist_ok=True)
+    page = _logged_in_page(browser, superset)
     for dash in spec.DASHBOARDS:
         n_charts = sum(len(row) for row in dash.rows)
         data: list[tuple[int, str]] = []
@@ -111,3 +121,91 @@ def test_every_dashboard_paints_every_chart(
         assert not failed, f"{dash.title}: chart data requests failed: {failed}"
         assert all(c["painted"] and not c["error"] for c in charts), f"{dash.title}: {charts}"
     page.close()
+
+
+MOTE = 3  # not the filter's first value: chosen in the filter bar
+
+
+def _mote_max(conn: psycopg.Connection, mote: int | None) -> int:
+    """The most anomalies in one minute: of ``mote``, or of the fleet (None)."""
+    where = "" if mote is None else f"WHERE moteid = {int(mote)}"
+    query = f"SELECT max(s) FROM (SELECT sum(anomalies) AS s FROM reporting.device_minute {where}"
+    return int(conn.execute(query + " GROUP BY minute) t").fetchone()[0])
+
+
+def _assert_narrowed(
+    answers: list[tuple[dict[str, Any], dict[str, Any]]],
+    names: dict[int, str],
+    mote: int,
+    mote_max: int,
+) -> None:
+    """Every query of every chart answer was narrowed to ``mote``: the filter applied, the
+    SQL restricted, no other mote's row and no more anomalies a minute than it had."""
+    answered = {names.get(req.get("form_data", {}).get("slice_id")) for req, _ in answers}
+    assert answered >= {c.title for row in spec.DEVICE.rows for c in row}, answered
+    sql_filter = re.compile(rf"moteid\W*\s+IN\s*\(\s*{mote}\s*\)", re.IGNORECASE)
+    for req, body in answers:
+        name = names.get(req.get("form_data", {}).get("slice_id"))
+        assert body.get("result"), f"{name}: no result: {str(body)[:300]}"
+        for i, result in enumerate(body["result"]):
+            where = f"mote {mote}, {name} (query {i})"
+            applied = [f.get("column") for f in result.get("applied_filters", [])]
+            assert "moteid" in applied, f"{where}: Mote filter not applied: {applied}"
+            assert sql_filter.search(result["query"]), f"{where}: SQL {result['query']}"
+            for row in result["data"]:
+                assert row.get("moteid", mote) == mote, f"{where}: another mote's row {row}"
+                assert (row.get("anomalies") or 0) <= mote_max, f"{where}: fleet's anomalies {row}"
+
+
+def test_mote_filter_narrows_every_device_chart(
+    browser, superset: Superset, dashboards: dict[str, dict], seeded_uri: str, settings: Settings
+) -> None:
+    """Opened, the Device dashboard shows the first mote's data only (the filter's default
+    applied, not just displayed); a mote chosen in the filter bar, that mote's only. Every
+    query of every chart counts (a chart's second series too)."""
+    out = Path(settings.data_dir) / "test-artifacts" / "dashboards"
+    out.mkdir(parents=True, exist_ok=True)
+    with psycopg.connect(seeded_uri) as conn:
+        first = conn.execute("SELECT min(moteid) FROM reporting.device_minute").fetchone()[0]
+        fleet_max = _mote_max(conn, None)
+        maxima = {m: _mote_max(conn, m) for m in (first, MOTE)}
+    assert fleet_max > max(maxima.values()), "seed: a mote must have fewer anomalies than all"
+    dash = spec.DEVICE
+    n_charts = sum(len(row) for row in dash.rows)
+    names = {c["id"]: c["slice_name"] for c in dashboards[dash.key]["charts"]}
+    page = _logged_in_page(browser, superset)
+    answers: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    def on_response(resp) -> None:
+        if "/api/v1/chart/data" in resp.url and resp.request.method == "POST":
+            req = resp.request.post_data_json or {}
+            # the filter's own query lists every mote to choose from: not a chart's
+            if req.get("form_data", {}).get("viz_type") != "filter_select":
+                answers.append((req, resp.json()))
+
+    page.on("response", on_response)
+    page.goto(f"{superset.url}/superset/dashboard/{dashboards[dash.key]['slug']}/")
+    _wait_or_show(
+        page,
+        f"({PAINTED_JS})().filter(c => c.painted).length >= {n_charts}",
+        out / "device-filtered-timeout.png",
+    )
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(out / "device-first-mote.png"), full_page=True)
+    _assert_narrowed(answers, names, first, maxima[first])
+
+    answers.clear()  # choose MOTE in the filter bar, as a person does, and apply
+    page.locator('[data-test="filter-bar"] .ant-select-selector').first.click()
+    page.keyboard.type(str(MOTE))
+    page.locator(f'.ant-select-item-option[title="{MOTE}"]').first.click()
+    page.get_by_role("button", name="Apply filters").click()
+    for _ in range(120):  # until every chart answered again
+        page.wait_for_timeout(1000)
+        ids = {req.get("form_data", {}).get("slice_id") for req, _ in answers}
+        if len(ids & set(names)) >= n_charts:
+            break
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(out / f"device-mote-{MOTE}.png"), full_page=True)
+    page.remove_listener("response", on_response)
+    page.close()
+    _assert_narrowed(answers, names, MOTE, maxima[MOTE])

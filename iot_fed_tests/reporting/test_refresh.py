@@ -18,6 +18,7 @@ from iot_fed.reporting.refresh import (
 )
 from iot_fed.reporting.schema import VIEW_NAMES
 from iot_fed.store.collections import ANOMALIES, DEAD_LETTERS, PREDICTIONS
+from iot_fed.store.incidents import upsert_incidents
 from iot_fed.store.reports import save_evaluation_report
 from iot_fed.store.repository import (
     insert_readings,
@@ -36,6 +37,7 @@ TABLES = (
     "dead_letters_minute",
     "local_losses",
     "model_versions",
+    "incidents",
 )
 
 
@@ -275,3 +277,72 @@ def test_failed_write_commits_nothing_and_the_retry_catches_up(
     with psycopg.connect(pg_uri) as fresh:
         refresh(mongo_db, fresh)
         assert one(fresh, "SELECT readings FROM reporting.devices") == (20,)
+
+
+def incident(moteid: int, start_min: int, last_min: int, state: str = "open") -> dict[str, Any]:
+    """A pure incident document (:func:`iot_fed.analytics.incidents.advance`'s shape)."""
+    start = int(T0.timestamp() * 1000) + start_min * 60_000
+    last = int(T0.timestamp() * 1000) + last_min * 60_000
+    return {
+        "_id": f"{moteid}:{start}",
+        "moteid": moteid,
+        "start_ms": start,
+        "last_seen_ms": last,
+        "end_ms": None if state == "open" else last,
+        "last_reading_ms": last,
+        "state": state,
+        "channels": ["temperature", "light"],
+        "peak_ratio": 2.5,
+        "peak_ms": start,
+        "fault_type": "spike",
+        "n_flagged": 1 + last_min - start_min,
+        "n_readings": 1 + last_min - start_min,
+        "model_version": 3,
+        "rev": 2 * last + (state != "open"),
+    }
+
+
+def test_incidents_upserted_as_they_change_state(
+    mongo_db: Database, pg: psycopg.Connection
+) -> None:
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    upsert_incidents(mongo_db, [incident(1, 0, 2), incident(2, 5, 5)], source="t", at=at)
+    res = refresh(mongo_db, pg)
+    assert res.incidents_seen == 2 and res.changed
+    rows = pg.execute(
+        "SELECT moteid, state, end_ts, channels, fault_type, model_version, n_flagged "
+        "FROM reporting.v_incidents ORDER BY moteid"
+    ).fetchall()
+    assert rows == [
+        (1, "open", None, "temperature,light", "spike", 3, 3),
+        (2, "open", None, "temperature,light", "spike", 3, 1),
+    ]
+    # mote 1's incident grows, then resolves: the same row changes, none is added
+    later = at + dt.timedelta(seconds=40)
+    upsert_incidents(mongo_db, [incident(1, 0, 4, "resolved")], source="t", at=later)
+    refresh(mongo_db, pg)
+    assert pg.execute(
+        "SELECT moteid, state, end_ts - start_ts, n_flagged FROM reporting.v_incidents "
+        "ORDER BY moteid"
+    ).fetchall() == [(1, "resolved", dt.timedelta(minutes=4), 5), (2, "open", None, 1)]
+    before = pg.execute("SELECT * FROM reporting.incidents ORDER BY id").fetchall()
+    refresh(mongo_db, pg)  # the overlap re-reads: nothing changes
+    assert pg.execute("SELECT * FROM reporting.incidents ORDER BY id").fetchall() == before
+    # a copy of a newer revision is never taken back by an older one
+    pg.execute("UPDATE reporting.incidents SET rev = rev + 10, state = 'stale' WHERE moteid = 2")
+    refresh(mongo_db, pg)
+    assert one(pg, "SELECT state FROM reporting.incidents WHERE moteid = 2") == ("stale",)
+
+
+def test_incidents_of_one_write_time_copied_in_small_batches(
+    mongo_db: Database, pg: psycopg.Connection
+) -> None:
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    docs = [incident(m, m, m + 1) for m in range(1, 6)]  # one micro-batch: one updated_at
+    upsert_incidents(mongo_db, docs, source="t", at=at)
+    rounds = refresh_until_caught_up(mongo_db, pg, batch=2)
+    assert [r.incidents_seen for r in rounds][:3] == [2, 2, 1]
+    assert one(pg, "SELECT count(*) FROM reporting.incidents") == (5,)
+    reset(pg)
+    refresh(mongo_db, pg)
+    assert one(pg, "SELECT count(*) FROM reporting.v_incidents") == (5,)
