@@ -1,18 +1,20 @@
-"""Produce readings -> sensor tick -> ONE run (train, aggregate, check, promote) -> promoted."""
+"""Produce readings -> ingester -> sensor tick -> ONE run (train, aggregate, check, promote) -> promoted."""
 
 from __future__ import annotations
 
 import dagster as dg
 
+from iot_fed.config import get_settings
 from iot_fed.definitions import defs
 from iot_fed.store import repository as repo
 from iot_fed_tests.defs.helpers import ASSETS, diurnal_readings, tick
-from iot_fed_tests.stream.helpers import produce_readings
+from iot_fed_tests.stream.helpers import ingest_all, produce_readings
 
 
 def test_stream_to_promoted_global_version(pipeline_env, instance, settings):
     env, db = pipeline_env, pipeline_env["db"]
     produce_readings(settings, env["topic"], diurnal_readings(4, 120))
+    ingest_all(get_settings(), db, 4 * 120)
 
     data = tick(instance, env["resources"], None)
     assert len(data.run_requests) == 1
