@@ -396,6 +396,15 @@ def devices_with_models_since(db: Database, since: dt.datetime | None) -> list[s
     return sorted(db[LOCAL_MODELS].distinct("device", query), key=int)
 
 
+def set_global_replay(db: Database, version: int, replay: Mapping[str, Any]) -> None:
+    """Store the promotion replay's verdict with a global version (``metrics.replay``)."""
+    res = durable(db, GLOBAL_MODELS).update_one(
+        {"version": int(version)}, {"$set": {"metrics.replay": dict(replay)}}
+    )
+    if res.matched_count == 0:
+        raise KeyError(f"global model version {version} does not exist")
+
+
 def promote(db: Database, version: int) -> dict[str, Any]:
     """Make ``version`` the promoted global model and demote every other one."""
     coll = durable(db, GLOBAL_MODELS)
