@@ -49,7 +49,7 @@ def promotion_verdict(doc: Mapping[str, Any]) -> tuple[bool, str]:
     return True, str(verdict.get("reason", ""))
 
 
-REPLAY_FIGURES = ("alarm_rate", "alarm_limit", "f1", "promoted_f1", "skipped")
+REPLAY_FIGURES = ("alarm_rate", "flagged_rate", "alarm_limit", "f1", "promoted_f1", "skipped")
 """The promotion replay's figures shown with a refusal (API, reporting)."""
 
 

@@ -8,7 +8,8 @@ are not flagged), so the replay sees the verdicts the scorers would give.
 
 * **Alarm rate**: incidents (:func:`iot_fed.analytics.incidents.advance`) on the clean
   held-out readings of the devices the candidate calibrated, per device-day of their data
-  time; refused above ``false_alarms_per_device_day x promotion_alarm_factor``.
+  time, and flagged readings per device-day (a flood is one long incident per device);
+  refused when either is above ``false_alarms_per_device_day x promotion_alarm_factor``.
 * **F1**: labelled faults (:func:`iot_fed.evaluation.faults.inject_faults`, fixed seed)
   injected into the same readings; refused when the candidate's F1 on the held-out rows is
   more than ``promotion_max_f1_drop`` below the promoted version's (no promoted version:
@@ -35,7 +36,7 @@ from iot_fed.evaluation.metrics import f1
 from iot_fed.federation.bundles import ModelLoadError, load_bundle, load_promoted
 from iot_fed.federation.windows import usable_readings
 from iot_fed.fl.device_history import DeviceHistory
-from iot_fed.fl.holdout import held_out
+from iot_fed.fl.holdout import HOLDOUT_MODULUS, held_out
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import DeviceReadings, ScoredReadings, score_many
 from iot_fed.readings import CHANNELS, epoch_ms
@@ -100,6 +101,11 @@ class ReplayVerdict:
     incidents: int = 0
     alarm_rate: float | None = None
     """Incidents per device-day on clean held-out readings."""
+    flagged: int = 0
+    flagged_rate: float | None = None
+    """Flagged readings per device-day (held-out readings are one epoch in
+    ``HOLDOUT_MODULUS``): a version that flags everything makes ONE long incident per
+    device, so the incident rate alone would pass a flood."""
     alarm_limit: float = 0.0
     fault_readings: int = 0
     f1: float | None = None
@@ -223,11 +229,19 @@ def replay_verdict(
         )
         spans = [np.ptp(d.ts_ms[d.held]) if d.held.sum() > 1 else 0 for d in judged]
         v.device_days = float(np.sum(spans)) / DAY_MS
-        v.alarm_rate = v.incidents / v.device_days if v.device_days > 0 else None
-        if enough and v.alarm_rate is not None and v.alarm_rate > cfg.alarm_limit:
+        v.flagged = int(sum(s.flag[d.held].sum() for d, s in zip(judged, clean, strict=True)))
+        if v.device_days > 0:
+            v.alarm_rate = v.incidents / v.device_days
+            v.flagged_rate = v.flagged * HOLDOUT_MODULUS / v.device_days
+        over = [
+            f"{rate:.3g} {what}/device-day"
+            for rate, what in ((v.alarm_rate, "incidents"), (v.flagged_rate, "flagged readings"))
+            if rate is not None and rate > cfg.alarm_limit
+        ]
+        if enough and over:
             refusals.append(
-                f"alarm rate {v.alarm_rate:.3g} incidents/device-day on {v.held_out_readings} "
-                f"clean held-out readings, over {cfg.alarm_factor:g} x the budget of "
+                f"alarm rate {' and '.join(over)} on {v.held_out_readings} clean held-out "
+                f"readings, over {cfg.alarm_factor:g} x the budget of "
                 f"{cfg.budget_per_device_day:g}"
             )
     if promoted is None:

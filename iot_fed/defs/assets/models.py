@@ -243,6 +243,7 @@ def replay_metadata(r: Mapping[str, Any]) -> dict[str, Any]:
         "replay_alarm_rate": _fmt(r["alarm_rate"]),
         "replay_alarm_limit": float(r["alarm_limit"]),
         "replay_incidents": int(r["incidents"]),
+        "replay_flagged_rate": _fmt(r["flagged_rate"]),
         "replay_device_days": float(r["device_days"]),
         "replay_held_out_readings": int(r["held_out_readings"]),
         "replay_devices_judged": int(r["devices_judged"]),
