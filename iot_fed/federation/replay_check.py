@@ -2,7 +2,8 @@
 
 The candidate is replayed on each device's newest held-out readings (``epoch % 10 == 0``,
 :mod:`iot_fed.fl.holdout`: never trained on; the rest of the newest readings is their
-context), read in ONE bounded query (at most ``promotion_replay_readings`` per device).
+context), read in ONE bounded query (:func:`read_replay`: the newest
+``promotion_replay_readings`` per device).
 Scoring is the product's (:func:`iot_fed.fl.stream_scoring.score_many`: learning devices
 are not flagged), so the replay sees the verdicts the scorers would give.
 
@@ -117,8 +118,15 @@ class ReplayVerdict:
 
 
 def read_replay(db: Database, motes: Sequence[int], limit: int) -> list[Replayed]:
-    """Per device its newest ``limit`` usable readings: ONE query for all devices."""
-    found = repo.readings_for_devices(db, {int(m): None for m in motes}, limit)
+    """Per device its newest ``limit`` usable readings: ONE query for all devices, bounded
+    below by ``limit`` epochs before the newest epoch the device trained on (a mote sends
+    at most one reading per epoch), so the read is at most ``limit`` readings per device
+    plus those landed since its last training."""
+    through = repo.trained_through(db)
+    since = {
+        int(m): (max(through[int(m)] - limit, -1) if int(m) in through else None) for m in motes
+    }
+    found = repo.readings_for_devices(db, since, limit)
     out = []
     for m, docs in sorted(found.items()):
         good, _ = usable_readings(docs)

@@ -288,6 +288,17 @@ def local_model_devices(db: Database) -> list[str]:
     return sorted(db[LOCAL_MODELS].distinct("device"), key=int)
 
 
+def trained_through(db: Database) -> dict[int, int]:
+    """Per device, the newest epoch any of its local models was trained on (one query over
+    the models' small fields, no params)."""
+    out: dict[int, int] = {}
+    fields = {"_id": 0, "device": 1, "last_epoch": 1}
+    for d in db[LOCAL_MODELS].find({"last_epoch": {"$ne": None}}, fields):
+        m = int(d["device"])
+        out[m] = max(out.get(m, -1), int(d["last_epoch"]))
+    return out
+
+
 def latest_local_models(
     db: Database,
     devices: Iterable[str | int] | None = None,

@@ -117,3 +117,16 @@ def test_f1_comparison_is_deterministic_and_accepts_an_equal_version(replay_env,
     b = replay_verdict(bundle, 2, devices, cfg, promoted=(1, bundle))
     assert a.ok and a.f1 == a.promoted_f1 == b.f1 and a.fault_readings > 0
     assert a.against_version == 1
+
+
+def test_the_replay_read_is_the_newest_readings_bounded_by_the_training(replay_env, instance):
+    env, db = replay_env, replay_env["db"]
+    first_round(env, instance, PER_MOTE)  # trained through epoch 999 (held-out ones aside)
+    assert repo.trained_through(db) == {1: 999, 2: 999, 3: 999}
+    # 50 readings landed since, not trained on yet: the newest 100 reach back before them
+    upsert_readings(db, readings_to_docs(diurnal_readings(3, 50, start_epoch=PER_MOTE)))
+    got = read_replay(db, [1, 2, 3], 100)
+    assert [d.moteid for d in got] == [1, 2, 3]
+    for d in got:
+        assert d.epochs.tolist() == list(range(950, 1050))
+        assert d.held.sum() == 10 and (d.epochs[d.held] % 10 == 0).all()
