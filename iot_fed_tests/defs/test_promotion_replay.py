@@ -27,9 +27,10 @@ def replay_env(pipeline_env, monkeypatch):
     return pipeline_env
 
 
-def second_round(env, instance, monkeypatch, threshold: float):
+def second_round(env, instance, monkeypatch, threshold: float | None):
     """New readings, trained, then aggregated into a version whose thresholds are all
-    ``threshold`` (set after the round's calibration and verdict, as a broken one would)."""
+    ``threshold`` (set after the round's calibration and verdict, as a broken one would;
+    None: as calibrated)."""
     real = global_round.server_update
 
     def tampered(*args, **kwargs):
@@ -39,7 +40,8 @@ def second_round(env, instance, monkeypatch, threshold: float):
         b.device_thresholds = dict.fromkeys(b.device_thresholds, threshold)
         return out
 
-    monkeypatch.setattr(global_round, "server_update", tampered)
+    if threshold is not None:
+        monkeypatch.setattr(global_round, "server_update", tampered)
     upsert_readings(env["db"], readings_to_docs(diurnal_readings(3, 300, start_epoch=PER_MOTE)))
     assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
     return aggregate(instance, env["resources"], raise_on_error=False)
@@ -55,6 +57,20 @@ def test_first_version_has_only_the_alarm_rate_check_and_passes(replay_env, inst
     assert replay["held_out_readings"] == 300 and replay["alarm_rate"] is not None
     assert replay["alarm_rate"] <= replay["alarm_limit"] == 3.0
     assert replay["f1"] is None and "no promoted version: F1 not compared" in replay["skipped"]
+
+
+def test_a_sane_second_version_is_compared_and_promoted(replay_env, instance, monkeypatch):
+    env, db = replay_env, replay_env["db"]
+    first_round(env, instance, PER_MOTE)
+    res = second_round(env, instance, monkeypatch, threshold=None)
+    assert res.success
+    (check,) = res.get_asset_check_evaluations()
+    meta = check.metadata
+    assert check.passed and meta["replay_ok"].value and meta["replay_skipped"].text == "none"
+    assert meta["replay_against_version"].value == 1
+    assert float(meta["replay_f1"].text) >= float(meta["replay_promoted_f1"].text) - 0.2
+    assert repo.promoted_global_model(db)["version"] == 2
+    assert last_refused(global_model_versions(db)) is None
 
 
 def test_a_flooding_version_is_refused_with_its_reason(replay_env, instance, monkeypatch):
