@@ -172,6 +172,31 @@ class Settings(BaseSettings):
     min_calibration_windows: int = Field(
         100, ge=0, description="held-out windows a version's threshold needs to be promoted"
     )
+    promotion_replay_readings: int = Field(
+        2000,
+        ge=10,
+        description="promotion replay: newest readings read per device (its held-out 10 % "
+        "are replayed, the rest is their context)",
+    )
+    promotion_alarm_factor: float = Field(
+        3.0,
+        gt=0,
+        description="promotion replay refuses a version whose alarm rate on clean held-out "
+        "readings exceeds false_alarms_per_device_day by this factor",
+    )
+    promotion_max_f1_drop: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="promotion replay refuses a version whose F1 on injected faults is more "
+        "than this (absolute) below the promoted version's",
+    )
+    promotion_min_replay_readings: int = Field(
+        1000,
+        ge=0,
+        description="held-out readings of calibrated devices the replay needs before it may "
+        "refuse (fewer: too noisy for a per device-day rate; the check says it skipped)",
+    )
 
     # --- orchestration ---------------------------------------------------------
     sensor_interval_s: int = Field(30, ge=1, description="Kafka sensor cadence")

@@ -63,7 +63,7 @@ def _offset_ranges(docs: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
-def _usable(docs: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
+def usable_readings(docs: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
     """In-range, finite readings in epoch order, and how many were left out."""
     if not docs:
         return pd.DataFrame(columns=["epoch", "ts", *CHANNELS]), 0
@@ -82,7 +82,7 @@ def to_window(
 ) -> DeviceWindow:
     """Readings -> window features; rows with ``epoch <= since`` are context only and
     ``limit`` keeps the newest training rows."""
-    good, n_bad = _usable(docs)
+    good, n_bad = usable_readings(docs)
     ep = good["epoch"].to_numpy(np.int64)
     feats, _ = window_features(
         epoch_ms(good["ts"]) if len(good) else np.zeros(0, np.int64),

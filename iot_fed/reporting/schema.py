@@ -105,6 +105,11 @@ CREATE TABLE IF NOT EXISTS reporting.model_versions (
     report_id       text,
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
+-- the promotion check's refusal and its replay figures (added later: older tables get them)
+ALTER TABLE reporting.model_versions ADD COLUMN IF NOT EXISTS refusal_reason text;
+ALTER TABLE reporting.model_versions ADD COLUMN IF NOT EXISTS replay_alarm_rate double precision;
+ALTER TABLE reporting.model_versions ADD COLUMN IF NOT EXISTS replay_f1 double precision;
+ALTER TABLE reporting.model_versions ADD COLUMN IF NOT EXISTS replay_promoted_f1 double precision;
 
 CREATE TABLE IF NOT EXISTS reporting.local_losses (
     moteid       integer NOT NULL,
@@ -183,7 +188,8 @@ FROM reporting.anomalies a LEFT JOIN reporting.devices d USING (moteid);
 CREATE OR REPLACE VIEW reporting.v_global_versions AS
 SELECT version, created_at, strategy, devices, rejected_devices, val_loss, parent_version,
        parent_val_loss, threshold, promoted, promoted_at, is_current, status, f1,
-       precision_ AS precision, recall, report_id
+       precision_ AS precision, recall, report_id, refusal_reason, replay_alarm_rate,
+       replay_f1, replay_promoted_f1
 FROM reporting.model_versions;
 
 CREATE OR REPLACE VIEW reporting.v_promoted_version AS

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from pymongo.database import Database
 
+from iot_fed.federation.health import promotion_verdict
 from iot_fed.reporting import increment as inc
 from iot_fed.reporting.increment import RefreshResult
 from iot_fed.store import reporting_reads as reads
@@ -109,6 +110,8 @@ def version_rows(
         status = "promoted" if ever else ("pending" if v == newest else "rejected")
         summary = (latest_report.get(v) or {}).get("summary") or {}
         promoted_at = m.get("promoted_at")
+        ok, why = promotion_verdict(m)  # a refused version: why (a pending one may pass yet)
+        replay = metrics.get("replay") or {}
         rows.append(
             (
                 v,
@@ -128,6 +131,10 @@ def version_rows(
                 inc.finite(summary.get("global_precision")),
                 inc.finite(summary.get("global_recall")),
                 (latest_report.get(v) or {}).get("report_id"),
+                None if ever or ok else why,
+                inc.finite(replay.get("alarm_rate")),
+                inc.finite(replay.get("f1")),
+                inc.finite(replay.get("promoted_f1")),
             )
         )
     return rows
@@ -136,7 +143,7 @@ def version_rows(
 _VERSION_COLUMNS = (
     "version, created_at, strategy, devices, rejected_devices, val_loss, parent_version, "
     "parent_val_loss, threshold, promoted, promoted_at, is_current, status, f1, precision_, "
-    "recall, report_id"
+    "recall, report_id, refusal_reason, replay_alarm_rate, replay_f1, replay_promoted_f1"
 )
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, field_validator
 from iot_fed.analytics.models import ModelNotAvailableError, load_scoring_bundle
 from iot_fed.config import Settings
 from iot_fed.federation.calibration import fleet_calibration
+from iot_fed.federation.health import last_refused
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import DeviceHistory, DeviceReadings, score_many
 from iot_fed.readings import CHANNELS
@@ -239,7 +240,8 @@ def create_app(settings: Settings) -> FastAPI:
     def status() -> dict[str, Any]:
         """Promoted version, devices (with a local model), their calibration state under
         the promoted version (learning devices are scored, not alarmed; counts and at most
-        ``STATE_CAP`` ids), last aggregation, scorer lag."""
+        ``STATE_CAP`` ids), last aggregation, the last refused version and why, scorer
+        lag."""
         versions = global_model_versions(db)
         fleet = local_model_devices(db)
         cal = fleet_calibration(db, fleet)
@@ -254,6 +256,8 @@ def create_app(settings: Settings) -> FastAPI:
             "global_versions": len(versions),
             "last_aggregation": versions[0].get("created_at") if versions else None,
             "calibration": cal.summary() if cal else None,
+            # the newest version its promotion check refused, and why (replay figures)
+            "last_refused": last_refused(versions),
             "scorer": {
                 "state": hb.get("state"),
                 "model_version": hb.get("model_version"),

@@ -147,6 +147,8 @@ def global_model_summaries(db: Database) -> list[dict[str, Any]]:
         "metrics.val_loss": 1,
         "metrics.parent_val_loss": 1,
         "metrics.rejected_local_models": 1,
+        "metrics.verdict": 1,
+        "metrics.replay": 1,
     }
     return list(db[coll.GLOBAL_MODELS].find({}, fields).sort("version", ASCENDING))
 

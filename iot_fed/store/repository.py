@@ -288,6 +288,17 @@ def local_model_devices(db: Database) -> list[str]:
     return sorted(db[LOCAL_MODELS].distinct("device"), key=int)
 
 
+def trained_through(db: Database) -> dict[int, int]:
+    """Per device, the newest epoch any of its local models was trained on (one query over
+    the models' small fields, no params)."""
+    out: dict[int, int] = {}
+    fields = {"_id": 0, "device": 1, "last_epoch": 1}
+    for d in db[LOCAL_MODELS].find({"last_epoch": {"$ne": None}}, fields):
+        m = int(d["device"])
+        out[m] = max(out.get(m, -1), int(d["last_epoch"]))
+    return out
+
+
 def latest_local_models(
     db: Database,
     devices: Iterable[str | int] | None = None,
@@ -394,6 +405,15 @@ def devices_with_models_since(db: Database, since: dt.datetime | None) -> list[s
     """Devices with a local model created after ``since`` (all with one when None), sorted."""
     query = {} if since is None else {"created_at": {"$gt": since}}
     return sorted(db[LOCAL_MODELS].distinct("device", query), key=int)
+
+
+def set_global_replay(db: Database, version: int, replay: Mapping[str, Any]) -> None:
+    """Store the promotion replay's verdict with a global version (``metrics.replay``)."""
+    res = durable(db, GLOBAL_MODELS).update_one(
+        {"version": int(version)}, {"$set": {"metrics.replay": dict(replay)}}
+    )
+    if res.matched_count == 0:
+        raise KeyError(f"global model version {version} does not exist")
 
 
 def promote(db: Database, version: int) -> dict[str, Any]:

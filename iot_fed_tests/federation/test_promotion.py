@@ -31,3 +31,14 @@ def test_a_version_without_a_stored_verdict_is_not_promoted(mongo_db: Database) 
     v = save_global_model(mongo_db, b"old", metrics=PASSING_LOSSES)["version"]
     ok, why = promote_if_better(mongo_db, v)
     assert not ok and "no promotion verdict stored" in why
+
+
+def test_a_stored_replay_refusal_keeps_a_passing_version_unpromoted(mongo_db: Database) -> None:
+    replay = {"ok": False, "reason": "alarm rate 12 incidents/device-day"}
+    metrics = {**PASSING_LOSSES, "verdict": {"ok": True, "reason": "ok"}, "replay": replay}
+    v = save_global_model(mongo_db, b"flood", metrics=metrics)["version"]
+    assert promote_if_better(mongo_db, v) == (False, "replay: alarm rate 12 incidents/device-day")
+    assert promoted_version(mongo_db) is None
+    passed = {**metrics, "replay": {"ok": True, "reason": "ok"}}
+    v2 = save_global_model(mongo_db, b"sane", metrics=passed)["version"]
+    assert promote_if_better(mongo_db, v2) == (True, "ok")

@@ -222,9 +222,19 @@ def test_model_versions_and_local_losses(mongo_db: Database, pg: psycopg.Connect
         {"device": "2", "version": 1, "n_samples": 40, "weight": 0.5},
     ]
     save_global_model(mongo_db, b"g", lineage=lineage, metrics={"val_loss": 0.4}, promoted=True)
-    save_global_model(
-        mongo_db, b"g", lineage=lineage[:1], metrics={"val_loss": 0.9, "parent_val_loss": 0.4}
-    )
+    refused = {  # passed the round's verdict, refused by the promotion replay
+        "val_loss": 0.9,
+        "parent_val_loss": 0.4,
+        "verdict": {"ok": True, "reason": "ok"},
+        "replay": {
+            "ok": False,
+            "reason": "alarm rate 9.5",
+            "alarm_rate": 9.5,
+            "f1": 0.3,
+            "promoted_f1": 0.8,
+        },
+    }
+    save_global_model(mongo_db, b"g", lineage=lineage[:1], metrics=refused)
     save_global_model(
         mongo_db, b"g", lineage=lineage, metrics={"val_loss": 0.3, "parent_val_loss": 0.4}
     )
@@ -247,6 +257,11 @@ def test_model_versions_and_local_losses(mongo_db: Database, pg: psycopg.Connect
         (2, 1, 0.9, "rejected", False, None),
         (3, 2, 0.3, "pending", False, None),
     ]
+    replay = pg.execute(
+        "SELECT version, refusal_reason, replay_alarm_rate, replay_f1, replay_promoted_f1 "
+        "FROM reporting.v_global_versions WHERE version = 2"
+    ).fetchall()
+    assert replay == [(2, "replay: alarm rate 9.5", 9.5, 0.3, 0.8)]
     losses = pg.execute(
         "SELECT moteid, version, improvement FROM reporting.v_local_losses ORDER BY 1"
     ).fetchall()

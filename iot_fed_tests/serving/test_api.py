@@ -18,7 +18,7 @@ import pytest
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import LEARNING_NO_THRESHOLD, DeviceHistory, score_device
 from iot_fed.readings import CHANNELS
-from iot_fed.store import init_database
+from iot_fed.store import init_database, save_global_model
 from iot_fed.store.live import write_scorer_status
 from iot_fed_tests.analytics.helpers import make_bundle, make_readings, store_global, store_local
 
@@ -79,6 +79,16 @@ def test_api_endpoints_and_scoring(api, mongo_db):
 
     st = api.get("/api/status").json()
     assert st["promoted_version"] == 1 and st["global_versions"] == 1
+    assert st["last_refused"] is None
+    # a version its promotion replay refused: /api/status says which and why
+    replay = {"ok": False, "reason": "alarm rate 40 incidents/device-day", "alarm_rate": 40.0}
+    metrics = {"verdict": {"ok": True, "reason": "ok"}, "replay": replay}
+    save_global_model(mongo_db, b"refused", metrics=metrics)
+    refused = api.get("/api/status").json()["last_refused"]
+    assert refused["version"] == 2
+    assert refused["reason"] == "replay: alarm rate 40 incidents/device-day"
+    assert refused["replay"]["alarm_rate"] == 40.0
+    mongo_db.global_models.delete_one({"version": 2})
     assert st["scorer"]["state"] == "running"
     hist = api.get("/api/history").json()
     assert [h["version"] for h in hist] == [1] and "params" not in hist[0]

@@ -205,17 +205,55 @@ def global_model(
     name=PROMOTION_CHECK,
     description="held-out validation loss within promotion_tolerance of the "
     "promoted version, threshold calibrated on at least min_calibration_windows held-out "
-    "windows; otherwise the version stays unpromoted",
+    "windows; then a replay on the fleet's newest held-out readings: alarm rate at most "
+    "promotion_alarm_factor x false_alarms_per_device_day, F1 on injected faults at most "
+    "promotion_max_f1_drop below the promoted version's; otherwise the version stays "
+    "unpromoted",
 )
-def not_worse_than_promoted(mongodb: MongoDBResource) -> dg.AssetCheckResult:
+def not_worse_than_promoted(
+    mongodb: MongoDBResource, settings: SettingsResource
+) -> dg.AssetCheckResult:
     from iot_fed.federation.health import promotion_verdict
+    from iot_fed.federation.replay_check import replay_check
     from iot_fed.store import repository as repo
 
-    doc = repo.latest_global_model(mongodb.db)
+    db = mongodb.db
+    doc = repo.latest_global_model(db)
     if doc is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no global model stored"})
+    version = int(doc["version"])
     ok, why = promotion_verdict(doc)
-    return dg.AssetCheckResult(passed=ok, metadata={"version": doc["version"], "verdict": why})
+    meta: dict[str, Any] = {"version": version}
+    if ok:  # the round's verdict passed: replay what the version would do
+        r = replay_check(db, version, settings.get())
+        ok, why = promotion_verdict(repo.get_global_model(db, version) or doc)
+        meta |= replay_metadata(r.to_dict())
+    return dg.AssetCheckResult(
+        passed=ok,
+        metadata={**meta, "verdict": why},
+        description=None if ok else f"version {version} refused: {why}",
+    )
+
+
+def replay_metadata(r: Mapping[str, Any]) -> dict[str, Any]:
+    """The replay's figures as check metadata (absent figures as empty text)."""
+    return {
+        "replay_ok": bool(r["ok"]),
+        "replay_reason": r["reason"],
+        "replay_alarm_rate": _fmt(r["alarm_rate"]),
+        "replay_alarm_limit": float(r["alarm_limit"]),
+        "replay_incidents": int(r["incidents"]),
+        "replay_flagged_rate": _fmt(r["flagged_rate"]),
+        "replay_device_days": float(r["device_days"]),
+        "replay_held_out_readings": int(r["held_out_readings"]),
+        "replay_devices_judged": int(r["devices_judged"]),
+        "replay_devices_learning": int(r["devices_learning"]),
+        "replay_f1": _fmt(r["f1"]),
+        "replay_promoted_f1": _fmt(r["promoted_f1"]),
+        "replay_against_version": r["against_version"],
+        "replay_fault_readings": int(r["fault_readings"]),
+        "replay_skipped": "; ".join(r["skipped"]) or "none",
+    }
 
 
 @dg.asset(
