@@ -1,4 +1,5 @@
-"""Produce readings -> ingester -> sensor tick -> ONE run (train, aggregate, check, promote) -> promoted."""
+"""Produce readings -> ingester -> sensor tick -> ONE run (train, aggregate, check,
+promote) -> promoted."""
 
 from __future__ import annotations
 
