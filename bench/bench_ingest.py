@@ -22,11 +22,14 @@ JSON parser in place of orjson (``decoder`` column; the decode-only rate for eac
 Two more parts measure the MongoDB server under the pipeline's other query shapes
 (:mod:`store_queries`): ``concurrent-reads`` (the scorer's inserts while the reporting
 refresh and training reads scan) and ``id-queries`` (``_id`` alone vs ``_id`` + a field).
-Sections ``ingest``, ``concurrent_reads``, ``id_queries`` (and ``index_change``: the
+Part ``group``: the ingestion consumer group (``iot-fed ingest``) with 1 and 2 members
+over one topic of ``--group-n`` readings from ``--devices`` devices (readings/s from the
+first landed reading to the last, members' CPU seconds per 1,000 readings).
+Sections ``ingest``, ``group``, ``concurrent_reads``, ``id_queries`` (and ``index_change``: the
 ingest part with ``--baseline-uri`` before the (moteid, ts) index was retired, kept as
 measured).
 
-    .venv/bin/python bench/bench_ingest.py [--parts ingest,concurrent-reads,id-queries]
+    .venv/bin/python bench/bench_ingest.py [--parts ingest,group,concurrent-reads,id-queries]
         [--quick] [--n 100000] [--repeat 3] [--baseline-uri URI] [--decoders orjson,json]
 """
 
@@ -34,9 +37,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 from common import parts_parser, run_parts
@@ -47,7 +55,7 @@ from store_queries import concurrent_reads, id_queries
 from iot_fed.config import get_settings
 from iot_fed.store import SENSOR_READINGS, init_database, insert_readings
 from iot_fed.stream import messages
-from iot_fed.stream.admin import delete_topics
+from iot_fed.stream.admin import delete_topics, ensure_topics
 from iot_fed.stream.ingest import Ingestor
 from iot_fed.stream.messages import decode_value, encode_reading
 from iot_fed.stream.producer import ReplayData, replay, synthetic_readings
@@ -262,8 +270,102 @@ def ingest(args: argparse.Namespace) -> dict:
     return out
 
 
+def _group_round(settings, client, topic: str, n: int, members: int, tag: str) -> dict:
+    """``members`` ``iot-fed ingest`` processes (a fresh group and database) until all ``n``
+    readings landed: wall time from the first landed reading, CPU of the members."""
+    db_name = f"iot_fed_bench_group_{tag}"
+    client.drop_database(db_name)
+    env = {
+        **os.environ,
+        "IOT_FED_KAFKA_TOPIC": topic,
+        "IOT_FED_KAFKA_CONSUMER_GROUP": f"bench_group_{tag}",
+        "IOT_FED_MONGODB_DATABASE": db_name,
+    }
+    procs = [
+        subprocess.Popen(
+            [str(Path(sys.executable).with_name("iot-fed")), "ingest", "--idle-exit", "3"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(members)
+    ]
+    coll = client[db_name][SENSOR_READINGS]
+    t_first = None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        landed = coll.estimated_document_count()
+        if landed and t_first is None:
+            t_first = time.monotonic()
+        if landed >= n:
+            break
+        time.sleep(0.05)
+    wall = time.monotonic() - (t_first or time.monotonic())
+    cpu = 0.0
+    for p in procs:  # rusage of each member (it exits after 3 idle seconds)
+        _, _, usage = os.wait4(p.pid, 0)
+        cpu += usage.ru_utime + usage.ru_stime
+    landed = coll.count_documents({})
+    client.drop_database(db_name)
+    return {
+        "members": members,
+        "landed": landed,
+        "seconds": round(wall, 3),
+        "rate": round(landed / wall, 1) if wall else None,
+        "cpu_s_per_1000": round(1000 * cpu / max(landed, 1), 4),
+    }
+
+
+def group(args: argparse.Namespace) -> dict:
+    """The ingestion consumer group: 1 and 2 members over one topic of readings from many
+    devices, round-robin, each round a fresh group and database."""
+    settings = get_settings()
+    client: MongoClient = MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=5000)
+    topic = f"bench_group_{uuid.uuid4().hex[:8]}"
+    ensure_topics(settings, [topic], partitions=args.group_partitions)
+    df = synthetic_readings(get_settings())
+    df = df.head(args.group_n).copy()
+    df["moteid"] = (df.index % args.devices) + 1  # many devices, each with its own series
+    df["epoch"] = df.index // args.devices
+    data = ReplayData.from_frame(df)
+    n = len(data)
+    stats = replay(settings, data, topic=topic, rate=0, progress_interval_s=1e9)
+    assert stats.delivered == n, stats
+    print(f"{n} readings of {args.devices} devices in {topic} ({args.group_partitions} partitions)")
+    runs: dict[int, list[dict]] = {m: [] for m in args.members}
+    try:
+        for rnd in range(args.repeat):
+            for m in args.members:
+                r = _group_round(settings, client, topic, n, m, f"{rnd}_{m}")
+                assert r["landed"] == n, r
+                runs[m].append(r)
+                print(f"round {rnd} members {m}", r, flush=True)
+    finally:
+        delete_topics(settings, [topic])
+    rows = []
+    for m, rs in runs.items():
+        rows.append(
+            {
+                "members": m,
+                "rate": statistics.median(r["rate"] for r in rs),
+                "rates": [r["rate"] for r in rs],
+                "cpu_s_per_1000": statistics.median(r["cpu_s_per_1000"] for r in rs),
+            }
+        )
+    base = rows[0]["rate"]
+    print(f"\n{'members':>8}{'readings/s':>12}{'ratio':>7}{'CPU s/1000':>12}  rounds")
+    for r in rows:
+        rounds = "/".join(f"{x:,.0f}" for x in r["rates"])
+        ratio = r["rate"] / base
+        print(
+            f"{r['members']:>8}{r['rate']:>12,.0f}{ratio:>7.2f}{r['cpu_s_per_1000']:>12}  {rounds}"
+        )
+    return {"n": n, "devices": args.devices, "partitions": args.group_partitions, "rows": rows}
+
+
 PARTS = {
     "ingest": ingest,
+    "group": group,
     "concurrent-reads": lambda a: concurrent_reads(
         get_settings().mongodb_uri, a.docs, a.readers, batch=1000, seconds=a.seconds
     ),
@@ -281,9 +383,19 @@ def main() -> int:
     ap.add_argument("--readers", type=int, default=3, help="concurrent-reads: scanning clients")
     ap.add_argument("--seconds", type=float, default=40, help="concurrent-reads: per phase")
     ap.add_argument("--id-docs", type=int, default=45_000, help="id-queries: documents")
+    ap.add_argument("--group-n", type=int, default=100_000, help="group: readings")
+    ap.add_argument("--devices", type=int, default=10_000, help="group: devices")
+    ap.add_argument("--group-partitions", type=int, default=6, help="group: topic partitions")
+    ap.add_argument(
+        "--members",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 2],
+        help="group: ingesters per configuration, e.g. 1,2",
+    )
     args = ap.parse_args()
     if args.quick:
         args.n, args.repeat, args.docs, args.seconds, args.id_docs = 5000, 1, 5000, 2, 5000
+        args.group_n, args.devices = 5000, 500
     run_parts("ingest", PARTS, args)
     return 0
 

@@ -1,7 +1,7 @@
 """kill -9 of the Dagster daemon during a training run, under the real ``dagster-daemon``
 on real Kafka and MongoDB (issue #13).
 
-Two batches of readings are produced; the first one's training run is in its
+Two batches of readings are produced (and landed by an ingester); the first one's training run is in its
 ``local_model`` step when the daemon is killed. After a restart, the sensor's cursor
 and the run keys still give exactly one successful training per batch, every reading is
 landed exactly once, and every device has one local model per batch:
@@ -98,11 +98,20 @@ def daemon_home(
     monkeypatch.setenv("IOT_FED_AGGREGATION_INTERVAL_S", "2")
     monkeypatch.setenv("IOT_FED_TRAINING_RUN_MAX_RUNTIME_S", "120")
     daemon = Daemon(home)
+    # the ingestion consumer group (one member) lands the readings the sensor triggers on
+    ingester = subprocess.Popen(
+        [str(Path(sys.executable).with_name("iot-fed")), "ingest", "--name", "test"],
+        env=dict(os.environ),
+        stdout=open(home / "ingester.log", "wb"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+    )
     with dg.DagsterInstance.get() as instance:
         try:
             yield daemon, instance
         finally:
             daemon.stop()
+            ingester.terminate()
+            ingester.wait(60)
 
 
 def wait_for(what: str, pred: Callable[[], object], daemon: Daemon, timeout: float) -> object:
