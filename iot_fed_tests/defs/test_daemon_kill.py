@@ -1,8 +1,8 @@
 """kill -9 of the Dagster daemon during a training run, under the real ``dagster-daemon``
 on real Kafka and MongoDB (issue #13).
 
-Two batches of readings are produced (and landed by an ingester); the first one's training run is in its
-``local_model`` step when the daemon is killed. After a restart, the sensor's cursor
+Two batches of readings are produced (and landed by an ingester); the first one's
+training run is in its ``local_model`` step when the daemon is killed. After a restart, the sensor's cursor
 and the run keys still give exactly one successful training per batch, every reading is
 landed exactly once, and every device has one local model per batch:
 
