@@ -2,9 +2,9 @@
 on real Kafka and MongoDB (issue #13).
 
 Two batches of readings are produced (and landed by an ingester); the first one's
-training run is in its ``local_model`` step when the daemon is killed. After a restart, the sensor's cursor
-and the run keys still give exactly one successful training per batch, every reading is
-landed exactly once, and every device has one local model per batch:
+training run is in its ``local_model`` step when the daemon is killed. After a restart,
+the sensor's cursor and the run keys still give exactly one successful training per batch,
+every reading is landed exactly once, and every device has one local model per batch:
 
 - daemon only: the run worker survives its launcher and finishes the run;
 - the daemon's whole process tree (daemon, code server, run worker): the run is left
