@@ -216,7 +216,8 @@ class GroupIngester:
     def run(
         self, should_stop: Any, *, progress_s: float = 30.0, idle_exit_s: float = 0.0
     ) -> GroupStats:
-        """Loop until ``should_stop()`` (or ``idle_exit_s`` without a message, when > 0)."""
+        """Loop until ``should_stop()`` (or, when ``idle_exit_s`` > 0, until the member has
+        had partitions and no message on them for that long)."""
         last_report = last_data = time.monotonic()
         while not should_stop():
             try:
@@ -226,7 +227,7 @@ class GroupIngester:
                 time.sleep(RETRY_PAUSE_S)
                 continue
             now = time.monotonic()
-            if n:
+            if n or not self._owned:  # idle means: partitions, and nothing on them
                 last_data = now
             elif idle_exit_s and now - last_data >= idle_exit_s:
                 break
