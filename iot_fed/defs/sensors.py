@@ -80,23 +80,30 @@ def aggregation_due(
 
 
 def landed_report(
-    topic: str, cursor: StreamCursor, landed: Mapping[int, int], offsets: list[Any]
+    topic: str,
+    cursor: StreamCursor,
+    landed: Mapping[int, int],
+    pending: Mapping[str, int],
+    offsets: list[Any],
 ) -> dg.AssetMaterialization:
-    """The ``sensor_readings`` materialization of what landed since the last report."""
-    before = cursor.offsets
-    grew = {str(d): n - cursor.trained.get(str(d), 0) for d, n in sorted(landed.items())}
+    """The ``sensor_readings`` materialization of what landed since the last report;
+    ``pending`` is :meth:`StreamCursor.pending` of ``landed``."""
+    total = sum(landed.values())
+    untrained = dict(sorted(pending.items(), key=lambda kv: int(kv[0])))
     return dg.AssetMaterialization(
         asset_key=sensor_readings.key,
-        description=f"{sum(landed.values()) - cursor.landed} new readings from {topic}",
+        description=f"{total - cursor.landed} new readings from {topic}",
         metadata={
             "topic": topic,
-            "offsets_from": {str(p): o for p, o in sorted(before.items())},
+            "offsets_from": {str(p): o for p, o in sorted(cursor.offsets.items())},
             "offsets_to": {str(o.partition): o.next_offset for o in offsets},
             "landed_by": sorted({o.landed_by for o in offsets if o.landed_by}),
-            "new_readings": sum(landed.values()) - cursor.landed,
-            "readings_total": sum(landed.values()),
+            "new_readings": total - cursor.landed,
+            "readings_total": total,
             "devices": len(landed),
-            "untrained_readings_per_device": grew if len(grew) <= REPORT_DEVICES else "omitted",
+            "untrained_readings_per_device": (
+                untrained if len(untrained) <= REPORT_DEVICES else "omitted"
+            ),
         },
     )
 
@@ -165,10 +172,10 @@ def stream_tick(
         aggregate,
         training_busy,
     )
-    grew = total != cursor.landed
+    report = landed_report(s.kafka_topic, cursor, landed, pending, offsets)
     return dg.SensorResult(
         run_requests=run_requests,
-        asset_events=[landed_report(s.kafka_topic, cursor, landed, offsets)] if grew else [],
+        asset_events=[report] if total != cursor.landed else [],
         dynamic_partitions_requests=[devices.build_add_request(new_devices)] if new_devices else [],
         cursor=nxt.dump(),
     )

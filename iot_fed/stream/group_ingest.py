@@ -132,21 +132,24 @@ class GroupIngester:
             )
 
     # --- rebalance callbacks (run inside consume) -------------------------------
-    def _on_assign(self, _consumer: Consumer, parts: list[TP]) -> None:
-        self._owned |= {tp.partition for tp in parts}
-        self.stats.rebalances += 1
+    def _owning(self, parts: list[TP], *, owned: bool) -> None:
+        """The one place the owned partitions change (``stats.assigned`` mirrors them)."""
+        ids = {tp.partition for tp in parts}
+        self._owned = self._owned | ids if owned else self._owned - ids
         self.stats.assigned = sorted(self._owned)
-        log.info("%s: assigned %s (now %s)", self.name, _ids(parts), sorted(self._owned))
+
+    def _on_assign(self, _consumer: Consumer, parts: list[TP]) -> None:
+        self._owning(parts, owned=True)
+        self.stats.rebalances += 1
+        log.info("%s: assigned %s (now %s)", self.name, _ids(parts), self.stats.assigned)
 
     def _on_revoke(self, _consumer: Consumer, parts: list[TP]) -> None:
         # every landed chunk is committed before the next consume: nothing to commit here
-        self._owned -= {tp.partition for tp in parts}
-        self.stats.assigned = sorted(self._owned)
-        log.info("%s: revoked %s (now %s)", self.name, _ids(parts), sorted(self._owned))
+        self._owning(parts, owned=False)
+        log.info("%s: revoked %s (now %s)", self.name, _ids(parts), self.stats.assigned)
 
     def _on_lost(self, _consumer: Consumer, parts: list[TP]) -> None:
-        self._owned -= {tp.partition for tp in parts}
-        self.stats.assigned = sorted(self._owned)
+        self._owning(parts, owned=False)
         log.warning(
             "%s: lost %s (session expired); their new owner re-reads", self.name, _ids(parts)
         )

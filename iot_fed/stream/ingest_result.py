@@ -3,7 +3,6 @@ durable (naming the service that failed; nothing was committed)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -68,14 +67,13 @@ class IngestResult:
         self.n_inserted += landed.n_inserted
         self.n_dead += landed.n_dead
         self.n_messages += landed.n_messages
-        for name, counts in (
-            ("per_device_new_counts", landed.new_counts),
-            ("per_device_valid_counts", landed.valid_counts),
-            ("dead_reasons", landed.dead_reasons),
+        for into, counts in (
+            (self.per_device_new_counts, landed.new_counts),
+            (self.per_device_valid_counts, landed.valid_counts),
+            (self.dead_reasons, landed.dead_reasons),
         ):
-            total = Counter(getattr(self, name))
-            total.update(counts)
-            setattr(self, name, dict(sorted(total.items())))
+            for k, n in counts.items():
+                into[k] = into.get(k, 0) + n
         if landed.max_ts is not None:
             self.max_ts = landed.max_ts if self.max_ts is None else max(self.max_ts, landed.max_ts)
 
