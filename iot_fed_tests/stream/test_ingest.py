@@ -14,6 +14,7 @@ from iot_fed.store import DEAD_LETTERS, SENSOR_READINGS, validator
 from iot_fed.stream import landing
 from iot_fed.stream.admin import delete_topics, topic_status
 from iot_fed.stream.ingest import IngestError, Ingestor, ingest_batch
+from iot_fed.stream.kafka_config import consumer_config
 from iot_fed.stream.landing import Lander
 from iot_fed.stream.messages import encode_key, encode_reading
 from iot_fed_tests.stream.helpers import (
@@ -230,7 +231,19 @@ def test_batch_that_drains_the_topic_does_not_wait_out_the_consume_timeout(
     """Asking for more than the partitions hold: consume() is capped at what is left below
     the end marks, so it returns with it instead of after its 1 s timeout."""
     produce_readings(cfg, cfg.kafka_topic, readings_frame(30, motes=3))
-    with Ingestor(cfg, mongo_db, chunk_size=10_000) as ing:
+
+    class CountingConsumer(Consumer):
+        asked: list[int] = []
+
+        def consume(self, num_messages: int = 1, *args, **kwargs):  # type: ignore[override]
+            self.asked.append(num_messages)
+            return super().consume(num_messages, *args, **kwargs)
+
+    consumer = CountingConsumer(consumer_config(cfg))
+    with Ingestor(cfg, mongo_db, chunk_size=10_000, consumer=consumer) as ing:
         res = ing.run_batch(10_000, 20.0, {}, commit=False)
+    consumer.close()
     assert res.n_inserted == 30 and res.reached_end
-    assert res.timings["consume"] < 0.8  # uncapped: >= 1.0 (the last consume's timeout)
+    # every call asks for no more than what is left below the end marks (uncapped: 10,000,
+    # and the call that finds nothing more waits out its timeout)
+    assert CountingConsumer.asked and all(n <= 30 for n in CountingConsumer.asked)
