@@ -206,3 +206,50 @@ def test_unique_index_agrees_with_documents_after_kill_9(server_jar: Path, tmp_p
         _check(coll, sent, acked)
     # every restart found the store consistent: no index needed the repair on open
     assert "rebuilt from the documents" not in log.read_text()
+
+
+STOP_CYCLES = 20  # the old server lost writes within 3-17 cycles of 30 (two runs)
+
+
+def _fill_until_stopped(uri: str, first_id: int, acked: list[int]) -> None:
+    """Insert batches of fat documents (``w: 1``, no journal) until the server goes away;
+    ``acked`` gets each acknowledged batch's first _id. Fat batches keep the server's
+    once-a-second save busy writing, the moment a stop used to break."""
+    pad = "x" * 4000
+    with MongoClient(uri, serverSelectionTimeoutMS=2000, retryWrites=False) as client:
+        coll = client.crash.fat
+        n = first_id
+        while True:
+            try:
+                coll.insert_many([{"_id": n + i, "pad": pad} for i in range(500)])
+            except PyMongoError:
+                return
+            acked.append(n)
+            n += 500
+
+
+def test_a_clean_stop_keeps_every_acknowledged_write(server_jar: Path, tmp_path: Path) -> None:
+    """SIGTERM (``iot-fed services down``) while writes and the background save run: every
+    acknowledged write is in the store after the restart. Stopping the saver used to
+    interrupt a save, which closed H2's file channel and failed the final commit."""
+    store, log = tmp_path / "data.mv", tmp_path / "server.log"
+    expected = 0
+    for cycle in range(STOP_CYCLES + 1):
+        with _server(server_jar, store, log) as (proc, uri):
+            with MongoClient(uri, serverSelectionTimeoutMS=10_000) as client:
+                stored = client.crash.fat.count_documents({})
+            assert stored >= expected, f"cycle {cycle}: {stored} stored of {expected} acknowledged"
+            assert "failed" not in log.read_text(), log.read_text()[-3000:]
+            if cycle == STOP_CYCLES:
+                break
+            acked: list[int] = []
+            writer = threading.Thread(target=_fill_until_stopped, args=(uri, stored, acked))
+            writer.start()
+            deadline = time.monotonic() + 60
+            while len(acked) < 2 + cycle % 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.1 * (cycle % 7))  # at different points of the save's period
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+            writer.join(60)
+        expected = stored + 500 * len(acked)

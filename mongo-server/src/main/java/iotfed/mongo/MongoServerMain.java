@@ -266,7 +266,17 @@ public final class MongoServerMain {
          *  commands, so its final commit is a consistent one too. */
         @Override
         public void close() {
-            saver.shutdownNow();
+            // not shutdownNow: interrupting a save closes H2's FileChannel
+            // (ClosedByInterruptException) and the final commit below then fails: data lost
+            saver.shutdown();
+            try {
+                if (!saver.awaitTermination(60, TimeUnit.SECONDS)) {
+                    System.err.println("MongoServerMain: a background save still runs at close");
+                }
+            } catch (InterruptedException e) {
+                // not re-raised: an interrupted thread could not write the final commit
+                System.err.println("MongoServerMain: interrupted waiting for the saver");
+            }
             gate.writeLock().lock();
             try {
                 store.commit(); // what was acknowledged without j is saved on a clean stop too
