@@ -8,7 +8,7 @@ Spark readers (:mod:`iot_fed.analytics`) all take their field list from here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,6 +53,21 @@ def spark_schema() -> StructType:
     return T.StructType(
         [T.StructField(f, by_name[_SPARK_TYPES.get(f, "double")], f in _NULLABLE) for f in FIELDS]
     )
+
+
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def datetime_ms(ts: datetime) -> int:
+    """Milliseconds since the Unix epoch; a naive datetime is UTC (as pymongo returns it)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - UNIX_EPOCH) // timedelta(milliseconds=1)
+
+
+def ms_datetime(ms: int) -> datetime:
+    """The UTC datetime of ``ms`` milliseconds since the Unix epoch."""
+    return UNIX_EPOCH + timedelta(milliseconds=int(ms))
 
 
 def epoch_ms(ts: pd.Series) -> np.ndarray:

@@ -25,7 +25,7 @@ from iot_fed.federation.calibration import fleet_calibration
 from iot_fed.federation.health import last_refused
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import DeviceHistory, DeviceReadings, score_many
-from iot_fed.readings import CHANNELS
+from iot_fed.readings import CHANNELS, datetime_ms
 from iot_fed.store import connect, get_global_model, promoted_version
 from iot_fed.store.incidents import find_incidents
 from iot_fed.store.live import global_model_versions, read_scorer_status
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 
 MAX_INCIDENTS = 1000
 """The most incidents one ``GET /api/incidents`` returns."""
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class Reading(BaseModel):
@@ -192,7 +190,7 @@ def score_readings(
             [[np.nan if getattr(r, c) is None else getattr(r, c) for c in CHANNELS] for r in rs],
             np.float64,
         )
-        ts_ms = np.array([(r.ts - _EPOCH) // dt.timedelta(milliseconds=1) for r in rs], np.int64)
+        ts_ms = np.array([datetime_ms(r.ts) for r in rs], np.int64)
         batches.append(DeviceReadings(mote, hist, epochs, ts_ms, vals))
     try:
         scored = score_many(bundle, batches)

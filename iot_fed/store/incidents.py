@@ -18,12 +18,11 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from iot_fed.analytics.incidents import due_state
+from iot_fed.readings import datetime_ms, ms_datetime
 from iot_fed.store.collections import INCIDENTS, validator
 from iot_fed.store.durability import durable
-from iot_fed.store.predictions import _ms
 from iot_fed.store.repository import duplicate_indices
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # the pure documents' data times (ms since the epoch) -> the stored dates
 _DATES = {
     "start_ms": "start",
@@ -35,7 +34,7 @@ _DATES = {
 
 
 def _date(ms: int | None) -> dt.datetime | None:
-    return None if ms is None else _EPOCH + dt.timedelta(milliseconds=int(ms))
+    return None if ms is None else ms_datetime(ms)
 
 
 def stored_doc(doc: Mapping[str, Any], *, source: str, at: dt.datetime) -> dict[str, Any]:
@@ -72,7 +71,9 @@ def close_due_incidents(
     coll = db[INCIDENTS]
     ops = []
     for d in coll.find({"state": "open", "last_seen": {"$lt": cutoff}}):
-        state = due_state(_ms(d["last_seen"]), _ms(d["last_reading"]), fleet_ms, quiet_s)
+        state = due_state(
+            datetime_ms(d["last_seen"]), datetime_ms(d["last_reading"]), fleet_ms, quiet_s
+        )
         if state is None:
             continue
         update = {"state": state, "end": d["last_seen"], "rev": int(d["rev"]) | 1}

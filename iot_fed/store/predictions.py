@@ -12,18 +12,10 @@ from pymongo import ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
+from iot_fed.readings import datetime_ms
 from iot_fed.store.collections import PREDICTIONS, validator
 from iot_fed.store.durability import durable
 from iot_fed.store.repository import duplicate_indices
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _ms(ts: dt.datetime) -> int:
-    """Milliseconds since the Unix epoch (naive datetimes are UTC, as pymongo returns them)."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=dt.UTC)
-    return (ts - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
 def prediction_id(moteid: int, ts: dt.datetime | int) -> str:
@@ -32,7 +24,7 @@ def prediction_id(moteid: int, ts: dt.datetime | int) -> str:
     The same key as the unique (moteid, ts) index (MongoDB keeps milliseconds), so a
     prediction is found by ``_id`` (cheap on FerretDB) rather than by a filtered scan.
     """
-    ms = ts if isinstance(ts, int) else _ms(ts)
+    ms = ts if isinstance(ts, int) else datetime_ms(ts)
     return f"{int(moteid)}:{int(ms)}"
 
 
