@@ -1,6 +1,7 @@
 """A 3-broker KRaft cluster on loopback (started by the project's services code): topics
 replicated 3 times with min.insync.replicas 2, and a broker killed with kill -9 while
-readings are produced and landed by two ingesters. Counts are exact."""
+readings are produced, landed by two ingesters and scored by the streaming scorer. Counts
+are exact: every reading landed once and given one verdict."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ import pytest
 from confluent_kafka import KafkaException
 from pymongo.database import Database
 
+from iot_fed.analytics.jars import install_spark_jars, jars_dir
 from iot_fed.config import Settings, load_settings
 from iot_fed.services import manager
 from iot_fed.services.artifacts import artifacts_dir
 from iot_fed.services.process import port_open
-from iot_fed.store import SENSOR_READINGS
+from iot_fed.store import SENSOR_READINGS, init_database
+from iot_fed.store.live import read_scorer_status
 from iot_fed.stream.admin import ensure_topics, topic_mismatches, topic_status
+from iot_fed_tests.analytics.helpers import make_bundle, store_global
 from iot_fed_tests.stream.helpers import produce_readings, readings_frame
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -59,6 +63,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Ite
     manager.install(settings)
     iso.state_dir.mkdir(parents=True)
     artifacts_dir(iso.state_dir).symlink_to(artifacts_dir(settings.state_dir).resolve())
+    install_spark_jars(settings)  # the scorer's connectors, cached
+    jars_dir(iso).parent.symlink_to(jars_dir(settings).parent.resolve())
     statuses = manager.up(iso, ["kafka"], timeout=180)
     assert [s.name for s in statuses] == ["kafka", "kafka-2", "kafka-3"]
     assert all(s.healthy for s in statuses), [s.line() for s in statuses]
@@ -96,7 +102,14 @@ def test_topics_follow_the_settings_and_a_different_one_is_named(cluster: Settin
     assert "replication 1" in line and "ask for 6, 3, 2" in line
 
 
-def test_a_broker_killed_while_producing_and_ingesting_loses_and_duplicates_nothing(
+def _wait(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_a_broker_killed_while_producing_ingesting_and_scoring_loses_and_duplicates_nothing(
     cluster: Settings, mongo_db: Database, tmp_path: Path
 ):
     cfg = cluster.model_copy(
@@ -110,6 +123,24 @@ def test_a_broker_killed_while_producing_and_ingesting_loses_and_duplicates_noth
     n = 20_000
     df = readings_frame(n, motes=40)
     env = _env(cfg, mongo_db)
+    init_database(mongo_db)
+    store_global(mongo_db, make_bundle(df.iloc[:4000], seed=2))
+    scorer = subprocess.Popen(
+        [IOT_FED, "spark-stream", "--checkpoint", "cluster_scorer", "--trigger-seconds", "1"],
+        env={**env, "IOT_FED_SPARK_MASTER": "local[2]", "IOT_FED_SPARK_SHUFFLE_PARTITIONS": "2"},
+        stdout=open(tmp_path / "scorer.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    _wait(
+        lambda: (
+            (read_scorer_status(mongo_db, "cluster_scorer") or {}).get("state") == "running"
+            or scorer.poll() is not None
+        ),
+        300,
+        "the scorer to start",
+    )
+    assert scorer.poll() is None, (tmp_path / "scorer.log").read_text()[-3000:]
     members = [
         subprocess.Popen(
             [IOT_FED, "ingest", "--name", name],
@@ -146,7 +177,14 @@ def test_a_broker_killed_while_producing_and_ingesting_loses_and_duplicates_noth
                 break
             time.sleep(1)
         assert all(m.poll() is None for m in members), "the ingesters continued, no restart"
+        preds = mongo_db["predictions"]
+        _wait(lambda: preds.count_documents({}) >= n, 600, f"{n} predictions")
+        time.sleep(3)  # a late duplicate would show up here
+        assert scorer.poll() is None, "the scorer continued, no restart"
     finally:
+        if scorer.poll() is None:
+            os.killpg(scorer.pid, signal.SIGTERM)
+        scorer.wait(timeout=60)
         for m in members:
             if m.poll() is None:
                 m.send_signal(signal.SIGTERM)
@@ -157,3 +195,5 @@ def test_a_broker_killed_while_producing_and_ingesting_loses_and_duplicates_noth
     stored = mongo_db[SENSOR_READINGS].count_documents({})
     by_key = [{"$group": {"_id": {"m": "$moteid", "e": "$epoch"}}}]
     assert (stored, len(list(mongo_db[SENSOR_READINGS].aggregate(by_key)))) == (n, n)
+    verdicts = [(d["moteid"], d["epoch"]) for d in preds.find({}, {"moteid": 1, "epoch": 1})]
+    assert len(verdicts) == len(set(verdicts)) == n, "one verdict per reading"
