@@ -21,6 +21,7 @@ run $PY bench/bench_verdict_write.py "${VW[@]}"   # the verdict write: standard 
 run $PY bench/bench_round.py "${Q[@]}"            # one daemon-driven round, burst -> promoted
 run $PY bench/bench_scorer.py "${Q[@]}"           # the streaming scorer alone
 run $PY bench/bench_scorer.py --against-running "${Q[@]}"  # the live pipeline, if one runs
+run $PY bench/bench_stream_scale.py "${Q[@]}"     # many devices end to end: ingesters + scorer
 run $PY bench/bench_spark.py "${Q[@]}"            # batch scoring, the evaluation report
 run $BENCH_PY bench/bench_detection.py "${Q[@]}"  # detection quality vs baselines
 run $PY bench/bench_reporting.py "${Q[@]}"        # the dashboards' queries
