@@ -1,8 +1,9 @@
 """The main job of ``make run`` / ``iot-fed run``: prepare, then supervise the processes.
 
-Prepare (once, in order): services up, database init, the Dagster instance home, the
-dataset assets materialized through Dagster (download, else the calibrated generator;
-skipped when ``intel_lab_clean`` is already materialized in this instance).
+Prepare (once, in order): services up, the scorer's Spark connector jars, database init,
+the Dagster instance home, the dataset assets materialized through Dagster (download, else
+the calibrated generator; skipped when ``intel_lab_clean`` is already materialized in this
+instance).
 
 Supervised (restarted with backoff, logs under ``<data_dir>/logs``): see :func:`children`.
 To supervise one more process, append one :class:`Child` line there.
@@ -124,6 +125,13 @@ def prepare(settings: Settings, root: Path) -> None:
     core = [name for name in manager.SERVICE_NAMES if name != "superset"]
     for status in manager.up(settings, core):
         print(status.line(), flush=True)
+    from iot_fed.analytics.jars import SparkJarsError, install_spark_jars
+    from iot_fed.services.process import ServiceError
+
+    try:  # cached after the first time; a fresh IOT_FED_DATA_DIR has none yet
+        install_spark_jars(settings)
+    except SparkJarsError as exc:
+        raise ServiceError(f"the streaming scorer's Spark jars: {exc}") from None
     subprocess.run([iot_fed, "db", "init"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([iot_fed, "kafka", "create-topics"], check=True, stdout=subprocess.DEVNULL)
     home = dagster_home(settings, root)
