@@ -166,6 +166,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--quick", action="store_true", help="one rate (200 rec/s), 3 minutes")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the pipeline
     if args.quick:
         args.rates, args.minutes = "200", 3
     sections = {}
