@@ -185,7 +185,7 @@ def measure(args: argparse.Namespace, instance: dg.DagsterInstance, db: Any, hom
             get_s, keys = timed(lambda: instance.get_dynamic_partitions(devices.name), 3)
             assert len(keys) == n
             land(db, n, step * settings.min_new_samples)
-            tick_s, data = timed(lambda cursor=cursor: tick(definitions, instance, resources, cursor))
+            tick_s, data = timed(lambda c=cursor: tick(definitions, instance, resources, c))
             assert len(data.run_requests) == 1, "every device is ready: one run"
             cursor = data.cursor
             tab_s, (tab, tab_bytes) = timed(
