@@ -17,6 +17,9 @@ size in turn, one device key each; at each size it measures:
 - **UI**: GraphQL on ``dagster-webserver`` (median of 3): the asset's Partitions tab
   (``partitionKeysByDimension`` + ``assetPartitionStatuses``) and the catalog's
   ``partitionStats``, with their response sizes;
+- **a round's metadata**: the size of the ``local_model`` metadata a training run over
+  every device writes today (its per-device ``models`` table), which Dagster copies into
+  each partition's materialization event: per event and per round (computed, not timed);
 - **memory**: peak RSS of this process (instance + sensor) and of the webserver.
 
 Prints a table, writes bench/results/partitions.json (``--quick``: tiny sizes, to
@@ -60,8 +63,10 @@ from dagster._serdes import serialize_value  # noqa: E402
 
 from iot_fed.config import get_settings, load_settings  # noqa: E402
 from iot_fed.definitions import defs  # noqa: E402
+from iot_fed.defs.assets.models import outcomes_table  # noqa: E402
 from iot_fed.defs.partitions import devices  # noqa: E402
 from iot_fed.defs.resources import MongoDBResource, SettingsResource  # noqa: E402
+from iot_fed.federation.outcomes import DeviceOutcome  # noqa: E402
 from iot_fed.services import manager  # noqa: E402
 from iot_fed.services.dagster_instance import configure  # noqa: E402
 from iot_fed.store.client import connect  # noqa: E402
@@ -109,6 +114,13 @@ def materialize(instance: dg.DagsterInstance, keys: list[str]) -> None:
         )
         meta = DagsterEventBatchMetadata(batch_id, is_end=i == len(keys) - 1)
         instance.report_dagster_event(event, run_id=RUNLESS_RUN_ID, batch_metadata=meta)
+
+
+def run_metadata_kb(n: int) -> float:
+    """Size of the ``local_model`` metadata a training run over ``n`` devices writes today
+    (its per-device ``models`` table); Dagster copies it into each partition's event."""
+    outcomes = [DeviceOutcome(str(d), 40, 1, 0.123456, 0.0987654, 0.5) for d in range(1, n + 1)]
+    return len(outcomes_table(outcomes).encode()) / 1024
 
 
 def land(db: Any, n: int, readings: int) -> None:
@@ -208,6 +220,8 @@ def measure(args: argparse.Namespace, instance: dg.DagsterInstance, db: Any, hom
                     "ui_partitions_tab_kb": tab_bytes / 1024,
                     "ui_catalog_stats_s": stats_s,
                     "ui_catalog_stats_kb": stats_bytes / 1024,
+                    "run_event_metadata_kb": run_metadata_kb(n),
+                    "round_event_metadata_mb": n * run_metadata_kb(n) / 1024,
                     "bench_peak_rss_mb": peak_rss_mb(),
                     "webserver_peak_rss_mb": peak_rss_mb(web.proc.pid),
                 }
@@ -252,6 +266,8 @@ def main() -> int:
         ("ui_partitions_tab_s", "UI partitions s"),
         ("ui_partitions_tab_kb", "UI partitions KB"),
         ("ui_catalog_stats_s", "UI catalog s"),
+        ("run_event_metadata_kb", "run metadata KB/event"),
+        ("round_event_metadata_mb", "round metadata MB"),
         ("bench_peak_rss_mb", "bench RSS MB"),
         ("webserver_peak_rss_mb", "webserver RSS MB"),
     ]

@@ -12,7 +12,7 @@ password never lands in the YAML: it reads ``IOT_FED_DAGSTER_PG_PASSWORD``, whic
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -179,7 +179,7 @@ def configure(
         storage = "postgres"
     config = instance_config(settings, storage, database)
     write_instance(home, config)
-    return config
+    return replace(config, note=f"{config.note}; run launcher: {settings.run_launcher}")
 
 
 def write_instance(home: Path, config: InstanceConfig) -> Path:

@@ -137,7 +137,8 @@ def test_run_launcher_setting_default_writes_dagsters_stock_launcher(tmp_path: P
     """``IOT_FED_RUN_LAUNCHER=default``: Dagster's own launcher and queued coordinator, with
     the project's queue settings; ``warm`` (the default) keeps the project's."""
     settings = load_settings(postgres_uri=DOWN, run_launcher="default")
-    di.configure(tmp_path, settings, "sqlite")
+    config = di.configure(tmp_path, settings, "sqlite")
+    assert config.note.endswith("run launcher: default")  # the line iot-fed run prints
     written = yaml.safe_load((tmp_path / "dagster.yaml").read_text())
     assert written["run_launcher"] == di.STOCK_LAUNCHER
     coordinator = written["run_coordinator"]
