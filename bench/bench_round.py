@@ -38,9 +38,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
-import psycopg
-from common import write_results
-from psycopg import sql
+from common import create_pg_database, drop_pg_database, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 local_model_key = dg.AssetKey("local_model")
@@ -132,17 +130,6 @@ def run_timeline(instance: dg.DagsterInstance, record: dg.RunRecord) -> dict[str
             **out,
         }
     return out
-
-
-def create_pg_database(uri: str, name: str) -> None:
-    with psycopg.connect(uri, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_pg_database(uri: str, name: str) -> None:
-    with psycopg.connect(uri, autocommit=True) as conn:
-        stmt = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-        conn.execute(stmt.format(sql.Identifier(name)))
 
 
 def round_once(args: argparse.Namespace, code_root: Path, storage: str) -> dict:

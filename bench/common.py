@@ -17,6 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg import sql
+
 from iot_fed.evaluation.report import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +29,8 @@ C1 = "-XX:TieredStopAtLevel=1"  # the JVM option "C1 JIT only" (the product's de
 
 __all__ = [
     "C1",
+    "create_pg_database",
+    "drop_pg_database",
     "QUICK_RESULTS",
     "RESULTS",
     "ROOT",
@@ -42,6 +47,18 @@ __all__ = [
     "tree_cpu_s",
     "write_results",
 ]
+
+
+def create_pg_database(uri: str, name: str) -> None:
+    """A throwaway database on the server of ``uri`` (a maintenance database URI)."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_pg_database(uri: str, name: str) -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        stmt = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        conn.execute(stmt.format(sql.Identifier(name)))
 
 
 def results_path(name: str, quick: bool = False) -> Path:

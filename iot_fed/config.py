@@ -243,6 +243,11 @@ class Settings(BaseSettings):
     # --- live: streaming scorer and model API -----------------------------------
     api_port: int = Field(8000, ge=1, le=65535, description="model API (FastAPI) port")
     dagster_port: int = Field(3000, ge=1, le=65535, description="Dagster UI port (iot-fed run)")
+    run_launcher: Literal["warm", "default"] = Field(
+        "warm",
+        description="run launcher of the dagster.yaml iot-fed writes: warm (forkserver, one "
+        "host) or default (Dagster's stock launcher and queued coordinator)",
+    )
     scorer_trigger_s: float = Field(1.0, gt=0, description="streaming scorer trigger interval")
     scorer_state_partitions: int = Field(
         1, ge=1, description="state partitions of a new scorer checkpoint (1 on one machine)"

@@ -19,6 +19,7 @@ run $PY bench/bench_ingest.py "${Q[@]}"           # Kafka -> MongoDB, the store'
 if [ "${QUICK:-0}" = "1" ]; then VW=(--n 5000 --repeat 1 --race 1); else VW=(); fi
 run $PY bench/bench_verdict_write.py "${VW[@]}"   # the verdict write: standard vs replaced
 run $PY bench/bench_round.py "${Q[@]}"            # one daemon-driven round, burst -> promoted
+run $PY bench/bench_partitions.py "${Q[@]}"       # devices partitions at 1k/10k/100k keys: daemon, UI
 run $PY bench/bench_scorer.py "${Q[@]}"           # the streaming scorer alone
 run $PY bench/bench_scorer.py --against-running "${Q[@]}"  # the live pipeline, if one runs
 run $PY bench/bench_stream_scale.py "${Q[@]}"     # many devices end to end: ingesters + scorer

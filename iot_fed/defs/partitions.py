@@ -15,8 +15,10 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 def covering_range(ordered_keys: Sequence[str], wanted: Sequence[str]) -> list[str]:
     """The smallest run of ``ordered_keys`` (partitions in Dagster's order) holding every
-    key in ``wanted``: what ONE partition-range run covers."""
-    pos = sorted(ordered_keys.index(k) for k in wanted)
+    key in ``wanted``: what ONE partition-range run covers. One pass over the keys (a
+    ``list.index`` per wanted key was quadratic: minutes at 100,000 devices)."""
+    want = set(wanted)
+    pos = [i for i, k in enumerate(ordered_keys) if k in want]
     return list(ordered_keys[pos[0] : pos[-1] + 1])
 
 

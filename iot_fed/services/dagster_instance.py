@@ -12,7 +12,7 @@ password never lands in the YAML: it reads ``IOT_FED_DAGSTER_PG_PASSWORD``, whic
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -62,6 +62,24 @@ def base_document() -> dict[str, Any]:
     return dict(BASE_DEFAULTS)
 
 
+RunLauncher = Literal["warm", "default"]
+STOCK_LAUNCHER = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
+STOCK_COORDINATOR = {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}
+"""Dagster's own run launcher (a fresh ``dagster api execute_run`` process per run, spawned
+by the code server) and queued coordinator, as Dagster's docs name them in dagster.yaml."""
+
+
+def with_launcher(doc: dict[str, Any], launcher: RunLauncher) -> dict[str, Any]:
+    """``doc`` with the run launcher asked for: ``warm`` keeps the project's section
+    (``WarmRunLauncher``), ``default`` puts Dagster's stock launcher and queued coordinator
+    in its place, with the same coordinator config (concurrency limits, dequeue interval)."""
+    if launcher == "warm":
+        return doc
+    config = (doc.get("run_coordinator") or {}).get("config")
+    coordinator = {**STOCK_COORDINATOR, **({"config": config} if config else {})}
+    return {**doc, "run_launcher": dict(STOCK_LAUNCHER), "run_coordinator": coordinator}
+
+
 POOLED_STORAGE_MODULE = "iot_fed.defs.instance_storage"
 POOLED_STORAGES = {
     "run_storage": "PooledPostgresRunStorage",
@@ -107,7 +125,7 @@ def instance_config(
 
     ``postgres`` with an unreachable server raises :class:`ServiceError` naming it.
     """
-    doc = base_document()
+    doc = with_launcher(base_document(), settings.run_launcher)
     for key in ("storage", *POOLED_STORAGES):
         doc.pop(key, None)
     uri = settings.postgres_uri
@@ -161,7 +179,7 @@ def configure(
         storage = "postgres"
     config = instance_config(settings, storage, database)
     write_instance(home, config)
-    return config
+    return replace(config, note=f"{config.note}; run launcher: {settings.run_launcher}")
 
 
 def write_instance(home: Path, config: InstanceConfig) -> Path:

@@ -83,6 +83,20 @@ def test_import_reads_no_setting_and_no_heavy_module():
     assert "IOT_FED_SENSOR_INTERVAL_S" in got["err"], "the bad setting fails the load, named"
 
 
+def test_definitions_load_without_the_warm_launcher():
+    """``WarmRunLauncher`` is an optional speed-up that only a dagster.yaml names: loading
+    the code location (what any run launcher's run worker does) never imports it."""
+    code = (
+        "import sys, iot_fed.definitions as m\n"
+        "m.defs()\n"
+        "print('iot_fed.defs.launcher' in sys.modules)\n"
+    )
+    cmd = [sys.executable, "-W", "ignore", "-c", code]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_sensor_cadences_come_from_settings_at_load(monkeypatch):
     monkeypatch.setenv("IOT_FED_SENSOR_INTERVAL_S", "7")
     monkeypatch.setenv("IOT_FED_AGGREGATION_INTERVAL_S", "11")

@@ -6,9 +6,12 @@ import dagster as dg
 
 from iot_fed.config import get_settings
 from iot_fed.defs.assets.models import (
+    TABLE_DEVICES,
     global_model,
+    outcomes_table,
     promoted_model,
 )
+from iot_fed.federation.outcomes import DeviceOutcome
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.store import repository as repo
 from iot_fed.store.repository import readings_to_docs, upsert_readings
@@ -195,3 +198,15 @@ def test_a_new_device_is_learning_until_a_version_calibrates_it(pipeline_env, in
         assert meta[key]["devices_calibrated"].value == 4
         assert meta[key]["devices_learning"].value == 0
         assert "| 4 | calibrated |" in meta[key]["device_states"].value
+
+
+def test_run_metadata_table_is_capped_devices_needing_a_look_first():
+    """Dagster copies a range run's metadata into each partition's event: the table stays
+    at ``TABLE_DEVICES`` rows whatever the fleet, skipped devices first."""
+    outcomes = [DeviceOutcome(str(d), 40, version=1) for d in range(1, 101)]
+    outcomes.append(DeviceOutcome("101", 3, skipped="no complete window yet"))
+    lines = outcomes_table(outcomes).splitlines()
+    assert lines[2].startswith("| 101 |") and "no complete window yet" in lines[2]
+    assert sum(line.startswith("| ") for line in lines[2:]) == TABLE_DEVICES
+    assert lines[-1] == f"{101 - TABLE_DEVICES} more devices: the local_models collection"
+    assert len(outcomes_table(outcomes[:5]).splitlines()) == 7, "a small fleet: every device"

@@ -131,3 +131,22 @@ def test_onboarding_modal_is_off_and_dagster_accepts_it(
     (home / "dagster.yaml").write_text(yaml.safe_dump(written))
     with pytest.raises(dg.DagsterInvalidConfigError, match="enable"):
         _load(home)
+
+
+def test_run_launcher_setting_default_writes_dagsters_stock_launcher(tmp_path: Path) -> None:
+    """``IOT_FED_RUN_LAUNCHER=default``: Dagster's own launcher and queued coordinator, with
+    the project's queue settings; ``warm`` (the default) keeps the project's."""
+    settings = load_settings(postgres_uri=DOWN, run_launcher="default")
+    config = di.configure(tmp_path, settings, "sqlite")
+    assert config.note.endswith("run launcher: default")  # the line iot-fed run prints
+    written = yaml.safe_load((tmp_path / "dagster.yaml").read_text())
+    assert written["run_launcher"] == di.STOCK_LAUNCHER
+    coordinator = written["run_coordinator"]
+    assert {k: coordinator[k] for k in ("module", "class")} == di.STOCK_COORDINATOR
+    assert coordinator["config"] == di.base_document()["run_coordinator"]["config"]
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.run_launcher) is dg.DefaultRunLauncher
+        assert type(instance.run_coordinator) is dg.QueuedRunCoordinator
+    di.configure(tmp_path, load_settings(postgres_uri=DOWN), "sqlite")
+    warm = yaml.safe_load((tmp_path / "dagster.yaml").read_text())
+    assert warm["run_launcher"]["class"] == "WarmRunLauncher"

@@ -63,25 +63,32 @@ AggregationRunConfig = config_class(
 )
 
 
+TABLE_DEVICES = 60
+"""Up to this many devices, run and calibration metadata carry a per-device table."""
+
+
 def _fmt(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
 
 def outcomes_table(outcomes: Sequence["DeviceOutcome"]) -> str:
+    """The run's devices as a Markdown table, at most ``TABLE_DEVICES`` rows: skipped and
+    unhealthy devices first. Dagster copies a range run's metadata into every partition's
+    event, so a row per device would cost devices² (4.3 GB a round at 10,000 devices:
+    docs/decisions/0009); every device's result is in ``local_models``."""
     rows = [
         "| device | version | samples | loss before | loss after | threshold | note |",
         "|---|---|---|---|---|---|---|",
     ]
+    shown = sorted(outcomes, key=lambda o: not (o.skipped or o.unhealthy))[:TABLE_DEVICES]
     rows += [
         f"| {o.device} | {o.version or ''} | {o.n_samples} | {_fmt(o.loss_before)} | "
-        f"{_fmt(o.loss_after)} | {_fmt(o.threshold)} | {o.skipped or ''} |"
-        for o in outcomes
+        f"{_fmt(o.loss_after)} | {_fmt(o.threshold)} | {o.skipped or o.unhealthy or ''} |"
+        for o in shown
     ]
+    if len(outcomes) > len(shown):
+        rows.append(f"\n{len(outcomes) - len(shown)} more devices: the local_models collection")
     return "\n".join(rows)
-
-
-TABLE_DEVICES = 60
-"""Up to this many devices, calibration metadata carries a per-device table."""
 
 
 def calibration_metadata(
