@@ -19,6 +19,9 @@ def covering_range(ordered_keys: Sequence[str], wanted: Sequence[str]) -> list[s
     ``list.index`` per wanted key was quadratic: minutes at 100,000 devices)."""
     want = set(wanted)
     pos = [i for i, k in enumerate(ordered_keys) if k in want]
+    if len(pos) < len(want):
+        missing = sorted(want - set(ordered_keys))
+        raise ValueError(f"not partitions (yet): {missing[:10]}")
     return list(ordered_keys[pos[0] : pos[-1] + 1])
 
 
