@@ -18,7 +18,8 @@ No promoted model yet: the query is not started; the scorer waits (heartbeat
 Two ways to run it: :func:`run_streaming_evaluation` (long-running, processing-time
 trigger; ``iot-fed spark-stream``, supervised by ``iot-fed run``) and
 :func:`streaming_evaluation` (trigger ``availableNow``: everything in the topic now, then
-stop). Checkpoints live under ``<data_dir>/checkpoints/<name>``.
+stop). Checkpoints live under ``IOT_FED_SCORER_CHECKPOINT`` (default
+``<data_dir>/checkpoints``) as ``<name>``: :mod:`iot_fed.analytics.checkpoint`.
 """
 
 from __future__ import annotations
@@ -39,10 +40,18 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
+from iot_fed.analytics.checkpoint import (
+    SHUFFLE_PARTITIONS,
+    STATE_STORE_PROVIDER,
+    STATE_STORES,
+    check_checkpoint,
+    checkpoint_location,
+)
 from iot_fed.analytics.live_state import (
     OUT_OF_ORDER,
     OUTPUT_SCHEMA,
     STATE_SCHEMA,
+    bucket_key,
     stateful_scorer,
 )
 from iot_fed.analytics.readings import MongoTarget
@@ -80,7 +89,8 @@ def mote_key() -> Column:
 
 
 def checkpoint_dir(settings: Settings, name: str = DEFAULT_CHECKPOINT) -> Path:
-    return settings.data_dir / "checkpoints" / name
+    """The checkpoint's local directory (a local ``IOT_FED_SCORER_CHECKPOINT`` only)."""
+    return Path(checkpoint_location(settings, name))
 
 
 def store_batch(db: Any, pdf: pd.DataFrame, quiet_s: float) -> dict[str, Any]:
@@ -129,7 +139,7 @@ class StreamingRun:
     query: StreamingQuery
     counts: StreamCounts
     heartbeat: Heartbeat
-    checkpoint: Path
+    checkpoint: str
     progress_log: ProgressLog | None = None
 
     def observe_progress(self) -> dict[str, Any] | None:
@@ -179,7 +189,10 @@ def start_streaming_evaluation(
     state_timeout_ms: int = STATE_TIMEOUT_MS,
     heartbeat: Heartbeat | None = None,
 ) -> StreamingRun:
-    """Start the query (it reads from the earliest offset on a fresh checkpoint)."""
+    """Start the query (it reads from the earliest offset on a fresh checkpoint, from the
+    committed offsets of the old one on a reset one); raise
+    :class:`~iot_fed.analytics.checkpoint.CheckpointMismatchError` for a checkpoint made
+    with other state settings."""
     target = MongoTarget.from_settings(settings)
     heartbeat = heartbeat or Heartbeat(target, checkpoint_name)
     counts = StreamCounts()
@@ -189,7 +202,10 @@ def start_streaming_evaluation(
     # The stateful step's partitions (fixed in the checkpoint when it is created): each one
     # is a task, a Python worker call and a state-store commit per micro-batch. 4 -> 1 took
     # a 10 rec/s micro-batch from 2.9 s to 1.7 s on 2 cores (bench/bench_scorer.py).
-    spark.conf.set("spark.sql.shuffle.partitions", str(settings.scorer_state_partitions))
+    spark.conf.set(SHUFFLE_PARTITIONS, str(settings.scorer_state_partitions))
+    # Spark keeps both from the checkpoint; a new one gets the configured store
+    spark.conf.set(STATE_STORE_PROVIDER, STATE_STORES[settings.scorer_state_store])
+    meta = check_checkpoint(spark, settings, checkpoint_name)  # refuses another layout
     driver_ms: dict[int, dict[str, Any]] = {}  # per batch id, read by the progress log
     started: list[StreamingRun] = []  # set once the query is started
 
@@ -229,9 +245,12 @@ def start_streaming_evaluation(
             started[0].observe_progress()
 
     reader = spark.readStream.format("kafka").options(**spark_source_options(settings, topic))
-    reader = reader.options(**SOURCE_OPTIONS).option("startingOffsets", "earliest")
-    if max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
+    # a new checkpoint starts at the earliest offset, a reset one at its predecessor's
+    # committed offsets (Spark ignores both once the checkpoint has batches)
+    starting = json.dumps(meta.starting_offsets) if meta.starting_offsets else "earliest"
+    reader = reader.options(**SOURCE_OPTIONS).option("startingOffsets", starting)
+    cap = max_offsets_per_trigger or settings.scorer_max_offsets_per_trigger
+    reader = reader.option("maxOffsetsPerTrigger", str(cap))
     source = reader.load().select(
         mote_key().alias("gkey"),
         "key",
@@ -242,7 +261,9 @@ def start_streaming_evaluation(
         F.concat_ws(":", "topic", "partition", "offset").alias("kafka_offset"),
         F.unix_millis("timestamp").alias("kafka_ts_ms"),
     )
-    scored = source.groupBy("gkey").applyInPandasWithState(
+    # one group per bucket of motes: one Python call scores all its motes with data
+    source = source.withColumn("bucket", bucket_key(settings.scorer_buckets))
+    scored = source.groupBy("bucket").applyInPandasWithState(
         stateful_scorer(
             target,
             settings.kafka_max_message_bytes,
@@ -255,12 +276,11 @@ def start_streaming_evaluation(
         outputMode="append",
         timeoutConf=GroupStateTimeout.ProcessingTimeTimeout,
     )
-    checkpoint = checkpoint_dir(settings, checkpoint_name)
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = checkpoint_location(settings, checkpoint_name)
     writer = (
         scored.writeStream.queryName(checkpoint_name)
         .foreachBatch(process_batch)
-        .option("checkpointLocation", str(checkpoint))
+        .option("checkpointLocation", checkpoint)
     )
     writer = (
         writer.trigger(availableNow=True)
