@@ -21,7 +21,7 @@ from iot_fed.analytics.live_state import (
     step_mote,
 )
 from iot_fed.analytics.predictions import store_scored
-from iot_fed.analytics.streaming import store_batch
+from iot_fed.analytics.stream_sink import store_batch
 from iot_fed.analytics.verdicts import PROVENANCE, verdict_docs
 from iot_fed.fl.device_history import DeviceHistory
 from iot_fed.fl.stream_scoring import LEARNING_NO_THRESHOLD
