@@ -113,14 +113,13 @@ INCIDENTS_KEY = "incidents"
 def load_state(text: str) -> tuple[DeviceHistory, IncidentState | None]:
     """A mote's state string: one JSON object, its :class:`DeviceHistory` plus its
     incident state under ``"incidents"`` (None when not kept yet)."""
-    return DeviceHistory.from_json(text), IncidentState.from_json(
-        json.loads(text).get(INCIDENTS_KEY)
-    )
+    d = json.loads(text)  # parsed once for both
+    return DeviceHistory.from_dict(d), IncidentState.from_json(d.get(INCIDENTS_KEY))
 
 
 def state_text(history: DeviceHistory, incidents: IncidentState) -> str:
     """The state string of :func:`load_state`."""
-    return json.dumps({**json.loads(history.to_json()), INCIDENTS_KEY: incidents.to_json()})
+    return json.dumps({**history.to_dict(), INCIDENTS_KEY: incidents.to_json()})
 
 
 class NoModelError(RuntimeError):
