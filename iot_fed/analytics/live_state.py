@@ -1,16 +1,25 @@
-"""The per-device stateful step of the streaming scorer (runs in Spark's Python workers).
+"""The stateful step of the streaming scorer (runs in Spark's Python workers).
 
-``applyInPandasWithState`` keyed by mote: each call receives one mote's new Kafka records
-of a micro-batch, decodes them (:func:`iot_fed.stream.messages.decode_value`), scores the
-valid ones with :func:`iot_fed.fl.stream_scoring.score_device` threading the device's
-:class:`~iot_fed.fl.stream_scoring.DeviceHistory` (the group state, checkpointed by Spark),
-and emits one output row per record: ``kind`` ``prediction`` or ``skipped`` (malformed:
-ingestion dead-letters it; the scorer only counts it), plus one ``incident`` row (its
-document as JSON) per incident the readings opened, extended or closed
+``applyInPandasWithState`` keyed by a bucket of motes (:func:`bucket_key`: a hash of the
+mote modulo ``IOT_FED_SCORER_BUCKETS``): each call receives its bucket's new Kafka records
+of a micro-batch, decodes them (:func:`iot_fed.stream.messages.decode_value`), and scores
+the valid ones of ALL its motes in one :func:`iot_fed.fl.stream_scoring.score_many` call,
+threading each device's :class:`~iot_fed.fl.stream_scoring.DeviceHistory`. It emits one
+output row per record: ``kind`` ``prediction`` or ``skipped`` (malformed: ingestion
+dead-letters it; the scorer only counts it), plus one ``incident`` row (its document as
+JSON) per incident the readings opened, extended or closed
 (:func:`iot_fed.analytics.incidents.advance`, whose per-device state rides in the same
-state string as the history). A mote silent for the state timeout loses its state
-(``GroupStateTimeout.ProcessingTimeTimeout``); its open incident is then closed by the
-fleet's data time.
+state string as the history).
+
+Why buckets: a group per mote was one Python call per device per micro-batch (its
+frame, its state, its own small ``score_device``), which does not scale to 10,000 devices
+(``bench/bench_scorer.py --python-cost``). The state stays exact per mote: a bucket's
+state (:data:`STATE_SCHEMA`) lists its motes and each one's own state string, and only
+the motes with data are parsed and rewritten. A mote silent for the state timeout loses
+its state at its bucket's next call; a bucket silent that long loses its whole state
+(``GroupStateTimeout.ProcessingTimeTimeout``); an open incident is then closed by the
+fleet's data time. The bucket count is part of the checkpoint's layout
+(:mod:`iot_fed.analytics.checkpoint`).
 
 Why ``applyInPandasWithState`` and not ``transformWithStateInPandas``: in pyspark 4.0 the
 latter only runs on the RocksDB state store provider and is still marked experimental;
@@ -18,9 +27,9 @@ the former runs on the default HDFS-backed store in local mode with nothing extr
 it cheaper here. A probe with the same query shape (a value state with a 1 h TTL, read and
 written per mote, 10 rec/s) took 1.17 s per micro-batch against 0.79-1.13 s. Its TTL needs
 no Python timeout pass, which saves ~60 ms, but the RocksDB commit cost 60-100 ms more and
-the planning was slower. The RocksDB provider under ``applyInPandasWithState`` did no better
-either, with or without changelog checkpointing (``bench/bench_scorer.py`` variants
-``rocksdb``/``rocksdb-changelog``): the state is one small row per mote.
+the planning was slower. The state store provider is a setting
+(``IOT_FED_SCORER_STATE_STORE``, RocksDB by default: its state lives off the JVM heap,
+which a cluster's executors need at 10,000 devices; figures in docs/performance.md).
 
 The model comes from :class:`ExecutorModel`: the promoted global version, re-checked at
 most every ``refresh_s`` per worker process, so a promotion reaches the next micro-batch
