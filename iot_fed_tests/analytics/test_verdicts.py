@@ -17,7 +17,7 @@ from iot_fed.analytics.live_state import (
     decode_records,
     load_state,
     score_mote,
-    state_text,
+    state_bytes,
     step_mote,
 )
 from iot_fed.analytics.predictions import store_scored
@@ -219,7 +219,7 @@ def _streamed_steps(bundle, df: pd.DataFrame, chunk: int, resend: int = 0) -> pd
             out, history, incidents = step_mote(
                 bundle, VERSION, history, incidents, decoded, QUIET_S
             )
-            text = state_text(history, incidents)
+            text = state_bytes(history, incidents)
             frames += out
     return pd.concat(frames, ignore_index=True)
 
