@@ -11,6 +11,7 @@ import pytest
 from iot_fed.analytics.checkpoint import (
     META_FILE,
     CheckpointMismatchError,
+    check_checkpoint,
     checkpoint_location,
     reset_checkpoint,
 )
@@ -51,3 +52,23 @@ def test_other_partition_count_refused_and_reset_resumes_at_committed_offsets(
     )
     assert counts.records == len(later)  # from the committed offsets, not the earliest
     assert mongo_db["predictions"].count_documents({}) == len(df)
+
+
+def test_a_per_mote_checkpoint_and_other_buckets_are_refused(spark, analytics_settings):
+    """A checkpoint from before the buckets (no iot_fed.json: Spark's offsets say its
+    partitions) and one made with another bucket count both name the difference."""
+    old = Path(checkpoint_location(analytics_settings, "old"))
+    (old / "offsets").mkdir(parents=True)
+    conf = {"conf": {"spark.sql.shuffle.partitions": "1"}}
+    (old / "offsets" / "0").write_text(f'v1\n{json.dumps(conf)}\n{{"t":{{"0":5}}}}\n')
+    with pytest.raises(CheckpointMismatchError, match="state layout is per-mote"):
+        check_checkpoint(spark, analytics_settings, "old")
+
+    meta = check_checkpoint(spark, analytics_settings, "new")  # fresh: takes the settings
+    assert meta.buckets == analytics_settings.scorer_buckets
+    new = Path(checkpoint_location(analytics_settings, "new"))
+    (new / "offsets").mkdir()
+    (new / "offsets" / "0").write_text(f'v1\n{json.dumps(conf)}\n{{"t":{{"0":5}}}}\n')
+    other = analytics_settings.model_copy(update={"scorer_buckets": 8})
+    with pytest.raises(CheckpointMismatchError, match="IOT_FED_SCORER_BUCKETS=8"):
+        check_checkpoint(spark, other, "new")
