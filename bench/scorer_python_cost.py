@@ -10,9 +10,10 @@ with its groups made two ways, in the same run:
   all its motes at once (``score_many``).
 
 Timed, in the thread's CPU time (the machine may be shared): the function's calls over the
-whole micro-batch (decode, state, scoring, incidents, output frames), per device. Not timed: what pyspark does around
-each call (Arrow to a pandas frame per group, the state's pickling), which is also paid
-per group, so bucketing saves more than shown. The model is the bench's calibrated one.
+whole micro-batch (decode, state, scoring, incidents, output frames), per device. Not
+timed: what pyspark does around each call (Arrow to a pandas frame per group, the state's
+pickling), which is also paid per group, so bucketing saves more than shown. The model is
+the bench's calibrated one.
 """
 
 from __future__ import annotations
