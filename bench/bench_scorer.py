@@ -19,6 +19,9 @@ for new data; ``allRemovalsTimeMs``: the timeout pass, a second Python call;
     .venv/bin/python bench/bench_scorer.py [--rates 10,1000] [--variants before,after]
         [--rounds 2] [--seconds 40] [--partitions 1]
 
+``--python-cost`` measures the stateful step alone, in Python, at ``--devices`` (per-mote
+groups vs ``--buckets``; :mod:`scorer_python_cost`).
+
 ``--against-running`` measures a RUNNING ``make run`` / ``iot-fed run`` instead
 (:mod:`live_pipeline`): Kafka append -> stored prediction at each ``--rates`` for
 ``--seconds``, promotion -> first prediction with the new version, and ``POST /api/score``
@@ -47,6 +50,7 @@ import pandas as pd
 from common import C1, median, print_table, tree_cpu_s, write_results
 from confluent_kafka import Producer
 from live_pipeline import against_running
+from scorer_python_cost import measure
 
 import iot_fed.analytics.streaming as streaming
 from iot_fed.analytics.session import build_session
@@ -63,7 +67,6 @@ from iot_fed.stream.kafka_config import producer_config
 from iot_fed.stream.messages import encode_key, encode_reading
 
 MOTES = 54
-ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 DURATIONS = (
     "triggerExecution",
     "addBatch",
@@ -87,6 +90,7 @@ class Variant:
     checkpoint_dir: str | None = None  # another data_dir for the checkpoint (comparison)
     source: dict[str, str] | None = None  # instead of streaming.SOURCE_OPTIONS
     java_options: str | None = None  # instead of the product's spark_java_options
+    settings: dict[str, Any] = field(default_factory=dict)  # on top of the product's settings
 
 
 _BEFORE = {"spark.python.daemon.module": "pyspark.daemon"}  # Spark's own daemon
@@ -97,12 +101,12 @@ VARIANTS: dict[str, Variant] = {
     "fetch-wait-only": Variant(session=_BEFORE),
     "after": Variant(),
     "after-noop": Variant(noop=True),
-    "rocksdb": Variant(sql={"spark.sql.streaming.stateStore.providerClass": ROCKSDB}),
+    # the state store of a new checkpoint is a setting (IOT_FED_SCORER_STATE_STORE)
+    "rocksdb": Variant(settings={"scorer_state_store": "rocksdb"}),
+    "hdfs-store": Variant(settings={"scorer_state_store": "hdfs"}),
     "rocksdb-changelog": Variant(
-        sql={
-            "spark.sql.streaming.stateStore.providerClass": ROCKSDB,
-            "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
-        }
+        settings={"scorer_state_store": "rocksdb"},
+        sql={"spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true"},
     ),
     "shm-checkpoint": Variant(checkpoint_dir="/dev/shm/iot_fed_bench_scorer"),
     "no-arrow-collect": Variant(sql={"spark.sql.execution.arrow.pyspark.enabled": "false"}),
@@ -196,6 +200,7 @@ def one(
         "mongodb_database": f"bench_scorer_{tag}",
         "kafka_topic": f"bench_scorer_{tag}",
         "scorer_state_partitions": parts,
+        **variant.settings,
     }
     if variant.checkpoint_dir:
         update["data_dir"] = Path(variant.checkpoint_dir)
@@ -375,6 +380,35 @@ def print_summary(summary: list[dict]) -> None:
     print_table("The streaming scorer alone", head, rows)
 
 
+def python_cost(args: argparse.Namespace) -> None:
+    """The ``python_cost`` section (see :mod:`scorer_python_cost`)."""
+    settings = load_settings()
+    bundle = promoted_bundle(settings)
+    devices = [int(d) for d in args.devices.split(",")]
+    if args.quick:
+        devices = [200]
+    rows = []
+    for n in devices:
+        for buckets in (None, args.buckets):
+            rows.append(measure(bundle, n, buckets, settings.model_window, 3))
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "batch_ms"}), flush=True)
+    print_table(
+        "The stateful step's Python cost per micro-batch (one reading per device)",
+        ["devices", "grouping", "Python calls", "batch ms", "ms per device"],
+        [
+            [
+                r["devices"],
+                r["grouping"],
+                r["python_calls"],
+                f"{r['batch_ms_median']:.0f}",
+                f"{r['ms_per_device']:.3f}",
+            ]
+            for r in rows
+        ],
+    )
+    write_results("scorer", {"python_cost": {"rows": rows}}, quick=args.quick)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="10,1000")
@@ -386,12 +420,23 @@ def main() -> int:
     ap.add_argument(
         "--quick", action="store_true", help="tiny: one variant, 10 rec/s, 8 s, no warm-up"
     )
+    ap.add_argument(
+        "--python-cost",
+        action="store_true",
+        help="the stateful step alone: Python ms per device per micro-batch, per-mote groups "
+        "vs buckets (section python_cost; no services needed)",
+    )
+    ap.add_argument("--devices", default="1000,10000", help="--python-cost only")
+    ap.add_argument("--buckets", type=int, default=64, help="--python-cost only")
     ap.add_argument("--against-running", action="store_true", help="measure a running make run")
     ap.add_argument("--api-requests", type=int, default=300, help="--against-running only")
     ap.add_argument("--skip-promotion", action="store_true", help="--against-running only")
     args = ap.parse_args()
     if args.quick:
         args.variants, args.rates, args.seconds, args.rounds = "after", "10", 8.0, 1
+    if args.python_cost:
+        python_cost(args)
+        return 0
     if args.against_running:
         res = against_running(args.rates, args.seconds, args.api_requests, args.skip_promotion)
         if res is not None:
@@ -456,6 +501,7 @@ def main() -> int:
                         "noop": v.noop,
                         "checkpoint_dir": v.checkpoint_dir,
                         "java_options": v.java_options,
+                        "settings": v.settings,
                     }
                     for n, v in VARIANTS.items()
                     if n in names

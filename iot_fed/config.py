@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     # --- Spark -----------------------------------------------------------------
     spark_master: str = Field("local[*]", description="spark.master for batch and streaming")
     spark_shuffle_partitions: int = Field(4, ge=1)
+    spark_worker_python: str | None = Field(
+        None,
+        description="the executors' Python (spark.pyspark.python): the same locked environment "
+        "as the driver's, at this path on every worker; default the driver's interpreter",
+    )
     spark_java_options: str = Field(
         "-XX:TieredStopAtLevel=1",
         description="extra JVM options of the Spark driver (local mode: the whole Spark "
@@ -251,6 +256,25 @@ class Settings(BaseSettings):
     scorer_trigger_s: float = Field(1.0, gt=0, description="streaming scorer trigger interval")
     scorer_state_partitions: int = Field(
         1, ge=1, description="state partitions of a new scorer checkpoint (1 on one machine)"
+    )
+    scorer_buckets: int = Field(
+        64,
+        ge=1,
+        description="mote buckets of a new scorer checkpoint: the stateful step's groups, "
+        "each scored in one Python call (docs/performance.md)",
+    )
+    scorer_checkpoint: str | None = Field(
+        None,
+        description="root of the scorer's checkpoints: a local path or any Hadoop-compatible "
+        "URI every executor reaches (hdfs://, s3a://, ...); default <data_dir>/checkpoints",
+    )
+    scorer_max_offsets_per_trigger: int = Field(
+        100_000, ge=1, description="most Kafka records one scorer micro-batch reads"
+    )
+    scorer_state_store: Literal["rocksdb", "hdfs"] = Field(
+        "rocksdb",
+        description="state store provider of a new scorer checkpoint: RocksDB (state off the "
+        "JVM heap) or Spark's HDFS-backed default",
     )
     scorer_max_lag_s: float = Field(60.0, gt=0, description="check fails when scorer is behind")
     incident_quiet_s: float = Field(

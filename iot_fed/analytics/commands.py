@@ -69,6 +69,11 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     settings = get_settings()
     spark = _session("iot_fed-spark-stream")
     try:
+        if args.reset_checkpoint:
+            from iot_fed.analytics.checkpoint import reset_checkpoint
+
+            print(json.dumps(reset_checkpoint(spark, settings, args.checkpoint), indent=2))
+            return 0
         if args.available_now:
             counts = streaming_evaluation(
                 spark, settings, topic=args.topic, checkpoint_name=args.checkpoint
@@ -95,13 +100,19 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
 def _guard(func):
     def run(args: argparse.Namespace) -> int:
+        from iot_fed.analytics.checkpoint import CheckpointMismatchError
         from iot_fed.analytics.jars import SparkJarsError
         from iot_fed.analytics.models import ModelNotAvailableError
         from iot_fed.store import StoreConnectionError
 
         try:
             return func(args)
-        except (ModelNotAvailableError, SparkJarsError, StoreConnectionError) as exc:
+        except (
+            CheckpointMismatchError,
+            ModelNotAvailableError,
+            SparkJarsError,
+            StoreConnectionError,
+        ) as exc:
             print(f"iot-fed: {exc}", file=sys.stderr)
             return 1
 
@@ -130,10 +141,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--checkpoint",
         default="streaming_evaluation",
-        help="checkpoint name under <data_dir>/checkpoints",
+        help="checkpoint name under IOT_FED_SCORER_CHECKPOINT (default <data_dir>/checkpoints)",
+    )
+    s.add_argument(
+        "--reset-checkpoint",
+        action="store_true",
+        help="move the checkpoint aside; the next run starts from its committed offsets "
+        "with the current state settings (the devices' scoring context restarts)",
     )
     s.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval")
-    s.add_argument("--max-offsets-per-trigger", type=int, help="cap records per micro-batch")
+    s.add_argument(
+        "--max-offsets-per-trigger",
+        type=int,
+        help="cap records per micro-batch (default IOT_FED_SCORER_MAX_OFFSETS_PER_TRIGGER)",
+    )
     s.add_argument(
         "--available-now", action="store_true", help="process what is in the topic now, then stop"
     )

@@ -1,16 +1,25 @@
-"""The per-device stateful step of the streaming scorer (runs in Spark's Python workers).
+"""The stateful step of the streaming scorer (runs in Spark's Python workers).
 
-``applyInPandasWithState`` keyed by mote: each call receives one mote's new Kafka records
-of a micro-batch, decodes them (:func:`iot_fed.stream.messages.decode_value`), scores the
-valid ones with :func:`iot_fed.fl.stream_scoring.score_device` threading the device's
-:class:`~iot_fed.fl.stream_scoring.DeviceHistory` (the group state, checkpointed by Spark),
-and emits one output row per record: ``kind`` ``prediction`` or ``skipped`` (malformed:
-ingestion dead-letters it; the scorer only counts it), plus one ``incident`` row (its
-document as JSON) per incident the readings opened, extended or closed
+``applyInPandasWithState`` keyed by a bucket of motes (:func:`bucket_key`: a hash of the
+mote modulo ``IOT_FED_SCORER_BUCKETS``): each call receives its bucket's new Kafka records
+of a micro-batch, decodes them (:func:`iot_fed.stream.messages.decode_value`), and scores
+the valid ones of ALL its motes in one :func:`iot_fed.fl.stream_scoring.score_many` call,
+threading each device's :class:`~iot_fed.fl.stream_scoring.DeviceHistory`. It emits one
+output row per record: ``kind`` ``prediction`` or ``skipped`` (malformed: ingestion
+dead-letters it; the scorer only counts it), plus one ``incident`` row (its document as
+JSON) per incident the readings opened, extended or closed
 (:func:`iot_fed.analytics.incidents.advance`, whose per-device state rides in the same
-state string as the history). A mote silent for the state timeout loses its state
-(``GroupStateTimeout.ProcessingTimeTimeout``); its open incident is then closed by the
-fleet's data time.
+state as the history).
+
+Why buckets: a group per mote was one Python call per device per micro-batch (its
+frame, its state, its own small ``score_device``), which does not scale to 10,000 devices
+(``bench/bench_scorer.py --python-cost``). The state stays exact per mote: a bucket's
+state (:data:`STATE_SCHEMA`) lists its motes and each one's own state, and only
+the motes with data are parsed and rewritten. A mote silent for the state timeout loses
+its state at its bucket's next call; a bucket silent that long loses its whole state
+(``GroupStateTimeout.ProcessingTimeTimeout``); an open incident is then closed by the
+fleet's data time. The bucket count is part of the checkpoint's layout
+(:mod:`iot_fed.analytics.checkpoint`).
 
 Why ``applyInPandasWithState`` and not ``transformWithStateInPandas``: in pyspark 4.0 the
 latter only runs on the RocksDB state store provider and is still marked experimental;
@@ -18,9 +27,9 @@ the former runs on the default HDFS-backed store in local mode with nothing extr
 it cheaper here. A probe with the same query shape (a value state with a 1 h TTL, read and
 written per mote, 10 rec/s) took 1.17 s per micro-batch against 0.79-1.13 s. Its TTL needs
 no Python timeout pass, which saves ~60 ms, but the RocksDB commit cost 60-100 ms more and
-the planning was slower. The RocksDB provider under ``applyInPandasWithState`` did no better
-either, with or without changelog checkpointing (``bench/bench_scorer.py`` variants
-``rocksdb``/``rocksdb-changelog``): the state is one small row per mote.
+the planning was slower. The state store provider is a setting
+(``IOT_FED_SCORER_STATE_STORE``, RocksDB by default: its state lives off the JVM heap,
+which a cluster's executors need at 10,000 devices; figures in docs/performance.md).
 
 The model comes from :class:`ExecutorModel`: the promoted global version, re-checked at
 most every ``refresh_s`` per worker process, so a promotion reaches the next micro-batch
@@ -32,14 +41,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import pickle
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import Column
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from iot_fed.analytics.incidents import IncidentState, advance
@@ -52,7 +64,7 @@ from iot_fed.analytics.models import (
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.fl.sanity import SANITY_PREFIX
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
-from iot_fed.fl.stream_scoring import DeviceHistory, score_device
+from iot_fed.fl.stream_scoring import DeviceHistory, DeviceReadings, ScoredReadings, score_many
 from iot_fed.readings import CHANNELS
 from iot_fed.store import promoted_version
 from iot_fed.store.live import promoted_history
@@ -95,23 +107,34 @@ OUT_OF_ORDER = "fallback:out_of_order"
 """Reason of a reading no newer than its device's history (late, or sent again), scored
 with no context (so never flagged by the model, only by a data fault or the sanity rule):
 its verdict never replaces a stored one (see ``store_batch``)."""
-STATE_SCHEMA = T.StructType([T.StructField("history", T.StringType(), False)])
-"""One JSON string: the :class:`DeviceHistory`, plus the device's incident state under
-``"incidents"`` (added later: a checkpoint written before has no such key, and keeps this
-schema, so it still loads; see :func:`load_state`)."""
-INCIDENTS_KEY = "incidents"
+STATE_SCHEMA = T.StructType(
+    [
+        T.StructField("motes", T.ArrayType(T.IntegerType(), False), False),
+        T.StructField("states", T.ArrayType(T.BinaryType(), False), False),
+        T.StructField("seen_ms", T.ArrayType(T.LongType(), False), False),
+    ]
+)
+"""A bucket's state: its motes (ascending), each one's state (:func:`state_bytes`)
+and the processing time of its last reading (its own timeout). Only the motes with data
+in a micro-batch have their string parsed and rewritten."""
 
 
-def load_state(text: str) -> tuple[DeviceHistory, IncidentState | None]:
-    """A mote's state string: its history and incident state (None when not kept yet)."""
-    return DeviceHistory.from_json(text), IncidentState.from_json(
-        json.loads(text).get(INCIDENTS_KEY)
+def load_state(blob: bytes) -> tuple[DeviceHistory, IncidentState | None]:
+    """A mote's state (:func:`state_bytes`): its history and incident state (None when
+    not kept yet)."""
+    epochs, ts_ms, values, last_seen, run, incidents = pickle.loads(blob)
+    return DeviceHistory(epochs, ts_ms, values, last_seen, run), IncidentState.from_json(incidents)
+
+
+def state_bytes(history: DeviceHistory, incidents: IncidentState) -> bytes:
+    """A mote's state in its bucket's: the history's fields and the incident state, pickled
+    (our own plain tuples, written and read only here: a JSON round trip with a per-value
+    conversion was a third of the bucket's Python time, bench/bench_scorer.py)."""
+    h = history
+    return pickle.dumps(
+        (h.epochs, h.ts_ms, h.values, h.last_seen, h.excluded_run, incidents.to_json()),
+        protocol=5,
     )
-
-
-def state_text(history: DeviceHistory, incidents: IncidentState) -> str:
-    """The state string of :func:`load_state`."""
-    return json.dumps({**json.loads(history.to_json()), INCIDENTS_KEY: incidents.to_json()})
 
 
 class NoModelError(RuntimeError):
@@ -194,6 +217,7 @@ class Decoded:
     order: np.ndarray  # (partition, offset) sort key of each valid record
     label: np.ndarray  # object
     moteid: np.ndarray  # int64: the reading's own mote (the group key unless unkeyed)
+    key: np.ndarray  # int64: the mote its record is keyed by (``gkey``; -1: none)
     skipped: list[dict[str, Any]]
 
     def __len__(self) -> int:
@@ -201,11 +225,21 @@ class Decoded:
 
     def take(self, idx: np.ndarray) -> Decoded:
         """The valid records at ``idx`` (no skipped ones)."""
-        arrays = {f.name: getattr(self, f.name)[idx] for f in fields(self) if f.name in _ROWS}
+        arrays = {name: getattr(self, name)[idx] for name in _ROWS}
         return replace(self, **arrays, skipped=[])
 
 
-_ROWS = ("epoch", "ts_ms", "values", "kafka_ts_ms", "kafka_offset", "order", "label", "moteid")
+_ROWS = (
+    "epoch",
+    "ts_ms",
+    "values",
+    "kafka_ts_ms",
+    "kafka_offset",
+    "order",
+    "label",
+    "moteid",
+    "key",
+)
 
 
 def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
@@ -238,6 +272,12 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
         values.append([float(reading[c]) for c in CHANNELS])
         labels.append(reading.get("label"))
     idx = np.asarray(keep, np.int64)
+    mote = np.asarray(moteid, np.int64)
+    if "gkey" in raw:  # the stateful step's input; else (tests) each record is its own mote's
+        g = raw["gkey"].to_numpy(np.float64, na_value=np.nan)[idx]
+        key = np.where(np.isnan(g), -1, g).astype(np.int64)
+    else:
+        key = mote
     return Decoded(
         epoch=np.asarray(epoch, np.int64),
         ts_ms=np.asarray(ts_ms, np.int64),
@@ -248,7 +288,8 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
             [[int(v) for v in oids[i].rsplit(":", 2)[1:]] for i in keep], np.int64
         ).reshape(-1, 2),
         label=np.array(labels, dtype=object),
-        moteid=np.asarray(moteid, np.int64),
+        moteid=mote,
+        key=key,
         skipped=skipped,
     )
 
@@ -261,61 +302,140 @@ def _reasons(reasons: Iterable[str | None], late: str | None) -> list[str | None
     return [r if r and r.startswith(("data_fault:", SANITY_PREFIX)) else late for r in reasons]
 
 
+def _parts(
+    history: DeviceHistory, valid: Decoded
+) -> list[tuple[Decoded, DeviceHistory | None, str | None]]:
+    """One mote's valid readings in time order (a repeated epoch keeps its first record in
+    Kafka order), split into those newer than the history (scored with it) and the
+    out-of-order or repeated ones (scored with no history, reason :data:`OUT_OF_ORDER`)."""
+    if len(valid) > 1:  # (one reading: in order already, the usual micro-batch)
+        by = np.lexsort((valid.order[:, 1], valid.order[:, 0], valid.epoch))
+        first = np.ones(len(by), bool)
+        first[1:] = valid.epoch[by][1:] != valid.epoch[by][:-1]
+        valid = valid.take(by[first])
+    last = history.last_epoch
+    is_new = np.ones(len(valid), bool) if last is None else valid.epoch > last
+    out: list[tuple[Decoded, DeviceHistory | None, str | None]] = []
+    for mask, hist, fallback in ((is_new, history, None), (~is_new, None, OUT_OF_ORDER)):
+        if mask.any():
+            out.append((valid if mask.all() else valid.take(np.flatnonzero(mask)), hist, fallback))
+    return out
+
+
+def _columns(
+    part: Decoded, scored: ScoredReadings, fallback: str | None, version: int
+) -> dict[str, np.ndarray]:
+    """The output columns of one mote's scored readings."""
+    n = len(part)
+    return {
+        "kind": np.full(n, "prediction", dtype=object),
+        "moteid": part.moteid,
+        "epoch": part.epoch,
+        "ts_ms": part.ts_ms,
+        "kafka_ts_ms": part.kafka_ts_ms,
+        "kafka_offset": part.kafka_offset,
+        "score": np.asarray(scored.score, np.float64),
+        **{f"err_{c}": scored.channel_errors[:, i] for i, c in enumerate(CHANNELS)},
+        "flag": np.asarray(scored.flag, bool),
+        "threshold": np.asarray(scored.threshold, np.float64),
+        "reason": np.array(_reasons(scored.reason, fallback), dtype=object),
+        "model_version": np.full(n, version, np.int64),
+        "label": part.label,
+        **{c: part.values[:, i] for i, c in enumerate(CHANNELS)},
+        "incident": np.full(n, None, dtype=object),
+    }
+
+
+Columns = dict[str, np.ndarray]
+
+
+def _frame(parts: Sequence[Columns]) -> pd.DataFrame:
+    """One output frame of several column sets (our own fresh arrays: no copy)."""
+    if len(parts) == 1:
+        return pd.DataFrame(parts[0], columns=OUTPUT_COLUMNS, copy=False)
+    cols = {c: np.concatenate([p[c] for p in parts]) for c in OUTPUT_COLUMNS}
+    return pd.DataFrame(cols, columns=OUTPUT_COLUMNS, copy=False)
+
+
+def score_motes(
+    bundle: ModelBundle, version: int, motes: Sequence[tuple[DeviceHistory, Decoded]]
+) -> list[tuple[Columns, DeviceHistory]]:
+    """Score several motes' valid readings (each ``Decoded`` all of one mote, with its
+    history) in ONE :func:`~iot_fed.fl.stream_scoring.score_many` call: each mote gets
+    exactly what it gets scored alone. Returns each mote's output columns (its new
+    readings, then its out-of-order ones) and its new history."""
+    jobs = [(i, *part) for i, (h, valid) in enumerate(motes) for part in _parts(h, valid)]
+    scored = score_many(
+        bundle,
+        [
+            DeviceReadings(
+                int(part.moteid[0]),
+                hist or DeviceHistory.empty(),
+                part.epoch,
+                part.ts_ms,
+                part.values,
+            )
+            for _, part, hist, _ in jobs
+        ],
+    )
+    cols: list[list[Columns]] = [[] for _ in motes]
+    histories = [h for h, _ in motes]
+    for (i, part, hist, fallback), (got, new_hist) in zip(jobs, scored, strict=True):
+        cols[i].append(_columns(part, got, fallback, version))
+        if hist is not None:
+            histories[i] = new_hist
+    return [
+        (c[0] if len(c) == 1 else {k: np.concatenate([p[k] for p in c]) for k in c[0]}, h)
+        for c, h in zip(cols, histories, strict=True)
+    ]
+
+
 def score_mote(
     bundle: ModelBundle, version: int, history: DeviceHistory, valid: Decoded
 ) -> tuple[pd.DataFrame, DeviceHistory]:
-    """Score one mote's valid readings (all of ``valid.moteid[0]``); out-of-order or
-    repeated epochs (older than the history) are scored with an empty history and do not
-    enter it."""
-    # time order; a repeated epoch keeps its first record in Kafka order
-    by = np.lexsort((valid.order[:, 1], valid.order[:, 0], valid.epoch))
-    first = np.ones(len(by), bool)
-    first[1:] = valid.epoch[by][1:] != valid.epoch[by][:-1]
-    valid = valid.take(by[first])
-    last = history.last_epoch
-    is_new = np.ones(len(valid), bool) if last is None else valid.epoch > last
-    moteid = int(valid.moteid[0]) if len(valid) else 0
-    columns: dict[str, list[np.ndarray]] = {c: [] for c in OUTPUT_COLUMNS}
-    for mask, hist, fallback in ((is_new, history, None), (~is_new, None, OUT_OF_ORDER)):
-        if not mask.any():
-            continue
-        part = valid.take(np.flatnonzero(mask))
-        scored, new_hist = score_device(
-            bundle,
-            hist or DeviceHistory.empty(),
-            moteid=moteid,
-            epochs=part.epoch,
-            ts_ms=part.ts_ms,
-            values=part.values,
-        )
-        if hist is not None:
-            history = new_hist
-        n = len(part)
-        got = {
-            "kind": np.full(n, "prediction", dtype=object),
-            "moteid": np.full(n, moteid, np.int64),
-            "epoch": part.epoch,
-            "ts_ms": part.ts_ms,
-            "kafka_ts_ms": part.kafka_ts_ms,
-            "kafka_offset": part.kafka_offset,
-            "score": np.asarray(scored.score, np.float64),
-            **{f"err_{c}": scored.channel_errors[:, i] for i, c in enumerate(CHANNELS)},
-            "flag": np.asarray(scored.flag, bool),
-            "threshold": np.asarray(scored.threshold, np.float64),
-            "reason": np.array(_reasons(scored.reason, fallback), dtype=object),
-            "model_version": np.full(n, version, np.int64),
-            "label": part.label,
-            **{c: part.values[:, i] for i, c in enumerate(CHANNELS)},
-            "incident": np.full(n, None, dtype=object),
-        }
-        for c in OUTPUT_COLUMNS:
-            columns[c].append(got[c])
-    out = pd.DataFrame(
-        {c: v[0] if len(v) == 1 else np.concatenate(v) for c, v in columns.items()},
-        columns=OUTPUT_COLUMNS,
-        copy=False,  # our own fresh arrays: a quarter of the frame's cost per mote
-    )
-    return out, history
+    """:func:`score_motes` of one mote, as a frame."""
+    cols, history = score_motes(bundle, version, [(history, valid)])[0]
+    return _frame([cols]), history
+
+
+def _advance(
+    moteid: int, incidents: IncidentState, cols: Columns, quiet_s: float
+) -> tuple[IncidentState, list[dict[str, Any]]]:
+    """:func:`~iot_fed.analytics.incidents.advance` over a mote's output columns; with no
+    open incident and nothing flagged it only moves ``last_epoch`` (what ``advance``
+    returns then), without the frame."""
+    if incidents.open is None and not cols["flag"].any():
+        newest = int(cols["epoch"].max())
+        last = incidents.last_epoch
+        return IncidentState(newest if last is None else max(last, newest), None), []
+    return advance(moteid, incidents, pd.DataFrame(cols, copy=False), quiet_s)
+
+
+MoteStep = tuple[DeviceHistory, IncidentState | None, Decoded]
+
+
+def step_motes(
+    bundle: ModelBundle, version: int, motes: Sequence[MoteStep], quiet_s: float
+) -> tuple[list[pd.DataFrame], list[tuple[DeviceHistory, IncidentState]]]:
+    """Several motes' stateful step (each ``Decoded`` all of one mote): :func:`score_motes`,
+    then each mote's incidents from its readings newer than its history (a late or
+    repeated reading never touches an incident). Output frames: every mote's predictions,
+    then the ``incident`` rows if any (built as the ``skipped`` ones are: all-null
+    columns convert to Arrow as they do); and each mote's new state."""
+    scored = score_motes(bundle, version, [(h, valid) for h, _, valid in motes])
+    rows: list[dict[str, Any]] = []
+    states = []
+    for (history, incidents, valid), (cols, new_hist) in zip(motes, scored, strict=True):
+        if incidents is None:  # a state from before incidents: start from the history's end
+            incidents = IncidentState(last_epoch=history.last_epoch)
+        moteid = int(valid.moteid[0])
+        incidents, docs = _advance(moteid, incidents, cols, quiet_s)
+        rows += [{"kind": "incident", "moteid": moteid, "incident": json.dumps(d)} for d in docs]
+        states.append((new_hist, incidents))
+    frames = [_frame([c for c, _ in scored])] if scored else []
+    if rows:
+        frames.append(pd.DataFrame(rows, columns=OUTPUT_COLUMNS))
+    return frames, states
 
 
 def step_mote(
@@ -326,38 +446,48 @@ def step_mote(
     valid: Decoded,
     quiet_s: float,
 ) -> tuple[list[pd.DataFrame], DeviceHistory, IncidentState]:
-    """One mote's stateful step: :func:`score_mote`, then its incidents
-    (:func:`~iot_fed.analytics.incidents.advance`) from the readings newer than the history
-    (a late or repeated reading never touches an incident). Output frames: the predictions,
-    then the ``incident`` rows if any (built as the ``skipped`` ones are: all-null columns
-    convert to Arrow as they do)."""
-    if incidents is None:  # a state from before incidents: start from the history's end
-        incidents = IncidentState(last_epoch=history.last_epoch)
-    out, history = score_mote(bundle, version, history, valid)
-    incidents, docs = advance(int(valid.moteid[0]), incidents, out, quiet_s)
-    frames = [out]
-    if docs:
-        moteid = int(valid.moteid[0])
-        rows = [{"kind": "incident", "moteid": moteid, "incident": json.dumps(d)} for d in docs]
-        frames.append(pd.DataFrame(rows, columns=OUTPUT_COLUMNS))
-    return frames, history, incidents
+    """:func:`step_motes` of one mote."""
+    frames, [(history, state)] = step_motes(bundle, version, [(history, incidents, valid)], quiet_s)
+    return frames, history, state
+
+
+def by_mote(decoded: Decoded) -> list[Decoded]:
+    """``decoded``'s records grouped by their mote (ascending ids, Kafka order kept)."""
+    if not len(decoded):
+        return []
+    order = np.argsort(decoded.moteid, kind="stable")
+    cuts = np.flatnonzero(np.diff(decoded.moteid[order])) + 1
+    return [decoded.take(idx) for idx in np.split(order, cuts)]
+
+
+def bucket_key(buckets: int) -> Column:
+    """The stateful step's group: the bucket of the record's mote (``gkey``) among
+    ``buckets`` (a null key has one bucket too)."""
+    return F.pmod(F.xxhash64("gkey"), F.lit(buckets)).cast("int")
 
 
 def stateful_scorer(
     target: MongoTarget, max_bytes: int, refresh_s: float, timeout_ms: int, quiet_s: float
 ):
-    """The ``applyInPandasWithState`` function. Its key, ``(moteid,)``, is the Kafka key,
-    or for an unkeyed record the value's ``moteid`` (see ``mote_key`` in
-    :mod:`iot_fed.analytics.streaming`); null when neither is an integer.
+    """The ``applyInPandasWithState`` function, grouped by a bucket of motes
+    (:func:`bucket_key`): one call scores every mote of its bucket with data in the
+    micro-batch at once (:func:`step_motes`), threading each mote's own state through
+    the bucket's state (:data:`STATE_SCHEMA`: the motes, their states and when each
+    last had a reading). A mote silent for ``timeout_ms`` (processing time) loses its
+    state at the bucket's next call; a bucket silent that long loses its state (the
+    group's timeout).
 
-    Valid readings of another mote than the key (a null key, or a value whose fields
-    the two JSON parsers read differently) are scored per mote with no history, and do
-    not touch the state: one series per device, never a mix (nor any incident)."""
+    A record belongs to the mote of its group key ``gkey`` (the Kafka key, or for an
+    unkeyed record the value's ``moteid``; see ``mote_key`` in
+    :mod:`iot_fed.analytics.streaming`). Valid readings of another mote than their key (a
+    null key, or a value whose fields the two JSON parsers read differently) are scored
+    per mote with no history, and touch no state: one series per device, never a mix (nor
+    any incident)."""
 
     def run(
         key: tuple[Any, ...], pdfs: Iterable[pd.DataFrame], state: Any
     ) -> Iterator[pd.DataFrame]:
-        if state.hasTimedOut:  # the mote was silent for the timeout: forget its window
+        if state.hasTimedOut:  # every mote of the bucket was silent for the timeout
             state.remove()
             return
         frames = list(pdfs)  # one frame per Arrow batch of the group: usually one
@@ -365,23 +495,33 @@ def stateful_scorer(
         decoded = decode_records(raw, max_bytes)
         if decoded.skipped:
             yield pd.DataFrame(decoded.skipped, columns=OUTPUT_COLUMNS)
-        if not len(decoded):
-            return
-        version, bundle = executor_model(target, refresh_s).current()
-        own = decoded.moteid == key[0] if key[0] is not None else np.zeros(len(decoded), bool)
-        if own.any():
-            history, incidents = (
-                load_state(state.get[0]) if state.exists else (DeviceHistory.empty(), None)
-            )
-            mine = decoded if own.all() else decoded.take(np.flatnonzero(own))
-            frames, history, incidents = step_mote(
-                bundle, version, history, incidents, mine, quiet_s
-            )
-            state.update((state_text(history, incidents),))
+        now = int(state.getCurrentProcessingTimeMs())
+        motes, texts, seen = state.get if state.exists else ([], [], [])
+        alive = {m: (t, s) for m, t, s in zip(motes, texts, seen, strict=True)}
+        alive = {m: v for m, v in alive.items() if now - v[1] < timeout_ms}
+        if len(decoded):
+            version, bundle = executor_model(target, refresh_s).current()
+            own = decoded.moteid == decoded.key
+            mine = by_mote(decoded.take(np.flatnonzero(own)))
+            steps: list[MoteStep] = []
+            for valid in mine:
+                text = alive.get(int(valid.moteid[0]), (None, 0))[0]
+                history, incidents = load_state(text) if text else (DeviceHistory.empty(), None)
+                steps.append((history, incidents, valid))
+            out, states = step_motes(bundle, version, steps, quiet_s)
+            for valid, (history, incidents) in zip(mine, states, strict=True):
+                alive[int(valid.moteid[0])] = (state_bytes(history, incidents), now)
+            yield from out
+            foreign = by_mote(decoded.take(np.flatnonzero(~own)))
+            if foreign:
+                empty = DeviceHistory.empty()
+                got = score_motes(bundle, version, [(empty, v) for v in foreign])
+                yield _frame([c for c, _ in got])
+        if alive:
+            ids = sorted(alive)
+            state.update((ids, [alive[m][0] for m in ids], [alive[m][1] for m in ids]))
             state.setTimeoutDuration(timeout_ms)
-            yield from frames
-        for mote in np.unique(decoded.moteid[~own]):
-            idx = np.flatnonzero(decoded.moteid == mote)
-            yield score_mote(bundle, version, DeviceHistory.empty(), decoded.take(idx))[0]
+        elif state.exists:
+            state.remove()
 
     return run

@@ -12,9 +12,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from iot_fed.analytics.jars import spark_jar_paths
-from iot_fed.config import Settings
+from iot_fed.config import LOCAL_HOSTS, Settings
 
 DRIVER_MEMORY = "2g"
 ARROW_BATCH_ROWS = 50_000
@@ -42,6 +43,11 @@ def driver_java_options(settings: Settings, archive: bool = True) -> str:
     shared = jvm_option(archive_option(settings)) if archive else ""
     opts = (derby, settings.spark_java_options, shared)
     return " ".join(o for o in opts if o)
+
+
+def _loopback_master(master: str) -> bool:
+    """A cluster master on this machine's loopback (a test cluster): the driver stays there."""
+    return master.startswith("spark://") and urlparse(master).hostname in LOCAL_HOSTS
 
 
 def spark_config(settings: Settings, with_jars: bool = True) -> dict[str, Any]:
@@ -73,10 +79,11 @@ def spark_config(settings: Settings, with_jars: bool = True) -> dict[str, Any]:
         # entries in importlib.invalidate_caches(), 0.6 s per task, two tasks per scorer
         # micro-batch (see iot_fed/analytics/spark_daemon.py, bench/bench_scorer.py)
         "spark.python.daemon.module": DAEMON_MODULE,
-        "spark.pyspark.python": sys.executable,
+        # the executors' Python: the same locked environment, at this path on every worker
+        "spark.pyspark.python": settings.spark_worker_python or sys.executable,
         "spark.pyspark.driver.python": sys.executable,
     }
-    if settings.spark_master.startswith("local"):
+    if settings.spark_master.startswith("local") or _loopback_master(settings.spark_master):
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
     if with_jars:
@@ -100,7 +107,7 @@ def start_session(conf: Mapping[str, Any]):
 
     if local_dir := conf.get("spark.local.dir"):
         Path(local_dir).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_PYTHON", conf.get("spark.pyspark.python", sys.executable))
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, value)

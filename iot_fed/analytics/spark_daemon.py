@@ -40,6 +40,7 @@ PRELOAD = (
     "pandas",
     "pyarrow",
     "iot_fed.analytics.live_state",  # the streaming scorer's stateful step
+    "iot_fed.analytics.stream_sink",  # and its executors' writes
     "iot_fed.analytics.batch_scoring",  # the batch scoring's mapInPandas bodies
 )
 """Imported by the daemon before it forks workers (after the import path is trimmed)."""

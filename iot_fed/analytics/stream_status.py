@@ -31,8 +31,8 @@ class StreamCounts:
     kept: int = 0  # a verdict of the same or a newer model version was already stored
     skipped: int = 0  # malformed: ingestion dead-letters them
     model_versions: list[int] = field(default_factory=list)  # in the order first used
-    collect_ms: float = 0.0  # in batch.toPandas(): the micro-batch's Spark job
-    store_ms: float = 0.0  # in store_batch: the MongoDB writes
+    collect_ms: float = 0.0  # the micro-batch's Spark job, the executors' writes included
+    store_ms: float = 0.0  # the driver's own writes: closing the quiet incidents
     last_batch_id: int | None = None
     last_batch_at: dt.datetime | None = None
     last_batch: dict[str, Any] = field(default_factory=dict)

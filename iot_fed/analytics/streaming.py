@@ -1,12 +1,15 @@
 """Streaming scorer: Spark Structured Streaming from Kafka to predictions in MongoDB.
 
-The query: Kafka source -> ``groupBy(moteid from the Kafka key).applyInPandasWithState``
-(:mod:`iot_fed.analytics.live_state`: decode, per-device history as state with a timeout,
-``score_device``) -> ``foreachBatch`` on the driver, which upserts one prediction per
-valid reading (``_id`` = ``<moteid>:<ts ms>``), the flagged ones into ``anomalies``
-(same ``_id``), and a heartbeat into ``scorer_status``. A replayed micro-batch (after a
-crash, Spark re-runs the uncommitted batch from the checkpoint, with the state of the last
-committed one) rewrites the same ids: no duplicate, no gap.
+The query: Kafka source -> ``groupBy(bucket of the mote from the Kafka key)
+.applyInPandasWithState`` (:mod:`iot_fed.analytics.live_state`: decode, each mote's
+history as state inside its bucket's, all the bucket's motes scored in one ``score_many``
+call) -> ``foreachBatch``, whose one job has the executors upsert the rows
+(:mod:`iot_fed.analytics.stream_sink`: one prediction per valid reading, ``_id`` =
+``<moteid>:<ts ms>``, the flagged ones into ``anomalies`` under the same ``_id``, the
+incidents) and return their counts; the driver closes the quiet incidents and writes the
+heartbeat into ``scorer_status``. A replayed micro-batch (after a crash, Spark re-runs the
+uncommitted batch from the checkpoint, with the state of the last committed one) or a
+retried task (a lost executor) rewrites the same ids: no duplicate, no gap.
 
 Dead letters have ONE owner: ingestion (:mod:`iot_fed.stream.ingest`) dead-letters a
 malformed message; the scorer skips it and only counts it (``skipped`` in the heartbeat
@@ -18,7 +21,8 @@ No promoted model yet: the query is not started; the scorer waits (heartbeat
 Two ways to run it: :func:`run_streaming_evaluation` (long-running, processing-time
 trigger; ``iot-fed spark-stream``, supervised by ``iot-fed run``) and
 :func:`streaming_evaluation` (trigger ``availableNow``: everything in the topic now, then
-stop). Checkpoints live under ``<data_dir>/checkpoints/<name>``.
+stop). Checkpoints live under ``IOT_FED_SCORER_CHECKPOINT`` (default
+``<data_dir>/checkpoints``) as ``<name>``: :mod:`iot_fed.analytics.checkpoint`.
 """
 
 from __future__ import annotations
@@ -33,27 +37,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
+from iot_fed.analytics.checkpoint import (
+    SHUFFLE_PARTITIONS,
+    STATE_STORE_PROVIDER,
+    STATE_STORES,
+    check_checkpoint,
+    checkpoint_location,
+)
 from iot_fed.analytics.live_state import (
-    OUT_OF_ORDER,
     OUTPUT_SCHEMA,
     STATE_SCHEMA,
+    bucket_key,
     stateful_scorer,
 )
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.analytics.stream_progress import ProgressLog
+from iot_fed.analytics.stream_sink import (
+    COUNTS_SCHEMA,
+    close_quiet_incidents,
+    merge_counts,
+    partition_writer,
+)
 from iot_fed.analytics.stream_status import Heartbeat, StreamCounts, progress_extra
-from iot_fed.analytics.verdicts import verdict_docs
 from iot_fed.config import Settings
 from iot_fed.heap import freeze_heap
 from iot_fed.store import promoted_version
-from iot_fed.store.incidents import close_due_incidents, upsert_incidents
-from iot_fed.store.live import DEFAULT_SCORER, store_verdicts
+from iot_fed.store.live import DEFAULT_SCORER
 from iot_fed.stream.kafka_config import spark_source_options
 
 log = logging.getLogger(__name__)
@@ -80,46 +94,8 @@ def mote_key() -> Column:
 
 
 def checkpoint_dir(settings: Settings, name: str = DEFAULT_CHECKPOINT) -> Path:
-    return settings.data_dir / "checkpoints" / name
-
-
-def store_batch(db: Any, pdf: pd.DataFrame, quiet_s: float) -> dict[str, Any]:
-    """Write one micro-batch's output rows (verdicts, then incidents, then the closing of
-    the open incidents the batch's data time has left quiet for ``quiet_s``); return its
-    counts."""
-    scored_at = dt.datetime.now(dt.UTC)
-    rows = pdf[pdf["kind"] == "prediction"]
-    skipped = pdf[pdf["kind"] == "skipped"]
-    for r in skipped.head(5).itertuples(index=False):
-        log.info(
-            "skipped malformed record %s: %s (ingestion dead-letters it)", r.kafka_offset, r.reason
-        )
-    counts: dict[str, Any] = {
-        "records": len(rows) + len(skipped),  # Kafka records (incident rows are not)
-        "n": len(rows),
-        "skipped": len(skipped),
-        "anomalies": 0,
-        "inserted": 0,
-        "updated": 0,
-        "kept": 0,
-        "versions": sorted({int(v) for v in rows["model_version"]}) if len(rows) else [],
-        "max_latency_s": None,
-        "incidents": 0,
-    }
-    if rows.empty:
-        return counts
-    preds, anomalies = verdict_docs(rows, source="streaming", scored_at=scored_at)
-    # a verdict made without context (a late or repeated reading) is stored only where
-    # none is: a producer that sends its readings again must not degrade the verdicts
-    late = [i for i, d in enumerate(preds) if d["reason"] == OUT_OF_ORDER]
-    counts.update(store_verdicts(db, preds, anomalies, insert_only=late))
-    incidents = [json.loads(t) for t in pdf.loc[pdf["kind"] == "incident", "incident"]]
-    counts["incidents"] = upsert_incidents(db, incidents, source="streaming", at=scored_at)
-    # the fleet's data time: the newest reading of the batch (closing is monotone in it)
-    close_due_incidents(db, int(rows["ts_ms"].max()), quiet_s, at=scored_at)
-    lat = [(scored_at - d["kafka_ts"]).total_seconds() for d in preds if d["kafka_ts"]]
-    counts["max_latency_s"] = max(lat) if lat else None
-    return counts
+    """The checkpoint's local directory (a local ``IOT_FED_SCORER_CHECKPOINT`` only)."""
+    return Path(checkpoint_location(settings, name))
 
 
 @dataclass
@@ -129,7 +105,7 @@ class StreamingRun:
     query: StreamingQuery
     counts: StreamCounts
     heartbeat: Heartbeat
-    checkpoint: Path
+    checkpoint: str
     progress_log: ProgressLog | None = None
 
     def observe_progress(self) -> dict[str, Any] | None:
@@ -179,7 +155,10 @@ def start_streaming_evaluation(
     state_timeout_ms: int = STATE_TIMEOUT_MS,
     heartbeat: Heartbeat | None = None,
 ) -> StreamingRun:
-    """Start the query (it reads from the earliest offset on a fresh checkpoint)."""
+    """Start the query (it reads from the earliest offset on a fresh checkpoint, from the
+    committed offsets of the old one on a reset one); raise
+    :class:`~iot_fed.analytics.checkpoint.CheckpointMismatchError` for a checkpoint made
+    with other state settings."""
     target = MongoTarget.from_settings(settings)
     heartbeat = heartbeat or Heartbeat(target, checkpoint_name)
     counts = StreamCounts()
@@ -189,17 +168,22 @@ def start_streaming_evaluation(
     # The stateful step's partitions (fixed in the checkpoint when it is created): each one
     # is a task, a Python worker call and a state-store commit per micro-batch. 4 -> 1 took
     # a 10 rec/s micro-batch from 2.9 s to 1.7 s on 2 cores (bench/bench_scorer.py).
-    spark.conf.set("spark.sql.shuffle.partitions", str(settings.scorer_state_partitions))
+    spark.conf.set(SHUFFLE_PARTITIONS, str(settings.scorer_state_partitions))
+    # Spark keeps both from the checkpoint; a new one gets the configured store
+    spark.conf.set(STATE_STORE_PROVIDER, STATE_STORES[settings.scorer_state_store])
+    meta = check_checkpoint(spark, settings, checkpoint_name)  # refuses another layout
     driver_ms: dict[int, dict[str, Any]] = {}  # per batch id, read by the progress log
     started: list[StreamingRun] = []  # set once the query is started
 
     def process_batch(batch: DataFrame, batch_id: int) -> None:
-        # ONE Spark job per micro-batch: toPandas runs the whole query (Kafka read, shuffle,
-        # stateful step, state commit); everything after it is driver-side Python
+        # ONE Spark job per micro-batch: the whole query (Kafka read, shuffle, stateful
+        # step, state commit) and the executors' writes; the driver gets a row of counts
+        # per partition, then closes the quiet incidents once
         t0 = time.perf_counter()
-        pdf = batch.toPandas()
+        rows = batch.mapInPandas(partition_writer(target), COUNTS_SCHEMA).collect()
+        got = merge_counts([r.asDict() for r in rows])
         t1 = time.perf_counter()
-        got = store_batch(target.shared(), pdf, settings.incident_quiet_s)
+        close_quiet_incidents(target.shared(), got, settings.incident_quiet_s)
         got["collect_ms"] = (t1 - t0) * 1000
         got["store_ms"] = (time.perf_counter() - t1) * 1000
         driver_ms[batch_id] = {k: got[k] for k in ("collect_ms", "store_ms")}
@@ -229,9 +213,12 @@ def start_streaming_evaluation(
             started[0].observe_progress()
 
     reader = spark.readStream.format("kafka").options(**spark_source_options(settings, topic))
-    reader = reader.options(**SOURCE_OPTIONS).option("startingOffsets", "earliest")
-    if max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
+    # a new checkpoint starts at the earliest offset, a reset one at its predecessor's
+    # committed offsets (Spark ignores both once the checkpoint has batches)
+    starting = json.dumps(meta.starting_offsets) if meta.starting_offsets else "earliest"
+    reader = reader.options(**SOURCE_OPTIONS).option("startingOffsets", starting)
+    cap = max_offsets_per_trigger or settings.scorer_max_offsets_per_trigger
+    reader = reader.option("maxOffsetsPerTrigger", str(cap))
     source = reader.load().select(
         mote_key().alias("gkey"),
         "key",
@@ -242,7 +229,9 @@ def start_streaming_evaluation(
         F.concat_ws(":", "topic", "partition", "offset").alias("kafka_offset"),
         F.unix_millis("timestamp").alias("kafka_ts_ms"),
     )
-    scored = source.groupBy("gkey").applyInPandasWithState(
+    # one group per bucket of motes: one Python call scores all its motes with data
+    source = source.withColumn("bucket", bucket_key(settings.scorer_buckets))
+    scored = source.groupBy("bucket").applyInPandasWithState(
         stateful_scorer(
             target,
             settings.kafka_max_message_bytes,
@@ -255,12 +244,11 @@ def start_streaming_evaluation(
         outputMode="append",
         timeoutConf=GroupStateTimeout.ProcessingTimeTimeout,
     )
-    checkpoint = checkpoint_dir(settings, checkpoint_name)
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = checkpoint_location(settings, checkpoint_name)
     writer = (
         scored.writeStream.queryName(checkpoint_name)
         .foreachBatch(process_batch)
-        .option("checkpointLocation", str(checkpoint))
+        .option("checkpointLocation", checkpoint)
     )
     writer = (
         writer.trigger(availableNow=True)

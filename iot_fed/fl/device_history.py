@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,21 +22,31 @@ class DeviceHistory:
     """How many readings in a row, up to the newest, scored above the exclusion level."""
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "epochs": list(self.epochs),
-                "ts_ms": list(self.ts_ms),
-                "values": self.values,
-                "last_seen": None if self.last_seen is None else list(self.last_seen),
-                "excluded_run": self.excluded_run,
-            }
-        )
+        return json.dumps(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of :meth:`to_json`."""
+        return {
+            "epochs": list(self.epochs),
+            "ts_ms": list(self.ts_ms),
+            "values": self.values,
+            "last_seen": None if self.last_seen is None else list(self.last_seen),
+            "excluded_run": self.excluded_run,
+        }
 
     @classmethod
     def from_json(cls, text: str) -> DeviceHistory:
         """Parse :meth:`to_json` output; anything else raises ``ValueError`` saying why."""
         try:
             d = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not a DeviceHistory: {exc!r}") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> DeviceHistory:
+        """:meth:`from_json` of an already parsed object."""
+        try:
             seen = d.get("last_seen")
             hist = cls(
                 tuple(int(e) for e in d["epochs"]),

@@ -360,10 +360,10 @@ def _result(
     seg = segment_start(all_ts, bundle.spec.window_config())[-1]
     ctx = np.flatnonzero(~res.excluded)
     ctx = ctx[ctx >= seg][-(bundle.spec.window - 1) :]
-    new_hist = DeviceHistory(
-        tuple(int(e) for e in all_ep[ctx]),
-        tuple(int(t) for t in all_ts[ctx]),
-        tuple(tuple(float(v) for v in row) for row in all_x[ctx]),  # type: ignore[misc]
+    new_hist = DeviceHistory(  # tolist: Python ints and floats in one C call per array
+        tuple(all_ep[ctx].tolist()),
+        tuple(all_ts[ctx].tolist()),
+        tuple(map(tuple, all_x[ctx].tolist())),  # type: ignore[arg-type]
         (int(all_ep[-1]), int(all_ts[-1])),
         res.excluded_run,
     )

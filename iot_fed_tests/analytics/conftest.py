@@ -13,6 +13,7 @@ from iot_fed.analytics.jars import install_spark_jars
 from iot_fed.analytics.session import build_session
 from iot_fed.config import Settings
 from iot_fed.store import init_database
+from iot_fed_tests.analytics.spark_cluster import SparkCluster
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -49,3 +50,13 @@ def analytics_settings(settings: Settings, mongo_db: Database, tmp_path: Path) -
     return settings.model_copy(
         update={"mongodb_database": mongo_db.name, "data_dir": tmp_path / "assets_data"}
     )
+
+
+@pytest.fixture
+def spark_cluster(tmp_path: Path) -> Iterator[SparkCluster]:
+    """A Spark standalone master and 2 workers (1 core each) on 127.0.0.1."""
+    cluster = SparkCluster(tmp_path / "spark_cluster")
+    try:
+        yield cluster.start(2)
+    finally:
+        cluster.stop()

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from pymongo.database import Database
@@ -119,3 +126,35 @@ def expected(bundle: ModelBundle, df: pd.DataFrame) -> pd.DataFrame:
 def expected_scores(bundle: ModelBundle, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     e = expected(bundle, df)
     return e["score"].to_numpy(np.float64), e["flag"].to_numpy(bool)
+
+
+IOT_FED = str(Path(sys.executable).with_name("iot-fed"))
+
+
+def start_scorer(
+    db_name: str, topic: str, checkpoint: str, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """``iot-fed spark-stream`` (local[2] unless ``env`` says otherwise) in its own
+    process group: the Python driver and its Spark JVM."""
+    env = {
+        **os.environ,
+        "IOT_FED_MONGODB_DATABASE": db_name,
+        "IOT_FED_SPARK_MASTER": "local[2]",
+        "IOT_FED_SPARK_SHUFFLE_PARTITIONS": "2",
+        **(env or {}),
+    }
+    cmd = [IOT_FED, "spark-stream", "--topic", topic, "--checkpoint", checkpoint]
+    return subprocess.Popen(
+        [*cmd, "--trigger-seconds", "0.5"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)

@@ -7,12 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,39 +18,14 @@ from iot_fed.analytics.incidents import advance, due_state
 from iot_fed.analytics.streaming import checkpoint_dir
 from iot_fed.readings import CHANNELS, epoch_ms
 from iot_fed.store.live import read_scorer_status
-from iot_fed_tests.analytics.helpers import make_bundle, make_readings, store_global
+from iot_fed_tests.analytics.helpers import (
+    make_bundle,
+    make_readings,
+    start_scorer,
+    store_global,
+    wait_until,
+)
 from iot_fed_tests.stream.helpers import produce_readings
-
-IOT_FED = str(Path(sys.executable).with_name("iot-fed"))
-
-
-def _scorer(settings, db_name: str, topic: str, checkpoint: str, log: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "IOT_FED_MONGODB_DATABASE": db_name,
-        "IOT_FED_SPARK_MASTER": "local[2]",
-        "IOT_FED_SPARK_SHUFFLE_PARTITIONS": "2",
-    }
-    cmd = [
-        IOT_FED,
-        "spark-stream",
-        "--topic",
-        topic,
-        "--checkpoint",
-        checkpoint,
-        "--trigger-seconds",
-        "0.5",
-    ]
-    return subprocess.Popen(
-        cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def _wait(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 def test_kill_9_mid_stream_no_duplicate_no_gap(settings, mongo_db, kafka_topic, tmp_path):
@@ -71,23 +43,25 @@ def test_kill_9_mid_stream_no_duplicate_no_gap(settings, mongo_db, kafka_topic, 
             produce_readings(settings, kafka_topic, df.iloc[i : i + 30])
             time.sleep(1.0)
 
-    proc = _scorer(settings, mongo_db.name, kafka_topic, name, log)
+    proc = start_scorer(mongo_db.name, kafka_topic, name, log)
     try:
-        _wait(
+        wait_until(
             lambda: (read_scorer_status(mongo_db, name) or {}).get("state") == "running",
             240,
             "the scorer to start",
         )
         feeder = threading.Thread(target=produce_slowly)
         feeder.start()
-        _wait(lambda: preds.count_documents({}) >= 60, 240, "first predictions")
+        wait_until(lambda: preds.count_documents({}) >= 60, 240, "first predictions")
         os.killpg(proc.pid, signal.SIGKILL)  # the python driver and its Spark JVM
         proc.wait(30)
         killed_at = preds.count_documents({})
         feeder.join()
         assert killed_at < len(df), "the kill came too late to be mid-stream"
-        proc = _scorer(settings, mongo_db.name, kafka_topic, name, log)
-        _wait(lambda: preds.count_documents({}) >= len(df), 300, "all predictions after restart")
+        proc = start_scorer(mongo_db.name, kafka_topic, name, log)
+        wait_until(
+            lambda: preds.count_documents({}) >= len(df), 300, "all predictions after restart"
+        )
         time.sleep(3)  # a late duplicate would show up here
     finally:
         if proc.poll() is None:

@@ -17,11 +17,11 @@ from iot_fed.analytics.live_state import (
     decode_records,
     load_state,
     score_mote,
-    state_text,
+    state_bytes,
     step_mote,
 )
 from iot_fed.analytics.predictions import store_scored
-from iot_fed.analytics.streaming import store_batch
+from iot_fed.analytics.stream_sink import store_batch
 from iot_fed.analytics.verdicts import PROVENANCE, verdict_docs
 from iot_fed.fl.device_history import DeviceHistory
 from iot_fed.fl.stream_scoring import LEARNING_NO_THRESHOLD
@@ -219,7 +219,7 @@ def _streamed_steps(bundle, df: pd.DataFrame, chunk: int, resend: int = 0) -> pd
             out, history, incidents = step_mote(
                 bundle, VERSION, history, incidents, decoded, QUIET_S
             )
-            text = state_text(history, incidents)
+            text = state_bytes(history, incidents)
             frames += out
     return pd.concat(frames, ignore_index=True)
 
@@ -296,3 +296,65 @@ def test_stored_incidents_are_the_same_and_resent_readings_change_nothing(
         first.setdefault(json.loads(text)["_id"], json.loads(text))
     upsert_incidents(mongo_db, list(first.values()), source="late")
     assert stored() == from_stream
+
+
+class _State:
+    """The ``GroupState`` calls of the stateful function."""
+
+    def __init__(self) -> None:
+        self.value, self.hasTimedOut, self.now = None, False, 0
+
+    exists = property(lambda self: self.value is not None)
+    get = property(lambda self: self.value)
+
+    def update(self, value) -> None:
+        self.value = value
+
+    def remove(self) -> None:
+        self.value = None
+
+    def setTimeoutDuration(self, ms: int) -> None:  # noqa: N802 (pyspark's name)
+        pass
+
+    def getCurrentProcessingTimeMs(self) -> int:  # noqa: N802
+        return self.now
+
+
+def test_a_bucket_of_motes_is_scored_as_each_mote_alone(monkeypatch) -> None:
+    """The bucketed stateful function (all motes in ONE group, one ``score_many`` call
+    per micro-batch) gives each mote the predictions and incidents of its own step; a
+    mote silent for the timeout starts again from an empty history."""
+    import iot_fed.analytics.live_state as live_state
+
+    df = _faulty_readings(9)
+    bundle = make_bundle(df, seed=1)
+
+    class Model:
+        def current(self):
+            return VERSION, bundle
+
+    monkeypatch.setattr(live_state, "executor_model", lambda *_: Model())
+    run = live_state.stateful_scorer(None, 1 << 20, 1.0, 60_000, QUIET_S)
+    state, frames = _State(), []
+    parts = [p for _, p in df.sort_values(["moteid", "epoch"]).groupby("moteid")]
+    for i in range(0, max(len(p) for p in parts), 13):
+        raw = pd.concat([_kafka_records(p.iloc[i : i + 13], i) for p in parts], ignore_index=True)
+        raw["gkey"] = [int(k) for k in raw["key"]]
+        frames += list(run((0,), iter([raw]), state))
+    got = pd.concat(frames, ignore_index=True)
+    want = _streamed_steps(bundle, df, 13)
+    key = ["moteid", "epoch"]
+    g = got[got["kind"] == "prediction"].sort_values(key).reset_index(drop=True)
+    w = want[want["kind"] == "prediction"].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        g[[*key, "score", "flag", "reason"]], w[[*key, "score", "flag", "reason"]]
+    )
+    incidents = lambda f: sorted(f.loc[f["kind"] == "incident", "incident"])  # noqa: E731
+    assert incidents(got) == incidents(want) and incidents(got)
+    assert state.value[0] == [1, 2, 3]
+    # mote 1 silent past the timeout: its state is gone at the bucket's next call
+    state.now = 120_000
+    late = df[df["moteid"] == 2].iloc[-1:].assign(epoch=10_000)
+    raw = _kafka_records(late, 99_999).assign(gkey=2)
+    list(run((0,), iter([raw]), state))
+    assert state.value[0] == [2]
