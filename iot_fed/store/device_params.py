@@ -75,3 +75,12 @@ def devices_aggregated(doc: Mapping[str, Any]) -> int:
     capped when its per-device params are stored apart)."""
     saved = doc.get("device_params")
     return int(saved["devices_aggregated"]) if saved else len(doc.get("lineage") or [])
+
+
+def page_device_params(
+    db: Database, version: int, token: str, after: int, limit: int = BATCH
+) -> list[dict[str, Any]]:
+    """At most ``limit`` of the version's params rows with ``moteid > after``, by mote."""
+    query = {"version": int(version), "token": token, "moteid": {"$gt": int(after)}}
+    cur = db[GLOBAL_DEVICE_PARAMS].find(query, {"_id": 0, "token": 0})
+    return list(cur.sort("moteid", 1).limit(int(min(limit, BATCH))))
