@@ -43,9 +43,9 @@ class DeviceWindow:
     data: DeviceData
     epochs: np.ndarray  # (n,) epochs of the training rows
     n_faulty: int = 0
+    offsets: dict[str, dict[str, int]] = field(default_factory=dict)
     held_epochs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """Epochs of the held-out rows (``data.held_out``)."""
-    offsets: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
