@@ -26,8 +26,11 @@ from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.window_features import window_features
 from iot_fed.readings import CHANNELS, epoch_ms
 from iot_fed.store.device_state import read_device_states
-from iot_fed.store.repository import readings_for_devices, trained_through
+from iot_fed.store.repository import reading_counts, readings_for_devices, trained_through
 
+NEW_DEVICE_SPAN = 2
+"""A device's first training reads its newest ``NEW_DEVICE_SPAN x training_window``
+epochs (held-out ones counted): a full window while it dropped up to half its readings."""
 VALIDATION_PER_DEVICE = 500
 """Held-out windows per device kept for validation and calibration (newest first)."""
 CONTEXT_EPOCHS = 4
@@ -114,9 +117,15 @@ def training_windows(
     db: Database, since_epochs: Mapping[int, int | None], limit: int, spec: ModelSpec
 ) -> dict[int, DeviceWindow]:
     """Per device, the newest ``limit`` training readings with ``epoch > since`` (and their
-    context): ONE query for all devices (FerretDB scans a collection per filtered query)."""
+    context): one query per batch of devices, each bounded below by its ``since`` (a new
+    device: by its newest epoch, :data:`NEW_DEVICE_SPAN`)."""
     back = spec.window * CONTEXT_EPOCHS
     query = {m: (None if e is None else max(int(e) - back, -1)) for m, e in since_epochs.items()}
+    # a device never trained: its newest NEW_DEVICE_SPAN x limit epochs, not its history
+    new = [m for m, e in since_epochs.items() if e is None]
+    span = NEW_DEVICE_SPAN * limit * HOLDOUT_MODULUS // (HOLDOUT_MODULUS - 1) + back
+    for m, c in (reading_counts(db, new) if new else {}).items():
+        query[m] = max(c["max_epoch"] - span, -1)
     found = readings_for_devices(db, query)
     return {m: to_window(m, docs, spec, since_epochs[m], limit) for m, docs in found.items()}
 

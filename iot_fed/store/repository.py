@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from iot_fed.readings import FIELDS
 from iot_fed.store.collections import (
@@ -193,19 +193,31 @@ def readings_for_devices(
     return out
 
 
-def reading_counts(db: Database) -> dict[int, dict[str, int]]:
-    """Per mote: ``{"count": n, "max_epoch": e}`` over all stored readings.
-
-    (FerretDB v1 lacks the ``$max`` accumulator, so the max comes from the unique
-    (moteid, epoch) index, one cheap query per mote.)
-    """
+def reading_counts(db: Database, motes: Iterable[int] | None = None) -> dict[int, dict[str, int]]:
+    """Per mote (all, or ``motes``): ``{"count": n, "max_epoch": e}`` over its stored
+    readings, one aggregation (per batch of ``motes``). A server without the ``$max``
+    accumulator (FerretDB v1) gets the max from the unique (moteid, epoch) index, one
+    cheap query per mote."""
     coll = db[SENSOR_READINGS]
-    counts = coll.aggregate([{"$group": {"_id": "$moteid", "count": {"$sum": 1}}}])
+    group = {"_id": "$moteid", "count": {"$sum": 1}, "max_epoch": {"$max": "$epoch"}}
+    parts = [None] if motes is None else list(batches(sorted({int(m) for m in motes})))
     out: dict[int, dict[str, int]] = {}
-    for r in sorted(counts, key=lambda r: r["_id"]):
-        top = coll.find_one({"moteid": r["_id"]}, {"epoch": 1}, sort=[("epoch", DESCENDING)])
-        out[int(r["_id"])] = {"count": int(r["count"]), "max_epoch": int(top["epoch"])}
-    return out
+    try:
+        for part in parts:
+            match = [] if part is None else [{"$match": {"moteid": {"$in": list(part)}}}]
+            for r in coll.aggregate([*match, {"$group": group}]):
+                out[int(r["_id"])] = {"count": int(r["count"]), "max_epoch": int(r["max_epoch"])}
+    except OperationFailure:
+        del group["max_epoch"]
+        out = {}
+        for part in parts:
+            match = [] if part is None else [{"$match": {"moteid": {"$in": list(part)}}}]
+            for r in coll.aggregate([*match, {"$group": group}]):
+                top = coll.find_one(
+                    {"moteid": r["_id"]}, {"epoch": 1}, sort=[("epoch", DESCENDING)]
+                )
+                out[int(r["_id"])] = {"count": int(r["count"]), "max_epoch": int(top["epoch"])}
+    return dict(sorted(out.items()))
 
 
 def insert_dead_letters(db: Database, docs: Sequence[Mapping[str, Any]]) -> int:
