@@ -19,14 +19,21 @@ from pymongo.database import Database
 from iot_fed.federation.bundles import ModelLoadError, load_promoted
 from iot_fed.federation.device_params import LINEAGE_CAP, split
 from iot_fed.federation.global_round import aggregate_global_model
+from iot_fed.federation.windows import NEW_DEVICE_SPAN, training_windows
 from iot_fed.fl.normalization import Normalizer
 from iot_fed.fl.rounds import feature_stats
 from iot_fed.fl.stream_scoring import LEARNING_NO_PARAMS, DeviceHistory, score_device
 from iot_fed.readings import CHANNELS, epoch_ms
-from iot_fed.store import init_database, promote, save_global_model
+from iot_fed.store import (
+    init_database,
+    promote,
+    readings_to_docs,
+    save_global_model,
+    upsert_readings,
+)
 from iot_fed.store.collections import BATCH, GLOBAL_DEVICE_PARAMS, GLOBAL_MODELS
 from iot_fed.store.repository import local_model_doc, local_versions, save_local_models
-from iot_fed_tests.analytics.helpers import features, make_bundle, make_readings
+from iot_fed_tests.analytics.helpers import SPEC, features, make_bundle, make_readings
 
 HANDSHAKE = {"hello", "ismaster", "isMaster", "endSessions", "ping", "buildInfo"}
 
@@ -244,3 +251,22 @@ def test_a_damaged_or_lost_params_row_makes_the_version_unreadable(mongo_db: Dat
     mongo_db[GLOBAL_DEVICE_PARAMS].delete_one({"version": lost["version"], "moteid": 1})
     with pytest.raises(ModelLoadError, match="1 of its 2 per-device params"):
         load_promoted(mongo_db, lost["version"])
+
+
+def test_a_new_devices_first_training_read_is_bounded_by_its_newest_epoch(
+    mongo_db: Database,
+) -> None:
+    """A device never trained has a long history: its first window reads the newest
+    epochs only (a faulty reading long before them is never even read)."""
+    init_database(mongo_db)
+    df = make_readings(1, 3000)
+    df.loc[df["epoch"] == 5, "temperature"] = 500.0  # physically impossible: a fault
+    upsert_readings(mongo_db, readings_to_docs(df))
+    spec = SPEC
+    long_ago = training_windows(mongo_db, {1: 0}, 3000, spec)[1]
+    assert long_ago.n_faulty == 1  # read from epoch 0 on: the fault is seen
+    with counted(mongo_db) as (cdb, commands):
+        w = training_windows(cdb, {1: None}, 100, spec)[1]
+    assert w.n == 100 and w.n_faulty == 0
+    assert int(w.epochs.min()) > 2999 - NEW_DEVICE_SPAN * 100 * 10 // 9 - 4 * spec.window
+    assert commands.seen == Counter({"aggregate": 1, "find": 1})
