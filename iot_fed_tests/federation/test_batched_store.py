@@ -270,3 +270,28 @@ def test_a_new_devices_first_training_read_is_bounded_by_its_newest_epoch(
     assert w.n == 100 and w.n_faulty == 0
     assert int(w.epochs.min()) > 2999 - NEW_DEVICE_SPAN * 100 * 10 // 9 - 4 * spec.window
     assert commands.seen == Counter({"aggregate": 1, "find": 1})
+
+
+def test_a_local_rounds_calls_do_not_grow_with_its_devices(
+    mongo_client: MongoClient, settings
+) -> None:
+    """Training 3 or 12 devices (first and second local round): the same calls."""
+    from iot_fed.federation.local_round import train_local_models
+
+    calls = {}
+    for n in (3, 12):
+        db = mongo_client[f"batched_local_{n}"]
+        mongo_client.drop_database(db.name)
+        init_database(db)
+        df = make_readings(n, 400)
+        upsert_readings(db, readings_to_docs(df[df["epoch"] < 200]))
+        devices = [str(m) for m in range(1, n + 1)]
+        assert all(o.version == 1 for o in train_local_models(db, devices, settings))
+        upsert_readings(db, readings_to_docs(df[df["epoch"] >= 200]))
+        with counted(db) as (cdb, commands):
+            out = train_local_models(cdb, devices, settings)
+        assert [o.version for o in out] == [2] * n
+        calls[n] = commands.seen
+        mongo_client.drop_database(db.name)
+    print("calls per local round: 3 devices", dict(calls[3]), "12 devices", dict(calls[12]))
+    assert calls[3] == calls[12]
