@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
@@ -199,25 +199,26 @@ def reading_counts(db: Database, motes: Iterable[int] | None = None) -> dict[int
     accumulator (FerretDB v1) gets the max from the unique (moteid, epoch) index, one
     cheap query per mote."""
     coll = db[SENSOR_READINGS]
-    group = {"_id": "$moteid", "count": {"$sum": 1}, "max_epoch": {"$max": "$epoch"}}
     parts = [None] if motes is None else list(batches(sorted({int(m) for m in motes})))
-    out: dict[int, dict[str, int]] = {}
+
+    def grouped(**fields: Any) -> Iterator[dict[str, Any]]:  # one aggregation per batch
+        for part in parts:
+            match = [] if part is None else [{"$match": {"moteid": {"$in": list(part)}}}]
+            group = {"_id": "$moteid", "count": {"$sum": 1}, **fields}
+            yield from coll.aggregate([*match, {"$group": group}])
+
     try:
-        for part in parts:
-            match = [] if part is None else [{"$match": {"moteid": {"$in": list(part)}}}]
-            for r in coll.aggregate([*match, {"$group": group}]):
-                out[int(r["_id"])] = {"count": int(r["count"]), "max_epoch": int(r["max_epoch"])}
+        rows = [(r, r["max_epoch"]) for r in grouped(max_epoch={"$max": "$epoch"})]
     except OperationFailure:
-        del group["max_epoch"]
-        out = {}
-        for part in parts:
-            match = [] if part is None else [{"$match": {"moteid": {"$in": list(part)}}}]
-            for r in coll.aggregate([*match, {"$group": group}]):
-                top = coll.find_one(
-                    {"moteid": r["_id"]}, {"epoch": 1}, sort=[("epoch", DESCENDING)]
-                )
-                out[int(r["_id"])] = {"count": int(r["count"]), "max_epoch": int(top["epoch"])}
-    return dict(sorted(out.items()))
+        newest = [("epoch", DESCENDING)]
+        rows = [
+            (r, coll.find_one({"moteid": r["_id"]}, {"epoch": 1}, sort=newest)["epoch"])
+            for r in grouped()
+        ]
+    return {
+        int(r["_id"]): {"count": int(r["count"]), "max_epoch": int(top)}
+        for r, top in sorted(rows, key=lambda rt: rt[0]["_id"])
+    }
 
 
 def insert_dead_letters(db: Database, docs: Sequence[Mapping[str, Any]]) -> int:
