@@ -7,7 +7,10 @@ A save writes them first, in batches, and the version document last
 all its devices' params are in. Each save tags its documents with a fresh ``token`` that
 the version document records; readers ask for that token, so leftovers of a save that
 never stored its version document are never read (the next save at that version removes
-them).
+them). Aggregations never run two at a time (the sensors keep one in flight); if two saves
+did race for one version, the loser's clearing could remove the winner's params, and the
+loader's count check (:func:`iot_fed.federation.bundles.load_global_bundle`) would then
+refuse that version loudly rather than serve it with devices missing.
 """
 
 from __future__ import annotations
