@@ -83,12 +83,13 @@ def load_global_bundle(doc: dict[str, Any], db: Database, what: str) -> ModelBun
 
 
 def load_promoted(
-    db: Database, version: int | None = None
+    db: Database, version: int | None = None, *, device_params: bool = True
 ) -> tuple[dict[str, Any], ModelBundle] | None:
     """The promoted global model (or global ``version``): its stored document and its
-    bundle with every device's params (:func:`load_global_bundle`); None when nothing is
-    promoted (or there is no such version). :class:`ModelLoadError` when it cannot be
-    read."""
+    bundle with every device's params (:func:`load_global_bundle`; ``device_params=False``:
+    without those stored apart, for a caller that needs only the shared weights); None
+    when nothing is promoted (or there is no such version). :class:`ModelLoadError` when
+    it cannot be read."""
     if version is None:
         doc = repo.promoted_global_model(db)
     else:
@@ -96,4 +97,6 @@ def load_promoted(
     if doc is None:
         return None
     what = "promoted global model" if version is None else "global model"
+    if not device_params:
+        return doc, load_bundle(doc, what)
     return doc, load_global_bundle(doc, db, what)

@@ -33,7 +33,8 @@ class StartingPoint:
 
 
 def starting_point(db: Database, spec: ModelSpec, seed: int) -> StartingPoint:
-    promoted = load_promoted(db)
+    # the shared weights and fleet normaliser: training reads no device's stored params
+    promoted = load_promoted(db, device_params=False)
     if promoted is None:
         params = {
             k: {n: np.asarray(v) for n, v in layer.items()}
