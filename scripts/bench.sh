@@ -18,6 +18,7 @@ run $BENCH_PY bench/bench_train.py "${Q[@]}"      # vmapped round vs loop, aggre
 run $PY bench/bench_ingest.py "${Q[@]}"           # Kafka -> MongoDB, the store's query shapes
 if [ "${QUICK:-0}" = "1" ]; then VW=(--n 5000 --repeat 1 --race 1); else VW=(); fi
 run $PY bench/bench_verdict_write.py "${VW[@]}"   # the verdict write: standard vs replaced
+run $PY bench/bench_store_calls.py "${Q[@]}"      # a round's database calls, a 100k-device version
 run $PY bench/bench_round.py "${Q[@]}"            # one daemon-driven round, burst -> promoted
 run $PY bench/bench_partitions.py "${Q[@]}"       # devices partitions at 1k/10k/100k keys: daemon, UI
 run $PY bench/bench_scorer.py "${Q[@]}"           # the streaming scorer alone

@@ -55,12 +55,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from iot_fed.analytics.incidents import IncidentState, advance
-from iot_fed.analytics.models import (
-    ModelNotAvailableError,
-    load_scoring_bundle,
-    scoring_bundle,
-    scoring_model,
-)
+from iot_fed.analytics.models import ModelNotAvailableError, load_scoring_bundle
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.fl.sanity import SANITY_PREFIX
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
@@ -176,7 +171,7 @@ class ExecutorModel:
             for doc in promoted_history(db, version):
                 old = int(doc["version"])
                 if old not in self.rejected and self._take(
-                    old, lambda doc=doc: scoring_bundle(scoring_model(doc, "global"))
+                    old, lambda old=old: load_scoring_bundle(db, old)[1]
                 ):
                     return
 

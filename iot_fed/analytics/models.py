@@ -73,30 +73,43 @@ def scoring_bundle(model: ScoringModel) -> ModelBundle:
     return with_threshold(bundle_from_blob(model.blob), model.threshold)
 
 
-def scoring_model(doc: dict[str, Any], kind: str, device: str | None = None) -> ScoringModel:
+def _threshold(doc: dict[str, Any], bundle: ModelBundle, label: str) -> float:
+    threshold = doc.get("threshold")
+    if threshold is None:
+        threshold = bundle.threshold
+    if threshold is None:
+        raise ModelNotAvailableError(f"{label} has no anomaly threshold (document or blob)")
+    return float(threshold)
+
+
+def scoring_model(
+    doc: dict[str, Any],
+    kind: str,
+    device: str | None = None,
+    bundle: ModelBundle | None = None,
+) -> ScoringModel:
     """A stored model document, checked readable, with the threshold it scores by: the one
-    loader of stored models for scoring (batch, stream, API)."""
+    loader of stored models for scoring (batch, stream, API). ``bundle``: the document's
+    bundle as loaded with its per-device params (a global version storing them apart
+    is then carried as that bundle's blob)."""
     version = int(doc["version"])
     label = (
         f"global model version {version}"
         if kind == "global"
         else f"local model of device {device} version {version}"
     )
-    try:
-        bundle = bundle_from_blob(bytes(doc["params"]))
-    except (ModelBlobError, KeyError, TypeError) as exc:
-        raise ModelNotAvailableError(f"{label} is unreadable: {exc}") from None
-    threshold = doc.get("threshold")
-    if threshold is None:
-        threshold = bundle.threshold
-    if threshold is None:
-        raise ModelNotAvailableError(f"{label} has no anomaly threshold (document or blob)")
-    return ScoringModel(kind, version, bytes(doc["params"]), float(threshold), device)
+    blob = bytes(doc["params"]) if "params" in doc else b""
+    if bundle is None:
+        try:
+            bundle = bundle_from_blob(blob)
+        except (ModelBlobError, KeyError, TypeError) as exc:
+            raise ModelNotAvailableError(f"{label} is unreadable: {exc}") from None
+    elif "device_params" in doc:
+        blob = bundle.to_bytes()
+    return ScoringModel(kind, version, blob, _threshold(doc, bundle, label), device)
 
 
-def load_global_model(db: Database, version: int | None = None) -> ScoringModel:
-    """Global ``version`` (default: the promoted one) through the one loader
-    (:func:`~iot_fed.federation.bundles.load_promoted`), verified; clear error otherwise."""
+def _load(db: Database, version: int | None) -> tuple[dict[str, Any], ModelBundle]:
     try:
         got = load_promoted(db, version)
     except ModelLoadError as exc:
@@ -110,13 +123,22 @@ def load_global_model(db: Database, version: int | None = None) -> ScoringModel:
         raise ModelNotAvailableError(
             f"global model version {version} not found in {db.name}.{GLOBAL_MODELS}"
         )
-    return scoring_model(got[0], "global")
+    return got
+
+
+def load_global_model(db: Database, version: int | None = None) -> ScoringModel:
+    """Global ``version`` (default: the promoted one) through the one loader
+    (:func:`~iot_fed.federation.bundles.load_promoted`), verified; clear error otherwise."""
+    doc, bundle = _load(db, version)
+    return scoring_model(doc, "global", bundle=bundle)
 
 
 def load_scoring_bundle(db: Database, version: int | None = None) -> tuple[int, ModelBundle]:
-    """:func:`load_global_model` as (version, bundle judged by its document's threshold)."""
-    model = load_global_model(db, version)
-    return model.version, scoring_bundle(model)
+    """Global ``version`` (default: the promoted one) as (version, bundle judged by its
+    document's threshold), with its per-device params, through the one loader."""
+    doc, bundle = _load(db, version)
+    label = f"global model version {doc['version']}"
+    return int(doc["version"]), with_threshold(bundle, _threshold(doc, bundle, label))
 
 
 def load_local_models(db: Database) -> dict[int, ScoringModel]:

@@ -25,8 +25,9 @@ STATE_CAP = 100
 
 def promoted_calibrated(db: Database) -> tuple[int, frozenset[int]] | None:
     """The promoted version and the motes it has a threshold of their own for; None when
-    nothing is promoted. A version stored before ``calibrated_devices`` existed is read
-    from its bundle."""
+    nothing is promoted. A version without ``calibrated_devices`` (stored before the field
+    existed, or storing its per-device params apart) is read from its bundle (the loader
+    reads those params in batches and caches them per process)."""
     doc = repo.promoted_calibration(db)
     if doc is None:
         return None

@@ -5,7 +5,6 @@ version, and (separately) promote."""
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,15 +14,14 @@ from pymongo.database import Database
 from iot_fed.config import Settings
 from iot_fed.federation.bundles import ModelLoadError, load_bundle, load_promoted
 from iot_fed.federation.calibration import FleetCalibration, split_fleet
+from iot_fed.federation.device_params import LINEAGE_CAP, split
 from iot_fed.federation.health import local_model_health, promotion_verdict
-from iot_fed.federation.windows import validation_windows
+from iot_fed.federation.windows import VALIDATION_PER_DEVICE, validation_samples
 from iot_fed.fl.normalization import SufficientStats
 from iot_fed.fl.pytrees import stack_params
 from iot_fed.fl.rounds import ClientUpdate, ServerConfig, server_update
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.store import repository as repo
-
-VALIDATION_PER_DEVICE = 500
 
 
 @dataclass
@@ -42,20 +40,24 @@ class GlobalOutcome:
     """Held-out windows per device the thresholds were calibrated on."""
 
 
-def _as_utc(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+@dataclass
+class RoundInputs:
+    """Everything a round reads, in one batched load (:func:`load_round`)."""
+
+    promoted: tuple[dict[str, Any], ModelBundle] | None
+    healthy: list[tuple[dict[str, Any], ModelBundle]]
+    rejected: dict[str, str]
+    fleet: list[int]
+    """Every device with a local model: the version serves them all."""
+    held_out: dict[int, np.ndarray]
 
 
-def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> GlobalOutcome:
-    """Aggregate local models newer than the latest global version into a new version.
-
-    The new version is stored unpromoted with lineage and validation metrics; promotion is
-    :func:`promote_if_better` (the Dagster layer runs it behind a blocking asset check).
-    """
-    promoted_model = load_promoted(db)  # the parent: what the new version must not be worse than
-    promoted = promoted_model[0] if promoted_model else None
-    latest = repo.latest_global_model(db)
-    since = _as_utc(latest["created_at"]) if latest else None
+def load_round(db: Database) -> RoundInputs:
+    """The promoted version (with its per-device params), the newest local models since
+    the latest global version, the fleet and its held-out samples: a fixed number of
+    queries per batch of devices."""
+    promoted = load_promoted(db)  # the parent: what the new version must not be worse than
+    since = repo.latest_global_created_at(db)
     candidates = repo.latest_local_models(db, fresher_than=since)
     rejected: dict[str, str] = {}
     healthy: list[tuple[dict[str, Any], ModelBundle]] = []
@@ -65,7 +67,27 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
             rejected[device] = why
             continue
         healthy.append((doc, load_bundle(doc, f"local model of device {device}")))
+    # judged and calibrated on the whole fleet's held-out readings, not only this round's
+    # devices: the version serves every device (a round of two devices once set a threshold
+    # that flagged 94 % of the others' readings, and passed its gate on those two alone)
+    fleet = [int(d) for d in repo.local_model_devices(db)] if healthy else []
+    spec = healthy[0][1].spec if healthy else None
+    held_out = validation_samples(db, fleet, VALIDATION_PER_DEVICE, spec) if spec else {}
+    return RoundInputs(promoted, healthy, rejected, fleet, held_out)
+
+
+def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> GlobalOutcome:
+    """Aggregate local models newer than the latest global version into a new version:
+    one batched load (:func:`load_round`), the server update in :mod:`iot_fed.fl`, one
+    batched save (the per-device params, then the version document).
+
+    The new version is stored unpromoted with lineage and validation metrics; promotion is
+    :func:`promote_if_better` (the Dagster layer runs it behind a blocking asset check).
+    """
+    inputs = load_round(db)
+    promoted = inputs.promoted[0] if inputs.promoted else None
     parent_version = int(promoted["version"]) if promoted else None
+    healthy, rejected = inputs.healthy, inputs.rejected
     if not healthy:
         return GlobalOutcome(
             None,
@@ -74,7 +96,7 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
             reason="no new healthy local models since the latest global version",
         )
     spec = healthy[0][1].spec
-    parent = promoted_model[1] if promoted_model else None
+    parent = inputs.promoted[1] if inputs.promoted else None
     if parent is not None and parent.spec != spec:
         raise ModelLoadError(f"promoted global model version {parent_version} has another spec")
     nan = np.full(len(healthy), np.nan)
@@ -90,24 +112,19 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     prior = None
     if promoted and "norm_stats" in (promoted.get("metrics") or {}):
         prior = SufficientStats.from_dict(promoted["metrics"]["norm_stats"])
-    # judged and calibrated on the whole fleet's held-out readings, not only this round's
-    # devices: the version serves every device (a round of two devices once set a threshold
-    # that flagged 94 % of the others' readings, and passed its gate on those two alone)
-    fleet = [int(d) for d in repo.local_model_devices(db)]  # this round's devices among them
-    held_out = validation_windows(db, fleet, VALIDATION_PER_DEVICE, spec)
+    held_out = inputs.held_out
     scfg = ServerConfig.from_settings(settings)
     out = server_update(update, held_out, spec, scfg, parent=parent, prior_stats=prior, seed=seed)
     bundle = out.bundle
     total = float(update.n_samples.sum())
-    lineage = [
-        {
-            "device": doc["device"],
+    lineage = {
+        int(doc["device"]): {
             "version": int(doc["version"]),
             "n_samples": int(doc["n_samples"]),
             "weight": float(doc["n_samples"]) / total,
         }
         for doc, _ in healthy
-    ]
+    }
     metrics = {
         "norm_stats": out.norm_stats.to_dict(),
         "val_loss": out.val_loss,
@@ -121,14 +138,14 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
         "threshold_quantile": out.thresholds.quantile,
     }
     agg = scfg.aggregation
+    shared, device_rows = split(bundle, lineage)
     doc = repo.save_global_model(
         db,
-        bundle.to_bytes(),
-        lineage=lineage,
+        shared.to_bytes(),
+        lineage=[{"device": str(m), **e} for m, e in sorted(lineage.items())[:LINEAGE_CAP]],
         strategy=agg.strategy,
         parent_version=parent_version,
         threshold=float(bundle.threshold),
-        calibrated_devices=bundle.device_thresholds,
         metrics=metrics,
         config={
             "strategy": agg.strategy,
@@ -138,6 +155,8 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
             "false_alarms_per_device_day": scfg.false_alarms_per_device_day,
             "spec": spec.to_dict(),
         },
+        device_params=device_rows,
+        devices_aggregated=len(lineage),
     )
     return GlobalOutcome(
         int(doc["version"]),
@@ -146,7 +165,7 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
         rejected,
         metrics,
         "stored",
-        split_fleet(int(doc["version"]), bundle.device_thresholds, fleet),
+        split_fleet(int(doc["version"]), bundle.device_thresholds, inputs.fleet),
         {m: len(f) for m, f in held_out.items()},
     )
 

@@ -13,7 +13,7 @@ from iot_fed.config import Settings
 from iot_fed.federation.bundles import ModelLoadError, load_promoted
 from iot_fed.federation.health import local_model_health
 from iot_fed.federation.outcomes import DeviceOutcome
-from iot_fed.federation.windows import DeviceWindow, training_windows
+from iot_fed.federation.windows import DeviceWindow, holdout_fields, training_windows
 from iot_fed.fl.compile_cache import enable_compilation_cache
 from iot_fed.fl.model import init_params
 from iot_fed.fl.rounds import ServerConfig, calibrate_bundle, client_update, initial_normalizer
@@ -21,6 +21,7 @@ from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.training import TrainConfig
 from iot_fed.store import repository as repo
+from iot_fed.store.device_state import read_device_states
 
 
 @dataclass
@@ -32,7 +33,8 @@ class StartingPoint:
 
 
 def starting_point(db: Database, spec: ModelSpec, seed: int) -> StartingPoint:
-    promoted = load_promoted(db)
+    # the shared weights and fleet normaliser: training reads no device's stored params
+    promoted = load_promoted(db, device_params=False)
     if promoted is None:
         params = {
             k: {n: np.asarray(v) for n, v in layer.items()}
@@ -55,18 +57,22 @@ def train_local_models(
 
     Devices with no new readings keep their current version (``skipped`` says why).
     Each trained device is stored as its next version in ``local_models``, with its own
-    thresholds calibrated on its held-out readings of the window.
+    thresholds calibrated on its held-out readings of the window, and its held-out sample
+    (``device_state``) is extended by those readings. Reads and writes are batched.
     """
     enable_compilation_cache(settings.data_dir / "jax_cache")
     spec = ModelSpec.from_settings(settings)
     cfg = TrainConfig.from_settings(settings)
     quantile = ServerConfig.from_settings(settings).quantile
+    # one batched load: the warm start, each device's newest version and trained-through
+    # epoch, its readings since then, its kept held-out sample
     start = starting_point(db, spec, settings.seed)
     windows: list[DeviceWindow] = []
     outcomes: list[DeviceOutcome] = []
-    last = repo.latest_local_models(db, devices)
-    since = {int(d): (last[d].get("last_epoch") if d in last else None) for d in devices}
+    last = repo.local_versions(db, devices)
+    since = {int(d): last.get(int(d), (0, None))[1] for d in devices}
     found = training_windows(db, since, settings.training_window, spec)
+    states = read_device_states(db, [int(d) for d in devices if found[int(d)].n])
     for device in devices:
         w = found[int(device)]
         if w.n == 0:
@@ -83,6 +89,7 @@ def train_local_models(
         return outcomes
     norm = start.bundle.norm or initial_normalizer([w.data for w in windows])
     upd = client_update(start.bundle.params, norm, [w.data for w in windows], spec, cfg, seed=seed)
+    docs, holdouts = [], {}
     for i, w in enumerate(windows):
         metrics = {
             "loss_before": float(upd.loss_before[i]),
@@ -96,10 +103,11 @@ def train_local_models(
         held = {w.moteid: w.data.held_out if len(w.data.held_out) else w.data.train}
         calibrate_bundle(bundle, held, quantile)
         threshold = float(bundle.threshold)
-        doc = repo.save_local_model(
-            db,
+        holdouts[w.moteid] = holdout_fields(states.get(w.moteid), w)
+        doc = repo.local_model_doc(
             str(w.moteid),
             bundle.to_bytes(),
+            version=last.get(w.moteid, (0, None))[0] + 1,
             n_samples=w.n,
             base_version=start.version,
             last_epoch=w.last_epoch,
@@ -115,15 +123,19 @@ def train_local_models(
                 "seed": seed,
             },
         )
+        docs.append(doc)
+    # one batched save: the models, then their devices' states (version, epoch, sample)
+    repo.save_local_models(db, docs, holdouts)
+    for w, doc in zip(windows, docs, strict=True):
         ok, why = local_model_health(doc)
         outcomes.append(
             DeviceOutcome(
                 device=str(w.moteid),
                 n_samples=w.n,
                 version=doc["version"],
-                loss_before=metrics["loss_before"],
-                loss_after=metrics["loss_after"],
-                threshold=threshold,
+                loss_before=doc["metrics"]["loss_before"],
+                loss_after=doc["metrics"]["loss_after"],
+                threshold=doc["threshold"],
                 n_faulty=w.n_faulty,
                 offsets=w.offsets,
                 base_version=start.version,

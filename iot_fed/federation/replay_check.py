@@ -2,7 +2,7 @@
 
 The candidate is replayed on each device's newest held-out readings (``epoch % 10 == 0``,
 :mod:`iot_fed.fl.holdout`: never trained on; the rest of the newest readings is their
-context), read in ONE bounded query (:func:`read_replay`: the newest
+context), read in one bounded query per batch of devices (:func:`read_replay`: the newest
 ``promotion_replay_readings`` per device).
 Scoring is the product's (:func:`iot_fed.fl.stream_scoring.score_many`: learning devices
 are not flagged), so the replay sees the verdicts the scorers would give.
@@ -34,7 +34,7 @@ from iot_fed.analytics.incidents import advance
 from iot_fed.config import Settings
 from iot_fed.evaluation.faults import inject_faults
 from iot_fed.evaluation.metrics import f1
-from iot_fed.federation.bundles import ModelLoadError, load_bundle, load_promoted
+from iot_fed.federation.bundles import ModelLoadError, load_global_bundle, load_promoted
 from iot_fed.federation.windows import usable_readings
 from iot_fed.fl.device_history import DeviceHistory
 from iot_fed.fl.holdout import HOLDOUT_MODULUS, held_out
@@ -122,7 +122,7 @@ def read_replay(db: Database, motes: Sequence[int], limit: int) -> list[Replayed
     below by ``limit`` epochs before the newest epoch the device trained on (a mote sends
     at most one reading per epoch), so the read is at most ``limit`` readings per device
     plus those landed since its last training."""
-    through = repo.trained_through(db)
+    through = repo.trained_through(db, motes)
     since = {
         int(m): (max(through[int(m)] - limit, -1) if int(m) in through else None) for m in motes
     }
@@ -279,7 +279,7 @@ def replay_check(db: Database, version: int, settings: Settings) -> ReplayVerdic
     doc = repo.get_global_model(db, version)
     if doc is None:
         raise ModelLoadError(f"global model version {version} does not exist")
-    candidate = load_bundle(doc, "global model")
+    candidate = load_global_bundle(doc, db, "global model")
     cfg = ReplayConfig.from_settings(settings)
     loaded = load_promoted(db)
     promoted = None

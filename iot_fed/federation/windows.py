@@ -25,8 +25,14 @@ from iot_fed.fl.rounds import DeviceData
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.window_features import window_features
 from iot_fed.readings import CHANNELS, epoch_ms
-from iot_fed.store.repository import readings_for_devices
+from iot_fed.store.device_state import read_device_states
+from iot_fed.store.repository import reading_counts, readings_for_devices, trained_through
 
+NEW_DEVICE_SPAN = 2
+"""A device's first training reads its newest ``NEW_DEVICE_SPAN x training_window``
+epochs (held-out ones counted): a full window while it dropped up to half its readings."""
+VALIDATION_PER_DEVICE = 500
+"""Held-out windows per device kept for validation and calibration (newest first)."""
 CONTEXT_EPOCHS = 4
 """Readings before ``since`` are fetched back to ``window x CONTEXT_EPOCHS`` epochs, as
 context only (motes drop readings, so a window spans more epochs than readings)."""
@@ -41,6 +47,8 @@ class DeviceWindow:
     epochs: np.ndarray  # (n,) epochs of the training rows
     n_faulty: int = 0
     offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    held_epochs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Epochs of the held-out rows (``data.held_out``)."""
 
     @property
     def n(self) -> int:
@@ -100,16 +108,24 @@ def to_window(
     n_faulty = (
         n_bad if since is None else sum(1 for d in docs if d["epoch"] > since) - int(new.sum())
     )
-    return DeviceWindow(int(moteid), data, ep[train], max(n_faulty, 0), _offset_ranges(docs))
+    return DeviceWindow(
+        int(moteid), data, ep[train], max(n_faulty, 0), _offset_ranges(docs), ep[held]
+    )
 
 
 def training_windows(
     db: Database, since_epochs: Mapping[int, int | None], limit: int, spec: ModelSpec
 ) -> dict[int, DeviceWindow]:
     """Per device, the newest ``limit`` training readings with ``epoch > since`` (and their
-    context): ONE query for all devices (FerretDB scans a collection per filtered query)."""
+    context): one query per batch of devices, each bounded below by its ``since`` (a new
+    device: by its newest epoch, :data:`NEW_DEVICE_SPAN`)."""
     back = spec.window * CONTEXT_EPOCHS
     query = {m: (None if e is None else max(int(e) - back, -1)) for m, e in since_epochs.items()}
+    # a device never trained: its newest NEW_DEVICE_SPAN x limit epochs, not its history
+    new = [m for m, e in since_epochs.items() if e is None]
+    span = NEW_DEVICE_SPAN * limit * HOLDOUT_MODULUS // (HOLDOUT_MODULUS - 1) + back
+    for m, c in (reading_counts(db, new) if new else {}).items():
+        query[m] = max(c["max_epoch"] - span, -1)
     found = readings_for_devices(db, query)
     return {m: to_window(m, docs, spec, since_epochs[m], limit) for m, docs in found.items()}
 
@@ -117,6 +133,54 @@ def training_windows(
 def validation_windows(
     db: Database, motes: Sequence[int], limit: int, spec: ModelSpec
 ) -> dict[int, np.ndarray]:
-    """Per device, window features of its newest ``limit`` held-out readings (one query)."""
-    found = readings_for_devices(db, {int(m): None for m in motes}, limit * HOLDOUT_MODULUS)
+    """Per device, window features of its newest ``limit`` held-out readings, read from
+    the readings (one query per batch of devices), bounded below by the epoch it trained
+    through: for devices whose local rounds have not kept a sample yet
+    (:func:`validation_samples`)."""
+    through = trained_through(db, motes)
+    back = limit * HOLDOUT_MODULUS + spec.window * CONTEXT_EPOCHS
+    since = {
+        int(m): (max(through[int(m)] - back, -1) if int(m) in through else None) for m in motes
+    }
+    found = readings_for_devices(db, since, limit * HOLDOUT_MODULUS)
     return {m: to_window(m, docs, spec).data.held_out[-limit:] for m, docs in found.items()}
+
+
+def holdout_fields(
+    state: Mapping[str, Any] | None, w: DeviceWindow, limit: int = VALIDATION_PER_DEVICE
+) -> dict[str, Any]:
+    """A device's held-out sample after a round: its kept rows plus the round's new ones,
+    the newest ``limit`` (``device_state`` fields)."""
+    ep, feats = kept_holdout(state, w.data.held_out.shape[1])
+    new = ~np.isin(ep, w.held_epochs)
+    ep = np.concatenate([ep[new], w.held_epochs]).astype(np.int64)
+    feats = np.concatenate([feats[new], w.data.held_out]).astype(np.float64)
+    order = np.argsort(ep, kind="stable")[-limit:]
+    return {
+        "holdout_epochs": ep[order].astype("<i8").tobytes(),
+        "holdout_features": np.ascontiguousarray(feats[order]).astype("<f8").tobytes(),
+    }
+
+
+def kept_holdout(state: Mapping[str, Any] | None, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, features) of a device's kept held-out sample (empty without one)."""
+    if not state or "holdout_epochs" not in state:
+        return np.zeros(0, np.int64), np.zeros((0, n_features))
+    ep = np.frombuffer(bytes(state["holdout_epochs"]), "<i8")
+    feats = np.frombuffer(bytes(state["holdout_features"]), "<f8")
+    if feats.size != ep.size * n_features:  # kept under another feature layout: start over
+        return np.zeros(0, np.int64), np.zeros((0, n_features))
+    return ep.copy(), feats.reshape(ep.size, n_features).copy()
+
+
+def validation_samples(
+    db: Database, motes: Sequence[int], limit: int, spec: ModelSpec
+) -> dict[int, np.ndarray]:
+    """Per device, its newest ``limit`` held-out windows: the sample its local rounds keep
+    (``device_state``, read in batches), else read from its recent readings."""
+    kept = {m: kept_holdout(s, spec.n_inputs)[1] for m, s in read_device_states(db, motes).items()}
+    out = {m: f[-limit:] for m, f in kept.items() if len(f)}
+    missing = [int(m) for m in motes if int(m) not in out]
+    if missing:
+        out.update(validation_windows(db, missing, limit, spec))
+    return out

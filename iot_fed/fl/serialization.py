@@ -63,6 +63,10 @@ class ModelBundle:
     device_norms: dict[int, Normalizer] = field(default_factory=dict)
     """Each device's own feature normaliser (from its sufficient statistics); ``norm``
     is the fleet's, the fallback for a device without one."""
+    known_devices: frozenset[int] | None = None
+    """For a global version whose per-device params are stored apart: the devices it has
+    params for (any other is scored *learning*, ``learning:no_device_params``). None: the
+    bundle carries every device's params it has."""
 
     def norm_for(self, moteid: int) -> Normalizer:
         n = self.device_norms.get(int(moteid), self.norm)
@@ -105,6 +109,8 @@ class ModelBundle:
             arrays["thr/values"] = np.asarray(
                 [float(self.device_thresholds[i]) for i in ids], np.float64
             )
+        if self.known_devices is not None:
+            arrays["known/devices"] = np.asarray(sorted(self.known_devices), np.int64)
         if self.device_norms:
             ids = sorted(int(k) for k in self.device_norms)
             arrays["dnorm/devices"] = np.asarray(ids, np.int64)
@@ -158,7 +164,7 @@ class ModelBundle:
                 params.setdefault(layer, {})[leaf] = a
         extra = set(arrays) - {f"params/{k}/{m}" for k, v in params.items() for m in v}
         extra -= {"norm/mean", "norm/std", "residual_scale", "thr/devices", "thr/values"}
-        extra -= {"dnorm/devices", "dnorm/mean", "dnorm/std"}
+        extra -= {"dnorm/devices", "dnorm/mean", "dnorm/std", "known/devices"}
         if extra:
             raise ModelBlobError(f"model blob has unexpected arrays {sorted(extra)}")
         norm = None
@@ -198,6 +204,7 @@ class ModelBundle:
             except ValueError as exc:
                 raise ModelBlobError(f"invalid per-device normaliser: {exc}") from None
         thr = header.get("threshold")
+        known = arrays.get("known/devices")
         return cls(
             spec,
             params,
@@ -208,6 +215,7 @@ class ModelBundle:
             rs,
             dev_thr,
             dev_norms,
+            None if known is None else frozenset(int(i) for i in known),
         )
 
 

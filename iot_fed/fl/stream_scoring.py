@@ -23,8 +23,9 @@ exactly the same result as scoring it chunk by chunk while threading the history
   by the model. Reason ``"learning:no_device_threshold"`` (the served version has no
   threshold for the device yet) or ``"learning:short_history"`` (fewer than
   ``window - 1`` readings of context: a new device, or after a gap longer than the
-  window's reset gap). Otherwise the device is *calibrated* (reason None unless flagged
-  by a rule below).
+  window's reset gap), or ``"learning:no_device_params"`` (the served version stores
+  no params for the device: the fleet's normaliser, never another device's). Otherwise
+  the device is *calibrated* (reason None unless flagged by a rule below).
 * The fixed sanity rule (:mod:`iot_fed.fl.sanity`) flags a physically impossible value
   or a dying battery whether the device is learning or calibrated, reason
   ``"sanity:<channel> <value> <op> <limit>"``.
@@ -45,6 +46,7 @@ from iot_fed.fl.window_features import segment_start, window_features_at
 from iot_fed.readings import CHANNELS
 
 __all__ = [
+    "LEARNING_NO_PARAMS",
     "LEARNING_NO_THRESHOLD",
     "LEARNING_SHORT_HISTORY",
     "DeviceHistory",
@@ -80,6 +82,9 @@ LEARNING_NO_THRESHOLD = "learning:no_device_threshold"
 """The served version has no calibrated threshold for the device: scored, not flagged."""
 LEARNING_SHORT_HISTORY = "learning:short_history"
 """Too little context for the device's own threshold: scored, not flagged."""
+LEARNING_NO_PARAMS = "learning:no_device_params"
+"""The served version stores no per-device params for the device (its normaliser and
+threshold): scored with the fleet's normaliser and the global threshold, not flagged."""
 
 
 def _fault_reason(row: np.ndarray) -> str | None:
@@ -331,6 +336,13 @@ def _result(
     its next history. Verdict precedence: data fault, sanity rule, learning, model."""
     ok, x, n = p.ok, p.x, p.ok.shape[0]
     _, no_own = bundle.threshold_for(r.moteid)
+    unknown = bundle.known_devices is not None and int(r.moteid) not in bundle.known_devices
+    no_own = no_own or unknown
+    learning = (
+        LEARNING_NO_PARAMS
+        if unknown
+        else (LEARNING_NO_THRESHOLD if no_own else LEARNING_SHORT_HISTORY)
+    )
     full = res.n_context >= bundle.spec.window - 1
     score = np.full(n, np.nan)
     errors = np.full((n, len(CHANNELS)), np.nan)
@@ -351,7 +363,7 @@ def _result(
         if bad[i]:
             reason[i] = sanity_reason(x[i])
         elif not judged[j]:
-            reason[i] = LEARNING_NO_THRESHOLD if no_own else LEARNING_SHORT_HISTORY
+            reason[i] = learning
         j += 1
     if p.series.n_new == 0:
         return ScoredReadings(score, errors, flag, thr, tuple(reason)), r.history

@@ -15,6 +15,7 @@ from iot_fed.federation.health import promotion_verdict
 from iot_fed.reporting import increment as inc
 from iot_fed.reporting.increment import RefreshResult
 from iot_fed.store import reporting_reads as reads
+from iot_fed.store.device_params import devices_aggregated
 
 
 def reason_class(reason: str) -> str:
@@ -117,7 +118,7 @@ def version_rows(
                 v,
                 inc.utc(m["created_at"]),
                 m.get("strategy"),
-                len(m.get("lineage") or []),
+                devices_aggregated(m),
                 len(metrics.get("rejected_local_models") or {}),
                 inc.finite(metrics.get("val_loss")),
                 m.get("parent_version"),

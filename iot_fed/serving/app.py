@@ -1,8 +1,9 @@
 """Read-only global model API (FastAPI, served by uvicorn on 127.0.0.1).
 
-``GET /api/status``, ``GET /api/history``, ``GET /api/models/{version}``,
-``GET /api/incidents``, ``POST /api/score``; OpenAPI docs at ``/docs``. A malformed request
-gets a 4xx with the reason (FastAPI's 422 for schema errors, 400/404/409 for the rest), never a 500.
+``GET /api/status``, ``GET /api/history``, ``GET /api/models/{version}`` (its per-device
+params a page at a time: ``/api/models/{version}/devices``), ``GET /api/incidents``,
+``POST /api/score``; OpenAPI docs at ``/docs``. A malformed request gets a 4xx with the
+reason (FastAPI's 422 for schema errors, 400/404/409 for the rest), never a 500.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import DeviceHistory, DeviceReadings, score_many
 from iot_fed.readings import CHANNELS, datetime_ms
 from iot_fed.store import connect, get_global_model, promoted_version
+from iot_fed.store.collections import BATCH
+from iot_fed.store.device_params import page_device_params
 from iot_fed.store.incidents import find_incidents
 from iot_fed.store.live import global_model_versions, read_scorer_status
 from iot_fed.store.repository import local_model_devices
@@ -88,6 +91,10 @@ def _jsonable(doc: dict[str, Any]) -> dict[str, Any]:
             v = None
         out[k] = v
     return out
+
+
+def _floats(blob: bytes) -> list[float]:
+    return np.frombuffer(bytes(blob), "<f8").tolist()
 
 
 def _nullable(a: np.ndarray) -> list[Any]:
@@ -286,6 +293,31 @@ def create_app(settings: Settings) -> FastAPI:
             "sha256": hashlib.sha256(blob).hexdigest(),
             "size": len(blob),
         }
+
+    @app.get("/api/models/{version}/devices")
+    def model_devices(
+        version: int,
+        after: int = Query(-1, description="the last moteid of the previous page"),
+        limit: int = Query(BATCH, ge=1, le=BATCH),
+    ) -> dict[str, Any]:
+        """A page of the version's per-device params (normaliser, threshold, lineage), by
+        mote: the version's bundle leaves them out when they are stored apart."""
+        doc = get_global_model(db, version)
+        if doc is None:
+            raise HTTPException(404, f"global model version {version} not found")
+        saved = doc.get("device_params")
+        if saved is None:
+            raise HTTPException(409, f"global model version {version} keeps them in its bundle")
+        rows = page_device_params(db, version, saved["token"], after, limit)
+        out = [
+            {
+                **r,
+                "norm_mean": None if r["norm_mean"] is None else _floats(r["norm_mean"]),
+                "norm_std": None if r["norm_std"] is None else _floats(r["norm_std"]),
+            }
+            for r in rows
+        ]
+        return {"version": version, "count": saved["count"], "devices": out}
 
     @app.get("/api/incidents")
     def incidents(

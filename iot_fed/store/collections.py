@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from iot_fed.store.validation import DocumentValidator
+
+T = TypeVar("T")
 
 SENSOR_READINGS = "sensor_readings"
 LOCAL_MODELS = "local_models"
@@ -21,6 +24,8 @@ SCORER_STATUS = "scorer_status"
 INGEST_DEVICES = "ingest_devices"
 INGEST_OFFSETS = "ingest_offsets"
 INCIDENTS = "incidents"
+GLOBAL_DEVICE_PARAMS = "global_device_params"
+DEVICE_STATE = "device_state"
 COLLECTIONS = (
     SENSOR_READINGS,
     LOCAL_MODELS,
@@ -33,7 +38,20 @@ COLLECTIONS = (
     INGEST_DEVICES,
     INGEST_OFFSETS,
     INCIDENTS,
+    GLOBAL_DEVICE_PARAMS,
+    DEVICE_STATE,
 )
+
+
+BATCH = 1000
+"""The most devices one database call reads or writes: a round's calls grow with the
+number of batches, never with one call per device."""
+
+
+def batches(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,11 @@ INDEXES: dict[str, tuple[IndexSpec, ...]] = {
         IndexSpec("state_last_seen", (("state", 1), ("last_seen", 1))),
         IndexSpec("updated_at", (("updated_at", 1), ("_id", 1))),
     ),
+    # a global version's per-device params, read in batches of motes (or a whole version)
+    GLOBAL_DEVICE_PARAMS: (
+        IndexSpec("version_moteid_unique", (("version", 1), ("moteid", 1)), unique=True),
+    ),
+    DEVICE_STATE: (),  # one document per device (_id = mote id), read by _id in batches
 }
 
 # Indexes declared before and dropped by init_database: every index is written on every

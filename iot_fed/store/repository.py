@@ -8,21 +8,32 @@ not the server enforces validators. Model ``params`` are opaque bytes (``iot_fed
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from iot_fed.readings import FIELDS
 from iot_fed.store.collections import (
+    BATCH,
     DEAD_LETTERS,
     GLOBAL_MODELS,
     LOCAL_MODELS,
     SENSOR_READINGS,
+    batches,
     validator,
 )
+from iot_fed.store.device_params import (
+    VersionTakenError,
+    check_device_params,
+    clear_unclaimed,
+    insert_device_params,
+    remove_save,
+)
+from iot_fed.store.device_state import read_device_states, write_device_states
 from iot_fed.store.durability import durable
 
 if TYPE_CHECKING:
@@ -164,18 +175,17 @@ def readings_for_devices(
     """Several motes' readings in ONE query: ``{moteid: readings with epoch > since}``.
 
     Same per-mote semantics as :func:`readings_for_device` (epoch order; ``limit`` keeps
-    the latest). Prefer this for many devices: FerretDB v1 (SQLite) scans the whole
-    collection for every filtered query, so one query beats one per device.
+    the latest, client side: callers bound the read by each device's ``since``). One query
+    per :data:`~iot_fed.store.collections.BATCH` devices, never one per device.
     """
     out: dict[int, list[dict[str, Any]]] = {int(m): [] for m in since_epochs}
     clauses = [
         {"moteid": int(m)} if e is None else {"moteid": int(m), "epoch": {"$gt": int(e)}}
         for m, e in since_epochs.items()
     ]
-    if not clauses:
-        return out
-    for d in db[SENSOR_READINGS].find({"$or": clauses}, {"_id": 0}):
-        out[int(d["moteid"])].append(d)
+    for part in batches(clauses):  # one query per BATCH devices
+        for d in db[SENSOR_READINGS].find({"$or": list(part)}, {"_id": 0}):
+            out[int(d["moteid"])].append(d)
     for m, docs in out.items():
         docs.sort(key=lambda d: d["epoch"])
         if limit is not None:
@@ -183,19 +193,32 @@ def readings_for_devices(
     return out
 
 
-def reading_counts(db: Database) -> dict[int, dict[str, int]]:
-    """Per mote: ``{"count": n, "max_epoch": e}`` over all stored readings.
-
-    (FerretDB v1 lacks the ``$max`` accumulator, so the max comes from the unique
-    (moteid, epoch) index, one cheap query per mote.)
-    """
+def reading_counts(db: Database, motes: Iterable[int] | None = None) -> dict[int, dict[str, int]]:
+    """Per mote (all, or ``motes``): ``{"count": n, "max_epoch": e}`` over its stored
+    readings, one aggregation (per batch of ``motes``). A server without the ``$max``
+    accumulator (FerretDB v1) gets the max from the unique (moteid, epoch) index, one
+    cheap query per mote."""
     coll = db[SENSOR_READINGS]
-    counts = coll.aggregate([{"$group": {"_id": "$moteid", "count": {"$sum": 1}}}])
-    out: dict[int, dict[str, int]] = {}
-    for r in sorted(counts, key=lambda r: r["_id"]):
-        top = coll.find_one({"moteid": r["_id"]}, {"epoch": 1}, sort=[("epoch", DESCENDING)])
-        out[int(r["_id"])] = {"count": int(r["count"]), "max_epoch": int(top["epoch"])}
-    return out
+    parts = [None] if motes is None else list(batches(sorted({int(m) for m in motes})))
+
+    def grouped(**fields: Any) -> Iterator[dict[str, Any]]:  # one aggregation per batch
+        for part in parts:
+            match = [] if part is None else [{"$match": {"moteid": {"$in": list(part)}}}]
+            group = {"_id": "$moteid", "count": {"$sum": 1}, **fields}
+            yield from coll.aggregate([*match, {"$group": group}])
+
+    try:
+        rows = [(r, r["max_epoch"]) for r in grouped(max_epoch={"$max": "$epoch"})]
+    except OperationFailure:
+        newest = [("epoch", DESCENDING)]
+        rows = [
+            (r, coll.find_one({"moteid": r["_id"]}, {"epoch": 1}, sort=newest)["epoch"])
+            for r in grouped()
+        ]
+    return {
+        int(r["_id"]): {"count": int(r["count"]), "max_epoch": int(top)}
+        for r, top in sorted(rows, key=lambda rt: rt[0]["_id"])
+    }
 
 
 def insert_dead_letters(db: Database, docs: Sequence[Mapping[str, Any]]) -> int:
@@ -244,8 +267,7 @@ def _insert_versioned(
     raise RuntimeError(f"{collection}: could not claim a version after {_VERSION_RETRIES} tries")
 
 
-def save_local_model(
-    db: Database,
+def local_model_doc(
     device: str | int,
     params: bytes,
     *,
@@ -257,8 +279,8 @@ def save_local_model(
     config: Mapping[str, Any] | None = None,
     version: int | None = None,
 ) -> dict[str, Any]:
-    """Store a device model as the device's next version; return the stored document."""
-    doc: dict[str, Any] = {
+    """A ``local_models`` document (``version`` None: the device's next one on save)."""
+    return {
         "device": str(device),
         "version": version,
         "params": bytes(params),
@@ -270,7 +292,60 @@ def save_local_model(
         "metrics": dict(metrics or {}),
         "config": dict(config or {}),
     }
-    return _insert_versioned(db, LOCAL_MODELS, doc, str(device))
+
+
+def _state_of(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "local_version": int(doc["version"]),
+        "last_epoch": doc["last_epoch"],
+        "updated_at": utcnow(),
+    }
+
+
+def save_local_model(
+    db: Database, device: str | int, params: bytes, **fields: Any
+) -> dict[str, Any]:
+    """Store one device model as the device's next version; return the stored document.
+    (A round stores its devices together: :func:`save_local_models`.)"""
+    doc = _insert_versioned(
+        db, LOCAL_MODELS, local_model_doc(device, params, **fields), str(device)
+    )
+    write_device_states(db, {int(doc["device"]): _state_of(doc)})
+    return doc
+
+
+def save_local_models(
+    db: Database,
+    docs: Sequence[dict[str, Any]],
+    holdouts: Mapping[int, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Store a round's device models, each with its ``version`` set by the caller (the
+    device's newest + 1, :func:`local_versions`), and their devices' states (newest
+    version, trained-through epoch, and the held-out sample in ``holdouts``), in batches.
+
+    A model whose (device, version) is stored already was stored by an earlier attempt of
+    the same round (a retry reads the same states, so it picks the same versions) or by a
+    concurrent one: it is left as it is, not stored twice. Returns the documents stored now.
+    """
+    if not docs:
+        return []
+    validator(LOCAL_MODELS).validate_many(list(docs))
+    coll = durable(db, LOCAL_MODELS)
+    stored: list[dict[str, Any]] = []
+    for part in batches(docs):
+        clean = _no_id(part)
+        try:
+            coll.insert_many(clean, ordered=False)
+            dups: set[int] = set()
+        except BulkWriteError as exc:
+            dups = duplicate_indices(exc)
+        stored += [_no_id([d])[0] for i, d in enumerate(clean) if i not in dups]
+    states = {int(d["device"]): _state_of(d) for d in docs}
+    for m, h in (holdouts or {}).items():
+        if int(m) in states:
+            states[int(m)].update(h)
+    write_device_states(db, states)
+    return stored
 
 
 def get_local_model(
@@ -288,15 +363,31 @@ def local_model_devices(db: Database) -> list[str]:
     return sorted(db[LOCAL_MODELS].distinct("device"), key=int)
 
 
-def trained_through(db: Database) -> dict[int, int]:
-    """Per device, the newest epoch any of its local models was trained on (one query over
-    the models' small fields, no params)."""
-    out: dict[int, int] = {}
-    fields = {"_id": 0, "device": 1, "last_epoch": 1}
-    for d in db[LOCAL_MODELS].find({"last_epoch": {"$ne": None}}, fields):
-        m = int(d["device"])
-        out[m] = max(out.get(m, -1), int(d["last_epoch"]))
+def local_versions(db: Database, devices: Iterable[str | int]) -> dict[int, tuple[int, int | None]]:
+    """Per device with a local model: ``(newest version, trained-through epoch)``, from the
+    devices' states in batches. A device stored before states existed is read from its
+    models' small fields (once: its next round writes its state)."""
+    motes = sorted({int(d) for d in devices})
+    out = {
+        m: (int(s["local_version"]), s.get("last_epoch"))
+        for m, s in read_device_states(db, motes, holdout=False).items()
+    }
+    missing = [str(m) for m in motes if m not in out]
+    fields = {"_id": 0, "device": 1, "version": 1, "last_epoch": 1}
+    for part in batches(missing):
+        for d in db[LOCAL_MODELS].find({"device": {"$in": list(part)}}, fields, batch_size=BATCH):
+            m, v, e = int(d["device"]), int(d["version"]), d.get("last_epoch")
+            old_v, old_e = out.get(m, (0, None))
+            top = e if old_e is None else (old_e if e is None else max(old_e, int(e)))
+            out[m] = (max(old_v, v), top)
     return out
+
+
+def trained_through(db: Database, devices: Iterable[str | int] | None = None) -> dict[int, int]:
+    """Per device (all with a local model when None), the newest epoch its local models
+    were trained on (devices never trained on a reading are left out)."""
+    names = local_model_devices(db) if devices is None else devices
+    return {m: int(e) for m, (_, e) in local_versions(db, names).items() if e is not None}
 
 
 def latest_local_models(
@@ -305,17 +396,27 @@ def latest_local_models(
     fresher_than: dt.datetime | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The latest model per device (all devices, or ``devices``), optionally only those
-    created after ``fresher_than``; keyed by device."""
-    names = local_model_devices(db) if devices is None else [str(d) for d in devices]
+    created after ``fresher_than``; keyed by device. Batched: all devices since
+    ``fresher_than`` in one query on ``created_at``, else the newest versions
+    (:func:`local_versions`) fetched by (device, version), a batch at a time."""
+    coll = db[LOCAL_MODELS]
+    found: list[dict[str, Any]] = []
+    if devices is None and fresher_than is not None:
+        found = list(coll.find({"created_at": {"$gt": fresher_than}}, {"_id": 0}))
+    else:
+        names = local_model_devices(db) if devices is None else devices
+        keys = [{"device": str(m), "version": v} for m, (v, _) in local_versions(db, names).items()]
+        for part in batches(keys):
+            found += coll.find({"$or": list(part)}, {"_id": 0}, batch_size=BATCH)
     out: dict[str, dict[str, Any]] = {}
-    for name in names:
-        doc = get_local_model(db, name)
-        if doc is None:
-            continue
+    for doc in found:
         created = doc["created_at"]
         if created.tzinfo is None:
-            created = created.replace(tzinfo=dt.UTC)
-        if fresher_than is None or created > fresher_than:
+            doc["created_at"] = created = created.replace(tzinfo=dt.UTC)
+        if fresher_than is not None and created <= fresher_than:
+            continue
+        name = doc["device"]
+        if name not in out or doc["version"] > out[name]["version"]:
             out[name] = doc
     return out
 
@@ -333,10 +434,18 @@ def save_global_model(
     config: Mapping[str, Any] | None = None,
     promoted: bool = False,
     version: int | None = None,
+    device_params: Sequence[Mapping[str, Any]] | None = None,
+    devices_aggregated: int | None = None,
 ) -> dict[str, Any]:
     """Store an aggregated model as the next global version (promoted if asked);
     ``calibrated_devices``: the motes its bundle has a threshold of their own for (None:
-    not stored, readers take them from the bundle)."""
+    not stored, readers take them from the bundle).
+
+    ``device_params``: the version's per-device params (``moteid``, ``threshold``,
+    ``norm_mean``, ``norm_std``, ``lineage``), stored apart in ``global_device_params``
+    (:mod:`iot_fed.store.device_params`) before the version document, which records
+    their count and token (``devices_aggregated``: how many devices ``lineage`` had before
+    the caller capped it)."""
     doc: dict[str, Any] = {
         "version": version,
         "params": bytes(params),
@@ -352,8 +461,51 @@ def save_global_model(
     }
     if calibrated_devices is not None:
         doc["calibrated_devices"] = sorted(int(d) for d in calibrated_devices)
-    doc = _insert_versioned(db, GLOBAL_MODELS, doc, None)
+    if device_params is None:
+        doc = _insert_versioned(db, GLOBAL_MODELS, doc, None)
+    else:
+        doc = _insert_with_device_params(db, doc, device_params, devices_aggregated)
     return promote(db, doc["version"]) if promoted else doc
+
+
+def _insert_with_device_params(
+    db: Database,
+    doc: dict[str, Any],
+    params: Sequence[Mapping[str, Any]],
+    devices_aggregated: int | None,
+) -> dict[str, Any]:
+    """Claim a version for ``doc``: its device params first (batches), its document last.
+
+    A save that stopped in between left params under a version no document claims: they
+    are cleared before writing. A writer that loses the version to another removes its
+    own params and tries the next version."""
+    given = doc.get("version")
+    summary = {
+        "count": len(params),
+        "calibrated": sum(1 for p in params if p.get("threshold") is not None),
+        "devices_aggregated": int(
+            len(doc["lineage"]) if devices_aggregated is None else devices_aggregated
+        ),
+    }
+    for _ in range(_VERSION_RETRIES):
+        v = int(given) if given is not None else next_version(db)
+        token = uuid.uuid4().hex
+        docs = [{**p, "version": v, "token": token} for p in params]
+        check_device_params(docs)
+        doc.update(version=v, device_params={**summary, "token": token})
+        validator(GLOBAL_MODELS).validate(doc)
+        if db[GLOBAL_MODELS].find_one({"version": v}, {"_id": 1}) is None:
+            clear_unclaimed(db, v)
+        try:
+            insert_device_params(db, docs)
+            durable(db, GLOBAL_MODELS).insert_one(doc)
+            doc.pop("_id", None)
+            return doc
+        except (VersionTakenError, DuplicateKeyError):
+            remove_save(db, v, token)
+            if given is not None:
+                raise
+    raise RuntimeError(f"{GLOBAL_MODELS}: could not claim a version after {_VERSION_RETRIES} tries")
 
 
 def get_global_model(db: Database, version: int) -> dict[str, Any] | None:

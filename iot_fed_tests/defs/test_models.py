@@ -153,12 +153,21 @@ def test_a_new_device_is_learning_until_a_version_calibrates_it(pipeline_env, in
     """Device 4 trains after version 1: learning (scored, not alarmed; aggregation due at
     once), then version 2 calibrates it, told in the materializations' metadata."""
     from iot_fed.federation.bundles import load_promoted
-    from iot_fed.federation.calibration import awaiting_calibration, fleet_calibration
-    from iot_fed.fl.stream_scoring import LEARNING_NO_THRESHOLD, DeviceHistory, score_device
+    from iot_fed.federation.calibration import (
+        awaiting_calibration,
+        fleet_calibration,
+        promoted_calibrated,
+    )
+    from iot_fed.fl.stream_scoring import (
+        LEARNING_NO_PARAMS,
+        LEARNING_NO_THRESHOLD,
+        DeviceHistory,
+        score_device,
+    )
 
     env, db = pipeline_env, pipeline_env["db"]
     first_round(env, instance, 400)
-    assert repo.promoted_global_model(db)["calibrated_devices"] == [1, 2, 3]
+    assert promoted_calibrated(db) == (1, {1, 2, 3})
     four = diurnal_readings(4, 400)
     four = four[four["moteid"] == 4]
     upsert_readings(db, readings_to_docs(four))
@@ -181,14 +190,14 @@ def test_a_new_device_is_learning_until_a_version_calibrates_it(pipeline_env, in
         )
         return out
 
-    learning = score(load_promoted(db)[1])
-    assert not learning.flag.any() and set(learning.reason) == {LEARNING_NO_THRESHOLD}
+    learning = score(load_promoted(db)[1])  # version 1 has no params for device 4 at all
+    assert not learning.flag.any() and set(learning.reason) == {LEARNING_NO_PARAMS}
     res = aggregate(instance, env["resources"])
     assert res.success
-    assert repo.promoted_global_model(db)["calibrated_devices"] == [1, 2, 3, 4]
+    assert promoted_calibrated(db) == (2, {1, 2, 3, 4})
     assert awaiting_calibration(db, ["4"]) == [] and fleet_calibration(db).learning == ()
     calibrated = score(load_promoted(db)[1])
-    assert LEARNING_NO_THRESHOLD not in calibrated.reason
+    assert not {LEARNING_NO_PARAMS, LEARNING_NO_THRESHOLD} & set(calibrated.reason)
     assert calibrated.reason[-1] is None  # a full window: judged by its own threshold
     meta = {
         m.asset_key.path[-1]: m.metadata

@@ -15,9 +15,15 @@ import httpx
 import numpy as np
 import pytest
 
+from iot_fed.federation.device_params import split
 from iot_fed.fl.serialization import ModelBundle
-from iot_fed.fl.stream_scoring import LEARNING_NO_THRESHOLD, DeviceHistory, score_device
-from iot_fed.readings import CHANNELS
+from iot_fed.fl.stream_scoring import (
+    LEARNING_NO_PARAMS,
+    LEARNING_NO_THRESHOLD,
+    DeviceHistory,
+    score_device,
+)
+from iot_fed.readings import CHANNELS, epoch_ms
 from iot_fed.store import init_database, save_global_model
 from iot_fed.store.live import write_scorer_status
 from iot_fed_tests.analytics.helpers import make_bundle, make_readings, store_global, store_local
@@ -153,6 +159,46 @@ def test_status_tells_learning_devices_and_scoring_does_not_alarm_them(api, mong
     assert [r["flag"] for r in res] == [i == 45 for i in range(50)]
     assert res[45]["reason"] == "sanity:voltage 2.21 < 2.3"
     assert {r["reason"] for i, r in enumerate(res) if i != 45} == {LEARNING_NO_THRESHOLD}
+
+
+def test_a_version_with_its_device_params_apart_is_served_and_paged(api, mongo_db):
+    """Per-device params stored apart: read a page at a time, served through the scorer's
+    loader; a device without params is learning (``learning:no_device_params``)."""
+    df = make_readings(motes=2, per_mote=50, seed=4)
+    bundle = make_bundle(df, seed=1)
+    shared, rows = split(bundle, {1: {"version": 1, "n_samples": 10, "weight": 1.0}})
+    doc = save_global_model(
+        mongo_db, shared.to_bytes(), threshold=bundle.threshold, device_params=rows, promoted=True
+    )
+    first = api.get("/api/models/1/devices", params={"limit": 1}).json()
+    assert first["count"] == 2 and [d["moteid"] for d in first["devices"]] == [1]
+    assert first["devices"][0]["threshold"] == bundle.device_thresholds[1]
+    assert first["devices"][0]["lineage"]["n_samples"] == 10
+    rest = api.get("/api/models/1/devices", params={"after": 1}).json()["devices"]
+    assert [d["moteid"] for d in rest] == [2]
+    assert api.get("/api/models/1").json()["device_params"]["count"] == 2
+    assert doc["device_params"]["calibrated"] == 2
+    for mote in (1, 2, 3):
+        store_local(mongo_db, mote, bundle)
+    cal = api.get("/api/status").json()["calibration"]
+    assert (cal["calibrated"], cal["learning_devices"]) == (2, [3])
+
+    res = api.post("/api/score", json={"readings": _payload(df)}).json()["results"]
+    one = df[df["moteid"] == 1].sort_values("epoch")
+    want, _ = score_device(
+        bundle,
+        DeviceHistory.empty(),
+        moteid=1,
+        epochs=one["epoch"].to_numpy(),
+        ts_ms=epoch_ms(one["ts"]),
+        values=one[list(CHANNELS)].to_numpy(np.float64),
+    )
+    got = [r for r in res if r["moteid"] == 1]
+    assert np.allclose([r["score"] for r in got], want.score, rtol=1e-5, equal_nan=True)
+    three = make_readings(motes=3, per_mote=20, seed=5)
+    three = three[three["moteid"] == 3].sort_values("epoch")
+    res = api.post("/api/score", json={"readings": _payload(three)}).json()["results"]
+    assert {r["reason"] for r in res} == {LEARNING_NO_PARAMS}
 
 
 def _reading(moteid: int, epoch: int) -> dict:

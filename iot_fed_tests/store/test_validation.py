@@ -8,6 +8,7 @@ import pytest
 
 from iot_fed.store.collections import (
     COLLECTIONS,
+    DEVICE_STATE,
     INDEXES,
     INGEST_DEVICES,
     SCORER_STATUS,
@@ -32,8 +33,8 @@ READING = {
 def test_every_collection_has_schema_and_indexes() -> None:
     for name in COLLECTIONS:
         assert load_schema(name)["bsonType"] == "object"
-        # one heartbeat document per scorer / landed count per device, found by _id only
-        assert INDEXES[name] or name in (SCORER_STATUS, INGEST_DEVICES), name
+        # one heartbeat document per scorer / landed count / state per device, by _id only
+        assert INDEXES[name] or name in (SCORER_STATUS, INGEST_DEVICES, DEVICE_STATE), name
         validator(name)  # compiles
 
 
