@@ -98,7 +98,7 @@ class SweepConfig:
 
 
 @dataclass
-class TestInputs:
+class SweepInputs:
     """One version of the test rows (clean or injected), ready for every method."""
 
     frame: pd.DataFrame
@@ -106,7 +106,7 @@ class TestInputs:
     feats: list[np.ndarray]
 
 
-Scorer = Callable[[TestInputs], np.ndarray]
+Scorer = Callable[[SweepInputs], np.ndarray]
 """A fitted method: test rows -> its per-device normalised scores (test-row order)."""
 
 
@@ -163,23 +163,37 @@ def magnitude_reaching(
     return float(m0 + (target - r0) / (r1 - r0) * (m1 - m0))
 
 
-def _inputs(p: bm.Prepared, test: pd.DataFrame, spec: Any, features: bool) -> TestInputs:
+def _inputs(p: bm.Prepared, test: pd.DataFrame, spec: Any, features: bool) -> SweepInputs:
     feats, series, _ = bm.test_part(p.train, test, spec, features)
-    return TestInputs(test, series, feats)
+    return SweepInputs(test, series, feats)
 
 
 def run_sensitivity(config: SweepConfig | None = None) -> tuple[dict[str, Any], str]:
+    """Generate the data, fit every method, sweep (see the module docstring)."""
     cfg = config or SweepConfig()
     b = cfg.bench
     t0 = time.perf_counter()
     frame = ds.generated_readings(b.motes, b.days, b.seed, b.work_dir)
     p = bm.prepare(frame, b, replace(b.faults, rates={}))  # no fault: the clean test period
-    test, spec = p.test, b.setup().spec
-    need_feats = any(m in b.methods for m in ("pyod_iforest", "river_hst"))
     scorers = fit_methods(p, b)
     fit_s = time.perf_counter() - t0
+    results = sweep(p, scorers, cfg)
+    results["skipped"] = [m for m in b.methods if m not in scorers]
+    results["fit_seconds"] = round(fit_s, 2)
+    results["seconds"] = round(time.perf_counter() - t0, 2)
+    from iot_fed.evaluation.report import sensitivity_markdown
+
+    return results, sensitivity_markdown(results)
+
+
+def sweep(p: bm.Prepared, scorers: dict[str, Scorer], cfg: SweepConfig) -> dict[str, Any]:
+    """Operating points on ``p``'s clean test rows, then every magnitude and variant."""
+    t0 = time.perf_counter()
+    b = cfg.bench
+    test, spec = p.test, b.setup().spec
+    need_feats = any(m in scorers for m in ("pyod_iforest", "river_hst"))
     device, ts = test["moteid"].to_numpy(), epoch_ms(test["ts"])
-    clean = TestInputs(test, p.test_series, p.test_feats)
+    clean = SweepInputs(test, p.test_series, p.test_feats)
     ops: dict[str, OperatingPoint] = {
         name: at_budget(
             f(clean),
@@ -223,18 +237,13 @@ def run_sensitivity(config: SweepConfig | None = None) -> tuple[dict[str, Any], 
         for v, per in curves.items()
         for name, c in per.items()
     ]
-    results = {
+    return {
         "config": cfg.to_dict(),
         "dataset": {"devices": len(p.moteids), "train_rows": len(p.train), "test_rows": len(test)},
         "magnitudes": mags,
         "target_recall": cfg.target_recall,
         "operating_points": {k: v.to_dict() for k, v in ops.items()},
-        "skipped": [m for m in b.methods if m not in scorers],
         "curves": curves,
         "table": table,
-        "fit_seconds": round(fit_s, 2),
-        "seconds": round(time.perf_counter() - t0, 2),
+        "sweep_seconds": round(time.perf_counter() - t0, 2),
     }
-    from iot_fed.evaluation.report import sensitivity_markdown
-
-    return results, sensitivity_markdown(results)
