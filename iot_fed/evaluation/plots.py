@@ -66,13 +66,16 @@ def plot_sensitivity(results: dict[str, Any], path: Path) -> Path:
     cols = min(3, n)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    markers = "osD^v<>"
     for ax, (variant, per) in zip(axes.flat, curves.items(), strict=False):
-        for method, c in per.items():
+        for i, (method, c) in enumerate(per.items()):
             y = [float("nan") if r is None else r for r in c["recall"]]
-            ax.plot(mags, y, marker="o", ms=3, lw=1.2, label=method)
+            ax.plot(mags, y, marker=markers[i % len(markers)], ms=3.5, lw=1.1, label=method)
         ax.axhline(results["target_recall"], color="black", lw=0.8, ls="--")
         ax.axvline(1.0, color="gray", lw=0.6, ls=":")
         ax.set_xscale("log")
+        ax.set_xticks(mags, [f"{m:g}" for m in mags], fontsize=7)
+        ax.minorticks_off()
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(variant, fontsize=9)
         ax.set_xlabel("magnitude (1 = the benchmark's injector)", fontsize=7)
