@@ -26,10 +26,12 @@ def main() -> None:
     ap.add_argument("--motes", type=int, default=None)
     ap.add_argument("--days", type=float, default=None)
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--window", type=int, default=None, help="the model's window (readings)")
     ap.add_argument("--magnitudes", default=None, help="comma-separated, increasing")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--rate", type=float, default=None, help="share of test rows per variant")
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--section", default="sensitivity", help="the JSON section to write")
     args = ap.parse_args()
 
     bench = DetectionBenchConfig(methods=tuple(args.methods.split(",")))
@@ -37,7 +39,7 @@ def main() -> None:
     if args.quick:
         bench = replace(bench, motes=6, days=1.0, rounds=1, local_epochs=1)
         cfg = replace(cfg, magnitudes=(0.25, 0.5, 1.0, 2.0))
-    for k in ("motes", "days", "rounds"):
+    for k in ("motes", "days", "rounds", "window"):
         if getattr(args, k) is not None:
             bench = replace(bench, **{k: getattr(args, k)})
     cfg = replace(cfg, bench=bench)
@@ -51,7 +53,7 @@ def main() -> None:
         from iot_fed.evaluation.plots import plot_sensitivity
 
         print(f"plot: {plot_sensitivity(results, args.plot)}")
-    write_results("sensitivity", {"sensitivity": results}, quick=args.quick)
+    write_results("sensitivity", {args.section: results}, quick=args.quick)
 
 
 if __name__ == "__main__":
