@@ -154,7 +154,9 @@ def test_sweep_end_to_end_on_a_tiny_config(tmp_path: Path) -> None:
         assert len(c["recall"]) == 3 and all(n > 0 for n in c["n_events"]), v
         assert c["recall"] == [0.0, 0.0, 0.0], v
         assert rows[(v, "nothing")]["magnitude_at_target"] is None
-    for v in ("spike", "bias", "drift/additive"):  # same events, larger errors
+    # same events, larger errors at the onset (not drift: a trailing MAD is scale-free
+    # to a steep ramp, so its recall may fall as the slope grows)
+    for v in ("spike", "bias"):
         r = res["curves"][v]["mad"]["recall"]
         assert r == sorted(r), (v, r)
     assert res["curves"]["spike"]["mad"]["recall"][-1] >= 0.8
