@@ -26,6 +26,7 @@ run $PY bench/bench_scorer.py --against-running "${Q[@]}"  # the live pipeline, 
 run $PY bench/bench_stream_scale.py "${Q[@]}"     # many devices end to end: ingesters + scorer
 run $PY bench/bench_spark.py "${Q[@]}"            # batch scoring, the evaluation report
 run $BENCH_PY bench/bench_detection.py "${Q[@]}"  # detection quality vs baselines
+run $BENCH_PY bench/bench_sensitivity.py "${Q[@]}"  # recall vs fault magnitude at one budget
 run $PY bench/bench_reporting.py "${Q[@]}"        # the dashboards' queries
 run $PY bench/bench_durability.py "${Q[@]}"       # kill -9: MongoDB writes, a broker outage
 echo; echo "all benchmarks: $((SECONDS - t_all)) s; results in" \

@@ -215,6 +215,28 @@ def incident_doc(moteid: int, ep: Episode, state: str) -> dict[str, Any]:
     }
 
 
+def joins(ts_ms: Any, last_seen_ms: Any, quiet_ms: int) -> Any:
+    """Whether a reading at ``ts_ms`` still belongs to the incident last flagged at
+    ``last_seen_ms`` (the rule of :func:`advance`; element-wise on arrays)."""
+    return ts_ms - last_seen_ms <= quiet_ms
+
+
+def incident_starts(
+    device: np.ndarray, ts_ms: np.ndarray, flags: np.ndarray, quiet_s: float
+) -> np.ndarray:
+    """Per reading (sorted by device, then time): whether it opens an incident, by the rule
+    of :func:`advance` (vectorised: the evaluation counts incidents at many thresholds)."""
+    dev, ts, fl = np.asarray(device), np.asarray(ts_ms, np.int64), np.asarray(flags, bool)
+    idx = np.flatnonzero(fl)
+    starts = np.zeros(fl.size, bool)
+    if idx.size:
+        first = np.ones(idx.size, bool)
+        same = dev[idx[1:]] == dev[idx[:-1]]
+        first[1:] = ~same | ~joins(ts[idx[1:]], ts[idx[:-1]], int(quiet_s * 1000))
+        starts[idx[first]] = True
+    return starts
+
+
 def advance(
     moteid: int, state: IncidentState | None, scored: pd.DataFrame, quiet_s: float
 ) -> tuple[IncidentState, list[dict[str, Any]]]:
@@ -234,7 +256,7 @@ def advance(
     ep = state.open
     for i, row in enumerate(rows.to_dict("records")):
         ts = int(row["ts_ms"])
-        if ep is not None and ts - ep.last_seen_ms > quiet_ms:
+        if ep is not None and not joins(ts, ep.last_seen_ms, quiet_ms):
             doc = incident_doc(moteid, ep, _closed(ep))
             docs[doc["_id"]] = doc
             ep = None

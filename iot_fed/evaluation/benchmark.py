@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -151,25 +152,35 @@ def featurise(
 ) -> tuple[list[int], list[DeviceData], list[np.ndarray], list[mt.Series], list[slice]]:
     """Per device: training/held-out window features, test features (train as context),
     the raw series to score the test rows on, and the test rows' positions."""
-    ids, devs, tests, series, slices = [], [], [], [], []
+    ids, devs = [], []
+    for m, tr in train.groupby("moteid", sort=True):
+        v_tr = tr[list(CHANNELS)].to_numpy(np.float64)
+        hold = held_out(tr["epoch"].to_numpy())
+        devs.append(device_data(int(m), epoch_ms(tr["ts"]), v_tr, hold, spec))
+        ids.append(int(m))
+    tests, series, slices = test_part(train, test, spec)
+    return ids, devs, tests, series, slices
+
+
+def test_part(
+    train: pd.DataFrame, test: pd.DataFrame, spec: ModelSpec, features: bool = True
+) -> tuple[list[np.ndarray], list[mt.Series], list[slice]]:
+    """Per training device (moteid order): the test rows' window features (``features``,
+    else empty), the training-then-test series to score them on, and their positions."""
+    tests, series, slices = [], [], []
     te_m = test["moteid"].to_numpy()
-    tr_g = dict(tuple(train.groupby("moteid", sort=True)))
-    for m in sorted(tr_g):
-        tr = tr_g[m]
+    for m, tr in train.groupby("moteid", sort=True):
         idx = np.flatnonzero(te_m == m)
         te = test.iloc[idx]
-        v_tr = tr[list(CHANNELS)].to_numpy(np.float64)
-        ts_tr = epoch_ms(tr["ts"])
-        hold = held_out(tr["epoch"].to_numpy())
-        devs.append(device_data(int(m), ts_tr, v_tr, hold, spec))
-        ts = np.concatenate([ts_tr, epoch_ms(te["ts"])])
-        vals = np.concatenate([v_tr, te[list(CHANNELS)].to_numpy(np.float64)])
-        f, _ = window_features(ts, vals, len(te), spec.window_config())
-        tests.append(f)
+        ts = np.concatenate([epoch_ms(tr["ts"]), epoch_ms(te["ts"])])
+        vals = np.concatenate(
+            [tr[list(CHANNELS)].to_numpy(np.float64), te[list(CHANNELS)].to_numpy(np.float64)]
+        )
+        if features:
+            tests.append(window_features(ts, vals, len(te), spec.window_config())[0])
         series.append(mt.Series(ts, vals, len(te)))
         slices.append(slice(int(idx[0]), int(idx[-1]) + 1))
-        ids.append(int(m))
-    return ids, devs, tests, series, slices
+    return tests, series, slices
 
 
 def prepare(frame: pd.DataFrame, cfg: DetectionBenchConfig, faults: FaultConfig) -> Prepared:
@@ -177,7 +188,7 @@ def prepare(frame: pd.DataFrame, cfg: DetectionBenchConfig, faults: FaultConfig)
     inj = inject_faults(test, faults, seed=cfg.seed)
     spec = cfg.setup().spec
     ids, devs, tests, series, slices = featurise(train, inj.frame, spec)
-    clean = featurise(train, test, spec)[3]
+    clean = test_part(train, test, spec, features=False)[1]
     return Prepared(
         train, inj.frame, inj.fault_type, inj.events, ids, devs, tests, series, clean, slices
     )
@@ -218,8 +229,13 @@ def evaluate(
     }
 
 
-def _baseline_scores(kind: str, p: Prepared, cfg: DetectionBenchConfig) -> np.ndarray:
-    both = pd.concat([p.train.assign(_test=False), p.test.assign(_test=True)], ignore_index=True)
+def baseline_scores(
+    kind: str, p: Prepared, cfg: DetectionBenchConfig, test: pd.DataFrame | None = None
+) -> np.ndarray:
+    """Rolling z-score / MAD of ``test`` (default: the prepared test rows, same order),
+    each device's training tail as the window context, calibrated on the training part."""
+    test = p.test if test is None else test
+    both = pd.concat([p.train.assign(_test=False), test.assign(_test=True)], ignore_index=True)
     chans = list(CHANNELS)
     fn = {"zscore": bl.rolling_zscore, "mad": bl.rolling_mad}[kind]
     s = fn(both, chans, cfg.baseline_window)
@@ -230,15 +246,18 @@ def _baseline_scores(kind: str, p: Prepared, cfg: DetectionBenchConfig) -> np.nd
     return mt.calibrated_baseline(tr, te, p.moteids, cfg.setup().server.quantile)
 
 
-def _library_scores(kind: str, p: Prepared, cfg: DetectionBenchConfig) -> np.ndarray:
-    """River HalfSpaceTrees / PyOD IsolationForest on the same standardised window
-    features (benchmark-only extra; raises ImportError without it)."""
+FeatureScorer = Callable[[Sequence[np.ndarray]], np.ndarray]
+"""Per-device window features of test rows -> calibrated scores, concatenated."""
+
+
+def library_scorer(kind: str, p: Prepared, cfg: DetectionBenchConfig) -> FeatureScorer:
+    """River HalfSpaceTrees / PyOD IsolationForest fitted on the standardised training
+    window features (benchmark-only extra; raises ImportError without it)."""
     from iot_fed.fl.detector import standardize
     from iot_fed.fl.rounds import initial_normalizer
 
     norm = initial_normalizer(p.devices)
     tr = [standardize(norm, d.train) for d in p.devices]
-    te = [standardize(norm, f) for f in p.test_feats]
     rng = np.random.default_rng(cfg.seed)
     pool = np.concatenate(tr)
     fit = pool[rng.choice(len(pool), size=min(len(pool), 20_000), replace=False)]
@@ -263,9 +282,13 @@ def _library_scores(kind: str, p: Prepared, cfg: DetectionBenchConfig) -> np.nda
         score(x[d.train.shape[0] - min(300, d.train.shape[0]) :])
         for x, d in zip(tr, p.devices, strict=True)
     ]
-    return mt.calibrated_baseline(
-        cal, [score(x) for x in te], p.moteids, cfg.setup().server.quantile
-    )
+    q = cfg.setup().server.quantile
+
+    def scorer(test_feats: Sequence[np.ndarray]) -> np.ndarray:
+        te = [score(standardize(norm, f)) for f in test_feats]
+        return mt.calibrated_baseline(cal, te, p.moteids, q)
+
+    return scorer
 
 
 def compare_methods(p: Prepared, cfg: DetectionBenchConfig) -> dict[str, Any]:
@@ -285,9 +308,9 @@ def compare_methods(p: Prepared, cfg: DetectionBenchConfig) -> dict[str, Any]:
                 sc = mt.run_centralised(p.devices, p.test_series, setup)
                 s, info = sc.scores, sc.info
             elif name in ("zscore", "mad"):
-                s = _baseline_scores(name, p, cfg)
+                s = baseline_scores(name, p, cfg)
             else:
-                s = _library_scores(name, p, cfg)
+                s = library_scorer(name, p, cfg)(p.test_feats)
         except ImportError as exc:
             out[name] = {"skipped": f"needs the bench extra: {exc}"}
             continue

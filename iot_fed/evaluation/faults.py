@@ -1,16 +1,26 @@
 """Labelled fault injection into clean readings (exact positions, exact rates, seeded).
 
 Fault types (:data:`FAULT_TYPES`); magnitudes are in units of the device's own standard
-deviation of the channel (``sigma``, floored by :data:`MIN_SCALE`):
+deviation of the channel (``sigma``, floored by :data:`MIN_SCALE`), times the config's
+``magnitude`` ``m`` (1.0: the original injector), in the shape ``shapes[type]``:
 
-* ``spike``: single readings, one channel jumps by ``+-U(spike_sigma) * sigma``;
-* ``stuck``: a segment where one channel repeats the reading just before the segment;
-* ``drift``: a segment with a linear offset growing to ``+-U(drift_sigma) * sigma``;
-* ``bias``: a segment with a constant offset ``+-U(bias_sigma) * sigma``;
-* ``noise``: a segment with added Gaussian noise of std ``U(noise_sigma) * sigma``;
+* ``spike``: single readings, one channel jumps by ``+-U(spike_sigma) * m * sigma``;
+* ``stuck``: a segment where one channel holds one value; shape ``last``: the reading
+  just before the segment, for ``m`` times the segment length (a shorter stuck run is
+  harder to tell from a quiet sensor); shape ``value``: an arbitrary value
+  ``+-U(bias_sigma) * m * sigma`` away from that reading;
+* ``drift``: a segment whose error grows linearly to ``D = +-U(drift_sigma) * m * sigma``;
+  shape ``additive``: ``x + D * ramp``; shape ``multiplicative``: a gain error
+  ``x * (1 + D / |device mean| * ramp)`` (the same error at the device's mean level);
+* ``bias``: a segment with a constant offset ``+-U(bias_sigma) * m * sigma``;
+* ``noise``: a segment with added Gaussian noise of std ``U(noise_sigma) * m * scale``:
+  shape ``daily``: ``scale = sigma`` (the daily spread); shape ``jitter``: the device's
+  reading-to-reading jitter (std of successive differences / sqrt 2, floored at a tenth of
+  :data:`MIN_SCALE`), far smaller than sigma;
 * ``low_voltage``: the Intel Lab dying-battery pattern at the *end* of a device's series
   (segments longer than asked for when there are too few devices for the rate):
-  voltage sags from 2.3 V to ~2.0 V, temperature reads 100..122 C, humidity is negative.
+  voltage sags from 2.3 V to ~2.0 V, temperature reads 100..122 C, humidity is negative;
+  each reading moves ``m`` of the way from the clean reading to that pattern.
 
 ``rates[t]`` is the share of all rows given fault ``t``: exactly ``round(rate * n)`` rows,
 and fault types never overlap. Segments never cross devices. Every labelled row is
@@ -31,12 +41,22 @@ from iot_fed.data.generator import FAIL_VOLTAGE
 
 FAULT_TYPES = ("spike", "stuck", "drift", "bias", "noise", "low_voltage")
 SEGMENT_FAULTS = ("stuck", "drift", "bias", "noise", "low_voltage")
+SHAPES = {
+    "stuck": ("last", "value"),
+    "drift": ("additive", "multiplicative"),
+    "noise": ("daily", "jitter"),
+}
+"""The shapes a fault type can take; the first is the default (the original injector)."""
 MIN_SCALE = {"temperature": 0.1, "humidity": 0.2, "light": 5.0, "voltage": 0.005}
 """Floor of a channel's per-device sigma (raw units), so flat channels still get faults."""
 
 
 def _default_rates() -> dict[str, float]:
     return dict.fromkeys(FAULT_TYPES, 0.01)
+
+
+def _default_shapes() -> dict[str, str]:
+    return {t: shapes[0] for t, shapes in SHAPES.items()}
 
 
 def _default_lengths() -> dict[str, int]:
@@ -56,6 +76,12 @@ class FaultConfig:
     drift_sigma: tuple[float, float] = (3.0, 6.0)
     bias_sigma: tuple[float, float] = (2.0, 4.0)
     noise_sigma: tuple[float, float] = (2.0, 4.0)
+    magnitude: float = 1.0
+    """Scales every fault's strength (see the module docstring); 1.0: the original."""
+    shapes: Mapping[str, str] = field(default_factory=_default_shapes)
+
+    def shape(self, kind: str) -> str | None:
+        return self.shapes.get(kind, SHAPES[kind][0]) if kind in SHAPES else None
 
     def __post_init__(self) -> None:
         unknown = set(self.rates) - set(FAULT_TYPES)
@@ -67,6 +93,18 @@ class FaultConfig:
             raise ValueError("fault rates add up to more than 1")
         if any(self.segment_length.get(t, 1) < 1 for t in SEGMENT_FAULTS):
             raise ValueError("segment lengths must be >= 1")
+        if not self.magnitude >= 0.0:
+            raise ValueError("magnitude must be >= 0")
+        bad = {t: v for t, v in self.shapes.items() if v not in SHAPES.get(t, ())}
+        if bad:
+            raise ValueError(f"unknown fault shapes {bad}; known: {SHAPES}")
+
+    def length(self, kind: str) -> int:
+        """Segment length of ``kind`` (a ``last``-stuck run scales with the magnitude)."""
+        ln = self.segment_length[kind]
+        if kind == "stuck" and self.shape("stuck") == "last":
+            ln = max(1, int(round(ln * self.magnitude)))
+        return ln
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +116,8 @@ class FaultConfig:
             "drift_sigma": list(self.drift_sigma),
             "bias_sigma": list(self.bias_sigma),
             "noise_sigma": list(self.noise_sigma),
+            "magnitude": self.magnitude,
+            "shapes": dict(self.shapes),
         }
 
 
@@ -123,10 +163,16 @@ class _Series:
         self.group = np.cumsum(new) - 1
         self.starts = np.flatnonzero(new)
         self.ends = np.append(self.starts[1:], self.n)
-        self.sigma = {}
+        self.sigma, self.jitter, self.mean = {}, {}, {}
         for c, v in self.values.items():
-            std = pd.Series(v).groupby(self.group).std(ddof=0).to_numpy()
-            self.sigma[c] = np.maximum(np.nan_to_num(std), MIN_SCALE.get(c, 1e-3))[self.group]
+            g = pd.Series(v).groupby(self.group)
+            std = g.std(ddof=0).to_numpy()
+            floor = MIN_SCALE.get(c, 1e-3)
+            self.sigma[c] = np.maximum(np.nan_to_num(std), floor)[self.group]
+            diff = pd.Series(np.diff(v, prepend=np.nan)).where(~new)
+            jit = diff.groupby(self.group).std(ddof=0).to_numpy() / np.sqrt(2.0)
+            self.jitter[c] = np.maximum(np.nan_to_num(jit), floor / 10)[self.group]
+            self.mean[c] = np.abs(g.mean().to_numpy())[self.group]
 
 
 def _place_segments(
@@ -209,25 +255,36 @@ def _apply(
     rng: np.random.Generator, s: _Series, kind: str, a: int, ln: int, cfg: FaultConfig
 ) -> str:
     """Modify rows ``a .. a+ln`` of ``s`` in place; return the channel(s) hit."""
+    m = cfg.magnitude
     if kind == "low_voltage":
         chans = [c for c in cfg.low_voltage_channels if c in s.values]
         for c, v in low_voltage_values(rng, ln, chans).items():
-            s.values[c][a : a + ln] = v
+            x = s.values[c][a : a + ln]
+            s.values[c][a : a + ln] = v if m == 1.0 else x + m * (v - x)
         return ",".join(chans)
     c = cfg.channels[int(rng.integers(len(cfg.channels)))]
     x, sig = s.values[c], s.sigma[c][a : a + ln]
     sign = rng.choice([-1.0, 1.0])
+    shape = cfg.shape(kind)
     if kind == "spike":
-        x[a : a + ln] += sign * rng.uniform(*cfg.spike_sigma, ln) * sig
+        x[a : a + ln] += sign * rng.uniform(*cfg.spike_sigma, ln) * m * sig
     elif kind == "stuck":
-        x[a : a + ln] = s.original[c][a - 1]
+        held = s.original[c][a - 1]
+        if shape == "value":
+            held += sign * rng.uniform(*cfg.bias_sigma) * m * sig[0]
+        x[a : a + ln] = held
     elif kind == "drift":
         ramp = np.arange(1, ln + 1) / ln
-        x[a : a + ln] += sign * rng.uniform(*cfg.drift_sigma) * ramp * sig
+        d = sign * rng.uniform(*cfg.drift_sigma) * m * sig
+        if shape == "multiplicative":
+            x[a : a + ln] *= 1.0 + d / np.maximum(s.mean[c][a : a + ln], 1e-9) * ramp
+        else:
+            x[a : a + ln] += d * ramp
     elif kind == "bias":
-        x[a : a + ln] += sign * rng.uniform(*cfg.bias_sigma) * sig
+        x[a : a + ln] += sign * rng.uniform(*cfg.bias_sigma) * m * sig
     elif kind == "noise":
-        x[a : a + ln] += rng.uniform(*cfg.noise_sigma) * rng.normal(0.0, 1.0, ln) * sig
+        scale = s.jitter[c][a : a + ln] if shape == "jitter" else sig
+        x[a : a + ln] += rng.uniform(*cfg.noise_sigma) * rng.normal(0.0, 1.0, ln) * m * scale
     return c
 
 
@@ -262,7 +319,7 @@ def inject_faults(
         rng = np.random.default_rng([seed, i])
         before = taken.copy()
         if kind == "low_voltage":
-            segs = _place_tails(rng, s, taken, total, cfg.segment_length["low_voltage"])
+            segs = _place_tails(rng, s, taken, total, cfg.length("low_voltage"))
         elif kind == "spike":
             free = np.flatnonzero(~taken)
             if free.size < total:
@@ -272,7 +329,7 @@ def inject_faults(
             segs = [(int(r), 1) for r in rows]
         else:
             segs = _place_segments(
-                rng, s, taken, total, cfg.segment_length[kind], need_previous=kind == "stuck"
+                rng, s, taken, total, cfg.length(kind), need_previous=kind == "stuck"
             )
         pos_labels[kind] = taken & ~before
         for a, ln in segs:
@@ -284,6 +341,8 @@ def inject_faults(
                     "position": int(a),
                     "length": int(ln),
                     "channel": ch,
+                    "shape": cfg.shape(kind),
+                    "magnitude": cfg.magnitude,
                 }
             )
 

@@ -35,7 +35,8 @@ from iot_fed.fl.rounds import (
 )
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec, Params
-from iot_fed.fl.stream_scoring import score_series
+from iot_fed.fl.stream_scoring import Series as StreamSeries
+from iot_fed.fl.stream_scoring import score_many_series
 from iot_fed.fl.training import TrainConfig
 
 
@@ -79,10 +80,8 @@ def normalised_test_scores(
     """Each device's new readings scored as the product's stream scores them
     (:func:`iot_fed.fl.stream_scoring.score_series`: anomalies stay out of the context),
     over the threshold applied to each."""
-    out = []
-    for m, ser in zip(ids, series, strict=True):
-        res = score_series(bundle, m, ser.ts_ms, ser.values, ser.n_new)
-        out.append(res.score / res.threshold)
+    many = [StreamSeries(m, s.ts_ms, s.values, s.n_new) for m, s in zip(ids, series, strict=True)]
+    out = [res.score / res.threshold for res in score_many_series(bundle, many)]
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -155,8 +154,19 @@ def run_local_only(
 ) -> Scored:
     """Each device alone for ``rounds x local_epochs`` epochs; own normaliser and threshold."""
     t0 = time.perf_counter()
+    bundles = local_only_bundles(devices, setup)
+    scores = [
+        normalised_test_scores(b, [ser], [d.moteid])
+        for b, d, ser in zip(bundles, devices, test_series, strict=True)
+    ]
+    epochs = setup.train.local_epochs * setup.rounds
+    return Scored(np.concatenate(scores), time.perf_counter() - t0, {"epochs": epochs})
+
+
+def local_only_bundles(devices: Sequence[DeviceData], setup: Setup) -> list[ModelBundle]:
+    """One calibrated bundle per device, trained on that device alone."""
     cfg = replace(setup.train, local_epochs=setup.train.local_epochs * setup.rounds)
-    scores = []
+    bundles = []
     g = _np(init_params(setup.spec, setup.seed))
     norms = [initial_normalizer([d]) for d in devices]
     # one vmapped call per distinct normaliser is impossible; train all at once instead by
@@ -171,18 +181,28 @@ def run_local_only(
     res = train_devices(
         g, data, setup.spec, cfg, seed=setup.seed, device_ids=[d.moteid for d in devices]
     )
-    for i, (d, nm, ser) in enumerate(zip(devices, norms, test_series, strict=True)):
-        b = ModelBundle(setup.spec, res.device_params(i), nm)
-        from iot_fed.fl.rounds import calibrate_bundle
+    from iot_fed.fl.rounds import calibrate_bundle
 
+    for i, (d, nm) in enumerate(zip(devices, norms, strict=True)):
+        b = ModelBundle(setup.spec, res.device_params(i), nm)
         calibrate_bundle(b, {d.moteid: d.held_out}, setup.server.quantile)
-        scores.append(normalised_test_scores(b, [ser], [d.moteid]))
-    return Scored(np.concatenate(scores), time.perf_counter() - t0, {"epochs": cfg.local_epochs})
+        bundles.append(b)
+    return bundles
 
 
 def run_centralised(
     devices: Sequence[DeviceData], test_series: Sequence[Series], setup: Setup
 ) -> Scored:
+    """:func:`centralised_bundle`'s scores of the test series."""
+    t0 = time.perf_counter()
+    bundle, info = centralised_bundle(devices, setup)
+    scores = normalised_test_scores(bundle, test_series, [d.moteid for d in devices])
+    return Scored(scores, time.perf_counter() - t0, info, bundle)
+
+
+def centralised_bundle(
+    devices: Sequence[DeviceData], setup: Setup
+) -> tuple[ModelBundle, dict[str, Any]]:
     """Pooled data (each device standardised by its own normaliser, as in the federation),
     ``rounds x local_epochs`` epochs in ``rounds`` chunks, keeping the chunk with the best
     held-out validation loss (early stopping); per-device calibration."""
@@ -190,7 +210,6 @@ def run_centralised(
     from iot_fed.fl.rounds import calibrate_bundle, device_normalizer, feature_stats
     from iot_fed.fl.training import train_devices
 
-    t0 = time.perf_counter()
     fleet = initial_normalizer(devices)
     norms = {d.moteid: device_normalizer(feature_stats(d.train), fleet) for d in devices}
     z = np.concatenate([standardize(norms[d.moteid], d.train) for d in devices])
@@ -210,13 +229,7 @@ def run_centralised(
     assert best is not None
     bundle = best[1]
     calibrate_bundle(bundle, held, setup.server.quantile)
-    scores = normalised_test_scores(bundle, test_series, [d.moteid for d in devices])
-    return Scored(
-        scores,
-        time.perf_counter() - t0,
-        {"epochs": setup.rounds * setup.train.local_epochs, "val_loss": history},
-        bundle,
-    )
+    return bundle, {"epochs": setup.rounds * setup.train.local_epochs, "val_loss": history}
 
 
 def calibrated_baseline(

@@ -50,3 +50,41 @@ def plot_scores(plot: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def plot_sensitivity(results: dict[str, Any], path: Path) -> Path:
+    """One panel per fault variant: event recall at the alert budget against magnitude
+    (log scale), one line per method, the target recall dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    curves, mags = results["curves"], results["magnitudes"]
+    n = max(len(curves), 1)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    markers = "osD^v<>"
+    for ax, (variant, per) in zip(axes.flat, curves.items(), strict=False):
+        for i, (method, c) in enumerate(per.items()):
+            y = [float("nan") if r is None else r for r in c["recall"]]
+            ax.plot(mags, y, marker=markers[i % len(markers)], ms=3.5, lw=1.1, label=method)
+        ax.axhline(results["target_recall"], color="black", lw=0.8, ls="--")
+        ax.axvline(1.0, color="gray", lw=0.6, ls=":")
+        ax.set_xscale("log")
+        ax.set_xticks(mags, [f"{m:g}" for m in mags], fontsize=7)
+        ax.minorticks_off()
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(variant, fontsize=9)
+        ax.set_xlabel("magnitude (1 = the benchmark's injector)", fontsize=7)
+        ax.set_ylabel("event recall", fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

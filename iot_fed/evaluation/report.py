@@ -123,3 +123,49 @@ def machine_header(info: dict[str, Any]) -> str:
         f"Machine: {info['cpu_count']} cores ({info['processor']}), {info['platform']}; "
         f"Python {info['python']}; {libs}; run {info['date']}"
     )
+
+
+def _m90(x: float | None, smallest: float) -> str:
+    if x is None:
+        return "never"
+    return f"<={smallest:g}" if x <= smallest else f"{x:.2f}"
+
+
+def sensitivity_markdown(results: dict[str, Any]) -> str:
+    """The sweep's tables: operating points, then per variant x method the magnitude
+    reaching the target recall, recall and PR-AUC at magnitude 1."""
+    ops, table = results["operating_points"], results["table"]
+    methods = list(ops)
+    variants = list(results["curves"])
+    smallest = results["magnitudes"][0]
+    cell = {(r["variant"], r["method"]): r for r in table}
+    out = [
+        f"### Sensitivity: {results['dataset']['devices']} devices, magnitudes "
+        f"{results['magnitudes']}\n",
+        "Operating points (false incidents on the clean test period):\n",
+        "| method | threshold | false incidents / device-day | flagged / device-day | bound by |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for m, o in ops.items():
+        out.append(
+            f"| {m} | {_f(o['threshold'])} | {_f(o['incidents_per_device_day'], 2)} | "
+            f"{_f(o['flagged_per_device_day'], 1)} | {o['bound_by']} |"
+        )
+    if results.get("skipped"):
+        out.append(f"\nSkipped (extra not installed): {', '.join(results['skipped'])}")
+    head = "| variant | " + " | ".join(methods) + " |\n|---|" + "---:|" * len(methods)
+    for title, key, fmt in (
+        (
+            f"Magnitude reaching event recall {results['target_recall']}",
+            "magnitude_at_target",
+            lambda x: _m90(x, smallest),
+        ),
+        ("Event recall at magnitude 1", "recall_at_1", _f),
+        ("PR-AUC at magnitude 1", "pr_auc_at_1", _f),
+    ):
+        rows = [
+            f"| {v} | " + " | ".join(fmt(cell[(v, m)][key]) for m in methods) + " |"
+            for v in variants
+        ]
+        out.append(f"\n{title}:\n\n{head}\n" + "\n".join(rows))
+    return "\n".join(out) + "\n"

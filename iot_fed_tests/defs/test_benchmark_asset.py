@@ -19,7 +19,13 @@ def test_anomaly_benchmark_tiny(monkeypatch, tmp_path):
     cfg = {
         "ops": {
             "anomaly_benchmark": {
-                "config": {"motes": 3, "days": 0.5, "rounds": 1, "failing_motes": 1}
+                "config": {
+                    "motes": 3,
+                    "days": 0.5,
+                    "rounds": 1,
+                    "failing_motes": 1,
+                    "sensitivity_magnitudes": [1.0, 2.0],
+                }
             }
         }
     }
@@ -30,5 +36,9 @@ def test_anomaly_benchmark_tiny(monkeypatch, tmp_path):
     md = res.asset_materializations_for_node("anomaly_benchmark")[0].metadata["report"].value
     for method in ("federated", "local_only", "centralised", "zscore", "mad"):
         assert f"| {method} |" in md
+    meta = res.asset_materializations_for_node("anomaly_benchmark")[0].metadata
+    assert "Magnitude reaching event recall" in meta["sensitivity"].value
+    assert meta["sensitivity_plot"].value.startswith("![recall vs magnitude](data:image/png")
     results = json.loads((tmp_path / "benchmarks" / "anomaly_benchmark.json").read_text())
-    assert results
+    table = results["sensitivity"]["table"]
+    assert {r["method"] for r in table} >= {"federated", "centralised", "mad"}
