@@ -183,6 +183,13 @@ class Settings(BaseSettings):
         description="promotion replay: newest readings read per device (its held-out 10 % "
         "are replayed, the rest is their context)",
     )
+    calibration_min_span_h: float = Field(
+        24.0,
+        ge=0,
+        description="a device gets a threshold of its own (leaves the learning state) only "
+        "once its held-out sample spans this much data time: a whole daily cycle (a model "
+        "calibrated on night readings flagged 30-42 % of the morning's)",
+    )
     promotion_alarm_factor: float = Field(
         3.0,
         gt=0,

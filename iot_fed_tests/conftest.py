@@ -9,6 +9,7 @@ runs what is left that is not ``slow`` either (markers in pyproject.toml).
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,11 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from iot_fed.config import Settings, load_settings
+
+# The suite's devices send hours of readings, not the day a device needs before it leaves
+# the learning state (IOT_FED_CALIBRATION_MIN_SPAN_H): off here (subprocesses inherit it);
+# federation/test_batched_store.py tests the rule itself.
+os.environ.setdefault("IOT_FED_CALIBRATION_MIN_SPAN_H", "0")
 from iot_fed.services import manager
 
 SERVICE_FIXTURES = {"services", "mongo_client", "mongo_db", "kafka_topic", "kafka_topic_factory"}

@@ -147,7 +147,7 @@ def stream_tick(
         aggregate = aggregation_due(
             context.instance,
             s.aggregation_interval_s,
-            lambda: awaiting_calibration(db, covered),
+            lambda: awaiting_calibration(db, covered, s.calibration_min_span_h),
         )
         run_requests.append(
             dg.RunRequest(

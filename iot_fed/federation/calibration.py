@@ -5,7 +5,9 @@ learning: the scorer scores its readings but does not alarm on them (see
 :mod:`iot_fed.fl.stream_scoring`). The next global version calibrates every device with
 a local model and enough held-out readings, so a learning device that is about to train
 (or has a local model no version has seen) makes aggregation due at once
-(:func:`awaiting_calibration`). All of it is a few queries, never one per device.
+(:func:`awaiting_calibration`), once its held-out sample spans the data time a
+threshold needs (``calibration_min_span_h``: a whole day). All of it is a few queries,
+never one per device.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 from pymongo.database import Database
 
 from iot_fed.federation.bundles import load_promoted
+from iot_fed.fl.window_features import WindowConfig
 from iot_fed.store import repository as repo
+from iot_fed.store.device_state import holdout_spans
 
 STATE_CAP = 100
 """At most this many device ids in a summary (the counts are always complete)."""
@@ -79,7 +83,14 @@ def fleet_calibration(
     return split_fleet(got[0], got[1], (int(d) for d in devices))
 
 
-def awaiting_calibration(db: Database, about_to_train: Sequence[str | int]) -> list[int]:
+def span_epochs(hours: float) -> float:
+    """``hours`` of data time in epochs (a reading every ``WindowConfig.period_s``)."""
+    return hours * 3600 / WindowConfig().period_s
+
+
+def awaiting_calibration(
+    db: Database, about_to_train: Sequence[str | int], min_span_h: float = 0.0
+) -> list[int]:
     """Learning devices a new version would calibrate now: those ``about_to_train`` and
     those with a local model newer than the latest global version, that the promoted
     version has no threshold for. Empty when nothing is promoted (aggregation is due
@@ -91,4 +102,11 @@ def awaiting_calibration(db: Database, about_to_train: Sequence[str | int]) -> l
         return []
     fresh = repo.devices_with_models_since(db, repo.latest_global_created_at(db))
     wanted = {int(d) for d in about_to_train} | {int(d) for d in fresh}
-    return sorted(wanted - got[1])
+    learning = sorted(wanted - got[1])
+    if min_span_h <= 0 or not learning:
+        return learning
+    # a device whose held-out sample spans less than min_span_h stays learning in a new
+    # version too: it waits for the regular aggregation (one round late at worst)
+    need = span_epochs(min_span_h)
+    spans = holdout_spans(db, learning)
+    return [m for m in learning if spans.get(m, 0) >= need]

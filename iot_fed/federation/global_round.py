@@ -13,7 +13,7 @@ from pymongo.database import Database
 
 from iot_fed.config import Settings
 from iot_fed.federation.bundles import ModelLoadError, load_bundle, load_promoted
-from iot_fed.federation.calibration import FleetCalibration, split_fleet
+from iot_fed.federation.calibration import FleetCalibration, span_epochs, split_fleet
 from iot_fed.federation.device_params import LINEAGE_CAP, split
 from iot_fed.federation.health import local_model_health, promotion_verdict
 from iot_fed.federation.windows import VALIDATION_PER_DEVICE, validation_samples
@@ -50,6 +50,23 @@ class RoundInputs:
     fleet: list[int]
     """Every device with a local model: the version serves them all."""
     held_out: dict[int, np.ndarray]
+    held_epochs: dict[int, np.ndarray] = field(default_factory=dict)
+    """The epochs of ``held_out``'s rows: how much data time each device's sample spans."""
+
+
+def calibrated_span(
+    thresholds: dict[int, float], held_epochs: dict[int, np.ndarray], min_epochs: float
+) -> tuple[dict[int, float], list[int]]:
+    """The device thresholds whose held-out sample spans ``min_epochs``, and the devices
+    left learning for want of it (a model that has not seen a whole day calibrated on
+    night readings flags the morning)."""
+
+    def spans(m: int) -> bool:
+        ep = held_epochs.get(m)
+        return ep is not None and ep.size > 0 and float(ep.max() - ep.min()) >= min_epochs
+
+    kept = {m: t for m, t in thresholds.items() if spans(m)}
+    return kept, sorted(m for m in thresholds if m not in kept)
 
 
 def load_round(db: Database) -> RoundInputs:
@@ -72,8 +89,15 @@ def load_round(db: Database) -> RoundInputs:
     # that flagged 94 % of the others' readings, and passed its gate on those two alone)
     fleet = [int(d) for d in repo.local_model_devices(db)] if healthy else []
     spec = healthy[0][1].spec if healthy else None
-    held_out = validation_samples(db, fleet, VALIDATION_PER_DEVICE, spec) if spec else {}
-    return RoundInputs(promoted, healthy, rejected, fleet, held_out)
+    held = validation_samples(db, fleet, VALIDATION_PER_DEVICE, spec) if spec else {}
+    return RoundInputs(
+        promoted,
+        healthy,
+        rejected,
+        fleet,
+        {m: f for m, (_, f) in held.items()},
+        {m: ep for m, (ep, _) in held.items()},
+    )
 
 
 def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> GlobalOutcome:
@@ -116,6 +140,9 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
     scfg = ServerConfig.from_settings(settings)
     out = server_update(update, held_out, spec, scfg, parent=parent, prior_stats=prior, seed=seed)
     bundle = out.bundle
+    bundle.device_thresholds, short_span = calibrated_span(
+        bundle.device_thresholds, inputs.held_epochs, span_epochs(settings.calibration_min_span_h)
+    )
     total = float(update.n_samples.sum())
     lineage = {
         int(doc["device"]): {
@@ -135,6 +162,7 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
         "rejected_local_models": rejected,
         "aggregation": out.aggregation,
         "device_thresholds": len(bundle.device_thresholds),
+        "learning_short_span": len(short_span),
         "threshold_quantile": out.thresholds.quantile,
     }
     agg = scfg.aggregation

@@ -130,9 +130,13 @@ def training_windows(
     return {m: to_window(m, docs, spec, since_epochs[m], limit) for m, docs in found.items()}
 
 
+HeldOut = tuple[np.ndarray, np.ndarray]
+"""A device's held-out sample: (epochs, window features), oldest first."""
+
+
 def validation_windows(
     db: Database, motes: Sequence[int], limit: int, spec: ModelSpec
-) -> dict[int, np.ndarray]:
+) -> dict[int, HeldOut]:
     """Per device, window features of its newest ``limit`` held-out readings, read from
     the readings (one query per batch of devices), bounded below by the epoch it trained
     through: for devices whose local rounds have not kept a sample yet
@@ -143,7 +147,8 @@ def validation_windows(
         int(m): (max(through[int(m)] - back, -1) if int(m) in through else None) for m in motes
     }
     found = readings_for_devices(db, since, limit * HOLDOUT_MODULUS)
-    return {m: to_window(m, docs, spec).data.held_out[-limit:] for m, docs in found.items()}
+    windows = {m: to_window(m, docs, spec) for m, docs in found.items()}
+    return {m: (w.held_epochs[-limit:], w.data.held_out[-limit:]) for m, w in windows.items()}
 
 
 def holdout_fields(
@@ -175,11 +180,11 @@ def kept_holdout(state: Mapping[str, Any] | None, n_features: int) -> tuple[np.n
 
 def validation_samples(
     db: Database, motes: Sequence[int], limit: int, spec: ModelSpec
-) -> dict[int, np.ndarray]:
-    """Per device, its newest ``limit`` held-out windows: the sample its local rounds keep
-    (``device_state``, read in batches), else read from its recent readings."""
-    kept = {m: kept_holdout(s, spec.n_inputs)[1] for m, s in read_device_states(db, motes).items()}
-    out = {m: f[-limit:] for m, f in kept.items() if len(f)}
+) -> dict[int, HeldOut]:
+    """Per device, its newest ``limit`` held-out windows and their epochs: the sample its
+    local rounds keep (``device_state``, read in batches), else read from its readings."""
+    kept = {m: kept_holdout(s, spec.n_inputs) for m, s in read_device_states(db, motes).items()}
+    out = {m: (ep[-limit:], f[-limit:]) for m, (ep, f) in kept.items() if len(f)}
     missing = [int(m) for m in motes if int(m) not in out]
     if missing:
         out.update(validation_windows(db, missing, limit, spec))

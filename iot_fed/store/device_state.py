@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 from pymongo import UpdateOne
 from pymongo.database import Database
 
@@ -28,6 +29,16 @@ def read_device_states(
     for part in batches(sorted({int(m) for m in motes})):
         for d in db[DEVICE_STATE].find({"_id": {"$in": list(part)}}, fields, batch_size=BATCH):
             out[int(d["_id"])] = d
+    return out
+
+
+def holdout_spans(db: Database, motes: Iterable[int]) -> dict[int, int]:
+    """``{moteid: newest - oldest epoch}`` of the kept held-out samples (epochs only)."""
+    out: dict[int, int] = {}
+    for part in batches(sorted({int(m) for m in motes})):
+        for d in db[DEVICE_STATE].find({"_id": {"$in": list(part)}}, {"holdout_epochs": 1}):
+            ep = np.frombuffer(bytes(d.get("holdout_epochs") or b""), "<i8")
+            out[int(d["_id"])] = int(ep.max() - ep.min()) if ep.size else 0
     return out
 
 

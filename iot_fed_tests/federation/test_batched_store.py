@@ -17,8 +17,9 @@ from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
 from iot_fed.federation.bundles import ModelLoadError, load_promoted
+from iot_fed.federation.calibration import awaiting_calibration
 from iot_fed.federation.device_params import LINEAGE_CAP, split
-from iot_fed.federation.global_round import aggregate_global_model
+from iot_fed.federation.global_round import aggregate_global_model, calibrated_span
 from iot_fed.federation.windows import NEW_DEVICE_SPAN, training_windows
 from iot_fed.fl.normalization import Normalizer
 from iot_fed.fl.rounds import feature_stats
@@ -300,3 +301,31 @@ def test_a_local_rounds_calls_do_not_grow_with_its_devices(
         mongo_client.drop_database(db.name)
     print("calls per local round: 3 devices", dict(calls[3]), "12 devices", dict(calls[12]))
     assert calls[3] == calls[12]
+
+
+def test_devices_whose_sample_spans_less_than_a_day_stay_learning(
+    mongo_db: Database, settings, fleet_parts
+) -> None:
+    """The held-out samples span 390 epochs (about 3.4 h of data): a version calibrates no
+    device under the default day, and every one under an hour."""
+    init_database(mongo_db)
+    seed_fleet(mongo_db, 3, 1, fleet_parts)
+    day = settings.model_copy(update={"calibration_min_span_h": 24.0})
+    out = aggregate_global_model(mongo_db, day)
+    assert (out.metrics["device_thresholds"], out.metrics["learning_short_span"]) == (0, 3)
+    assert out.calibration is not None and out.calibration.learning == (1, 2, 3)
+    promote(mongo_db, out.version)
+    # learning devices make aggregation due at once only when a version could calibrate them
+    assert awaiting_calibration(mongo_db, ["1", "2", "3"], 24.0) == []
+    assert awaiting_calibration(mongo_db, ["1", "2", "3"], 1.0) == [1, 2, 3]
+    seed_fleet(mongo_db, 3, 2, fleet_parts)
+    hour = settings.model_copy(update={"calibration_min_span_h": 1.0})
+    out = aggregate_global_model(mongo_db, hour)
+    assert (out.metrics["device_thresholds"], out.metrics["learning_short_span"]) == (3, 0)
+    assert out.calibration is not None and out.calibration.calibrated == (1, 2, 3)
+
+
+def test_calibrated_span_keeps_only_devices_whose_sample_spans_enough() -> None:
+    held = {1: np.array([0, 50, 100]), 2: np.array([0, 99]), 3: np.zeros(0, np.int64)}
+    kept, short = calibrated_span({1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0}, held, 100)
+    assert (kept, short) == ({1: 1.0}, [2, 3, 4])
