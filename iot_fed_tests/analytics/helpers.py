@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,8 @@ from iot_fed.fl.stream_scoring import DeviceHistory, score_device
 from iot_fed.fl.window_features import window_features
 from iot_fed.readings import CHANNELS, epoch_ms
 from iot_fed.store import readings_to_docs, save_global_model, save_local_model, upsert_readings
+from iot_fed.store.live import read_scorer_status
+from iot_fed_tests.stream.helpers import produce_readings
 
 SPEC = ModelSpec(hidden=(8, 4, 8), activation="relu", window=8, spread_k=4)
 
@@ -158,3 +161,23 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
     while not pred():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.3)
+
+
+def wait_scorer_running(db: Database, name: str, proc: subprocess.Popen, log: Path) -> None:
+    """Until the scorer ``name`` says it is running (its log's tail if it exits first)."""
+    wait_until(
+        lambda: (
+            (read_scorer_status(db, name) or {}).get("state") == "running"
+            or proc.poll() is not None
+        ),
+        300,
+        "the scorer to start",
+    )
+    assert proc.poll() is None, log.read_text()[-3000:]
+
+
+def produce_in_steps(settings: Any, topic: str, df: pd.DataFrame, step: int = 30) -> None:
+    """``df`` in steps of ``step`` readings a second, so that a kill lands mid-stream."""
+    for i in range(0, len(df), step):
+        produce_readings(settings, topic, df.iloc[i : i + step])
+        time.sleep(1.0)

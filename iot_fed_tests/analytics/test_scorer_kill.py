@@ -17,15 +17,15 @@ import pandas as pd
 from iot_fed.analytics.incidents import advance, due_state
 from iot_fed.analytics.streaming import checkpoint_dir
 from iot_fed.readings import CHANNELS, epoch_ms
-from iot_fed.store.live import read_scorer_status
 from iot_fed_tests.analytics.helpers import (
     make_bundle,
     make_readings,
+    produce_in_steps,
     start_scorer,
     store_global,
+    wait_scorer_running,
     wait_until,
 )
-from iot_fed_tests.stream.helpers import produce_readings
 
 
 def test_kill_9_mid_stream_no_duplicate_no_gap(settings, mongo_db, kafka_topic, tmp_path):
@@ -38,19 +38,10 @@ def test_kill_9_mid_stream_no_duplicate_no_gap(settings, mongo_db, kafka_topic, 
     log = tmp_path / "scorer.log"
     preds = mongo_db["predictions"]
 
-    def produce_slowly() -> None:  # 600 readings over ~20 s, so the kill lands mid-stream
-        for i in range(0, len(df), 30):
-            produce_readings(settings, kafka_topic, df.iloc[i : i + 30])
-            time.sleep(1.0)
-
     proc = start_scorer(mongo_db.name, kafka_topic, name, log)
     try:
-        wait_until(
-            lambda: (read_scorer_status(mongo_db, name) or {}).get("state") == "running",
-            240,
-            "the scorer to start",
-        )
-        feeder = threading.Thread(target=produce_slowly)
+        wait_scorer_running(mongo_db, name, proc, log)
+        feeder = threading.Thread(target=produce_in_steps, args=(settings, kafka_topic, df))
         feeder.start()
         wait_until(lambda: preds.count_documents({}) >= 60, 240, "first predictions")
         os.killpg(proc.pid, signal.SIGKILL)  # the python driver and its Spark JVM

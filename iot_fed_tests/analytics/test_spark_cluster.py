@@ -12,16 +12,16 @@ import uuid
 import pytest
 
 from iot_fed.store import init_database
-from iot_fed.store.live import read_scorer_status
 from iot_fed_tests.analytics.helpers import (
     make_bundle,
     make_readings,
+    produce_in_steps,
     start_scorer,
     store_global,
+    wait_scorer_running,
     wait_until,
 )
 from iot_fed_tests.analytics.spark_cluster import cluster_env
-from iot_fed_tests.stream.helpers import produce_readings
 
 
 @pytest.mark.slow
@@ -41,19 +41,10 @@ def test_worker_killed_mid_stream_every_reading_one_verdict(
         "IOT_FED_SCORER_CHECKPOINT": str(tmp_path / "checkpoints"),  # shared: one machine
     }
 
-    def produce_slowly() -> None:  # 600 readings over ~20 s, so the kill lands mid-stream
-        for i in range(0, len(df), 30):
-            produce_readings(settings, kafka_topic, df.iloc[i : i + 30])
-            time.sleep(1.0)
-
     proc = start_scorer(mongo_db.name, kafka_topic, name, log, env)
     try:
-        wait_until(
-            lambda: (read_scorer_status(mongo_db, name) or {}).get("state") == "running",
-            240,
-            "the scorer to start",
-        )
-        feeder = threading.Thread(target=produce_slowly)
+        wait_scorer_running(mongo_db, name, proc, log)
+        feeder = threading.Thread(target=produce_in_steps, args=(settings, kafka_topic, df))
         feeder.start()
         wait_until(lambda: preds.count_documents({}) >= 60, 240, "first predictions")
         assert spark_cluster.executor_pids(0), "worker 0 runs an executor"

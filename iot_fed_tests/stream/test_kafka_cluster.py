@@ -25,9 +25,14 @@ from iot_fed.services import manager
 from iot_fed.services.artifacts import artifacts_dir
 from iot_fed.services.process import port_open
 from iot_fed.store import SENSOR_READINGS, init_database
-from iot_fed.store.live import read_scorer_status
 from iot_fed.stream.admin import ensure_topics, topic_mismatches, topic_status
-from iot_fed_tests.analytics.helpers import make_bundle, store_global
+from iot_fed_tests.analytics.helpers import (
+    make_bundle,
+    start_scorer,
+    store_global,
+    wait_scorer_running,
+    wait_until,
+)
 from iot_fed_tests.stream.helpers import produce_readings, readings_frame
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -102,13 +107,6 @@ def test_topics_follow_the_settings_and_a_different_one_is_named(cluster: Settin
     assert "replication 1" in line and "ask for 6, 3, 2" in line
 
 
-def _wait(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
 def test_a_broker_killed_while_producing_ingesting_and_scoring_loses_and_duplicates_nothing(
     cluster: Settings, mongo_db: Database, tmp_path: Path
 ):
@@ -125,22 +123,9 @@ def test_a_broker_killed_while_producing_ingesting_and_scoring_loses_and_duplica
     env = _env(cfg, mongo_db)
     init_database(mongo_db)
     store_global(mongo_db, make_bundle(df.iloc[:4000], seed=2))
-    scorer = subprocess.Popen(
-        [IOT_FED, "spark-stream", "--checkpoint", "cluster_scorer", "--trigger-seconds", "1"],
-        env={**env, "IOT_FED_SPARK_MASTER": "local[2]", "IOT_FED_SPARK_SHUFFLE_PARTITIONS": "2"},
-        stdout=open(tmp_path / "scorer.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    _wait(
-        lambda: (
-            (read_scorer_status(mongo_db, "cluster_scorer") or {}).get("state") == "running"
-            or scorer.poll() is not None
-        ),
-        300,
-        "the scorer to start",
-    )
-    assert scorer.poll() is None, (tmp_path / "scorer.log").read_text()[-3000:]
+    log = tmp_path / "scorer.log"
+    scorer = start_scorer(mongo_db.name, cfg.kafka_topic, "cluster_scorer", log, env)
+    wait_scorer_running(mongo_db, "cluster_scorer", scorer, log)
     members = [
         subprocess.Popen(
             [IOT_FED, "ingest", "--name", name],
@@ -178,7 +163,7 @@ def test_a_broker_killed_while_producing_ingesting_and_scoring_loses_and_duplica
             time.sleep(1)
         assert all(m.poll() is None for m in members), "the ingesters continued, no restart"
         preds = mongo_db["predictions"]
-        _wait(lambda: preds.count_documents({}) >= n, 600, f"{n} predictions")
+        wait_until(lambda: preds.count_documents({}) >= n, 600, f"{n} predictions")
         time.sleep(3)  # a late duplicate would show up here
         assert scorer.poll() is None, "the scorer continued, no restart"
     finally:
