@@ -7,7 +7,11 @@ import time
 
 import pandas as pd
 
-from iot_fed.analytics.streaming import start_streaming_evaluation, streaming_evaluation
+from iot_fed.analytics.streaming import (
+    MODEL_REFRESH_S,
+    start_streaming_evaluation,
+    streaming_evaluation,
+)
 from iot_fed.stream.messages import encode_key, encode_reading
 from iot_fed_tests.analytics.helpers import (
     expected_scores,
@@ -98,6 +102,9 @@ def test_newly_promoted_model_is_used_without_restart(
         produce_readings(analytics_settings, kafka_topic, first)
         _wait_for(lambda: preds.count_documents({}) == len(first), what="first predictions")
         assert store_global(mongo_db, make_bundle(df, seed=5)) == 2  # promoted
+        # a worker's cached version is at most MODEL_REFRESH_S old: readings sent later
+        # than that after the promotion are scored with the new one
+        time.sleep(2 * MODEL_REFRESH_S)
         produce_raw(
             analytics_settings,
             kafka_topic,
