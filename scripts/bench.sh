@@ -24,6 +24,7 @@ run $PY bench/bench_partitions.py "${Q[@]}"       # devices partitions at 1k/10k
 run $PY bench/bench_scorer.py "${Q[@]}"           # the streaming scorer alone
 run $PY bench/bench_scorer.py --against-running "${Q[@]}"  # the live pipeline, if one runs
 run $PY bench/bench_stream_scale.py "${Q[@]}"     # many devices end to end: ingesters + scorer
+run $PY bench/bench_live_quality.py "${Q[@]}"     # cold start: clean readings flagged per minute
 run $PY bench/bench_spark.py "${Q[@]}"            # batch scoring, the evaluation report
 run $BENCH_PY bench/bench_detection.py "${Q[@]}"  # detection quality vs baselines
 run $BENCH_PY bench/bench_sensitivity.py "${Q[@]}"  # recall vs fault magnitude at one budget
