@@ -25,7 +25,7 @@ from iot_fed.fl.rounds import DeviceData
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.window_features import window_features
 from iot_fed.readings import CHANNELS, epoch_ms
-from iot_fed.store.device_state import read_device_states
+from iot_fed.store.device_state import holdout_epochs, read_device_states
 from iot_fed.store.repository import reading_counts, readings_for_devices, trained_through
 
 NEW_DEVICE_SPAN = 2
@@ -171,11 +171,11 @@ def kept_holdout(state: Mapping[str, Any] | None, n_features: int) -> tuple[np.n
     """(epochs, features) of a device's kept held-out sample (empty without one)."""
     if not state or "holdout_epochs" not in state:
         return np.zeros(0, np.int64), np.zeros((0, n_features))
-    ep = np.frombuffer(bytes(state["holdout_epochs"]), "<i8")
+    ep = holdout_epochs(state)
     feats = np.frombuffer(bytes(state["holdout_features"]), "<f8")
     if feats.size != ep.size * n_features:  # kept under another feature layout: start over
         return np.zeros(0, np.int64), np.zeros((0, n_features))
-    return ep.copy(), feats.reshape(ep.size, n_features).copy()
+    return ep, feats.reshape(ep.size, n_features).copy()
 
 
 def validation_samples(

@@ -32,12 +32,18 @@ def read_device_states(
     return out
 
 
+def holdout_epochs(state: Mapping[str, Any] | None) -> np.ndarray:
+    """The epochs of a state's kept held-out sample (empty without one)."""
+    raw = (state or {}).get("holdout_epochs") or b""
+    return np.frombuffer(bytes(raw), "<i8").copy()
+
+
 def holdout_spans(db: Database, motes: Iterable[int]) -> dict[int, int]:
     """``{moteid: newest - oldest epoch}`` of the kept held-out samples (epochs only)."""
     out: dict[int, int] = {}
     for part in batches(sorted({int(m) for m in motes})):
         for d in db[DEVICE_STATE].find({"_id": {"$in": list(part)}}, {"holdout_epochs": 1}):
-            ep = np.frombuffer(bytes(d.get("holdout_epochs") or b""), "<i8")
+            ep = holdout_epochs(d)
             out[int(d["_id"])] = int(ep.max() - ep.min()) if ep.size else 0
     return out
 
