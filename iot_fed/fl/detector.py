@@ -88,6 +88,11 @@ def channel_errors(
     return np.square(r[:, : N_CHANNELS * k]).reshape(len(z), N_CHANNELS, k).max(axis=2)
 
 
+def split_rows(rows: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:
+    """``rows`` of several devices stacked in order, back into one array per device."""
+    return np.split(rows, np.cumsum(lengths)[:-1])
+
+
 def combine(errors: np.ndarray) -> np.ndarray:
     """A reading's score from its channel errors: the max over channels."""
     return errors.max(axis=1) if errors.size else np.zeros(errors.shape[0])
@@ -105,15 +110,14 @@ def residual_scale(
     (fleet-wide, floored): a standardised residual of 1 is as rare as the target. ``zs``
     per device; a robust ``pooling`` leaves out the heaviest-tailed devices
     (:func:`iot_fed.fl.tails.trimmed_pool_quantile`)."""
-    res = [
-        np.abs(
-            forward_numpy(params, z, spec.activation).astype(np.float64) - z[:, : spec.n_outputs]
-        )
-        for z in zs
-        if len(z)
-    ]
-    if not res:
+    zs = [z for z in zs if len(z)]
+    if not zs:
         return np.ones(spec.n_outputs)
+    z = np.concatenate(zs)  # one forward pass for the fleet (rows are independent)
+    err = np.abs(
+        forward_numpy(params, z, spec.activation).astype(np.float64) - z[:, : spec.n_outputs]
+    )
+    res = split_rows(err, [len(x) for x in zs])
     trim = 0.0 if pooling == "pooled" else trim_ratio
     return np.maximum(trimmed_pool_quantile(res, quantile, trim), MIN_RESIDUAL_SCALE)
 

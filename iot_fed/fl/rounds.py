@@ -33,7 +33,9 @@ from iot_fed.fl.detector import (
     channel_errors,
     combine,
     residual_scale,
+    split_rows,
     standardize,
+    standardize_by,
     target_quantile,
 )
 from iot_fed.fl.forward import forward_numpy
@@ -252,24 +254,42 @@ def validation_verdict(
     return Verdict(False, f"val_loss {val_loss:.4g} > {limit:.4g} {rel}")
 
 
+class StackedHeldOut:
+    """Every device's held-out features in one array (rows in device order), with each row's
+    device normaliser: one forward pass scores the fleet (rows are independent)."""
+
+    def __init__(self, bundle: ModelBundle, held_out: Mapping[int, np.ndarray]) -> None:
+        held = {int(m): f for m, f in held_out.items() if len(f)}
+        self.ids = list(held)
+        self.lengths = [len(f) for f in held.values()]
+        self.feats = np.concatenate(list(held.values())) if held else np.zeros((0, N_FEATURES))
+        norms = [bundle.norm_for(m) for m in self.ids]
+        if norms:
+            self.mean = np.repeat(np.stack([n.mean for n in norms]), self.lengths, axis=0)
+            self.std = np.repeat(np.stack([n.std for n in norms]), self.lengths, axis=0)
+        else:
+            self.mean = self.std = np.zeros((0, N_FEATURES))
+
+    def standardized(self) -> np.ndarray:
+        return standardize_by(self.mean, self.std, self.feats)
+
+    def per_device(self, rows: np.ndarray) -> dict[int, np.ndarray]:
+        return dict(zip(self.ids, split_rows(rows, self.lengths), strict=True))
+
+
 def validation_loss(
     bundle: ModelBundle, held_out: Mapping[int, np.ndarray], ref: Normalizer
 ) -> float:
     """Mean squared reconstruction error of held-out features in ``ref``'s units, so two
     models with different normalisers are compared fairly."""
-    n_out = bundle.spec.n_outputs
-    errs = []
-    for m, f in held_out.items():
-        if not len(f):
-            continue
-        nm = bundle.norm_for(m)
-        recon = forward_numpy(bundle.params, standardize(nm, f), bundle.spec.activation)
-        raw = recon * nm.std[:n_out] + nm.mean[:n_out]
-        target = standardize(ref, f)[:, :n_out]
-        errs.append(np.square((raw - ref.mean[:n_out]) / ref.std[:n_out] - target).ravel())
-    if not errs:
+    rows = StackedHeldOut(bundle, held_out)
+    if not rows.ids:
         return float("nan")
-    err = np.concatenate(errs)
+    n_out = bundle.spec.n_outputs
+    recon = forward_numpy(bundle.params, rows.standardized(), bundle.spec.activation)
+    raw = recon * rows.std[:, :n_out] + rows.mean[:, :n_out]
+    target = standardize(ref, rows.feats)[:, :n_out]
+    err = np.square((raw - ref.mean[:n_out]) / ref.std[:n_out] - target).ravel()
     return float(np.mean(err)) if np.all(np.isfinite(err)) else float("inf")
 
 
@@ -291,10 +311,13 @@ def calibrate_bundle(
     ``pooling`` (:func:`iot_fed.fl.tails.pooling_for` of the aggregation strategy) says how
     the devices' tails are combined: pooled for FedAvg, a median / trimmed mean of the
     per-device tails for the robust strategies, so failing devices cannot inflate them."""
-    zs = [standardize(bundle.norm_for(m), f) for m, f in held_out.items() if len(f)]
+    rows = StackedHeldOut(bundle, held_out)
+    z = rows.standardized()
+    zs = split_rows(z, rows.lengths) if rows.ids else []
     rs = residual_scale(bundle.params, bundle.spec, zs, quantile, pooling, trim_ratio)
     bundle.residual_scale = rs
-    scores = {m: device_scores(bundle, f, m) for m, f in held_out.items() if len(f)}
+    errors = channel_errors(bundle.params, bundle.spec, z, rs)
+    scores = rows.per_device(combine(errors)) if rows.ids else {}
     thr = calibrate(scores, quantile, pooling=pooling, trim_ratio=trim_ratio)
     bundle.threshold, bundle.device_thresholds = thr.global_threshold, dict(thr.device)
     return thr
