@@ -157,6 +157,51 @@ def _assert_narrowed(
                 assert (row.get("anomalies") or 0) <= mote_max, f"{where}: fleet's anomalies {row}"
 
 
+class _ChartData:
+    """The charts' ``/api/v1/chart/data`` answers on a page, counted against their requests
+    (the filter's own option query left out): ``settle`` waits by counts, never a pause."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+        self.asked = self.answered = 0  # never reset: every query asked gets its answer
+        self.answers: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        page.on("request", self._on_request)
+        page.on("response", self._on_response)
+
+    @staticmethod
+    def _is_chart_query(request) -> bool:
+        if "/api/v1/chart/data" not in request.url or request.method != "POST":
+            return False
+        # the filter's own query lists every mote to choose from: not a chart's
+        req = request.post_data_json or {}
+        return req.get("form_data", {}).get("viz_type") != "filter_select"
+
+    def _on_request(self, request) -> None:
+        if self._is_chart_query(request):
+            self.asked += 1
+
+    def _on_response(self, resp) -> None:
+        if self._is_chart_query(resp.request):
+            self.answers.append((resp.request.post_data_json or {}, resp.json()))
+            self.answered += 1
+
+    def answered_charts(self) -> set[int]:
+        return {req.get("form_data", {}).get("slice_id") for req, _ in self.answers}
+
+    def settle(self, charts: set[int], polls: int = 600) -> None:
+        """Until every chart in ``charts`` answered since the last ``answers.clear()`` and
+        no chart query is still unanswered (a bounded number of 0.5 s polls)."""
+        for _ in range(polls):
+            answered_all = charts <= self.answered_charts()
+            if answered_all and self.asked <= self.answered:
+                return
+            self.page.wait_for_timeout(500)
+
+    def close(self) -> None:
+        self.page.remove_listener("request", self._on_request)
+        self.page.remove_listener("response", self._on_response)
+
+
 def test_mote_filter_narrows_every_device_chart(
     browser, superset: Superset, dashboards: dict[str, dict], seeded_uri: str, settings: Settings
 ) -> None:
@@ -174,38 +219,25 @@ def test_mote_filter_narrows_every_device_chart(
     n_charts = sum(len(row) for row in dash.rows)
     names = {c["id"]: c["slice_name"] for c in dashboards[dash.key]["charts"]}
     page = _logged_in_page(browser, superset)
-    answers: list[tuple[dict[str, Any], dict[str, Any]]] = []
-
-    def on_response(resp) -> None:
-        if "/api/v1/chart/data" in resp.url and resp.request.method == "POST":
-            req = resp.request.post_data_json or {}
-            # the filter's own query lists every mote to choose from: not a chart's
-            if req.get("form_data", {}).get("viz_type") != "filter_select":
-                answers.append((req, resp.json()))
-
-    page.on("response", on_response)
+    chart_data = _ChartData(page)
     page.goto(f"{superset.url}/superset/dashboard/{dashboards[dash.key]['slug']}/")
     _wait_or_show(
         page,
         f"({PAINTED_JS})().filter(c => c.painted).length >= {n_charts}",
         out / "device-filtered-timeout.png",
     )
-    page.wait_for_timeout(1500)
+    chart_data.settle(set(names))
     page.screenshot(path=str(out / "device-first-mote.png"), full_page=True)
-    _assert_narrowed(answers, names, first, maxima[first])
+    _assert_narrowed(chart_data.answers, names, first, maxima[first])
 
-    answers.clear()  # choose MOTE in the filter bar, as a person does, and apply
+    chart_data.answers.clear()  # choose MOTE in the filter bar, as a person does, and apply
     page.locator('[data-test="filter-bar"] .ant-select-selector').first.click()
     page.keyboard.type(str(MOTE))
     page.locator(f'.ant-select-item-option[title="{MOTE}"]').first.click()
     page.get_by_role("button", name="Apply filters").click()
-    for _ in range(120):  # until every chart answered again
-        page.wait_for_timeout(1000)
-        ids = {req.get("form_data", {}).get("slice_id") for req, _ in answers}
-        if len(ids & set(names)) >= n_charts:
-            break
-    page.wait_for_timeout(1500)
+    chart_data.settle(set(names))
     page.screenshot(path=str(out / f"device-mote-{MOTE}.png"), full_page=True)
-    page.remove_listener("response", on_response)
+    chart_data.close()
     page.close()
+    answers = chart_data.answers
     _assert_narrowed(answers, names, MOTE, maxima[MOTE])
