@@ -15,6 +15,7 @@ flag can split an incident in two).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -116,3 +117,39 @@ def at_budget(
         fl / days if days else float("nan"),
         bound,
     )
+
+
+def one_incident_share(
+    flags: np.ndarray,
+    events: Sequence[dict[str, Any]],
+    device: np.ndarray,
+    ts_ms: np.ndarray,
+    quiet_s: float,
+) -> float | None:
+    """Share of ``events`` (``position``, ``length`` into the rows, sorted by device then
+    time) that yield exactly one incident: of the incidents opened from the episode's first
+    reading until ``2 x quiet_s`` of data time after its last (or the device's next
+    episode), exactly one. None without events. Zero incidents is a miss; two or more is
+    an episode split, or a tail of alarms after it."""
+    if not events:
+        return None
+    dev, ts = np.asarray(device), np.asarray(ts_ms, np.int64)
+    starts = np.cumsum(incident_starts(dev, ts, flags, quiet_s))
+    tail_ms = int(2 * quiet_s * 1000)
+    by_start = sorted(events, key=lambda e: e["position"])
+    nxt = {id(e): dev.size for e in by_start}
+    for e, f in zip(by_start, by_start[1:], strict=False):
+        if dev[e["position"]] == dev[f["position"]]:
+            nxt[id(e)] = f["position"]
+    new = np.ones(dev.size, bool)
+    new[1:] = dev[1:] != dev[:-1]
+    first = np.flatnonzero(new)
+    dev_end = np.repeat(np.append(first[1:], dev.size), np.diff(np.append(first, dev.size)))
+    ones = 0
+    for e in events:
+        a, last = e["position"], e["position"] + e["length"] - 1
+        end = int(dev_end[a])
+        after = a + int(np.searchsorted(ts[a:end], ts[last] + tail_ms, side="right"))
+        hi = min(nxt[id(e)], after)
+        ones += int(starts[hi - 1] - (starts[a - 1] if a else 0) == 1)
+    return ones / len(events)

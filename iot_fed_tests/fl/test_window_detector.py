@@ -103,7 +103,7 @@ def test_stream_scores_equal_batch_scores():
         np.concatenate([p.channel_errors for p in parts]), whole.channel_errors
     )
     assert sum((p.reason for p in parts), ()) == whole.reason
-    assert hist == h_whole and len(hist.epochs) == b.spec.window - 1
+    assert hist == h_whole and len(hist.epochs) == b.spec.horizon - 1
 
 
 def _quiet_bundle():
@@ -256,7 +256,7 @@ def test_a_lasting_level_shift_enters_the_context_after_a_window():
     w = b.spec.window
     assert out.flag[100 : 100 + w].all()
     # after `window` readings left out, the shifted readings are the context
-    assert len(hist.epochs) == w - 1 and hist.epochs[0] >= 100 + w
+    assert len(hist.epochs) == b.spec.horizon - 1 and hist.epochs[-(w - 1)] >= 100 + w
     assert hist.values[-1][0] == vals[-1, 0] and hist.excluded_run > w
 
 
