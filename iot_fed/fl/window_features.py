@@ -242,9 +242,9 @@ def _features(
     return feats, n_ctx.astype(np.int64)
 
 
-ROUGH_KEEP = 0.875
-"""Share of the smallest squared steps :func:`_roughness` averages (one spike's two steps
-out of 16 are left out)."""
+ROUGH_TRIM = 8
+""":func:`_roughness` leaves out the largest ``1 / ROUGH_TRIM`` of the steps, at least two
+(one spike's way up and down)."""
 
 
 def _roughness(hwin: np.ndarray, htwin: np.ndarray, r: int) -> np.ndarray:
@@ -261,11 +261,11 @@ def _roughness(hwin: np.ndarray, htwin: np.ndarray, r: int) -> np.ndarray:
 
 
 def _trimmed_rms(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RMS of the smallest :data:`ROUGH_KEEP` of the finite values over the last axis, and
-    how many finite values there were."""
+    """RMS of the finite values over the last axis but the largest (:data:`ROUGH_TRIM`),
+    and how many finite values there were."""
     sq = np.sort(np.square(a), axis=-1)  # NaN sorts last
     cnt = np.count_nonzero(~np.isnan(sq), axis=-1)
-    keep = np.maximum(np.floor(cnt * ROUGH_KEEP).astype(np.int64), 1)
+    keep = np.maximum(cnt - np.maximum(cnt // ROUGH_TRIM, 2), 1)
     cs = np.cumsum(np.nan_to_num(sq), axis=-1)
     tot = np.take_along_axis(cs, (keep - 1)[..., None], axis=-1)[..., 0]
     return np.sqrt(tot / keep), cnt
