@@ -54,8 +54,8 @@ FEATURE_STD_FLOOR = np.concatenate(
     + [_LEVEL, np.array([0.1, 0.1, 0.1])]
 )
 """Smallest std per window feature (raw units): diff, dev, spread, run, trend, shift, rough
-per channel, then the levels, gap and time of day. A fleet where a feature is nearly constant must not
-turn tiny changes into huge z-scores."""
+per channel, then the levels, gap and time of day. A fleet where a feature is nearly
+constant must not turn tiny changes into huge z-scores."""
 assert FEATURE_STD_FLOOR.shape == (N_FEATURES,) and len(PER_CHANNEL) == 7
 
 
