@@ -125,22 +125,25 @@ def one_incident_share(
     device: np.ndarray,
     ts_ms: np.ndarray,
     quiet_s: float,
+    others: Sequence[dict[str, Any]] = (),
 ) -> float | None:
     """Share of ``events`` (``position``, ``length`` into the rows, sorted by device then
-    time) that yield exactly one incident: of the incidents opened from the episode's first
-    reading until ``2 x quiet_s`` of data time after its last (or the device's next
-    episode), exactly one. None without events. Zero incidents is a miss; two or more is
-    an episode split, or a tail of alarms after it."""
+    time) whose flagged readings all belong to one incident: those of the episode and of
+    the clean readings until ``2 x quiet_s`` of data time after its last one (or the
+    device's next episode). None without events. No flag is a miss; two incidents or
+    more are an episode split, or a tail of alarms after it. Readings of ``others``
+    (episodes of other faults injected at the same time) are not counted; an incident
+    that an earlier episode opened and this one extends counts as its one incident."""
     if not events:
         return None
     dev, ts = np.asarray(device), np.asarray(ts_ms, np.int64)
-    starts = np.cumsum(incident_starts(dev, ts, flags, quiet_s))
+    fl = np.asarray(flags, bool)
+    incident = np.cumsum(incident_starts(dev, ts, fl, quiet_s))  # id of a flag's incident
     tail_ms = int(2 * quiet_s * 1000)
-    by_start = sorted(events, key=lambda e: e["position"])
-    nxt = {id(e): dev.size for e in by_start}
-    for e, f in zip(by_start, by_start[1:], strict=False):
-        if dev[e["position"]] == dev[f["position"]]:
-            nxt[id(e)] = f["position"]
+    other = np.zeros(dev.size, bool)
+    for e in others:
+        other[e["position"] : e["position"] + e["length"]] = True
+    starts = np.sort([e["position"] for e in [*events, *others]])
     new = np.ones(dev.size, bool)
     new[1:] = dev[1:] != dev[:-1]
     first = np.flatnonzero(new)
@@ -149,7 +152,11 @@ def one_incident_share(
     for e in events:
         a, last = e["position"], e["position"] + e["length"] - 1
         end = int(dev_end[a])
-        after = a + int(np.searchsorted(ts[a:end], ts[last] + tail_ms, side="right"))
-        hi = min(nxt[id(e)], after)
-        ones += int(starts[hi - 1] - (starts[a - 1] if a else 0) == 1)
+        hi = a + int(np.searchsorted(ts[a:end], ts[last] + tail_ms, side="right"))
+        later = starts[np.searchsorted(starts, last, side="right") :]
+        if later.size:
+            hi = min(hi, int(later[0]))
+        rows = np.arange(a, hi)
+        rows = rows[fl[rows] & ~other[rows]]
+        ones += int(np.unique(incident[rows]).size == 1)
     return ones / len(events)

@@ -231,9 +231,10 @@ def sweep(p: bm.Prepared, scorers: dict[str, Scorer], cfg: SweepConfig) -> dict[
                     c["recall"].append(ev["event_recall"])
                     c["n_events"].append(ev["n_events"])
                     c["pr_auc"].append(average_precision(ft[sel] == t, s[sel]))
-                    episodes = [e for e in inj.events if e["type"] == t]
+                    mine = [e for e in inj.events if e["type"] == t]
+                    rest = [e for e in inj.events if e["type"] != t]
                     c["one_incident"].append(
-                        one_incident_share(flags, episodes, device, ts, cfg.quiet_s)
+                        one_incident_share(flags, mine, device, ts, cfg.quiet_s, rest)
                     )
     mags = list(cfg.magnitudes)
     at1 = mags.index(1.0) if 1.0 in mags else None

@@ -34,7 +34,7 @@ epochs (held-out ones counted): a full window while it dropped up to half its re
 VALIDATION_PER_DEVICE = 500
 """Held-out windows per device kept for validation and calibration (newest first)."""
 CONTEXT_EPOCHS = 4
-"""Readings before ``since`` are fetched back to ``horizon x CONTEXT_EPOCHS`` epochs, as
+"""Readings before ``since`` are fetched back to ``window x CONTEXT_EPOCHS`` epochs, as
 context only (motes drop readings, so a window spans more epochs than readings)."""
 
 
@@ -119,7 +119,7 @@ def training_windows(
     """Per device, the newest ``limit`` training readings with ``epoch > since`` (and their
     context): one query per batch of devices, each bounded below by its ``since`` (a new
     device: by its newest epoch, :data:`NEW_DEVICE_SPAN`)."""
-    back = spec.horizon * CONTEXT_EPOCHS
+    back = spec.window * CONTEXT_EPOCHS
     query = {m: (None if e is None else max(int(e) - back, -1)) for m, e in since_epochs.items()}
     # a device never trained: its newest NEW_DEVICE_SPAN x limit epochs, not its history
     new = [m for m, e in since_epochs.items() if e is None]
@@ -142,7 +142,7 @@ def validation_windows(
     through: for devices whose local rounds have not kept a sample yet
     (:func:`validation_samples`)."""
     through = trained_through(db, motes)
-    back = limit * HOLDOUT_MODULUS + spec.horizon * CONTEXT_EPOCHS
+    back = limit * HOLDOUT_MODULUS + spec.window * CONTEXT_EPOCHS
     since = {
         int(m): (max(through[int(m)] - back, -1) if int(m) in through else None) for m in motes
     }

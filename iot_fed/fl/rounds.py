@@ -47,16 +47,13 @@ from iot_fed.readings import CHANNELS
 _LEVEL = np.array([0.5, 1.0, 10.0, 0.01])
 _STEP = np.array([0.01, 0.02, 1.0, 0.001])
 FEATURE_STD_FLOOR = np.concatenate(
-    [
-        np.array([_STEP[i], _STEP[i], 0.1, 0.1, _STEP[i], _STEP[i], 0.1])
-        for i in range(len(CHANNELS))
-    ]
+    [np.array([_STEP[i], _STEP[i], 0.1, 0.1, _STEP[i]]) for i in range(len(CHANNELS))]
     + [_LEVEL, np.array([0.1, 0.1, 0.1])]
 )
-"""Smallest std per window feature (raw units): diff, dev, spread, run, trend, shift, rough
-per channel, then the levels, gap and time of day. A fleet where a feature is nearly
-constant must not turn tiny changes into huge z-scores."""
-assert FEATURE_STD_FLOOR.shape == (N_FEATURES,) and len(PER_CHANNEL) == 7
+"""Smallest std per window feature (raw units): diff, dev, spread, run, trend per channel,
+then the levels, gap and time of day. A fleet where a feature is nearly constant must not
+turn tiny changes into huge z-scores."""
+assert FEATURE_STD_FLOOR.shape == (N_FEATURES,) and len(PER_CHANNEL) == 5
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,15 @@ Params = dict[str, dict[str, Any]]
 """A params pytree: ``{"layer_<i>": {"w": array, "b": array}}``."""
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
-KIND = "window_ae/3"
-"""The model family and feature-set version (2: linear run length; 3: long-horizon
-``shift`` and ``rough``); a bundle of another kind is not loadable."""
+KIND = "window_ae/2"
+"""The model family and feature-set version (2: linear run length); a bundle of another
+kind is not loadable."""
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Feedforward autoencoder over window features ``n_inputs -> hidden... -> n_outputs``
-    (see :mod:`iot_fed.fl.window_features`; ``window``/``spread_k``/``horizon`` fix the
-    context)."""
+    (see :mod:`iot_fed.fl.window_features`; ``window``/``spread_k`` fix the context)."""
 
     hidden: tuple[int, ...] = (32, 16)
     activation: str = "relu"
@@ -36,7 +35,6 @@ class ModelSpec:
     n_outputs: int = N_CHANNEL_FEATURES
     window: int = 32
     spread_k: int = 8
-    horizon: int = 128
     kind: str = KIND
 
     def __post_init__(self) -> None:
@@ -52,7 +50,7 @@ class ModelSpec:
         self.window_config()  # validates window / spread_k
 
     def window_config(self) -> WindowConfig:
-        return WindowConfig(window=self.window, spread_k=self.spread_k, horizon=self.horizon)
+        return WindowConfig(window=self.window, spread_k=self.spread_k)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -92,7 +90,6 @@ class ModelSpec:
             "n_outputs": self.n_outputs,
             "window": self.window,
             "spread_k": self.spread_k,
-            "horizon": self.horizon,
             "kind": self.kind,
         }
 
@@ -106,7 +103,6 @@ class ModelSpec:
         return cls(
             window=int(d["window"]),
             spread_k=int(d["spread_k"]),
-            horizon=int(d["horizon"]),
             hidden=tuple(d["hidden"]),
             activation=str(d["activation"]),
             n_inputs=int(d["n_inputs"]),

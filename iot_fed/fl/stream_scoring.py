@@ -2,7 +2,7 @@
 
 ``score_device(bundle, history, moteid=..., epochs=..., ts_ms=..., values=...)`` scores
 new readings of one device (ascending, all newer than ``history``) and returns the
-:class:`ScoredReadings` and the new :class:`DeviceHistory` (the last ``horizon - 1``
+:class:`ScoredReadings` and the new :class:`DeviceHistory` (the last ``window - 1``
 finite readings: the context the next call needs). Scoring a series in one call gives
 exactly the same result as scoring it chunk by chunk while threading the history.
 
@@ -371,7 +371,7 @@ def _result(
     all_ts, all_x, all_ep = p.series.ts_ms, p.series.values, p.all_ep
     seg = segment_start(all_ts, bundle.spec.window_config())[-1]
     ctx = np.flatnonzero(~res.excluded)
-    ctx = ctx[ctx >= seg][-(bundle.spec.horizon - 1) :]
+    ctx = ctx[ctx >= seg][-(bundle.spec.window - 1) :]
     new_hist = DeviceHistory(  # tolist: Python ints and floats in one C call per array
         tuple(all_ep[ctx].tolist()),
         tuple(all_ts[ctx].tolist()),

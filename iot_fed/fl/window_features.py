@@ -59,7 +59,7 @@ import numpy as np
 
 from iot_fed.readings import CHANNELS
 
-PER_CHANNEL = ("diff", "dev", "spread", "run", "trend", "shift", "rough")
+PER_CHANNEL = ("diff", "dev", "spread", "run", "trend")
 """Per-channel *dynamics* features: the autoencoder's reconstruction targets."""
 SHARED = ("gap", "tod_sin", "tod_cos")
 FEATURE_NAMES = (
@@ -83,15 +83,10 @@ class WindowConfig:
     spread_k: int = 8
     period_s: float = 31.0
     reset_gap_s: float = 3600.0
-    horizon: int = 128
-    """Readings the long-horizon features (``shift``, ``rough``) look back; the context
-    a scorer keeps is ``horizon - 1`` readings."""
 
     def __post_init__(self) -> None:
         if self.window < 3 or not 2 <= self.spread_k <= self.window:
             raise ValueError(f"need window >= 3 and 2 <= spread_k <= window: {self}")
-        if self.horizon < max(self.window, 4 * self.spread_k):
-            raise ValueError(f"need horizon >= window and >= 4 spread_k: {self}")
         if self.period_s <= 0 or self.reset_gap_s <= self.period_s:
             raise ValueError(f"need 0 < period_s < reset_gap_s: {self}")
 
@@ -163,43 +158,20 @@ def window_features_at(
     ts = np.asarray(ts_ms, np.int64).reshape(-1)
     x = np.asarray(values, np.float64).reshape(-1, len(CHANNELS))
     rows = np.asarray(rows, np.int64).reshape(-1)
-    m = x.shape[0]
+    m, w = x.shape[0], cfg.window
     if ts.shape[0] != m:
         raise ValueError(f"{m} readings, {ts.shape[0]} timestamps")
     if rows.size == 0:
         return np.zeros((0, N_FEATURES)), np.zeros(0, np.int64)
     seg_start = segment_start(ts, cfg, breaks)
-    parts = [
-        _features(ts, x, rows[i : i + CHUNK_ROWS], cfg, excluded, seg_start)
-        for i in range(0, rows.size, CHUNK_ROWS)
-    ]
-    return np.concatenate([f for f, _ in parts]), np.concatenate([n for _, n in parts])
-
-
-CHUNK_ROWS = 8192
-"""Rows whose horizons are gathered at once (bounds memory: ``rows x 4 x horizon``)."""
-
-
-def _features(
-    ts: np.ndarray,
-    x: np.ndarray,
-    rows: np.ndarray,
-    cfg: WindowConfig,
-    excluded: np.ndarray | None,
-    seg_start: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`window_features_at` of one chunk of rows."""
-    w, k = cfg.window, cfg.spread_k
-    # horizon slot j of row t holds row idx[t, j]; rows before t's segment are NaN. The
-    # last ``window`` slots are the window (the same rows a ``window``-long index gives).
-    idx = context_index(x.shape[0], rows, cfg.horizon, excluded)
-    hvalid = idx >= seg_start[rows][:, None]
-    safe = np.where(hvalid, idx, rows[:, None])
-    hwin = np.ascontiguousarray(np.transpose(x[safe], (0, 2, 1)))  # (n, 4, horizon)
-    hwin[~np.broadcast_to(hvalid[:, None, :], hwin.shape)] = np.nan
+    # window j of row t holds row idx[t, j]; rows before t's segment are NaN
+    idx = context_index(m, rows, w, excluded)
+    valid = idx >= seg_start[rows][:, None]
+    safe = np.where(valid, idx, rows[:, None])
+    win = np.ascontiguousarray(np.transpose(x[safe], (0, 2, 1)))  # (n, 4, w)
+    win[~np.broadcast_to(valid[:, None, :], win.shape)] = np.nan
     tp = ts.astype(np.float64) / (1000.0 * cfg.period_s)
-    htwin = np.where(hvalid, tp[safe] - tp[rows][:, None], np.nan)  # periods before this one
-    win, twin, valid = hwin[:, :, -w:], htwin[:, -w:], hvalid[:, -w:]
+    twin = np.where(valid, tp[safe] - tp[rows][:, None], np.nan)  # periods before this one
 
     cur = win[:, :, -1]
     ctx = win[:, :, :-1]
@@ -207,6 +179,7 @@ def _features(
     dtp = np.where(valid[:, -2], -twin[:, -2], np.nan)  # since the newest context reading
     has_prev = rows - 1 >= seg_start[rows]
     dprev = np.where(has_prev, tp[rows] - tp[np.maximum(rows - 1, 0)], np.nan)
+    k = cfg.spread_k
     with np.errstate(invalid="ignore", divide="ignore"):
         # change since the recent past: vs the median of the previous 3 readings, so the
         # reading after a single spike is not judged against the spike
@@ -225,12 +198,9 @@ def _features(
         first = win[:, :, :k]
         trend = med_last - _nanmedian(first, valid[:, :k].sum(axis=1))
         trend[~valid[:, 0]] = np.nan  # needs a full window
-        shift = med_last - _nanmedian(hwin[:, :, :k], hvalid[:, :k].sum(axis=1))
-        shift[~hvalid[:, 0]] = np.nan  # needs a full horizon
-        rough = _roughness(hwin, htwin, 2 * k)
     gap = np.where(has_prev, np.log1p(np.maximum(dprev - 1.0, 0.0)), np.nan)
     phase = 2.0 * np.pi * (np.mod(ts[rows], MS_PER_DAY) / MS_PER_DAY)
-    per_channel = np.stack([diff, dev, spread, run, trend, shift, rough], axis=2)  # (n, 4, 7)
+    per_channel = np.stack([diff, dev, spread, run, trend], axis=2)  # (n, 4, 5)
     feats = np.concatenate(
         [
             per_channel.reshape(len(rows), -1),
@@ -240,35 +210,6 @@ def _features(
         axis=1,
     )
     return feats, n_ctx.astype(np.int64)
-
-
-ROUGH_TRIM = 8
-""":func:`_roughness` leaves out the largest ``1 / ROUGH_TRIM`` of the steps, at least two
-(one spike's way up and down)."""
-
-
-def _roughness(hwin: np.ndarray, htwin: np.ndarray, r: int) -> np.ndarray:
-    """``log`` of the trimmed RMS reading-to-reading step over the last ``r`` steps minus
-    that over the horizon's steps before them (each step scaled by ``sqrt`` of its gap):
-    noise against the device's own recent past. NaN without ``r`` recent steps and at
-    least ``r`` earlier ones."""
-    dt = np.sqrt(np.maximum(np.diff(htwin, axis=1), 1.0))
-    steps = np.diff(hwin, axis=2) / dt[:, None, :]  # NaN where either reading is missing
-    now, before = _trimmed_rms(steps[:, :, -r:]), _trimmed_rms(steps[:, :, :-r])
-    out = np.log(now[0] + SPREAD_FLOOR) - np.log(before[0] + SPREAD_FLOOR)
-    out[(now[1] < r) | (before[1] < r)] = np.nan
-    return out
-
-
-def _trimmed_rms(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RMS of the finite values over the last axis but the largest (:data:`ROUGH_TRIM`),
-    and how many finite values there were."""
-    sq = np.sort(np.square(a), axis=-1)  # NaN sorts last
-    cnt = np.count_nonzero(~np.isnan(sq), axis=-1)
-    keep = np.maximum(cnt - np.maximum(cnt // ROUGH_TRIM, 2), 1)
-    cs = np.cumsum(np.nan_to_num(sq), axis=-1)
-    tot = np.take_along_axis(cs, (keep - 1)[..., None], axis=-1)[..., 0]
-    return np.sqrt(tot / keep), cnt
 
 
 def _nanmedian(a: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -137,6 +137,13 @@ def test_one_incident_share_counts_misses_splits_and_tails() -> None:
     share = one_incident_share(flags, ev, device, ts, 1800.0)
     assert share == pytest.approx(1 / 4)
     assert one_incident_share(flags, ev[:1], device, ts, 1800.0) == 1.0
+    # another fault's episode just before opened the incident this one extends: one
+    flags[80] = True
+    other = [{"position": 80, "length": 5}]
+    assert one_incident_share(flags, ev[:1], device, ts, 1800.0, other) == 1.0
+    flags[140] = True  # a clean reading flagged 11 after: joins, still one incident
+    flags[200] = True  # 71 after: a tail of alarms
+    assert one_incident_share(flags, ev[:1], device, ts, 1800.0, other) == 0.0
     assert one_incident_share(flags, [], device, ts, 1800.0) is None
 
 
