@@ -15,6 +15,7 @@ flag can split an incident in two).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -116,3 +117,46 @@ def at_budget(
         fl / days if days else float("nan"),
         bound,
     )
+
+
+def one_incident_share(
+    flags: np.ndarray,
+    events: Sequence[dict[str, Any]],
+    device: np.ndarray,
+    ts_ms: np.ndarray,
+    quiet_s: float,
+    others: Sequence[dict[str, Any]] = (),
+) -> float | None:
+    """Share of ``events`` (``position``, ``length`` into the rows, sorted by device then
+    time) whose flagged readings all belong to one incident: those of the episode and of
+    the clean readings until ``2 x quiet_s`` of data time after its last one (or the
+    device's next episode). None without events. No flag is a miss; two incidents or
+    more are an episode split, or a tail of alarms after it. Readings of ``others``
+    (episodes of other faults injected at the same time) are not counted; an incident
+    that an earlier episode opened and this one extends counts as its one incident."""
+    if not events:
+        return None
+    dev, ts = np.asarray(device), np.asarray(ts_ms, np.int64)
+    fl = np.asarray(flags, bool)
+    incident = np.cumsum(incident_starts(dev, ts, fl, quiet_s))  # id of a flag's incident
+    tail_ms = int(2 * quiet_s * 1000)
+    other = np.zeros(dev.size, bool)
+    for e in others:
+        other[e["position"] : e["position"] + e["length"]] = True
+    starts = np.sort([e["position"] for e in [*events, *others]])
+    new = np.ones(dev.size, bool)
+    new[1:] = dev[1:] != dev[:-1]
+    first = np.flatnonzero(new)
+    dev_end = np.repeat(np.append(first[1:], dev.size), np.diff(np.append(first, dev.size)))
+    ones = 0
+    for e in events:
+        a, last = e["position"], e["position"] + e["length"] - 1
+        end = int(dev_end[a])
+        hi = a + int(np.searchsorted(ts[a:end], ts[last] + tail_ms, side="right"))
+        later = starts[np.searchsorted(starts, last, side="right") :]
+        if later.size:
+            hi = min(hi, int(later[0]))
+        rows = np.arange(a, hi)
+        rows = rows[fl[rows] & ~other[rows]]
+        ones += int(np.unique(incident[rows]).size == 1)
+    return ones / len(events)

@@ -133,7 +133,7 @@ def _m90(x: float | None, smallest: float) -> str:
 
 def sensitivity_markdown(results: dict[str, Any]) -> str:
     """The sweep's tables: operating points, then per variant x method the magnitude
-    reaching the target recall, recall and PR-AUC at magnitude 1."""
+    reaching the target recall, recall, PR-AUC and the one-incident share at magnitude 1."""
     ops, table = results["operating_points"], results["table"]
     methods = list(ops)
     variants = list(results["curves"])
@@ -162,9 +162,10 @@ def sensitivity_markdown(results: dict[str, Any]) -> str:
         ),
         ("Event recall at magnitude 1", "recall_at_1", _f),
         ("PR-AUC at magnitude 1", "pr_auc_at_1", _f),
+        ("Episodes yielding exactly one incident at magnitude 1", "one_incident_at_1", _f),
     ):
         rows = [
-            f"| {v} | " + " | ".join(fmt(cell[(v, m)][key]) for m in methods) + " |"
+            f"| {v} | " + " | ".join(fmt(cell[(v, m)].get(key)) for m in methods) + " |"
             for v in variants
         ]
         out.append(f"\n{title}:\n\n{head}\n" + "\n".join(rows))

@@ -12,10 +12,11 @@
    into the test part (:mod:`iot_fed.evaluation.faults`, magnitude 1.0: the benchmark's
    injector), a variant's share of rows ``rate``, at most one shape of a type per
    injection; per variant and method: event recall at the operating point and PR-AUC
-   (threshold-free; normal rows plus that variant's rows);
+   (threshold-free; normal rows plus that variant's rows) and the share of episodes that
+   yield exactly one incident (:func:`~iot_fed.evaluation.operating_point.one_incident_share`);
 4. per variant and method: the magnitude from which event recall stays at or above
    ``target_recall`` (linear between the grid's magnitudes; None when even the largest
-   misses it), recall and PR-AUC at magnitude 1.
+   misses it), recall, PR-AUC and the one-incident share at magnitude 1.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ from iot_fed.evaluation import datasets as ds
 from iot_fed.evaluation import methods as mt
 from iot_fed.evaluation.faults import FAULT_TYPES, SHAPES, FaultConfig, inject_faults
 from iot_fed.evaluation.metrics import average_precision, event_report
-from iot_fed.evaluation.operating_point import OperatingPoint, at_budget, flags_at
+from iot_fed.evaluation.operating_point import (
+    OperatingPoint,
+    at_budget,
+    flags_at,
+    one_incident_share,
+)
 from iot_fed.readings import epoch_ms
 
 VARIANTS = tuple(
@@ -206,7 +212,8 @@ def sweep(p: bm.Prepared, scorers: dict[str, Scorer], cfg: SweepConfig) -> dict[
         for name, f in scorers.items()
     }
     curves: dict[str, dict[str, dict[str, list[Any]]]] = {
-        v: {m: {"recall": [], "pr_auc": [], "n_events": []} for m in scorers} for v in cfg.variants
+        v: {m: {"recall": [], "pr_auc": [], "n_events": [], "one_incident": []} for m in scorers}
+        for v in cfg.variants
     }
     for mag in cfg.magnitudes:
         for fc in cfg.injections(mag):
@@ -224,6 +231,11 @@ def sweep(p: bm.Prepared, scorers: dict[str, Scorer], cfg: SweepConfig) -> dict[
                     c["recall"].append(ev["event_recall"])
                     c["n_events"].append(ev["n_events"])
                     c["pr_auc"].append(average_precision(ft[sel] == t, s[sel]))
+                    mine = [e for e in inj.events if e["type"] == t]
+                    rest = [e for e in inj.events if e["type"] != t]
+                    c["one_incident"].append(
+                        one_incident_share(flags, mine, device, ts, cfg.quiet_s, rest)
+                    )
     mags = list(cfg.magnitudes)
     at1 = mags.index(1.0) if 1.0 in mags else None
     table = [
@@ -233,6 +245,7 @@ def sweep(p: bm.Prepared, scorers: dict[str, Scorer], cfg: SweepConfig) -> dict[
             "magnitude_at_target": magnitude_reaching(mags, c["recall"], cfg.target_recall),
             "recall_at_1": None if at1 is None else c["recall"][at1],
             "pr_auc_at_1": None if at1 is None else c["pr_auc"][at1],
+            "one_incident_at_1": None if at1 is None else c["one_incident"][at1],
         }
         for v, per in curves.items()
         for name, c in per.items()

@@ -41,10 +41,16 @@ a slow drift for longer): 64 lowers those magnitudes by 10-30 % and raises PR-AU
 offset, noise, drift and battery, with spike / stuck / battery unchanged; 128 adds
 little over 64. The default stays 32 for now: with 64 the service test
 ``test_promotion_replay.py::test_a_sane_second_version_is_compared_and_promoted`` fails
-(its second version is not promoted; not investigated). Not tried yet: a residual-spread
-feature against the device's own recent past (jitter noise) and neighbour context (the
-generated motes' slow wander is independent per mote, so the benchmark data cannot show
-what neighbours would add).
+(its second version is not promoted; not investigated). Also tried (commit 6d6fc7b,
+reverted): next to the 32-reading window, a 128-reading horizon with per channel
+``shift`` (recent median minus the horizon's oldest) and ``rough`` (trimmed RMS step of
+the last 16 steps against the horizon's earlier ones: noise against the device's own
+recent past). On a 12-mote, 2-day sweep it left the magnitudes for drift and jitter noise
+unchanged, lowered PR-AUC on stuck and drift (more residuals in the max raise the
+operating threshold), and on less than a day of training flagged the daily cycle's
+hourly change. Not tried: neighbour context (the generated motes' slow wander is
+independent per mote, so the benchmark data cannot show what neighbours would add).
+Figures: docs/detector.md.
 
 Every row's features depend only on that row's window contents, laid out the same way in
 every call, so scoring a series whole or chunk by chunk (threading the last

@@ -14,7 +14,7 @@ import pytest
 from iot_fed.analytics.incidents import advance
 from iot_fed.evaluation import benchmark as bm
 from iot_fed.evaluation.faults import FaultConfig, inject_faults
-from iot_fed.evaluation.operating_point import at_budget, count_incidents
+from iot_fed.evaluation.operating_point import at_budget, count_incidents, one_incident_share
 from iot_fed.evaluation.plots import plot_sensitivity
 from iot_fed.evaluation.report import sensitivity_markdown
 from iot_fed.evaluation.sensitivity import (
@@ -118,6 +118,33 @@ def test_operating_point_keeps_the_budget_and_refuses_a_flood() -> None:
     # constant scores: flagging all would be 2 incidents, within budget, but a flood
     flat = at_budget(np.zeros(2 * n), device, ts, 1800.0, incidents_per_device_day=3.0)
     assert flat.bound_by == "flagged" and flat.flagged == 0
+
+
+def test_one_incident_share_counts_misses_splits_and_tails() -> None:
+    p = 31_000  # one reading per 31 s; quiet 1800 s is 58 readings
+    device = np.repeat([1, 2], 600)
+    ts = np.tile(np.arange(600) * p, 2)
+    ev = [
+        {"position": 100, "length": 30},  # one incident
+        {"position": 300, "length": 30},  # missed
+        {"position": 700, "length": 30},  # split in two (device 2)
+        {"position": 1000, "length": 30},  # a tail of alarms after it
+    ]
+    flags = np.zeros(1200, bool)
+    flags[[100, 110, 129]] = True  # 10 and 19 readings apart: one incident
+    flags[[700, 790]] = True  # 90 readings apart: two incidents
+    flags[[1000, 1109]] = True  # the second 80 readings after the episode's end
+    share = one_incident_share(flags, ev, device, ts, 1800.0)
+    assert share == pytest.approx(1 / 4)
+    assert one_incident_share(flags, ev[:1], device, ts, 1800.0) == 1.0
+    # another fault's episode just before opened the incident this one extends: one
+    flags[80] = True
+    other = [{"position": 80, "length": 5}]
+    assert one_incident_share(flags, ev[:1], device, ts, 1800.0, other) == 1.0
+    flags[140] = True  # a clean reading flagged 11 after: joins, still one incident
+    flags[200] = True  # 71 after: a tail of alarms
+    assert one_incident_share(flags, ev[:1], device, ts, 1800.0, other) == 0.0
+    assert one_incident_share(flags, [], device, ts, 1800.0) is None
 
 
 def test_magnitude_reaching() -> None:
