@@ -155,7 +155,8 @@ def round_step(
     assert r is not None
     state = round_shards(instance, r.id)
     late = s.round_deadline_s > 0 and time.time() - r.started >= s.round_deadline_s
-    closed = r.closed or state.finished or late
+    # past the deadline the shards that finished are aggregated, if any did
+    closed = r.closed or state.finished or (late and bool(state.succeeded))
     nxt.round = OpenRound(r.id, r.started, closed)
     if not closed:
         return []
