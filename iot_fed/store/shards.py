@@ -61,9 +61,7 @@ def device_progress(db: Database, shard: str | None = None) -> dict[int, DeviceP
     }
 
 
-def plan_shards(
-    assigned: Mapping[int, str], new: Iterable[int], per_shard: int
-) -> dict[int, str]:
+def plan_shards(assigned: Mapping[int, str], new: Iterable[int], per_shard: int) -> dict[int, str]:
     """Shards for ``new`` devices (in mote id order): fill the newest shard up to
     ``per_shard`` devices, then open the next. Pure: :func:`assign_shards` stores it."""
     if per_shard < 1:

@@ -2,15 +2,17 @@
 on real Kafka and MongoDB (issue #13).
 
 Two batches of readings are produced (and landed by an ingester); the first one's
-training run is in its ``local_model`` step when the daemon is killed. After a restart,
-the sensor's cursor and the run keys still give exactly one successful training per batch,
-every reading is landed exactly once, and every device has one local model per batch:
+shard run (the fleet is one shard) is in its ``local_model`` step when the daemon is
+killed. After a restart, the sensor's cursor and the run keys still give exactly one
+successful training per batch, every reading is landed exactly once, and every device has
+one local model per batch:
 
 - daemon only: the run worker survives its launcher and finishes the run;
 - the daemon's whole process tree (daemon, code server, run worker): the run is left
   STARTED with nobody to finish it; run monitoring fails it once it is older than its
-  ``dagster/max_runtime`` tag, ``run_retries`` re-executes it, and meanwhile the sensor
-  holds the ready devices instead of launching a second training.
+  ``dagster/max_runtime`` tag, ``run_retries`` re-executes it (the retry carries its
+  round's tag), and meanwhile the sensor holds the round open instead of launching a
+  second training.
 """
 
 from __future__ import annotations

@@ -39,7 +39,10 @@ def shard_run(instance, req: dg.RunRequest, status: dg.DagsterRunStatus) -> dg.D
     return instance.create_run_for_job(
         job_def=job,
         asset_selection=frozenset(req.asset_selection),
-        tags={**req.tags, "dagster/partition": req.partition_key},
+        tags={
+            **req.tags,
+            **({"dagster/partition": req.partition_key} if req.partition_key else {}),
+        },
         status=status,
     )
 
