@@ -135,17 +135,26 @@ def test_landed_batch_is_a_sensor_readings_materialization(pipeline_env, instanc
     assert again.asset_events == [] and again.run_requests == []
 
 
-def test_a_round_closes_when_its_runs_ended_and_retrains_a_failed_shard(
-    two_per_shard, instance, settings
-):
-    env, db = two_per_shard, two_per_shard["db"]
+def round_of_two_shards(env, instance, settings, second: dg.DagsterRunStatus):
+    """4 ready devices in 2 shards: the first shard's run succeeded (its devices trained),
+    the second's run is in ``second``. Returns the tick and the two runs."""
+    db = env["db"]
     produce_readings(settings, env["topic"], readings_frame(4 * 25, motes=4))
     ingest_all(get_settings(), db, 100)
     first = tick(instance, env["resources"], None)
-    ok, failed = first.run_requests
+    ok, other = first.run_requests
     shard_run(instance, ok, dg.DagsterRunStatus.SUCCESS)
     trained(db, [1, 2])
-    run = shard_run(instance, failed, dg.DagsterRunStatus.STARTED)
+    return first, ok, other, shard_run(instance, other, second)
+
+
+def test_a_round_closes_when_its_runs_ended_and_retrains_a_failed_shard(
+    two_per_shard, instance, settings
+):
+    env = two_per_shard
+    first, ok, failed, run = round_of_two_shards(
+        env, instance, settings, dg.DagsterRunStatus.STARTED
+    )
     assert tick(instance, env["resources"], first.cursor).run_requests == [], "still running"
     instance.report_run_failed(run)
 
@@ -162,13 +171,7 @@ def test_a_round_past_its_deadline_closes_without_its_running_shard(
     two_per_shard, instance, settings
 ):
     env, db = two_per_shard, two_per_shard["db"]
-    produce_readings(settings, env["topic"], readings_frame(4 * 25, motes=4))
-    ingest_all(get_settings(), db, 100)
-    first = tick(instance, env["resources"], None)
-    ok, stuck = first.run_requests
-    shard_run(instance, ok, dg.DagsterRunStatus.SUCCESS)
-    trained(db, [1, 2])
-    shard_run(instance, stuck, dg.DagsterRunStatus.STARTED)
+    first, _, _, _ = round_of_two_shards(env, instance, settings, dg.DagsterRunStatus.STARTED)
     cur = StreamCursor.parse(first.cursor)
     cur.round.started -= get_settings().round_deadline_s  # the deadline has passed
     closing = tick(instance, env["resources"], cur.dump())
