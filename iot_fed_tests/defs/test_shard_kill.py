@@ -2,11 +2,13 @@
 ``DefaultRunLauncher`` (each run its own ``dagster api execute_run`` process) and the real
 ``dagster-daemon``, on real Kafka and MongoDB (issue #26).
 
-The round's deadline passes with the killed run still STARTED: the round aggregates the
-other shard and its global version records the killed shard as missing. Run monitoring
-fails the orphan once it is older than its ``dagster/max_runtime`` tag (the daemon's own
-run retries are off here, so the sensor's mechanism is what is tested); the next round
-retrains the killed shard's devices, whose trained-through counts never advanced.
+Dagster's code server sees its run process die by SIGKILL and fails the run; the round
+then has ended: it aggregates the other shard, and its global version records the killed
+shard (failed; missing had the round's deadline come first). The daemon's own run retries
+are off here, so the sensor's mechanism is what is tested: the killed run stored nothing
+and advanced no trained-through count, so the next round retrains the shard's devices.
+(A run left STARTED with nobody to report it, the daemon's whole process tree killed, is
+aggregated without at the round's deadline: test_sensor.py.)
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def test_a_killed_shard_run_is_left_out_then_retrained(
     assert sorted(x["device"] for x in second["lineage"]) == ["3", "4"]
     runs = [r for r in training_runs(instance) if r.tags["dagster/partition"] == "shard-0001"]
     statuses = sorted(r.status.value for r in runs)
-    assert statuses == ["FAILURE", "SUCCESS"], "the orphan failed by monitoring, then retrained"
+    assert statuses == ["FAILURE", "SUCCESS"], "the killed run failed, then its shard retrained"
     assert {d: db.local_models.count_documents({"device": d}) for d in "1234"} == dict.fromkeys(
         "1234", 1
     ), "each device trained once: the killed run stored nothing"
