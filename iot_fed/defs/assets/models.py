@@ -219,8 +219,8 @@ def global_model(
 
     s = settings.get(**overrides(config))
     round_id = context.run.tags.get(ROUND_TAG)
-    shards = round_shards(context.instance, round_id).record() if round_id else None
-    out = aggregate_global_model(mongodb.db, s, seed=s.seed, round_record=shards)
+    record = round_shards(context.instance, round_id).record() if round_id else None
+    out = aggregate_global_model(mongodb.db, s, seed=s.seed, round_record=record)
     if out.rejected:
         context.log.warning("local models left out: %s", out.rejected)
     if out.version is None:
@@ -237,7 +237,7 @@ def global_model(
             "parent_val_loss": m["parent_val_loss"],
             "train_loss_after": m["train_loss_after"],
             "rejected_local_models": out.rejected or "none",
-            **(round_metadata(shards) if shards else {}),
+            **(round_metadata(record) if record else {}),
             "dp": {"clip_norm": s.dp_clip_norm, "noise_multiplier": s.dp_noise_multiplier},
             **(calibration_metadata(out.calibration, out.held_out) if out.calibration else {}),
         },
