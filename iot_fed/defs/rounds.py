@@ -11,13 +11,15 @@ import dagster as dg
 from iot_fed.defs.partitions import ROUND_TAG
 
 PARTITION_TAG = "dagster/partition"
+WILL_RETRY_TAG = "dagster/will_retry"
+"""Dagster tags a failed run ``true`` when ``run_retries`` will re-execute it."""
 FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
 @dataclass(frozen=True)
 class RoundShards:
     """The shards of one round by the state of their newest run (a retry replaces its
-    parent: it carries the parent's tags)."""
+    parent: it carries the parent's tags; a failed run that will be retried is running)."""
 
     round_id: str
     succeeded: list[str] = field(default_factory=list)
@@ -50,7 +52,7 @@ def round_shards(instance: dg.DagsterInstance, round_id: str) -> RoundShards:
     for shard, run in sorted(newest.items()):
         if run.status == dg.DagsterRunStatus.SUCCESS:
             out.succeeded.append(shard)
-        elif run.status in FAILED:
+        elif run.status in FAILED and run.tags.get(WILL_RETRY_TAG) != "true":
             out.failed.append(shard)
         else:
             out.running.append(shard)

@@ -157,6 +157,9 @@ def test_a_round_closes_when_its_runs_ended_and_retrains_a_failed_shard(
     )
     assert tick(instance, env["resources"], first.cursor).run_requests == [], "still running"
     instance.report_run_failed(run)
+    instance.add_run_tags(run.run_id, {"dagster/will_retry": "true"})  # run_retries' mark
+    assert tick(instance, env["resources"], first.cursor).run_requests == [], "retry coming"
+    instance.add_run_tags(run.run_id, {"dagster/will_retry": "false"})
 
     closing = tick(instance, env["resources"], first.cursor)
     [agg] = closing.run_requests
