@@ -1,4 +1,7 @@
-"""Dagster's ``devices`` dynamic partitions at 1,000 / 10,000 / 100,000 keys (issue #26).
+"""Dagster's dynamic partitions at 1,000 / 10,000 / 100,000 keys, one per device: the
+per-device ``devices`` partitions ``local_model`` had before decision 0009 moved it to
+shard partitions (issue #26). The keys are this benchmark's own partitions definition (the
+alternative measured); the sensor tick is today's ``iot_stream_sensor`` (shard runs).
 
 On a throwaway database of the project's PostgreSQL, with the instance ``iot-fed run``
 writes (its pooled storages, ``DAGSTER_EVENT_BATCH_SIZE``), the partitions grow to each
@@ -64,10 +67,12 @@ from dagster._serdes import serialize_value  # noqa: E402
 from iot_fed.config import get_settings, load_settings  # noqa: E402
 from iot_fed.definitions import defs  # noqa: E402
 from iot_fed.defs.assets.models import outcomes_table  # noqa: E402
-from iot_fed.defs.partitions import devices  # noqa: E402
 from iot_fed.defs.resources import MongoDBResource, SettingsResource  # noqa: E402
 from iot_fed.federation.outcomes import DeviceOutcome  # noqa: E402
 from iot_fed.services import manager  # noqa: E402
+
+devices = dg.DynamicPartitionsDefinition(name="devices")
+"""One key per device: the partitions decision 0009 measured and replaced by shards."""
 from iot_fed.services.dagster_instance import configure  # noqa: E402
 from iot_fed.store.client import connect  # noqa: E402
 from iot_fed.store.collections import INGEST_DEVICES  # noqa: E402
@@ -174,7 +179,11 @@ def tick(definitions: dg.Definitions, instance: dg.DagsterInstance, resources: d
     """One ``iot_stream_sensor`` evaluation as the daemon makes it (resources built per tick)."""
     sensor = definitions.get_sensor_def("iot_stream_sensor")
     with dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=resources, definitions=definitions
+        instance=instance,
+        cursor=cursor,
+        resources=resources,
+        definitions=definitions,
+        instance_ref=instance.get_ref(),  # as the daemon's: run requests' shards are checked
     ) as ctx:
         return sensor.evaluate_tick(ctx)
 

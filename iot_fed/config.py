@@ -219,6 +219,18 @@ class Settings(BaseSettings):
         "promoted version gets a Spark evaluation report)",
     )
     min_new_samples: int = Field(20, ge=1, description="new readings before a device trains")
+    devices_per_shard: int = Field(
+        1000,
+        ge=1,
+        description="devices per training shard (a local_model partition, one run per round); "
+        "a device keeps the shard it got when it first landed",
+    )
+    round_deadline_s: int = Field(
+        900,
+        ge=0,
+        description="seconds after a round's start after which it aggregates the shards that "
+        "finished, recording the missing ones (0: wait for every shard run to end)",
+    )
     training_run_max_runtime_s: int = Field(
         900, ge=10, description="a training run older than this is failed (and retried)"
     )

@@ -11,18 +11,19 @@ from iot_fed.defs.resources import MongoDBResource, SettingsResource
 @dg.asset_check(
     asset=local_model,
     name="device_models_fresh",
-    description="every device with readings has a local model younger than "
+    description="every landed device has a local model younger than "
     "device_freshness_s (warning, not blocking)",
 )
 def device_models_fresh(
     context: dg.AssetCheckExecutionContext, mongodb: MongoDBResource, settings: SettingsResource
 ) -> dg.AssetCheckResult:
     from iot_fed.store import repository as repo
+    from iot_fed.store.ingest_progress import landed_per_device
 
     s = settings.get()
     db = mongodb.db
     now = dt.datetime.now(dt.UTC)
-    known = context.instance.get_dynamic_partitions("devices")
+    known = [str(m) for m in sorted(landed_per_device(db))]
     models = repo.latest_local_models(db, known)
     stale, missing = {}, []
     for device in known:

@@ -5,6 +5,7 @@ version, and (separately) promote."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,12 +101,19 @@ def load_round(db: Database) -> RoundInputs:
     )
 
 
-def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> GlobalOutcome:
+def aggregate_global_model(
+    db: Database,
+    settings: Settings,
+    seed: int = 0,
+    round_record: Mapping[str, Any] | None = None,
+) -> GlobalOutcome:
     """Aggregate local models newer than the latest global version into a new version:
     one batched load (:func:`load_round`), the server update in :mod:`iot_fed.fl`, one
     batched save (the per-device params, then the version document).
 
-    The new version is stored unpromoted with lineage and validation metrics; promotion is
+    ``round_record``: the round's shards (included, failed, missing), stored with the version
+    as ``metrics.round``. The new version is stored unpromoted with lineage and validation
+    metrics; promotion is
     :func:`promote_if_better` (the Dagster layer runs it behind a blocking asset check).
     """
     inputs = load_round(db)
@@ -165,6 +173,8 @@ def aggregate_global_model(db: Database, settings: Settings, seed: int = 0) -> G
         "learning_short_span": len(short_span),
         "threshold_quantile": out.thresholds.quantile,
     }
+    if round_record is not None:
+        metrics["round"] = dict(round_record)
     agg = scfg.aggregation
     shared, device_rows = split(bundle, lineage)
     doc = repo.save_global_model(

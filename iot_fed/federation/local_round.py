@@ -23,6 +23,10 @@ from iot_fed.fl.training import TrainConfig
 from iot_fed.store import repository as repo
 from iot_fed.store.device_state import read_device_states
 
+DEVICE_CHUNK = 256
+"""Devices per vmapped call: a shard run of more trains chunk by chunk on one compiled
+shape, so its memory is bounded by the chunk whatever the shard size."""
+
 
 @dataclass
 class StartingPoint:
@@ -62,7 +66,7 @@ def train_local_models(
     """
     enable_compilation_cache(settings.data_dir / "jax_cache")
     spec = ModelSpec.from_settings(settings)
-    cfg = TrainConfig.from_settings(settings)
+    cfg = TrainConfig.from_settings(settings, device_chunk=DEVICE_CHUNK)
     quantile = ServerConfig.from_settings(settings).quantile
     # one batched load: the warm start, each device's newest version and trained-through
     # epoch, its readings since then, its kept held-out sample

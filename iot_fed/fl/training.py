@@ -68,6 +68,10 @@ class TrainConfig:
     momentum: float = 0.0
     min_device_bucket: int = 8
     min_step_bucket: int = 1
+    device_chunk: int = 0
+    """More devices than this are trained in chunks of this many device slots, one call
+    each on the same compiled shape (memory bounded by the chunk, not the run); 0: one
+    call. Results equal one call's: a device's shuffle depends on its id, not its slot."""
     evaluate: bool = True
     """Score every device's data with the global and the trained params (loss_before,
     loss_after); ~2 extra forward passes. ``False``: those fields are NaN."""
@@ -186,8 +190,8 @@ def _get_trainer(spec: ModelSpec, cfg: TrainConfig) -> _Trainer:
 
 
 def _trainer_for(spec: ModelSpec, cfg: TrainConfig) -> _Trainer:
-    # the bucket minima are not part of the compiled computation's identity
-    return _get_trainer(spec, replace(cfg, min_device_bucket=1, min_step_bucket=1))
+    # the bucket minima and the chunk are not part of the compiled computation's identity
+    return _get_trainer(spec, replace(cfg, min_device_bucket=1, min_step_bucket=1, device_chunk=0))
 
 
 def _as_f32(params: Params) -> Params:
@@ -259,6 +263,39 @@ def train_devices(
     if per_device_loop:
         return _train_loop(global_params, data, spec, cfg, seed, ids)
     slots, rows = padded_shape(data, cfg)
+    chunk = cfg.device_chunk
+    if not chunk or d <= chunk:
+        return _train_call(global_params, data, ids, spec, cfg, seed, slots, rows)
+    slots = bucket_size(chunk)  # every chunk (the last one too) has this compiled shape
+    parts = [
+        _train_call(
+            global_params, data[i : i + chunk], ids[i : i + chunk], spec, cfg, seed, slots, rows
+        )
+        for i in range(0, d, chunk)
+    ]
+    return TrainResult(
+        {
+            k: {m: np.concatenate([p.params[k][m] for p in parts]) for m in layer}
+            for k, layer in parts[0].params.items()
+        },
+        np.concatenate([p.n_samples for p in parts]),
+        np.concatenate([p.loss_before for p in parts]),
+        np.concatenate([p.loss_after for p in parts]),
+    )
+
+
+def _train_call(
+    global_params: Params,
+    data: list[tuple[np.ndarray, np.ndarray]],
+    ids: np.ndarray,
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    seed: int,
+    slots: int,
+    rows: int,
+) -> TrainResult:
+    """One jitted, vmapped call over ``data`` padded to ``(slots, rows)``."""
+    d = len(data)
     x, y, n = _pad(data, spec, slots, rows)
     order = np.tile(np.arange(rows, dtype=np.int32), (slots, cfg.local_epochs))
     order[:d] = epoch_orders(seed, ids, n[:d], rows, cfg.local_epochs).reshape(d, -1)

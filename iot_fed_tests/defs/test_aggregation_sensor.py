@@ -17,8 +17,8 @@ def evaluate(instance: dg.DagsterInstance, cursor: str | None):
 
 def test_requests_once_per_new_local_models(instance):
     assert evaluate(instance, None).run_requests == []  # nothing trained yet
-    instance.add_dynamic_partitions("devices", ["1", "2"])
-    for key in ("1", "2"):
+    instance.add_dynamic_partitions("shards", ["shard-0000", "shard-0001"])
+    for key in ("shard-0000", "shard-0001"):
         instance.report_runless_asset_event(dg.AssetMaterialization("local_model", partition=key))
     first = evaluate(instance, None)
     assert len(first.run_requests) == 1
@@ -26,13 +26,17 @@ def test_requests_once_per_new_local_models(instance):
     # Same cursor again: the same run key (Dagster dedupes); advanced cursor: nothing new.
     assert evaluate(instance, None).run_requests[0].run_key == first.run_requests[0].run_key
     assert evaluate(instance, first.cursor).run_requests == []
-    instance.report_runless_asset_event(dg.AssetMaterialization("local_model", partition="1"))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("local_model", partition="shard-0000")
+    )
     assert len(evaluate(instance, first.cursor).run_requests) == 1
 
 
 def test_skips_local_models_already_aggregated_in_their_run(instance):
-    instance.add_dynamic_partitions("devices", ["1"])
-    instance.report_runless_asset_event(dg.AssetMaterialization("local_model", partition="1"))
+    instance.add_dynamic_partitions("shards", ["shard-0000"])
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("local_model", partition="shard-0000")
+    )
     instance.report_runless_asset_event(dg.AssetMaterialization("global_model"))
     data = evaluate(instance, None)
     assert data.run_requests == [] and data.cursor is not None

@@ -2,15 +2,17 @@
 on real Kafka and MongoDB (issue #13).
 
 Two batches of readings are produced (and landed by an ingester); the first one's
-training run is in its ``local_model`` step when the daemon is killed. After a restart,
-the sensor's cursor and the run keys still give exactly one successful training per batch,
-every reading is landed exactly once, and every device has one local model per batch:
+shard run (the fleet is one shard) is in its ``local_model`` step when the daemon is
+killed. After a restart, the sensor's cursor and the run keys still give exactly one
+successful training per batch, every reading is landed exactly once, and every device has
+one local model per batch:
 
 - daemon only: the run worker survives its launcher and finishes the run;
 - the daemon's whole process tree (daemon, code server, run worker): the run is left
   STARTED with nobody to finish it; run monitoring fails it once it is older than its
-  ``dagster/max_runtime`` tag, ``run_retries`` re-executes it, and meanwhile the sensor
-  holds the ready devices instead of launching a second training.
+  ``dagster/max_runtime`` tag, ``run_retries`` re-executes it (the retry carries its
+  round's tag), and meanwhile the sensor holds the round open instead of launching a
+  second training.
 """
 
 from __future__ import annotations
@@ -72,4 +74,5 @@ def test_daemon_killed_during_a_training_run_trains_each_batch_once(
     motes = [str(m) for m in range(1, DEVICES + 1)]
     per_device = {m: db.local_models.count_documents({"device": m}) for m in motes}
     assert per_device == dict.fromkeys(motes, 2), "one local model per device per batch"
-    assert repo.promoted_global_model(db) is not None
+    # the round's aggregation is its own run, requested once the shard run ended
+    wait_for("a promoted version", lambda: repo.promoted_global_model(db), daemon, 240)

@@ -31,7 +31,6 @@ def aggregate(instance, resources, raise_on_error: bool = True):
 def first_round(env, instance, per_mote: int) -> None:
     """Devices 1-3 with ``per_mote`` readings each: trained in one run, then aggregated."""
     upsert_readings(env["db"], readings_to_docs(diurnal_readings(3, per_mote)))
-    instance.add_dynamic_partitions("devices", ["1", "2", "3"])
     assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
     assert aggregate(instance, env["resources"]).success
 
@@ -39,7 +38,6 @@ def first_round(env, instance, per_mote: int) -> None:
 def test_three_devices_one_run_then_versions_and_lineage(pipeline_env, instance):
     env, db = pipeline_env, pipeline_env["db"]
     upsert_readings(db, readings_to_docs(diurnal_readings(3, 400)))
-    instance.add_dynamic_partitions("devices", ["1", "2", "3"])
 
     res = run_devices(instance, env["resources"], ["1", "2", "3"])
     assert res.success
@@ -101,7 +99,6 @@ def test_devices_without_a_complete_window_are_skipped_not_failed(pipeline_env, 
     the reason, and a device with enough readings in the same run still trains."""
     env, db = pipeline_env, pipeline_env["db"]
     upsert_readings(db, readings_to_docs(diurnal_readings(2, 3)))  # motes 1, 2: 3 readings
-    instance.add_dynamic_partitions("devices", ["1", "2"])
     res = run_devices(instance, env["resources"], ["1", "2"])
     assert res.success and db.local_models.count_documents({}) == 0
     (mat,) = res.get_asset_materialization_events()[:1]
@@ -109,7 +106,6 @@ def test_devices_without_a_complete_window_are_skipped_not_failed(pipeline_env, 
     assert table.count("no complete window yet") == 2
 
     upsert_readings(db, readings_to_docs(diurnal_readings(3, 400)[lambda d: d.moteid == 3]))
-    instance.add_dynamic_partitions("devices", ["3"])
     res = run_devices(instance, env["resources"], ["1", "2", "3"])
     assert res.success and db.local_models.distinct("device") == ["3"]
 
@@ -135,7 +131,6 @@ def test_a_version_calibrated_on_too_few_windows_is_not_promoted(
     get_settings.cache_clear()
     env, db = pipeline_env, pipeline_env["db"]
     upsert_readings(db, readings_to_docs(diurnal_readings(3, 300)))  # 30 held-out each
-    instance.add_dynamic_partitions("devices", ["1", "2", "3"])
     assert run_devices(instance, env["resources"], ["1", "2", "3"]).success
     res = aggregate(instance, env["resources"], raise_on_error=False)
     (check,) = res.get_asset_check_evaluations()
@@ -172,7 +167,6 @@ def test_a_new_device_is_learning_until_a_version_calibrates_it(pipeline_env, in
     four = four[four["moteid"] == 4]
     upsert_readings(db, readings_to_docs(four))
     assert awaiting_calibration(db, ["4"]) == [4], "about to train, no threshold"
-    instance.add_dynamic_partitions("devices", ["4"])
     assert run_devices(instance, env["resources"], ["4"]).success
     assert awaiting_calibration(db, []) == [4], "a local model no version has seen"
     assert fleet_calibration(db).summary()["learning_devices"] == [4]

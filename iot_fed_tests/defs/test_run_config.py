@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from iot_fed.defs.resources import MongoDBResource, SettingsResource
 from iot_fed.store import repository as repo
 from iot_fed.store.repository import readings_to_docs, upsert_readings
-from iot_fed_tests.defs.helpers import ASSETS, diurnal_readings, run_devices
+from iot_fed_tests.defs.helpers import ASSETS, diurnal_readings, run_devices, shard_keys
 
 
 def ops_config(op: str, **values) -> dict:
@@ -31,31 +31,21 @@ def test_unknown_strategy_is_rejected_before_the_run_starts(instance):
 def test_negative_learning_rate_fails_before_any_training(pipeline_env, instance):
     env, db = pipeline_env, pipeline_env["db"]
     upsert_readings(db, readings_to_docs(diurnal_readings(2, 100)))
-    instance.add_dynamic_partitions("devices", ["1", "2"])
     with pytest.raises(ValidationError, match="learning_rate"):
-        dg.materialize(
-            ASSETS,
-            instance=instance,
-            resources=env["resources"],
-            selection=["local_model"],
-            tags={"dagster/asset_partition_range_start": "1"}
-            | {"dagster/asset_partition_range_end": "2"},
-            run_config=ops_config("local_model", learning_rate=-0.1),
-        )
+        run_devices(instance, env["resources"], ["1", "2"], run_config={"learning_rate": -0.1})
     assert db.local_models.count_documents({}) == 0, "nothing was trained"
 
 
 def test_run_config_overrides_reach_the_round(pipeline_env, instance):
     env, db = pipeline_env, pipeline_env["db"]
     upsert_readings(db, readings_to_docs(diurnal_readings(3, 200)))
-    instance.add_dynamic_partitions("devices", ["1", "2", "3"])
+    [shard] = shard_keys(instance, db, ["1", "2", "3"])
     res = dg.materialize(
         ASSETS,
         instance=instance,
         resources=env["resources"],
         selection=["local_model", "global_model"],
-        tags={"dagster/asset_partition_range_start": "1"}
-        | {"dagster/asset_partition_range_end": "3"},
+        partition_key=shard,
         run_config={
             "ops": {
                 "local_model": {"config": {"learning_rate": 0.003, "optimizer": "sgd"}},

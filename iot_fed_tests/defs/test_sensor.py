@@ -1,5 +1,6 @@
 """iot_stream_sensor against the real broker and MongoDB-compatible server: readings are
-landed by an ingestion group member, the sensor triggers training from what landed."""
+landed by an ingestion group member, the sensor gives devices shards and runs the rounds
+(one run per shard with ready devices, then aggregation) from what landed."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import pytest
 
 from iot_fed.config import get_settings
 from iot_fed.definitions import defs
-from iot_fed.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from iot_fed.defs.partitions import ROUND_TAG
 from iot_fed.defs.resources import MongoDBResource
 from iot_fed.store.collections import SENSOR_READINGS
-from iot_fed.store.ingest_progress import landed_per_device
 from iot_fed.store.repository import save_global_model
+from iot_fed.store.shards import device_progress, mark_trained
 from iot_fed.stream.cursor import StreamCursor
 from iot_fed_tests.defs.helpers import tick
 from iot_fed_tests.stream.helpers import (
@@ -22,13 +23,38 @@ from iot_fed_tests.stream.helpers import (
     readings_frame,
 )
 
-ROUND = [dg.AssetKey("local_model"), dg.AssetKey("global_model"), dg.AssetKey("promoted_model")]
+AGGREGATION = [dg.AssetKey("global_model"), dg.AssetKey("promoted_model")]
 
 
-def test_new_devices_become_partitions_and_ready_ones_share_one_run(
-    pipeline_env, instance, settings
-):
-    env = pipeline_env
+@pytest.fixture
+def two_per_shard(pipeline_env, monkeypatch):
+    monkeypatch.setenv("IOT_FED_DEVICES_PER_SHARD", "2")
+    get_settings.cache_clear()
+    return pipeline_env
+
+
+def shard_run(instance, req: dg.RunRequest, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+    """A run of ``req`` in ``status`` on the instance, as the daemon would have made it."""
+    job = defs().resolve_implicit_global_asset_job_def()
+    return instance.create_run_for_job(
+        job_def=job,
+        asset_selection=frozenset(req.asset_selection),
+        tags={
+            **req.tags,
+            **({"dagster/partition": req.partition_key} if req.partition_key else {}),
+        },
+        status=status,
+    )
+
+
+def trained(db, devices: list[int]) -> None:
+    """What a successful shard run records once its models are stored."""
+    progress = device_progress(db)
+    mark_trained(db, {m: progress[m].readings for m in devices})
+
+
+def test_each_shard_with_ready_devices_gets_one_run(two_per_shard, instance, settings):
+    env = two_per_shard
     df = readings_frame(5 * 30, motes=5)  # 30 readings for motes 1..5
     df = df[~((df.moteid == 5) & (df.epoch >= 3))]  # mote 5: only 3 readings
     produce_readings(settings, env["topic"], df)
@@ -36,28 +62,34 @@ def test_new_devices_become_partitions_and_ready_ones_share_one_run(
 
     data = tick(instance, env["resources"], None)
 
-    assert instance.get_dynamic_partitions("devices") == ["1", "2", "3", "4", "5"]
-    assert len(data.run_requests) == 1, "ready devices must share one run"
-    req = data.run_requests[0]
-    assert (req.tags[RANGE_START_TAG], req.tags[RANGE_END_TAG]) == ("1", "4")
-    assert req.asset_selection == ROUND, "no global version yet: the run also aggregates"
+    assert instance.get_dynamic_partitions("shards") == ["shard-0000", "shard-0001", "shard-0002"]
+    shards = {m: p.shard for m, p in device_progress(env["db"]).items()}
+    assert shards == {1: "shard-0000", 2: "shard-0000", 3: "shard-0001", 4: "shard-0001"} | {
+        5: "shard-0002"
+    }
+    assert [r.partition_key for r in data.run_requests] == ["shard-0000", "shard-0001"]
+    assert all(r.asset_selection == [dg.AssetKey("local_model")] for r in data.run_requests)
+    assert len({r.tags[ROUND_TAG] for r in data.run_requests}) == 1, "one round"
     cur = StreamCursor.parse(data.cursor)
-    assert sum(cur.offsets.values()) == len(df)
-    landed = landed_per_device(env["db"])
-    assert cur.pending(landed) == {"5": 3}, "mote 5 is not ready; its count carries over"
-    assert sum(landed.values()) == env["db"][SENSOR_READINGS].count_documents({}) == len(df)
+    assert sum(cur.offsets.values()) == len(df) and cur.round is not None
+    pending = {m: p.pending for m, p in device_progress(env["db"]).items()}
+    assert pending == {1: 30, 2: 30, 3: 30, 4: 30, 5: 3}, "trained only once a run stores"
+    assert env["db"][SENSOR_READINGS].count_documents({}) == len(df)
 
 
-def test_retick_is_idempotent(pipeline_env, instance, settings):
-    env = pipeline_env
+def test_retick_is_idempotent(two_per_shard, instance, settings):
+    env = two_per_shard
     produce_readings(settings, env["topic"], readings_frame(3 * 25, motes=3))
     ingest_all(get_settings(), env["db"], 75)
     first = tick(instance, env["resources"], None)
-    # The daemon re-evaluates a tick whose cursor was lost: same run key, no duplicates.
+    assert len(first.run_requests) == 2
+    # The daemon re-evaluates a tick whose cursor was lost: same run keys, no duplicates.
     again = tick(instance, env["resources"], None)
     assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
     assert env["db"][SENSOR_READINGS].count_documents({}) == 75
-    # With the advanced cursor nothing new is requested.
+    # While the round's runs are in flight nothing new is requested.
+    for req in first.run_requests:
+        shard_run(instance, req, dg.DagsterRunStatus.STARTED)
     later = tick(instance, env["resources"], first.cursor)
     assert later.run_requests == [] and later.asset_events == []
     assert StreamCursor.parse(later.cursor) == StreamCursor.parse(first.cursor)
@@ -75,22 +107,7 @@ def test_a_tick_fails_while_the_store_does_not_answer(pipeline_env, instance, se
         tick(instance, broken, None)
     data = tick(instance, env["resources"], None)  # the next good tick sees everything
     assert StreamCursor.parse(data.cursor).landed == 40
-    assert len(data.run_requests) == 1
-
-
-def test_new_readings_trigger_again_after_a_run(pipeline_env, instance, settings):
-    env = pipeline_env
-    produce_readings(settings, env["topic"], readings_frame(2 * 25, motes=2))
-    ingest_all(get_settings(), env["db"], 50)
-    first = tick(instance, env["resources"], None)
-    assert len(first.run_requests) == 1
-    more = readings_frame(2 * 50, motes=2).iloc[50:]  # 25 newer readings per mote
-    produce_readings(settings, env["topic"], more)
-    ingest_all(get_settings(), env["db"], 50)
-    second = tick(instance, env["resources"], first.cursor)
-    [req] = second.run_requests
-    assert req.run_key != first.run_requests[0].run_key
-    assert StreamCursor.parse(second.cursor).trained == {"1": 50, "2": 50}
+    assert [r.partition_key for r in data.run_requests] == ["shard-0000"]
 
 
 def test_landed_batch_is_a_sensor_readings_materialization(pipeline_env, instance, settings):
@@ -118,46 +135,72 @@ def test_landed_batch_is_a_sensor_readings_materialization(pipeline_env, instanc
     assert again.asset_events == [] and again.run_requests == []
 
 
-def test_training_only_run_while_a_global_version_is_fresh(pipeline_env, instance, settings):
-    env = pipeline_env
-    instance.report_runless_asset_event(dg.AssetMaterialization("global_model"))
-    instance.report_runless_asset_event(dg.AssetMaterialization("promoted_model"))
-    produce_readings(settings, env["topic"], readings_frame(2 * 25, motes=2))
-    ingest_all(get_settings(), env["db"], 50)
-    [req] = tick(instance, env["resources"], None).run_requests
-    assert req.asset_selection == [dg.AssetKey("local_model")], "aggregation is not due yet"
+def round_of_two_shards(env, instance, settings, second: dg.DagsterRunStatus):
+    """4 ready devices in 2 shards: the first shard's run succeeded (its devices trained),
+    the second's run is in ``second``. Returns the tick and the two runs."""
+    db = env["db"]
+    produce_readings(settings, env["topic"], readings_frame(4 * 25, motes=4))
+    ingest_all(get_settings(), db, 100)
+    first = tick(instance, env["resources"], None)
+    ok, other = first.run_requests
+    shard_run(instance, ok, dg.DagsterRunStatus.SUCCESS)
+    trained(db, [1, 2])
+    return first, ok, other, shard_run(instance, other, second)
 
 
-@pytest.mark.parametrize(("calibrated", "aggregates"), [([1], True), ([1, 2], False)])
-def test_a_learning_device_in_the_run_makes_it_aggregate(
-    pipeline_env, instance, settings, calibrated, aggregates
+def test_a_round_closes_when_its_runs_ended_and_retrains_a_failed_shard(
+    two_per_shard, instance, settings
 ):
-    """A fresh promoted version: the run aggregates only when one of its devices has no
-    threshold in it (a new version would calibrate it; until then it is learning)."""
-    env = pipeline_env
-    save_global_model(env["db"], b"bundle", calibrated_devices=calibrated, promoted=True)
+    env = two_per_shard
+    first, ok, failed, run = round_of_two_shards(
+        env, instance, settings, dg.DagsterRunStatus.STARTED
+    )
+    assert tick(instance, env["resources"], first.cursor).run_requests == [], "still running"
+    instance.report_run_failed(run)
+    instance.add_run_tags(run.run_id, {"dagster/will_retry": "true"})  # run_retries' mark
+    assert tick(instance, env["resources"], first.cursor).run_requests == [], "retry coming"
+    instance.add_run_tags(run.run_id, {"dagster/will_retry": "false"})
+
+    closing = tick(instance, env["resources"], first.cursor)
+    [agg] = closing.run_requests
+    assert agg.asset_selection == AGGREGATION and agg.tags[ROUND_TAG] == ok.tags[ROUND_TAG]
+    assert agg.run_key == f"aggregate-{ok.tags[ROUND_TAG]}"
+    assert StreamCursor.parse(closing.cursor).round is None
+    [retrain] = tick(instance, env["resources"], closing.cursor).run_requests
+    assert retrain.partition_key == "shard-0001" and retrain.run_key != failed.run_key
+
+
+def test_a_round_past_its_deadline_closes_without_its_running_shard(
+    two_per_shard, instance, settings
+):
+    env, db = two_per_shard, two_per_shard["db"]
+    first, _, _, _ = round_of_two_shards(env, instance, settings, dg.DagsterRunStatus.STARTED)
+    cur = StreamCursor.parse(first.cursor)
+    cur.round.started -= get_settings().round_deadline_s  # the deadline has passed
+    closing = tick(instance, env["resources"], cur.dump())
+    [agg] = closing.run_requests
+    assert agg.asset_selection == AGGREGATION
+    # the stuck run still holds its shard: the next round leaves it out until it ends
+    produce_readings(settings, env["topic"], readings_frame(4 * 50, motes=4).iloc[100:])
+    ingest_all(get_settings(), db, 100)
+    shard_run(instance, agg, dg.DagsterRunStatus.SUCCESS)
+    [nxt] = tick(instance, env["resources"], closing.cursor).run_requests
+    assert nxt.partition_key == "shard-0000"
+
+
+def test_a_closed_round_waits_until_aggregation_is_due(two_per_shard, instance, settings):
+    """A fresh promoted version that calibrated every device: the round's aggregation (and
+    the next round) wait for the interval."""
+    env, db = two_per_shard, two_per_shard["db"]
+    save_global_model(db, b"bundle", calibrated_devices=[1, 2], promoted=True)
     instance.report_runless_asset_event(dg.AssetMaterialization("global_model"))
     instance.report_runless_asset_event(dg.AssetMaterialization("promoted_model"))
     produce_readings(settings, env["topic"], readings_frame(2 * 25, motes=2))
-    ingest_all(get_settings(), env["db"], 50)
-    [req] = tick(instance, env["resources"], None).run_requests
-    assert req.asset_selection == (ROUND if aggregates else [dg.AssetKey("local_model")])
-
-
-def test_ready_devices_wait_while_a_training_run_is_in_flight(pipeline_env, instance, settings):
-    env = pipeline_env
-    produce_readings(settings, env["topic"], readings_frame(2 * 25, motes=2))
-    ingest_all(get_settings(), env["db"], 50)
-    job = defs().resolve_implicit_global_asset_job_def()
-    queued = instance.create_run_for_job(
-        job_def=job,
-        asset_selection=frozenset({dg.AssetKey("local_model")}),
-        status=dg.DagsterRunStatus.STARTED,
-    )
-    busy = tick(instance, env["resources"], None)
-    assert busy.run_requests == [], "one training run at a time: no queue of training runs"
-    pending = StreamCursor.parse(busy.cursor).pending(landed_per_device(env["db"]))
-    assert pending == {"1": 25, "2": 25}, "kept for later"
-    instance.report_run_canceled(queued)
-    [req] = tick(instance, env["resources"], busy.cursor).run_requests
-    assert (req.tags[RANGE_START_TAG], req.tags[RANGE_END_TAG]) == ("1", "2")
+    ingest_all(get_settings(), db, 50)
+    first = tick(instance, env["resources"], None)
+    [req] = first.run_requests
+    shard_run(instance, req, dg.DagsterRunStatus.SUCCESS)
+    trained(db, [1, 2])
+    waiting = tick(instance, env["resources"], first.cursor)
+    assert waiting.run_requests == []
+    assert StreamCursor.parse(waiting.cursor).round.closed

@@ -3,9 +3,10 @@
 ``dagster api execute_run`` process spawned by the code server, on real Kafka and MongoDB.
 
 Readings of a few devices are produced and landed by an ingester; the stream sensor's
-decision queues ONE run (train the ready devices, aggregate, check, promote); the queue
-starts it; a global version is promoted. Nothing of the project's ``WarmRunLauncher`` is
-loaded (its run tag is absent).
+round queues one shard run (the fleet is one shard), then one aggregation run (aggregate,
+check, promote); the queue starts them; a global version is promoted and records its
+round's shard. Nothing of the project's ``WarmRunLauncher`` is loaded (its run tag is
+absent).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from iot_fed.defs.partitions import ROUND_TAG
 from iot_fed.services.dagster_instance import RunLauncher
 from iot_fed.store import repository as repo
 from iot_fed_tests.defs.daemon import settled, training_runs, wait_for
@@ -43,11 +45,16 @@ def test_a_round_runs_under_dagsters_stock_launcher_and_queue(
 
     (run,) = training_runs(instance)
     assert run.status == dg.DagsterRunStatus.SUCCESS
-    assert dg.AssetKey("promoted_model") in run.asset_selection, "one run: train..promote"
-    assert WARM_WORKER_TAG not in run.tags
-    enqueued = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED)
-    assert enqueued, "the run went through the queued coordinator"
+    assert run.tags["dagster/partition"] == "shard-0000", "a fleet of 4 is one shard"
+    (agg,) = [r for r in instance.get_runs() if dg.AssetKey("promoted_model") in r.asset_selection]
+    assert agg.status == dg.DagsterRunStatus.SUCCESS
+    assert agg.tags[ROUND_TAG] == run.tags[ROUND_TAG], "the round's aggregation"
+    for r in (run, agg):
+        assert WARM_WORKER_TAG not in r.tags
+        enqueued = instance.all_logs(r.run_id, of_type=dg.DagsterEventType.RUN_ENQUEUED)
+        assert enqueued, "the run went through the queued coordinator"
     motes = [str(m) for m in range(1, DEVICES + 1)]
     assert sorted(db.local_models.distinct("device")) == motes
     promoted = repo.promoted_global_model(db)
     assert promoted["version"] == 1 and len(promoted["lineage"]) == DEVICES
+    assert promoted["metrics"]["round"]["shards_included"] == ["shard-0000"]

@@ -206,3 +206,22 @@ def test_config_from_settings_and_evaluate_off():
         )
         == 0.0
     )
+
+
+def test_chunked_call_equals_one_call_and_reuses_one_shape():
+    """A shard of more devices than ``device_chunk`` is trained chunk by chunk on one
+    compiled shape (memory bounded by the chunk), with the results of one call."""
+    data = _device_data([70, 5, 16, 0, 33, 41, 66, 12, 50, 9, 71])
+    ids = list(range(100, 111))
+    g = init_params(SPEC, 1)
+    whole = train_devices(g, data, SPEC, CFG, seed=5, device_ids=ids)
+    chunked_cfg = replace(CFG, device_chunk=4)
+    traces = trace_counts()["train_devices"]
+    chunked = train_devices(g, data, SPEC, chunked_cfg, seed=5, device_ids=ids)
+    assert trace_counts()["train_devices"] - traces <= 1, "3 chunks, at most one new shape"
+    assert _max_diff(whole.params, chunked.params) < 1e-5
+    np.testing.assert_allclose(whole.loss_after, chunked.loss_after, rtol=1e-5)
+    np.testing.assert_array_equal(chunked.n_samples, whole.n_samples)
+    traces = trace_counts()["train_devices"]
+    train_devices(g, data[:7], SPEC, chunked_cfg, seed=5, device_ids=ids[:7])  # another shard
+    assert trace_counts()["train_devices"] == traces, "no recompilation across shards"

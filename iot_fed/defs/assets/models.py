@@ -1,7 +1,7 @@
-"""Federated model assets: ``local_model[device]`` -> ``global_model`` -> ``promoted_model``.
+"""Federated model assets: ``local_model[shard]`` -> ``global_model`` -> ``promoted_model``.
 
-``local_model`` runs with a single-run backfill policy: a run over many device partitions
-is ONE run that trains all of them in one vmapped JAX call.
+``local_model`` is partitioned by training shard (decision 0009): a shard run trains the
+shard's devices in one vmapped JAX call; a round is the shard runs, then aggregation.
 
 Hyperparameters are run config (``TrainingConfig``, ``AggregationRunConfig``): unset fields
 come from the settings, so the launchpad or ``dagster asset materialize --config`` can
@@ -14,9 +14,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+from pydantic import Field
 
-from iot_fed.defs.partitions import devices
+from iot_fed.defs.partitions import ROUND_TAG, shards
 from iot_fed.defs.resources import MongoDBResource, SettingsResource
+from iot_fed.defs.rounds import round_shards
 from iot_fed.defs.settings_fields import config_class, overrides
 
 if TYPE_CHECKING:
@@ -73,9 +75,8 @@ def _fmt(x: float | None) -> str:
 
 def outcomes_table(outcomes: Sequence["DeviceOutcome"]) -> str:
     """The run's devices as a Markdown table, at most ``TABLE_DEVICES`` rows: skipped and
-    unhealthy devices first. Dagster copies a range run's metadata into every partition's
-    event, so a row per device would cost devices² (4.3 GB a round at 10,000 devices:
-    docs/decisions/0009); every device's result is in ``local_models``."""
+    unhealthy devices first (the devices needing a look); every device's result is in
+    ``local_models`` (docs/decisions/0009)."""
     rows = [
         "| device | version | samples | loss before | loss after | threshold | note |",
         "|---|---|---|---|---|---|---|",
@@ -89,6 +90,16 @@ def outcomes_table(outcomes: Sequence["DeviceOutcome"]) -> str:
     if len(outcomes) > len(shown):
         rows.append(f"\n{len(outcomes) - len(shown)} more devices: the local_models collection")
     return "\n".join(rows)
+
+
+def round_metadata(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A round's shards as a global version's metadata (lists, a few hundred keys at most)."""
+    return {
+        "round": record["round"],
+        "shards_included": record["shards_included"] or "none",
+        "shards_failed": record["shards_failed"] or "none",
+        "shards_missing": record["shards_missing"] or "none",
+    }
 
 
 def calibration_metadata(
@@ -118,9 +129,29 @@ def calibration_metadata(
     return meta
 
 
+class ShardRunConfig(TrainingConfig):
+    """A shard run's hyperparameters, and optionally the devices it trains."""
+
+    devices: list[int] | None = Field(
+        None,
+        description="train only these devices of the shard (retraining one device is a "
+        "shard run with this field) [default: every device of the shard with readings "
+        "landed since its last model]",
+    )
+
+
+def shard_counts(outcomes: Sequence["DeviceOutcome"]) -> dict[str, int]:
+    """A shard run's results as counts (never a row per device)."""
+    return {
+        "devices_in_run": len(outcomes),
+        "devices_trained": sum(o.version is not None for o in outcomes),
+        "devices_skipped": sum(o.skipped is not None for o in outcomes),
+        "devices_unhealthy": sum(o.unhealthy is not None for o in outcomes),
+    }
+
+
 @dg.asset(
-    partitions_def=devices,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    partitions_def=shards,
     group_name="federation",
     deps=["sensor_readings"],
     retry_policy=RETRY,
@@ -132,27 +163,28 @@ def calibration_metadata(
             description="parameters finite, loss not diverging",
         )
     ],
-    description="One device's anomaly model, trained on its readings since its last version, "
-    "warm-started from the promoted global model. Stored in local_models.",
+    description="The anomaly models of one training shard's devices, each trained on its "
+    "readings since its last version, warm-started from the promoted global model, in one "
+    "vmapped call. Stored per device in local_models.",
 )
 def local_model(
     context: dg.AssetExecutionContext,
-    config: TrainingConfig,
+    config: ShardRunConfig,
     mongodb: MongoDBResource,
     settings: SettingsResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    from iot_fed.federation.local_round import train_local_models  # JAX: training runs only
+    from iot_fed.federation.shard_round import train_shard  # JAX: training runs only
 
-    keys = list(context.partition_keys)
-    s = settings.get(**overrides(config))
-    outcomes = train_local_models(mongodb.db, keys, s, seed=s.seed)
+    shard = context.partition_key
+    s = settings.get(**overrides(config, TRAINING_FIELDS))
+    outcomes = train_shard(mongodb.db, shard, s, config.devices, seed=s.seed)
     trained = [o for o in outcomes if o.version is not None]
-    context.log.info("trained %d of %d devices in one vmapped call", len(trained), len(keys))
+    counts = shard_counts(outcomes)
+    context.log.info("%s: %s (one vmapped call)", shard, counts)
     unhealthy = {o.device: o.unhealthy for o in trained if o.unhealthy}
     yield dg.MaterializeResult(
         metadata={
-            "devices_in_run": len(keys),
-            "devices_trained": len(trained),
+            **counts,
             "samples": sum(o.n_samples for o in trained),
             "base_global_version": trained[0].base_version if trained else None,
             "models": dg.MetadataValue.md(outcomes_table(outcomes)),
@@ -161,7 +193,11 @@ def local_model(
     yield dg.AssetCheckResult(
         check_name=LOCAL_HEALTH_CHECK,
         passed=not unhealthy,
-        metadata={"unhealthy": unhealthy or "none", "checked": len(trained)},
+        metadata={
+            "unhealthy": len(unhealthy),
+            "unhealthy_devices": dict(list(unhealthy.items())[:TABLE_DEVICES]) or "none",
+            "checked": len(trained),
+        },
     )
 
 
@@ -182,7 +218,9 @@ def global_model(
     from iot_fed.federation.global_round import aggregate_global_model
 
     s = settings.get(**overrides(config))
-    out = aggregate_global_model(mongodb.db, s, seed=s.seed)
+    round_id = context.run.tags.get(ROUND_TAG)
+    record = round_shards(context.instance, round_id).record() if round_id else None
+    out = aggregate_global_model(mongodb.db, s, seed=s.seed, round_record=record)
     if out.rejected:
         context.log.warning("local models left out: %s", out.rejected)
     if out.version is None:
@@ -199,6 +237,7 @@ def global_model(
             "parent_val_loss": m["parent_val_loss"],
             "train_loss_after": m["train_loss_after"],
             "rejected_local_models": out.rejected or "none",
+            **(round_metadata(record) if record else {}),
             "dp": {"clip_norm": s.dp_clip_norm, "noise_multiplier": s.dp_noise_multiplier},
             **(calibration_metadata(out.calibration, out.held_out) if out.calibration else {}),
         },
