@@ -23,7 +23,8 @@ Per device count, on a fresh MongoDB database of the project's server:
   timed here on the same shapes (up to ``--flops-devices`` devices) and over the round's
   training step, next to a large float32 matmul's FLOP/s measured in the same run.
 
-Prints a table, writes bench/results/fed_scale.json (``--quick``: a tiny configuration,
+Prints a table, writes bench/results/fed_scale.json, one section ``devices_<N>`` per
+device count (``--quick``: a tiny configuration,
 to assets_data/bench-quick/). Starts MongoDB (and PostgreSQL for ``--storage postgres``).
 
     .venv/bin/python bench/bench_fed_scale.py [--devices 1000,10000,100000]
@@ -35,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -85,6 +85,10 @@ STEP_EVENTS = {
     dg.DagsterEventType.STEP_FAILURE,
 }
 STAGES = ("training", "aggregation", "check", "promotion")
+ROUND_ASSETS = {dg.AssetKey(k) for k in ("local_model", "global_model", "promoted_model")}
+OTHER_SENSORS = ("reporting_sensor", "evaluation_report_sensor", "streaming_evaluation_sensor")
+"""Stopped before the daemon starts: their runs (PostgreSQL refreshes, Spark reports) and
+ticks are not the round's, and would compete with it for the two cores."""
 RAW = CodecOptions(document_class=RawBSONDocument)
 GB = 1024**3
 
@@ -181,8 +185,8 @@ class RssSampler:
                 role = "forkserver"
             elif "grpc" in cmd or "code-server" in cmd or "api" in cmd:
                 role = "code server"
-            else:
-                role = f"other {pid}: {cmd[:60]}"
+            else:  # compute-log tails, multiprocessing helpers: one row, the largest
+                role = "other"
             out[role] = max(out.get(role, 0.0), round(mb, 1))
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
@@ -224,11 +228,29 @@ def step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[flo
     return out
 
 
+def stop_other_sensors(instance: dg.DagsterInstance) -> None:
+    """Stop :data:`OTHER_SENSORS` on the instance (as ``dagster sensor stop`` does)."""
+    from dagster._cli.workspace.cli_target import get_repository_from_cli_opts
+    from dagster_shared.cli import WorkspaceOpts
+
+    opts = WorkspaceOpts(module_name=["iot_fed.definitions"], working_directory=str(ROOT))
+    with get_repository_from_cli_opts(instance, dg.__version__, opts, None) as repo:
+        for name in OTHER_SENSORS:
+            sensor = repo.get_sensor(name)
+            instance.stop_sensor(sensor.get_remote_origin_id(), sensor.selector_id, sensor)
+
+
+def round_runs(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
+    """The runs of the federated round (training, or its shards, and aggregation)."""
+    records = instance.get_run_records()
+    return [r for r in records if ROUND_ASSETS & set(r.dagster_run.asset_selection or ())]
+
+
 def wait_for_round(instance: dg.DagsterInstance, timeout: float) -> list[dg.RunRecord]:
-    """Until a run that aggregates has finished and no run is in flight."""
+    """Until a run that aggregates has finished and no run of the round is in flight."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        records = instance.get_run_records()
+        records = round_runs(instance)
         aggregated = any(
             r.dagster_run.is_finished
             and dg.AssetKey("global_model") in (r.dagster_run.asset_selection or ())
@@ -411,6 +433,8 @@ def daemon_round(
     workers: set[int] = set()
     tick = None
     log = open(home / "daemon.log", "w")  # noqa: SIM115 - lives as long as the daemon
+    with dg.DagsterInstance.get() as instance:
+        stop_other_sensors(instance)
     t_daemon = time.time()
     daemon = start_daemon(env, ROOT, log)
     extra = {mongo_pid: "mongodb server"} if mongo_pid else {}
@@ -421,7 +445,7 @@ def daemon_round(
                 records = wait_for_round(instance, args.timeout)
             except TimeoutError as exc:  # how far it got, and the stage it was in
                 out["error"] = str(exc)
-                out["runs"] = [in_progress(instance, r) for r in instance.get_run_records()]
+                out["runs"] = [in_progress(instance, r) for r in round_runs(instance)]
             else:
                 tick = deciding_tick(instance, {r.dagster_run.run_id for r in records})
                 workers = {
@@ -544,7 +568,8 @@ def main() -> int:
         for n in sizes:
             rows.append(measure(args, n, mongo_pid))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "runs"}), flush=True)
-            write_results("fed_scale", {"round": payload(args, peak, rows)}, quick=args.quick)
+            section = {"storage": args.storage, "matmul_flops_per_s": peak, **rows[-1]}
+            write_results("fed_scale", {f"devices_{n}": section}, quick=args.quick)
             if "error" in rows[-1]:
                 break
     done = [r for r in rows if "error" not in r]
@@ -568,16 +593,6 @@ def main() -> int:
         if "error" in r:
             print(f"{r['devices']} devices: {r['error']}; runs: {json.dumps(r['runs'])}")
     return 0 if len(done) == len(rows) else 1
-
-
-def payload(args: argparse.Namespace, peak: float, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``round`` section: every device count measured so far."""
-    return {
-        "storage": args.storage,
-        "matmul_flops_per_s": peak,
-        "bench_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rows": rows,
-    }
 
 
 if __name__ == "__main__":
