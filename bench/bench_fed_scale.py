@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -49,13 +48,12 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
-from bench_round import burst, start_daemon, stop_daemon
+from bench_round import burst, clean_up, start_daemon, stop_daemon
 from bench_store_calls import HANDSHAKE
 from bench_train import make_data
 from common import (
     create_pg_database,
     descendants,
-    drop_pg_database,
     print_table,
     processes,
     write_results,
@@ -508,13 +506,8 @@ def measure(args: argparse.Namespace, devices: int, mongo_pid: int | None) -> di
         flops["round_training_flops_per_s"] = flops["round_flops"] / train_s if train_s else None
         out["flops"] = flops
     finally:
-        db.client.drop_database(name)
-        if args.storage == "postgres":
-            drop_pg_database(base.postgres_uri, name)
-        if args.keep_home:
-            out["dagster_home"] = str(home)
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+        pg_database = name if args.storage == "postgres" else None
+        out |= clean_up(db, base.postgres_uri, pg_database, home, args.keep_home)
     return out
 
 
@@ -550,7 +543,7 @@ def main() -> int:
     ap.add_argument("--storage", default="postgres", help="Dagster instance: postgres, sqlite")
     ap.add_argument("--interval", type=int, default=5, help="sensor + aggregation interval (s)")
     ap.add_argument("--timeout", type=float, default=1800, help="per round (s)")
-    ap.add_argument("--sample-s", type=float, default=0.25, help="RSS sampling interval")
+    ap.add_argument("--sample-s", type=float, default=1.0, help="RSS sampling interval")
     ap.add_argument("--flops-devices", type=int, default=10_000, help="devices timed for FLOP/s")
     ap.add_argument("--keep-home", action="store_true", help="keep each DAGSTER_HOME")
     ap.add_argument("--quick", action="store_true", help="60 devices x 120 readings, sqlite")

@@ -34,7 +34,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import dagster as dg
 import numpy as np
@@ -273,14 +273,22 @@ def round_once(args: argparse.Namespace, code_root: Path, storage: str) -> dict:
             code_root, "iot_fed.definitions", args.import_repeat
         )
         result["import_dagster_s"] = import_seconds(code_root, "dagster", args.import_repeat)
-    db.client.drop_database(settings.mongodb_database)
-    if pg_database and not args.keep_home:
-        drop_pg_database(settings.postgres_uri, pg_database)
-    if args.keep_home:
-        result["dagster_home"] = str(home)
-    else:
-        shutil.rmtree(home, ignore_errors=True)
+    result |= clean_up(db, settings.postgres_uri, pg_database, home, args.keep_home)
     return result
+
+
+def clean_up(
+    db: Any, postgres_uri: str, pg_database: str | None, home: Path, keep_home: bool
+) -> dict[str, str]:
+    """Drop a round's MongoDB database, and unless ``keep_home`` its instance (PostgreSQL
+    database and DAGSTER_HOME); ``{"dagster_home": path}`` when kept."""
+    db.client.drop_database(db.name)
+    if keep_home:
+        return {"dagster_home": str(home)}
+    if pg_database:
+        drop_pg_database(postgres_uri, pg_database)
+    shutil.rmtree(home, ignore_errors=True)
+    return {}
 
 
 def median_round(rounds: list[dict]) -> dict:

@@ -1,5 +1,6 @@
 """``bench/bench_fed_scale.py --quick``: one tiny round through the real daemon, measured
-end to end (counts and presence of every figure, never their values)."""
+end to end (counts and presence of every figure, never their values). The benchmark starts
+the MongoDB server it needs through the project's service manager (``manager.session``)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from iot_fed_tests.conftest import Services
-
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = ROOT / "assets_data" / "bench-quick" / "fed_scale.json"
 
 
 @pytest.mark.services
 @pytest.mark.slow
-def test_a_tiny_round_is_measured_stage_by_stage(services: Services) -> None:
+def test_a_tiny_round_is_measured_stage_by_stage() -> None:
     RESULT.unlink(missing_ok=True)
     subprocess.run(
         [sys.executable, "bench/bench_fed_scale.py", "--quick"],
