@@ -68,6 +68,7 @@ from bson.raw_bson import RawBSONDocument  # noqa: E402
 from dagster._core.scheduler.instigation import InstigatorType  # noqa: E402
 
 from iot_fed.config import Settings, load_settings  # noqa: E402
+from iot_fed.defs.assets.models import PROMOTION_CHECK  # noqa: E402
 from iot_fed.defs.launcher import WORKER_TAG  # noqa: E402
 from iot_fed.services import manager  # noqa: E402
 from iot_fed.services.dagster_instance import configure  # noqa: E402
@@ -82,7 +83,7 @@ STEP_EVENTS = {
     dg.DagsterEventType.STEP_SUCCESS,
     dg.DagsterEventType.STEP_FAILURE,
 }
-STAGES = ("training", "aggregation", "check", "promotion")
+STAGES = ("training", "aggregation", "check", "promotion", "other_checks")
 ROUND_ASSETS = {dg.AssetKey(k) for k in ("local_model", "global_model", "promoted_model")}
 OTHER_SENSORS = ("reporting_sensor", "evaluation_report_sensor", "streaming_evaluation_sensor")
 """Stopped before the daemon starts: their runs (PostgreSQL refreshes, Spark reports) and
@@ -92,17 +93,15 @@ GB = 1024**3
 
 
 def stage_of(step_key: str) -> str:
-    """The round's stage a step belongs to (by its asset; shard runs share the key)."""
-    if "not_worse_than_promoted" in step_key:
-        return "check"
-    for prefix, stage in (
-        ("local_model", "training"),
-        ("global_model", "aggregation"),
-        ("promoted_model", "promotion"),
-    ):
-        if step_key.startswith(prefix):
-            return stage
-    return step_key
+    """The round's stage a step belongs to (shard runs share the step keys); the other
+    asset checks' steps are ``other_checks``."""
+    stages = {
+        "local_model": "training",
+        "global_model": "aggregation",
+        f"global_model_{PROMOTION_CHECK}": "check",
+        "promoted_model": "promotion",
+    }
+    return stages.get(step_key, "other_checks")
 
 
 # --- seeding --------------------------------------------------------------------------
