@@ -75,7 +75,11 @@ from iot_fed.services.dagster_instance import configure  # noqa: E402
 from iot_fed.store import init_database, insert_readings, readings_to_docs  # noqa: E402
 from iot_fed.store import repository as repo  # noqa: E402
 from iot_fed.store.client import connect  # noqa: E402
-from iot_fed.store.collections import GLOBAL_DEVICE_PARAMS, GLOBAL_MODELS  # noqa: E402
+from iot_fed.store.collections import (  # noqa: E402
+    GLOBAL_DEVICE_PARAMS,
+    GLOBAL_MODELS,
+    LOCAL_MODELS,
+)
 from iot_fed.store.ingest_progress import record_landed  # noqa: E402
 
 STEP_EVENTS = {
@@ -379,7 +383,8 @@ def matmul_peak(n: int = 4096, repeat: int = 5) -> float:
 
 
 def training_flops(settings: Settings, devices: int, rows: int, cap: int) -> dict[str, Any]:
-    """FLOPs of the round's training computation (``devices`` x ``rows`` padded rows) from
+    """FLOPs of the round's training computation (``devices`` x ``rows``, padded as
+    :func:`~iot_fed.fl.training.train_devices` pads them) from
     XLA's cost analysis of one optimiser step and one evaluation (a scan's body is counted
     once by XLA, so steps are multiplied here), and its achieved FLOP/s on ``min(devices,
     cap)`` devices timed here (second call: compiled)."""
@@ -387,9 +392,10 @@ def training_flops(settings: Settings, devices: int, rows: int, cap: int) -> dic
 
     from iot_fed.fl.model import init_params
     from iot_fed.fl.spec import ModelSpec
-    from iot_fed.fl.training import TrainConfig, _trainer_for, train_devices
+    from iot_fed.fl.training import TrainConfig, _trainer_for, padded_shape, train_devices
 
     spec, cfg = ModelSpec.from_settings(settings), TrainConfig.from_settings(settings)
+    _, rows = padded_shape([(range(rows), None)], cfg)  # the compiled rows per device
     tr = _trainer_for(spec, cfg)
     p = jax.tree.map(lambda v: np.asarray(v, np.float32), init_params(spec, 0))
     b = cfg.batch_size
@@ -399,7 +405,7 @@ def training_flops(settings: Settings, devices: int, rows: int, cap: int) -> dic
     x = np.zeros((rows, spec.n_inputs), np.float32)
     y = np.zeros((rows, spec.n_outputs), np.float32)
     evaluate = _flops(tr.evaluate_one.lower(p, x, y, np.int32(rows)).compile())
-    steps = cfg.local_epochs * -(-rows // b)
+    steps = cfg.local_epochs * rows // b
     per_device = steps * step + (2 * evaluate if cfg.evaluate else 0)
     d = min(devices, cap)
     data = make_data(d, rows, spec=spec)
@@ -498,7 +504,7 @@ def measure(args: argparse.Namespace, devices: int, mongo_pid: int | None) -> di
             return out
         out |= round_calls(command_counts(log_dir), workers, tick, devices)
         out |= version_sizes(db)
-        trained = list(db["local_models"].find({}, {"n_samples": 1}))
+        trained = list(db[LOCAL_MODELS].find({}, {"n_samples": 1}))
         rows = max(int(d["n_samples"]) for d in trained)
         flops = training_flops(settings, len(trained), rows, args.flops_devices)
         train_s = out["training_s"]  # every training run's span, with its store reads/writes
