@@ -93,7 +93,24 @@ OTHER_SENSORS = ("reporting_sensor", "evaluation_report_sensor", "streaming_eval
 """Stopped before the daemon starts: their runs (PostgreSQL refreshes, Spark reports) and
 ticks are not the round's, and would compete with it for the two cores."""
 RAW = CodecOptions(document_class=RawBSONDocument)
-GB = 1024**3
+ROUND_GOAL_S = {10_000: 20.0, 100_000: 120.0}
+"""Issue #26: a full round's wall time on the 2-core machine."""
+RSS_GOAL_MB = 8 * 1024  # every process
+VERSION_DOC_GOAL_BYTES = 1024**2
+
+
+def goals(row: dict[str, Any]) -> dict[str, bool | None]:
+    """Issue #26's goals met by one device count (None: no goal at that count)."""
+    limit = ROUND_GOAL_S.get(row["devices"])
+    return {
+        "round_s": None if limit is None else row["round_s"] <= limit,
+        "every_process_rss": row["max_process_rss_mb"] <= RSS_GOAL_MB,
+        "version_document": (
+            row["version_document_bytes"] < VERSION_DOC_GOAL_BYTES
+            if row.get("version_document_bytes") is not None
+            else None
+        ),
+    }
 
 
 def stage_of(step_key: str) -> str:
@@ -510,6 +527,7 @@ def measure(args: argparse.Namespace, devices: int, mongo_pid: int | None) -> di
         train_s = out["training_s"]  # every training run's span, with its store reads/writes
         flops["round_training_flops_per_s"] = flops["round_flops"] / train_s if train_s else None
         out["flops"] = flops
+        out["goals_met"] = goals(out)
     finally:
         pg_database = name if args.storage == "postgres" else None
         out |= clean_up(db, base.postgres_uri, pg_database, home, args.keep_home)
