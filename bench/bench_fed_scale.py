@@ -42,12 +42,14 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 from bench_round import burst, clean_up, start_daemon, stop_daemon
 from bench_store_calls import HANDSHAKE
 from bench_train import make_data
@@ -127,18 +129,27 @@ def stage_of(step_key: str) -> str:
 
 # --- seeding --------------------------------------------------------------------------
 def seed(db: Any, settings: Settings, devices: int, per_device: int, batch: int) -> dict:
-    """``per_device`` readings of each device stored and landed as the ingesters do it."""
+    """``per_device`` readings of each device stored and landed as the ingesters do it; the
+    next chunk's documents are built in a thread while the server stores this one."""
     chunk = max(1, batch // per_device)  # devices per insert
+
+    def build(first: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        frame = burst(min(chunk, devices + 1 - first), per_device, first=first)
+        return frame, readings_to_docs(frame)
+
     offset, t0, inserted = 0, time.perf_counter(), 0
-    for first in range(1, devices + 1, chunk):
-        n = min(chunk, devices + 1 - first)
-        frame = burst(n, per_device, first=first)
-        docs = readings_to_docs(frame)
-        inserted += len(insert_readings(db, docs, validate=False, owned=True))
-        offset += len(docs)
-        last_ts = frame.groupby("moteid")["ts"].max().to_dict()
-        new = {int(m): per_device for m in last_ts}
-        record_landed(db, settings.kafka_topic, {0: offset}, new, last_ts, landed_by="bench")
+    firsts = list(range(1, devices + 1, chunk))
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(build, firsts[0])
+        for nxt in [*firsts[1:], None]:
+            frame, docs = ahead.result()
+            if nxt is not None:
+                ahead = pool.submit(build, nxt)
+            inserted += len(insert_readings(db, docs, validate=False, owned=True))
+            offset += len(docs)
+            last_ts = frame.groupby("moteid")["ts"].max().to_dict()
+            new = {int(m): per_device for m in last_ts}
+            record_landed(db, settings.kafka_topic, {0: offset}, new, last_ts, landed_by="bench")
     seconds = time.perf_counter() - t0
     return {
         "readings": inserted,
