@@ -276,16 +276,20 @@ def round_runs(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
 
 
 def wait_for_round(instance: dg.DagsterInstance, timeout: float) -> list[dg.RunRecord]:
-    """Until a run that aggregates has finished and no run of the round is in flight."""
+    """Until a run that aggregates has finished, or a run of the round failed (its steps
+    are retried inside the run), and no run of the round is in flight."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         records = round_runs(instance)
-        aggregated = any(
+        over = any(
             r.dagster_run.is_finished
-            and dg.AssetKey("global_model") in (r.dagster_run.asset_selection or ())
+            and (
+                dg.AssetKey("global_model") in (r.dagster_run.asset_selection or ())
+                or r.dagster_run.status == dg.DagsterRunStatus.FAILURE
+            )
             for r in records
         )
-        if aggregated and all(r.dagster_run.is_finished for r in records):
+        if over and all(r.dagster_run.is_finished for r in records):
             return sorted(records, key=lambda r: r.create_timestamp)
         time.sleep(0.5)
     raise TimeoutError(f"the round did not finish within {timeout:.0f} s")
@@ -532,13 +536,15 @@ def measure(args: argparse.Namespace, devices: int, mongo_pid: int | None) -> di
             return out
         out |= round_calls(command_counts(log_dir), workers, tick, devices)
         out |= version_sizes(db)
+        out["goals_met"] = goals(out)
         trained = list(db[LOCAL_MODELS].find({}, {"n_samples": 1}))
+        if not trained:  # the round failed before any local model was saved
+            return out
         rows = max(int(d["n_samples"]) for d in trained)
         flops = training_flops(settings, len(trained), rows, args.flops_devices)
         train_s = out["training_s"]  # every training run's span, with its store reads/writes
         flops["round_training_flops_per_s"] = flops["round_flops"] / train_s if train_s else None
         out["flops"] = flops
-        out["goals_met"] = goals(out)
     finally:
         pg_database = name if args.storage == "postgres" else None
         out |= clean_up(db, base.postgres_uri, pg_database, home, args.keep_home)
@@ -599,7 +605,7 @@ def main() -> int:
             write_results("fed_scale", {f"devices_{n}": section}, quick=args.quick)
             if "error" in rows[-1]:
                 break
-    done = [r for r in rows if "error" not in r]
+    done = [r for r in rows if "flops" in r]  # a round that trained
     print_table(
         f"A federated round under the Dagster daemon ({args.storage} instance)",
         [c[1] for c in COLUMNS] + FLOP_COLUMNS,
@@ -617,8 +623,9 @@ def main() -> int:
         print(f"{r['devices']} devices, peak RSS MB: {json.dumps(r['peak_rss_mb'])}")
         print(f"{r['devices']} devices, run calls: {json.dumps(r['run_calls'])}")
     for r in rows:
-        if "error" in r:
-            print(f"{r['devices']} devices: {r['error']}; runs: {json.dumps(r['runs'])}")
+        if "flops" not in r:
+            why = r.get("error", "the round's runs failed")
+            print(f"{r['devices']} devices: {why}; runs: {json.dumps(r['runs'])}")
     return 0 if len(done) == len(rows) else 1
 
 
