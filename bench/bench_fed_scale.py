@@ -599,7 +599,10 @@ def main() -> int:
     with manager.session(base, only=only) as statuses:
         mongo_pid = next((s.pid for s in statuses if s.name == "mongodb"), None)
         for n in sizes:
-            rows.append(measure(args, n, mongo_pid))
+            try:
+                rows.append(measure(args, n, mongo_pid))
+            except Exception as exc:  # e.g. the store stopped answering: keep what it says
+                rows.append({"devices": n, "error": repr(exc)[:2000], "runs": []})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "runs"}), flush=True)
             section = {"storage": args.storage, "matmul_flops_per_s": peak, **rows[-1]}
             write_results("fed_scale", {f"devices_{n}": section}, quick=args.quick)
