@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import IO, Any
 
 import dagster as dg
 import numpy as np
@@ -52,10 +53,11 @@ from iot_fed.stream.admin import ensure_topics  # noqa: E402
 from iot_fed.stream.messages import encode_key, encode_reading  # noqa: E402
 
 
-def burst(devices: int, per_device: int) -> pd.DataFrame:
+def burst(devices: int, per_device: int, first: int = 1) -> pd.DataFrame:
+    """``per_device`` clean readings (31 s apart) of motes ``first`` .. ``first + devices - 1``."""
     e = np.arange(per_device)
     frames = []
-    for m in range(1, devices + 1):
+    for m in range(first, first + devices):
         hours = e * 31 / 3600
         frames.append(
             pd.DataFrame(
@@ -101,6 +103,28 @@ def import_seconds(code_root: Path, module: str, repeat: int = 3) -> float:
             if len(parts) == 3 and parts[2] == module:
                 best = min(best, int(parts[1]) / 1e6)
     return best
+
+
+def start_daemon(env: dict[str, str], code_root: Path, log: IO[str]) -> subprocess.Popen:
+    """``dagster-daemon run`` on the instance of ``env["DAGSTER_HOME"]``, in its own session."""
+    return subprocess.Popen(
+        [str(ROOT / ".venv/bin/dagster-daemon"), "run", "-m", "iot_fed.definitions"],
+        env=env,
+        cwd=code_root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_daemon(daemon: subprocess.Popen) -> None:
+    """SIGTERM (the daemon waits for its runs), then kill after two minutes."""
+    daemon.terminate()
+    try:
+        daemon.wait(120)
+    except subprocess.TimeoutExpired:  # a loaded machine: do not lose the figures
+        daemon.kill()
+        daemon.wait(30)
 
 
 def run_timeline(instance: dg.DagsterInstance, record: dg.RunRecord) -> dict[str, float]:
@@ -159,14 +183,7 @@ def round_once(args: argparse.Namespace, code_root: Path, storage: str) -> dict:
     db = connect(settings.mongodb_uri, settings.mongodb_database)
     ensure_topics(settings, [settings.kafka_topic])
     log = open(home / "daemon.log", "w")  # noqa: SIM115 - lives as long as the daemon
-    daemon = subprocess.Popen(
-        [str(ROOT / ".venv/bin/dagster-daemon"), "run", "-m", "iot_fed.definitions"],
-        env=env,
-        cwd=code_root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    daemon = start_daemon(env, code_root, log)
     # the ingestion consumer group (one member): the sensor triggers from what it lands
     ingester = subprocess.Popen(
         [str(ROOT / ".venv/bin/iot-fed"), "ingest", "--name", f"bench-{tag}"],
@@ -222,12 +239,7 @@ def round_once(args: argparse.Namespace, code_root: Path, storage: str) -> dict:
     finally:
         ingester.terminate()
         ingester.wait(60)
-        daemon.terminate()
-        try:
-            daemon.wait(120)
-        except subprocess.TimeoutExpired:  # a loaded machine: do not lose the figures
-            daemon.kill()
-            daemon.wait(30)
+        stop_daemon(daemon)
         log.close()
     train = next(r for r in rows if "local_model" in r["assets"])
     agg = next(
@@ -261,14 +273,22 @@ def round_once(args: argparse.Namespace, code_root: Path, storage: str) -> dict:
             code_root, "iot_fed.definitions", args.import_repeat
         )
         result["import_dagster_s"] = import_seconds(code_root, "dagster", args.import_repeat)
-    db.client.drop_database(settings.mongodb_database)
-    if pg_database and not args.keep_home:
-        drop_pg_database(settings.postgres_uri, pg_database)
-    if args.keep_home:
-        result["dagster_home"] = str(home)
-    else:
-        shutil.rmtree(home, ignore_errors=True)
+    result |= clean_up(db, settings.postgres_uri, pg_database, home, args.keep_home)
     return result
+
+
+def clean_up(
+    db: Any, postgres_uri: str, pg_database: str | None, home: Path, keep_home: bool
+) -> dict[str, str]:
+    """Drop a round's MongoDB database, and unless ``keep_home`` its instance (PostgreSQL
+    database and DAGSTER_HOME); ``{"dagster_home": path}`` when kept."""
+    db.client.drop_database(db.name)
+    if keep_home:
+        return {"dagster_home": str(home)}
+    if pg_database:
+        drop_pg_database(postgres_uri, pg_database)
+    shutil.rmtree(home, ignore_errors=True)
+    return {}
 
 
 def median_round(rounds: list[dict]) -> dict:
