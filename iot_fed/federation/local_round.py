@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +55,11 @@ def starting_point(db: Database, spec: ModelSpec, seed: int) -> StartingPoint:
 
 
 def train_local_models(
-    db: Database, devices: Sequence[str], settings: Settings, seed: int = 0
+    db: Database,
+    devices: Sequence[str],
+    settings: Settings,
+    seed: int = 0,
+    new_readings: Mapping[int, int] | None = None,
 ) -> list[DeviceOutcome]:
     """Train ``devices`` (partition keys = mote ids) on readings since their last model.
 
@@ -75,7 +79,7 @@ def train_local_models(
     outcomes: list[DeviceOutcome] = []
     last = repo.local_versions(db, devices)
     since = {int(d): last.get(int(d), (0, None))[1] for d in devices}
-    found = training_windows(db, since, settings.training_window, spec)
+    found = training_windows(db, since, settings.training_window, spec, new_readings)
     states = read_device_states(db, [int(d) for d in devices if found[int(d)].n])
     for device in devices:
         w = found[int(device)]

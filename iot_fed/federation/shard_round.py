@@ -12,7 +12,7 @@ from pymongo.database import Database
 from iot_fed.config import Settings
 from iot_fed.federation.local_round import train_local_models
 from iot_fed.federation.outcomes import DeviceOutcome
-from iot_fed.store.shards import device_progress, mark_trained
+from iot_fed.store.shards import DeviceProgress, device_progress, mark_trained
 
 
 class NotInShard(ValueError):
@@ -21,16 +21,17 @@ class NotInShard(ValueError):
 
 def shard_devices(
     db: Database, shard: str, requested: Sequence[int] | None = None
-) -> dict[int, int]:
-    """``{moteid: readings landed}`` of what a shard run trains: the shard's devices with
-    readings landed since their last model, or ``requested`` (each must be in the shard)."""
+) -> dict[int, DeviceProgress]:
+    """What a shard run trains, with each device's landed and trained counts: the shard's
+    devices with readings landed since their last model, or ``requested`` (each must be
+    in the shard)."""
     progress = device_progress(db, shard)
     if requested is None:
-        return {m: p.readings for m, p in sorted(progress.items()) if p.pending > 0}
+        return {m: p for m, p in sorted(progress.items()) if p.pending > 0}
     stray = sorted(set(int(m) for m in requested) - set(progress))
     if stray:
         raise NotInShard(f"devices {stray[:10]} are not landed devices of {shard}")
-    return {int(m): progress[int(m)].readings for m in sorted(set(requested))}
+    return {int(m): progress[int(m)] for m in sorted(set(requested))}
 
 
 def train_shard(
@@ -42,9 +43,12 @@ def train_shard(
 ) -> list[DeviceOutcome]:
     """Train ``shard`` (see :func:`shard_devices`); skipped devices (no usable readings
     yet) count as trained too: their readings wait for more context, not for a rerun."""
-    landed = shard_devices(db, shard, requested)  # read before the readings are loaded
-    if not landed:
+    progress = shard_devices(db, shard, requested)  # read before the readings are loaded
+    if not progress:
         return []
-    outcomes = train_local_models(db, [str(m) for m in landed], settings, seed=seed)
-    mark_trained(db, landed)  # after the models are stored
+    pending = {m: p.pending for m, p in progress.items()}
+    outcomes = train_local_models(
+        db, [str(m) for m in progress], settings, seed=seed, new_readings=pending
+    )
+    mark_trained(db, {m: p.readings for m, p in progress.items()})  # after the models are stored
     return outcomes

@@ -114,11 +114,16 @@ def to_window(
 
 
 def training_windows(
-    db: Database, since_epochs: Mapping[int, int | None], limit: int, spec: ModelSpec
+    db: Database,
+    since_epochs: Mapping[int, int | None],
+    limit: int,
+    spec: ModelSpec,
+    new_readings: Mapping[int, int] | None = None,
 ) -> dict[int, DeviceWindow]:
     """Per device, the newest ``limit`` training readings with ``epoch > since`` (and their
     context): one query per batch of devices, each bounded below by its ``since`` (a new
-    device: by its newest epoch, :data:`NEW_DEVICE_SPAN`)."""
+    device: by its newest epoch, :data:`NEW_DEVICE_SPAN`). ``new_readings`` (landed since
+    the device's last training, where known) sizes the batches."""
     back = spec.window * CONTEXT_EPOCHS
     query = {m: (None if e is None else max(int(e) - back, -1)) for m, e in since_epochs.items()}
     # a device never trained: its newest NEW_DEVICE_SPAN x limit epochs, not its history
@@ -126,7 +131,9 @@ def training_windows(
     span = NEW_DEVICE_SPAN * limit * HOLDOUT_MODULUS // (HOLDOUT_MODULUS - 1) + back
     for m, c in (reading_counts(db, new) if new else {}).items():
         query[m] = max(c["max_epoch"] - span, -1)
-    found = readings_for_devices(db, query)
+    known = new_readings or {}
+    expected = {m: min(int(known.get(m, span)), span) + back for m in query}
+    found = readings_for_devices(db, query, expected=expected)
     return {m: to_window(m, docs, spec, since_epochs[m], limit) for m, docs in found.items()}
 
 

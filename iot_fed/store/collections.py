@@ -48,6 +48,25 @@ BATCH = 1000
 number of batches, never with one call per device."""
 
 
+READINGS_PER_QUERY = 50_000
+"""The most readings one query is expected to return: the project's MongoDB-wire server
+holds a query's whole result in its heap (10,000 devices x 300 readings, 300,000 documents
+per 1,000-device query, ran it out of a 2 GB heap)."""
+
+
+def query_batches(items: Sequence[T], sizes: Sequence[int]) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most :data:`BATCH` items whose ``sizes`` (the
+    readings each is expected to return) add up to about :data:`READINGS_PER_QUERY`."""
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start >= BATCH or total + size > READINGS_PER_QUERY):
+            yield items[start:i]
+            start, total = i, 0
+        total += max(int(size), 0)
+    if start < len(items):
+        yield items[start:]
+
+
 def batches(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
     """``items`` in consecutive slices of at most ``size``."""
     for i in range(0, len(items), size):

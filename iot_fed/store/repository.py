@@ -24,6 +24,7 @@ from iot_fed.store.collections import (
     LOCAL_MODELS,
     SENSOR_READINGS,
     batches,
+    query_batches,
     validator,
 )
 from iot_fed.store.device_params import (
@@ -171,19 +172,24 @@ def readings_for_devices(
     db: Database,
     since_epochs: Mapping[int, int | None],
     limit: int | None = None,
+    expected: Mapping[int, int] | None = None,
 ) -> dict[int, list[dict[str, Any]]]:
     """Several motes' readings in ONE query: ``{moteid: readings with epoch > since}``.
 
     Same per-mote semantics as :func:`readings_for_device` (epoch order; ``limit`` keeps
     the latest, client side: callers bound the read by each device's ``since``). One query
-    per :data:`~iot_fed.store.collections.BATCH` devices, never one per device.
+    per batch of devices, never one per device: at most
+    :data:`~iot_fed.store.collections.BATCH` devices, and about
+    :data:`~iot_fed.store.collections.READINGS_PER_QUERY` readings by each device's
+    ``expected`` count (else ``limit``) (:func:`~iot_fed.store.collections.query_batches`).
     """
     out: dict[int, list[dict[str, Any]]] = {int(m): [] for m in since_epochs}
     clauses = [
         {"moteid": int(m)} if e is None else {"moteid": int(m), "epoch": {"$gt": int(e)}}
         for m, e in since_epochs.items()
     ]
-    for part in batches(clauses):  # one query per BATCH devices
+    sizes = [(expected or {}).get(int(m), limit if limit is not None else 0) for m in since_epochs]
+    for part in query_batches(clauses, sizes):
         for d in db[SENSOR_READINGS].find({"$or": list(part)}, {"_id": 0}):
             out[int(d["moteid"])].append(d)
     for m, docs in out.items():

@@ -127,6 +127,38 @@ def test_readings_for_device_and_counts(db) -> None:
     }
 
 
+def test_readings_queries_are_sized_by_the_readings_they_return(db, monkeypatch) -> None:
+    """Devices expected to return many readings share a query with fewer others (the
+    embedded server holds a query's whole result in its heap); the result is the same."""
+    from iot_fed.store import collections
+
+    assert [len(p) for p in collections.query_batches(list(range(5)), [2, 2, 2, 2, 2])] == [5]
+    monkeypatch.setattr(collections, "READINGS_PER_QUERY", 4)
+    assert [len(p) for p in collections.query_batches(list(range(5)), [2, 2, 3, 9, 1])] == [
+        2,
+        1,
+        1,
+        1,
+    ]
+    store.upsert_readings(db, [reading(m, e) for m in (1, 2, 3) for e in range(4)])
+    calls: list[int] = []
+    real = collections.query_batches
+
+    def counted(items, sizes):
+        parts = list(real(items, sizes))
+        calls.append(len(parts))
+        return iter(parts)
+
+    monkeypatch.setattr("iot_fed.store.repository.query_batches", counted)
+    got = store.readings_for_devices(db, {1: None, 2: 1, 3: None}, expected={1: 4, 2: 2, 3: 4})
+    assert calls == [3]
+    assert {m: [d["epoch"] for d in v] for m, v in got.items()} == {
+        1: [0, 1, 2, 3],
+        2: [2, 3],
+        3: [0, 1, 2, 3],
+    }
+
+
 def test_readings_from_clean_frame(db) -> None:
     df = parse_lines(
         [
