@@ -59,7 +59,7 @@ from iot_fed.analytics.models import ModelNotAvailableError, load_scoring_bundle
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.fl.sanity import SANITY_PREFIX
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
-from iot_fed.fl.stream_scoring import DeviceHistory, DeviceReadings, ScoredReadings, score_many
+from iot_fed.fl.stream_scoring import DeviceHistory, ReadingsBatch, ScoredReadings, score_batch
 from iot_fed.readings import CHANNELS
 from iot_fed.store import promoted_version
 from iot_fed.store.live import promoted_history
@@ -289,54 +289,46 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
     )
 
 
-def _reasons(reasons: Iterable[str | None], late: str | None) -> list[str | None]:
-    """The scorer's reasons; for late readings (``late`` given) that reason instead,
-    except a data fault or a sanity rule (the only verdicts that flag a late reading)."""
-    if late is None:
-        return list(reasons)
-    return [r if r and r.startswith(("data_fault:", SANITY_PREFIX)) else late for r in reasons]
+def _late_reasons(reasons: np.ndarray, late: np.ndarray) -> np.ndarray:
+    """The scorer's reasons, with :data:`OUT_OF_ORDER` for the ``late`` readings except a
+    data fault or a sanity rule (the only verdicts that flag a late reading)."""
+    for i in np.flatnonzero(late).tolist():
+        r = reasons[i]
+        if not (r and r.startswith(("data_fault:", SANITY_PREFIX))):
+            reasons[i] = OUT_OF_ORDER
+    return reasons
 
 
-def _parts(
-    history: DeviceHistory, valid: Decoded
-) -> list[tuple[Decoded, DeviceHistory | None, str | None]]:
-    """One mote's valid readings in time order (a repeated epoch keeps its first record in
-    Kafka order), split into those newer than the history (scored with it) and the
-    out-of-order or repeated ones (scored with no history, reason :data:`OUT_OF_ORDER`)."""
-    if len(valid) > 1:  # (one reading: in order already, the usual micro-batch)
-        by = np.lexsort((valid.order[:, 1], valid.order[:, 0], valid.epoch))
-        first = np.ones(len(by), bool)
-        first[1:] = valid.epoch[by][1:] != valid.epoch[by][:-1]
-        valid = valid.take(by[first])
-    last = history.last_epoch
-    is_new = np.ones(len(valid), bool) if last is None else valid.epoch > last
-    out: list[tuple[Decoded, DeviceHistory | None, str | None]] = []
-    for mask, hist, fallback in ((is_new, history, None), (~is_new, None, OUT_OF_ORDER)):
-        if mask.any():
-            out.append((valid if mask.all() else valid.take(np.flatnonzero(mask)), hist, fallback))
-    return out
+def _in_time_order(valid: Decoded) -> Decoded:
+    """Several motes' valid readings by mote, then time (a repeated epoch of a mote keeps
+    its first record in Kafka order)."""
+    if len(valid) < 2:
+        return valid
+    by = np.lexsort((valid.order[:, 1], valid.order[:, 0], valid.epoch, valid.moteid))
+    m, e = valid.moteid[by], valid.epoch[by]
+    first = np.ones(len(by), bool)
+    first[1:] = (m[1:] != m[:-1]) | (e[1:] != e[:-1])
+    return valid.take(by[first])
 
 
-def _columns(
-    part: Decoded, scored: ScoredReadings, fallback: str | None, version: int
-) -> dict[str, np.ndarray]:
-    """The output columns of one mote's scored readings."""
-    n = len(part)
+def _columns(rows: Decoded, scored: ScoredReadings, late: np.ndarray, version: int) -> Columns:
+    """The output columns of scored readings (``late``: scored with no history)."""
+    n = len(rows)
     return {
         "kind": np.full(n, "prediction", dtype=object),
-        "moteid": part.moteid,
-        "epoch": part.epoch,
-        "ts_ms": part.ts_ms,
-        "kafka_ts_ms": part.kafka_ts_ms,
-        "kafka_offset": part.kafka_offset,
+        "moteid": rows.moteid,
+        "epoch": rows.epoch,
+        "ts_ms": rows.ts_ms,
+        "kafka_ts_ms": rows.kafka_ts_ms,
+        "kafka_offset": rows.kafka_offset,
         "score": np.asarray(scored.score, np.float64),
         **{f"err_{c}": scored.channel_errors[:, i] for i, c in enumerate(CHANNELS)},
         "flag": np.asarray(scored.flag, bool),
         "threshold": np.asarray(scored.threshold, np.float64),
-        "reason": np.array(_reasons(scored.reason, fallback), dtype=object),
+        "reason": _late_reasons(np.array(scored.reason, dtype=object), late),
         "model_version": np.full(n, version, np.int64),
-        "label": part.label,
-        **{c: part.values[:, i] for i, c in enumerate(CHANNELS)},
+        "label": rows.label,
+        **{c: rows.values[:, i] for i, c in enumerate(CHANNELS)},
         "incident": np.full(n, None, dtype=object),
     }
 
@@ -352,85 +344,98 @@ def _frame(parts: Sequence[Columns]) -> pd.DataFrame:
     return pd.DataFrame(cols, columns=OUTPUT_COLUMNS, copy=False)
 
 
+@dataclass(frozen=True)
+class MotesScored:
+    """:func:`score_motes`' result: the output columns of every reading, each mote's row
+    of every reading (``mote``, an index into the motes) and each mote's new history."""
+
+    cols: Columns
+    mote: np.ndarray
+    histories: list[DeviceHistory]
+
+
 def score_motes(
-    bundle: ModelBundle, version: int, motes: Sequence[tuple[DeviceHistory, Decoded]]
-) -> list[tuple[Columns, DeviceHistory]]:
-    """Score several motes' valid readings (each ``Decoded`` all of one mote, with its
-    history) in ONE :func:`~iot_fed.fl.stream_scoring.score_many` call: each mote gets
-    exactly what it gets scored alone. Returns each mote's output columns (its new
-    readings, then its out-of-order ones) and its new history."""
-    jobs = [(i, *part) for i, (h, valid) in enumerate(motes) for part in _parts(h, valid)]
-    scored = score_many(
-        bundle,
-        [
-            DeviceReadings(
-                int(part.moteid[0]),
-                hist or DeviceHistory.empty(),
-                part.epoch,
-                part.ts_ms,
-                part.values,
-            )
-            for _, part, hist, _ in jobs
-        ],
+    bundle: ModelBundle, version: int, histories: Sequence[DeviceHistory], valid: Decoded
+) -> MotesScored:
+    """Score several motes' valid readings (``valid``: every reading of the motes, which are
+    ``np.unique(valid.moteid)``, each with its history) in ONE
+    :func:`~iot_fed.fl.stream_scoring.score_batch` call: each mote gets exactly what it
+    gets scored alone. A mote's readings no newer than its history (late, or sent again)
+    are scored as another device with no history (reason :data:`OUT_OF_ORDER`)."""
+    rows = _in_time_order(valid)
+    motes, mote = np.unique(rows.moteid, return_inverse=True)
+    if len(motes) != len(histories):
+        raise ValueError(f"{len(histories)} histories for {len(motes)} motes")
+    lasts = [h.last_epoch for h in histories]
+    last = np.array([np.iinfo(np.int64).min if e is None else e for e in lasts], np.int64)
+    late = rows.epoch <= last[mote]
+    # the new readings (by mote), then the late ones (by mote): one device each
+    order = np.concatenate([np.flatnonzero(~late), np.flatnonzero(late)])
+    rows, mote, late = rows.take(order), mote[order], late[order]
+    late_motes, late_counts = np.unique(mote[late], return_counts=True)
+    counts = np.concatenate([np.bincount(mote[~late], minlength=len(motes)), late_counts])
+    devices = np.concatenate([motes, motes[late_motes]])
+    empty = DeviceHistory.empty()
+    batch = ReadingsBatch(
+        devices,
+        [*histories, *(empty for _ in late_motes)],
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        rows.epoch,
+        rows.ts_ms,
+        rows.values,
     )
-    cols: list[list[Columns]] = [[] for _ in motes]
-    histories = [h for h, _ in motes]
-    for (i, part, hist, fallback), (got, new_hist) in zip(jobs, scored, strict=True):
-        cols[i].append(_columns(part, got, fallback, version))
-        if hist is not None:
-            histories[i] = new_hist
-    return [
-        (c[0] if len(c) == 1 else {k: np.concatenate([p[k] for p in c]) for k in c[0]}, h)
-        for c, h in zip(cols, histories, strict=True)
-    ]
+    scored, new_histories = score_batch(bundle, batch)
+    return MotesScored(_columns(rows, scored, late, version), mote, new_histories[: len(motes)])
 
 
 def score_mote(
     bundle: ModelBundle, version: int, history: DeviceHistory, valid: Decoded
 ) -> tuple[pd.DataFrame, DeviceHistory]:
     """:func:`score_motes` of one mote, as a frame."""
-    cols, history = score_motes(bundle, version, [(history, valid)])[0]
-    return _frame([cols]), history
-
-
-def _advance(
-    moteid: int, incidents: IncidentState, cols: Columns, quiet_s: float
-) -> tuple[IncidentState, list[dict[str, Any]]]:
-    """:func:`~iot_fed.analytics.incidents.advance` over a mote's output columns; with no
-    open incident and nothing flagged it only moves ``last_epoch`` (what ``advance``
-    returns then), without the frame."""
-    if incidents.open is None and not cols["flag"].any():
-        newest = int(cols["epoch"].max())
-        last = incidents.last_epoch
-        return IncidentState(newest if last is None else max(last, newest), None), []
-    return advance(moteid, incidents, pd.DataFrame(cols, copy=False), quiet_s)
-
-
-MoteStep = tuple[DeviceHistory, IncidentState | None, Decoded]
+    got = score_motes(bundle, version, [history], valid)
+    return _frame([got.cols]), got.histories[0]
 
 
 def step_motes(
-    bundle: ModelBundle, version: int, motes: Sequence[MoteStep], quiet_s: float
+    bundle: ModelBundle,
+    version: int,
+    states: Sequence[tuple[DeviceHistory, IncidentState | None]],
+    valid: Decoded,
+    quiet_s: float,
 ) -> tuple[list[pd.DataFrame], list[tuple[DeviceHistory, IncidentState]]]:
-    """Several motes' stateful step (each ``Decoded`` all of one mote): :func:`score_motes`,
-    then each mote's incidents from its readings newer than its history (a late or
-    repeated reading never touches an incident). Output frames: every mote's predictions,
-    then the ``incident`` rows if any (built as the ``skipped`` ones are: all-null
-    columns convert to Arrow as they do); and each mote's new state."""
-    scored = score_motes(bundle, version, [(h, valid) for h, _, valid in motes])
+    """Several motes' stateful step (``valid``: every reading of the motes
+    ``np.unique(valid.moteid)``, each with its state): :func:`score_motes`, then each
+    mote's incidents from its readings newer than its history (a late or repeated reading
+    never touches an incident). Output frames: every mote's predictions, then the
+    ``incident`` rows if any (built as the ``skipped`` ones are: all-null columns convert
+    to Arrow as they do); and each mote's new state."""
+    got = score_motes(bundle, version, [h for h, _ in states], valid)
+    cols, n = got.cols, len(states)
+    # with no open incident and nothing flagged, advance only moves last_epoch: no frame
+    newest = np.full(n, np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(newest, got.mote, cols["epoch"])
+    flagged = np.bincount(got.mote[cols["flag"]], minlength=n) > 0
+    motes = np.unique(cols["moteid"]).tolist()
     rows: list[dict[str, Any]] = []
-    states = []
-    for (history, incidents, valid), (cols, new_hist) in zip(motes, scored, strict=True):
+    out = []
+    for i, ((history, incidents), new_hist) in enumerate(zip(states, got.histories, strict=True)):
         if incidents is None:  # a state from before incidents: start from the history's end
             incidents = IncidentState(last_epoch=history.last_epoch)
-        moteid = int(valid.moteid[0])
-        incidents, docs = _advance(moteid, incidents, cols, quiet_s)
-        rows += [{"kind": "incident", "moteid": moteid, "incident": json.dumps(d)} for d in docs]
-        states.append((new_hist, incidents))
-    frames = [_frame([c for c, _ in scored])] if scored else []
+        if incidents.open is None and not flagged[i]:
+            last = incidents.last_epoch
+            top = int(newest[i])
+            incidents = IncidentState(top if last is None else max(last, top), None)
+        else:
+            mine = {k: v[got.mote == i] for k, v in cols.items()}
+            incidents, docs = advance(motes[i], incidents, pd.DataFrame(mine, copy=False), quiet_s)
+            rows += [
+                {"kind": "incident", "moteid": motes[i], "incident": json.dumps(d)} for d in docs
+            ]
+        out.append((new_hist, incidents))
+    frames = [_frame([cols])] if len(valid) else []
     if rows:
         frames.append(pd.DataFrame(rows, columns=OUTPUT_COLUMNS))
-    return frames, states
+    return frames, out
 
 
 def step_mote(
@@ -442,17 +447,8 @@ def step_mote(
     quiet_s: float,
 ) -> tuple[list[pd.DataFrame], DeviceHistory, IncidentState]:
     """:func:`step_motes` of one mote."""
-    frames, [(history, state)] = step_motes(bundle, version, [(history, incidents, valid)], quiet_s)
+    frames, [(history, state)] = step_motes(bundle, version, [(history, incidents)], valid, quiet_s)
     return frames, history, state
-
-
-def by_mote(decoded: Decoded) -> list[Decoded]:
-    """``decoded``'s records grouped by their mote (ascending ids, Kafka order kept)."""
-    if not len(decoded):
-        return []
-    order = np.argsort(decoded.moteid, kind="stable")
-    cuts = np.flatnonzero(np.diff(decoded.moteid[order])) + 1
-    return [decoded.take(idx) for idx in np.split(order, cuts)]
 
 
 def bucket_key(buckets: int) -> Column:
@@ -497,21 +493,22 @@ def stateful_scorer(
         if len(decoded):
             version, bundle = executor_model(target, refresh_s).current()
             own = decoded.moteid == decoded.key
-            mine = by_mote(decoded.take(np.flatnonzero(own)))
-            steps: list[MoteStep] = []
-            for valid in mine:
-                text = alive.get(int(valid.moteid[0]), (None, 0))[0]
-                history, incidents = load_state(text) if text else (DeviceHistory.empty(), None)
-                steps.append((history, incidents, valid))
-            out, states = step_motes(bundle, version, steps, quiet_s)
-            for valid, (history, incidents) in zip(mine, states, strict=True):
-                alive[int(valid.moteid[0])] = (state_bytes(history, incidents), now)
-            yield from out
-            foreign = by_mote(decoded.take(np.flatnonzero(~own)))
-            if foreign:
+            mine = decoded.take(np.flatnonzero(own))
+            ids = np.unique(mine.moteid).tolist()
+            steps: list[tuple[DeviceHistory, IncidentState | None]] = []
+            for m in ids:
+                text = alive.get(m, (None, 0))[0]
+                steps.append(load_state(text) if text else (DeviceHistory.empty(), None))
+            if ids:
+                out, states = step_motes(bundle, version, steps, mine, quiet_s)
+                for m, (history, incidents) in zip(ids, states, strict=True):
+                    alive[m] = (state_bytes(history, incidents), now)
+                yield from out
+            foreign = decoded.take(np.flatnonzero(~own))
+            if len(foreign):
                 empty = DeviceHistory.empty()
-                got = score_motes(bundle, version, [(empty, v) for v in foreign])
-                yield _frame([c for c, _ in got])
+                histories = [empty] * len(np.unique(foreign.moteid))
+                yield _frame([score_motes(bundle, version, histories, foreign).cols])
         if alive:
             ids = sorted(alive)
             state.update((ids, [alive[m][0] for m in ids], [alive[m][1] for m in ids]))
