@@ -35,14 +35,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 
 from iot_fed.fl.detector import channel_errors, combine, standardize_by
-from iot_fed.fl.device_history import DeviceHistory
+from iot_fed.fl.device_history import DeviceHistory, HistoryColumns
 from iot_fed.fl.sanity import insane, sanity_reason
 from iot_fed.fl.serialization import ModelBundle
+from iot_fed.fl.spans import offsets, spans
 from iot_fed.fl.window_features import segment_start, window_features_at
 from iot_fed.readings import CHANNELS
 
@@ -156,16 +156,6 @@ def score_series(
     and :func:`score_many_series`)."""
     series = Series(moteid, ts_ms, values, n_new, excluded, excluded_run)
     return score_many_series(bundle, [series])[0]
-
-
-def _spans(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """The indices ``starts[i], ..., starts[i] + lens[i] - 1`` of every span, end to end."""
-    lens = np.asarray(lens, np.int64)
-    total = int(lens.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    begin = np.cumsum(lens) - lens  # each span's first position in the output
-    return np.arange(total) - np.repeat(begin - np.asarray(starts, np.int64), lens)
 
 
 @dataclass(frozen=True)
@@ -283,7 +273,7 @@ def _score_laid(bundle: ModelBundle, laid: _Laid) -> _LaidScores:
     # excluded, so those rows are final (usually all of them, in one vectorised call)
     blocks: dict[int, tuple[int, tuple[np.ndarray, ...] | None]] = {}
     if n_out:
-        got = compute(_spans(offs + starts, n_new))
+        got = compute(spans(offs + starts, n_new))
         out_dev = np.repeat(np.arange(nd), n_new)
         hot = np.flatnonzero(got[0] > EXCLUDE_LEVEL * got[2])
         hot_devs, at = np.unique(out_dev[hot], return_index=True)
@@ -302,7 +292,7 @@ def _score_laid(bundle: ModelBundle, laid: _Laid) -> _LaidScores:
         if stale:
             los = np.array([blocks[d][0] for d in stale], np.int64)
             his = np.minimum(los + BLOCK, lens[stale])
-            fresh = compute(_spans(offs[stale] + los, his - los))
+            fresh = compute(spans(offs[stale] + los, his - los))
             cuts = np.cumsum(his - los)[:-1]
             parts = zip(*(np.split(a, cuts) for a in fresh), strict=True)
             for d, lo, part in zip(stale, los.tolist(), parts, strict=True):
@@ -357,7 +347,7 @@ class ReadingsBatch:
     rows are ``offsets[i]:offsets[i + 1]`` (ascending, all newer than ``histories[i]``)."""
 
     moteid: np.ndarray  # (d,) int64
-    histories: Sequence[DeviceHistory]
+    histories: HistoryColumns
     offsets: np.ndarray  # (d + 1,) int64
     epochs: np.ndarray  # (n,) int64
     ts_ms: np.ndarray  # (n,) int64
@@ -375,7 +365,7 @@ class ReadingsBatch:
                 )
         return cls(
             np.array([int(r.moteid) for r in readings], np.int64),
-            [r.history for r in readings],
+            HistoryColumns.of([r.history for r in readings]),
             np.concatenate([[0], np.cumsum([e.shape[0] for e in eps])]).astype(np.int64),
             np.concatenate(eps) if eps else np.zeros(0, np.int64),
             np.concatenate(tss) if tss else np.zeros(0, np.int64),
@@ -391,53 +381,42 @@ def score_many(
     batch = ReadingsBatch.of(readings)
     scored, histories = score_batch(bundle, batch)
     bounds = batch.offsets.tolist()
-    return [(scored.rows(bounds[i], bounds[i + 1]), h) for i, h in enumerate(histories)]
+    return [(scored.rows(bounds[i], bounds[i + 1]), h) for i, h in enumerate(histories.histories())]
 
 
 def _with_histories(batch: ReadingsBatch, ok: np.ndarray) -> tuple[_Laid, np.ndarray]:
     """The devices' series for :func:`_score_laid`: each device's history, then the newest
     reading seen when it is not in the context (left out: for the gap and the reset), then
     its finite new readings; and the series' epochs."""
-    hs = batch.histories
-    nd, c = len(hs), len(CHANNELS)
-    h_lens = np.array([len(h.ts_ms) for h in hs], np.int64)
-    seen = [
-        h.last_seen
-        if h.last_seen is not None and (not h.ts_ms or h.last_seen[1] > h.ts_ms[-1])
-        else None
-        for h in hs
-    ]
-    has_seen = np.array([s is not None for s in seen], bool)
+    h = batch.histories
+    nd, c = len(h), len(CHANNELS)
+    h_offs = offsets(h.lens)
+    ctx_ts = h.ts_ms[np.maximum(h_offs + h.lens - 1, 0)] if h.ts_ms.size else np.zeros(nd, np.int64)
+    has_seen = h.seen & ((h.lens == 0) | (h.last_seen[:, 1] > ctx_ts))
     k = np.bincount(np.repeat(np.arange(nd), np.diff(batch.offsets))[ok], minlength=nd)
-    lens = h_lens + has_seen + k
-    offs = np.cumsum(lens) - lens
-    m, total_h = int(lens.sum()), int(h_lens.sum())
+    lens = h.lens + has_seen + k
+    offs = offsets(lens)
+    m = int(lens.sum())
     ts, ep = np.zeros(m, np.int64), np.zeros(m, np.int64)
     x, ex = np.zeros((m, c)), np.zeros(m, bool)
-    at = _spans(offs, h_lens)
-    ts[at] = np.fromiter(chain.from_iterable(h.ts_ms for h in hs), np.int64, total_h)
-    ep[at] = np.fromiter(chain.from_iterable(h.epochs for h in hs), np.int64, total_h)
-    x[at] = np.array(list(chain.from_iterable(h.values for h in hs)), np.float64).reshape(-1, c)
-    at = (offs + h_lens)[has_seen]
-    ts[at] = [s[1] for s in seen if s is not None]
-    ep[at] = [s[0] for s in seen if s is not None]
+    at = spans(offs, h.lens)
+    ts[at], ep[at], x[at] = h.ts_ms, h.epochs, h.values
+    at = (offs + h.lens)[has_seen]
+    ts[at], ep[at] = h.last_seen[has_seen, 1], h.last_seen[has_seen, 0]
     ex[at] = True
-    at = _spans(offs + h_lens + has_seen, k)
+    at = spans(offs + h.lens + has_seen, k)
     ts[at], ep[at], x[at] = batch.ts_ms[ok], batch.epochs[ok], batch.values[ok]
-    runs = np.array([h.excluded_run for h in hs], np.int64)
-    return _Laid(batch.moteid, ts, x, lens, k, ex, runs), ep
+    return _Laid(batch.moteid, ts, x, lens, k, ex, h.excluded_run.astype(np.int64)), ep
 
 
-def score_batch(
-    bundle: ModelBundle, batch: ReadingsBatch
-) -> tuple[ScoredReadings, list[DeviceHistory]]:
+def score_batch(bundle: ModelBundle, batch: ReadingsBatch) -> tuple[ScoredReadings, HistoryColumns]:
     """Score several devices' new readings at once: one :class:`ScoredReadings` of all
     their rows (``batch``'s order) and each device's next history; each device gets
     exactly what :func:`score_device` gives it alone. Verdict precedence: data fault,
     sanity rule, learning, model."""
     if bundle.norm is None or bundle.threshold is None:
         raise ValueError("bundle lacks a normaliser or a global threshold: not calibrated")
-    x, n, nd = batch.values, batch.epochs.shape[0], len(batch.histories)
+    x, n, nd = batch.values, batch.epochs.shape[0], len(batch.moteid)
     if batch.ts_ms.shape[0] != n or x.shape[0] != n or batch.offsets[-1] != n:
         raise ValueError(f"{n} epochs, {batch.ts_ms.shape[0]} timestamps, {x.shape[0]} value rows")
     ok = np.isfinite(x).all(axis=1)
@@ -472,34 +451,32 @@ def score_batch(
 
 def _next_histories(
     bundle: ModelBundle, batch: ReadingsBatch, laid: _Laid, all_ep: np.ndarray, res: _LaidScores
-) -> list[DeviceHistory]:
+) -> HistoryColumns:
     """Each device's next context: its newest non-excluded readings since its last reset
     (a device with no finite new reading keeps its history)."""
-    lens, nd, w = laid.lens, laid.lens.size, bundle.spec.window
-    offs = np.cumsum(lens) - lens
-    if not int(lens.sum()):
-        return list(batch.histories)
+    lens, nd, w, h = laid.lens, laid.lens.size, bundle.spec.window, batch.histories
+    offs = offsets(lens)
     last = np.maximum(offs + lens - 1, 0)
-    breaks = np.zeros(lens.sum(), bool)
+    upd = laid.n_new > 0
+    breaks = np.zeros(laid.ts.size, bool)
     breaks[offs[lens > 0]] = True
-    seg = segment_start(laid.ts, bundle.spec.window_config(), breaks)[last]
+    seg = (
+        segment_start(laid.ts, bundle.spec.window_config(), breaks)[last] if laid.ts.size else last
+    )
     row_dev = np.repeat(np.arange(nd), lens)
-    ctx = ~res.excluded & (np.arange(row_dev.size) >= seg[row_dev])
+    pos = np.arange(row_dev.size)
+    ctx = ~res.excluded & (pos >= seg[row_dev])
     count = np.cumsum(ctx)
     later = count[last[row_dev]] - count + ctx  # context rows from each row to its device's end
-    rows = np.flatnonzero(ctx & (later <= w - 1) & (laid.n_new > 0)[row_dev])
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(row_dev[rows], minlength=nd))]).tolist()
-    # tolist: Python ints and floats in one C call per array
-    eps, tss = all_ep[rows].tolist(), laid.ts[rows].tolist()
-    vals = list(map(tuple, laid.x[rows].tolist()))
-    last_ep, last_ts, runs = all_ep[last].tolist(), laid.ts[last].tolist(), res.runs.tolist()
-    return [
-        DeviceHistory(
-            tuple(eps[a:b]), tuple(tss[a:b]), tuple(vals[a:b]), (last_ep[d], last_ts[d]), runs[d]
-        )
-        if new
-        else h
-        for d, (h, new, a, b) in enumerate(
-            zip(batch.histories, laid.n_new.tolist(), bounds[:-1], bounds[1:], strict=True)
-        )
-    ]
+    kept = np.where(upd[row_dev], ctx & (later <= w - 1), pos - offs[row_dev] < h.lens[row_dev])
+    rows = np.flatnonzero(kept)
+    newest = np.stack([all_ep[last], laid.ts[last]], axis=1) if nd else h.last_seen
+    return HistoryColumns(
+        np.bincount(row_dev[rows], minlength=nd).astype(np.int64),
+        all_ep[rows],
+        laid.ts[rows],
+        laid.x[rows],
+        np.where(upd[:, None], newest, h.last_seen),
+        upd | h.seen,
+        np.where(upd, res.runs, h.excluded_run),
+    )
