@@ -470,7 +470,7 @@ def _next_histories(
     later = count[last[row_dev]] - count + ctx  # context rows from each row to its device's end
     kept = np.where(upd[row_dev], ctx & (later <= w - 1), pos - offs[row_dev] < h.lens[row_dev])
     rows = np.flatnonzero(kept)
-    newest = np.stack([all_ep[last], laid.ts[last]], axis=1) if nd else h.last_seen
+    newest = np.stack([all_ep[last], laid.ts[last]], axis=1) if laid.ts.size else h.last_seen
     return HistoryColumns(
         np.bincount(row_dev[rows], minlength=nd).astype(np.int64),
         all_ep[rows],
