@@ -4,6 +4,7 @@ the reason and the reset command; the reset starts from the committed offsets.""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -74,9 +75,9 @@ def test_a_per_mote_checkpoint_and_other_buckets_are_refused(spark, analytics_se
     with pytest.raises(CheckpointMismatchError, match="IOT_FED_SCORER_BUCKETS=8"):
         check_checkpoint(spark, other, "new")
     # a checkpoint of the previous bucket layout (a pickled tuple per mote): refused, reset
-    meta = json.loads((new / META_FILE).read_text())
-    (new / META_FILE).write_text(json.dumps({**meta, "layout": "buckets-v1"}))
-    with pytest.raises(
-        CheckpointMismatchError, match="state layout is buckets-v1.*reset-checkpoint"
-    ):
-        check_checkpoint(spark, analytics_settings, "new")
+    v1 = Path(checkpoint_location(analytics_settings, "v1"))
+    (v1 / "offsets").mkdir(parents=True)
+    (v1 / "offsets" / "0").write_text(f'v1\n{json.dumps(conf)}\n{{"t":{{"0":5}}}}\n')
+    (v1 / META_FILE).write_text(json.dumps({**asdict(meta), "layout": "buckets-v1"}))
+    with pytest.raises(CheckpointMismatchError, match="layout is buckets-v1.*reset-checkpoint"):
+        check_checkpoint(spark, analytics_settings, "v1")
