@@ -5,6 +5,8 @@ new readings of one device (ascending, all newer than ``history``) and returns t
 :class:`ScoredReadings` and the new :class:`DeviceHistory` (the last ``window - 1``
 finite readings: the context the next call needs). Scoring a series in one call gives
 exactly the same result as scoring it chunk by chunk while threading the history.
+``score_batch`` scores many devices' readings at once, as columns (the streaming scorer's
+buckets); ``score_many`` and ``score_device`` are its per-device views.
 
 * A reading with a NaN / inf / missing channel is a *data fault*: score NaN, flagged,
   reason ``"data_fault:<channel> is nan"``; it never enters the history, so the readings
@@ -193,7 +195,7 @@ def score_many_series(bundle: ModelBundle, series: Sequence[Series]) -> list[Ser
     xs = [np.asarray(s.values, np.float64).reshape(-1, len(CHANNELS)) for s in series]
     lens = np.array([len(t) for t in tss], np.int64)
     n_new = np.array([s.n_new for s in series], np.int64)
-    offs = np.cumsum(lens) - lens
+    offs = offsets(lens)
     ex = np.zeros(int(lens.sum()), bool)
     for s, o, st in zip(series, offs.tolist(), (lens - n_new).tolist(), strict=True):
         if s.excluded is not None:
@@ -208,7 +210,7 @@ def score_many_series(bundle: ModelBundle, series: Sequence[Series]) -> list[Ser
         np.array([int(s.excluded_run) for s in series], np.int64),
     )
     got = _score_laid(bundle, laid)
-    out_offs = (np.cumsum(n_new) - n_new).tolist()
+    out_offs = offsets(n_new).tolist()
     return [
         SeriesScores(
             got.score[i : i + k],
@@ -236,7 +238,7 @@ def _score_laid(bundle: ModelBundle, laid: _Laid) -> _LaidScores:
     spec, cfg = bundle.spec, bundle.spec.window_config()
     ts, x, lens, n_new = laid.ts, laid.x, laid.lens, laid.n_new
     nd = lens.size
-    offs = np.cumsum(lens) - lens
+    offs = offsets(lens)
     starts = lens - n_new  # each device's first scored row, within its series
     breaks = np.zeros(ts.size, bool)
     breaks[offs[lens > 0]] = True
@@ -249,7 +251,7 @@ def _score_laid(bundle: ModelBundle, laid: _Laid) -> _LaidScores:
     dev_thr = np.array([bundle.threshold_for(m)[0] for m in motes], np.float64)
     glob = float(bundle.threshold)
     cap = EXCLUDE_WINDOWS * spec.window
-    out_offs = np.cumsum(n_new) - n_new
+    out_offs = offsets(n_new)
     n_out = int(n_new.sum())
     score, thr = np.zeros(n_out), np.zeros(n_out)
     errors, n_context = np.zeros((n_out, len(CHANNELS))), np.zeros(n_out, np.int64)
