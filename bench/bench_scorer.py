@@ -20,7 +20,8 @@ for new data; ``allRemovalsTimeMs``: the timeout pass, a second Python call;
         [--rounds 2] [--seconds 40] [--partitions 1]
 
 ``--python-cost`` measures the stateful step alone, in Python, at ``--devices`` (per-mote
-groups vs ``--buckets``; :mod:`scorer_python_cost`).
+groups vs ``--buckets``; :mod:`scorer_python_cost`), each in its own process;
+``--baseline DIR`` adds another checkout's buckets (``git worktree add DIR <commit>``).
 
 ``--against-running`` measures a RUNNING ``make run`` / ``iot-fed run`` instead
 (:mod:`live_pipeline`): Kafka append -> stored prediction at each ``--rates`` for
@@ -37,7 +38,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -380,23 +384,39 @@ def print_summary(summary: list[dict]) -> None:
     print_table("The streaming scorer alone", head, rows)
 
 
+def _cost_in(root: Path, devices: int, buckets: int | None) -> dict[str, Any]:
+    """:func:`scorer_python_cost.measure` in a child process on the checkout at ``root``
+    (its ``iot_fed``; this bench's code)."""
+    cmd = [sys.executable, __file__, "--python-cost-one", str(devices)]
+    cmd += ["--buckets", str(buckets)] if buckets else ["--one-per-mote"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    got = subprocess.run(cmd, env=env, cwd=root, check=True, capture_output=True, text=True)
+    return json.loads(got.stdout.strip().splitlines()[-1])
+
+
 def python_cost(args: argparse.Namespace) -> None:
-    """The ``python_cost`` section (see :mod:`scorer_python_cost`)."""
-    settings = load_settings()
-    bundle = promoted_bundle(settings)
+    """The ``python_cost`` section (see :mod:`scorer_python_cost`): this checkout per mote
+    and in buckets, and with ``--baseline DIR`` another checkout's buckets (``git worktree
+    add DIR <commit>``), each in its own process, alternating per device count."""
     devices = [int(d) for d in args.devices.split(",")]
     if args.quick:
         devices = [200]
+    checkouts = {"this": Path(__file__).resolve().parents[1]}
+    if args.baseline:
+        checkouts["baseline"] = args.baseline.resolve()
     rows = []
     for n in devices:
-        for buckets in (None, args.buckets):
-            rows.append(measure(bundle, n, buckets, settings.model_window, 3))
+        runs = [("this", None)] if args.per_mote else []
+        runs += [(code, args.buckets) for code in checkouts]
+        for code, buckets in runs:
+            rows.append({"code": code, **_cost_in(checkouts[code], n, buckets)})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "batch_ms"}), flush=True)
     print_table(
         "The stateful step's Python cost per micro-batch (one reading per device)",
-        ["devices", "grouping", "Python calls", "batch ms", "ms per device"],
+        ["code", "devices", "grouping", "Python calls", "batch ms", "ms per device"],
         [
             [
+                r["code"],
                 r["devices"],
                 r["grouping"],
                 r["python_calls"],
@@ -428,12 +448,31 @@ def main() -> int:
     )
     ap.add_argument("--devices", default="1000,10000", help="--python-cost only")
     ap.add_argument("--buckets", type=int, default=64, help="--python-cost only")
+    ap.add_argument(
+        "--baseline", type=Path, default=None, help="--python-cost only: another checkout too"
+    )
+    ap.add_argument(
+        "--no-per-mote",
+        dest="per_mote",
+        action="store_false",
+        help="--python-cost only: skip the per-mote grouping (slow at 10,000 devices)",
+    )
+    ap.add_argument("--python-cost-one", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--one-per-mote", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--against-running", action="store_true", help="measure a running make run")
     ap.add_argument("--api-requests", type=int, default=300, help="--against-running only")
     ap.add_argument("--skip-promotion", action="store_true", help="--against-running only")
     args = ap.parse_args()
     if args.quick:
         args.variants, args.rates, args.seconds, args.rounds = "after", "10", 8.0, 1
+    if args.python_cost_one is not None:  # a child of --python-cost: one measurement
+        settings = load_settings()
+        buckets = None if args.one_per_mote else args.buckets
+        got = measure(
+            promoted_bundle(settings), args.python_cost_one, buckets, settings.model_window, 3
+        )
+        print(json.dumps(got))
+        return 0
     if args.python_cost:
         python_cost(args)
         return 0

@@ -27,8 +27,9 @@ from typing import Any
 from iot_fed.config import Settings
 
 META_FILE = "iot_fed.json"
-LAYOUT = "buckets-v1"
-"""The state's layout: one state row per mote bucket (:mod:`iot_fed.analytics.live_state`)."""
+LAYOUT = "buckets-v2"
+"""The state's layout: one state row per mote bucket, its motes' states as arrays in one
+value (:mod:`iot_fed.analytics.bucket_state`; ``buckets-v1``: a pickled tuple per mote)."""
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 STATE_STORE_PROVIDER = "spark.sql.streaming.stateStore.providerClass"
 STATE_STORES = {

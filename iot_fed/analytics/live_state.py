@@ -3,8 +3,9 @@
 ``applyInPandasWithState`` keyed by a bucket of motes (:func:`bucket_key`: a hash of the
 mote modulo ``IOT_FED_SCORER_BUCKETS``): each call receives its bucket's new Kafka records
 of a micro-batch, decodes them (:func:`iot_fed.stream.messages.decode_value`), and scores
-the valid ones of ALL its motes in one :func:`iot_fed.fl.stream_scoring.score_many` call,
-threading each device's :class:`~iot_fed.fl.stream_scoring.DeviceHistory`. It emits one
+the valid ones of ALL its motes in one :func:`iot_fed.fl.stream_scoring.score_batch` call
+(columns for the whole bucket, no Python object per reading), threading each device's
+history. It emits one
 output row per record: ``kind`` ``prediction`` or ``skipped`` (malformed: ingestion
 dead-letters it; the scorer only counts it), plus one ``incident`` row (its document as
 JSON) per incident the readings opened, extended or closed
@@ -14,8 +15,8 @@ state as the history).
 Why buckets: a group per mote was one Python call per device per micro-batch (its
 frame, its state, its own small ``score_device``), which does not scale to 10,000 devices
 (``bench/bench_scorer.py --python-cost``). The state stays exact per mote: a bucket's
-state (:data:`STATE_SCHEMA`) lists its motes and each one's own state, and only
-the motes with data are parsed and rewritten. A mote silent for the state timeout loses
+state (:class:`~iot_fed.analytics.bucket_state.BucketState`, one pickled value) keeps its
+motes' histories and incident states as arrays. A mote silent for the state timeout loses
 its state at its bucket's next call; a bucket silent that long loses its whole state
 (``GroupStateTimeout.ProcessingTimeTimeout``); an open incident is then closed by the
 fleet's data time. The bucket count is part of the checkpoint's layout
@@ -41,7 +42,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import pickle
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -54,12 +54,14 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from iot_fed.analytics.bucket_state import BucketState, load_state, state_bytes
 from iot_fed.analytics.incidents import IncidentState, advance
 from iot_fed.analytics.models import ModelNotAvailableError, load_scoring_bundle
 from iot_fed.analytics.readings import MongoTarget
+from iot_fed.fl.device_history import NO_EPOCH, HistoryColumns
 from iot_fed.fl.sanity import SANITY_PREFIX
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
-from iot_fed.fl.stream_scoring import DeviceHistory, DeviceReadings, ScoredReadings, score_many
+from iot_fed.fl.stream_scoring import DeviceHistory, ReadingsBatch, ScoredReadings, score_batch
 from iot_fed.readings import CHANNELS
 from iot_fed.store import promoted_version
 from iot_fed.store.live import promoted_history
@@ -102,34 +104,6 @@ OUT_OF_ORDER = "fallback:out_of_order"
 """Reason of a reading no newer than its device's history (late, or sent again), scored
 with no context (so never flagged by the model, only by a data fault or the sanity rule):
 its verdict never replaces a stored one (see ``store_batch``)."""
-STATE_SCHEMA = T.StructType(
-    [
-        T.StructField("motes", T.ArrayType(T.IntegerType(), False), False),
-        T.StructField("states", T.ArrayType(T.BinaryType(), False), False),
-        T.StructField("seen_ms", T.ArrayType(T.LongType(), False), False),
-    ]
-)
-"""A bucket's state: its motes (ascending), each one's state (:func:`state_bytes`)
-and the processing time of its last reading (its own timeout). Only the motes with data
-in a micro-batch have their string parsed and rewritten."""
-
-
-def load_state(blob: bytes) -> tuple[DeviceHistory, IncidentState | None]:
-    """A mote's state (:func:`state_bytes`): its history and incident state (None when
-    not kept yet)."""
-    epochs, ts_ms, values, last_seen, run, incidents = pickle.loads(blob)
-    return DeviceHistory(epochs, ts_ms, values, last_seen, run), IncidentState.from_json(incidents)
-
-
-def state_bytes(history: DeviceHistory, incidents: IncidentState) -> bytes:
-    """A mote's state in its bucket's: the history's fields and the incident state, pickled
-    (our own plain tuples, written and read only here: a JSON round trip with a per-value
-    conversion was a third of the bucket's Python time, bench/bench_scorer.py)."""
-    h = history
-    return pickle.dumps(
-        (h.epochs, h.ts_ms, h.values, h.last_seen, h.excluded_run, incidents.to_json()),
-        protocol=5,
-    )
 
 
 class NoModelError(RuntimeError):
@@ -289,54 +263,46 @@ def decode_records(raw: pd.DataFrame, max_bytes: int) -> Decoded:
     )
 
 
-def _reasons(reasons: Iterable[str | None], late: str | None) -> list[str | None]:
-    """The scorer's reasons; for late readings (``late`` given) that reason instead,
-    except a data fault or a sanity rule (the only verdicts that flag a late reading)."""
-    if late is None:
-        return list(reasons)
-    return [r if r and r.startswith(("data_fault:", SANITY_PREFIX)) else late for r in reasons]
+def _late_reasons(reasons: np.ndarray, late: np.ndarray) -> np.ndarray:
+    """The scorer's reasons, with :data:`OUT_OF_ORDER` for the ``late`` readings except a
+    data fault or a sanity rule (the only verdicts that flag a late reading)."""
+    for i in np.flatnonzero(late).tolist():
+        r = reasons[i]
+        if not (r and r.startswith(("data_fault:", SANITY_PREFIX))):
+            reasons[i] = OUT_OF_ORDER
+    return reasons
 
 
-def _parts(
-    history: DeviceHistory, valid: Decoded
-) -> list[tuple[Decoded, DeviceHistory | None, str | None]]:
-    """One mote's valid readings in time order (a repeated epoch keeps its first record in
-    Kafka order), split into those newer than the history (scored with it) and the
-    out-of-order or repeated ones (scored with no history, reason :data:`OUT_OF_ORDER`)."""
-    if len(valid) > 1:  # (one reading: in order already, the usual micro-batch)
-        by = np.lexsort((valid.order[:, 1], valid.order[:, 0], valid.epoch))
-        first = np.ones(len(by), bool)
-        first[1:] = valid.epoch[by][1:] != valid.epoch[by][:-1]
-        valid = valid.take(by[first])
-    last = history.last_epoch
-    is_new = np.ones(len(valid), bool) if last is None else valid.epoch > last
-    out: list[tuple[Decoded, DeviceHistory | None, str | None]] = []
-    for mask, hist, fallback in ((is_new, history, None), (~is_new, None, OUT_OF_ORDER)):
-        if mask.any():
-            out.append((valid if mask.all() else valid.take(np.flatnonzero(mask)), hist, fallback))
-    return out
+def _in_time_order(valid: Decoded) -> Decoded:
+    """Several motes' valid readings by mote, then time (a repeated epoch of a mote keeps
+    its first record in Kafka order)."""
+    if len(valid) < 2:
+        return valid
+    by = np.lexsort((valid.order[:, 1], valid.order[:, 0], valid.epoch, valid.moteid))
+    m, e = valid.moteid[by], valid.epoch[by]
+    first = np.ones(len(by), bool)
+    first[1:] = (m[1:] != m[:-1]) | (e[1:] != e[:-1])
+    return valid.take(by[first])
 
 
-def _columns(
-    part: Decoded, scored: ScoredReadings, fallback: str | None, version: int
-) -> dict[str, np.ndarray]:
-    """The output columns of one mote's scored readings."""
-    n = len(part)
+def _columns(rows: Decoded, scored: ScoredReadings, late: np.ndarray, version: int) -> Columns:
+    """The output columns of scored readings (``late``: scored with no history)."""
+    n = len(rows)
     return {
         "kind": np.full(n, "prediction", dtype=object),
-        "moteid": part.moteid,
-        "epoch": part.epoch,
-        "ts_ms": part.ts_ms,
-        "kafka_ts_ms": part.kafka_ts_ms,
-        "kafka_offset": part.kafka_offset,
+        "moteid": rows.moteid,
+        "epoch": rows.epoch,
+        "ts_ms": rows.ts_ms,
+        "kafka_ts_ms": rows.kafka_ts_ms,
+        "kafka_offset": rows.kafka_offset,
         "score": np.asarray(scored.score, np.float64),
         **{f"err_{c}": scored.channel_errors[:, i] for i, c in enumerate(CHANNELS)},
         "flag": np.asarray(scored.flag, bool),
         "threshold": np.asarray(scored.threshold, np.float64),
-        "reason": np.array(_reasons(scored.reason, fallback), dtype=object),
+        "reason": _late_reasons(np.array(scored.reason, dtype=object), late),
         "model_version": np.full(n, version, np.int64),
-        "label": part.label,
-        **{c: part.values[:, i] for i, c in enumerate(CHANNELS)},
+        "label": rows.label,
+        **{c: rows.values[:, i] for i, c in enumerate(CHANNELS)},
         "incident": np.full(n, None, dtype=object),
     }
 
@@ -345,92 +311,105 @@ Columns = dict[str, np.ndarray]
 
 
 def _frame(parts: Sequence[Columns]) -> pd.DataFrame:
-    """One output frame of several column sets (our own fresh arrays: no copy)."""
+    """One output frame of several column sets (our own fresh arrays: no copy; a dict in
+    the schema's order, as ``columns=`` costs pandas a Series of the dict)."""
     if len(parts) == 1:
-        return pd.DataFrame(parts[0], columns=OUTPUT_COLUMNS, copy=False)
+        return pd.DataFrame({c: parts[0][c] for c in OUTPUT_COLUMNS}, copy=False)
     cols = {c: np.concatenate([p[c] for p in parts]) for c in OUTPUT_COLUMNS}
-    return pd.DataFrame(cols, columns=OUTPUT_COLUMNS, copy=False)
+    return pd.DataFrame(cols, copy=False)
+
+
+@dataclass(frozen=True)
+class MotesScored:
+    """:func:`score_motes`' result: the output columns of every reading, each reading's
+    mote (an index into the motes) and each mote's new history."""
+
+    cols: Columns
+    mote: np.ndarray
+    histories: HistoryColumns
 
 
 def score_motes(
-    bundle: ModelBundle, version: int, motes: Sequence[tuple[DeviceHistory, Decoded]]
-) -> list[tuple[Columns, DeviceHistory]]:
-    """Score several motes' valid readings (each ``Decoded`` all of one mote, with its
-    history) in ONE :func:`~iot_fed.fl.stream_scoring.score_many` call: each mote gets
-    exactly what it gets scored alone. Returns each mote's output columns (its new
-    readings, then its out-of-order ones) and its new history."""
-    jobs = [(i, *part) for i, (h, valid) in enumerate(motes) for part in _parts(h, valid)]
-    scored = score_many(
-        bundle,
-        [
-            DeviceReadings(
-                int(part.moteid[0]),
-                hist or DeviceHistory.empty(),
-                part.epoch,
-                part.ts_ms,
-                part.values,
-            )
-            for _, part, hist, _ in jobs
-        ],
+    bundle: ModelBundle, version: int, histories: HistoryColumns, valid: Decoded
+) -> MotesScored:
+    """Score several motes' valid readings (``valid``: every reading of the motes, which are
+    ``np.unique(valid.moteid)``, each with its history) in ONE
+    :func:`~iot_fed.fl.stream_scoring.score_batch` call: each mote gets exactly what it
+    gets scored alone. A mote's readings no newer than its history (late, or sent again)
+    are scored as another device with no history (reason :data:`OUT_OF_ORDER`)."""
+    rows = _in_time_order(valid)
+    motes, mote = np.unique(rows.moteid, return_inverse=True)
+    n = len(motes)
+    if n != len(histories):
+        raise ValueError(f"{len(histories)} histories for {n} motes")
+    late = rows.epoch <= histories.last_epochs()[mote]
+    # the new readings (by mote), then the late ones (by mote): one device each
+    order = np.concatenate([np.flatnonzero(~late), np.flatnonzero(late)])
+    rows, mote, late = rows.take(order), mote[order], late[order]
+    late_motes, late_counts = np.unique(mote[late], return_counts=True)
+    counts = np.concatenate([np.bincount(mote[~late], minlength=n), late_counts])
+    batch = ReadingsBatch(
+        np.concatenate([motes, motes[late_motes]]),
+        histories.take(np.concatenate([np.arange(n), np.full(late_motes.size, -1)])),
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        rows.epoch,
+        rows.ts_ms,
+        rows.values,
     )
-    cols: list[list[Columns]] = [[] for _ in motes]
-    histories = [h for h, _ in motes]
-    for (i, part, hist, fallback), (got, new_hist) in zip(jobs, scored, strict=True):
-        cols[i].append(_columns(part, got, fallback, version))
-        if hist is not None:
-            histories[i] = new_hist
-    return [
-        (c[0] if len(c) == 1 else {k: np.concatenate([p[k] for p in c]) for k in c[0]}, h)
-        for c, h in zip(cols, histories, strict=True)
-    ]
+    scored, new = score_batch(bundle, batch)
+    return MotesScored(_columns(rows, scored, late, version), mote, new.take(np.arange(n)))
 
 
 def score_mote(
     bundle: ModelBundle, version: int, history: DeviceHistory, valid: Decoded
 ) -> tuple[pd.DataFrame, DeviceHistory]:
     """:func:`score_motes` of one mote, as a frame."""
-    cols, history = score_motes(bundle, version, [(history, valid)])[0]
-    return _frame([cols]), history
-
-
-def _advance(
-    moteid: int, incidents: IncidentState, cols: Columns, quiet_s: float
-) -> tuple[IncidentState, list[dict[str, Any]]]:
-    """:func:`~iot_fed.analytics.incidents.advance` over a mote's output columns; with no
-    open incident and nothing flagged it only moves ``last_epoch`` (what ``advance``
-    returns then), without the frame."""
-    if incidents.open is None and not cols["flag"].any():
-        newest = int(cols["epoch"].max())
-        last = incidents.last_epoch
-        return IncidentState(newest if last is None else max(last, newest), None), []
-    return advance(moteid, incidents, pd.DataFrame(cols, copy=False), quiet_s)
-
-
-MoteStep = tuple[DeviceHistory, IncidentState | None, Decoded]
+    got = score_motes(bundle, version, HistoryColumns.of([history]), valid)
+    return _frame([got.cols]), got.histories.histories()[0]
 
 
 def step_motes(
-    bundle: ModelBundle, version: int, motes: Sequence[MoteStep], quiet_s: float
-) -> tuple[list[pd.DataFrame], list[tuple[DeviceHistory, IncidentState]]]:
-    """Several motes' stateful step (each ``Decoded`` all of one mote): :func:`score_motes`,
-    then each mote's incidents from its readings newer than its history (a late or
-    repeated reading never touches an incident). Output frames: every mote's predictions,
-    then the ``incident`` rows if any (built as the ``skipped`` ones are: all-null
-    columns convert to Arrow as they do); and each mote's new state."""
-    scored = score_motes(bundle, version, [(h, valid) for h, _, valid in motes])
+    bundle: ModelBundle,
+    version: int,
+    histories: HistoryColumns,
+    incidents: Sequence[IncidentState | None],
+    valid: Decoded,
+    quiet_s: float,
+) -> tuple[list[pd.DataFrame], HistoryColumns, list[IncidentState]]:
+    """Several motes' stateful step (``valid``: every reading of the motes
+    ``np.unique(valid.moteid)``, each with its history and incident state):
+    :func:`score_motes`, then each mote's incidents from its readings newer than its
+    history (a late or repeated reading never touches an incident). Output frames: every
+    mote's predictions, then the ``incident`` rows if any (built as the ``skipped`` ones
+    are: all-null columns convert to Arrow as they do); each mote's new history and
+    incident state."""
+    got = score_motes(bundle, version, histories, valid)
+    cols, n = got.cols, len(incidents)
+    # with no open incident and nothing flagged, advance only moves last_epoch: no frame
+    newest = np.full(n, NO_EPOCH, np.int64)
+    np.maximum.at(newest, got.mote, cols["epoch"])
+    flagged = (np.bincount(got.mote[cols["flag"]], minlength=n) > 0).tolist()
+    motes = np.unique(cols["moteid"]).tolist()
+    starts = histories.last_epochs().tolist()
     rows: list[dict[str, Any]] = []
-    states = []
-    for (history, incidents, valid), (cols, new_hist) in zip(motes, scored, strict=True):
-        if incidents is None:  # a state from before incidents: start from the history's end
-            incidents = IncidentState(last_epoch=history.last_epoch)
-        moteid = int(valid.moteid[0])
-        incidents, docs = _advance(moteid, incidents, cols, quiet_s)
-        rows += [{"kind": "incident", "moteid": moteid, "incident": json.dumps(d)} for d in docs]
-        states.append((new_hist, incidents))
-    frames = [_frame([c for c, _ in scored])] if scored else []
+    out = []
+    for i, (state, top) in enumerate(zip(incidents, newest.tolist(), strict=True)):
+        if state is None:  # a mote new to the state: start from its history's end
+            state = IncidentState(None if starts[i] == NO_EPOCH else starts[i])
+        if state.open is None and not flagged[i]:
+            last = state.last_epoch
+            state = IncidentState(top if last is None else max(last, top), None)
+        else:
+            mine = {k: v[got.mote == i] for k, v in cols.items()}
+            state, docs = advance(motes[i], state, pd.DataFrame(mine, copy=False), quiet_s)
+            rows += [
+                {"kind": "incident", "moteid": motes[i], "incident": json.dumps(d)} for d in docs
+            ]
+        out.append(state)
+    frames = [_frame([cols])] if len(valid) else []
     if rows:
         frames.append(pd.DataFrame(rows, columns=OUTPUT_COLUMNS))
-    return frames, states
+    return frames, got.histories, out
 
 
 def step_mote(
@@ -442,17 +421,10 @@ def step_mote(
     quiet_s: float,
 ) -> tuple[list[pd.DataFrame], DeviceHistory, IncidentState]:
     """:func:`step_motes` of one mote."""
-    frames, [(history, state)] = step_motes(bundle, version, [(history, incidents, valid)], quiet_s)
-    return frames, history, state
-
-
-def by_mote(decoded: Decoded) -> list[Decoded]:
-    """``decoded``'s records grouped by their mote (ascending ids, Kafka order kept)."""
-    if not len(decoded):
-        return []
-    order = np.argsort(decoded.moteid, kind="stable")
-    cuts = np.flatnonzero(np.diff(decoded.moteid[order])) + 1
-    return [decoded.take(idx) for idx in np.split(order, cuts)]
+    frames, new, [state] = step_motes(
+        bundle, version, HistoryColumns.of([history]), [incidents], valid, quiet_s
+    )
+    return frames, new.histories()[0], state
 
 
 def bucket_key(buckets: int) -> Column:
@@ -467,10 +439,10 @@ def stateful_scorer(
     """The ``applyInPandasWithState`` function, grouped by a bucket of motes
     (:func:`bucket_key`): one call scores every mote of its bucket with data in the
     micro-batch at once (:func:`step_motes`), threading each mote's own state through
-    the bucket's state (:data:`STATE_SCHEMA`: the motes, their states and when each
-    last had a reading). A mote silent for ``timeout_ms`` (processing time) loses its
-    state at the bucket's next call; a bucket silent that long loses its state (the
-    group's timeout).
+    the bucket's state (:class:`~iot_fed.analytics.bucket_state.BucketState`: the motes,
+    their states and when each last had a reading). A mote silent for ``timeout_ms``
+    (processing time) loses its state at the bucket's next call; a bucket silent that
+    long loses its state (the group's timeout).
 
     A record belongs to the mote of its group key ``gkey`` (the Kafka key, or for an
     unkeyed record the value's ``moteid``; see ``mote_key`` in
@@ -491,30 +463,27 @@ def stateful_scorer(
         if decoded.skipped:
             yield pd.DataFrame(decoded.skipped, columns=OUTPUT_COLUMNS)
         now = int(state.getCurrentProcessingTimeMs())
-        motes, texts, seen = state.get if state.exists else ([], [], [])
-        alive = {m: (t, s) for m, t, s in zip(motes, texts, seen, strict=True)}
-        alive = {m: v for m, v in alive.items() if now - v[1] < timeout_ms}
+        bucket = load_state(state.get[0]) if state.exists else BucketState.empty()
+        bucket = bucket.take(np.flatnonzero(now - bucket.seen_ms < timeout_ms))
         if len(decoded):
             version, bundle = executor_model(target, refresh_s).current()
             own = decoded.moteid == decoded.key
-            mine = by_mote(decoded.take(np.flatnonzero(own)))
-            steps: list[MoteStep] = []
-            for valid in mine:
-                text = alive.get(int(valid.moteid[0]), (None, 0))[0]
-                history, incidents = load_state(text) if text else (DeviceHistory.empty(), None)
-                steps.append((history, incidents, valid))
-            out, states = step_motes(bundle, version, steps, quiet_s)
-            for valid, (history, incidents) in zip(mine, states, strict=True):
-                alive[int(valid.moteid[0])] = (state_bytes(history, incidents), now)
-            yield from out
-            foreign = by_mote(decoded.take(np.flatnonzero(~own)))
-            if foreign:
-                empty = DeviceHistory.empty()
-                got = score_motes(bundle, version, [(empty, v) for v in foreign])
-                yield _frame([c for c, _ in got])
-        if alive:
-            ids = sorted(alive)
-            state.update((ids, [alive[m][0] for m in ids], [alive[m][1] for m in ids]))
+            mine = decoded.take(np.flatnonzero(own))
+            motes = np.unique(mine.moteid)
+            if motes.size:
+                at = bucket.find(motes)
+                incidents = [bucket.incidents[i] if i >= 0 else None for i in at.tolist()]
+                out, histories, incidents = step_motes(
+                    bundle, version, bucket.histories.take(at), incidents, mine, quiet_s
+                )
+                bucket = bucket.updated(motes, now, histories, incidents)
+                yield from out
+            foreign = decoded.take(np.flatnonzero(~own))
+            if len(foreign):
+                empty = HistoryColumns.empty(len(np.unique(foreign.moteid)))
+                yield _frame([score_motes(bundle, version, empty, foreign).cols])
+        if len(bucket):
+            state.update((state_bytes(bucket),))
             state.setTimeoutDuration(timeout_ms)
         elif state.exists:
             state.remove()

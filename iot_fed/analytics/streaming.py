@@ -2,7 +2,7 @@
 
 The query: Kafka source -> ``groupBy(bucket of the mote from the Kafka key)
 .applyInPandasWithState`` (:mod:`iot_fed.analytics.live_state`: decode, each mote's
-history as state inside its bucket's, all the bucket's motes scored in one ``score_many``
+history as state inside its bucket's, all the bucket's motes scored in one ``score_batch``
 call) -> ``foreachBatch``, whose one job has the executors upsert the rows
 (:mod:`iot_fed.analytics.stream_sink`: one prediction per valid reading, ``_id`` =
 ``<moteid>:<ts ms>``, the flagged ones into ``anomalies`` under the same ``_id``, the
@@ -42,6 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.streaming.state import GroupStateTimeout
 
+from iot_fed.analytics.bucket_state import STATE_SCHEMA
 from iot_fed.analytics.checkpoint import (
     SHUFFLE_PARTITIONS,
     STATE_STORE_PROVIDER,
@@ -49,12 +50,7 @@ from iot_fed.analytics.checkpoint import (
     check_checkpoint,
     checkpoint_location,
 )
-from iot_fed.analytics.live_state import (
-    OUTPUT_SCHEMA,
-    STATE_SCHEMA,
-    bucket_key,
-    stateful_scorer,
-)
+from iot_fed.analytics.live_state import OUTPUT_SCHEMA, bucket_key, stateful_scorer
 from iot_fed.analytics.readings import MongoTarget
 from iot_fed.analytics.stream_progress import ProgressLog
 from iot_fed.analytics.stream_sink import (

@@ -4,6 +4,7 @@ the reason and the reset command; the reset starts from the committed offsets.""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,8 @@ def test_other_partition_count_refused_and_reset_resumes_at_committed_offsets(
 
 def test_a_per_mote_checkpoint_and_other_buckets_are_refused(spark, analytics_settings):
     """A checkpoint from before the buckets (no iot_fed.json: Spark's offsets say its
-    partitions) and one made with another bucket count both name the difference."""
+    partitions), one made with another bucket count and one of the previous bucket layout
+    all name the difference."""
     old = Path(checkpoint_location(analytics_settings, "old"))
     (old / "offsets").mkdir(parents=True)
     conf = {"conf": {"spark.sql.shuffle.partitions": "1"}}
@@ -72,3 +74,10 @@ def test_a_per_mote_checkpoint_and_other_buckets_are_refused(spark, analytics_se
     other = analytics_settings.model_copy(update={"scorer_buckets": 8})
     with pytest.raises(CheckpointMismatchError, match="IOT_FED_SCORER_BUCKETS=8"):
         check_checkpoint(spark, other, "new")
+    # a checkpoint of the previous bucket layout (a pickled tuple per mote): refused, reset
+    v1 = Path(checkpoint_location(analytics_settings, "v1"))
+    (v1 / "offsets").mkdir(parents=True)
+    (v1 / "offsets" / "0").write_text(f'v1\n{json.dumps(conf)}\n{{"t":{{"0":5}}}}\n')
+    (v1 / META_FILE).write_text(json.dumps({**asdict(meta), "layout": "buckets-v1"}))
+    with pytest.raises(CheckpointMismatchError, match="layout is buckets-v1.*reset-checkpoint"):
+        check_checkpoint(spark, analytics_settings, "v1")

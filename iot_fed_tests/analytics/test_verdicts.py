@@ -12,18 +12,13 @@ import pandas as pd
 from pymongo.database import Database
 
 from iot_fed.analytics.batch_scoring import score_devices
+from iot_fed.analytics.bucket_state import BucketState, load_state, state_bytes
 from iot_fed.analytics.incidents import advance
-from iot_fed.analytics.live_state import (
-    decode_records,
-    load_state,
-    score_mote,
-    state_bytes,
-    step_mote,
-)
+from iot_fed.analytics.live_state import decode_records, score_mote, step_mote
 from iot_fed.analytics.predictions import store_scored
 from iot_fed.analytics.stream_sink import store_batch
 from iot_fed.analytics.verdicts import PROVENANCE, verdict_docs
-from iot_fed.fl.device_history import DeviceHistory
+from iot_fed.fl.device_history import DeviceHistory, HistoryColumns
 from iot_fed.fl.stream_scoring import LEARNING_NO_THRESHOLD
 from iot_fed.store.incidents import close_due_incidents, upsert_incidents
 from iot_fed.store.live import store_verdicts
@@ -210,16 +205,20 @@ def _streamed_steps(bundle, df: pd.DataFrame, chunk: int, resend: int = 0) -> pd
     through micro-batches of ``chunk`` as Spark keeps it; ``resend``: each micro-batch
     after the first also carries the previous one's last ``resend`` records again."""
     frames = []
-    for _, part in df.sort_values(["moteid", "epoch"]).groupby("moteid"):
+    for mote, part in df.sort_values(["moteid", "epoch"]).groupby("moteid"):
         text = None
         for i in range(0, len(part), chunk):
             lo = max(0, i - resend) if i else 0
             decoded = decode_records(_kafka_records(part.iloc[lo : i + chunk], lo), 1 << 20)
-            history, incidents = load_state(text) if text else (DeviceHistory.empty(), None)
+            history, incidents = DeviceHistory.empty(), None
+            if text:
+                state = load_state(text)
+                history, incidents = state.histories.histories()[0], state.incidents[0]
             out, history, incidents = step_mote(
                 bundle, VERSION, history, incidents, decoded, QUIET_S
             )
-            text = state_bytes(history, incidents)
+            one = np.array([mote], np.int64)
+            text = state_bytes(BucketState(one, one, HistoryColumns.of([history]), [incidents]))
             frames += out
     return pd.concat(frames, ignore_index=True)
 
@@ -351,10 +350,10 @@ def test_a_bucket_of_motes_is_scored_as_each_mote_alone(monkeypatch) -> None:
     )
     incidents = lambda f: sorted(f.loc[f["kind"] == "incident", "incident"])  # noqa: E731
     assert incidents(got) == incidents(want) and incidents(got)
-    assert state.value[0] == [1, 2, 3]
+    assert load_state(state.value[0]).motes.tolist() == [1, 2, 3]
     # mote 1 silent past the timeout: its state is gone at the bucket's next call
     state.now = 120_000
     late = df[df["moteid"] == 2].iloc[-1:].assign(epoch=10_000)
     raw = _kafka_records(late, 99_999).assign(gkey=2)
     list(run((0,), iter([raw]), state))
-    assert state.value[0] == [2]
+    assert load_state(state.value[0]).motes.tolist() == [2]
