@@ -233,11 +233,13 @@ def command_counts(folder: Path) -> dict[int, list[tuple[float, str]]]:
 
 # --- the round ----------------------------------------------------------------------------
 def deciding_tick(instance: dg.DagsterInstance, run_ids: set[str]) -> Any:
-    """The ``iot_stream_sensor`` tick that requested one of ``run_ids``."""
+    """The first ``iot_stream_sensor`` tick that requested one of ``run_ids`` (a round's
+    shard runs; a later tick launches its aggregation run)."""
     for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
         if state.name != "iot_stream_sensor":
             continue
-        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id):
+        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+        for tick in reversed(ticks):  # newest first: the oldest match is the round's start
             if set(tick.run_ids) & run_ids:
                 return tick
     raise RuntimeError("no iot_stream_sensor tick launched the round's runs")
