@@ -273,7 +273,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="200 devices, 15 s, configs 1x1,2x2")
     args = ap.parse_args()
     if args.quick:
-        args.devices, args.seconds, args.configs, args.drain_s = 200, 15, "1x1,2x2", 180
+        args.devices, args.seconds, args.configs, args.drain_s = 200, 15, "1x1,2x2", 300
     settings = get_settings()
     bundle = promoted_bundle(settings)
     rows = []
