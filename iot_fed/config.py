@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         "mongo-java-server (H2 MVStore file; filtered reads ~30x faster, inserts ~5x slower) "
         "or FerretDB (SQLite; scans the whole collection for every filtered query)",
     )
+    mongodb_server_heap_mb: int = Field(
+        2048,
+        ge=256,
+        description="heap of the local mongo-java-server: it keeps its indexes and each "
+        "query's whole result in memory (3 million readings ran 2,048 MB out)",
+    )
 
     # --- Spark -----------------------------------------------------------------
     spark_master: str = Field("local[*]", description="spark.master for batch and streaming")

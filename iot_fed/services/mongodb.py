@@ -27,9 +27,10 @@ class ServerKind(ABC):
 
     name: str
 
-    def __init__(self, state_dir: Path, home: Path) -> None:
+    def __init__(self, state_dir: Path, home: Path, heap_mb: int = 2048) -> None:
         self.state_dir = state_dir
         self.home = home
+        self.heap_mb = heap_mb  # a JVM server's heap (IOT_FED_MONGODB_SERVER_HEAP_MB)
 
     @abstractmethod
     def installed(self) -> bool: ...
@@ -76,7 +77,6 @@ class MongoJavaServer(ServerKind):
     """mongo-java-server with its H2 backend: all databases in one MVStore file."""
 
     name = "mongo-java-server"
-    heap = "-Xmx2g"
     cache_mb = 512  # H2 MVStore page cache; the 16 MB default thrashes on full scans
     durability = "concern"  # see mongo-server/README.md and bench/bench_durability.py
 
@@ -97,7 +97,7 @@ class MongoJavaServer(ServerKind):
         java = artifacts.require_tool("java", "to run mongo-java-server")
         return [
             java,
-            self.heap,
+            f"-Xmx{self.heap_mb}m",
             "-Xms64m",
             "-Djava.awt.headless=true",
             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
@@ -123,7 +123,9 @@ class MongoService(Service):
     @property
     def kind(self) -> ServerKind:
         """The server implementation chosen by ``IOT_FED_MONGODB_SERVER``."""
-        return SERVER_KINDS[self.settings.mongodb_server](self.state_dir, self.home)
+        return SERVER_KINDS[self.settings.mongodb_server](
+            self.state_dir, self.home, self.settings.mongodb_server_heap_mb
+        )
 
     @property
     def is_local(self) -> bool:
