@@ -4,28 +4,15 @@ the MongoDB server it needs through the project's service manager (``manager.ses
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULT = ROOT / "assets_data" / "bench-quick" / "fed_scale.json"
+from iot_fed_tests.bench.helpers import run_quick
 
 
 @pytest.mark.services
 @pytest.mark.slow
 def test_a_tiny_round_is_measured_stage_by_stage() -> None:
-    RESULT.unlink(missing_ok=True)
-    subprocess.run(
-        [sys.executable, "bench/bench_fed_scale.py", "--quick"],
-        cwd=ROOT,
-        check=True,
-        timeout=540,
-    )
-    row = json.loads(RESULT.read_text())["devices_60"]
+    row = run_quick("bench_fed_scale.py", "fed_scale", timeout_s=540)["devices_60"]
     assert "error" not in row, row
     assert row["devices"] == 60
     assert row["readings"] == 60 * row["per_device"]

@@ -5,19 +5,12 @@ extrapolation are reported (their values are never asserted)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from iot_fed.analytics.jars import install_spark_jars
 from iot_fed.config import Settings
+from iot_fed_tests.bench.helpers import run_quick
 from iot_fed_tests.conftest import Services
-
-ROOT = Path(__file__).resolve().parents[2]
-RESULT = ROOT / "assets_data" / "bench-quick" / "stream_scale.json"
 
 
 @pytest.mark.services
@@ -27,14 +20,7 @@ def test_a_tiny_stream_scale_run_lands_and_scores_every_reading(
     services: Services, settings: Settings
 ) -> None:
     install_spark_jars(settings)  # the scorer's connectors (cached)
-    RESULT.unlink(missing_ok=True)
-    subprocess.run(
-        [sys.executable, "bench/bench_stream_scale.py", "--quick"],
-        cwd=ROOT,
-        check=True,
-        timeout=1100,
-    )
-    result = json.loads(RESULT.read_text())
+    result = run_quick("bench_stream_scale.py", "stream_scale", timeout_s=1100)
     rows = result["configs"]["rows"]
     assert [r["config"] for r in rows] == ["1x1", "2x2"]
     for r in rows:
