@@ -132,7 +132,7 @@ def training_windows(
     for m, c in (reading_counts(db, new) if new else {}).items():
         query[m] = max(c["max_epoch"] - span, -1)
     known = new_readings or {}
-    expected = {m: min(int(known.get(m, span)), span) + back for m in query}
+    expected = {m: min(int(known[m]), span) + back for m in query if m in known}
     found = readings_for_devices(db, query, expected=expected)
     return {m: to_window(m, docs, spec, since_epochs[m], limit) for m, docs in found.items()}
 

@@ -181,14 +181,15 @@ def readings_for_devices(
     per batch of devices, never one per device: at most
     :data:`~iot_fed.store.collections.BATCH` devices, and about
     :data:`~iot_fed.store.collections.READINGS_PER_QUERY` readings by each device's
-    ``expected`` count (else ``limit``) (:func:`~iot_fed.store.collections.query_batches`).
+    ``expected`` count, where given
+    (:func:`~iot_fed.store.collections.query_batches`).
     """
     out: dict[int, list[dict[str, Any]]] = {int(m): [] for m in since_epochs}
     clauses = [
         {"moteid": int(m)} if e is None else {"moteid": int(m), "epoch": {"$gt": int(e)}}
         for m, e in since_epochs.items()
     ]
-    sizes = [(expected or {}).get(int(m), limit if limit is not None else 0) for m in since_epochs]
+    sizes = [(expected or {}).get(int(m), 0) for m in since_epochs]
     for part in query_batches(clauses, sizes):
         for d in db[SENSOR_READINGS].find({"$or": list(part)}, {"_id": 0}):
             out[int(d["moteid"])].append(d)
