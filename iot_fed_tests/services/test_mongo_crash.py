@@ -65,11 +65,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVER_HEAP_MB = Settings.model_fields["mongodb_server_heap_mb"].default
+"""The product's heap: the stop cycles keep up to ~400 MB of documents, and with 512 MB the
+final commit at a stop ran out of heap (``OutOfMemoryError`` in the shutdown hook)."""
+
+
 @contextmanager
 def _server(jar: Path, store: Path, log: Path) -> Iterator[tuple[subprocess.Popen, str]]:
     """One server on ``store`` (a free port); killed with SIGKILL at the end if still up."""
     port = _free_port()
-    cmd = ["java", "-Xmx512m", "-cp", str(jar), artifacts.MONGO_JAVA_SERVER_MAIN]
+    cmd = ["java", f"-Xmx{SERVER_HEAP_MB}m", "-cp", str(jar), artifacts.MONGO_JAVA_SERVER_MAIN]
     with log.open("a") as out:
         proc = subprocess.Popen(
             [*cmd, "127.0.0.1", str(port), str(store)], stdout=out, stderr=subprocess.STDOUT
