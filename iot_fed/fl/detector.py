@@ -73,6 +73,11 @@ def standardize_by(mean: np.ndarray, std: np.ndarray, feats: np.ndarray) -> np.n
     return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
+def residuals(params: Params, spec: ModelSpec, z: np.ndarray) -> np.ndarray:
+    """Reconstruction residuals ``(n, n_outputs)`` of standardised inputs (float64)."""
+    return forward_numpy(params, z, spec.activation).astype(np.float64) - z[:, : spec.n_outputs]
+
+
 def channel_errors(
     params: Params,
     spec: ModelSpec,
@@ -80,12 +85,15 @@ def channel_errors(
     residual_scale: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-channel mean squared standardised residual ``(n, 4)`` of standardised inputs."""
-    recon = forward_numpy(params, z, spec.activation).astype(np.float64)
-    r = recon - z[:, : spec.n_outputs]
+    return residual_channel_errors(residuals(params, spec, z), residual_scale)
+
+
+def residual_channel_errors(r: np.ndarray, residual_scale: np.ndarray | None) -> np.ndarray:
+    """:func:`channel_errors` of residuals already computed."""
     if residual_scale is not None:
         r = r / residual_scale
     k = len(PER_CHANNEL)
-    return np.square(r[:, : N_CHANNELS * k]).reshape(len(z), N_CHANNELS, k).max(axis=2)
+    return np.square(r[:, : N_CHANNELS * k]).reshape(len(r), N_CHANNELS, k).max(axis=2)
 
 
 def split_rows(rows: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:
@@ -99,25 +107,19 @@ def combine(errors: np.ndarray) -> np.ndarray:
 
 
 def residual_scale(
-    params: Params,
-    spec: ModelSpec,
-    zs: Sequence[np.ndarray],
+    res: Sequence[np.ndarray],
+    n_outputs: int,
     quantile: float,
     pooling: str = "pooled",
     trim_ratio: float = 0.1,
 ) -> np.ndarray:
-    """Each output's ``quantile`` of absolute residuals over held-out normal inputs
-    (fleet-wide, floored): a standardised residual of 1 is as rare as the target. ``zs``
-    per device; a robust ``pooling`` leaves out the heaviest-tailed devices
-    (:func:`iot_fed.fl.tails.trimmed_pool_quantile`)."""
-    zs = [z for z in zs if len(z)]
-    if not zs:
-        return np.ones(spec.n_outputs)
-    z = np.concatenate(zs)  # one forward pass for the fleet (rows are independent)
-    err = np.abs(
-        forward_numpy(params, z, spec.activation).astype(np.float64) - z[:, : spec.n_outputs]
-    )
-    res = split_rows(err, [len(x) for x in zs])
+    """Each output's ``quantile`` of absolute residuals (:func:`residuals`) over held-out
+    normal inputs (fleet-wide, floored): a standardised residual of 1 is as rare as the
+    target. ``res`` per device; a robust ``pooling`` leaves out the heaviest-tailed
+    devices (:func:`iot_fed.fl.tails.trimmed_pool_quantile`)."""
+    res = [np.abs(r) for r in res if len(r)]
+    if not res:
+        return np.ones(n_outputs)
     trim = 0.0 if pooling == "pooled" else trim_ratio
     return np.maximum(trimmed_pool_quantile(res, quantile, trim), MIN_RESIDUAL_SCALE)
 

@@ -32,7 +32,9 @@ from iot_fed.fl.detector import (
     calibrate,
     channel_errors,
     combine,
+    residual_channel_errors,
     residual_scale,
+    residuals,
     split_rows,
     standardize,
     standardize_by,
@@ -312,12 +314,11 @@ def calibrate_bundle(
     the devices' tails are combined: pooled for FedAvg, a median / trimmed mean of the
     per-device tails for the robust strategies, so failing devices cannot inflate them."""
     rows = StackedHeldOut(bundle, held_out)
-    z = rows.standardized()
-    zs = split_rows(z, rows.lengths) if rows.ids else []
-    rs = residual_scale(bundle.params, bundle.spec, zs, quantile, pooling, trim_ratio)
+    r = residuals(bundle.params, bundle.spec, rows.standardized())  # one forward pass
+    per_device = split_rows(r, rows.lengths) if rows.ids else []
+    rs = residual_scale(per_device, bundle.spec.n_outputs, quantile, pooling, trim_ratio)
     bundle.residual_scale = rs
-    errors = channel_errors(bundle.params, bundle.spec, z, rs)
-    scores = rows.per_device(combine(errors)) if rows.ids else {}
+    scores = rows.per_device(combine(residual_channel_errors(r, rs))) if rows.ids else {}
     thr = calibrate(scores, quantile, pooling=pooling, trim_ratio=trim_ratio)
     bundle.threshold, bundle.device_thresholds = thr.global_threshold, dict(thr.device)
     return thr
