@@ -254,7 +254,9 @@ def _npz_arrays(body: bytes) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _npy_array(lead: bytes, member: memoryview, zf: zipfile.ZipFile, info: zipfile.ZipInfo):
+def _npy_array(
+    lead: bytes, member: memoryview, zf: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> np.ndarray:
     if lead[:8] == b"\x93NUMPY\x01\x00":
         head_len = struct.unpack_from("<H", lead, 8)[0]
         m = _NPY_HEADER.match(bytes(member[10 : 10 + head_len]))

@@ -27,7 +27,7 @@ class ServerKind(ABC):
 
     name: str
 
-    def __init__(self, state_dir: Path, home: Path, heap_mb: int = 2048) -> None:
+    def __init__(self, state_dir: Path, home: Path, heap_mb: int) -> None:
         self.state_dir = state_dir
         self.home = home
         self.heap_mb = heap_mb  # a JVM server's heap (IOT_FED_MONGODB_SERVER_HEAP_MB)
