@@ -13,6 +13,8 @@ next ``consume``, and a revocation is served inside ``consume``. A message of a 
 revoked meanwhile is abandoned uncommitted (its new owner reads it from the committed
 offset); a member killed between its write and its commit leaves the chunk to be re-read,
 which stores nothing twice (unique ``(moteid, epoch)``, dead letters keyed by position).
+A commit the broker refuses (its coordinator moving after a broker failure) is kept and
+retried, also when no new message comes, until it is accepted or the partition is revoked.
 A database or broker failure rewinds the chunk's partitions to their first message and
 retries after a pause: nothing is skipped and nothing is committed ahead of the store.
 """
@@ -76,6 +78,8 @@ class GroupIngester:
         self.chunk_size = chunk_size or settings.ingest_chunk_size
         self.stats = GroupStats()
         self._owned: set[int] = set()
+        self._uncommitted: dict[int, int] = {}  # landed; the broker refused the commit
+        self._retry_commit_at = 0.0
         log.info("%s: checking topic %s and group %s", name, self.topic, self.group)
         self._check_topic()
         self._check_group()
@@ -144,11 +148,14 @@ class GroupIngester:
         log.info("%s: assigned %s (now %s)", self.name, _ids(parts), self.stats.assigned)
 
     def _on_revoke(self, _consumer: Consumer, parts: list[TP]) -> None:
-        # every landed chunk is committed before the next consume: nothing to commit here
+        # landed chunks are committed before the next consume; a refused one gets a last try
+        self._commit_uncommitted({tp.partition for tp in parts})
+        self._forget(parts)
         self._owning(parts, owned=False)
         log.info("%s: revoked %s (now %s)", self.name, _ids(parts), self.stats.assigned)
 
     def _on_lost(self, _consumer: Consumer, parts: list[TP]) -> None:
+        self._forget(parts)
         self._owning(parts, owned=False)
         log.warning(
             "%s: lost %s (session expired); their new owner re-reads", self.name, _ids(parts)
@@ -157,6 +164,8 @@ class GroupIngester:
     # --- the loop -----------------------------------------------------------------
     def poll_once(self, timeout: float = 1.0) -> int:
         """Consume, land and commit one chunk; return the messages landed (0 when idle)."""
+        if self._uncommitted and time.monotonic() >= self._retry_commit_at:
+            self._commit_uncommitted()
         msgs = self.consumer.consume(self.chunk_size, timeout=timeout)
         data = []
         for msg in msgs:
@@ -192,16 +201,41 @@ class GroupIngester:
         return landed.n_messages
 
     def _commit(self, next_offsets: dict[int, int]) -> None:
-        owned = [TP(self.topic, p, o) for p, o in sorted(next_offsets.items()) if p in self._owned]
-        if not owned:
-            return
+        for p, o in next_offsets.items():
+            if p in self._owned:
+                self._uncommitted[p] = max(o, self._uncommitted.get(p, o))
+        self._commit_uncommitted()
+
+    def _commit_uncommitted(self, parts: set[int] | None = None) -> bool:
+        """Commit the landed offsets (of ``parts``, default all owned); a refusal keeps them
+        for a retry after a pause: the chunk is landed, so nothing is lost meanwhile, and a
+        restart or a new owner re-reads it (which stores nothing twice)."""
+        todo = {
+            p: o
+            for p, o in self._uncommitted.items()
+            if p in self._owned and (parts is None or p in parts)
+        }
+        if not todo:
+            return True
         try:
-            self.consumer.commit(offsets=owned, asynchronous=False)
+            self.consumer.commit(
+                offsets=[TP(self.topic, p, o) for p, o in sorted(todo.items())],
+                asynchronous=False,
+            )
         except KafkaException as exc:
-            # a rebalance moved the partition on, or the coordinator is away: the chunk is
-            # landed, so the worst case is a re-read by the next owner (stores nothing twice)
             self.stats.commits_refused += 1
-            log.warning("%s: commit refused (%s); the chunk will be re-read", self.name, exc)
+            self._retry_commit_at = time.monotonic() + RETRY_PAUSE_S
+            log.warning("%s: commit refused (%s); retried in %.0f s", self.name, exc, RETRY_PAUSE_S)
+            return False
+        for p, o in todo.items():
+            if self._uncommitted.get(p) == o:
+                del self._uncommitted[p]
+        return True
+
+    def _forget(self, parts: list[TP]) -> None:
+        """Partitions leaving this member: their new owner reads from the committed offset."""
+        for tp in parts:
+            self._uncommitted.pop(tp.partition, None)
 
     def _failed(self, msgs: list[Any]) -> None:
         """Seek each partition of a failed chunk back to its first message."""
@@ -251,6 +285,7 @@ class GroupIngester:
 
     def close(self) -> None:
         """Leave the group (its partitions move to the other members at once)."""
+        self._commit_uncommitted()
         self.consumer.close()
         self.lander.close()
 

@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from pymongo.database import Database
 
 from iot_fed.config import Settings
 from iot_fed.store import DEAD_LETTERS, SENSOR_READINGS
 from iot_fed.store.ingest_progress import landed_offsets, landed_per_device
+from iot_fed.stream import group_ingest
 from iot_fed.stream.admin import delete_topics, topic_status
 from iot_fed.stream.group_ingest import GroupIngester
 from iot_fed.stream.ingest_result import IngestError
@@ -107,6 +109,44 @@ def test_members_share_the_partitions_and_land_each_reading_once(cfg, mongo_db):
     assert sum(o.next_offset for o in offsets) == len(df) + 1
     assert {o.landed_by for o in offsets} <= {"a", "b"}
     assert committed_total(cfg) == len(df) + 1, "every landed chunk committed"
+
+
+class _RefusingCommits:
+    """The member's real consumer, whose commits the broker refuses while ``refuse`` is set
+    (as while a killed broker's group coordinator moves)."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.refuse = True
+
+    def commit(self, *args: object, **kwargs: object) -> object:
+        if self.refuse:
+            raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR))
+        return self.consumer.commit(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.consumer, name)
+
+
+def test_a_refused_commit_is_retried_when_no_new_message_comes(cfg, mongo_db, monkeypatch):
+    monkeypatch.setattr(group_ingest, "RETRY_PAUSE_S", 0.1)
+    df = readings_frame(1200, motes=6)
+    a = GroupIngester(cfg, mongo_db, name="a")
+    refusing = a.consumer = _RefusingCommits(a.consumer)  # type: ignore[assignment]
+    try:
+        produce_readings(cfg, cfg.kafka_topic, df)
+        deadline = time.monotonic() + 120
+        while a.stats.messages < len(df):
+            assert time.monotonic() < deadline, a.stats
+            a.poll_once(0.2)
+        assert a.stats.commits_refused and committed_total(cfg) == 0
+        refusing.refuse = False
+        while committed_total(cfg) < len(df):  # the topic is idle: only the retry commits
+            assert time.monotonic() < deadline, a.stats
+            assert a.poll_once(0.2) == 0
+    finally:
+        a.close()
+    assert mongo_db[SENSOR_READINGS].count_documents({}) == len(df)
 
 
 def test_a_member_killed_during_a_rebalance_loses_and_duplicates_nothing(cfg, mongo_db, tmp_path):

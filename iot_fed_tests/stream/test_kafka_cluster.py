@@ -152,11 +152,21 @@ def test_a_broker_killed_while_producing_ingesting_and_scoring_loses_and_duplica
         producer.join(timeout=300)
         assert not producer.is_alive(), "the producer finished without the killed broker"
         deadline = time.monotonic() + 300
+        st = None
         while True:
-            assert time.monotonic() < deadline, f"not all {n} committed in time"
+            if time.monotonic() > deadline:
+                parts = [(p.partition, p.committed, p.high) for p in st.partitions] if st else []
+                logs = "\n".join(
+                    line
+                    for x in "ab"
+                    for line in (tmp_path / f"{x}.log").read_text().splitlines()
+                    if "commit" in line or "revoked" in line or "assigned" in line
+                )
+                pytest.fail(f"not all {n} committed in time: {parts}\n{logs[-4000:]}")
             try:  # until the killed broker's partitions have new leaders, watermarks time out
                 [st] = topic_status(cfg, [cfg.kafka_topic], cfg.kafka_consumer_group)
             except KafkaException:
+                time.sleep(1)
                 continue
             if sum(p.committed or 0 for p in st.partitions) >= n:
                 break
