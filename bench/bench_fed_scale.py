@@ -147,9 +147,11 @@ def seed(db: Any, settings: Settings, devices: int, per_device: int, batch: int)
                 ahead = pool.submit(build, nxt)
             inserted += len(insert_readings(db, docs, validate=False, owned=True))
             offset += len(docs)
-            last_ts = frame.groupby("moteid")["ts"].max().to_dict()
+            newest = frame.groupby("moteid").agg(ts=("ts", "max"), epoch=("epoch", "max"))
+            last_ts = newest["ts"].to_dict()
             new = {int(m): per_device for m in last_ts}
-            record_landed(db, settings.kafka_topic, {0: offset}, new, last_ts, landed_by="bench")
+            last_epoch = {int(m): int(e) for m, e in newest["epoch"].items()}
+            record_landed(db, settings.kafka_topic, {0: offset}, new, last_ts, "bench", last_epoch)
     seconds = time.perf_counter() - t0
     return {
         "readings": inserted,

@@ -59,20 +59,30 @@ def _empty_malformed() -> pd.DataFrame:
     )
 
 
+RANGE_CHECKS: tuple[tuple[str, tuple[float, float]], ...] = (
+    ("temperature", TEMP_RANGE),
+    ("humidity", HUMIDITY_RANGE),
+    ("light", LIGHT_RANGE),
+    ("voltage", VOLTAGE_RANGE),
+)
+
+
+def range_hits(columns: dict[str, np.ndarray] | pd.DataFrame, n: int) -> np.ndarray:
+    """``(n, 8)`` bool: each reading below / above each channel's physical range, in the
+    order of :data:`RANGE_CHECKS` (NaN is in range: its own check is finiteness)."""
+    masks = []
+    for col, (lo, hi) in RANGE_CHECKS:
+        v = np.asarray(columns[col])
+        masks += [v < lo, v > hi]
+    return np.stack(masks, axis=1) if n else np.zeros((0, 2 * len(RANGE_CHECKS)), dtype=bool)
+
+
 def mark_faults(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``fault`` (bool) and ``fault_reason`` (``;``-joined, or None) columns in place."""
-    checks = (
-        ("temperature", TEMP_RANGE),
-        ("humidity", HUMIDITY_RANGE),
-        ("light", LIGHT_RANGE),
-        ("voltage", VOLTAGE_RANGE),
-    )
-    names, masks = [], []
-    for col, (lo, hi) in checks:
-        v = df[col].to_numpy()
-        names += [f"{col}<{lo:g}", f"{col}>{hi:g}"]
-        masks += [v < lo, v > hi]
-    hits = np.stack(masks, axis=1) if len(df) else np.zeros((0, len(names)), dtype=bool)
+    names = [
+        f"{col}{op}{b:g}" for col, rng in RANGE_CHECKS for op, b in zip("<>", rng, strict=True)
+    ]
+    hits = range_hits({c: df[c].to_numpy() for c, _ in RANGE_CHECKS}, len(df))
     fault = hits.any(axis=1)
     reason = np.full(len(df), None, dtype=object)
     reason[fault] = [

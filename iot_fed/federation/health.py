@@ -20,12 +20,16 @@ def local_model_health(doc: Mapping[str, Any]) -> tuple[bool, str]:
         bundle = ModelBundle.from_bytes(doc["params"])
     except ModelBlobError as exc:
         return False, f"unreadable parameters: {exc}"
+    return bundle_health(bundle, doc.get("metrics") or {})
+
+
+def bundle_health(bundle: ModelBundle, metrics: Mapping[str, Any]) -> tuple[bool, str]:
+    """:func:`local_model_health` of a decoded model and its training metrics."""
     for layer in bundle.params.values():
         for leaf in layer.values():
             if not np.all(np.isfinite(leaf)):
                 return False, "non-finite parameters"
-    m = doc.get("metrics") or {}
-    before, after = m.get("loss_before"), m.get("loss_after")
+    before, after = metrics.get("loss_before"), metrics.get("loss_after")
     if after is None or not math.isfinite(after):
         return False, f"loss after training is {after}"
     if before is not None and math.isfinite(before) and after > MAX_LOSS_RATIO * before:

@@ -11,7 +11,7 @@ from pymongo.database import Database
 
 from iot_fed.config import Settings
 from iot_fed.federation.bundles import ModelLoadError, load_promoted
-from iot_fed.federation.health import local_model_health
+from iot_fed.federation.health import bundle_health
 from iot_fed.federation.outcomes import DeviceOutcome
 from iot_fed.federation.windows import DeviceWindow, holdout_fields, training_windows
 from iot_fed.fl.compile_cache import enable_compilation_cache
@@ -97,7 +97,7 @@ def train_local_models(
         return outcomes
     norm = start.bundle.norm or initial_normalizer([w.data for w in windows])
     upd = client_update(start.bundle.params, norm, [w.data for w in windows], spec, cfg, seed=seed)
-    docs, holdouts = [], {}
+    docs, holdouts, health = [], {}, []
     for i, w in enumerate(windows):
         metrics = {
             "loss_before": float(upd.loss_before[i]),
@@ -132,10 +132,10 @@ def train_local_models(
             },
         )
         docs.append(doc)
+        health.append(bundle_health(bundle, metrics))  # the stored blob is this bundle
     # one batched save: the models, then their devices' states (version, epoch, sample)
     repo.save_local_models(db, docs, holdouts)
-    for w, doc in zip(windows, docs, strict=True):
-        ok, why = local_model_health(doc)
+    for w, doc, (ok, why) in zip(windows, docs, health, strict=True):
         outcomes.append(
             DeviceOutcome(
                 device=str(w.moteid),

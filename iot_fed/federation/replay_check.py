@@ -40,7 +40,7 @@ from iot_fed.fl.device_history import DeviceHistory
 from iot_fed.fl.holdout import HOLDOUT_MODULUS, held_out
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.stream_scoring import DeviceReadings, ScoredReadings, score_many
-from iot_fed.readings import CHANNELS, epoch_ms
+from iot_fed.readings import CHANNELS
 from iot_fed.store import repository as repo
 
 FAULT_SEED = 0
@@ -130,11 +130,9 @@ def read_replay(db: Database, motes: Sequence[int], limit: int) -> list[Replayed
     out = []
     for m, docs in sorted(found.items()):
         good, _ = usable_readings(docs)
-        if good.empty:
+        if not len(good):
             continue
-        ep = good["epoch"].to_numpy(np.int64)
-        ts = epoch_ms(good["ts"])
-        out.append(Replayed(m, ep, ts, good[list(CHANNELS)].to_numpy(np.float64), held_out(ep)))
+        out.append(Replayed(m, good.epoch, good.ts_ms, good.values, held_out(good.epoch)))
     return out
 
 

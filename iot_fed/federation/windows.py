@@ -5,7 +5,7 @@ A reading belongs to the held-out set when ``epoch % HOLDOUT_MODULUS == 0`` (10 
 decided by the reading itself, so the split is stable across rounds and devices and
 training never sees a validation reading. The window features of every reading use the
 device's preceding readings as context (held-out ones included: they are normal readings
-the device really sent). Physically impossible readings (the parser's ``mark_faults``
+the device really sent). Physically impossible readings (the parser's ``range_hits``
 rule) and non-finite ones are left out of both sets and out of the context.
 """
 
@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from pymongo.database import Database
 
-from iot_fed.data.parse import mark_faults
+from iot_fed.data.parse import range_hits
 from iot_fed.fl.holdout import HOLDOUT_MODULUS, held_out
 from iot_fed.fl.rounds import DeviceData
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.window_features import window_features
-from iot_fed.readings import CHANNELS, epoch_ms
+from iot_fed.readings import CHANNELS, datetime_ms
 from iot_fed.store.device_state import holdout_epochs, read_device_states
+from iot_fed.store.ingest_progress import landed_last_epochs
 from iot_fed.store.repository import reading_counts, readings_for_devices, trained_through
 
 NEW_DEVICE_SPAN = 2
@@ -71,14 +71,40 @@ def _offset_ranges(docs: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
-def usable_readings(docs: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
-    """In-range, finite readings in epoch order, and how many were left out."""
-    if not docs:
-        return pd.DataFrame(columns=["epoch", "ts", *CHANNELS]), 0
-    df = mark_faults(pd.DataFrame.from_records(docs))
-    vals = df[list(CHANNELS)].to_numpy(np.float64)
-    good = df[~df["fault"].to_numpy() & np.isfinite(vals).all(axis=1)]
-    return good.sort_values("epoch", kind="stable"), int(len(df) - len(good))
+@dataclass(frozen=True)
+class UsableReadings:
+    """A device's in-range, finite readings in epoch order, as arrays."""
+
+    epoch: np.ndarray  # (n,) int64, ascending
+    ts_ms: np.ndarray  # (n,) int64 ms since the Unix epoch
+    values: np.ndarray  # (n, len(CHANNELS)) float64
+
+    def __len__(self) -> int:
+        return int(self.epoch.size)
+
+
+def _ts_ms(docs: Sequence[dict[str, Any]]) -> np.ndarray:
+    ts = [d["ts"] for d in docs]
+    if all(t.tzinfo is not None for t in ts):  # the store's client is tz-aware: the fast way
+        sec = np.fromiter((t.timestamp() for t in ts), np.float64, len(ts))
+        return np.rint(sec * 1000).astype(np.int64)
+    return np.fromiter((datetime_ms(t) for t in ts), np.int64, len(ts))
+
+
+def usable_readings(docs: Sequence[dict[str, Any]]) -> tuple[UsableReadings, int]:
+    """In-range (the parser's :func:`~iot_fed.data.parse.range_hits`), finite readings in
+    epoch order, and how many were left out. Built as columns, not a frame per device."""
+    n = len(docs)
+    if not n:
+        empty = np.zeros(0, np.int64)
+        return UsableReadings(empty, empty, np.zeros((0, len(CHANNELS)))), 0
+    values = np.array([[d.get(c) for c in CHANNELS] for d in docs], dtype=np.float64)
+    bad = range_hits(dict(zip(CHANNELS, values.T, strict=True)), n).any(axis=1)
+    good = np.flatnonzero(~bad & np.isfinite(values).all(axis=1))
+    epoch = np.fromiter((d["epoch"] for d in docs), np.int64, n)
+    order = good[np.argsort(epoch[good], kind="stable")]
+    ts = _ts_ms([docs[i] for i in order])
+    return UsableReadings(epoch[order], ts, values[order]), n - good.size
 
 
 def to_window(
@@ -91,13 +117,8 @@ def to_window(
     """Readings -> window features; rows with ``epoch <= since`` are context only and
     ``limit`` keeps the newest training rows."""
     good, n_bad = usable_readings(docs)
-    ep = good["epoch"].to_numpy(np.int64)
-    feats, _ = window_features(
-        epoch_ms(good["ts"]) if len(good) else np.zeros(0, np.int64),
-        good[list(CHANNELS)].to_numpy(np.float64),
-        len(good),
-        spec.window_config(),
-    )
+    ep = good.epoch
+    feats, _ = window_features(good.ts_ms, good.values, len(good), spec.window_config())
     new = ep > since if since is not None else np.ones(ep.size, bool)
     hold = held_out(ep)
     train = np.flatnonzero(new & ~hold)
@@ -129,8 +150,13 @@ def training_windows(
     # a device never trained: its newest NEW_DEVICE_SPAN x limit epochs, not its history
     new = [m for m, e in since_epochs.items() if e is None]
     span = NEW_DEVICE_SPAN * limit * HOLDOUT_MODULUS // (HOLDOUT_MODULUS - 1) + back
-    for m, c in (reading_counts(db, new) if new else {}).items():
-        query[m] = max(c["max_epoch"] - span, -1)
+    newest = landed_last_epochs(db, new) if new else {}
+    unknown = [m for m in new if m not in newest]  # landed before the ingesters kept it
+    newest |= {
+        m: c["max_epoch"] for m, c in (reading_counts(db, unknown) if unknown else {}).items()
+    }
+    for m, e in newest.items():
+        query[m] = max(e - span, -1)
     known = new_readings or {}
     expected = {m: min(int(known[m]), span) + back for m in query if m in known}
     found = readings_for_devices(db, query, expected=expected)

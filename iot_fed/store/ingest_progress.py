@@ -10,14 +10,14 @@ chunk's new readings (its re-read finds them stored), never long.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.database import Database
 
-from iot_fed.store.collections import INGEST_DEVICES, INGEST_OFFSETS
+from iot_fed.store.collections import INGEST_DEVICES, INGEST_OFFSETS, batches
 from iot_fed.store.durability import durable
 
 
@@ -39,8 +39,10 @@ def record_landed(
     new_per_device: Mapping[int, int],
     last_ts_per_device: Mapping[int, dt.datetime],
     landed_by: str | None = None,
+    last_epoch_per_device: Mapping[int, int] | None = None,
 ) -> None:
-    """Add one landed chunk: per-device new readings and per-partition offsets, two bulk writes."""
+    """Add one landed chunk: per-device new readings (and newest ts and epoch) and
+    per-partition offsets, two bulk writes."""
     now = dt.datetime.now(dt.UTC)
     devices = [
         UpdateOne(
@@ -48,7 +50,17 @@ def record_landed(
             {
                 "$inc": {"readings": int(new_per_device.get(d, 0))},
                 "$max": {"last_ts": last_ts_per_device[d]},
-                "$set": {"updated_at": now},
+                # the newest epoch of the newest chunk, not the highest ever: after readings
+                # are reset and replayed it follows them (a re-read older chunk only lowers it,
+                # and a lower bound reads more, never less)
+                "$set": {
+                    "updated_at": now,
+                    **(
+                        {"last_epoch": int(last_epoch_per_device[d])}
+                        if last_epoch_per_device and d in last_epoch_per_device
+                        else {}
+                    ),
+                },
             },
             upsert=True,
         )
@@ -74,6 +86,16 @@ def record_landed(
     ]
     if offsets:
         durable(db, INGEST_OFFSETS).bulk_write(offsets, ordered=False)
+
+
+def landed_last_epochs(db: Database, motes: Iterable[int]) -> dict[int, int]:
+    """``{moteid: newest epoch landed}`` of ``motes`` the ingesters recorded one for (one
+    query per batch of devices; devices landed by an older version have none)."""
+    out: dict[int, int] = {}
+    for part in batches(sorted({int(m) for m in motes})):
+        docs = db[INGEST_DEVICES].find({"_id": {"$in": list(part)}}, {"last_epoch": 1})
+        out.update({int(d["_id"]): int(d["last_epoch"]) for d in docs if "last_epoch" in d})
+    return out
 
 
 def landed_per_device(db: Database) -> dict[int, int]:

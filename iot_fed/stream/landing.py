@@ -79,6 +79,7 @@ class Lander:
         t0 = time.monotonic()
         docs, dead = [], []
         last_ts: dict[int, dt.datetime] = {}
+        last_epoch: dict[int, int] = {}
         for msg in msgs:
             p, off = msg.partition(), msg.offset()
             out.n_messages += 1
@@ -108,6 +109,8 @@ class Lander:
                 out.valid_counts[m] += 1
                 if m not in last_ts or d["ts"] > last_ts[m]:
                     last_ts[m] = d["ts"]
+                if m not in last_epoch or d["epoch"] > last_epoch[m]:
+                    last_epoch[m] = d["epoch"]
             out.max_ts = max(last_ts.values())
         t2 = time.monotonic()
         out.timings["write"] += t2 - t1
@@ -124,6 +127,7 @@ class Lander:
             out.new_counts,
             last_ts,
             self.name,
+            last_epoch,
         )
         out.timings["progress"] += time.monotonic() - t3
         return out

@@ -33,6 +33,7 @@ from iot_fed.store import (
     upsert_readings,
 )
 from iot_fed.store.collections import BATCH, GLOBAL_DEVICE_PARAMS, GLOBAL_MODELS
+from iot_fed.store.ingest_progress import record_landed
 from iot_fed.store.repository import local_model_doc, local_versions, save_local_models
 from iot_fed_tests.analytics.helpers import SPEC, features, make_bundle, make_readings
 
@@ -268,11 +269,18 @@ def test_a_new_devices_first_training_read_is_bounded_by_its_newest_epoch(
     spec = SPEC
     long_ago = training_windows(mongo_db, {1: 0}, 3000, spec)[1]
     assert long_ago.n_faulty == 1  # read from epoch 0 on: the fault is seen
+    bound = 2999 - NEW_DEVICE_SPAN * 100 * 10 // 9 - 4 * spec.window
+    # landed by an older ingester (no newest epoch recorded): the bound from an aggregation
     with counted(mongo_db) as (cdb, commands):
         w = training_windows(cdb, {1: None}, 100, spec)[1]
-    assert w.n == 100 and w.n_faulty == 0
-    assert int(w.epochs.min()) > 2999 - NEW_DEVICE_SPAN * 100 * 10 // 9 - 4 * spec.window
-    assert commands.seen == Counter({"aggregate": 1, "find": 1})
+    assert w.n == 100 and w.n_faulty == 0 and int(w.epochs.min()) > bound
+    assert commands.seen == Counter({"aggregate": 1, "find": 2})
+    # the ingesters record each device's newest epoch as they land it: no aggregation
+    record_landed(mongo_db, "t", {0: 3000}, {1: 3000}, {1: df["ts"].max()}, "a", {1: 2999})
+    with counted(mongo_db) as (cdb, commands):
+        again = training_windows(cdb, {1: None}, 100, spec)[1]
+    assert np.array_equal(again.epochs, w.epochs) and again.n_faulty == 0
+    assert commands.seen == Counter({"find": 2})
 
 
 def test_a_local_rounds_calls_do_not_grow_with_its_devices(

@@ -22,7 +22,7 @@ from pymongo.database import Database
 
 from iot_fed.config import Settings
 from iot_fed.store import DEAD_LETTERS, SENSOR_READINGS
-from iot_fed.store.ingest_progress import landed_offsets, landed_per_device
+from iot_fed.store.ingest_progress import landed_last_epochs, landed_offsets, landed_per_device
 from iot_fed.stream import group_ingest
 from iot_fed.stream.admin import delete_topics, topic_status
 from iot_fed.stream.group_ingest import GroupIngester
@@ -105,6 +105,8 @@ def test_members_share_the_partitions_and_land_each_reading_once(cfg, mongo_db):
     assert mongo_db[DEAD_LETTERS].count_documents({}) == 1
     landed = landed_per_device(mongo_db)
     assert landed == df.groupby("moteid").size().to_dict(), "counts are exact"
+    newest = landed_last_epochs(mongo_db, landed)  # bounds a new device's first training read
+    assert newest == df.groupby("moteid")["epoch"].max().to_dict()
     offsets = landed_offsets(mongo_db, cfg.kafka_topic)
     assert sum(o.next_offset for o in offsets) == len(df) + 1
     assert {o.landed_by for o in offsets} <= {"a", "b"}
