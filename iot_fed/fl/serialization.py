@@ -17,6 +17,7 @@ import json
 import re
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,14 +131,12 @@ class ModelBundle:
             "meta": self.meta,
             "sha256": _checksum(arrays),
         }
-        buf = io.BytesIO()
         try:
             text = json.dumps(header, sort_keys=True, default=_json_default)
         except TypeError as exc:
             raise ModelBlobError(f"bundle version/meta must be JSON-serialisable: {exc}") from None
         meta = np.frombuffer(text.encode(), np.uint8)
-        np.savez(buf, **arrays, **{_META: meta})
-        body = buf.getvalue()
+        body = _npz_bytes({**arrays, _META: meta})
         return _MAGIC + hashlib.sha256(body).digest() + body
 
     @classmethod
@@ -227,6 +226,37 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    """``a`` as a version 1.0 ``.npy`` file, as ``np.save`` writes a C-order array."""
+    a = np.asarray(a)  # tobytes() is C order whatever the layout
+    head = f"{{'descr': {a.dtype.str!r}, 'fortran_order': False, 'shape': {a.shape!r}, }}"
+    pad = 64 - (10 + len(head) + 1) % 64  # numpy aligns the data to 64 bytes
+    head_bytes = (head + " " * pad + "\n").encode("latin1")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head_bytes)) + head_bytes + a.tobytes()
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An uncompressed ``.npz`` (a zip of ``name.npy`` members, read by ``np.load``) written
+    in one pass: ``np.savez`` costs about 0.15 ms an array in ``zipfile``, the most of a
+    shard run's saves of 1,000 models of 17 arrays each."""
+    local, central = bytearray(), bytearray()
+    for name, a in arrays.items():
+        fname, data = f"{name}.npy".encode(), _npy_bytes(a)
+        crc, size, offset = zlib.crc32(data), len(data), len(local)
+        # stored member, no extra field; 1980-01-01 00:00 (the blob's checksum covers it)
+        fixed = struct.pack("<HHHHHIIIH", 20, 0, 0, 0, 0x21, crc, size, size, len(fname))
+        local += b"PK\x03\x04" + fixed + b"\x00\x00" + fname + data
+        central += (
+            b"PK\x01\x02"
+            + struct.pack("<H", 20)
+            + fixed
+            + struct.pack("<HHHHII", 0, 0, 0, 0, 0, offset)
+            + fname
+        )
+    end = struct.pack("<HHHHIIH", 0, 0, len(arrays), len(arrays), len(central), len(local), 0)
+    return bytes(local + central + b"PK\x05\x06" + end)
 
 
 _NPY_HEADER = re.compile(

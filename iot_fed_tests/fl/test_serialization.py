@@ -1,5 +1,6 @@
 import hashlib
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -50,6 +51,22 @@ def test_bundle_round_trip():
         for m in b.params[k]:
             np.testing.assert_array_equal(back.params[k][m], b.params[k][m])
             assert back.params[k][m].dtype == np.float32
+
+
+def test_the_blob_body_is_an_npz_numpy_and_zipfile_read():
+    """The one-pass writer's body is a plain uncompressed ``.npz``: inspectable with
+    ``np.load``, members byte for byte what ``np.save`` writes."""
+    b = _bundle()
+    body = b.to_bytes()[len(_MAGIC) + 32 :]
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert zf.testzip() is None
+        w = zf.read("params/layer_1/w.npy")
+    ref = io.BytesIO()
+    np.save(ref, b.params["layer_1"]["w"])
+    assert w == ref.getvalue()
+    with np.load(io.BytesIO(body)) as z:
+        np.testing.assert_array_equal(z["norm/std"], b.norm.std)
+        np.testing.assert_array_equal(z["params/layer_2/b"], b.params["layer_2"]["b"])
 
 
 def test_params_only_round_trip():
