@@ -22,6 +22,7 @@ run $PY bench/bench_store_calls.py "${Q[@]}"      # a round's database calls, a 
 run $PY bench/bench_round.py "${Q[@]}"            # one daemon-driven round, burst -> promoted
 run $PY bench/bench_partitions.py "${Q[@]}"       # devices partitions at 1k/10k/100k keys: daemon, UI
 run $PY bench/bench_fed_scale.py "${Q[@]}"        # a daemon round at 1k/10k/100k devices: stages, RSS, calls
+run $PY bench/bench_shard_run.py "${Q[@]}"        # one training shard run, stage by stage (--baseline DIR)
 run $PY bench/bench_scorer.py "${Q[@]}"           # the streaming scorer alone
 run $PY bench/bench_scorer.py --against-running "${Q[@]}"  # the live pipeline, if one runs
 run $PY bench/bench_stream_scale.py "${Q[@]}"     # many devices end to end: ingesters + scorer
