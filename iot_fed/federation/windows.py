@@ -22,7 +22,7 @@ from iot_fed.data.parse import range_hits
 from iot_fed.fl.holdout import HOLDOUT_MODULUS, held_out
 from iot_fed.fl.rounds import DeviceData
 from iot_fed.fl.spec import ModelSpec
-from iot_fed.fl.window_features import window_features
+from iot_fed.fl.window_features import window_features_at
 from iot_fed.readings import CHANNELS, datetime_ms
 from iot_fed.store.device_state import holdout_epochs, read_device_states
 from iot_fed.store.ingest_progress import landed_last_epochs
@@ -107,31 +107,94 @@ def usable_readings(docs: Sequence[dict[str, Any]]) -> tuple[UsableReadings, int
     return UsableReadings(epoch[order], ts, values[order]), n - good.size
 
 
-def to_window(
-    moteid: int,
-    docs: Sequence[dict[str, Any]],
+FEATURE_ROWS_PER_CALL = 50_000
+"""Readings one window-features call covers (several devices' series laid end to end):
+bounds its temporaries, about 1 KB a reading."""
+
+
+@dataclass
+class _Series:
+    moteid: int
+    docs: Sequence[dict[str, Any]]
+    good: UsableReadings
+    n_bad: int
+    since: int | None
+    train: np.ndarray  # row indices into ``good``
+    held: np.ndarray
+
+
+def to_windows(
+    found: Mapping[int, Sequence[dict[str, Any]]],
     spec: ModelSpec,
-    since: int | None = None,
+    since: Mapping[int, int | None] | None = None,
     limit: int | None = None,
-) -> DeviceWindow:
-    """Readings -> window features; rows with ``epoch <= since`` are context only and
-    ``limit`` keeps the newest training rows."""
-    good, n_bad = usable_readings(docs)
-    ep = good.epoch
-    feats, _ = window_features(good.ts_ms, good.values, len(good), spec.window_config())
-    new = ep > since if since is not None else np.ones(ep.size, bool)
-    hold = held_out(ep)
-    train = np.flatnonzero(new & ~hold)
-    if limit is not None:
-        train = train[-limit:] if limit > 0 else train[:0]
-    held = new & hold
-    data = DeviceData(int(moteid), feats[train], feats[held])
-    n_faulty = (
-        n_bad if since is None else sum(1 for d in docs if d["epoch"] > since) - int(new.sum())
-    )
-    return DeviceWindow(
-        int(moteid), data, ep[train], max(n_faulty, 0), _offset_ranges(docs), ep[held]
-    )
+) -> dict[int, DeviceWindow]:
+    """Per device, its readings -> window features; rows with ``epoch <= since`` are
+    context only and ``limit`` keeps the newest training rows. The features of the rows
+    kept are computed for many devices in one call (their series end to end, context never
+    crossing from one to the next), each row exactly as in its own series alone."""
+    series = []
+    for m, docs in found.items():
+        good, n_bad = usable_readings(docs)
+        s = None if since is None else since.get(m)
+        new = good.epoch > s if s is not None else np.ones(len(good), bool)
+        hold = held_out(good.epoch)
+        train = np.flatnonzero(new & ~hold)
+        if limit is not None:
+            train = train[-limit:] if limit > 0 else train[:0]
+        series.append(_Series(int(m), docs, good, n_bad, s, train, np.flatnonzero(new & hold)))
+    feats = _features(series, spec)
+    out = {}
+    for x, f in zip(series, feats, strict=True):
+        asked = np.union1d(x.train, x.held)
+        tr, he = f[np.searchsorted(asked, x.train)], f[np.searchsorted(asked, x.held)]
+        ep = x.good.epoch
+        n_faulty = (
+            x.n_bad
+            if x.since is None
+            else sum(1 for d in x.docs if d["epoch"] > x.since) - int((ep > x.since).sum())
+        )
+        out[x.moteid] = DeviceWindow(
+            x.moteid,
+            DeviceData(x.moteid, tr, he),
+            ep[x.train],
+            max(n_faulty, 0),
+            _offset_ranges(x.docs),
+            ep[x.held],
+        )
+    return out
+
+
+def _features(series: Sequence[_Series], spec: ModelSpec) -> list[np.ndarray]:
+    """Window features of each series' train and held rows (ascending), a bounded number
+    of readings per call."""
+    cfg = spec.window_config()
+    out: list[np.ndarray] = []
+    start = 0
+    while start < len(series):
+        stop, rows_in = start, 0
+        while stop < len(series) and (
+            stop == start or rows_in + len(series[stop].good) <= FEATURE_ROWS_PER_CALL
+        ):
+            rows_in += len(series[stop].good)
+            stop += 1
+        group = series[start:stop]
+        offsets = np.cumsum([0, *(len(x.good) for x in group)])
+        asked = [np.union1d(x.train, x.held) for x in group]
+        breaks = np.zeros(int(offsets[-1]), bool)
+        breaks[offsets[:-1][offsets[:-1] < offsets[-1]]] = True
+        rows = np.concatenate([o + a for o, a in zip(offsets[:-1], asked, strict=True)])
+        f, _ = window_features_at(
+            np.concatenate([x.good.ts_ms for x in group]),
+            np.concatenate([x.good.values for x in group]),
+            rows.astype(np.int64),
+            cfg,
+            breaks=breaks,
+        )
+        cuts = np.cumsum([len(a) for a in asked])[:-1]
+        out += np.split(f, cuts)
+        start = stop
+    return out
 
 
 def training_windows(
@@ -160,7 +223,7 @@ def training_windows(
     known = new_readings or {}
     expected = {m: min(int(known[m]), span) + back for m in query if m in known}
     found = readings_for_devices(db, query, expected=expected)
-    return {m: to_window(m, docs, spec, since_epochs[m], limit) for m, docs in found.items()}
+    return to_windows(found, spec, since_epochs, limit)
 
 
 HeldOut = tuple[np.ndarray, np.ndarray]
@@ -180,7 +243,7 @@ def validation_windows(
         int(m): (max(through[int(m)] - back, -1) if int(m) in through else None) for m in motes
     }
     found = readings_for_devices(db, since, limit * HOLDOUT_MODULUS)
-    windows = {m: to_window(m, docs, spec) for m, docs in found.items()}
+    windows = to_windows(found, spec)
     return {m: (w.held_epochs[-limit:], w.data.held_out[-limit:]) for m, w in windows.items()}
 
 
