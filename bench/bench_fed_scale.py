@@ -82,6 +82,7 @@ from iot_fed.store.collections import (  # noqa: E402
     GLOBAL_MODELS,
     LOCAL_MODELS,
 )
+from iot_fed.store.device_params import devices_aggregated  # noqa: E402
 from iot_fed.store.ingest_progress import record_landed  # noqa: E402
 
 STEP_EVENTS = {
@@ -386,12 +387,19 @@ def version_sizes(db: Any) -> dict[str, Any]:
     params = db.get_collection(GLOBAL_DEVICE_PARAMS, codec_options=RAW).find({"version": v})
     sizes = [len(d.raw) for d in params]
     promoted = repo.promoted_version(db)
+    metrics = latest.get("metrics") or {}
     return {
         "version": v,
         "promoted": promoted == v,
         "version_document_bytes": len(raw.raw),
         "device_params_documents": len(sizes),
         "device_params_bytes": sum(sizes),
+        # what the round aggregated: healthy local models, rejected ones, calibrated devices
+        "devices_aggregated": devices_aggregated(latest),
+        "rejected_local_models": len(metrics.get("rejected_local_models") or {}),
+        "device_thresholds": metrics.get("device_thresholds"),
+        "learning_short_span": metrics.get("learning_short_span"),
+        "local_models": db[LOCAL_MODELS].count_documents({}),
     }
 
 
