@@ -218,19 +218,24 @@ class GroupIngester:
         if not todo:
             return True
         try:
-            self.consumer.commit(
+            answer = self.consumer.commit(
                 offsets=[TP(self.topic, p, o) for p, o in sorted(todo.items())],
                 asynchronous=False,
             )
         except KafkaException as exc:
-            self.stats.commits_refused += 1
-            self._retry_commit_at = time.monotonic() + RETRY_PAUSE_S
-            log.warning("%s: commit refused (%s); retried in %.0f s", self.name, exc, RETRY_PAUSE_S)
-            return False
+            return self._refused(str(exc))
+        # a request can succeed with some partitions refused: those stay for the retry
+        refused = {tp.partition: tp.error for tp in answer or () if tp.error is not None}
         for p, o in todo.items():
-            if self._uncommitted.get(p) == o:
+            if p not in refused and self._uncommitted.get(p) == o:
                 del self._uncommitted[p]
-        return True
+        return not refused or self._refused(f"partitions {sorted(refused)}: {refused}")
+
+    def _refused(self, why: str) -> bool:
+        self.stats.commits_refused += 1
+        self._retry_commit_at = time.monotonic() + RETRY_PAUSE_S
+        log.warning("%s: commit refused (%s); retried in %.0f s", self.name, why, RETRY_PAUSE_S)
+        return False
 
     def _forget(self, parts: list[TP]) -> None:
         """Partitions leaving this member: their new owner reads from the committed offset."""
