@@ -28,14 +28,14 @@ from typing import Any
 
 DB = "bench_shard_run"
 STAGES = {
-    # stage: (module, attribute) wrapped in the child; absent ones are skipped
-    "read": ("iot_fed.federation.windows", "readings_for_devices"),
-    "newest_epoch": ("iot_fed.federation.windows", "reading_counts"),
-    "newest_epoch_landed": ("iot_fed.federation.windows", "landed_last_epochs"),
-    "features": ("iot_fed.federation.windows", "to_window"),
-    "train": ("iot_fed.federation.local_round", "client_update"),
-    "calibrate": ("iot_fed.federation.local_round", "calibrate_bundle"),
-    "save": ("iot_fed.store.repository", "save_local_models"),
+    # stage: (module, attributes) wrapped in the child: the first one the checkout has
+    "read": ("iot_fed.federation.windows", ("readings_for_devices",)),
+    "newest_epoch": ("iot_fed.federation.windows", ("reading_counts",)),
+    "newest_epoch_landed": ("iot_fed.federation.windows", ("landed_last_epochs",)),
+    "features": ("iot_fed.federation.windows", ("to_windows", "to_window")),
+    "train": ("iot_fed.federation.local_round", ("client_update",)),
+    "calibrate": ("iot_fed.federation.local_round", ("calibrate_bundle",)),
+    "save": ("iot_fed.store.repository", ("save_local_models",)),
 }
 
 
@@ -49,10 +49,12 @@ def child(devices: int) -> dict[str, Any]:
     from iot_fed.store.shards import device_progress
 
     spent: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
 
     def timed(stage: str, fn: Any) -> Any:
         def wrapper(*a: Any, **k: Any) -> Any:
             t = time.perf_counter()
+            calls[stage] += 1
             try:
                 return fn(*a, **k)
             finally:
@@ -60,9 +62,10 @@ def child(devices: int) -> dict[str, Any]:
 
         return wrapper
 
-    for stage, (mod, attr) in STAGES.items():
+    for stage, (mod, attrs) in STAGES.items():
         m = importlib.import_module(mod)
-        if hasattr(m, attr):
+        attr = next((a for a in attrs if hasattr(m, a)), None)
+        if attr is not None:
             setattr(m, attr, timed(stage, getattr(m, attr)))
     s = get_settings().model_copy(update={"mongodb_database": DB})
     db = connect(s.mongodb_uri, DB, timeout=30)
@@ -75,7 +78,12 @@ def child(devices: int) -> dict[str, Any]:
     total = time.perf_counter() - t0
     trained = sum(1 for o in out if o.version)
     db.client.close()
-    return {"devices": trained, "total_s": total, **{k: spent.get(k, 0.0) for k in STAGES}}
+    return {
+        "devices": trained,
+        "total_s": total,
+        **{k: spent.get(k, 0.0) for k in STAGES},
+        "calls": {k: calls.get(k, 0) for k in STAGES},
+    }
 
 
 def main() -> int:
@@ -127,11 +135,11 @@ def main() -> int:
         db.client.close()
     cols = ["total_s", *STAGES]
     rows = {
-        name: {c: round(statistics.median(r[c] for r in rs), 2) for c in cols}
-        | {"devices": rs[0]["devices"], "runs": len(rs)}
+        name: {c: statistics.median(r[c] for r in rs) for c in cols}
+        | {"devices": rs[0]["devices"], "runs": len(rs), "calls": rs[0]["calls"]}
         for name, rs in runs.items()
     }
-    table = [[name, r["devices"], *[r[c] for c in cols]] for name, r in rows.items()]
+    table = [[name, r["devices"], *[round(r[c], 2) for c in cols]] for name, r in rows.items()]
     if "baseline" in rows:
         ratio = rows["baseline"]["total_s"] / max(rows["this"]["total_s"], 1e-9)
         table.append(["baseline / this", "", round(ratio, 2), *[""] * len(STAGES)])
