@@ -57,7 +57,9 @@ def init_database(db: Database) -> dict[str, Any]:
             except CollectionInvalid:  # created concurrently
                 pass
             except OperationFailure as exc:
-                if exc.code != NAMESPACE_EXISTS:
+                # another process created it meanwhile: MongoDB says 48; mongo-java-server,
+                # racing on its namespace list, can answer another error for the same thing
+                if exc.code != NAMESPACE_EXISTS and name not in db.list_collection_names():
                     raise
         if validators_supported:
             state = _apply_validator(db, name)
@@ -78,7 +80,14 @@ def init_database(db: Database) -> dict[str, Any]:
             coll.drop_index(old)
             log.info("%s.%s: dropped the retired index %s", db.name, name, old)
         for spec in INDEXES[name]:
-            coll.create_index(list(spec.keys), name=spec.name, unique=spec.unique, **spec.options)
+            try:
+                coll.create_index(
+                    list(spec.keys), name=spec.name, unique=spec.unique, **spec.options
+                )
+            except OperationFailure:  # built concurrently by another process: same check
+                built = coll.index_information().get(spec.name, {}).get("key")
+                if built is None or [(k, int(d)) for k, d in built] != list(spec.keys):
+                    raise
             names.append(spec.name)
         report[name] = {"created": created, "validator": state, "indexes": names}
     log.info("initialised database %s: %s", db.name, report)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
+from pymongo import MongoClient
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from iot_fed import store
@@ -45,6 +47,27 @@ def test_init_is_idempotent(mongo_db) -> None:
     assert set(status) == set(COLLECTIONS)
     assert "moteid_epoch_unique" in status["sensor_readings"]["indexes"]
     assert all(s["count"] == 0 for s in status.values())
+
+
+def test_init_run_at_once_by_several_processes_succeeds_everywhere(mongo_db) -> None:
+    """Ingesters started together each initialise the same new database (a fresh-clone
+    rehearsal once failed one with the server's namespace race): every one succeeds, 8
+    times over, with the collections and indexes each created once."""
+    uri = "mongodb://{}:{}/".format(*mongo_db.client.address)
+    for round_ in range(8):
+        name = f"{mongo_db.name[:50]}_{round_}"
+        clients = [MongoClient(uri, serverSelectionTimeoutMS=10_000) for _ in range(4)]
+        try:
+            with ThreadPoolExecutor(len(clients)) as pool:
+                reports = list(pool.map(store.init_database, [c[name] for c in clients]))
+            assert len(reports) == 4
+            status = store.database_status(clients[0][name])
+            assert set(status) == set(COLLECTIONS)
+            assert "moteid_epoch_unique" in status["sensor_readings"]["indexes"]
+        finally:
+            clients[0].drop_database(name)
+            for c in clients:
+                c.close()
 
 
 def test_init_drops_retired_indexes_and_keeps_the_declared_ones(mongo_db) -> None:

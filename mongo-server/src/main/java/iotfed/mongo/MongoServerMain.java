@@ -1306,6 +1306,27 @@ public final class MongoServerMain {
             }
         }
 
+        /** Held by the commands that change a database's collections and indexes: upstream
+         *  checks for a collection or index, then creates it, so two clients initialising
+         *  the same new database at once (ingesters started together) could both create
+         *  one, leaving a collection without its {@code _id_} index in the namespace list. */
+        private final Object ddl = new Object();
+        private static final Set<String> DDL_COMMANDS = Set.of(
+                "create", "createindexes", "drop", "dropdatabase", "dropindexes",
+                "deleteindexes", "renamecollection");
+
+        @Override
+        protected synchronized MongoCollection<Object> resolveOrCreateCollection(
+                String collectionName) { // an insert's implicit create: check and create at once
+            return super.resolveOrCreateCollection(collectionName);
+        }
+
+        @Override
+        public synchronized MongoCollection<Object> createCollectionOrThrowIfExists(
+                String collectionName, CollectionOptions options) {
+            return super.createCollectionOrThrowIfExists(collectionName, options);
+        }
+
         @Override
         protected MongoCollection<Object> openOrCreateCollection(
                 String collectionName, CollectionOptions options) {
@@ -1325,7 +1346,14 @@ public final class MongoServerMain {
                 return stats.append("ok", 1.0);
             }
             long t0 = System.nanoTime();
-            Document result = super.handleCommand(channel, command, query, resolver, oplog);
+            Document result;
+            if (DDL_COMMANDS.contains(command.toLowerCase(Locale.ROOT))) {
+                synchronized (ddl) {
+                    result = super.handleCommand(channel, command, query, resolver, oplog);
+                }
+            } else {
+                result = super.handleCommand(channel, command, query, resolver, oplog);
+            }
             long ms = (System.nanoTime() - t0) / 1_000_000;
             if (ms >= SLOW_MS && !"insert".equalsIgnoreCase(command)) {
                 // MongoDB's slow-operation log, in one line: what held the collection
