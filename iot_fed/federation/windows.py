@@ -121,6 +121,7 @@ class _Series:
     since: int | None
     train: np.ndarray  # row indices into ``good``
     held: np.ndarray
+    asked: np.ndarray  # train and held rows, ascending: the rows whose features are computed
 
 
 def to_windows(
@@ -142,12 +143,13 @@ def to_windows(
         train = np.flatnonzero(new & ~hold)
         if limit is not None:
             train = train[-limit:] if limit > 0 else train[:0]
-        series.append(_Series(int(m), docs, good, n_bad, s, train, np.flatnonzero(new & hold)))
+        held = np.flatnonzero(new & hold)
+        asked = np.union1d(train, held)
+        series.append(_Series(int(m), docs, good, n_bad, s, train, held, asked))
     feats = _features(series, spec)
     out = {}
     for x, f in zip(series, feats, strict=True):
-        asked = np.union1d(x.train, x.held)
-        tr, he = f[np.searchsorted(asked, x.train)], f[np.searchsorted(asked, x.held)]
+        tr, he = f[np.searchsorted(x.asked, x.train)], f[np.searchsorted(x.asked, x.held)]
         ep = x.good.epoch
         n_faulty = (
             x.n_bad
@@ -180,7 +182,7 @@ def _features(series: Sequence[_Series], spec: ModelSpec) -> list[np.ndarray]:
             stop += 1
         group = series[start:stop]
         offsets = np.cumsum([0, *(len(x.good) for x in group)])
-        asked = [np.union1d(x.train, x.held) for x in group]
+        asked = [x.asked for x in group]
         breaks = np.zeros(int(offsets[-1]), bool)
         breaks[offsets[:-1][offsets[:-1] < offsets[-1]]] = True
         rows = np.concatenate([o + a for o, a in zip(offsets[:-1], asked, strict=True)])
