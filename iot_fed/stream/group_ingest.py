@@ -206,7 +206,7 @@ class GroupIngester:
                 self._uncommitted[p] = max(o, self._uncommitted.get(p, o))
         self._commit_uncommitted()
 
-    def _commit_uncommitted(self, parts: set[int] | None = None) -> bool:
+    def _commit_uncommitted(self, parts: set[int] | None = None) -> None:
         """Commit the landed offsets (of ``parts``, default all owned); a refusal keeps them
         for a retry after a pause: the chunk is landed, so nothing is lost meanwhile, and a
         restart or a new owner re-reads it (which stores nothing twice)."""
@@ -216,26 +216,27 @@ class GroupIngester:
             if p in self._owned and (parts is None or p in parts)
         }
         if not todo:
-            return True
+            return
         try:
             answer = self.consumer.commit(
                 offsets=[TP(self.topic, p, o) for p, o in sorted(todo.items())],
                 asynchronous=False,
             )
         except KafkaException as exc:
-            return self._refused(str(exc))
+            self._refused(str(exc))
+            return
         # a request can succeed with some partitions refused: those stay for the retry
         refused = {tp.partition: tp.error for tp in answer or () if tp.error is not None}
         for p, o in todo.items():
             if p not in refused and self._uncommitted.get(p) == o:
                 del self._uncommitted[p]
-        return not refused or self._refused(f"partitions {sorted(refused)}: {refused}")
+        if refused:
+            self._refused(f"partitions {sorted(refused)}: {refused}")
 
-    def _refused(self, why: str) -> bool:
+    def _refused(self, why: str) -> None:
         self.stats.commits_refused += 1
         self._retry_commit_at = time.monotonic() + RETRY_PAUSE_S
         log.warning("%s: commit refused (%s); retried in %.0f s", self.name, why, RETRY_PAUSE_S)
-        return False
 
     def _forget(self, parts: list[TP]) -> None:
         """Partitions leaving this member: their new owner reads from the committed offset."""
