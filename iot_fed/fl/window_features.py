@@ -262,29 +262,7 @@ def _nanmedian(a: np.ndarray, n: np.ndarray) -> np.ndarray:
     return ((lo + hi) / 2).reshape(a.shape[:-1])
 
 
-def _nanstd(a: np.ndarray) -> np.ndarray:
-    cnt = np.sum(~np.isnan(a), axis=-1)
-    mean = np.nansum(a, axis=-1) / np.maximum(cnt, 1)
-    var = np.nansum(np.square(a - mean[..., None]), axis=-1) / np.maximum(cnt, 1)
-    return np.sqrt(var)
-
-
 def _trailing_equal(ctx: np.ndarray, cur: np.ndarray) -> np.ndarray:
     """How many of the most recent context values equal ``cur`` without interruption."""
     eq = (ctx == cur[..., None])[..., ::-1]
     return np.cumprod(eq, axis=-1).sum(axis=-1).astype(np.float64)
-
-
-def _slope(win: np.ndarray, twin: np.ndarray) -> np.ndarray:
-    """Least-squares slope of ``win`` (n, 4, w) against ``twin`` (n, w); NaN below 3 points."""
-    ok = ~np.isnan(twin)
-    cnt = ok.sum(axis=1)
-    t = np.where(ok, twin, 0.0)
-    tm = t.sum(axis=1) / np.maximum(cnt, 1)
-    tc = np.where(ok, t - tm[:, None], 0.0)
-    den = np.sum(tc * tc, axis=1)
-    y = np.where(ok[:, None, :], win, 0.0)
-    num = np.sum(tc[:, None, :] * y, axis=-1)
-    s = num / np.where(den > 0, den, np.nan)[:, None]
-    s[cnt < 3] = np.nan
-    return s
