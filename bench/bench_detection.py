@@ -78,7 +78,7 @@ def calibrated(cfg: DetectionBenchConfig, seeds: str) -> dict[str, Any]:
     print_table(
         f"Calibrated thresholds, window {cfg.window}", ["seed", "method", *CALIBRATED], rows
     )
-    return {"config": cfg.to_dict(), "per_seed": per_seed}
+    return {"config": lean.to_dict(), "per_seed": per_seed}
 
 
 def main() -> None:
