@@ -59,6 +59,11 @@ from iot_fed.readings import CHANNELS
 N_CHANNELS = len(CHANNELS)
 MIN_RESIDUAL_SCALE = 1e-3
 THRESHOLD_FLOOR = 1e-9
+THRESHOLD_RTOL = 1e-12
+"""Thresholds are raised by this relative margin: a device's threshold is the scale-free
+quantile times its scale, which can round one ulp below the very held-out score it came
+from, and ``score > threshold`` then flagged held-out readings tied at that quantile (a
+fresh clone's promotion-replay test refused its first version on 9 such readings)."""
 
 
 def standardize(norm: Normalizer, feats: np.ndarray) -> np.ndarray:
@@ -164,7 +169,8 @@ def calibrate(
             return float(np.quantile(np.concatenate(xs), quantile))
         return combined_tail_quantile([np.sqrt(x) for x in xs], quantile, pooling, trim_ratio) ** 2
 
-    glob = max(fq(list(good.values())), THRESHOLD_FLOOR)
+    up = 1.0 + THRESHOLD_RTOL
+    glob = max(fq(list(good.values())), THRESHOLD_FLOOR) * up
     scale = {
         m: max(float(np.median(s)), THRESHOLD_FLOOR)
         for m, s in good.items()
@@ -176,4 +182,4 @@ def calibrate(
     typical = float(np.median(list(scale.values())))
     pool = [m for m in scale if scale[m] <= 10.0 * typical] or list(scale)
     qf = fq([good[m] / scale[m] for m in pool])
-    return Thresholds(glob, {int(m): qf * sc for m, sc in scale.items()}, quantile, qf)
+    return Thresholds(glob, {int(m): qf * sc * up for m, sc in scale.items()}, quantile, qf)
