@@ -34,7 +34,8 @@ Per device, calibrated on its held-out normal readings at the false-alarm target
 (``false_alarms_per_device_day / readings_per_device_day``): a device's scale is the
 median of its held-out scores, the fleet's scale-free quantile ``Q`` at the target is taken
 over all devices' ``score / scale`` (many readings, so an extreme quantile is stable), and
-the device threshold is ``Q * scale``. The global threshold (fallback for a device with
+the device threshold is ``Q * scale`` (every threshold raised by :data:`THRESHOLD_RTOL`
+against float rounding). The global threshold (fallback for a device with
 no calibration yet, or with a short history) is the target quantile of all held-out scores.
 
 Under a robust aggregation strategy the fleet-wide quantiles (residual scales, ``Q``, the
