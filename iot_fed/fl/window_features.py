@@ -42,8 +42,8 @@ offset, noise, drift and battery, with spike / stuck / battery unchanged; 128 ad
 little over 64. The default stays 32 for now: with 64 the service test
 ``test_promotion_replay.py::test_a_sane_second_version_is_compared_and_promoted`` fails:
 its second version floods the replay (not reproduced by the same two rounds run outside
-Dagster; partly the threshold rounding fixed by ``detector.THRESHOLD_RTOL``: with it, one
-of that file's 7 tests still failed at 64, in one run). Also tried
+Dagster; after the threshold rounding fix ``detector.THRESHOLD_RTOL``, one of that file's
+7 tests still failed at 64, in one run, not identified). Also tried
 (commit 6d6fc7b, reverted): next to the 32-reading window, a 128-reading horizon with per
 channel ``shift`` (recent median minus the horizon's oldest) and ``rough`` (trimmed RMS step of
 the last 16 steps against the horizon's earlier ones: noise against the device's own
