@@ -52,28 +52,18 @@ unchanged, lowered PR-AUC on stuck and drift (more residuals in the max raise th
 operating threshold), and on less than a day of training flagged the daily cycle's
 hourly change.
 
-Tried next (session 15, not kept): a sixth per-channel feature ``rough``, the log of the
-mean absolute step between the window's successive readings (steps scaled by ``sqrt(dt)``,
-the two largest left out). In the sweep (24 motes, federated, operating point set on the
-clean test period) it lowered the magnitude for 0.9 recall of jitter-sized noise from 1.39
-to 1.00 and of a gain drift from never to 1.73, and raised the share of noise episodes
-making one incident from 0.62 to 0.88, the other types unchanged. At the product's own
-calibrated thresholds it did not pay: on the detection benchmark (24 motes, 2 days, seeds
-7, 1, 2) F1 fell by 0.01-0.03 with PR-AUC about equal, and on the tiny configuration of
-``test_benchmark.py`` (4 motes, 0.36 days of training, an 8-2-8 net, one round) F1 over
-five seeds went from 0.79-0.87 to 0.30-0.91, with up to 1,712 false alarms per device-day
-on the clean period, nearly all on light and voltage features, not on ``rough`` itself
-(training covered only the night and morning), and in the promotion-replay tests a sane
-version was refused for flooding. The sweep's operating point, taken on the test period
-itself, does not show such a gap between held-out calibration and new readings. The same
-benchmark at ``model_window`` 64 (no ``rough``): PR-AUC 0.94 / 0.91 / 0.92 against 0.89 /
-0.88 / 0.86 at 32, clean-period false alarms about equal, F1 -0.03 / -0.03 / +0.01 (longer
-alarm tails after the injected faults). Also tried the same session: a step feature
-(median of the last ``spread_k`` readings minus that of the ``spread_k`` before them):
-offsets 0.20 -> 0.15, jitter noise back to 1.15. Not tried: neighbour context (the
-generated motes' slow wander is independent per mote, so the benchmark data cannot show
-what neighbours would add, and the real readings of all 54 motes are not available here).
-Figures: docs/detector.md.
+Tried next (session 15, not kept; figures and commands in docs/detector.md, "At the
+calibrated thresholds"): a sixth per-channel feature ``rough``, the log of the mean
+absolute step between the window's successive readings (steps scaled by ``sqrt(dt)``, the
+two largest left out). The sweep liked it (jitter-sized noise 1.39 -> 1.00, a gain drift
+reaching 0.9 at 1.73), but at the product's calibrated thresholds F1 fell by 0.01-0.03 on
+a 24-mote benchmark and swung widely on short training spans; the sweep's operating point,
+set on the test period itself, hides such a gap. Window 64 there: PR-AUC up 0.03-0.06, F1
+down on two seeds of three. A step feature (median of the last ``spread_k`` readings minus
+that of the ``spread_k`` before them): offsets 0.20 -> 0.15, jitter noise back to 1.15.
+Not tried: neighbour context (the generated motes' slow wander is independent per mote, so
+the benchmark data cannot show what neighbours would add, and the real readings of all 54
+motes are not available here).
 
 Every row's features depend only on that row's window contents, laid out the same way in
 every call, so scoring a series whole or chunk by chunk (threading the last
