@@ -166,7 +166,7 @@ def version_size(devices: int) -> dict:
         params,
         base,
         1.0,
-        residual_scale=np.ones(spec.n_outputs),
+        residual_scale=np.ones(spec.n_residuals),
         device_thresholds={m: 1.0 + m / devices for m in norms},
         device_norms=norms,
     )

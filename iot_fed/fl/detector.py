@@ -54,7 +54,7 @@ from iot_fed.fl.forward import forward_numpy
 from iot_fed.fl.normalization import Normalizer
 from iot_fed.fl.spec import ModelSpec, Params
 from iot_fed.fl.tails import combined_tail_quantile, trimmed_pool_quantile
-from iot_fed.fl.window_features import PER_CHANNEL
+from iot_fed.fl.window_features import DIRECT, DIRECT_COLUMNS, PER_CHANNEL
 from iot_fed.readings import CHANNELS
 
 N_CHANNELS = len(CHANNELS)
@@ -80,8 +80,12 @@ def standardize_by(mean: np.ndarray, std: np.ndarray, feats: np.ndarray) -> np.n
 
 
 def residuals(params: Params, spec: ModelSpec, z: np.ndarray) -> np.ndarray:
-    """Reconstruction residuals ``(n, n_outputs)`` of standardised inputs (float64)."""
-    return forward_numpy(params, z, spec.activation).astype(np.float64) - z[:, : spec.n_outputs]
+    """Residuals ``(n, n_residuals)`` of standardised inputs (float64): the reconstruction's
+    ``recon - z`` of the ``n_outputs`` targets, then ``0 - z`` of the directly scored
+    features (:data:`~iot_fed.fl.window_features.DIRECT`, expected 0)."""
+    zz = np.asarray(z, np.float64)
+    recon = forward_numpy(params, z, spec.activation).astype(np.float64)
+    return np.concatenate([recon - zz[:, : spec.n_outputs], -zz[:, DIRECT_COLUMNS]], axis=1)
 
 
 def channel_errors(
@@ -90,7 +94,7 @@ def channel_errors(
     z: np.ndarray,
     residual_scale: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per-channel mean squared standardised residual ``(n, 4)`` of standardised inputs."""
+    """Per-channel max squared standardised residual ``(n, 4)`` of standardised inputs."""
     return residual_channel_errors(residuals(params, spec, z), residual_scale)
 
 
@@ -98,8 +102,10 @@ def residual_channel_errors(r: np.ndarray, residual_scale: np.ndarray | None) ->
     """:func:`channel_errors` of residuals already computed."""
     if residual_scale is not None:
         r = r / residual_scale
-    k = len(PER_CHANNEL)
-    return np.square(r[:, : N_CHANNELS * k]).reshape(len(r), N_CHANNELS, k).max(axis=2)
+    sq, k, d = np.square(r), N_CHANNELS * len(PER_CHANNEL), N_CHANNELS * len(DIRECT)
+    rebuilt = sq[:, :k].reshape(len(r), N_CHANNELS, -1).max(axis=2)
+    direct = sq[:, k : k + d].reshape(len(r), N_CHANNELS, -1).max(axis=2)
+    return np.maximum(rebuilt, direct)
 
 
 def split_rows(rows: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray]:
@@ -114,18 +120,18 @@ def combine(errors: np.ndarray) -> np.ndarray:
 
 def residual_scale(
     res: Sequence[np.ndarray],
-    n_outputs: int,
+    n_residuals: int,
     quantile: float,
     pooling: str = "pooled",
     trim_ratio: float = 0.1,
 ) -> np.ndarray:
-    """Each output's ``quantile`` of absolute residuals (:func:`residuals`) over held-out
+    """Each residual's ``quantile`` of absolute values (:func:`residuals`) over held-out
     normal inputs (fleet-wide, floored): a standardised residual of 1 is as rare as the
     target. ``res`` per device; a robust ``pooling`` leaves out the heaviest-tailed
     devices (:func:`iot_fed.fl.tails.trimmed_pool_quantile`)."""
     res = [np.abs(r) for r in res if len(r)]
     if not res:
-        return np.ones(n_outputs)
+        return np.ones(n_residuals)
     trim = 0.0 if pooling == "pooled" else trim_ratio
     return np.maximum(trimmed_pool_quantile(res, quantile, trim), MIN_RESIDUAL_SCALE)
 

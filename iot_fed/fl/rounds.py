@@ -45,7 +45,7 @@ from iot_fed.fl.normalization import Normalizer, SufficientStats
 from iot_fed.fl.serialization import ModelBundle
 from iot_fed.fl.spec import ModelSpec, Params
 from iot_fed.fl.tails import pooling_for
-from iot_fed.fl.window_features import N_FEATURES, PER_CHANNEL, window_features
+from iot_fed.fl.window_features import DIRECT, N_FEATURES, PER_CHANNEL, window_features
 from iot_fed.readings import CHANNELS
 
 _LEVEL = np.array([0.5, 1.0, 10.0, 0.01])
@@ -53,11 +53,12 @@ _STEP = np.array([0.01, 0.02, 1.0, 0.001])
 FEATURE_STD_FLOOR = np.concatenate(
     [np.array([_STEP[i], _STEP[i], 0.1, 0.1, _STEP[i]]) for i in range(len(CHANNELS))]
     + [_LEVEL, np.array([0.1, 0.1, 0.1])]
+    + [np.array([_STEP[i], _STEP[i]]) for i in range(len(CHANNELS))]
 )
 """Smallest std per window feature (raw units): diff, dev, spread, run, trend per channel,
-then the levels, gap and time of day. A fleet where a feature is nearly constant must not
-turn tiny changes into huge z-scores."""
-assert FEATURE_STD_FLOOR.shape == (N_FEATURES,) and len(PER_CHANNEL) == 5
+then the levels, gap and time of day, then shift and bend per channel. A fleet where a
+feature is nearly constant must not turn tiny changes into huge z-scores."""
+assert FEATURE_STD_FLOOR.shape == (N_FEATURES,) and len(PER_CHANNEL) == 5 and len(DIRECT) == 2
 
 
 @dataclass(frozen=True)
@@ -316,7 +317,7 @@ def calibrate_bundle(
     rows = StackedHeldOut(bundle, held_out)
     r = residuals(bundle.params, bundle.spec, rows.standardized())  # one forward pass
     per_device = split_rows(r, rows.lengths) if rows.ids else []
-    rs = residual_scale(per_device, bundle.spec.n_outputs, quantile, pooling, trim_ratio)
+    rs = residual_scale(per_device, bundle.spec.n_residuals, quantile, pooling, trim_ratio)
     bundle.residual_scale = rs
     scores = rows.per_device(combine(residual_channel_errors(r, rs))) if rows.ids else {}
     thr = calibrate(scores, quantile, pooling=pooling, trim_ratio=trim_ratio)
@@ -379,7 +380,7 @@ def server_update(
         )
     else:  # no held-out data yet: calibrate on the training statistics' model scale
         thr = Thresholds(float("inf"), {}, cfg.quantile, float("nan"))
-        bundle.residual_scale, bundle.threshold = np.ones(spec.n_outputs), float("inf")
+        bundle.residual_scale, bundle.threshold = np.ones(spec.n_residuals), float("inf")
     val = validation_loss(bundle, held, norm)
     parent_val = validation_loss(parent, held, norm) if parent else None
     n_val = int(sum(len(f) for f in held.values()))

@@ -52,7 +52,7 @@ class ModelBundle:
     """Everything needed to score readings: spec, params, normalisation, thresholds.
 
     ``threshold`` is the global (fallback) threshold; ``device_thresholds`` maps a mote id
-    to its own calibrated threshold; ``residual_scale`` ``(n_outputs,)`` standardises the
+    to its own calibrated threshold; ``residual_scale`` ``(n_residuals,)`` standardises the
     reconstruction residuals (see :mod:`iot_fed.fl.detector`)."""
 
     spec: ModelSpec
@@ -103,8 +103,8 @@ class ModelBundle:
             arrays["norm/std"] = self.norm.std.astype(np.float64)
         if self.residual_scale is not None:
             rs = np.asarray(self.residual_scale, np.float64)
-            if rs.shape != (self.spec.n_outputs,):
-                raise ModelBlobError(f"residual_scale must have shape ({self.spec.n_outputs},)")
+            if rs.shape != (self.spec.n_residuals,):
+                raise ModelBlobError(f"residual_scale must have shape ({self.spec.n_residuals},)")
             arrays["residual_scale"] = rs
         if self.device_thresholds:
             ids = sorted(int(k) for k in self.device_thresholds)
@@ -184,9 +184,9 @@ class ModelBundle:
                 raise ModelBlobError(f"invalid normalisation stats: {exc}") from None
         rs = arrays.get("residual_scale")
         if rs is not None and (
-            rs.shape != (spec.n_outputs,) or not np.all(np.isfinite(rs)) or np.any(rs <= 0)
+            rs.shape != (spec.n_residuals,) or not np.all(np.isfinite(rs)) or np.any(rs <= 0)
         ):
-            raise ModelBlobError(f"residual_scale must be ({spec.n_outputs},) finite and > 0")
+            raise ModelBlobError(f"residual_scale must be ({spec.n_residuals},) finite and > 0")
         ids, vals = arrays.get("thr/devices"), arrays.get("thr/values")
         if (ids is None) != (vals is None) or (ids is not None and ids.shape != vals.shape):
             raise ModelBlobError("per-device thresholds: devices and values do not match")

@@ -13,15 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from iot_fed.fl.window_features import N_CHANNEL_FEATURES, N_FEATURES, WindowConfig
+from iot_fed.fl.window_features import (
+    N_CHANNEL_FEATURES,
+    N_DIRECT_FEATURES,
+    N_FEATURES,
+    WindowConfig,
+)
 
 Params = dict[str, dict[str, Any]]
 """A params pytree: ``{"layer_<i>": {"w": array, "b": array}}``."""
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu")
-KIND = "window_ae/2"
-"""The model family and feature-set version (2: linear run length); a bundle of another
-kind is not loadable."""
+KIND = "window_ae/3"
+"""The model family and feature-set version (2: linear run length; 3: ``shift`` and
+``bend``, scored directly); a bundle of another kind is not loadable."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,12 @@ class ModelSpec:
     def sizes(self) -> tuple[int, ...]:
         """All layer widths, inputs first: ``(n_inputs, *hidden, n_outputs)``."""
         return (self.n_inputs, *self.hidden, self.n_outputs)
+
+    @property
+    def n_residuals(self) -> int:
+        """Residuals per reading: the reconstructed targets, then the directly scored
+        features (:func:`iot_fed.fl.detector.residuals`)."""
+        return self.n_outputs + N_DIRECT_FEATURES
 
     @property
     def n_layers(self) -> int:

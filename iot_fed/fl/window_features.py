@@ -81,14 +81,28 @@ from iot_fed.readings import CHANNELS
 PER_CHANNEL = ("diff", "dev", "spread", "run", "trend")
 """Per-channel *dynamics* features: the autoencoder's reconstruction targets."""
 SHARED = ("gap", "tod_sin", "tod_cos")
+DIRECT = ("shift", "bend")
+"""Per-channel features near 0 on normal readings whatever the time of day: scored as
+their own standardised value (:mod:`iot_fed.fl.detector`), not reconstructed."""
 FEATURE_NAMES = (
     tuple(f"{c}_{f}" for c in CHANNELS for f in PER_CHANNEL)
     + tuple(f"{c}_level" for c in CHANNELS)
     + SHARED
+    + tuple(f"{c}_{f}" for c in CHANNELS for f in DIRECT)
 )
-"""Targets first (``N_CHANNEL_FEATURES``), then the conditioning inputs: levels and shared."""
+"""Targets first (``N_CHANNEL_FEATURES``), then levels and shared, then the directly
+scored features (``N_DIRECT_FEATURES``, last); all of them are the model's inputs."""
 N_CHANNEL_FEATURES = len(CHANNELS) * len(PER_CHANNEL)
+N_DIRECT_FEATURES = len(CHANNELS) * len(DIRECT)
 N_FEATURES = len(FEATURE_NAMES)
+DIRECT_COLUMNS = slice(N_FEATURES - N_DIRECT_FEATURES, N_FEATURES)
+MAX_SPAN = 1.5
+"""``shift`` and ``bend`` are undefined when the window spans more than this many window
+lengths of time (a gap, or flagged readings left out of the context): a line through
+readings an hour apart does not predict the next ones."""
+MIN_QUARTER = 3
+"""Readings per quarter for ``shift`` and ``bend``: the median of 3 ignores one spike. A
+shorter window (under 12) leaves them at 0, neutral."""
 SPREAD_FLOOR = np.array([0.005, 0.01, 0.5, 0.0005])
 """Added to a channel's std before the log (about the sensor's resolution)."""
 MS_PER_DAY = 86_400_000
@@ -217,6 +231,7 @@ def window_features_at(
         first = win[:, :, :k]
         trend = med_last - _nanmedian(first, valid[:, :k].sum(axis=1))
         trend[~valid[:, 0]] = np.nan  # needs a full window
+        shift, bend = _quarter_features(win, twin, valid)
     gap = np.where(has_prev, np.log1p(np.maximum(dprev - 1.0, 0.0)), np.nan)
     phase = 2.0 * np.pi * (np.mod(ts[rows], MS_PER_DAY) / MS_PER_DAY)
     per_channel = np.stack([diff, dev, spread, run, trend], axis=2)  # (n, 4, 5)
@@ -225,10 +240,36 @@ def window_features_at(
             per_channel.reshape(len(rows), -1),
             cur,
             np.stack([gap, np.sin(phase), np.cos(phase)], 1),
+            np.stack([shift, bend], axis=2).reshape(len(rows), -1),
         ],
         axis=1,
     )
     return feats, n_ctx.astype(np.int64)
+
+
+def _quarter_features(
+    win: np.ndarray, twin: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``shift`` and ``bend`` ``(n, 4)`` from the medians of the window's four quarters and
+    their times (see the module docstring); NaN without a full window or over a long span."""
+    n, w = valid.shape
+    qn = w // 4
+    if qn < MIN_QUARTER:
+        return np.zeros((n, win.shape[1])), np.zeros((n, win.shape[1]))
+    bounds = [(i * qn, (i + 1) * qn) for i in range(3)] + [(w - qn, w)]
+    level = [_nanmedian(win[:, :, a:b], valid[:, a:b].sum(axis=1)) for a, b in bounds]
+    when = [_nanmedian(twin[:, None, a:b], valid[:, a:b].sum(axis=1))[:, 0] for a, b in bounds]
+
+    def slope(i: int, j: int) -> np.ndarray:
+        dt = when[j] - when[i]
+        return (level[j] - level[i]) / np.where(dt > 0, dt, np.nan)[:, None]
+
+    shift = level[3] - level[2] - slope(0, 2) * (when[3] - when[2])[:, None]
+    bend = (slope(2, 3) - slope(0, 1)) * qn
+    undefined = ~valid[:, 0] | (-twin[:, 0] > MAX_SPAN * w)
+    shift[undefined] = np.nan
+    bend[undefined] = np.nan
+    return shift, bend
 
 
 def _nanmedian(a: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -58,7 +58,7 @@ def _loud(device_thresholds: dict[int, float]):
     """A bundle under which every reading scores far above any threshold."""
     b = _bundle()
     return replace(
-        b, residual_scale=np.full(b.spec.n_outputs, 1e-6), device_thresholds=device_thresholds
+        b, residual_scale=np.full(b.spec.n_residuals, 1e-6), device_thresholds=device_thresholds
     )
 
 

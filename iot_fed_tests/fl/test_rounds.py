@@ -17,7 +17,7 @@ from iot_fed.fl.rounds import (
 )
 from iot_fed.fl.spec import ModelSpec
 from iot_fed.fl.training import TrainConfig, trace_counts
-from iot_fed.fl.window_features import N_FEATURES
+from iot_fed.fl.window_features import DIRECT_COLUMNS, N_CHANNEL_FEATURES, N_FEATURES
 from iot_fed_tests.fl.helpers import series
 
 SPEC = ModelSpec(hidden=(8,), window=8, spread_k=4)
@@ -125,7 +125,8 @@ def test_robust_strategies_keep_residual_scales_and_thresholds_away_from_failing
     clean = {d.moteid: d.held_out for d in devs}
     broken = dict(clean)
     bad = np.nan_to_num(devs[0].held_out).copy()
-    bad[::3, :20] += 500.0  # a failing mote: every third held-out reading is garbage
+    bad[::3, :N_CHANNEL_FEATURES] += 500.0  # a failing mote: every third held-out reading
+    bad[::3, DIRECT_COLUMNS] += 500.0  # is garbage on every scored feature
     broken[devs[0].moteid] = bad
     out = {}
     for strategy in ("fedavg", "median", "trimmed_mean"):
@@ -140,7 +141,8 @@ def test_robust_strategies_keep_residual_scales_and_thresholds_away_from_failing
 
     for strategy in ("median", "trimmed_mean"):
         ok, hit = out[strategy]
-        np.testing.assert_allclose(hit.residual_scale, ok.residual_scale, rtol=0.5)
+        ratio = hit.residual_scale / ok.residual_scale  # no scale inflated (fedavg: > 100)
+        assert ratio.min() > 0.5 and ratio.max() < 2.0, ratio
         assert 0.5 < top(hit) / top(ok) < 2.0
     ok, hit = out["fedavg"]  # plain pooling: the failing mote's garbage sets the tails
     assert np.max(hit.residual_scale / ok.residual_scale) > 100

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from iot_fed.fl import serialization
-from iot_fed.fl.detector import calibrate, target_quantile
+from iot_fed.fl.detector import calibrate, channel_errors, target_quantile
 from iot_fed.fl.normalization import Normalizer
 from iot_fed.fl.rounds import FEATURE_STD_FLOOR, validation_verdict
 from iot_fed.fl.serialization import ModelBlobError, ModelBundle
@@ -43,7 +43,7 @@ def _bundle(window=8, seed=0):
         params,
         norm,
         threshold=5.0,
-        residual_scale=np.ones(spec.n_outputs),
+        residual_scale=np.ones(spec.n_residuals),
         device_thresholds={1: 3.0},
     )
 
@@ -109,7 +109,7 @@ def test_stream_scores_equal_batch_scores():
 def _quiet_bundle():
     """A bundle whose normal scores stay far below its thresholds (nothing is excluded)."""
     b = _bundle()
-    b.residual_scale = np.full(b.spec.n_outputs, 10.0)
+    b.residual_scale = np.full(b.spec.n_residuals, 10.0)
     return b
 
 
@@ -166,6 +166,49 @@ def test_stuck_and_spike_move_their_features():
     assert f[150, _col("temperature_spread")] == pytest.approx(np.log(0.005))
     assert f[60, _col("humidity_dev")] > 4.0
     assert abs(f[61, _col("humidity_diff")]) < 1.0  # the reading after a spike is clean
+
+
+def test_shift_and_bend_see_an_offset_and_a_new_slope_but_not_a_steady_line():
+    cfg = WindowConfig(window=16, spread_k=4)
+    n = 120
+    ts = np.arange(n, dtype=np.int64) * P_MS
+    ts[[30, 31]] += P_MS // 3  # irregular sampling: quarters are placed by their times
+    line = 0.02 * np.arange(n, dtype=np.float64) + 0.02 * (ts / P_MS - np.arange(n))
+    vals = np.zeros((n, 4))
+    vals[:, 0] = line  # a steady temperature ramp: neither feature moves
+    vals[:, 1] = np.where(np.arange(n) >= 60, line + 1.0, line)  # humidity: +1 from row 60
+    vals[:, 2] = np.where(np.arange(n) >= 60, line + 0.1 * (np.arange(n) - 60), line)  # bends
+    f, _ = window_features(ts, vals, n, cfg)
+    col = {k: _col(k) for k in ("temperature_shift", "temperature_bend", "humidity_shift")}
+    assert np.isnan(f[:15, col["temperature_shift"]]).all()  # needs a full window
+    np.testing.assert_allclose(f[15:, col["temperature_shift"]], 0.0, atol=1e-9)
+    np.testing.assert_allclose(f[15:, col["temperature_bend"]], 0.0, atol=1e-9)
+    # the offset fills the newest quarter (4 readings) from row 63: the whole step
+    assert f[63, col["humidity_shift"]] == pytest.approx(1.0)
+    assert abs(f[59, col["humidity_shift"]]) < 1e-9
+    # a slope of +0.1 per reading from row 60: one quarter later, 4 x 0.1 per quarter
+    assert f[67, _col("light_bend")] == pytest.approx(0.4)
+    assert abs(f[59, _col("light_bend")]) < 1e-9
+
+
+def test_shift_and_bend_are_undefined_across_a_long_gap_in_the_window():
+    cfg = WindowConfig(window=16, spread_k=4, reset_gap_s=7200)
+    ts = np.arange(60, dtype=np.int64) * P_MS
+    ts[40:] += 20 * P_MS  # a 20-period outage, under the reset but over 1.5 windows
+    vals = np.zeros((60, 4))
+    f, _ = window_features(ts, vals, 60, cfg)
+    for name in ("temperature_shift", "temperature_bend"):
+        assert np.isfinite(f[39, _col(name)]) and np.isnan(f[40:55, _col(name)]).all()
+        assert np.isfinite(f[56:, _col(name)]).all()  # the window is whole again
+
+
+def test_directly_scored_features_set_their_channel_error():
+    b = _quiet_bundle()
+    b.params = {k: {m: np.zeros_like(v) for m, v in la.items()} for k, la in b.params.items()}
+    z = np.zeros((1, N_FEATURES), np.float32)  # a zero net reconstructs 0: targets score 0
+    z[0, _col("humidity_shift")] = 40.0  # 4 after the residual scale of 10
+    err = channel_errors(b.params, b.spec, z, b.residual_scale)
+    np.testing.assert_allclose(err, [[0.0, 16.0, 0.0, 0.0]])
 
 
 def test_bundle_round_trip_and_incompatible_bundles_are_rejected(monkeypatch):
