@@ -5,9 +5,10 @@ Why this model
 The detector is an MLP autoencoder over the *window features* of
 :mod:`iot_fed.fl.window_features` (per channel: level, change since the previous reading,
 deviation from the window median, rolling spread, run length of identical values, trend
-across the window; plus gap and time of day). Each fault type moves at least one of them
-far from normal: spikes and bias onsets ``diff``/``dev``, stuck-at ``run``/``spread``,
-noise ``spread``/``diff``, drift ``trend``, dying batteries ``level`` (and the
+across the window, level shift against the window's trend, change of slope; plus gap and
+time of day). Each fault type moves at least one of them far from normal: spikes and bias
+onsets ``diff``/``dev``, small offsets ``shift``, stuck-at ``run``/``spread``, noise
+``spread``/``diff``, drift ``trend``/``bend``, dying batteries ``level`` (and the
 temperature/humidity/voltage relation). The autoencoder learns the joint normal
 distribution (diurnal levels, how temperature and humidity move together, which channels
 are often flat, e.g. light at night), so a reading is judged against what is normal for
@@ -19,12 +20,14 @@ not see stuck-at, drift or noise.
 Score
 -----
 Features are standardised with the device's own normaliser (its sufficient statistics;
-the fleet's is the fallback). Each residual ``recon - z`` of the ``n_outputs`` channel
-features is divided by ``residual_scale``: that feature's target quantile of absolute
-residuals on held-out normal readings, fleet-wide, so every feature is on the same "how
-rare" scale. A channel's error (``channel_errors``, CHANNELS order) is the max of its
-features' squared standardised residuals, and the reading's score is the **max over
-channels**: one broken feature of one channel is enough, and a feature with heavy normal
+the fleet's is the fallback). The residuals are ``recon - z`` of the ``n_outputs``
+reconstructed channel features, then ``-z`` of the directly scored ones (``shift``,
+``bend``: about 0 on normal readings, so their standardised value is the surprise; the
+autoencoder still sees them as inputs). Each is divided by ``residual_scale``: its target
+quantile of absolute values on held-out normal readings, fleet-wide, so every feature is
+on the same "how rare" scale. A channel's error (``channel_errors``, CHANNELS order) is
+the max of its features' squared standardised residuals, and the reading's score is the
+**max over channels**: one broken feature of one channel is enough, and a feature with heavy normal
 tails (light switching, heating steps) does not hide the others. (Averaging instead of
 the max diluted the stuck-at signal, which lives in one feature, ``run``, by five.)
 

@@ -24,46 +24,49 @@ the clean readings after it.
 Then the four ``level`` s (the readings themselves: conditioning inputs, not targets, as
 levels drift with seasons and batteries) and three shared features: ``gap``
 (``log(1 + missed periods)`` before this reading) and the time of day as ``sin``/``cos``.
+
+Last, per channel, two features scored directly (:data:`DIRECT`: their own standardised
+value is the residual, :mod:`iot_fed.fl.detector`), from the medians of the window's four
+quarters ``q0..q3`` placed at their median times (so a gap does not bend a line):
+
+* ``shift``: ``q3`` minus the line through ``q0`` and ``q2`` extended to ``q3``'s time: a
+  level offset judged against the device's own trend, from a quarter of readings rather
+  than one (an offset of a few reading-to-reading steps, which ``diff`` cannot tell from
+  jitter at the alert budget);
+* ``bend``: the slope across the last two quarters minus that across the first two, per
+  quarter: a drift's onset, judged against the slope the device already had (``trend``
+  alone cannot tell a drift from the daily cycle's or the slow wander's own slope).
+
+Both are about 0 on normal readings at any time of day, so an autoencoder need not learn
+them. They are undefined (NaN) without a full window or when the window spans more than
+:data:`MAX_SPAN` window lengths (a gap, or flagged readings left out of the context: a line
+through readings an hour apart predicts nothing), and 0 when a quarter would hold fewer
+than :data:`MIN_QUARTER` readings.
+
 A feature that is undefined (no previous reading, too few readings for a spread or a
-trend) is NaN; the model's normaliser maps NaN to the
-feature's mean (neutral). ``n_context`` tells how many previous readings were used, so a
-caller can tell a short history (fallback scoring) from a full one.
+trend) is NaN; the model's normaliser maps NaN to the feature's mean (neutral).
+``n_context`` tells how many previous readings were used, so a caller can tell a short
+history (fallback scoring) from a full one.
 
-**The window's length** (``model_window``, 32 readings, ~16 minutes), against the
-sensitivity sweep (``bench/bench_sensitivity.py``: event recall against fault magnitude
-at 1 false incident per device-day; figures in docs/detector.md). At 32 readings the
-detector finds spikes, stuck sensors, offsets and dying batteries at a tenth to a fifth
-of the benchmark's injector, but needs the whole injected drift to reach 0.9 event
-recall, does not reach it for a gain (multiplicative) drift up to twice the injector, and
-needs more than the injector for noise scaled to the reading-to-reading jitter. Tried:
-the same features over 64 and 128 readings (``trend``, ``dev`` and the median context see
-a slow drift for longer): 64 lowers those magnitudes by 10-30 % and raises PR-AUC on
-offset, noise, drift and battery, with spike / stuck / battery unchanged; 128 adds
-little over 64. The default stays 32 for now: with 64 the service test
-``test_promotion_replay.py::test_a_sane_second_version_is_compared_and_promoted`` fails:
-its second version floods the replay (not reproduced by the same two rounds run outside
-Dagster; after the threshold rounding fix ``detector.THRESHOLD_RTOL``, one of that file's
-7 tests still failed at 64, in one run, not identified). Also tried
-(commit 6d6fc7b, reverted): next to the 32-reading window, a 128-reading horizon with per
-channel ``shift`` (recent median minus the horizon's oldest) and ``rough`` (trimmed RMS step of
-the last 16 steps against the horizon's earlier ones: noise against the device's own
-recent past). On a 12-mote, 2-day sweep it left the magnitudes for drift and jitter noise
-unchanged, lowered PR-AUC on stuck and drift (more residuals in the max raise the
-operating threshold), and on less than a day of training flagged the daily cycle's
-hourly change.
-
-Tried next (session 15, not kept; figures and commands in docs/detector.md, "At the
-calibrated thresholds"): a sixth per-channel feature ``rough``, the log of the mean
-absolute step between the window's successive readings (steps scaled by ``sqrt(dt)``, the
-two largest left out). The sweep liked it (jitter-sized noise 1.39 -> 1.00, a gain drift
-reaching 0.9 at 1.73), but at the product's calibrated thresholds F1 fell by 0.01-0.03 on
-a 24-mote benchmark and swung widely on short training spans; the sweep's operating point,
-set on the test period itself, hides such a gap. Window 64 there: PR-AUC up 0.03-0.06, F1
-down on two seeds of three. A step feature (median of the last ``spread_k`` readings minus
-that of the ``spread_k`` before them): offsets 0.20 -> 0.15, jitter noise back to 1.15.
-Not tried: neighbour context (the generated motes' slow wander is independent per mote, so
-the benchmark data cannot show what neighbours would add, and the real readings of all 54
-motes are not available here).
+**What the sensitivity sweep showed** (``bench/bench_sensitivity.py``: event recall
+against fault magnitude at 1 false incident per device-day; figures, commands and the
+trials' tables in docs/detector.md). Without ``shift``/``bend`` the detector found spikes,
+stuck sensors, offsets and dying batteries at a tenth to a fifth of the benchmark's
+injector, but needed the whole injected drift for 0.9 event recall, never reached it for a
+gain drift, and an offset had to be ~7 reading-to-reading steps to pass ``diff``'s tail.
+Tried and not kept: a 64- or 128-reading window (drift 0.99 -> 0.69, but F1 lower at the
+calibrated thresholds, longer alarm tails); a 128-reading horizon with an hour-long shift
+and a noise ratio (no gain, flagged the daily cycle on short training); ``rough``, the mean
+absolute step over the window (jitter-sized noise 1.39 -> 1.00, but F1 swung widely on
+short training); accumulating scores over the last 8-32 readings (drift 0.99 -> 0.68 at
+best, but the spikes' PR-AUC fell from 0.97 to 0.32-0.82: every fault smeared into the
+readings after it); ``shift``
+and ``bend`` as reconstruction targets (short training flooded: the autoencoder's other
+targets got worse). Kept: ``shift`` and ``bend`` scored directly, with the span limit
+(without it, windows reaching back across flagged readings doubled the false alarms
+around faults). Not tried: neighbour context (the generated motes' slow wander is
+independent per mote, so the benchmark data cannot show what neighbours add, and the
+real readings of all 54 motes are not available here).
 
 Every row's features depend only on that row's window contents, laid out the same way in
 every call, so scoring a series whole or chunk by chunk (threading the last
