@@ -52,14 +52,14 @@ def engine_vs_bare(devices: Sequence[DeviceData], setup: Any, repeats: int = 5) 
     """``{"engine_s", "bare_s", "ratio"}`` for one round over ``devices``."""
     import jax
 
-    from iot_fed.fl.detector import standardize
+    from iot_fed.fl.detector import model_xy, standardize
     from iot_fed.fl.model import init_params
     from iot_fed.fl.training import padded_shape
 
     spec, cfg = setup.spec, setup.train
     g = {k: {m: np.asarray(v) for m, v in la.items()} for k, la in init_params(spec, 0).items()}
     norm = initial_normalizer(devices)
-    zs = [standardize(norm, d.train) for d in devices]
+    zs = [model_xy(spec, standardize(norm, d.train))[0] for d in devices]
     slots, rows = padded_shape([(z, z) for z in zs], cfg)
     x = np.zeros((len(devices), rows, spec.n_inputs), np.float32)
     for i, z in enumerate(zs):

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from iot_fed.fl.aggregation import AggregationConfig
-from iot_fed.fl.detector import calibrate
+from iot_fed.fl.detector import calibrate, model_xy
 from iot_fed.fl.model import init_params
 from iot_fed.fl.rounds import (
     DeviceData,
@@ -177,7 +177,7 @@ def local_only_bundles(devices: Sequence[DeviceData], setup: Setup) -> list[Mode
     data = []
     for d, nm in zip(devices, norms, strict=True):
         z = standardize(nm, d.train)
-        data.append((z, np.ascontiguousarray(z[:, : setup.spec.n_outputs])))
+        data.append(model_xy(setup.spec, z))
     res = train_devices(
         g, data, setup.spec, cfg, seed=setup.seed, device_ids=[d.moteid for d in devices]
     )
@@ -213,7 +213,7 @@ def centralised_bundle(
     fleet = initial_normalizer(devices)
     norms = {d.moteid: device_normalizer(feature_stats(d.train), fleet) for d in devices}
     z = np.concatenate([standardize(norms[d.moteid], d.train) for d in devices])
-    data = [(z, np.ascontiguousarray(z[:, : setup.spec.n_outputs]))]
+    data = [model_xy(setup.spec, z)]
     params = _np(init_params(setup.spec, setup.seed))
     held = {d.moteid: d.held_out for d in devices}
     best: tuple[float, ModelBundle] | None = None

@@ -55,7 +55,7 @@ def attach(shared: ModelBundle, rows: Sequence[Mapping[str, Any]], what: str) ->
     """``shared`` with the devices' params of ``rows`` (a copy: ``shared`` is cached and
     read by every caller in the process). ValueError naming ``what`` and the mote on a
     malformed row."""
-    n = shared.spec.n_inputs
+    n = shared.spec.n_features
     thresholds: dict[int, float] = {}
     norms: dict[int, Normalizer] = {}
     for r in rows:

@@ -281,7 +281,7 @@ def validation_samples(
 ) -> dict[int, HeldOut]:
     """Per device, its newest ``limit`` held-out windows and their epochs: the sample its
     local rounds keep (``device_state``, read in batches), else read from its readings."""
-    kept = {m: kept_holdout(s, spec.n_inputs) for m, s in read_device_states(db, motes).items()}
+    kept = {m: kept_holdout(s, spec.n_features) for m, s in read_device_states(db, motes).items()}
     out = {m: (ep[-limit:], f[-limit:]) for m, (ep, f) in kept.items() if len(f)}
     missing = [int(m) for m in motes if int(m) not in out]
     if missing:

@@ -23,7 +23,7 @@ Features are standardised with the device's own normaliser (its sufficient stati
 the fleet's is the fallback). The residuals are ``recon - z`` of the ``n_outputs``
 reconstructed channel features, then ``-z`` of the directly scored ones (``shift``,
 ``bend``: about 0 on normal readings, so their standardised value is the surprise; the
-autoencoder still sees them as inputs). Each is divided by ``residual_scale``: its target
+autoencoder neither reconstructs nor sees them). Each is divided by ``residual_scale``: its target
 quantile of absolute values on held-out normal readings, fleet-wide, so every feature is
 on the same "how rare" scale. A channel's error (``channel_errors``, CHANNELS order) is
 the max of its features' squared standardised residuals, and the reading's score is the
@@ -82,12 +82,18 @@ def standardize_by(mean: np.ndarray, std: np.ndarray, feats: np.ndarray) -> np.n
     return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
+def model_xy(spec: ModelSpec, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The autoencoder's inputs and targets of standardised features ``(n, N_FEATURES)``:
+    every feature but the directly scored ones (last), and the channel features (first)."""
+    return np.ascontiguousarray(z[:, : spec.n_inputs]), np.ascontiguousarray(z[:, : spec.n_outputs])
+
+
 def residuals(params: Params, spec: ModelSpec, z: np.ndarray) -> np.ndarray:
-    """Residuals ``(n, n_residuals)`` of standardised inputs (float64): the reconstruction's
-    ``recon - z`` of the ``n_outputs`` targets, then ``0 - z`` of the directly scored
-    features (:data:`~iot_fed.fl.window_features.DIRECT`, expected 0)."""
+    """Residuals ``(n, n_residuals)`` of standardised features (float64): the
+    reconstruction's ``recon - z`` of the ``n_outputs`` targets, then ``0 - z`` of the
+    directly scored features (:data:`~iot_fed.fl.window_features.DIRECT`, expected 0)."""
     zz = np.asarray(z, np.float64)
-    recon = forward_numpy(params, z, spec.activation).astype(np.float64)
+    recon = forward_numpy(params, z[:, : spec.n_inputs], spec.activation).astype(np.float64)
     return np.concatenate([recon - zz[:, : spec.n_outputs], -zz[:, DIRECT_COLUMNS]], axis=1)
 
 

@@ -32,6 +32,7 @@ from iot_fed.fl.detector import (
     calibrate,
     channel_errors,
     combine,
+    model_xy,
     residual_channel_errors,
     residual_scale,
     residuals,
@@ -160,7 +161,7 @@ def client_update(
         own = known.get(d.moteid)
         norms[d.moteid] = own if own is not None else device_normalizer(st, norm)
         z = standardize(norms[d.moteid], d.train)
-        data.append((z, np.ascontiguousarray(z[:, : spec.n_outputs])))
+        data.append(model_xy(spec, z))
     res = train_devices(
         global_params, data, spec, cfg, seed=seed, device_ids=[d.moteid for d in devices]
     )
@@ -289,7 +290,8 @@ def validation_loss(
     if not rows.ids:
         return float("nan")
     n_out = bundle.spec.n_outputs
-    recon = forward_numpy(bundle.params, rows.standardized(), bundle.spec.activation)
+    x, _ = model_xy(bundle.spec, rows.standardized())
+    recon = forward_numpy(bundle.params, x, bundle.spec.activation)
     raw = recon * rows.std[:, :n_out] + rows.mean[:, :n_out]
     target = standardize(ref, rows.feats)[:, :n_out]
     err = np.square((raw - ref.mean[:n_out]) / ref.std[:n_out] - target).ravel()

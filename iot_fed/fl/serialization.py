@@ -174,10 +174,12 @@ class ModelBundle:
             if (
                 mean is None
                 or std is None
-                or mean.shape != (spec.n_inputs,)
-                or std.shape != (spec.n_inputs,)
+                or mean.shape != (spec.n_features,)
+                or std.shape != (spec.n_features,)
             ):
-                raise ModelBlobError(f"normalisation stats must both have shape ({spec.n_inputs},)")
+                raise ModelBlobError(
+                    f"normalisation stats must both have shape ({spec.n_features},)"
+                )
             try:
                 norm = Normalizer(mean, std)
             except ValueError as exc:
@@ -194,7 +196,7 @@ class ModelBundle:
         dn_ids, dn_mean, dn_std = (arrays.get(f"dnorm/{k}") for k in ("devices", "mean", "std"))
         dev_norms: dict[int, Normalizer] = {}
         if dn_ids is not None:
-            want = (dn_ids.shape[0], spec.n_inputs)
+            want = (dn_ids.shape[0], spec.n_features)
             if dn_mean is None or dn_std is None or dn_mean.shape != want or dn_std.shape != want:
                 raise ModelBlobError(f"per-device normalisers must have shape {want}")
             try:

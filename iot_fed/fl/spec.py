@@ -16,7 +16,7 @@ import numpy as np
 from iot_fed.fl.window_features import (
     N_CHANNEL_FEATURES,
     N_DIRECT_FEATURES,
-    N_FEATURES,
+    N_MODEL_INPUTS,
     WindowConfig,
 )
 
@@ -32,11 +32,12 @@ KIND = "window_ae/3"
 @dataclass(frozen=True)
 class ModelSpec:
     """Feedforward autoencoder over window features ``n_inputs -> hidden... -> n_outputs``
-    (see :mod:`iot_fed.fl.window_features`; ``window``/``spread_k`` fix the context)."""
+    (see :mod:`iot_fed.fl.window_features`; ``window``/``spread_k`` fix the context; the
+    directly scored features are not inputs, :attr:`n_features` counts them too)."""
 
     hidden: tuple[int, ...] = (32, 16)
     activation: str = "relu"
-    n_inputs: int = N_FEATURES
+    n_inputs: int = N_MODEL_INPUTS
     n_outputs: int = N_CHANNEL_FEATURES
     window: int = 32
     spread_k: int = 8
@@ -61,6 +62,12 @@ class ModelSpec:
     def sizes(self) -> tuple[int, ...]:
         """All layer widths, inputs first: ``(n_inputs, *hidden, n_outputs)``."""
         return (self.n_inputs, *self.hidden, self.n_outputs)
+
+    @property
+    def n_features(self) -> int:
+        """Window features per reading (the normaliser's width): the model's inputs, then
+        the directly scored features, which are not inputs."""
+        return self.n_inputs + N_DIRECT_FEATURES
 
     @property
     def n_residuals(self) -> int:

@@ -37,11 +37,12 @@ quarters ``q0..q3`` placed at their median times (so a gap does not bend a line)
   quarter: a drift's onset, judged against the slope the device already had (``trend``
   alone cannot tell a drift from the daily cycle's or the slow wander's own slope).
 
-Both are about 0 on normal readings at any time of day, so an autoencoder need not learn
-them. They are undefined (NaN) without a full window or when the window spans more than
-:data:`MAX_SPAN` window lengths (a gap, or flagged readings left out of the context: a line
-through readings an hour apart predicts nothing), and 0 when a quarter would hold fewer
-than :data:`MIN_QUARTER` readings.
+Both are about 0 on normal readings at any time of day, so the autoencoder neither
+reconstructs them nor sees them (as inputs, a light switch's large ``shift`` disturbed the
+reconstruction of the other channels). They are undefined (NaN) without a full window or
+when the window spans more than :data:`MAX_SPAN` window lengths (a gap, or flagged readings
+left out of the context: a line through readings an hour apart predicts nothing), and 0
+when a quarter would hold fewer than :data:`MIN_QUARTER` readings.
 
 A feature that is undefined (no previous reading, too few readings for a spread or a
 trend) is NaN; the model's normaliser maps NaN to the feature's mean (neutral).
@@ -93,12 +94,13 @@ FEATURE_NAMES = (
     + SHARED
     + tuple(f"{c}_{f}" for c in CHANNELS for f in DIRECT)
 )
-"""Targets first (``N_CHANNEL_FEATURES``), then levels and shared, then the directly
-scored features (``N_DIRECT_FEATURES``, last); all of them are the model's inputs."""
+"""Targets first (``N_CHANNEL_FEATURES``), then levels and shared (with the targets: the
+model's ``N_MODEL_INPUTS`` inputs), then the directly scored features (last)."""
 N_CHANNEL_FEATURES = len(CHANNELS) * len(PER_CHANNEL)
 N_DIRECT_FEATURES = len(CHANNELS) * len(DIRECT)
 N_FEATURES = len(FEATURE_NAMES)
-DIRECT_COLUMNS = slice(N_FEATURES - N_DIRECT_FEATURES, N_FEATURES)
+N_MODEL_INPUTS = N_FEATURES - N_DIRECT_FEATURES
+DIRECT_COLUMNS = slice(N_MODEL_INPUTS, N_FEATURES)
 MAX_SPAN = 1.5
 """``shift`` and ``bend`` are undefined when the window spans more than this many window
 lengths of time (a gap, or flagged readings left out of the context): a line through

@@ -27,7 +27,8 @@ def _params(spec=SPEC, seed=0):
 
 
 def _bundle():
-    norm = Normalizer(np.arange(6.0), np.linspace(0.5, 2.0, 6))
+    n = SPEC.n_features  # the inputs, then the directly scored features
+    norm = Normalizer(np.arange(float(n)), np.linspace(0.5, 2.0, n))
     return ModelBundle(
         SPEC,
         _params(),
