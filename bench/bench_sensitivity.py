@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=None)
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--window", type=int, default=None, help="the model's window (readings)")
+    ap.add_argument("--seed", type=int, default=None, help="data, fault and model seed")
     ap.add_argument("--magnitudes", default=None, help="comma-separated, increasing")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--rate", type=float, default=None, help="share of test rows per variant")
@@ -39,7 +40,7 @@ def main() -> None:
     if args.quick:
         bench = replace(bench, motes=6, days=1.0, rounds=1, local_epochs=1)
         cfg = replace(cfg, magnitudes=(0.25, 0.5, 1.0, 2.0))
-    for k in ("motes", "days", "rounds", "window"):
+    for k in ("motes", "days", "rounds", "window", "seed"):
         if getattr(args, k) is not None:
             bench = replace(bench, **{k: getattr(args, k)})
     cfg = replace(cfg, bench=bench)
