@@ -19,17 +19,18 @@ not see stuck-at, drift or noise.
 
 Score
 -----
-Features are standardised with the device's own normaliser (its sufficient statistics;
-the fleet's is the fallback). The residuals are ``recon - z`` of the ``n_outputs``
+Features are standardised with the device's own normaliser (its sufficient statistics; the
+fleet's is the fallback). The residuals are ``recon - z`` of the ``n_outputs``
 reconstructed channel features, then ``-z`` of the directly scored ones (``shift``,
 ``bend``: about 0 on normal readings, so their standardised value is the surprise; the
-autoencoder neither reconstructs nor sees them). Each is divided by ``residual_scale``: its target
-quantile of absolute values on held-out normal readings, fleet-wide, so every feature is
-on the same "how rare" scale. A channel's error (``channel_errors``, CHANNELS order) is
-the max of its features' squared standardised residuals, and the reading's score is the
-**max over channels**: one broken feature of one channel is enough, and a feature with heavy normal
-tails (light switching, heating steps) does not hide the others. (Averaging instead of
-the max diluted the stuck-at signal, which lives in one feature, ``run``, by five.)
+autoencoder neither reconstructs nor sees them). Each is divided by ``residual_scale``:
+its target quantile of absolute values on held-out normal readings, fleet-wide, so every
+feature is on the same "how rare" scale. A channel's error (``channel_errors``, CHANNELS
+order) is the max of its features' squared standardised residuals, and the reading's score
+is the **max over channels**: one broken feature of one channel is enough, and a feature
+with heavy normal tails (light switching, heating steps) does not hide the others.
+(Averaging instead of the max diluted the stuck-at signal, which lives in one feature,
+``run``, by five.)
 
 Thresholds
 ----------
