@@ -86,8 +86,9 @@ def test_gaps_scale_diff_and_a_long_gap_resets_the_context():
     assert n_ctx[4] == 0 and np.isnan(f[4, _col("humidity_diff")])  # context reset
 
 
-def test_stream_scores_equal_batch_scores():
-    b = _bundle()
+@pytest.mark.parametrize("window", [8, 16])  # 16: shift and bend are defined
+def test_stream_scores_equal_batch_scores(window):
+    b = _bundle(window)
     ts, vals = series(300, seed=3)
     ep = np.arange(300)
     whole, h_whole = score_device(
@@ -106,9 +107,9 @@ def test_stream_scores_equal_batch_scores():
     assert hist == h_whole and len(hist.epochs) == b.spec.window - 1
 
 
-def _quiet_bundle():
+def _quiet_bundle(window=8):
     """A bundle whose normal scores stay far below its thresholds (nothing is excluded)."""
-    b = _bundle()
+    b = _bundle(window)
     b.residual_scale = np.full(b.spec.n_residuals, 10.0)
     return b
 
@@ -315,8 +316,9 @@ def test_a_lasting_level_shift_enters_the_context_after_a_window():
     assert hist.values[-1][0] == vals[-1, 0] and hist.excluded_run > w
 
 
-def test_stream_equals_batch_while_anomalies_are_excluded():
-    b = _quiet_bundle()
+@pytest.mark.parametrize("window", [8, 16])  # 16: the span limit meets the exclusions
+def test_stream_equals_batch_while_anomalies_are_excluded(window):
+    b = _quiet_bundle(window)
     ts, vals = _bias(length=30)
     vals = vals.copy()
     vals[[60, 61, 150], 1] += 80.0
@@ -336,14 +338,15 @@ def test_stream_equals_batch_while_anomalies_are_excluded():
     assert hist == h_whole
 
 
-def test_many_devices_scored_together_get_exactly_what_each_gets_alone():
+@pytest.mark.parametrize("window", [8, 16])
+def test_many_devices_scored_together_get_exactly_what_each_gets_alone(window):
     """``score_many`` lays the devices' series end to end with a context break before
     each: scores, flags, reasons and next histories equal per-device ``score_device``."""
     from dataclasses import replace
 
     from iot_fed.fl.stream_scoring import DeviceReadings, score_many
 
-    b = _quiet_bundle()
+    b = _quiet_bundle(window)
     b = replace(
         b,
         device_norms={3: Normalizer(b.norm.mean + 0.1, b.norm.std * 1.5)},
