@@ -12,17 +12,20 @@ Kafka append (from the first one):
 - incidents opened on clean readings.
 
     .venv/bin/python bench/bench_live_quality.py [--rates 10,200] [--minutes 10] [--quick]
-        [--motes M]
+        [--motes M] [--dump PATH]
 
 ``--motes`` streams a generated fleet of ``M`` motes instead of the default 54: at the same
 rate each mote's data time runs ``54 / M`` times faster, so a fleet reaches its first
-calibration (a whole day of a device's data) sooner. Prints a table per rate; writes
-``bench/results/live_quality.json`` (section ``rate_<R>``, or ``rate_<R>_motes_<M>``).
+calibration (a whole day of a device's data) sooner. ``--dump PATH`` writes every flagged
+clean reading's prediction (JSON lines, ``PATH`` with ``_<rate>`` added) for a diagnosis.
+Prints a table per rate; writes ``bench/results/live_quality.json`` (section ``rate_<R>``,
+or ``rate_<R>_motes_<M>``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -79,7 +82,14 @@ def per_minute(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return []
     t0 = min(d["kafka_ts"] for d in docs)
     rows: dict[int, dict[str, Any]] = defaultdict(
-        lambda: {"scored": 0, "clean": 0, "flagged_clean": 0, "learning": 0, "versions": Counter()}
+        lambda: {
+            "scored": 0,
+            "clean": 0,
+            "flagged_clean": 0,
+            "learning": 0,
+            "versions": Counter(),
+            "motes": Counter(),
+        }
     )
     for d in docs:
         r = rows[int((d["kafka_ts"] - t0).total_seconds() // 60)]
@@ -89,6 +99,8 @@ def per_minute(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if d.get("label") is None:
             r["clean"] += 1
             r["flagged_clean"] += bool(d.get("is_anomaly"))
+            if d.get("is_anomaly"):
+                r["motes"][d.get("moteid")] += 1
     out = []
     for minute in sorted(rows):
         r = rows[minute]
@@ -103,12 +115,15 @@ def per_minute(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 else None,
                 "learning_pct": round(100 * r["learning"] / r["scored"], 1),
                 "versions": ",".join(str(v) for v in sorted(r["versions"], key=lambda v: v or 0)),
+                "flagged_motes": dict(r["motes"].most_common(3)),
             }
         )
     return out
 
 
-def run_rate(rate: float, minutes: float, motes: int | None = None) -> dict[str, Any]:
+def run_rate(
+    rate: float, minutes: float, motes: int | None = None, dump: Path | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_live_quality_") as tmp:
         home = Path(tmp)
         env = _env(home, motes)
@@ -137,7 +152,10 @@ def run_rate(rate: float, minutes: float, motes: int | None = None) -> dict[str,
                         pass
                 time.sleep(5)
             fields = {"kafka_ts": 1, "label": 1, "is_anomaly": 1, "reason": 1, "model_version": 1}
-            docs = list(db[PREDICTIONS].find({}, fields))
+            docs = list(db[PREDICTIONS].find({}, {**fields, "moteid": 1}))
+            if dump is not None:  # every flagged clean reading, whole, for a diagnosis
+                flagged = db[PREDICTIONS].find({"is_anomaly": True, "label": None}, {"_id": 0})
+                dump.write_text("\n".join(json.dumps(d, default=str) for d in flagged))
             incidents = list(db[INCIDENTS].find({}, {"state": 1, "fault_type": 1}))
             versions = list(
                 db[GLOBAL_MODELS].find({}, {"version": 1, "promoted": 1, "created_at": 1})
@@ -173,19 +191,30 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--quick", action="store_true", help="one rate (200 rec/s), 3 minutes")
     ap.add_argument("--motes", type=int, default=None, help="generated motes (default 54)")
+    ap.add_argument("--dump", type=Path, default=None, help="flagged clean readings (JSON lines)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the pipeline
     if args.quick:
         args.rates, args.minutes = "200", 3
     sections = {}
     for rate in (float(r) for r in args.rates.split(",")):
-        res = run_rate(rate, args.minutes, args.motes)
+        dump = args.dump and args.dump.with_name(f"{args.dump.stem}_{rate:g}{args.dump.suffix}")
+        res = run_rate(rate, args.minutes, args.motes, dump)
         print_table(
             f"{rate:g} rec/s, {res['motes']} motes, from a cold start: clean readings "
             f"flagged per minute (goal <= {100 * GOAL_FLAGGED:g} %); "
             f"worst {res['worst_minute_flagged_pct']} %, {res['incidents']} incidents, "
             f"{res['global_versions']} global versions",
-            ["minute", "scored", "clean", "flagged", "% flagged", "% learning", "versions"],
+            [
+                "minute",
+                "scored",
+                "clean",
+                "flagged",
+                "% flagged",
+                "% learning",
+                "versions",
+                "motes",
+            ],
             [
                 [
                     r["minute"],
@@ -195,6 +224,7 @@ def main() -> int:
                     r["flagged_pct"],
                     r["learning_pct"],
                     r["versions"],
+                    " ".join(f"{m}:{n}" for m, n in r["flagged_motes"].items()),
                 ]
                 for r in res["rows"]
             ],

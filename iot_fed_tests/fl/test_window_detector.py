@@ -86,6 +86,15 @@ def test_gaps_scale_diff_and_a_long_gap_resets_the_context():
     assert n_ctx[4] == 0 and np.isnan(f[4, _col("humidity_diff")])  # context reset
 
 
+def test_an_outage_over_25_minutes_resets_the_context_by_default():
+    ts = np.concatenate([np.arange(40), 40 + 50 + np.arange(40)]).astype(np.int64) * P_MS
+    vals = np.zeros((80, 4))
+    vals[40:, 2] = 200.0  # the light changed while the mote was silent (50 periods, 26 min)
+    f, n_ctx = window_features(ts, vals, 80)
+    assert n_ctx[39] == 31 and n_ctx[40] == 0 and n_ctx[50] == 10
+    assert np.isnan(f[40, _col("light_dev")]) and f[50, _col("light_dev")] == 0.0
+
+
 @pytest.mark.parametrize("window", [8, 16])  # 16: shift and bend are defined
 def test_stream_scores_equal_batch_scores(window):
     b = _bundle(window)
