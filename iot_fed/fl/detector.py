@@ -93,9 +93,9 @@ def residuals(params: Params, spec: ModelSpec, z: np.ndarray) -> np.ndarray:
     """Residuals ``(n, n_residuals)`` of standardised features (float64): the
     reconstruction's ``recon - z`` of the ``n_outputs`` targets, then ``0 - z`` of the
     directly scored features (:data:`~iot_fed.fl.window_features.DIRECT`, expected 0)."""
-    zz = np.asarray(z, np.float64)
     recon = forward_numpy(params, z[:, : spec.n_inputs], spec.activation).astype(np.float64)
-    return np.concatenate([recon - zz[:, : spec.n_outputs], -zz[:, DIRECT_COLUMNS]], axis=1)
+    targets = np.asarray(z[:, : spec.n_outputs], np.float64)
+    return np.concatenate([recon - targets, -np.asarray(z[:, DIRECT_COLUMNS], np.float64)], 1)
 
 
 def channel_errors(

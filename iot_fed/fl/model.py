@@ -7,8 +7,9 @@ hidden sizes, activation), over the standardised window features of
 
 * inputs (:data:`~iot_fed.fl.window_features.N_FEATURES`): every channel's dynamics
   features (``diff``, ``dev``, ``spread``, ``run``, ``trend``), then the conditioning
-  inputs: the four channel levels, the gap before the reading and the time of day, and
-  each channel's ``shift`` and ``bend`` (scored directly, not reconstructed);
+  inputs: the four channel levels, the gap before the reading and the time of day (each
+  channel's ``shift`` and ``bend`` are neither inputs nor outputs: they are scored
+  directly, :mod:`iot_fed.fl.detector`);
 * outputs (:data:`~iot_fed.fl.window_features.N_CHANNEL_FEATURES`): the dynamics
   features again, i.e. ``n_inputs -> hidden... -> n_outputs`` learns what is normal for a
   mote's dynamics given its levels and the time of day;

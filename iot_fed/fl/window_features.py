@@ -274,7 +274,8 @@ def _quarter_features(
         return np.zeros((n, win.shape[1])), np.zeros((n, win.shape[1]))
     bounds = [(i * qn, (i + 1) * qn) for i in range(3)] + [(w - qn, w)]
     level = [_nanmedian(win[:, :, a:b], valid[:, a:b].sum(axis=1)) for a, b in bounds]
-    when = [_nanmedian(twin[:, None, a:b], valid[:, a:b].sum(axis=1))[:, 0] for a, b in bounds]
+    # a defined row's window is whole and its times ascend: the middle of each quarter
+    when = [(twin[:, a + (qn - 1) // 2] + twin[:, a + qn // 2]) / 2 for a, _ in bounds]
 
     def slope(i: int, j: int) -> np.ndarray:
         dt = when[j] - when[i]
